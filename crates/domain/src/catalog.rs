@@ -1,0 +1,138 @@
+//! The event-type catalog and the supported API versions. Both come from configuration; the
+//! defaults are CONTRACT.md section 9's 17 types and version `2026-04-01`.
+
+/// The synthetic type that only the test operation sends; never subscribable.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+/// The default catalog.
+pub const DEFAULT_EVENT_TYPES: [&str; 17] = [
+    "brand.vetted",
+    "brand.vetting_failed",
+    "campaign.approved",
+    "campaign.rejected",
+    "campaign.shared",
+    "wallet.balance_low",
+    "wallet.balance_zero",
+    "subscription.past_due",
+    "subscription.canceled",
+    "api_key.created",
+    "api_key.rotated",
+    "api_key.revoked",
+    "phone_number.bulk_order.completed",
+    "phone_number.campaign.assigned",
+    "consent_pending.confirmed",
+    "consent_pending.expired",
+    "lookup.completed",
+];
+
+/// The default (and newest) API version.
+pub const DEFAULT_API_VERSION: &str = "2026-04-01";
+
+/// The event types organizations may subscribe to and the platform may publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCatalog {
+    types: Vec<String>,
+}
+
+impl EventCatalog {
+    /// A catalog of exactly these types.
+    pub fn new(types: Vec<String>) -> Self {
+        Self { types }
+    }
+
+    /// Whether `event_type` is in the catalog (`webhook.test` never is).
+    pub fn contains(&self, event_type: &str) -> bool {
+        event_type != TEST_EVENT_TYPE && self.types.iter().any(|known| known == event_type)
+    }
+
+    /// Every type, in configuration order.
+    pub fn types(&self) -> &[String] {
+        &self.types
+    }
+}
+
+impl Default for EventCatalog {
+    fn default() -> Self {
+        Self::new(DEFAULT_EVENT_TYPES.iter().map(|name| (*name).to_owned()).collect())
+    }
+}
+
+/// The API versions an endpoint may pin, newest last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersions {
+    supported: Vec<String>,
+    deprecated: Vec<String>,
+}
+
+/// Why an `api_version` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiVersionError {
+    /// Not a version Herald knows.
+    #[error("unsupported api version: {0}")]
+    Unknown(String),
+    /// Known, but no new endpoint may pin it.
+    #[error("deprecated api version: {0}")]
+    Deprecated(String),
+}
+
+impl ApiVersions {
+    /// `supported` lists every version Herald renders, oldest first; `deprecated` the subset
+    /// that existing endpoints keep but new endpoints may not choose.
+    pub fn new(supported: Vec<String>, deprecated: Vec<String>) -> Self {
+        Self { supported, deprecated }
+    }
+
+    /// The version a new endpoint gets when it names none: the newest non-deprecated one.
+    pub fn default_version(&self) -> &str {
+        self.supported
+            .iter()
+            .rev()
+            .find(|version| !self.deprecated.contains(version))
+            .map_or(DEFAULT_API_VERSION, String::as_str)
+    }
+
+    /// Checks that a new endpoint may pin `version`.
+    pub fn check_new(&self, version: &str) -> Result<(), ApiVersionError> {
+        if self.deprecated.iter().any(|known| known == version) {
+            Err(ApiVersionError::Deprecated(version.to_owned()))
+        } else if self.supported.iter().any(|known| known == version) {
+            Ok(())
+        } else {
+            Err(ApiVersionError::Unknown(version.to_owned()))
+        }
+    }
+
+    /// Every supported version, deprecated ones included.
+    pub fn supported(&self) -> &[String] {
+        &self.supported
+    }
+}
+
+impl Default for ApiVersions {
+    fn default() -> Self {
+        Self::new(vec![DEFAULT_API_VERSION.to_owned()], Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_catalog_has_seventeen_types_and_no_test_type() {
+        let catalog = EventCatalog::default();
+        assert_eq!(catalog.types().len(), 17);
+        assert!(catalog.contains("wallet.balance_low"));
+        assert!(!catalog.contains("wallet.balanse_low"));
+        assert!(!catalog.contains(TEST_EVENT_TYPE));
+    }
+
+    #[test]
+    fn deprecated_versions_are_refused_for_new_endpoints() {
+        let versions = ApiVersions::new(vec!["2025-01-01".into(), "2026-04-01".into()], vec!["2025-01-01".into()]);
+        assert_eq!(versions.default_version(), "2026-04-01");
+        assert_eq!(versions.check_new("2026-04-01"), Ok(()));
+        assert_eq!(versions.check_new("2025-01-01"), Err(ApiVersionError::Deprecated("2025-01-01".into())));
+        assert_eq!(versions.check_new("2030-01-01"), Err(ApiVersionError::Unknown("2030-01-01".into())));
+    }
+}

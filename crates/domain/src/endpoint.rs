@@ -1,0 +1,198 @@
+//! The endpoint object (CONTRACT.md section 2) and the rules its fields obey (section 3).
+//! Each rule is a plain function returning the human-readable message that ends up in the
+//! error envelope's `details`, so the API can report every failing field at once.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use url::{Host, Url};
+
+use crate::catalog::{EventCatalog, TEST_EVENT_TYPE};
+use crate::ids::{EndpointId, OrgId};
+use crate::net::AddressPolicy;
+use crate::time::Timestamp;
+
+/// Most live endpoints one organization may hold *(decided)*.
+pub const MAX_ENDPOINTS_PER_ORG: u32 = 50;
+/// Longest accepted URL, in characters.
+pub const MAX_URL_CHARS: usize = 2048;
+/// Longest accepted description, in Unicode scalar values.
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+/// Most event types one endpoint may subscribe to.
+pub const MAX_EVENTS: usize = 50;
+
+/// Field name → message, ordered so responses are deterministic.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// A webhook endpoint, as stored (its secret lives apart and is never part of this type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The endpoint's id.
+    pub id: EndpointId,
+    /// The owning organization.
+    pub org_id: OrgId,
+    /// Where deliveries go; HTTPS only.
+    pub url: String,
+    /// Free text, at most 200 characters; never whitespace-only.
+    pub description: Option<String>,
+    /// The subscribed event types: 1 to 50, distinct, all in the catalog.
+    pub events: Vec<String>,
+    /// `false` stops delivery without deleting.
+    pub active: bool,
+    /// The envelope version, fixed at creation.
+    pub api_version: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Moves on every update and rotation.
+    pub updated_at: Timestamp,
+    /// Soft-delete marker; deleted endpoints are invisible to the API.
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl Endpoint {
+    /// Whether the endpoint takes new deliveries of `event_type`.
+    pub fn subscribes_to(&self, event_type: &str) -> bool {
+        self.active && self.deleted_at.is_none() && self.events.iter().any(|subscribed| subscribed == event_type)
+    }
+}
+
+/// Checks an endpoint URL: absolute `https`, at most 2048 characters, a host, no user-info,
+/// and no non-public target (IP literal or `localhost`) unless the policy allows it.
+/// Returns the URL as the user wrote it.
+pub fn validate_url(text: &str, policy: &AddressPolicy) -> Result<String, String> {
+    if text.chars().count() > MAX_URL_CHARS {
+        return Err(format!("must be at most {MAX_URL_CHARS} characters"));
+    }
+    let url = Url::parse(text).map_err(|_| "must be an absolute URL".to_owned())?;
+    if url.scheme() != "https" {
+        return Err("must use https".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user-info".to_owned());
+    }
+    // The `url` crate already turned `2130706433` or `0x7f.1` into an IPv4 host, so the
+    // parsed host, not the text, is what gets judged.
+    match url.host() {
+        None => Err("must have a host".to_owned()),
+        Some(Host::Domain("")) => Err("must have a host".to_owned()),
+        Some(Host::Domain(name)) => check_name(name, policy).map(|()| text.to_owned()),
+        Some(Host::Ipv4(v4)) => check_ip(IpAddr::V4(v4), policy).map(|()| text.to_owned()),
+        Some(Host::Ipv6(v6)) => check_ip(IpAddr::V6(v6), policy).map(|()| text.to_owned()),
+    }
+}
+
+fn check_name(name: &str, policy: &AddressPolicy) -> Result<(), String> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let is_loopback_name = name == "localhost" || name.ends_with(".localhost");
+    if is_loopback_name && !policy.allows_loopback() {
+        return Err(format!("must not target a non-public host ({name})"));
+    }
+    // Other names are resolved and checked at every attempt; their addresses can change.
+    Ok(())
+}
+
+fn check_ip(address: IpAddr, policy: &AddressPolicy) -> Result<(), String> {
+    policy
+        .check(address)
+        .map_err(|blocked| format!("must not target a non-public address ({})", blocked.address))
+}
+
+/// Checks a subscription list: 1 to 50 distinct catalog types, never `webhook.test`.
+pub fn validate_events(events: &[String], catalog: &EventCatalog) -> Result<Vec<String>, String> {
+    if events.is_empty() {
+        return Err("must contain at least 1 event type".to_owned());
+    }
+    if events.len() > MAX_EVENTS {
+        return Err(format!("must contain at most {MAX_EVENTS} event types, got {}", events.len()));
+    }
+    for (index, event_type) in events.iter().enumerate() {
+        if event_type == TEST_EVENT_TYPE {
+            return Err(format!("{TEST_EVENT_TYPE} is not subscribable"));
+        }
+        if !catalog.contains(event_type) {
+            return Err(format!("unknown event type: {event_type}"));
+        }
+        if events[..index].contains(event_type) {
+            return Err(format!("duplicate event type: {event_type}"));
+        }
+    }
+    Ok(events.to_vec())
+}
+
+/// Checks a description: at most 200 characters; whitespace-only becomes `None`.
+pub fn normalize_description(text: &str) -> Result<Option<String>, String> {
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+    }
+    if text.trim().is_empty() { Ok(None) } else { Ok(Some(text.to_owned())) }
+}
+
+/// The loopback addresses that the name `localhost` stands for.
+pub const LOCALHOST_ADDRESSES: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_url(text: &str, expected: Result<(), &str>) {
+        let result = validate_url(text, &AddressPolicy::default()).map(|_| ());
+        assert_eq!(result, expected.map_err(str::to_owned), "{text}");
+    }
+
+    #[test]
+    fn url_rules() {
+        check_url("https://example.com/hooks", Ok(()));
+        check_url("http://example.com/hooks", Err("must use https"));
+        check_url("ftp://example.com/", Err("must use https"));
+        check_url("https://", Err("must be an absolute URL"));
+        check_url("/relative", Err("must be an absolute URL"));
+        check_url("https://user:pass@example.com/", Err("must not contain user-info"));
+        check_url("https://127.0.0.1/", Err("must not target a non-public address (127.0.0.1)"));
+        check_url("https://2130706433/", Err("must not target a non-public address (127.0.0.1)"));
+        check_url("https://0x7f000001/", Err("must not target a non-public address (127.0.0.1)"));
+        check_url("https://[::1]/", Err("must not target a non-public address (::1)"));
+        check_url("https://localhost/", Err("must not target a non-public host (localhost)"));
+        check_url("https://LOCALHOST./", Err("must not target a non-public host (localhost)"));
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS - 20));
+        assert_eq!(long.len(), MAX_URL_CHARS);
+        check_url(&long, Ok(()));
+        check_url(&format!("{long}a"), Err("must be at most 2048 characters"));
+    }
+
+    #[test]
+    fn allow_list_admits_loopback_targets() {
+        let policy = AddressPolicy::parse_allow_list("127.0.0.0/8").expect("valid");
+        assert!(validate_url("https://127.0.0.1:8443/", &policy).is_ok());
+        assert!(validate_url("https://localhost:8443/", &policy).is_ok());
+        assert!(validate_url("https://10.0.0.1/", &policy).is_err());
+    }
+
+    #[test]
+    fn event_rules() {
+        let catalog = EventCatalog::default();
+        let events = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        assert!(validate_events(&events(&["wallet.balance_low"]), &catalog).is_ok());
+        assert_eq!(validate_events(&[], &catalog), Err("must contain at least 1 event type".into()));
+        assert_eq!(
+            validate_events(&events(&["wallet.balanse_low"]), &catalog),
+            Err("unknown event type: wallet.balanse_low".into())
+        );
+        assert_eq!(
+            validate_events(&events(&["wallet.balance_low", "wallet.balance_low"]), &catalog),
+            Err("duplicate event type: wallet.balance_low".into())
+        );
+        assert_eq!(
+            validate_events(&events(&["webhook.test"]), &catalog),
+            Err("webhook.test is not subscribable".into())
+        );
+        let many = vec!["wallet.balance_low".to_owned(); 51];
+        assert_eq!(validate_events(&many, &catalog), Err("must contain at most 50 event types, got 51".into()));
+    }
+
+    #[test]
+    fn description_rules() {
+        assert_eq!(normalize_description("   "), Ok(None));
+        assert_eq!(normalize_description(&"é".repeat(200)), Ok(Some("é".repeat(200))));
+        assert!(normalize_description(&"é".repeat(201)).is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! Herald's domain: the words of the glossary as types, and the rules that decide whether a
+//! value is acceptable. Nothing here does IO or is async; every other crate may depend on it.
+//!
+//! # Layout
+//!
+//! - [`ids`]: typed identifiers (`OrgId`, `EndpointId`, `EventId`, ...).
+//! - [`time`]: [`Timestamp`], the one wire format for instants.
+//! - [`scope`]: API-key scopes.
+//! - [`catalog`]: the event-type catalog and the supported API versions.
+//! - [`endpoint`]: the endpoint object and its validation rules.
+//! - [`net`]: which IP addresses count as public, and the operator's allow-list.
+//! - [`secret`]: signing secrets and API-key tokens.
+
+pub mod catalog;
+pub mod endpoint;
+pub mod ids;
+pub mod net;
+pub mod scope;
+pub mod secret;
+pub mod time;
+
+pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
+pub use endpoint::{Endpoint, FieldErrors};
+pub use ids::{ApiKeyId, AuditId, DeliveryId, EndpointId, EventId, OrgId};
+pub use net::AddressPolicy;
+pub use scope::Scope;
+pub use secret::{ApiKeyToken, Secret};
+pub use time::Timestamp;
