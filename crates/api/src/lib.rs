@@ -1,1 +1,27 @@
-//! placeholder
+//! Herald's HTTP API. Only this crate decides status codes and JSON wire shapes.
+//!
+//! # Layout
+//!
+//! - [`router`]: every route in one table; [`router::router`] builds the application.
+//! - [`routes`]: handlers per resource, with their request and response types.
+//! - [`extract`]: authentication with scopes, JSON bodies, query strings.
+//! - [`error`]: [`ApiError`] and the error envelope, the one `IntoResponse` for failures.
+//! - [`request_id`]: the `X-Request-Id` middleware.
+//! - [`docs`]: the OpenAPI document's fixed parts.
+//! - [`state`]: [`AppState`] and [`ApiConfig`].
+//!
+//! The API never dials receivers itself: it records work in the store, and the delivery
+//! worker claims it from there.
+
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod request_id;
+pub mod router;
+pub mod routes;
+pub mod state;
+pub mod wire;
+
+pub use error::ApiError;
+pub use router::router;
+pub use state::{ApiConfig, AppState};

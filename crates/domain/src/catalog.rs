@@ -53,7 +53,12 @@ impl EventCatalog {
 
 impl Default for EventCatalog {
     fn default() -> Self {
-        Self::new(DEFAULT_EVENT_TYPES.iter().map(|name| (*name).to_owned()).collect())
+        Self::new(
+            DEFAULT_EVENT_TYPES
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+        )
     }
 }
 
@@ -79,7 +84,10 @@ impl ApiVersions {
     /// `supported` lists every version Herald renders, oldest first; `deprecated` the subset
     /// that existing endpoints keep but new endpoints may not choose.
     pub fn new(supported: Vec<String>, deprecated: Vec<String>) -> Self {
-        Self { supported, deprecated }
+        Self {
+            supported,
+            deprecated,
+        }
     }
 
     /// The version a new endpoint gets when it names none: the newest non-deprecated one.
@@ -129,10 +137,19 @@ mod tests {
 
     #[test]
     fn deprecated_versions_are_refused_for_new_endpoints() {
-        let versions = ApiVersions::new(vec!["2025-01-01".into(), "2026-04-01".into()], vec!["2025-01-01".into()]);
+        let versions = ApiVersions::new(
+            vec!["2025-01-01".into(), "2026-04-01".into()],
+            vec!["2025-01-01".into()],
+        );
         assert_eq!(versions.default_version(), "2026-04-01");
         assert_eq!(versions.check_new("2026-04-01"), Ok(()));
-        assert_eq!(versions.check_new("2025-01-01"), Err(ApiVersionError::Deprecated("2025-01-01".into())));
-        assert_eq!(versions.check_new("2030-01-01"), Err(ApiVersionError::Unknown("2030-01-01".into())));
+        assert_eq!(
+            versions.check_new("2025-01-01"),
+            Err(ApiVersionError::Deprecated("2025-01-01".into()))
+        );
+        assert_eq!(
+            versions.check_new("2030-01-01"),
+            Err(ApiVersionError::Unknown("2030-01-01".into()))
+        );
     }
 }

@@ -52,7 +52,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// Whether the endpoint takes new deliveries of `event_type`.
     pub fn subscribes_to(&self, event_type: &str) -> bool {
-        self.active && self.deleted_at.is_none() && self.events.iter().any(|subscribed| subscribed == event_type)
+        self.active
+            && self.deleted_at.is_none()
+            && self
+                .events
+                .iter()
+                .any(|subscribed| subscribed == event_type)
     }
 }
 
@@ -103,7 +108,10 @@ pub fn validate_events(events: &[String], catalog: &EventCatalog) -> Result<Vec<
         return Err("must contain at least 1 event type".to_owned());
     }
     if events.len() > MAX_EVENTS {
-        return Err(format!("must contain at most {MAX_EVENTS} event types, got {}", events.len()));
+        return Err(format!(
+            "must contain at most {MAX_EVENTS} event types, got {}",
+            events.len()
+        ));
     }
     for (index, event_type) in events.iter().enumerate() {
         if event_type == TEST_EVENT_TYPE {
@@ -122,13 +130,22 @@ pub fn validate_events(events: &[String], catalog: &EventCatalog) -> Result<Vec<
 /// Checks a description: at most 200 characters; whitespace-only becomes `None`.
 pub fn normalize_description(text: &str) -> Result<Option<String>, String> {
     if text.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+        return Err(format!(
+            "must be at most {MAX_DESCRIPTION_CHARS} characters"
+        ));
     }
-    if text.trim().is_empty() { Ok(None) } else { Ok(Some(text.to_owned())) }
+    if text.trim().is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(text.to_owned()))
+    }
 }
 
 /// The loopback addresses that the name `localhost` stands for.
-pub const LOCALHOST_ADDRESSES: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+pub const LOCALHOST_ADDRESSES: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+];
 
 #[cfg(test)]
 mod tests {
@@ -146,13 +163,34 @@ mod tests {
         check_url("ftp://example.com/", Err("must use https"));
         check_url("https://", Err("must be an absolute URL"));
         check_url("/relative", Err("must be an absolute URL"));
-        check_url("https://user:pass@example.com/", Err("must not contain user-info"));
-        check_url("https://127.0.0.1/", Err("must not target a non-public address (127.0.0.1)"));
-        check_url("https://2130706433/", Err("must not target a non-public address (127.0.0.1)"));
-        check_url("https://0x7f000001/", Err("must not target a non-public address (127.0.0.1)"));
-        check_url("https://[::1]/", Err("must not target a non-public address (::1)"));
-        check_url("https://localhost/", Err("must not target a non-public host (localhost)"));
-        check_url("https://LOCALHOST./", Err("must not target a non-public host (localhost)"));
+        check_url(
+            "https://user:pass@example.com/",
+            Err("must not contain user-info"),
+        );
+        check_url(
+            "https://127.0.0.1/",
+            Err("must not target a non-public address (127.0.0.1)"),
+        );
+        check_url(
+            "https://2130706433/",
+            Err("must not target a non-public address (127.0.0.1)"),
+        );
+        check_url(
+            "https://0x7f000001/",
+            Err("must not target a non-public address (127.0.0.1)"),
+        );
+        check_url(
+            "https://[::1]/",
+            Err("must not target a non-public address (::1)"),
+        );
+        check_url(
+            "https://localhost/",
+            Err("must not target a non-public host (localhost)"),
+        );
+        check_url(
+            "https://LOCALHOST./",
+            Err("must not target a non-public host (localhost)"),
+        );
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS - 20));
         assert_eq!(long.len(), MAX_URL_CHARS);
         check_url(&long, Ok(()));
@@ -170,15 +208,26 @@ mod tests {
     #[test]
     fn event_rules() {
         let catalog = EventCatalog::default();
-        let events = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        let events = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect::<Vec<_>>()
+        };
         assert!(validate_events(&events(&["wallet.balance_low"]), &catalog).is_ok());
-        assert_eq!(validate_events(&[], &catalog), Err("must contain at least 1 event type".into()));
+        assert_eq!(
+            validate_events(&[], &catalog),
+            Err("must contain at least 1 event type".into())
+        );
         assert_eq!(
             validate_events(&events(&["wallet.balanse_low"]), &catalog),
             Err("unknown event type: wallet.balanse_low".into())
         );
         assert_eq!(
-            validate_events(&events(&["wallet.balance_low", "wallet.balance_low"]), &catalog),
+            validate_events(
+                &events(&["wallet.balance_low", "wallet.balance_low"]),
+                &catalog
+            ),
             Err("duplicate event type: wallet.balance_low".into())
         );
         assert_eq!(
@@ -186,13 +235,19 @@ mod tests {
             Err("webhook.test is not subscribable".into())
         );
         let many = vec!["wallet.balance_low".to_owned(); 51];
-        assert_eq!(validate_events(&many, &catalog), Err("must contain at most 50 event types, got 51".into()));
+        assert_eq!(
+            validate_events(&many, &catalog),
+            Err("must contain at most 50 event types, got 51".into())
+        );
     }
 
     #[test]
     fn description_rules() {
         assert_eq!(normalize_description("   "), Ok(None));
-        assert_eq!(normalize_description(&"é".repeat(200)), Ok(Some("é".repeat(200))));
+        assert_eq!(
+            normalize_description(&"é".repeat(200)),
+            Ok(Some("é".repeat(200)))
+        );
         assert!(normalize_description(&"é".repeat(201)).is_err());
     }
 }

@@ -176,7 +176,13 @@ mod tests {
         let id = EndpointId::new();
         let braced = format!("{{{id}}}");
         assert!(braced.parse::<EndpointId>().is_err());
-        assert!(id.as_uuid().simple().to_string().parse::<EndpointId>().is_err());
+        assert!(
+            id.as_uuid()
+                .simple()
+                .to_string()
+                .parse::<EndpointId>()
+                .is_err()
+        );
     }
 
     #[test]

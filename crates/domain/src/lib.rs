@@ -8,6 +8,7 @@
 //! - [`scope`]: API-key scopes.
 //! - [`catalog`]: the event-type catalog and the supported API versions.
 //! - [`endpoint`]: the endpoint object and its validation rules.
+//! - [`org`]: organizations, API keys and audit records.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
 
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod endpoint;
 pub mod ids;
 pub mod net;
+pub mod org;
 pub mod scope;
 pub mod secret;
 pub mod time;
@@ -23,6 +25,7 @@ pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use endpoint::{Endpoint, FieldErrors};
 pub use ids::{ApiKeyId, AuditId, DeliveryId, EndpointId, EventId, OrgId};
 pub use net::AddressPolicy;
+pub use org::{ApiKey, AuditAction, AuditRecord, Org};
 pub use scope::Scope;
 pub use secret::{ApiKeyToken, Secret};
 pub use time::Timestamp;

@@ -68,7 +68,11 @@ impl AddressPolicy {
     /// Parses `HERALD_ALLOW_NETWORKS`: comma-separated CIDRs (a bare address is a /32 or /128).
     pub fn parse_allow_list(text: &str) -> Result<Self, String> {
         let mut networks = Vec::new();
-        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
             let network = item
                 .parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
@@ -86,7 +90,11 @@ impl AddressPolicy {
     /// Admits `address` if it is public or allow-listed.
     pub fn check(&self, address: IpAddr) -> Result<(), BlockedAddress> {
         let address = canonical(address);
-        if self.allowed_networks.iter().any(|network| network.contains(&address)) {
+        if self
+            .allowed_networks
+            .iter()
+            .any(|network| network.contains(&address))
+        {
             return Ok(());
         }
         match classify(address) {
@@ -97,7 +105,8 @@ impl AddressPolicy {
 
     /// Whether a loopback target (the name `localhost`) is allow-listed.
     pub fn allows_loopback(&self) -> bool {
-        self.check(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_ok() || self.check(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_ok()
+        self.check(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_ok()
+            || self.check(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_ok()
     }
 }
 
@@ -179,14 +188,18 @@ fn embedded_ipv4(address: Ipv6Addr) -> Option<Ipv4Addr> {
         // IPv4-mapped ::ffff:a.b.c.d.
         [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(low32(hi, lo)),
         // IPv4-compatible ::a.b.c.d (but not :: and ::1, which are IPv6's own).
-        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => Some(low32(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => {
+            Some(low32(hi, lo))
+        }
         // NAT64 well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48.
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(low32(hi, lo)),
         [0x64, 0xff9b, 1, _, _, _, hi, lo] => Some(low32(hi, lo)),
         // 6to4 2002:AABB:CCDD::/48.
         [0x2002, hi, lo, ..] => Some(low32(hi, lo)),
         // Teredo 2001:0::/32: the client address is the last 32 bits, inverted.
-        [0x2001, 0, _, _, _, _, hi, lo] => Some(Ipv4Addr::from(!((u32::from(hi) << 16) | u32::from(lo)))),
+        [0x2001, 0, _, _, _, _, hi, lo] => {
+            Some(Ipv4Addr::from(!((u32::from(hi) << 16) | u32::from(lo))))
+        }
         _ => None,
     }
 }
@@ -225,7 +238,10 @@ mod tests {
         check("64:ff9b::7f00:1", Some(AddressClass::Loopback));
         check("64:ff9b::a9fe:a9fe", Some(AddressClass::LinkLocal));
         check("2002:7f00:1::", Some(AddressClass::Loopback));
-        check("2001:0:4136:e378:8000:63bf:80ff:fffe", Some(AddressClass::Loopback));
+        check(
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            Some(AddressClass::Loopback),
+        );
     }
 
     #[test]
@@ -241,7 +257,11 @@ mod tests {
     fn allow_list_admits_listed_networks_only() {
         let policy = AddressPolicy::parse_allow_list("127.0.0.0/8, ::1/128").expect("valid list");
         assert!(policy.check("127.0.0.1".parse().expect("ip")).is_ok());
-        assert!(policy.check("::ffff:127.0.0.1".parse().expect("ip")).is_ok());
+        assert!(
+            policy
+                .check("::ffff:127.0.0.1".parse().expect("ip"))
+                .is_ok()
+        );
         assert!(policy.check("::1".parse().expect("ip")).is_ok());
         assert!(policy.check("10.0.0.1".parse().expect("ip")).is_err());
         assert!(policy.allows_loopback());
@@ -251,7 +271,9 @@ mod tests {
 
     #[test]
     fn blocked_message_names_class_and_address() {
-        let error = AddressPolicy::default().check("10.0.0.7".parse().expect("ip")).expect_err("private");
+        let error = AddressPolicy::default()
+            .check("10.0.0.7".parse().expect("ip"))
+            .expect_err("private");
         assert_eq!(error.to_string(), "blocked: private address 10.0.0.7");
     }
 

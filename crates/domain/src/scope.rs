@@ -18,7 +18,11 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in a stable order.
-    pub const ALL: [Scope; 3] = [Scope::WebhooksRead, Scope::WebhooksWrite, Scope::OrgAdminWrite];
+    pub const ALL: [Scope; 3] = [
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
+        Scope::OrgAdminWrite,
+    ];
 
     /// The wire name.
     pub fn as_str(&self) -> &'static str {
@@ -69,7 +73,10 @@ impl<'de> Deserialize<'de> for Scope {
 pub fn parse_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Scope>, String> {
     let mut scopes = Vec::new();
     for name in names {
-        let scope: Scope = name.trim().parse().map_err(|error: UnknownScope| error.to_string())?;
+        let scope: Scope = name
+            .trim()
+            .parse()
+            .map_err(|error: UnknownScope| error.to_string())?;
         if scopes.contains(&scope) {
             return Err(format!("duplicate scope: {scope}"));
         }
@@ -94,9 +101,18 @@ mod tests {
 
     #[test]
     fn parse_scopes_rejects_unknown_duplicate_and_empty() {
-        assert_eq!(parse_scopes(["webhooks:read", "webhooks:write"]), Ok(vec![Scope::WebhooksRead, Scope::WebhooksWrite]));
-        assert_eq!(parse_scopes(["webhooks:admin"]), Err("unknown scope: webhooks:admin".to_owned()));
-        assert_eq!(parse_scopes(["webhooks:read", "webhooks:read"]), Err("duplicate scope: webhooks:read".to_owned()));
+        assert_eq!(
+            parse_scopes(["webhooks:read", "webhooks:write"]),
+            Ok(vec![Scope::WebhooksRead, Scope::WebhooksWrite])
+        );
+        assert_eq!(
+            parse_scopes(["webhooks:admin"]),
+            Err("unknown scope: webhooks:admin".to_owned())
+        );
+        assert_eq!(
+            parse_scopes(["webhooks:read", "webhooks:read"]),
+            Err("duplicate scope: webhooks:read".to_owned())
+        );
         assert!(parse_scopes([]).is_err());
     }
 }

@@ -68,7 +68,8 @@ impl ApiKeyToken {
     /// Accepts text that has the shape of a key; the shape says nothing about validity.
     pub fn parse(text: &str) -> Option<Self> {
         let random = text.strip_prefix(Self::PREFIX)?;
-        let well_formed = (32..=128).contains(&random.len()) && random.bytes().all(|byte| byte.is_ascii_alphanumeric());
+        let well_formed = (32..=128).contains(&random.len())
+            && random.bytes().all(|byte| byte.is_ascii_alphanumeric());
         well_formed.then(|| Self(text.to_owned()))
     }
 
@@ -118,7 +119,9 @@ mod tests {
     #[test]
     fn secrets_are_32_bytes_of_base64_and_redacted() {
         let secret = Secret::generate();
-        let decoded = STANDARD.decode(secret.expose_base64()).expect("standard base64");
+        let decoded = STANDARD
+            .decode(secret.expose_base64())
+            .expect("standard base64");
         assert_eq!(decoded.len(), 32);
         assert_ne!(secret, Secret::generate());
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");

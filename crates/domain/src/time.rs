@@ -17,7 +17,11 @@ impl Timestamp {
 
     /// The instant `micros` microseconds after the Unix epoch.
     pub fn from_micros(micros: i64) -> Self {
-        Self(Utc.timestamp_micros(micros).single().unwrap_or(DateTime::UNIX_EPOCH))
+        Self(
+            Utc.timestamp_micros(micros)
+                .single()
+                .unwrap_or(DateTime::UNIX_EPOCH),
+        )
     }
 
     /// Microseconds since the Unix epoch, the storage form.
@@ -37,7 +41,10 @@ impl Timestamp {
 
     /// This instant moved by `duration` (which may be negative).
     pub fn add(&self, duration: chrono::Duration) -> Self {
-        Self::from_micros(self.as_micros().saturating_add(duration.num_microseconds().unwrap_or(i64::MAX)))
+        Self::from_micros(
+            self.as_micros()
+                .saturating_add(duration.num_microseconds().unwrap_or(i64::MAX)),
+        )
     }
 
     /// Parses RFC 3339 text with any offset, normalized to UTC.
@@ -86,7 +93,10 @@ mod tests {
     #[test]
     fn parse_normalizes_offsets() {
         let parsed = Timestamp::parse("2026-04-26T14:00:00+02:00").expect("valid rfc 3339");
-        assert_eq!(parsed, Timestamp::parse("2026-04-26T12:00:00Z").expect("valid rfc 3339"));
+        assert_eq!(
+            parsed,
+            Timestamp::parse("2026-04-26T12:00:00Z").expect("valid rfc 3339")
+        );
         assert!(Timestamp::parse("yesterday").is_none());
     }
 

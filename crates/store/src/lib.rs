@@ -1,1 +1,245 @@
-//! placeholder
+//! Herald's storage. Everything Herald keeps goes through the [`Store`] trait; each backend is
+//! one module with private row types, and only this crate contains SQL.
+//!
+//! # Layout
+//!
+//! - [`Store`]: the one interface handlers and the worker use (`Arc<dyn Store>`).
+//! - [`StoreError`]: backend failures translated into what callers act on.
+//! - [`cipher`]: encryption of secrets at rest; the store seals on write and opens on read.
+//! - [`page`]: opaque cursors and pages.
+//! - [`sqlite`]: the embedded default backend.
+//!
+//! Every mutating operation that the API audits takes its [`AuditRecord`] and writes it in
+//! the same transaction as the change, so a change and its record exist together or not at all.
+
+pub mod cipher;
+pub mod page;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_domain::secret::ApiKeyHash;
+use herald_domain::{
+    ApiKey, ApiKeyId, AuditRecord, Endpoint, EndpointId, Org, OrgId, Secret, Timestamp,
+};
+
+pub use cipher::SecretCipher;
+pub use page::{Cursor, InvalidCursor, Page, PageRequest};
+pub use sqlite::SqliteStore;
+
+/// What went wrong in storage, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such object in the caller's organization (or it is deleted).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken.
+    #[error("conflict")]
+    Conflict,
+    /// The organization already holds the most live endpoints allowed.
+    #[error("endpoint limit reached")]
+    LimitExceeded,
+    /// The database cannot be reached right now; retrying later may succeed.
+    #[error("storage unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Stored data could not be read back (bad encoding, wrong secrets key).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(&'static str),
+    /// Any other database failure: a bug or a broken schema.
+    #[error("storage failure")]
+    Backend(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+}
+
+/// A partial update of an endpoint; `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointPatch {
+    /// A new URL, already validated.
+    pub url: Option<String>,
+    /// A new description; `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    /// The new, whole set of event types.
+    pub events: Option<Vec<String>>,
+    /// Enable or disable delivery.
+    pub active: Option<bool>,
+}
+
+/// A rate limit: at most `limit` operations per `period`, smoothly refilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Operations allowed in a full period (also the burst size).
+    pub limit: u32,
+    /// The period.
+    pub period: Duration,
+}
+
+/// The answer of a rate-limit check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    /// Go ahead; the operation was counted.
+    Allowed,
+    /// Refused; try again after this long.
+    Limited {
+        /// How long until the next operation would be allowed.
+        retry_after: Duration,
+    },
+}
+
+/// The one storage interface. Implementations must be safe to share between tasks and, for
+/// backends that support it, between processes on the same database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the database answers a trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new organization.
+    async fn create_org(&self, org: &Org) -> Result<(), StoreError>;
+    /// Every organization, oldest first.
+    async fn list_orgs(&self) -> Result<Vec<Org>, StoreError>;
+    /// One organization.
+    async fn get_org(&self, org_id: OrgId) -> Result<Org, StoreError>;
+    /// Replaces the organization's webhook secret and audits it.
+    async fn rotate_org_secret(
+        &self,
+        org_id: OrgId,
+        secret: &Secret,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// The organization's current webhook secret, if it has one.
+    async fn get_org_secret(&self, org_id: OrgId) -> Result<Option<Secret>, StoreError>;
+
+    /// Stores a new API key under its hash.
+    async fn create_api_key(&self, key: &ApiKey, hash: &ApiKeyHash) -> Result<(), StoreError>;
+    /// The organization's keys, revoked ones included, oldest first.
+    async fn list_api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Marks a key revoked (idempotent) and returns it.
+    async fn revoke_api_key(&self, key_id: ApiKeyId, at: Timestamp) -> Result<ApiKey, StoreError>;
+    /// The key with this hash, revoked or not.
+    async fn find_api_key(&self, hash: &ApiKeyHash) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Stores a new endpoint unless the organization already has `cap` live endpoints
+    /// (`StoreError::LimitExceeded`). The check and the insert are atomic.
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        secret: &Secret,
+        cap: u32,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Live endpoints of an organization, newest first.
+    async fn list_endpoints(
+        &self,
+        org_id: OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<Endpoint>, StoreError>;
+    /// One live endpoint of an organization.
+    async fn get_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<Endpoint, StoreError>;
+    /// Applies a patch, moves `updated_at` forward, and returns the result.
+    async fn update_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        patch: &EndpointPatch,
+        audit: &AuditRecord,
+    ) -> Result<Endpoint, StoreError>;
+    /// Soft-deletes a live endpoint.
+    async fn delete_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Replaces a live endpoint's secret, moves `updated_at`, and returns the endpoint.
+    async fn rotate_endpoint_secret(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        secret: &Secret,
+        audit: &AuditRecord,
+    ) -> Result<Endpoint, StoreError>;
+    /// A live endpoint's current secret.
+    async fn get_endpoint_secret(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<Secret, StoreError>;
+
+    /// Stores an audit record on its own (changes Herald makes by itself).
+    async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// An organization's audit trail, newest first.
+    async fn list_audit_records(
+        &self,
+        org_id: OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError>;
+
+    /// Counts one operation against `key` under `rate`, or refuses it.
+    async fn acquire_rate_limit(
+        &self,
+        key: &str,
+        rate: RateLimit,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError>;
+}
+
+/// The generic cell rate algorithm, shared by every backend: given the stored theoretical
+/// arrival time (microseconds), decide and return the new one to store.
+pub fn gcra_step(
+    stored_tat: Option<i64>,
+    rate: RateLimit,
+    now: Timestamp,
+) -> (RateDecision, Option<i64>) {
+    let period = i64::try_from(rate.period.as_micros()).unwrap_or(i64::MAX);
+    let interval = period / i64::from(rate.limit.max(1));
+    let now = now.as_micros();
+    let tat = stored_tat.map_or(now, |stored| stored.max(now));
+    let allowed_ahead = period - interval;
+    if tat - now > allowed_ahead {
+        let wait = u64::try_from(tat - now - allowed_ahead).unwrap_or(0);
+        (
+            RateDecision::Limited {
+                retry_after: Duration::from_micros(wait),
+            },
+            None,
+        )
+    } else {
+        (RateDecision::Allowed, Some(tat + interval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_a_burst_then_spaces_requests() {
+        let rate = RateLimit {
+            limit: 10,
+            period: Duration::from_secs(60),
+        };
+        let now = Timestamp::from_micros(1_000_000_000);
+        let mut tat = None;
+        for _ in 0..10 {
+            let (decision, next) = gcra_step(tat, rate, now);
+            assert_eq!(decision, RateDecision::Allowed);
+            tat = next;
+        }
+        let (decision, next) = gcra_step(tat, rate, now);
+        assert_eq!(
+            decision,
+            RateDecision::Limited {
+                retry_after: Duration::from_secs(6)
+            }
+        );
+        assert_eq!(next, None);
+        let later = now.add(chrono::Duration::seconds(6));
+        assert_eq!(gcra_step(tat, rate, later).0, RateDecision::Allowed);
+    }
+}

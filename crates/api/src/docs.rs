@@ -1,0 +1,95 @@
+//! The OpenAPI 3.1 document of the organization API, generated from the handlers' annotations.
+//! The router and the document are built from the same `routes!` calls (see `router.rs`), so
+//! a route cannot exist without being documented.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+
+use crate::error::ErrorEnvelope;
+use crate::routes::endpoints::EndpointResponse;
+use crate::wire::ListMeta;
+
+/// The document's fixed part; paths are added by the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Herald", description = "Outbound webhooks: manage endpoints, inspect, test and replay deliveries."),
+    components(schemas(ErrorEnvelope, ListMeta)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "endpoints", description = "Webhook endpoints"),
+        (name = "organization", description = "Organization-wide settings"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// A page of endpoints.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documentation-only shape of ListResponse<EndpointResponse>"
+)]
+pub(crate) struct EndpointList {
+    /// Always `true`.
+    success: bool,
+    /// The endpoints.
+    data: Vec<EndpointResponse>,
+    /// Counts and the continuation cursor.
+    meta: ListMeta,
+}
+
+/// The error answers any organization route can give.
+#[derive(IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "documentation-only: lists the error statuses and their envelope"
+)]
+pub(crate) enum CommonErrors {
+    /// Body or query string unreadable.
+    #[response(status = 400, description = "Invalid input")]
+    InvalidInput(#[to_schema] ErrorEnvelope),
+    /// Missing, malformed, unknown or revoked key.
+    #[response(status = 401, description = "Authentication failed")]
+    Unauthorized(#[to_schema] ErrorEnvelope),
+    /// The key lacks the operation's scope.
+    #[response(status = 403, description = "Missing required scope")]
+    Forbidden(#[to_schema] ErrorEnvelope),
+    /// Unknown id, another organization's id, or deleted.
+    #[response(status = 404, description = "Not found")]
+    NotFound(#[to_schema] ErrorEnvelope),
+    /// Known path, wrong method.
+    #[response(status = 405, description = "Method not allowed")]
+    MethodNotAllowed(#[to_schema] ErrorEnvelope),
+    /// Endpoint limit reached.
+    #[response(status = 409, description = "Limit exceeded")]
+    LimitExceeded(#[to_schema] ErrorEnvelope),
+    /// Event past retention.
+    #[response(status = 410, description = "Event expired")]
+    EventExpired(#[to_schema] ErrorEnvelope),
+    /// Body over the configured cap.
+    #[response(status = 413, description = "Payload too large")]
+    PayloadTooLarge(#[to_schema] ErrorEnvelope),
+    /// A field breaks a rule; `details` names each.
+    #[response(status = 422, description = "Validation failed")]
+    Validation(#[to_schema] ErrorEnvelope),
+    /// Over a rate limit; see `Retry-After`.
+    #[response(status = 429, description = "Rate limited")]
+    RateLimited(#[to_schema] ErrorEnvelope),
+    /// A bug.
+    #[response(status = 500, description = "Internal error")]
+    Internal(#[to_schema] ErrorEnvelope),
+    /// Storage unreachable; see `Retry-After`.
+    #[response(status = 503, description = "Service unavailable")]
+    Unavailable(#[to_schema] ErrorEnvelope),
+}

@@ -1,0 +1,58 @@
+//! Every route in one table. Organization routes are registered through `utoipa-axum`, so the
+//! same call adds a handler to the router and its operation to the OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::docs::ApiDoc;
+use crate::error::ApiError;
+use crate::request_id;
+use crate::routes::{admin, endpoints, health, org_secret};
+use crate::state::AppState;
+
+/// The organization routes and their OpenAPI document.
+pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            endpoints::create_endpoint,
+            endpoints::list_endpoints
+        ))
+        .routes(routes!(
+            endpoints::get_endpoint,
+            endpoints::update_endpoint,
+            endpoints::delete_endpoint
+        ))
+        .routes(routes!(endpoints::rotate_endpoint_secret))
+        .routes(routes!(org_secret::rotate_org_secret))
+        .split_for_parts()
+}
+
+/// The whole HTTP application: organization API, admin API, probes and the document.
+pub fn router(state: AppState) -> Router {
+    let (organization, openapi) = organization_routes();
+    let openapi = Arc::new(openapi);
+    let body_limit = state.config.body_limit;
+    Router::new()
+        .merge(organization)
+        .merge(admin::router())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        )
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(state)
+}

@@ -1,0 +1,385 @@
+//! Endpoint management: `/v1/webhooks` and `/v1/webhooks/{id}` (CONTRACT.md sections 2–3).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use herald_domain::endpoint::{normalize_description, validate_events, validate_url};
+use herald_domain::{
+    AuditAction, AuditId, AuditRecord, Endpoint, EndpointId, FieldErrors, Secret, Timestamp,
+};
+use herald_store::EndpointPatch;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::docs::{CommonErrors, EndpointList};
+use crate::error::ApiError;
+use crate::extract::{Authorized, Fields, JsonObject, QueryParams, ReadWebhooks, WriteWebhooks};
+use crate::state::AppState;
+use crate::wire::{ListResponse, page_request, path_id};
+
+/// Body of `POST /v1/webhooks`. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpointRequest {
+    /// An absolute `https` URL, at most 2048 characters, without user-info.
+    #[schema(max_length = 2048, example = "https://example.com/webhooks")]
+    pub url: String,
+    /// 1 to 50 distinct event types from the catalog.
+    #[schema(min_items = 1, max_items = 50)]
+    pub events: Vec<String>,
+    /// At most 200 characters; whitespace-only is stored as `null`.
+    #[schema(max_length = 200)]
+    pub description: Option<String>,
+    /// A supported API version; the newest by default.
+    pub api_version: Option<String>,
+}
+
+/// Body of `PATCH /v1/webhooks/{id}`; absent fields are unchanged.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpointRequest {
+    /// A new URL, under the create rules.
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    /// The new, whole set of event types.
+    #[schema(min_items = 1, max_items = 50)]
+    pub events: Option<Vec<String>>,
+    /// A new description; empty after trimming (or `null`) clears it.
+    #[schema(max_length = 200)]
+    pub description: Option<String>,
+    /// Enable or disable delivery.
+    pub active: Option<bool>,
+}
+
+/// The endpoint object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointResponse {
+    /// The endpoint's id.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// The owning organization.
+    #[schema(format = Uuid)]
+    pub org_id: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// Free text, or `null`.
+    pub description: Option<String>,
+    /// Subscribed event types.
+    pub events: Vec<String>,
+    /// Whether deliveries are sent.
+    pub active: bool,
+    /// The delivery envelope version.
+    pub api_version: String,
+    /// When it was created.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it last changed.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// Always `null`: deleted endpoints are not returned.
+    #[schema(format = DateTime)]
+    pub deleted_at: Option<String>,
+}
+
+impl From<Endpoint> for EndpointResponse {
+    fn from(endpoint: Endpoint) -> Self {
+        Self {
+            id: endpoint.id.to_string(),
+            org_id: endpoint.org_id.to_string(),
+            url: endpoint.url,
+            description: endpoint.description,
+            events: endpoint.events,
+            active: endpoint.active,
+            api_version: endpoint.api_version,
+            created_at: endpoint.created_at.to_string(),
+            updated_at: endpoint.updated_at.to_string(),
+            deleted_at: endpoint.deleted_at.map(|at| at.to_string()),
+        }
+    }
+}
+
+/// The endpoint object plus its new secret: the answer of create and rotate only.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointWithSecretResponse {
+    /// The endpoint.
+    #[serde(flatten)]
+    pub endpoint: EndpointResponse,
+    /// Standard base64 of 32 random bytes; shown this once.
+    pub secret: String,
+    /// Always `true`: the secret is never shown again.
+    pub secret_displayed_once: bool,
+}
+
+impl EndpointWithSecretResponse {
+    fn new(endpoint: Endpoint, secret: &Secret) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            secret: secret.expose_base64(),
+            secret_displayed_once: true,
+        }
+    }
+}
+
+/// Create an endpoint.
+#[utoipa::path(
+    post, path = "/v1/webhooks", tag = "endpoints", security(("bearer" = [])),
+    request_body = CreateEndpointRequest,
+    responses((status = 201, description = "Created; the secret is shown this once", body = EndpointWithSecretResponse), CommonErrors)
+)]
+pub(crate) async fn create_endpoint(
+    State(state): State<AppState>,
+    auth: Authorized<WriteWebhooks>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<EndpointWithSecretResponse>), ApiError> {
+    let config = &state.config;
+    let mut fields = Fields::new(body);
+    let url = fields.required_string("url").and_then(|url| {
+        check(
+            &mut fields,
+            "url",
+            validate_url(&url, &config.address_policy),
+        )
+    });
+    let events = fields.required_string_array("events").and_then(|events| {
+        check(
+            &mut fields,
+            "events",
+            validate_events(&events, &config.catalog),
+        )
+    });
+    let description = match fields.nullable_string("description") {
+        Some(Some(text)) => {
+            check(&mut fields, "description", normalize_description(&text)).flatten()
+        }
+        _ => None,
+    };
+    let api_version = match fields.optional_string("api_version") {
+        Some(version) => check(
+            &mut fields,
+            "api_version",
+            config
+                .api_versions
+                .check_new(&version)
+                .map_err(|e| e.to_string()),
+        )
+        .map(|()| version),
+        None => Some(config.api_versions.default_version().to_owned()),
+    };
+    fields.finish()?;
+    let (Some(url), Some(events), Some(api_version)) = (url, events, api_version) else {
+        return Err(ApiError::Internal(
+            "validated fields missing after a clean finish".into(),
+        ));
+    };
+
+    let now = Timestamp::now();
+    let endpoint = Endpoint {
+        id: EndpointId::new(),
+        org_id: auth.org_id(),
+        url,
+        description,
+        events,
+        active: true,
+        api_version,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    let secret = Secret::generate();
+    let audit = audit_record(&auth, AuditAction::EndpointCreated, endpoint.id, now);
+    state
+        .store
+        .create_endpoint(&endpoint, &secret, config.endpoint_cap, &audit)
+        .await
+        .map_err(|error| match error {
+            herald_store::StoreError::LimitExceeded => ApiError::LimitExceeded {
+                max: config.endpoint_cap,
+            },
+            other => other.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EndpointWithSecretResponse::new(endpoint, &secret)),
+    ))
+}
+
+/// List live endpoints, newest first.
+#[utoipa::path(
+    get, path = "/v1/webhooks", tag = "endpoints", security(("bearer" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, default 50"),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "A page of endpoints", body = EndpointList), CommonErrors)
+)]
+pub(crate) async fn list_endpoints(
+    State(state): State<AppState>,
+    auth: Authorized<ReadWebhooks>,
+    mut query: QueryParams,
+) -> Result<Json<ListResponse<EndpointResponse>>, ApiError> {
+    let mut errors = FieldErrors::new();
+    let page = page_request(&mut query, 50, 100, &mut errors);
+    query.report_unknown(&mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let endpoints = state.store.list_endpoints(auth.org_id(), &page).await?;
+    Ok(Json(ListResponse::from_page(
+        endpoints,
+        page.limit,
+        EndpointResponse::from,
+    )))
+}
+
+/// Get one endpoint.
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint", body = EndpointResponse), CommonErrors)
+)]
+pub(crate) async fn get_endpoint(
+    State(state): State<AppState>,
+    auth: Authorized<ReadWebhooks>,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointResponse>, ApiError> {
+    let endpoint = state
+        .store
+        .get_endpoint(auth.org_id(), path_id(&id)?)
+        .await?;
+    Ok(Json(endpoint.into()))
+}
+
+/// Update an endpoint partially.
+#[utoipa::path(
+    patch, path = "/v1/webhooks/{id}", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id")),
+    request_body = UpdateEndpointRequest,
+    responses((status = 200, description = "The updated endpoint", body = EndpointResponse), CommonErrors)
+)]
+pub(crate) async fn update_endpoint(
+    State(state): State<AppState>,
+    auth: Authorized<WriteWebhooks>,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<EndpointResponse>, ApiError> {
+    let endpoint_id: EndpointId = path_id(&id)?;
+    let config = &state.config;
+    let mut fields = Fields::new(body);
+    let mut patch = EndpointPatch {
+        url: fields.optional_string("url").and_then(|url| {
+            check(
+                &mut fields,
+                "url",
+                validate_url(&url, &config.address_policy),
+            )
+        }),
+        ..EndpointPatch::default()
+    };
+    patch.events = fields.optional_string_array("events").and_then(|events| {
+        check(
+            &mut fields,
+            "events",
+            validate_events(&events, &config.catalog),
+        )
+    });
+    patch.description = match fields.nullable_string("description") {
+        Some(Some(text)) => check(&mut fields, "description", normalize_description(&text)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    patch.active = fields.optional_bool("active");
+    if fields.take_value("api_version").is_some() {
+        fields.error(
+            "api_version",
+            "immutable; create a new endpoint at the new version",
+        );
+    }
+    fields.finish()?;
+
+    let audit = audit_record(
+        &auth,
+        AuditAction::EndpointUpdated,
+        endpoint_id,
+        Timestamp::now(),
+    );
+    let endpoint = state
+        .store
+        .update_endpoint(auth.org_id(), endpoint_id, &patch, &audit)
+        .await?;
+    Ok(Json(endpoint.into()))
+}
+
+/// Delete an endpoint (soft delete; pending deliveries are abandoned).
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{id}", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses((status = 204, description = "Deleted"), CommonErrors)
+)]
+pub(crate) async fn delete_endpoint(
+    State(state): State<AppState>,
+    auth: Authorized<WriteWebhooks>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let endpoint_id: EndpointId = path_id(&id)?;
+    let audit = audit_record(
+        &auth,
+        AuditAction::EndpointDeleted,
+        endpoint_id,
+        Timestamp::now(),
+    );
+    state
+        .store
+        .delete_endpoint(auth.org_id(), endpoint_id, &audit)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Mint a new endpoint secret; the old one stops signing at once.
+#[utoipa::path(
+    post, path = "/v1/webhooks/{id}/rotate-secret", tag = "endpoints", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses((status = 200, description = "The endpoint with its new secret, shown this once", body = EndpointWithSecretResponse), CommonErrors)
+)]
+pub(crate) async fn rotate_endpoint_secret(
+    State(state): State<AppState>,
+    auth: Authorized<WriteWebhooks>,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointWithSecretResponse>, ApiError> {
+    let endpoint_id: EndpointId = path_id(&id)?;
+    let secret = Secret::generate();
+    let audit = audit_record(
+        &auth,
+        AuditAction::EndpointSecretRotated,
+        endpoint_id,
+        Timestamp::now(),
+    );
+    let endpoint = state
+        .store
+        .rotate_endpoint_secret(auth.org_id(), endpoint_id, &secret, &audit)
+        .await?;
+    Ok(Json(EndpointWithSecretResponse::new(endpoint, &secret)))
+}
+
+/// Records a rule's verdict on `field`, passing the value through when it holds.
+fn check<T>(fields: &mut Fields, field: &str, verdict: Result<T, String>) -> Option<T> {
+    verdict.map_err(|message| fields.error(field, message)).ok()
+}
+
+/// An audit record of a change made by the authenticated key.
+pub(crate) fn audit_record<S>(
+    auth: &Authorized<S>,
+    action: AuditAction,
+    target: impl ToString,
+    occurred_at: Timestamp,
+) -> AuditRecord {
+    AuditRecord {
+        id: AuditId::new(),
+        org_id: auth.org_id(),
+        api_key_id: Some(auth.key.id),
+        action,
+        target_id: target.to_string(),
+        occurred_at,
+        request_id: Some(crate::request_id::current()),
+        reason: None,
+    }
+}

@@ -1,0 +1,22 @@
+//! Liveness and readiness probes. Neither needs authentication.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `GET /healthz`: the process is up and serving.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: storage answers; otherwise 503 `UNAVAILABLE`.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await.map_err(|error| {
+        tracing::warn!(error = %crate::error::error_chain(&error), "readiness check failed");
+        ApiError::Unavailable
+    })?;
+    Ok(Json(json!({"status": "ready"})))
+}

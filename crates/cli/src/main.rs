@@ -1,0 +1,93 @@
+//! The `herald` binary. It parses the command line, sets up logging and hands off to
+//! `herald-server` (for `serve`) or to the admin commands; it holds no logic of its own.
+
+mod admin;
+
+use clap::{Parser, Subcommand};
+use herald_server::{ServeArgs, StorageArgs};
+use tracing_subscriber::EnvFilter;
+
+/// Herald: outbound webhooks, signed, retried and recorded.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the service: the API and the delivery worker.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(StorageArgs),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(admin::OrgsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Migrate(storage) => {
+                herald_server::storage::open_store(&storage).await?;
+                Ok(())
+            }
+            Command::Orgs(command) => admin::run_orgs(command).await,
+            Command::Keys(command) => admin::run_keys(command).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen = args.listen;
+    let config = args.into_config()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("binding {listen}: {error}"))?;
+    herald_server::run(config, listener, shutdown_signal()).await
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will stop herald");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Logs go to stderr; `HERALD_LOG` (or `RUST_LOG`) filters, `HERALD_LOG_FORMAT=json` makes
+/// them structured.
+fn init_logging() {
+    let filter = std::env::var("HERALD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,sqlx=warn".to_owned());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    if std::env::var("HERALD_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

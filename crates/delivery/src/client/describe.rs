@@ -1,0 +1,186 @@
+//! Turns a failed request into the plain words a delivery record carries (`connect refused`,
+//! `tls: certificate not valid for name localhost`, ...).
+//!
+//! Classification walks the typed source chain (our resolver's error, `rustls::Error`,
+//! `io::ErrorKind`, reqwest's own predicates) and never inspects error text.
+
+use std::error::Error;
+use std::io;
+use std::time::Duration;
+
+use rustls::CertificateError;
+
+use crate::ssrf::ResolveError;
+
+/// The plain-words reason for a failed request.
+pub(super) fn request_error(
+    error: &reqwest::Error,
+    connect_timeout: Duration,
+    total_timeout: Duration,
+) -> String {
+    for cause in chain(error) {
+        if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
+            return resolve.to_string();
+        }
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return format!("tls: {}", tls_reason(tls));
+        }
+    }
+    if error.is_timeout() {
+        return if error.is_connect() {
+            format!("connect timeout after {}", seconds(connect_timeout))
+        } else {
+            format!("timeout after {}", seconds(total_timeout))
+        };
+    }
+    for cause in chain(error) {
+        if let Some(reason) = cause.downcast_ref::<io::Error>().and_then(io_reason) {
+            return reason.to_owned();
+        }
+    }
+    let root = chain(error)
+        .last()
+        .map_or_else(|| error.to_string(), ToString::to_string);
+    if error.is_connect() {
+        format!("connect failed: {root}")
+    } else if error.is_body() || error.is_decode() {
+        format!("response body: {root}")
+    } else {
+        format!("request failed: {root}")
+    }
+}
+
+/// A duration the way error strings show it: `15s`, or `1500ms` when not whole seconds.
+pub(super) fn seconds(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// Lossy UTF-8 of the excerpt. When the excerpt was cut at `limit`, a character split by the
+/// cut is dropped rather than shown as a replacement character.
+pub(super) fn excerpt_text(bytes: &[u8], limit: usize) -> String {
+    let end = if bytes.len() >= limit {
+        complete_prefix_len(bytes)
+    } else {
+        bytes.len()
+    };
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The error and its causes, outermost first. `io::Error` hides the error it wraps from
+/// `source()` (it answers with that error's source instead), so it is unwrapped explicitly.
+fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(
+        Some(error),
+        |&current: &&'a (dyn Error + 'static)| match current
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => current.source(),
+        },
+    )
+}
+
+fn io_reason(error: &io::Error) -> Option<&'static str> {
+    let reason = match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connect refused",
+        io::ErrorKind::ConnectionReset => "connection reset",
+        io::ErrorKind::ConnectionAborted => "connection aborted",
+        io::ErrorKind::BrokenPipe => "connection closed while sending",
+        io::ErrorKind::UnexpectedEof => "connection closed early",
+        io::ErrorKind::TimedOut => "connect timeout",
+        io::ErrorKind::HostUnreachable => "host unreachable",
+        io::ErrorKind::NetworkUnreachable => "network unreachable",
+        io::ErrorKind::AddrNotAvailable => "address not available",
+        _ => return None,
+    };
+    Some(reason)
+}
+
+fn tls_reason(error: &rustls::Error) -> String {
+    match error {
+        rustls::Error::InvalidCertificate(certificate) => certificate_reason(certificate),
+        rustls::Error::AlertReceived(alert) => format!("receiver sent alert {alert:?}"),
+        rustls::Error::PeerIncompatible(reason) => format!("receiver incompatible: {reason:?}"),
+        rustls::Error::NoApplicationProtocol => "no common application protocol".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn certificate_reason(error: &CertificateError) -> String {
+    match error {
+        CertificateError::NotValidForName => "certificate not valid for name".to_owned(),
+        CertificateError::NotValidForNameContext { expected, .. } => {
+            format!("certificate not valid for name {}", expected.to_str())
+        }
+        CertificateError::UnknownIssuer => "certificate issuer unknown".to_owned(),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "certificate expired".to_owned()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "certificate not valid yet".to_owned()
+        }
+        CertificateError::Revoked => "certificate revoked".to_owned(),
+        CertificateError::BadSignature => "certificate signature invalid".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The length of `bytes` without a trailing, incomplete UTF-8 sequence.
+fn complete_prefix_len(bytes: &[u8]) -> usize {
+    // A UTF-8 sequence is at most four bytes, so only the last three can start a cut one.
+    for back in 1..=bytes.len().min(3) {
+        let index = bytes.len() - back;
+        let byte = bytes[index];
+        if byte & 0b1100_0000 == 0b1000_0000 {
+            continue;
+        }
+        let expected = match byte {
+            0xf0..=0xf7 => 4,
+            0xe0..=0xef => 3,
+            0xc0..=0xdf => 2,
+            _ => 1,
+        };
+        return if expected > back { index } else { bytes.len() };
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(seconds(Duration::from_secs(15)), "15s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn excerpt_drops_a_character_split_by_the_limit() {
+        let mut bytes = vec![b'a'; 6];
+        bytes.extend_from_slice("é".as_bytes());
+        assert_eq!(excerpt_text(&bytes[..7], 7), "aaaaaa");
+        assert_eq!(excerpt_text(&bytes, 8), "aaaaaaé");
+        assert_eq!(excerpt_text(&[b'a', 0xff, b'b'], 1024), "a\u{fffd}b");
+        assert_eq!(excerpt_text("€".as_bytes(), 3), "€");
+        assert_eq!(excerpt_text(&"€".as_bytes()[..2], 2), "");
+    }
+
+    #[test]
+    fn io_errors_wrapping_rustls_are_unwrapped() {
+        let wrapped = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let found = chain(&wrapped).find_map(|cause| cause.downcast_ref::<rustls::Error>());
+        assert_eq!(
+            found.map(tls_reason).as_deref(),
+            Some("certificate issuer unknown")
+        );
+    }
+}

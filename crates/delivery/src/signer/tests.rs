@@ -1,0 +1,215 @@
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use proptest::prelude::*;
+
+use super::*;
+
+const T: i64 = 1_777_204_800;
+const BODY: &[u8] = br#"{"id":"evt_1"}"#;
+const EVENT: &str = "evt_0190a1b2-0000-7000-8000-000000000000";
+
+fn fixed_secret() -> Secret {
+    let mut bytes = [0u8; 32];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::try_from(index).expect("index below 32");
+    }
+    Secret::from_bytes(bytes)
+}
+
+fn at(unix_seconds: i64) -> Timestamp {
+    Timestamp::from_micros(unix_seconds * 1_000_000)
+}
+
+#[test]
+fn signature_v1_matches_a_known_vector() {
+    // Computed independently with Python's hmac module.
+    assert_eq!(
+        signature_v1(&fixed_secret(), T, BODY),
+        "5ddf79ccc03de5dfd8cd567df4e7dfa28305ae19da4ef65ceeb131e8c008b4b4"
+    );
+}
+
+#[test]
+fn standard_webhooks_signature_matches_the_official_library() {
+    // Produced by the `standardwebhooks` Python package with the secret
+    // `whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=`, the base64 of bytes 0..32.
+    assert_eq!(
+        STANDARD.encode(fixed_secret().expose_bytes()),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+    );
+    assert_eq!(
+        standard_webhooks_signature(&fixed_secret(), EVENT, T, BODY),
+        "v1,eOU9rMmqsNkc4FQetFsueQAEwlsGr9HD8GTsUIPiWkU="
+    );
+}
+
+#[test]
+fn standard_webhooks_signature_matches_the_spec_vector() {
+    // The example published with the Standard Webhooks reference libraries.
+    let key = STANDARD
+        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .expect("vector key is base64");
+    let signature = standard_webhooks_signature_with_key(
+        &key,
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1_614_265_330,
+        br#"{"test": 2432232314}"#,
+    );
+    assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+}
+
+#[test]
+fn amcore_header_carries_one_v1_per_secret() {
+    let endpoint_secret = fixed_secret();
+    let org_secret = Secret::generate();
+
+    let single = amcore_signature_header(T, BODY, &endpoint_secret, None);
+    let double = amcore_signature_header(T, BODY, &endpoint_secret, Some(&org_secret));
+
+    assert_eq!(
+        single,
+        format!("t={T},v1={}", signature_v1(&endpoint_secret, T, BODY))
+    );
+    assert_eq!(
+        double,
+        format!("{single},v1={}", signature_v1(&org_secret, T, BODY))
+    );
+    assert_eq!(
+        verify_v1(&org_secret, &double, BODY, at(T), DEFAULT_TOLERANCE),
+        Ok(())
+    );
+    assert_eq!(
+        verify_v1(&endpoint_secret, &double, BODY, at(T), DEFAULT_TOLERANCE),
+        Ok(())
+    );
+}
+
+#[test]
+fn signed_headers_are_the_section_seven_set() {
+    let endpoint_secret = fixed_secret();
+    let event_id: EventId = EVENT.parse().expect("valid event id");
+    let delivery = OutgoingDelivery {
+        event_id,
+        event_type: "wallet.balance_low",
+        attempt: 3,
+        timestamp: at(T),
+        body: BODY,
+        endpoint_secret: &endpoint_secret,
+        org_secret: None,
+    };
+
+    let headers: HashMap<&str, String> = signed_headers(&delivery).into_iter().collect();
+
+    assert_eq!(headers.len(), 9);
+    assert_eq!(headers[CONTENT_TYPE], "application/json");
+    assert_eq!(
+        headers[USER_AGENT],
+        format!("Herald/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(headers[EVENT_ID], EVENT);
+    assert_eq!(headers[WEBHOOK_ID], EVENT);
+    assert_eq!(headers[EVENT_TYPE], "wallet.balance_low");
+    assert_eq!(headers[DELIVERY_ATTEMPT], "3");
+    assert_eq!(headers[WEBHOOK_TIMESTAMP], T.to_string());
+    assert_eq!(
+        headers[WEBHOOK_SIGNATURE],
+        "v1,eOU9rMmqsNkc4FQetFsueQAEwlsGr9HD8GTsUIPiWkU="
+    );
+    assert_eq!(
+        headers[SIGNATURE],
+        format!("t={T},v1=5ddf79ccc03de5dfd8cd567df4e7dfa28305ae19da4ef65ceeb131e8c008b4b4")
+    );
+}
+
+fn check(header: &str, expected: Result<(), VerifyError>) {
+    assert_eq!(
+        verify_v1(&fixed_secret(), header, BODY, at(T), DEFAULT_TOLERANCE),
+        expected,
+        "{header}"
+    );
+}
+
+#[test]
+fn verify_refuses_malformed_and_stale_headers() {
+    let good = signature_v1(&fixed_secret(), T, BODY);
+    check(&format!("t={T},v1={good}"), Ok(()));
+    check(&format!("t={T},v2=abc,v1={good}"), Ok(()));
+    check(&format!("v1={good}"), Err(VerifyError::Malformed));
+    check(&format!("t={T}"), Err(VerifyError::Malformed));
+    check(&format!("t=-5,v1={good}"), Err(VerifyError::Malformed));
+    check(
+        &format!("t={T},t={T},v1={good}"),
+        Err(VerifyError::Malformed),
+    );
+    check(
+        &format!("t={T},garbage,v1={good}"),
+        Err(VerifyError::Malformed),
+    );
+    check(
+        &format!("t={T},v1=not-hex"),
+        Err(VerifyError::NoMatchingSignature),
+    );
+    check(
+        &format!("t={T},v1={}", &good[..32]),
+        Err(VerifyError::NoMatchingSignature),
+    );
+    let stale = T - 301;
+    let stale_signature = signature_v1(&fixed_secret(), stale, BODY);
+    check(
+        &format!("t={stale},v1={stale_signature}"),
+        Err(VerifyError::TimestampOutOfTolerance),
+    );
+}
+
+proptest! {
+    #[test]
+    fn verify_accepts_what_signing_produced(
+        key in any::<[u8; 32]>(),
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+        unix_seconds in 0i64..4_000_000_000,
+        skew in -300i64..=300,
+    ) {
+        let secret = Secret::from_bytes(key);
+        let header = amcore_signature_header(unix_seconds, &body, &secret, None);
+        let now = at(unix_seconds + skew);
+        prop_assert_eq!(verify_v1(&secret, &header, &body, now, DEFAULT_TOLERANCE), Ok(()));
+    }
+
+    #[test]
+    fn verify_rejects_any_tampering(
+        key in any::<[u8; 32]>(),
+        body in proptest::collection::vec(any::<u8>(), 1..512),
+        unix_seconds in 1i64..4_000_000_000,
+        flip in any::<proptest::sample::Index>(),
+        bit in 0u8..8,
+        timestamp_delta in 1i64..300,
+        other_key in any::<[u8; 32]>(),
+    ) {
+        let secret = Secret::from_bytes(key);
+        let signature = signature_v1(&secret, unix_seconds, &body);
+        let now = at(unix_seconds);
+
+        let mut tampered_body = body.clone();
+        tampered_body[flip.index(body.len())] ^= 1 << bit;
+        let header = format!("t={unix_seconds},v1={signature}");
+        prop_assert_eq!(
+            verify_v1(&secret, &header, &tampered_body, now, DEFAULT_TOLERANCE),
+            Err(VerifyError::NoMatchingSignature)
+        );
+
+        let moved = unix_seconds - timestamp_delta;
+        let moved_header = format!("t={moved},v1={signature}");
+        prop_assert_eq!(
+            verify_v1(&secret, &moved_header, &body, now, DEFAULT_TOLERANCE),
+            Err(VerifyError::NoMatchingSignature)
+        );
+
+        prop_assume!(other_key != key);
+        prop_assert_eq!(
+            verify_v1(&Secret::from_bytes(other_key), &header, &body, now, DEFAULT_TOLERANCE),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Configuration: command-line flags with `HERALD_*` environment variables behind them
+//! (CONTRACT.md section 9). Parsing and checking happen here, once, at startup.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use herald_api::ApiConfig;
+use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
+use herald_store::RateLimit;
+
+/// Settings shared by `herald serve` and the admin commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Where state lives: `sqlite://PATH` (embedded, the default) or `postgres://…`.
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        default_value = "sqlite://herald-data/herald.db"
+    )]
+    pub database_url: String,
+
+    /// Base64 of 32 bytes that encrypts secrets at rest. With SQLite and no key, one is
+    /// generated beside the database file (mode 0600).
+    #[arg(long, env = "HERALD_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+}
+
+/// Settings of `herald serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Storage location and secrets key.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer token of the admin API (`/admin/v1/…`); the admin API is off when unset.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Networks exempt from the SSRF policy, comma-separated CIDRs (e.g. `127.0.0.0/8,::1/128`).
+    #[arg(long, env = "HERALD_ALLOW_NETWORKS", default_value = "")]
+    pub allow_networks: String,
+
+    /// A PEM file of extra trusted root certificates for deliveries.
+    #[arg(long, env = "HERALD_EXTRA_ROOT_CERTS")]
+    pub extra_root_certs: Option<PathBuf>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Write requests per organization per minute (create, update, delete, rotate, test, replay).
+    #[arg(long, env = "HERALD_WRITE_RATE_PER_MINUTE", default_value_t = 1_200)]
+    pub write_rate_per_minute: u32,
+
+    /// Replays per organization per minute.
+    #[arg(long, env = "HERALD_REPLAY_RATE_PER_MINUTE", default_value_t = 10)]
+    pub replay_rate_per_minute: u32,
+
+    /// The event-type catalog, comma-separated; the contract's 17 types by default.
+    #[arg(long, env = "HERALD_EVENT_TYPES")]
+    pub event_types: Option<String>,
+
+    /// Supported API versions, comma-separated, oldest first.
+    #[arg(long, env = "HERALD_API_VERSIONS", default_value = herald_domain::catalog::DEFAULT_API_VERSION)]
+    pub api_versions: String,
+
+    /// Supported versions that new endpoints may no longer pin, comma-separated.
+    #[arg(long, env = "HERALD_DEPRECATED_API_VERSIONS", default_value = "")]
+    pub deprecated_api_versions: String,
+
+    /// Seconds to let in-flight work finish after SIGTERM.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// The checked configuration of a running service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Storage location and secrets key.
+    pub storage: StorageArgs,
+    /// The API's settings.
+    pub api: ApiConfig,
+    /// Extra trusted roots for deliveries, PEM.
+    pub extra_root_certs: Option<PathBuf>,
+    /// How long in-flight work may take after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    /// Checks the flags and builds the configuration.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let address_policy = AddressPolicy::parse_allow_list(&self.allow_networks)
+            .map_err(anyhow::Error::msg)
+            .context("HERALD_ALLOW_NETWORKS")?;
+        let catalog = match &self.event_types {
+            Some(list) => EventCatalog::new(split_list(list)),
+            None => EventCatalog::default(),
+        };
+        let supported = split_list(&self.api_versions);
+        if supported.is_empty() {
+            bail!("HERALD_API_VERSIONS must name at least one version");
+        }
+        let api_versions = ApiVersions::new(supported, split_list(&self.deprecated_api_versions));
+        if self.write_rate_per_minute == 0 || self.replay_rate_per_minute == 0 {
+            bail!("rate limits must be at least 1 per minute");
+        }
+        let minute = Duration::from_secs(60);
+        Ok(Config {
+            storage: self.storage,
+            api: ApiConfig {
+                catalog,
+                api_versions,
+                address_policy,
+                endpoint_cap: herald_domain::endpoint::MAX_ENDPOINTS_PER_ORG,
+                write_rate_limit: RateLimit {
+                    limit: self.write_rate_per_minute,
+                    period: minute,
+                },
+                replay_rate_limit: RateLimit {
+                    limit: self.replay_rate_per_minute,
+                    period: minute,
+                },
+                admin_token: self.admin_token.filter(|token| !token.is_empty()),
+                body_limit: self.max_body_bytes,
+            },
+            extra_root_certs: self.extra_root_certs,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        })
+    }
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Decodes `HERALD_SECRETS_KEY`.
+pub fn decode_secrets_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = STANDARD
+        .decode(text.trim())
+        .context("HERALD_SECRETS_KEY is not standard base64")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("HERALD_SECRETS_KEY must decode to exactly 32 bytes"))
+}

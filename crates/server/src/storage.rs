@@ -1,0 +1,111 @@
+//! Opening the configured storage: SQLite by default, PostgreSQL for `postgres://` URLs.
+//! Also owns the embedded default's secrets-key file.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use herald_store::{SecretCipher, SqliteStore, Store};
+use rand::RngCore as _;
+
+use crate::config::{StorageArgs, decode_secrets_key};
+
+/// The name of the generated key file, beside the SQLite database.
+const KEY_FILE_NAME: &str = "secrets.key";
+
+/// Opens the store that `storage` names, applying migrations.
+pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let url = storage.database_url.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("the PostgreSQL backend is not built yet; use a sqlite:// URL");
+    }
+    let path = sqlite_path(url)?;
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let key = match &storage.secrets_key {
+        Some(text) => decode_secrets_key(text)?,
+        None => load_or_create_key_file(&path.with_file_name(KEY_FILE_NAME))?,
+    };
+    let store = SqliteStore::open(&path, SecretCipher::new(&key))
+        .await
+        .with_context(|| format!("opening SQLite database {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The file path of a `sqlite://PATH` or `sqlite:PATH` URL.
+fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .with_context(|| {
+            format!("HERALD_DATABASE_URL must start with sqlite:// or postgres://, got {url:?}")
+        })?;
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        bail!("HERALD_DATABASE_URL names no SQLite file");
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Reads the generated secrets key, or creates it with mode 0600 on first start.
+fn load_or_create_key_file(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if path.exists() {
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "secrets key file is readable by others");
+        }
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return decode_secrets_key(&text).with_context(|| format!("in {}", path.display()));
+    }
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{}", STANDARD.encode(key))?;
+    file.sync_all()?;
+    tracing::info!(path = %path.display(), "generated a secrets key for the embedded database");
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_a_path() {
+        assert_eq!(
+            sqlite_path("sqlite://herald-data/herald.db").expect("valid"),
+            PathBuf::from("herald-data/herald.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/herald.db").expect("valid"),
+            PathBuf::from("/var/lib/herald.db")
+        );
+        assert!(sqlite_path("mysql://x").is_err());
+        assert!(sqlite_path("sqlite://").is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(KEY_FILE_NAME);
+        let first = load_or_create_key_file(&path).expect("created");
+        let mode = fs::metadata(&path).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create_key_file(&path).expect("reused"), first);
+    }
+}

@@ -1,0 +1,593 @@
+//! The embedded SQLite backend, Herald's default.
+//!
+//! Writes go through a pool of exactly one connection: SQLite admits one writer at a time
+//! anyway, and serializing writers in-process means no transaction ever meets `SQLITE_BUSY`,
+//! so a read-then-write (the endpoint cap, a rate limit) is atomic without `BEGIN IMMEDIATE`.
+//! Reads use a separate pool of read-only connections, which WAL lets run beside the writer.
+//! `synchronous=FULL` makes every acknowledged commit survive a power cut (CONTRACT.md §8).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_domain::scope::Scope;
+use herald_domain::secret::ApiKeyHash;
+use herald_domain::{
+    ApiKey, ApiKeyId, AuditAction, AuditId, AuditRecord, Endpoint, EndpointId, Org, OrgId, Secret,
+    Timestamp,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    EndpointPatch, Page, PageRequest, RateDecision, RateLimit, SecretCipher, Store, StoreError,
+    gcra_step,
+};
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// One connection: the only writer.
+    writer: SqlitePool,
+    /// Read-only connections.
+    reader: SqlitePool,
+    cipher: SecretCipher,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and applies migrations.
+    pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(map_error)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(StoreError::Migration)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(map_error)?;
+        Ok(Self {
+            writer,
+            reader,
+            cipher,
+        })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.writer.begin().await.map_err(map_error)
+    }
+}
+
+/// Translates a driver error into what callers act on; no caller ever sees SQL errors.
+pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(ref database) if database.is_unique_violation() => {
+            StoreError::Conflict
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error)
+        }
+        other => StoreError::Backend(other),
+    }
+}
+
+const ENDPOINT_COLUMNS: &str =
+    "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at";
+
+fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint, StoreError> {
+    let events: String = row.try_get("events").map_err(map_error)?;
+    Ok(Endpoint {
+        id: EndpointId::from_uuid(row.try_get("id").map_err(map_error)?),
+        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
+        url: row.try_get("url").map_err(map_error)?,
+        description: row.try_get("description").map_err(map_error)?,
+        events: serde_json::from_str(&events)
+            .map_err(|_| StoreError::Corrupt("endpoint events are not a JSON array"))?,
+        active: row.try_get("active").map_err(map_error)?,
+        api_version: row.try_get("api_version").map_err(map_error)?,
+        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
+        updated_at: Timestamp::from_micros(row.try_get("updated_at").map_err(map_error)?),
+        deleted_at: row
+            .try_get::<Option<i64>, _>("deleted_at")
+            .map_err(map_error)?
+            .map(Timestamp::from_micros),
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+    let scopes: String = row.try_get("scopes").map_err(map_error)?;
+    let scopes = scopes
+        .split(',')
+        .map(Scope::from_str)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| StoreError::Corrupt("unknown scope stored on an api key"))?;
+    Ok(ApiKey {
+        id: ApiKeyId::from_uuid(row.try_get("id").map_err(map_error)?),
+        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
+        scopes,
+        hint: row.try_get("hint").map_err(map_error)?,
+        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")
+            .map_err(map_error)?
+            .map(Timestamp::from_micros),
+    })
+}
+
+fn org_from_row(row: &SqliteRow) -> Result<Org, StoreError> {
+    Ok(Org {
+        id: OrgId::from_uuid(row.try_get("id").map_err(map_error)?),
+        name: row.try_get("name").map_err(map_error)?,
+        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let action: String = row.try_get("action").map_err(map_error)?;
+    Ok(AuditRecord {
+        id: AuditId::from_uuid(row.try_get("id").map_err(map_error)?),
+        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
+        api_key_id: row
+            .try_get::<Option<Uuid>, _>("api_key_id")
+            .map_err(map_error)?
+            .map(ApiKeyId::from_uuid),
+        action: AuditAction::parse(&action).ok_or(StoreError::Corrupt("unknown audit action"))?,
+        target_id: row.try_get("target_id").map_err(map_error)?,
+        occurred_at: Timestamp::from_micros(row.try_get("occurred_at").map_err(map_error)?),
+        request_id: row.try_get("request_id").map_err(map_error)?,
+        reason: row.try_get("reason").map_err(map_error)?,
+    })
+}
+
+async fn insert_audit(
+    tx: &mut Transaction<'static, Sqlite>,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(audit.id.as_uuid())
+    .bind(audit.org_id.as_uuid())
+    .bind(audit.api_key_id.map(|id| id.as_uuid()))
+    .bind(audit.action.as_str())
+    .bind(&audit.target_id)
+    .bind(audit.occurred_at.as_micros())
+    .bind(&audit.request_id)
+    .bind(&audit.reason)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    Ok(())
+}
+
+fn events_json(events: &[String]) -> String {
+    serde_json::to_string(events).expect("a list of strings always serializes")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(org.id.as_uuid())
+            .bind(&org.name)
+            .bind(org.created_at.as_micros())
+            .execute(&self.writer)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM orgs ORDER BY id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(org_from_row).collect()
+    }
+
+    async fn get_org(&self, org_id: OrgId) -> Result<Org, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = ?")
+            .bind(org_id.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::NotFound)?;
+        org_from_row(&row)
+    }
+
+    async fn rotate_org_secret(
+        &self,
+        org_id: OrgId,
+        secret: &Secret,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE orgs SET webhook_secret = ?, webhook_secret_rotated_at = ? WHERE id = ?",
+        )
+        .bind(self.cipher.seal(secret))
+        .bind(audit.occurred_at.as_micros())
+        .bind(org_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn get_org_secret(&self, org_id: OrgId) -> Result<Option<Secret>, StoreError> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT webhook_secret FROM orgs WHERE id = ?")
+                .bind(org_id.as_uuid())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_error)?;
+        match sealed {
+            None => Err(StoreError::NotFound),
+            Some(None) => Ok(None),
+            Some(Some(sealed)) => self.cipher.open(&sealed).map(Some),
+        }
+    }
+
+    async fn create_api_key(&self, key: &ApiKey, hash: &ApiKeyHash) -> Result<(), StoreError> {
+        let scopes = key
+            .scopes
+            .iter()
+            .map(Scope::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, key_hash, hint, scopes, created_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(key.id.as_uuid())
+        .bind(key.org_id.as_uuid())
+        .bind(hash.as_slice())
+        .bind(&key.hint)
+        .bind(scopes)
+        .bind(key.created_at.as_micros())
+        .execute(&self.writer)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, hint, scopes, created_at, revoked_at FROM api_keys WHERE org_id = ? ORDER BY id",
+        )
+        .bind(org_id.as_uuid())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, key_id: ApiKeyId, at: Timestamp) -> Result<ApiKey, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?
+             RETURNING id, org_id, hint, scopes, created_at, revoked_at",
+        )
+        .bind(at.as_micros())
+        .bind(key_id.as_uuid())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(map_error)?
+        .ok_or(StoreError::NotFound)?;
+        api_key_from_row(&row)
+    }
+
+    async fn find_api_key(&self, hash: &ApiKeyHash) -> Result<Option<ApiKey>, StoreError> {
+        // A revocation must be visible to the very next request: every read starts a fresh
+        // WAL snapshot, which includes each transaction committed before it.
+        let row = sqlx::query(
+            "SELECT id, org_id, hint, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_error)?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        secret: &Secret,
+        cap: u32,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM endpoints WHERE org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(endpoint.org_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if live >= i64::from(cap) {
+            return Err(StoreError::LimitExceeded);
+        }
+        sqlx::query(
+            "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
+                                    created_at, updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(endpoint.id.as_uuid())
+        .bind(endpoint.org_id.as_uuid())
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(events_json(&endpoint.events))
+        .bind(endpoint.active)
+        .bind(&endpoint.api_version)
+        .bind(self.cipher.seal(secret))
+        .bind(endpoint.created_at.as_micros())
+        .bind(endpoint.updated_at.as_micros())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn list_endpoints(
+        &self,
+        org_id: OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<Endpoint>, StoreError> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM endpoints WHERE org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(org_id.as_uuid())
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_error)?;
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints
+             WHERE org_id = ? AND deleted_at IS NULL AND (? IS NULL OR id < ?)
+             ORDER BY id DESC LIMIT ?"
+        );
+        let after = page.cursor.map(|cursor| cursor.id());
+        let rows = sqlx::query(&sql)
+            .bind(org_id.as_uuid())
+            .bind(after)
+            .bind(after)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_error)?;
+        let endpoints = rows
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(
+            endpoints,
+            page.limit,
+            total.unsigned_abs(),
+            |endpoint| endpoint.id.as_uuid(),
+        ))
+    }
+
+    async fn get_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<Endpoint, StoreError> {
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(endpoint_id.as_uuid())
+            .bind(org_id.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::NotFound)?;
+        endpoint_from_row(&row)
+    }
+
+    async fn update_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        patch: &EndpointPatch,
+        audit: &AuditRecord,
+    ) -> Result<Endpoint, StoreError> {
+        let mut tx = self.begin().await?;
+        // `updated_at` always moves forward, even when two updates share a microsecond.
+        let sql = format!(
+            "UPDATE endpoints SET
+                url = COALESCE(?, url),
+                description = CASE WHEN ? THEN ? ELSE description END,
+                events = COALESCE(?, events),
+                active = COALESCE(?, active),
+                updated_at = MAX(?, updated_at + 1)
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL
+             RETURNING {ENDPOINT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&patch.url)
+            .bind(patch.description.is_some())
+            .bind(patch.description.clone().flatten())
+            .bind(patch.events.as_deref().map(events_json))
+            .bind(patch.active)
+            .bind(audit.occurred_at.as_micros())
+            .bind(endpoint_id.as_uuid())
+            .bind(org_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::NotFound)?;
+        let endpoint = endpoint_from_row(&row)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(endpoint)
+    }
+
+    async fn delete_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE endpoints SET deleted_at = ?, updated_at = MAX(?, updated_at + 1)
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(audit.occurred_at.as_micros())
+        .bind(audit.occurred_at.as_micros())
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        secret: &Secret,
+        audit: &AuditRecord,
+    ) -> Result<Endpoint, StoreError> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "UPDATE endpoints SET secret = ?, updated_at = MAX(?, updated_at + 1)
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL
+             RETURNING {ENDPOINT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(self.cipher.seal(secret))
+            .bind(audit.occurred_at.as_micros())
+            .bind(endpoint_id.as_uuid())
+            .bind(org_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .ok_or(StoreError::NotFound)?;
+        let endpoint = endpoint_from_row(&row)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(endpoint)
+    }
+
+    async fn get_endpoint_secret(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<Secret, StoreError> {
+        let sealed: Vec<u8> = sqlx::query_scalar(
+            "SELECT secret FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_error)?
+        .ok_or(StoreError::NotFound)?;
+        self.cipher.open(&sealed)
+    }
+
+    async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn list_audit_records(
+        &self,
+        org_id: OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE org_id = ?")
+            .bind(org_id.as_uuid())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_error)?;
+        let after = page.cursor.map(|cursor| cursor.id());
+        let rows = sqlx::query(
+            "SELECT id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason FROM audit_log
+             WHERE org_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+        )
+        .bind(org_id.as_uuid())
+        .bind(after)
+        .bind(after)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_error)?;
+        let records = rows
+            .iter()
+            .map(audit_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(
+            records,
+            page.limit,
+            total.unsigned_abs(),
+            |record| record.id.as_uuid(),
+        ))
+    }
+
+    async fn acquire_rate_limit(
+        &self,
+        key: &str,
+        rate: RateLimit,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        let mut tx = self.begin().await?;
+        let stored: Option<i64> = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let (decision, new_tat) = gcra_step(stored, rate, now);
+        if let Some(tat) = new_tat {
+            sqlx::query("INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat")
+                .bind(key)
+                .bind(tat)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(decision)
+    }
+}
