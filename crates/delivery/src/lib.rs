@@ -2,21 +2,34 @@
 //!
 //! # Layout
 //!
+//! - [`worker`]: claims due deliveries, attempts them with bounded concurrency per endpoint,
+//!   schedules retries and records attempts in batches.
+//! - [`attempt`]: one attempt start to finish: render, sign, send, describe.
+//! - [`envelope`]: the body, one renderer per API version.
 //! - [`signer`]: the two signature schemes and the section-7 headers of an attempt. Pure.
 //! - [`retry`]: the decided retry schedule as data, jitter, and `Retry-After` parsing. Pure.
 //! - [`ssrf`]: the attempt-time address guard, a DNS resolver that checks every address it
 //!   returns, and the check of IP-literal URL hosts.
 //! - [`client`]: [`DeliveryClient`], the only outbound HTTP client, which turns one attempt into
 //!   an [`AttemptOutcome`].
-//!
-//! The worker that claims due deliveries, sends them and records the outcome builds on these.
+//! - [`retention`]: the purge of expired events and attempts.
+//! - [`test_send`]: the synchronous `webhook.test` attempt of the test operation.
+//! - [`metrics`]: attempts by outcome and attempt latency.
 
+pub mod attempt;
 pub mod client;
+pub mod envelope;
+pub mod metrics;
+pub mod retention;
 pub mod retry;
 pub mod signer;
 pub mod ssrf;
+pub mod test_send;
+pub mod worker;
 
 pub use client::{AttemptOutcome, ClientConfig, ClientError, DeliveryClient, OutcomeClass};
+pub use metrics::DeliveryMetrics;
 pub use retry::{MAX_ATTEMPTS, RetrySchedule, parse_retry_after};
 pub use signer::{OutgoingDelivery, VerifyError, signed_headers, verify_v1};
 pub use ssrf::{BlockedTarget, PolicyResolver, ResolveError, check_url_target};
+pub use worker::{Worker, WorkerConfig};

@@ -201,7 +201,8 @@ mod tests {
             let schedule = RetrySchedule::default();
             let retry_after = Duration::from_secs(retry_after_secs);
             let without = schedule.next_delay(attempt, &mut StdRng::seed_from_u64(seed), None);
-            let with = schedule.next_delay(attempt, &mut StdRng::seed_from_u64(seed), Some(retry_after));
+            let with =
+                schedule.next_delay(attempt, &mut StdRng::seed_from_u64(seed), Some(retry_after));
             let (without, with) = (without.expect("retried"), with.expect("retried"));
             prop_assert!(with >= retry_after.min(RETRY_AFTER_CAP));
             prop_assert_eq!(with, without.max(retry_after.min(RETRY_AFTER_CAP)));
@@ -210,9 +211,14 @@ mod tests {
         }
 
         #[test]
-        fn the_tenth_failure_is_dead(attempt in MAX_ATTEMPTS..u32::MAX, seed in any::<u64>(), wait in any::<Option<u32>>()) {
+        fn the_tenth_failure_is_dead(
+            attempt in MAX_ATTEMPTS..u32::MAX,
+            seed in any::<u64>(),
+            wait in any::<Option<u32>>(),
+        ) {
             let retry_after = wait.map(|secs| Duration::from_secs(u64::from(secs)));
-            let delay = RetrySchedule::default().next_delay(attempt, &mut StdRng::seed_from_u64(seed), retry_after);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let delay = RetrySchedule::default().next_delay(attempt, &mut rng, retry_after);
             prop_assert_eq!(delay, None);
         }
     }

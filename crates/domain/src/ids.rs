@@ -89,8 +89,12 @@ uuid_id!(
     EndpointId
 );
 uuid_id!(
-    /// One delivery attempt.
+    /// A delivery: one event bound for one endpoint, the unit the worker schedules.
     DeliveryId
+);
+uuid_id!(
+    /// One attempt of a delivery: the "delivery record" of the public API.
+    AttemptId
 );
 uuid_id!(
     /// One audit record.

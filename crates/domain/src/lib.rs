@@ -7,12 +7,14 @@
 //! - [`time`]: [`Timestamp`], the one wire format for instants.
 //! - [`scope`]: API-key scopes.
 //! - [`catalog`]: the event-type catalog and the supported API versions.
+//! - [`delivery`]: events, attempts and their outcomes.
 //! - [`endpoint`]: the endpoint object and its validation rules.
 //! - [`org`]: organizations, API keys and audit records.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
 
 pub mod catalog;
+pub mod delivery;
 pub mod endpoint;
 pub mod ids;
 pub mod net;
@@ -22,8 +24,9 @@ pub mod secret;
 pub mod time;
 
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
+pub use delivery::{Attempt, Event, EventOrigin, Outcome};
 pub use endpoint::{Endpoint, FieldErrors};
-pub use ids::{ApiKeyId, AuditId, DeliveryId, EndpointId, EventId, OrgId};
+pub use ids::{ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId};
 pub use net::AddressPolicy;
 pub use org::{ApiKey, AuditAction, AuditRecord, Org};
 pub use scope::Scope;

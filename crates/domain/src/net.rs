@@ -167,12 +167,11 @@ fn classify_v6(address: Ipv6Addr) -> Option<AddressClass> {
         AddressClass::LinkLocal
     } else if segments[0] & 0xff00 == 0xff00 {
         AddressClass::Multicast
-    } else if segments[0] == 0x2001 && segments[1] == 0x0db8 {
-        AddressClass::Reserved
-    } else if segments[0] == 0x0100 && segments[1..4] == [0, 0, 0] {
-        AddressClass::Reserved
-    } else if segments[0..6] == [0, 0, 0, 0, 0, 0] {
-        // Deprecated IPv4-compatible addresses other than `::` and `::1`.
+    } else if (segments[0] == 0x2001 && segments[1] == 0x0db8)
+        || (segments[0] == 0x0100 && segments[1..4] == [0, 0, 0])
+        || segments[0..6] == [0, 0, 0, 0, 0, 0]
+    {
+        // Documentation, discard-only, and deprecated IPv4-compatible addresses.
         AddressClass::Reserved
     } else {
         return None;

@@ -7,6 +7,7 @@
 //! - [`StoreError`]: backend failures translated into what callers act on.
 //! - [`cipher`]: encryption of secrets at rest; the store seals on write and opens on read.
 //! - [`page`]: opaque cursors and pages.
+//! - [`queue`]: the types of publishing, claiming and recording deliveries.
 //! - [`sqlite`]: the embedded default backend.
 //!
 //! Every mutating operation that the API audits takes its [`AuditRecord`] and writes it in
@@ -14,6 +15,7 @@
 
 pub mod cipher;
 pub mod page;
+pub mod queue;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -21,11 +23,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
-    ApiKey, ApiKeyId, AuditRecord, Endpoint, EndpointId, Org, OrgId, Secret, Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
+    OrgId, Secret, Timestamp,
 };
 
 pub use cipher::SecretCipher;
 pub use page::{Cursor, InvalidCursor, Page, PageRequest};
+pub use queue::{
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, PublishedEvent, PurgeReport,
+    QueueStats,
+};
 pub use sqlite::SqliteStore;
 
 /// What went wrong in storage, in terms a caller can act on.
@@ -187,6 +194,64 @@ pub trait Store: Send + Sync + 'static {
         rate: RateLimit,
         now: Timestamp,
     ) -> Result<RateDecision, StoreError>;
+
+    /// Stores events and, in the same transaction, one pending delivery per live, active
+    /// endpoint of the event's organization subscribed to its type. An event whose
+    /// idempotency key its organization used in the last 24 hours is not stored; the
+    /// earlier event is returned instead. Returns one answer per input, in order.
+    async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError>;
+    /// Stores a replayed event with one pending delivery to `endpoint_id` (no subscription
+    /// check) and its audit record. The endpoint must be live.
+    async fn enqueue_replay(
+        &self,
+        event: &Event,
+        endpoint_id: EndpointId,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
+    /// Stores the event and the single attempt of a test send, as a finished delivery.
+    async fn record_test_attempt(&self, event: &Event, attempt: &Attempt)
+    -> Result<(), StoreError>;
+    /// Leases up to `limit` due deliveries to the caller.
+    async fn claim_due_deliveries(
+        &self,
+        request: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Stores attempts and moves their deliveries on (rescheduled, finished, lease released),
+    /// all in one transaction. An endpoint whose failures began before
+    /// `disable_failing_before` is set inactive, with an audit record saying why.
+    async fn record_attempts(
+        &self,
+        recordings: &[AttemptRecording],
+        disable_failing_before: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Releases every lease: for single-process backends at startup, when no other worker
+    /// can hold one.
+    async fn release_all_leases(&self) -> Result<(), StoreError>;
+    /// The organization's attempts matching `filter`, newest first.
+    async fn list_attempts(
+        &self,
+        org_id: OrgId,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Attempt>, StoreError>;
+    /// One attempt of the organization.
+    async fn get_attempt(
+        &self,
+        org_id: OrgId,
+        attempt_id: AttemptId,
+    ) -> Result<Attempt, StoreError>;
+    /// One event of the organization, if still retained.
+    async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError>;
+    /// Counts of the delivery queue.
+    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
+    /// Deletes events created before `events_before` whose deliveries are finished, and
+    /// attempts made before `attempts_before`, at most `batch` rows of each per call.
+    async fn purge_expired(
+        &self,
+        events_before: Timestamp,
+        attempts_before: Timestamp,
+        batch: u32,
+    ) -> Result<PurgeReport, StoreError>;
 }
 
 /// The generic cell rate algorithm, shared by every backend: given the stored theoretical

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
-    ApiKey, ApiKeyId, AuditAction, AuditId, AuditRecord, Endpoint, EndpointId, Org, OrgId, Secret,
-    Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, Endpoint, EndpointId,
+    Event, EventId, Org, OrgId, Secret, Timestamp,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -24,9 +24,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+mod delivery;
+
 use crate::{
-    EndpointPatch, Page, PageRequest, RateDecision, RateLimit, SecretCipher, Store, StoreError,
-    gcra_step,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
+    PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, SecretCipher,
+    Store, StoreError, gcra_step,
 };
 
 /// The SQLite store.
@@ -477,6 +480,8 @@ impl Store for SqliteStore {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        delivery::abandon_pending(&mut tx, endpoint_id, "endpoint deleted", audit.occurred_at)
+            .await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_error)
     }
@@ -589,5 +594,79 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(map_error)?;
         Ok(decision)
+    }
+
+    async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError> {
+        delivery::publish_events(self, events).await
+    }
+
+    async fn enqueue_replay(
+        &self,
+        event: &Event,
+        endpoint_id: EndpointId,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        delivery::enqueue_replay(self, event, endpoint_id, audit).await
+    }
+
+    async fn record_test_attempt(
+        &self,
+        event: &Event,
+        attempt: &Attempt,
+    ) -> Result<(), StoreError> {
+        delivery::record_test_attempt(self, event, attempt).await
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        request: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        delivery::claim_due_deliveries(self, request).await
+    }
+
+    async fn record_attempts(
+        &self,
+        recordings: &[AttemptRecording],
+        disable_failing_before: Timestamp,
+    ) -> Result<(), StoreError> {
+        delivery::record_attempts(self, recordings, disable_failing_before).await
+    }
+
+    async fn release_all_leases(&self) -> Result<(), StoreError> {
+        delivery::release_all_leases(self).await
+    }
+
+    async fn list_attempts(
+        &self,
+        org_id: OrgId,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Attempt>, StoreError> {
+        delivery::list_attempts(self, org_id, filter, page).await
+    }
+
+    async fn get_attempt(
+        &self,
+        org_id: OrgId,
+        attempt_id: AttemptId,
+    ) -> Result<Attempt, StoreError> {
+        delivery::get_attempt(self, org_id, attempt_id).await
+    }
+
+    async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError> {
+        delivery::get_event(self, org_id, event_id).await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
+        delivery::queue_stats(self, now).await
+    }
+
+    async fn purge_expired(
+        &self,
+        events_before: Timestamp,
+        attempts_before: Timestamp,
+        batch: u32,
+    ) -> Result<PurgeReport, StoreError> {
+        delivery::purge_expired(self, events_before, attempts_before, batch).await
     }
 }

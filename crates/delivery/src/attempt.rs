@@ -1,0 +1,123 @@
+//! One attempt, start to finish: render the envelope, sign it, send it through the client, and
+//! describe the result as an [`Attempt`] record. Deciding what happens next (retry, dead) is
+//! the caller's; this module only reports.
+
+use bytes::Bytes;
+use herald_domain::{Attempt, AttemptId, DeliveryId, Endpoint, Event, Outcome, Secret, Timestamp};
+use sha2::{Digest, Sha256};
+
+use crate::client::{AttemptOutcome, DeliveryClient, OutcomeClass};
+use crate::envelope;
+use crate::signer::{OutgoingDelivery, signed_headers};
+
+/// Everything one attempt needs.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptPlan<'a> {
+    /// The delivery being attempted.
+    pub delivery_id: DeliveryId,
+    /// The 1-based number of this attempt.
+    pub attempt_number: u32,
+    /// The event.
+    pub event: &'a Event,
+    /// The endpoint, as it is now.
+    pub endpoint: &'a Endpoint,
+    /// The endpoint's current secret.
+    pub endpoint_secret: &'a Secret,
+    /// The organization's secret, if any.
+    pub org_secret: Option<&'a Secret>,
+}
+
+/// The record of an attempt (with `outcome` provisional: `Success` or `Dead`, and `Retry`
+/// left to the scheduler) plus what the client saw.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// The record to store.
+    pub attempt: Attempt,
+    /// The client's classification and the receiver's `Retry-After`.
+    pub outcome: AttemptOutcome,
+}
+
+/// Sends one attempt now.
+pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptReport {
+    let occurred_at = Timestamp::now();
+    let body = match envelope::render(&plan.endpoint.api_version, plan.event) {
+        Ok(body) => body,
+        Err(unsupported) => return not_sent(plan, occurred_at, unsupported.to_string()),
+    };
+    let headers = signed_headers(&OutgoingDelivery {
+        event_id: plan.event.id,
+        event_type: &plan.event.event_type,
+        attempt: plan.attempt_number,
+        timestamp: occurred_at,
+        body: &body,
+        endpoint_secret: plan.endpoint_secret,
+        org_secret: plan.org_secret,
+    });
+    let sha256 = hex::encode(Sha256::digest(&body));
+    let body_bytes = body.len() as u64;
+    let outcome = client
+        .send(&plan.endpoint.url, &headers, Bytes::from(body))
+        .await;
+    let attempt = Attempt {
+        id: AttemptId::new(),
+        org_id: plan.event.org_id,
+        delivery_id: plan.delivery_id,
+        endpoint_id: plan.endpoint.id,
+        event_id: plan.event.id,
+        event_type: plan.event.event_type.clone(),
+        url: plan.endpoint.url.clone(),
+        attempt: plan.attempt_number,
+        outcome: if outcome.class == OutcomeClass::Success {
+            Outcome::Success
+        } else {
+            Outcome::Dead
+        },
+        response_status: outcome.response_status,
+        response_time_ms: outcome.response_time_ms,
+        request_body_sha256: sha256,
+        request_body_bytes: body_bytes,
+        request_headers: headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect(),
+        response_body_excerpt: outcome.response_body_excerpt.clone(),
+        error: outcome.error.clone(),
+        next_attempt_at: None,
+        occurred_at,
+    };
+    AttemptReport { attempt, outcome }
+}
+
+/// The record of an attempt that was decided without sending anything (the endpoint became
+/// inactive, its version has no renderer): always `Dead`.
+pub fn not_sent(plan: AttemptPlan<'_>, occurred_at: Timestamp, reason: String) -> AttemptReport {
+    let outcome = AttemptOutcome {
+        response_status: None,
+        response_time_ms: 0,
+        response_body_excerpt: None,
+        retry_after: None,
+        error: Some(reason),
+        class: OutcomeClass::Failure,
+    };
+    let attempt = Attempt {
+        id: AttemptId::new(),
+        org_id: plan.event.org_id,
+        delivery_id: plan.delivery_id,
+        endpoint_id: plan.endpoint.id,
+        event_id: plan.event.id,
+        event_type: plan.event.event_type.clone(),
+        url: plan.endpoint.url.clone(),
+        attempt: plan.attempt_number,
+        outcome: Outcome::Dead,
+        response_status: None,
+        response_time_ms: 0,
+        request_body_sha256: hex::encode(Sha256::digest(b"")),
+        request_body_bytes: 0,
+        request_headers: Vec::new(),
+        response_body_excerpt: None,
+        error: outcome.error.clone(),
+        next_attempt_at: None,
+        occurred_at,
+    };
+    AttemptReport { attempt, outcome }
+}

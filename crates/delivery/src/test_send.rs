@@ -1,0 +1,53 @@
+//! The test operation's single attempt (CONTRACT.md section 3): a synthetic `webhook.test`
+//! event, enveloped and signed exactly like a real delivery, sent once, never retried.
+
+use herald_domain::{
+    Attempt, DeliveryId, Endpoint, Event, EventId, EventOrigin, Outcome, Secret, TEST_EVENT_TYPE,
+    Timestamp,
+};
+
+use crate::attempt::{AttemptPlan, execute};
+use crate::client::{DeliveryClient, OutcomeClass};
+
+/// The event a test sends.
+pub fn test_event(endpoint: &Endpoint) -> Event {
+    Event {
+        id: EventId::new(),
+        org_id: endpoint.org_id,
+        event_type: TEST_EVENT_TYPE.to_owned(),
+        data: serde_json::json!({
+            "message": "This is a test delivery from Herald.",
+            "endpoint_id": endpoint.id.to_string(),
+        })
+        .to_string(),
+        idempotency_key: None,
+        origin: EventOrigin::Test,
+        created_at: Timestamp::now(),
+    }
+}
+
+/// Sends `event` to `endpoint` once and returns the attempt: `success` or `dead`.
+pub async fn send_test(
+    client: &DeliveryClient,
+    event: &Event,
+    endpoint: &Endpoint,
+    endpoint_secret: &Secret,
+    org_secret: Option<&Secret>,
+) -> Attempt {
+    let plan = AttemptPlan {
+        delivery_id: DeliveryId::new(),
+        attempt_number: 1,
+        event,
+        endpoint,
+        endpoint_secret,
+        org_secret,
+    };
+    let report = execute(client, plan).await;
+    let mut attempt = report.attempt;
+    attempt.outcome = if report.outcome.class == OutcomeClass::Success {
+        Outcome::Success
+    } else {
+        Outcome::Dead
+    };
+    attempt
+}

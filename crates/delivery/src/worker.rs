@@ -1,0 +1,378 @@
+//! The delivery worker: claims due deliveries under a lease, attempts each through the one
+//! client, decides what happens next, and records the attempt.
+//!
+//! Three parts run side by side:
+//! - the dispatcher ([`Worker::run`]) claims batches and spawns one task per delivery;
+//! - each task waits for a slot of its endpoint, attempts, and hands the result on;
+//! - the recorder writes results in batches, one transaction per batch (group commit), which
+//!   is what keeps SQLite fast with `synchronous=FULL`.
+//!
+//! Isolation between endpoints: a task holds only its endpoint's slot while it sends, and the
+//! dispatcher stops claiming for an endpoint whose slots are all taken, so a slow or failing
+//! endpoint backs up only itself. A delivery stays leased until its attempt is recorded; if
+//! the process dies first, the lease lapses and the delivery is attempted again (at least
+//! once, never lost).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_domain::{EndpointId, Outcome, Timestamp};
+use herald_store::{AttemptRecording, ClaimRequest, ClaimedDelivery, Store};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::attempt::{AttemptPlan, AttemptReport, execute, not_sent};
+use crate::client::{DeliveryClient, OutcomeClass};
+use crate::metrics::DeliveryMetrics;
+use crate::retry::RetrySchedule;
+
+/// Settings of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Delays between attempts.
+    pub schedule: RetrySchedule,
+    /// Most deliveries in flight (sending or waiting for their endpoint) at once.
+    pub max_in_flight: usize,
+    /// Most attempts in flight to one endpoint at once.
+    pub max_in_flight_per_endpoint: usize,
+    /// Most deliveries claimed per query.
+    pub claim_batch: u32,
+    /// How long a claim holds; must exceed the client's total timeout.
+    pub lease: Duration,
+    /// How often to look for due deliveries when nobody signals new work.
+    pub poll_interval: Duration,
+    /// An endpoint whose deliveries have all failed for this long is set inactive.
+    pub auto_disable_after: Duration,
+    /// How long in-flight attempts may take to finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            schedule: RetrySchedule::default(),
+            max_in_flight: 1024,
+            max_in_flight_per_endpoint: 16,
+            claim_batch: 256,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(200),
+            auto_disable_after: Duration::from_secs(5 * 24 * 60 * 60),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The worker. Build it, then [`Worker::run`] it until shutdown.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    client: DeliveryClient,
+    config: WorkerConfig,
+    wakeup: Arc<Notify>,
+    metrics: Option<DeliveryMetrics>,
+}
+
+/// Slots per endpoint, shared by the dispatcher and the tasks.
+#[derive(Default)]
+struct EndpointSlots {
+    slots: Mutex<HashMap<EndpointId, EndpointSlot>>,
+}
+
+struct EndpointSlot {
+    semaphore: Arc<Semaphore>,
+    /// Tasks assigned to the endpoint, sending or waiting.
+    assigned: usize,
+}
+
+impl EndpointSlots {
+    fn assign(&self, endpoint_id: EndpointId, limit: usize) -> Arc<Semaphore> {
+        let mut slots = self
+            .slots
+            .lock()
+            .expect("endpoint slots lock is never poisoned");
+        let slot = slots.entry(endpoint_id).or_insert_with(|| EndpointSlot {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            assigned: 0,
+        });
+        slot.assigned += 1;
+        Arc::clone(&slot.semaphore)
+    }
+
+    fn release(&self, endpoint_id: EndpointId) {
+        let mut slots = self
+            .slots
+            .lock()
+            .expect("endpoint slots lock is never poisoned");
+        if let Some(slot) = slots.get_mut(&endpoint_id) {
+            slot.assigned -= 1;
+            if slot.assigned == 0 {
+                slots.remove(&endpoint_id);
+            }
+        }
+    }
+
+    fn saturated(&self, limit: usize) -> Vec<EndpointId> {
+        let slots = self
+            .slots
+            .lock()
+            .expect("endpoint slots lock is never poisoned");
+        slots
+            .iter()
+            .filter(|(_, slot)| slot.assigned >= limit)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+impl Worker {
+    /// A worker over `store` sending through `client`. `wakeup` is signalled by publishers so
+    /// new work is claimed at once instead of at the next poll.
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: DeliveryClient,
+        config: WorkerConfig,
+        wakeup: Arc<Notify>,
+        metrics: Option<DeliveryMetrics>,
+    ) -> Self {
+        Self {
+            store,
+            client,
+            config,
+            wakeup,
+            metrics,
+        }
+    }
+
+    /// Claims and delivers until `shutdown` is cancelled, then lets in-flight attempts finish
+    /// within the grace period and records their results.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (record_tx, record_rx) = mpsc::channel::<AttemptRecording>(4096);
+        let recorder = tokio::spawn(record_loop(
+            Arc::clone(&self.store),
+            record_rx,
+            self.metrics.clone(),
+            self.config.auto_disable_after,
+        ));
+        let slots = Arc::new(EndpointSlots::default());
+        let mut tasks = JoinSet::new();
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let capacity = self.config.max_in_flight.saturating_sub(tasks.len());
+            if capacity == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let request = ClaimRequest {
+                now: Timestamp::now(),
+                limit: u32::try_from(capacity)
+                    .unwrap_or(u32::MAX)
+                    .min(self.config.claim_batch),
+                lease: self.config.lease,
+                exclude_endpoints: slots.saturated(self.config.max_in_flight_per_endpoint),
+            };
+            let claimed = match self.store.claim_due_deliveries(&request).await {
+                Ok(claimed) => {
+                    backoff = Duration::from_millis(100);
+                    claimed
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "claiming deliveries failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    () = self.wakeup.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            for delivery in claimed {
+                let endpoint_id = delivery.endpoint.id;
+                let semaphore = slots.assign(endpoint_id, self.config.max_in_flight_per_endpoint);
+                let job = Job {
+                    client: self.client.clone(),
+                    schedule: self.config.schedule.clone(),
+                    record_tx: record_tx.clone(),
+                    slots: Arc::clone(&slots),
+                };
+                tasks.spawn(job.run(delivery, semaphore));
+            }
+        }
+        self.drain(tasks, record_tx, recorder).await;
+    }
+
+    async fn drain(
+        &self,
+        mut tasks: JoinSet<()>,
+        record_tx: mpsc::Sender<AttemptRecording>,
+        recorder: tokio::task::JoinHandle<()>,
+    ) {
+        tracing::info!(
+            in_flight = tasks.len(),
+            "worker stopping; letting in-flight attempts finish"
+        );
+        let grace = self.config.shutdown_grace;
+        let finished =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "grace period over; unfinished attempts will be retried after their lease"
+            );
+            tasks.abort_all();
+        }
+        drop(record_tx);
+        if tokio::time::timeout(grace, recorder).await.is_err() {
+            tracing::warn!(
+                "recording did not finish within the grace period; those attempts will be retried"
+            );
+        }
+    }
+}
+
+/// One delivery's task.
+struct Job {
+    client: DeliveryClient,
+    schedule: RetrySchedule,
+    record_tx: mpsc::Sender<AttemptRecording>,
+    slots: Arc<EndpointSlots>,
+}
+
+impl Job {
+    async fn run(self, delivery: ClaimedDelivery, endpoint_slot: Arc<Semaphore>) {
+        let endpoint_id = delivery.endpoint.id;
+        let permit = endpoint_slot.acquire_owned().await;
+        let recording = attempt_delivery(&self.client, &self.schedule, &delivery).await;
+        drop(permit);
+        self.slots.release(endpoint_id);
+        // A closed channel means the recorder is gone (shutdown); the lease will bring the
+        // delivery back.
+        let _ = self.record_tx.send(recording).await;
+    }
+}
+
+/// Attempts one claimed delivery and decides its fate. Exposed so tests can drive a single
+/// step without the dispatcher.
+pub async fn attempt_delivery(
+    client: &DeliveryClient,
+    schedule: &RetrySchedule,
+    delivery: &ClaimedDelivery,
+) -> AttemptRecording {
+    let plan = AttemptPlan {
+        delivery_id: delivery.delivery_id,
+        attempt_number: delivery.attempt_number,
+        event: &delivery.event,
+        endpoint: &delivery.endpoint,
+        endpoint_secret: &delivery.endpoint_secret,
+        org_secret: delivery.org_secret.as_ref(),
+    };
+    // An endpoint deleted or disabled after publish gets no attempt, only a record of why.
+    if delivery.endpoint.deleted_at.is_some() {
+        return decide(
+            not_sent(plan, Timestamp::now(), "endpoint deleted".to_owned()),
+            schedule,
+            false,
+        );
+    }
+    if !delivery.endpoint.active {
+        return decide(
+            not_sent(plan, Timestamp::now(), "endpoint inactive".to_owned()),
+            schedule,
+            false,
+        );
+    }
+    let report = execute(client, plan).await;
+    decide(report, schedule, true)
+}
+
+/// Turns a report into what to store: success, a scheduled retry, or dead.
+fn decide(
+    mut report: AttemptReport,
+    schedule: &RetrySchedule,
+    retryable: bool,
+) -> AttemptRecording {
+    let attempt = &mut report.attempt;
+    let mut disable_endpoint = None;
+    match report.outcome.class {
+        OutcomeClass::Success if attempt.outcome == Outcome::Success => {}
+        OutcomeClass::Gone => {
+            attempt.outcome = Outcome::Dead;
+            disable_endpoint = Some("receiver answered 410 Gone".to_owned());
+        }
+        _ if !retryable => attempt.outcome = Outcome::Dead,
+        _ => {
+            let delay = schedule.next_delay(
+                attempt.attempt,
+                &mut rand::thread_rng(),
+                report.outcome.retry_after,
+            );
+            match delay.and_then(|delay| chrono::Duration::from_std(delay).ok()) {
+                Some(delay) => {
+                    attempt.outcome = Outcome::Retry;
+                    attempt.next_attempt_at = Some(attempt.occurred_at.add(delay));
+                }
+                None => attempt.outcome = Outcome::Dead,
+            }
+        }
+    }
+    AttemptRecording {
+        attempt: report.attempt,
+        disable_endpoint,
+    }
+}
+
+/// Writes results in batches: whatever has arrived while the previous batch was committing
+/// goes into the next transaction. A failed write is retried, never dropped.
+async fn record_loop(
+    store: Arc<dyn Store>,
+    mut results: mpsc::Receiver<AttemptRecording>,
+    metrics: Option<DeliveryMetrics>,
+    auto_disable_after: Duration,
+) {
+    const MAX_BATCH: usize = 512;
+    let auto_disable_after =
+        chrono::Duration::from_std(auto_disable_after).unwrap_or(chrono::Duration::MAX);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = results.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match results.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let disable_failing_before = Timestamp::now().add(-auto_disable_after);
+            match store.record_attempts(&batch, disable_failing_before).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error, attempts = batch.len(), "recording attempts failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Some(metrics) = &metrics {
+            for recording in &batch {
+                metrics.observe(
+                    recording.attempt.outcome,
+                    recording.attempt.response_time_ms,
+                );
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,104 @@
+//! The types of the delivery half of the [`Store`](crate::Store): publishing with fan-out,
+//! claiming due deliveries under a lease, recording attempts, and reading the feed.
+
+use std::time::Duration;
+
+use herald_domain::{Attempt, Endpoint, EndpointId, Event, EventId, Outcome, Secret, Timestamp};
+
+/// The answer for one published event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedEvent {
+    /// The event's id: the new one, or the original one for a repeated idempotency key.
+    pub event_id: EventId,
+    /// How many deliveries the event fanned out to.
+    pub endpoints: u32,
+    /// Whether an earlier event with the same idempotency key was returned instead.
+    pub duplicate: bool,
+}
+
+/// A delivery handed to a worker, with everything needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// The delivery.
+    pub delivery_id: herald_domain::DeliveryId,
+    /// The number this attempt will carry (1-based).
+    pub attempt_number: u32,
+    /// The event to send.
+    pub event: Event,
+    /// The endpoint as it is now (it may have become inactive or deleted since publish).
+    pub endpoint: Endpoint,
+    /// The endpoint's current secret.
+    pub endpoint_secret: Secret,
+    /// The organization's webhook secret, if it has one.
+    pub org_secret: Option<Secret>,
+}
+
+/// What to store after an attempt.
+#[derive(Debug, Clone)]
+pub struct AttemptRecording {
+    /// The attempt record; its `outcome` decides the delivery's next state.
+    pub attempt: Attempt,
+    /// Set the endpoint inactive, with this reason in the audit trail (410 Gone).
+    pub disable_endpoint: Option<String>,
+}
+
+/// Settings of a claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Due at or before this instant.
+    pub now: Timestamp,
+    /// At most this many.
+    pub limit: u32,
+    /// The claim holds for this long; afterwards another worker may take it.
+    pub lease: Duration,
+    /// Endpoints that already have as many attempts in flight as allowed.
+    pub exclude_endpoints: Vec<EndpointId>,
+}
+
+/// Filters of the deliveries feed, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptFilter {
+    /// Only this endpoint's attempts.
+    pub endpoint_id: Option<EndpointId>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// At or after this instant.
+    pub since: Option<Timestamp>,
+    /// Strictly before this instant.
+    pub until: Option<Timestamp>,
+    /// Response status at least this.
+    pub http_status_min: Option<u16>,
+    /// Response status at most this.
+    pub http_status_max: Option<u16>,
+}
+
+/// The state of the delivery queue, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Pending deliveries due now.
+    pub due: u64,
+    /// Pending deliveries due later.
+    pub scheduled: u64,
+    /// When the oldest due delivery became due.
+    pub oldest_due_at: Option<Timestamp>,
+}
+
+/// What a retention purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeReport {
+    /// Events removed (with their finished deliveries).
+    pub events: u64,
+    /// Attempt records removed.
+    pub attempts: u64,
+}
+
+/// The outcome of a delivery, derived from its latest attempt.
+pub(crate) fn delivery_status(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Retry => "pending",
+        Outcome::Dead => "dead",
+    }
+}
