@@ -6,6 +6,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::error::ErrorEnvelope;
+use crate::routes::deliveries::DeliveryResponse;
 use crate::routes::endpoints::EndpointResponse;
 use crate::wire::ListMeta;
 
@@ -17,6 +18,7 @@ use crate::wire::ListMeta;
     modifiers(&BearerAuth),
     tags(
         (name = "endpoints", description = "Webhook endpoints"),
+        (name = "deliveries", description = "Delivery attempts: inspect and replay"),
         (name = "organization", description = "Organization-wide settings"),
     )
 )]
@@ -45,6 +47,21 @@ pub(crate) struct EndpointList {
     success: bool,
     /// The endpoints.
     data: Vec<EndpointResponse>,
+    /// Counts and the continuation cursor.
+    meta: ListMeta,
+}
+
+/// A page of delivery attempts.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documentation-only shape of ListResponse<DeliveryResponse>"
+)]
+pub(crate) struct DeliveryList {
+    /// Always `true`.
+    success: bool,
+    /// The attempts.
+    data: Vec<DeliveryResponse>,
     /// Counts and the continuation cursor.
     meta: ListMeta,
 }

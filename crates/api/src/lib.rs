@@ -7,6 +7,7 @@
 //! - [`extract`]: authentication with scopes, JSON bodies, query strings.
 //! - [`error`]: [`ApiError`] and the error envelope, the one `IntoResponse` for failures.
 //! - [`request_id`]: the `X-Request-Id` middleware.
+//! - [`metrics`]: `GET /metrics` and the API's counters.
 //! - [`docs`]: the OpenAPI document's fixed parts.
 //! - [`state`]: [`AppState`] and [`ApiConfig`].
 //!
@@ -16,6 +17,7 @@
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod request_id;
 pub mod router;
 pub mod routes;
@@ -23,5 +25,6 @@ pub mod state;
 pub mod wire;
 
 pub use error::ApiError;
+pub use metrics::{ApiMetricHandles, ApiMetrics};
 pub use router::router;
-pub use state::{ApiConfig, AppState};
+pub use state::{ApiConfig, AppState, TestSender};

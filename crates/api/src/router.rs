@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use crate::docs::ApiDoc;
 use crate::error::ApiError;
 use crate::request_id;
-use crate::routes::{admin, endpoints, health, org_secret};
+use crate::routes::{admin, deliveries, endpoints, health, org_secret};
 use crate::state::AppState;
 
 /// The organization routes and their OpenAPI document.
@@ -32,6 +32,10 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             endpoints::delete_endpoint
         ))
         .routes(routes!(endpoints::rotate_endpoint_secret))
+        .routes(routes!(deliveries::test_endpoint))
+        .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(deliveries::get_delivery))
+        .routes(routes!(deliveries::replay_delivery))
         .routes(routes!(org_secret::rotate_org_secret))
         .split_for_parts()
 }
@@ -46,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .route(
             "/openapi.json",
             get(move || async move { Json(openapi.as_ref().clone()) }),

@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
-use herald_store::{RateLimit, Store};
+use async_trait::async_trait;
+use herald_domain::{AddressPolicy, ApiVersions, Attempt, Endpoint, EventCatalog};
+use herald_store::{RateLimit, Store, StoreError};
+use tokio::sync::Notify;
+
+use crate::metrics::ApiMetrics;
 
 /// Shared state of the router.
 #[derive(Clone)]
@@ -13,6 +17,20 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Settings that shape validation and limits.
     pub config: Arc<ApiConfig>,
+    /// Sends the test operation's single attempt (implemented by the delivery side).
+    pub test_sender: Arc<dyn TestSender>,
+    /// Signalled after a publish commits, so the local worker claims the work at once.
+    pub delivery_wakeup: Arc<Notify>,
+    /// Counters and the registry behind `GET /metrics`.
+    pub metrics: ApiMetrics,
+}
+
+/// Sends a synthetic `webhook.test` to an endpoint now and records the attempt. The API
+/// does not dial receivers itself; the server wires in the delivery side's implementation.
+#[async_trait]
+pub trait TestSender: Send + Sync + 'static {
+    /// Attempts once, stores the attempt, and returns it (`success` or `dead`).
+    async fn send_test(&self, endpoint: &Endpoint) -> Result<Attempt, StoreError>;
 }
 
 /// The API's settings, fixed at startup.
@@ -34,6 +52,10 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Largest accepted event `data`, serialized, in bytes.
+    pub max_event_bytes: usize,
+    /// Events older than this can no longer be replayed (410).
+    pub event_retention: Duration,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +77,8 @@ impl Default for ApiConfig {
             },
             admin_token: None,
             body_limit: 256 * 1024,
+            max_event_bytes: 256 * 1024,
+            event_retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }

@@ -8,8 +8,9 @@
 
 use clap::Subcommand;
 use herald_api::routes::admin::{ApiKeyResponse, OrgResponse, create_org, mint_api_key};
+use herald_api::routes::events::PublishResponse;
 use herald_domain::scope::parse_scopes;
-use herald_domain::{ApiKeyId, OrgId, Timestamp};
+use herald_domain::{ApiKeyId, Event, EventCatalog, EventId, EventOrigin, OrgId, Timestamp};
 use herald_server::StorageArgs;
 use serde::Serialize;
 
@@ -60,6 +61,76 @@ pub(crate) enum KeysCommand {
         #[command(flatten)]
         storage: StorageArgs,
     },
+}
+
+/// `herald events …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// Publish one event; prints its id and how many endpoints it fanned out to.
+    Publish {
+        /// The organization.
+        #[arg(long)]
+        org: OrgId,
+        /// The event type, from the catalog.
+        #[arg(long = "type")]
+        event_type: String,
+        /// The event's `data`, a JSON object.
+        #[arg(long)]
+        data: String,
+        /// Publishing the same key again within 24 hours returns the first event.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The event-type catalog, comma-separated; the contract's 17 types by default.
+        #[arg(long, env = "HERALD_EVENT_TYPES")]
+        event_types: Option<String>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
+    let EventsCommand::Publish {
+        org,
+        event_type,
+        data,
+        idempotency_key,
+        event_types,
+        storage,
+    } = command;
+    let catalog = match event_types {
+        Some(list) => {
+            EventCatalog::new(list.split(',').map(|item| item.trim().to_owned()).collect())
+        }
+        None => EventCatalog::default(),
+    };
+    if !catalog.contains(&event_type) {
+        anyhow::bail!("unknown event type: {event_type}");
+    }
+    let data: serde_json::Value = serde_json::from_str(&data)
+        .map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
+    if !data.is_object() {
+        anyhow::bail!("--data must be a JSON object");
+    }
+    let store = herald_server::storage::open_store(&storage).await?;
+    store
+        .get_org(org)
+        .await
+        .map_err(|_| anyhow::anyhow!("unknown organization: {org}"))?;
+    let event = Event {
+        id: EventId::new(),
+        org_id: org,
+        event_type,
+        data: data.to_string(),
+        idempotency_key,
+        origin: EventOrigin::Publish,
+        created_at: Timestamp::now(),
+    };
+    let published = store.publish_events(std::slice::from_ref(&event)).await?;
+    let published = published
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("publish returned no answer"))?;
+    print_json(&PublishResponse::from(published))
 }
 
 pub(crate) async fn run_orgs(command: OrgsCommand) -> anyhow::Result<()> {

@@ -27,6 +27,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Publish events.
+    #[command(subcommand)]
+    Events(admin::EventsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Orgs(command) => admin::run_orgs(command).await,
             Command::Keys(command) => admin::run_keys(command).await,
+            Command::Events(command) => admin::run_events(command).await,
         }
     })
 }

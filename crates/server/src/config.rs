@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use herald_api::ApiConfig;
+use herald_delivery::WorkerConfig;
+use herald_delivery::retention::RetentionConfig;
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
 use herald_store::RateLimit;
 
@@ -76,6 +78,38 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_DEPRECATED_API_VERSIONS", default_value = "")]
     pub deprecated_api_versions: String,
 
+    /// Seconds to wait for a receiver's TCP and TLS handshake.
+    #[arg(long, env = "HERALD_CONNECT_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub connect_timeout_seconds: u64,
+
+    /// Seconds an attempt may take in all, body included.
+    #[arg(long, env = "HERALD_REQUEST_TIMEOUT_SECONDS", default_value_t = 15)]
+    pub request_timeout_seconds: u64,
+
+    /// Largest event `data` accepted by the publish API, serialized, in bytes.
+    #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Days events and their payloads are kept.
+    #[arg(long, env = "HERALD_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u64,
+
+    /// Days attempt records are kept.
+    #[arg(long, env = "HERALD_ATTEMPT_RETENTION_DAYS", default_value_t = 90)]
+    pub attempt_retention_days: u64,
+
+    /// Days of unbroken delivery failure after which an endpoint is set inactive.
+    #[arg(long, env = "HERALD_AUTO_DISABLE_DAYS", default_value_t = 5)]
+    pub auto_disable_days: u64,
+
+    /// Most attempts in flight at once, across all endpoints.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Most attempts in flight to one endpoint at once.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_ENDPOINT", default_value_t = 16)]
+    pub max_in_flight_per_endpoint: usize,
+
     /// Seconds to let in-flight work finish after SIGTERM.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -92,6 +126,14 @@ pub struct Config {
     pub extra_root_certs: Option<PathBuf>,
     /// How long in-flight work may take after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// The delivery worker's settings (the retry schedule among them).
+    pub worker: WorkerConfig,
+    /// The outbound client's timeouts (its policy and roots come from the fields above).
+    pub connect_timeout: Duration,
+    /// The whole-attempt deadline.
+    pub request_timeout: Duration,
+    /// How long history is kept.
+    pub retention: RetentionConfig,
 }
 
 impl ServeArgs {
@@ -113,6 +155,26 @@ impl ServeArgs {
             bail!("rate limits must be at least 1 per minute");
         }
         let minute = Duration::from_secs(60);
+        let day = Duration::from_secs(24 * 60 * 60);
+        if self.request_timeout_seconds == 0 || self.connect_timeout_seconds == 0 {
+            bail!("timeouts must be at least one second");
+        }
+        let request_timeout = Duration::from_secs(self.request_timeout_seconds);
+        let shutdown_grace = Duration::from_secs(self.shutdown_grace_seconds);
+        let worker = WorkerConfig {
+            max_in_flight: self.max_in_flight.max(1),
+            max_in_flight_per_endpoint: self.max_in_flight_per_endpoint.max(1),
+            // A lease outlives the longest attempt, so it only lapses when its holder died.
+            lease: (request_timeout * 4).max(Duration::from_secs(60)),
+            auto_disable_after: day * u32::try_from(self.auto_disable_days).unwrap_or(u32::MAX),
+            shutdown_grace,
+            ..WorkerConfig::default()
+        };
+        let retention = RetentionConfig {
+            events: day * u32::try_from(self.event_retention_days).unwrap_or(u32::MAX),
+            attempts: day * u32::try_from(self.attempt_retention_days).unwrap_or(u32::MAX),
+            ..RetentionConfig::default()
+        };
         Ok(Config {
             storage: self.storage,
             api: ApiConfig {
@@ -130,9 +192,15 @@ impl ServeArgs {
                 },
                 admin_token: self.admin_token.filter(|token| !token.is_empty()),
                 body_limit: self.max_body_bytes,
+                max_event_bytes: self.max_event_bytes,
+                event_retention: retention.events,
             },
             extra_root_certs: self.extra_root_certs,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            shutdown_grace,
+            worker,
+            connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
+            request_timeout,
+            retention,
         })
     }
 }

@@ -5,22 +5,31 @@
 //! - [`config`]: flags and `HERALD_*` variables, checked once at startup.
 //! - [`storage`]: opening SQLite or PostgreSQL, and the embedded default's key file.
 //! - [`bootstrap`]: the `default` organization and key on first start.
-//! - [`run`]: serve the API on a given listener until a shutdown signal.
+//! - [`test_sender`]: lends the delivery client to the API's test operation.
+//! - [`run`]: serve the API, run the delivery worker and the retention purge on a given
+//!   listener until a shutdown signal, then drain.
 
 pub mod bootstrap;
 pub mod config;
 pub mod storage;
+pub mod test_sender;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use herald_api::AppState;
+use herald_api::{ApiMetricHandles, AppState};
+use herald_delivery::{ClientConfig, DeliveryClient, DeliveryMetrics, Worker};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ServeArgs, StorageArgs};
 
-/// Runs Herald on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Runs Herald on `listener` until `shutdown` completes: the API, the delivery worker and the
+/// retention purge. On shutdown the API stops accepting, in-flight requests finish, the worker
+/// stops claiming and lets in-flight attempts finish within the grace period.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -28,19 +37,77 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = storage::open_store(&config.storage).await?;
     bootstrap::ensure_default_org(store.as_ref()).await?;
-    let state = AppState {
-        store,
-        config: Arc::new(config.api.clone()),
+    if storage::is_single_process(&config.storage) {
+        // Only this process works on an embedded database, so any lease left behind belongs to
+        // a predecessor that died: its deliveries may go out again right away.
+        store
+            .release_all_leases()
+            .await
+            .context("releasing leases left by a previous run")?;
+    }
+
+    let extra_root_certs_pem = match &config.extra_root_certs {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading HERALD_EXTRA_ROOT_CERTS {}", path.display()))?,
+        ),
+        None => None,
     };
-    let app = herald_api::router(state);
+    let client = DeliveryClient::new(ClientConfig {
+        connect_timeout: config.connect_timeout,
+        total_timeout: config.request_timeout,
+        extra_root_certs_pem,
+        policy: config.api.address_policy.clone(),
+    })
+    .context("building the delivery client")?;
+
+    let mut registry = Registry::default();
+    let delivery_metrics = DeliveryMetrics::register(&mut registry);
+    let api_metrics = ApiMetricHandles::register(&mut registry).finish(registry);
+    let wakeup = Arc::new(Notify::new());
+    let state = AppState {
+        store: Arc::clone(&store),
+        config: Arc::new(config.api.clone()),
+        test_sender: Arc::new(test_sender::DeliveryTestSender {
+            store: Arc::clone(&store),
+            client: client.clone(),
+        }),
+        delivery_wakeup: Arc::clone(&wakeup),
+        metrics: api_metrics,
+    };
+
+    let stopping = CancellationToken::new();
+    let worker = Worker::new(
+        Arc::clone(&store),
+        client,
+        config.worker.clone(),
+        wakeup,
+        Some(delivery_metrics),
+    );
+    let worker = tokio::spawn(worker.run(stopping.clone()));
+    let retention = tokio::spawn(herald_delivery::retention::run(
+        Arc::clone(&store),
+        config.retention.clone(),
+        stopping.clone(),
+    ));
+
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
     tracing::info!(%address, "herald listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let signal = stopping.clone();
+    let served = axum::serve(listener, herald_api::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            signal.cancel();
+        })
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    stopping.cancel();
+    if worker.await.is_err() {
+        tracing::error!("the delivery worker panicked");
+    }
+    let _ = retention.await;
     tracing::info!("herald stopped");
-    Ok(())
+    served
 }

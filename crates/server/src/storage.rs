@@ -41,6 +41,12 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
     Ok(Arc::new(store))
 }
 
+/// Whether the configured backend serves one process only (SQLite): then leases left in it
+/// at startup are stale.
+pub fn is_single_process(storage: &StorageArgs) -> bool {
+    storage.database_url.starts_with("sqlite:")
+}
+
 /// The file path of a `sqlite://PATH` or `sqlite:PATH` URL.
 fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
     let path = url

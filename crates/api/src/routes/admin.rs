@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -17,6 +18,9 @@ use crate::error::ApiError;
 use crate::extract::{Admin, Fields, JsonObject, QueryParams};
 use crate::state::AppState;
 use crate::wire::{ListResponse, page_request, path_id};
+
+/// Largest body of a batch publish: room for 500 events of a few KiB each.
+const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The admin routes.
 pub(crate) fn router() -> Router<AppState> {
@@ -32,6 +36,11 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/admin/v1/orgs/{id}/audit-log", get(list_audit_route))
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key_route))
+        .route("/admin/v1/events", post(super::events::publish_event))
+        .route(
+            "/admin/v1/events/batch",
+            post(super::events::publish_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
 }
 
 /// An API key as the admin API and CLI show it; `key` is present only when just minted.

@@ -1,6 +1,8 @@
 //! Handlers, one module per resource, with their request and response types beside them.
 
 pub mod admin;
+pub mod deliveries;
 pub mod endpoints;
+pub mod events;
 pub mod health;
 pub mod org_secret;

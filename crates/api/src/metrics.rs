@@ -1,0 +1,120 @@
+//! `GET /metrics`: Prometheus text. Counters live in memory and are incremented where things
+//! happen; the queue gauges are read from storage at scrape time, so every node reports the
+//! shared queue as it is.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use herald_domain::Timestamp;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The API's own metrics and the registry every component registered into.
+#[derive(Debug, Clone)]
+pub struct ApiMetrics {
+    registry: Arc<Registry>,
+    events_published: Counter,
+    due: Gauge,
+    scheduled: Gauge,
+    oldest_due_age_seconds: Gauge,
+}
+
+/// The API's handles, registered before the registry is frozen.
+#[derive(Debug, Clone)]
+pub struct ApiMetricHandles {
+    events_published: Counter,
+    due: Gauge,
+    scheduled: Gauge,
+    oldest_due_age_seconds: Gauge,
+}
+
+impl ApiMetricHandles {
+    /// Creates and registers the API's metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let handles = Self {
+            events_published: Counter::default(),
+            due: Gauge::default(),
+            scheduled: Gauge::default(),
+            oldest_due_age_seconds: Gauge::default(),
+        };
+        registry.register(
+            "herald_events_published",
+            "Events accepted by the publish API",
+            handles.events_published.clone(),
+        );
+        registry.register(
+            "herald_deliveries_due",
+            "Pending deliveries due now",
+            handles.due.clone(),
+        );
+        registry.register(
+            "herald_deliveries_scheduled",
+            "Pending deliveries due later",
+            handles.scheduled.clone(),
+        );
+        registry.register(
+            "herald_oldest_due_delivery_age_seconds",
+            "How long the oldest due delivery has been waiting",
+            handles.oldest_due_age_seconds.clone(),
+        );
+        handles
+    }
+
+    /// Freezes the registry into the scrape handle.
+    pub fn finish(self, registry: Registry) -> ApiMetrics {
+        ApiMetrics {
+            registry: Arc::new(registry),
+            events_published: self.events_published,
+            due: self.due,
+            scheduled: self.scheduled,
+            oldest_due_age_seconds: self.oldest_due_age_seconds,
+        }
+    }
+}
+
+impl ApiMetrics {
+    /// Counts newly published events.
+    pub fn count_published(&self, events: u64) {
+        self.events_published.inc_by(events);
+    }
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        ApiMetricHandles::register(&mut registry).finish(registry)
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let now = Timestamp::now();
+    let stats = state.store.queue_stats(now).await?;
+    let metrics = &state.metrics;
+    metrics
+        .due
+        .set(i64::try_from(stats.due).unwrap_or(i64::MAX));
+    metrics
+        .scheduled
+        .set(i64::try_from(stats.scheduled).unwrap_or(i64::MAX));
+    let age = stats.oldest_due_at.map_or(0, |oldest| {
+        (now.as_micros() - oldest.as_micros()) / 1_000_000
+    });
+    metrics.oldest_due_age_seconds.set(age.max(0));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
+        .map_err(|error| ApiError::Internal(Box::new(error)))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}

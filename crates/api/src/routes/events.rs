@@ -1,0 +1,236 @@
+//! Publishing (CONTRACT.md section 9): the platform's admin API for events. The 202 is sent
+//! only after the events and their fan-out are committed.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use herald_domain::{Event, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
+use herald_store::{PublishedEvent, StoreError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::extract::{Admin, Fields, JsonObject};
+use crate::state::AppState;
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 500;
+/// Longest idempotency key, in characters.
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// The answer for one published event.
+#[derive(Debug, Serialize)]
+pub struct PublishResponse {
+    /// The event's id (the original one when the idempotency key repeated).
+    pub event_id: String,
+    /// How many endpoints it fanned out to.
+    pub endpoints: u32,
+    /// `true` when an earlier event with the same idempotency key was returned.
+    pub duplicate: bool,
+}
+
+impl From<PublishedEvent> for PublishResponse {
+    fn from(published: PublishedEvent) -> Self {
+        Self {
+            event_id: published.event_id.to_string(),
+            endpoints: published.endpoints,
+            duplicate: published.duplicate,
+        }
+    }
+}
+
+/// The answer of a batch publish.
+#[derive(Debug, Serialize)]
+pub struct BatchPublishResponse {
+    /// One answer per event, in request order.
+    pub events: Vec<PublishResponse>,
+}
+
+/// `POST /admin/v1/events`.
+pub(crate) async fn publish_event(
+    State(state): State<AppState>,
+    _admin: Admin,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let mut errors = FieldErrors::new();
+    let event = read_event(&state, body, "", &mut errors);
+    let event = match event {
+        Some(event) if errors.is_empty() => event,
+        _ => return Err(ApiError::Validation(errors)),
+    };
+    check_orgs_exist(&state, std::slice::from_ref(&event), |_| {
+        "org_id".to_owned()
+    })
+    .await?;
+    let mut published = publish(&state, &[event]).await?;
+    let first = published
+        .pop()
+        .ok_or_else(|| ApiError::Internal("publish returned no answer".into()))?;
+    Ok((StatusCode::ACCEPTED, Json(first.into())))
+}
+
+/// `POST /admin/v1/events/batch`: up to 500 events in one transaction.
+pub(crate) async fn publish_batch(
+    State(state): State<AppState>,
+    _admin: Admin,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<BatchPublishResponse>), ApiError> {
+    let mut fields = Fields::new(body);
+    let items = match fields.take_value("events") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => Some(items),
+        Some(Value::Array(_)) => {
+            fields.error("events", format!("must hold 1 to {MAX_BATCH} events"));
+            None
+        }
+        Some(_) => {
+            fields.error("events", "must be an array of events");
+            None
+        }
+        None => {
+            fields.error("events", "is required");
+            None
+        }
+    };
+    fields.finish()?;
+    let mut errors = FieldErrors::new();
+    let mut events = Vec::new();
+    for (index, item) in items.unwrap_or_default().into_iter().enumerate() {
+        let prefix = format!("events[{index}].");
+        match item {
+            Value::Object(map) => events.extend(read_event(&state, map, &prefix, &mut errors)),
+            _ => {
+                errors.insert(format!("events[{index}]"), "must be an object".to_owned());
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    check_orgs_exist(&state, &events, |index| format!("events[{index}].org_id")).await?;
+    let published = publish(&state, &events).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchPublishResponse {
+            events: published.into_iter().map(Into::into).collect(),
+        }),
+    ))
+}
+
+/// Reads one event object; problems go into `errors` under `prefix` + field name.
+fn read_event(
+    state: &AppState,
+    map: Map<String, Value>,
+    prefix: &str,
+    errors: &mut FieldErrors,
+) -> Option<Event> {
+    let mut fields = Fields::new(map);
+    let org_id = fields
+        .required_string("org_id")
+        .and_then(|text| match text.parse::<OrgId>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                fields.error("org_id", "must be a uuid");
+                None
+            }
+        });
+    let event_type = fields.required_string("type").and_then(|event_type| {
+        if state.config.catalog.contains(&event_type) {
+            Some(event_type)
+        } else {
+            fields.error("type", format!("unknown event type: {event_type}"));
+            None
+        }
+    });
+    let data = match fields.take_value("data") {
+        Some(Value::Object(data)) => {
+            let text = Value::Object(data).to_string();
+            if text.len() > state.config.max_event_bytes {
+                fields.error(
+                    "data",
+                    format!("must be at most {} bytes", state.config.max_event_bytes),
+                );
+                None
+            } else {
+                Some(text)
+            }
+        }
+        Some(_) => {
+            fields.error("data", "must be a JSON object");
+            None
+        }
+        None => {
+            fields.error("data", "is required");
+            None
+        }
+    };
+    let idempotency_key = match fields.nullable_string("idempotency_key") {
+        Some(Some(key)) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => {
+            fields.error(
+                "idempotency_key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+            );
+            None
+        }
+        Some(key) => key,
+        None => None,
+    };
+    if let Err(ApiError::Validation(found)) = fields.finish() {
+        errors.extend(
+            found
+                .into_iter()
+                .map(|(field, message)| (format!("{prefix}{field}"), message)),
+        );
+        return None;
+    }
+    Some(Event {
+        id: EventId::new(),
+        org_id: org_id?,
+        event_type: event_type?,
+        data: data?,
+        idempotency_key,
+        origin: EventOrigin::Publish,
+        created_at: Timestamp::now(),
+    })
+}
+
+async fn check_orgs_exist(
+    state: &AppState,
+    events: &[Event],
+    field_of: impl Fn(usize) -> String,
+) -> Result<(), ApiError> {
+    let mut errors = FieldErrors::new();
+    let mut known = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if known.contains(&event.org_id) {
+            continue;
+        }
+        match state.store.get_org(event.org_id).await {
+            Ok(_) => known.push(event.org_id),
+            Err(StoreError::NotFound) => {
+                errors.insert(
+                    field_of(index),
+                    format!("unknown organization: {}", event.org_id),
+                );
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+async fn publish(state: &AppState, events: &[Event]) -> Result<Vec<PublishedEvent>, ApiError> {
+    let published = state.store.publish_events(events).await?;
+    let new_events = published.iter().filter(|event| !event.duplicate).count() as u64;
+    state.metrics.count_published(new_events);
+    if published
+        .iter()
+        .any(|event| event.endpoints > 0 && !event.duplicate)
+    {
+        state.delivery_wakeup.notify_one();
+    }
+    Ok(published)
+}

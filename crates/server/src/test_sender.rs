@@ -1,0 +1,41 @@
+//! Wires the delivery side's single-attempt test into the API's [`TestSender`] seam: the API
+//! never dials receivers itself, so the server lends it the delivery client.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use herald_api::TestSender;
+use herald_delivery::DeliveryClient;
+use herald_delivery::test_send::{send_test, test_event};
+use herald_domain::{Attempt, Endpoint};
+use herald_store::{Store, StoreError};
+
+/// Sends test events through the shared delivery client and records them in the store.
+pub struct DeliveryTestSender {
+    /// Where the attempt is recorded.
+    pub store: Arc<dyn Store>,
+    /// The one outbound client.
+    pub client: DeliveryClient,
+}
+
+#[async_trait]
+impl TestSender for DeliveryTestSender {
+    async fn send_test(&self, endpoint: &Endpoint) -> Result<Attempt, StoreError> {
+        let endpoint_secret = self
+            .store
+            .get_endpoint_secret(endpoint.org_id, endpoint.id)
+            .await?;
+        let org_secret = self.store.get_org_secret(endpoint.org_id).await?;
+        let event = test_event(endpoint);
+        let attempt = send_test(
+            &self.client,
+            &event,
+            endpoint,
+            &endpoint_secret,
+            org_secret.as_ref(),
+        )
+        .await;
+        self.store.record_test_attempt(&event, &attempt).await?;
+        Ok(attempt)
+    }
+}
