@@ -136,7 +136,20 @@ pub struct Config {
     pub retention: RetentionConfig,
 }
 
+/// Parses only [`ServeArgs`], for [`ServeArgs::from_defaults`].
+#[derive(Debug, clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
 impl ServeArgs {
+    /// Every setting at its default (or its `HERALD_*` variable, where set): the starting
+    /// point for embedding Herald, e.g. in tests, without a command line.
+    pub fn from_defaults() -> Self {
+        <DefaultsOnly as clap::Parser>::parse_from(["herald"]).args
+    }
+
     /// Checks the flags and builds the configuration.
     pub fn into_config(self) -> anyhow::Result<Config> {
         let address_policy = AddressPolicy::parse_allow_list(&self.allow_networks)
