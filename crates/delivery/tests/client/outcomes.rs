@@ -10,7 +10,7 @@ use herald_delivery::{
 use herald_domain::{EventId, Secret, Timestamp};
 use tokio::io::AsyncReadExt;
 
-use crate::receiver::{Receiver, TestCa, loopback_policy};
+use crate::receiver::{Receiver, TestCa, client, loopback_policy};
 
 const BODY: &[u8] = br#"{"id":"evt_test","type":"wallet.balance_low"}"#;
 const TOTAL: Duration = Duration::from_secs(15);
@@ -35,8 +35,7 @@ async fn success_records_status_excerpt_and_signed_headers() {
         org_secret: None,
     });
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/ok"), &headers, body())
         .await;
 
@@ -77,8 +76,7 @@ async fn server_error_is_a_failure_with_its_status() {
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/fail"), &[], body())
         .await;
 
@@ -93,8 +91,7 @@ async fn gone_is_its_own_class() {
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/gone"), &[], body())
         .await;
 
@@ -107,8 +104,7 @@ async fn too_many_requests_carries_retry_after() {
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/busy"), &[], body())
         .await;
 
@@ -124,8 +120,7 @@ async fn silent_receiver_hits_the_total_timeout() {
     let receiver = Receiver::spawn(&ca).await;
     let started = Instant::now();
 
-    let outcome = ca
-        .client(Duration::from_secs(1))
+    let outcome = client(&ca, Duration::from_secs(1))
         .send(&receiver.url("/hang"), &[], body())
         .await;
 
@@ -145,8 +140,7 @@ async fn trickling_body_cannot_outlast_the_total_timeout() {
     let receiver = Receiver::spawn(&ca).await;
     let started = Instant::now();
 
-    let outcome = ca
-        .client(Duration::from_secs(2))
+    let outcome = client(&ca, Duration::from_secs(2))
         .send(&receiver.url("/trickle"), &[], body())
         .await;
 
@@ -167,8 +161,7 @@ async fn huge_body_is_cut_at_one_kibibyte_promptly() {
     let receiver = Receiver::spawn(&ca).await;
     let started = Instant::now();
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/huge"), &[], body())
         .await;
 
@@ -192,8 +185,7 @@ async fn redirect_is_not_followed() {
         .spawn()
         .await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&redirecting.url("/redirect"), &[], body())
         .await;
 
@@ -216,8 +208,7 @@ async fn redirect_between_allow_listed_names_is_not_followed() {
         .spawn()
         .await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(
             &redirecting.url_for_host("localhost", "/redirect"),
             &[],
@@ -240,8 +231,7 @@ async fn certificate_for_another_name_is_a_tls_error() {
         .spawn()
         .await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/ok"), &[], body())
         .await;
 
@@ -262,8 +252,7 @@ async fn certificate_from_an_untrusted_issuer_is_a_tls_error() {
         .spawn()
         .await;
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&receiver.url("/ok"), &[], body())
         .await;
 
@@ -289,8 +278,7 @@ async fn reset_connection_is_reported_in_plain_words() {
         drop(stream);
     });
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&format!("https://{address}/ok"), &[], body())
         .await;
 
@@ -305,8 +293,7 @@ async fn closed_port_is_connect_refused() {
     let address = listener.local_addr().expect("local address");
     drop(listener);
 
-    let outcome = ca
-        .client(TOTAL)
+    let outcome = client(&ca, TOTAL)
         .send(&format!("https://{address}/ok"), &[], body())
         .await;
 

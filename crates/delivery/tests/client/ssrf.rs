@@ -9,7 +9,7 @@ use bytes::Bytes;
 use herald_delivery::{AttemptOutcome, ClientConfig, DeliveryClient, OutcomeClass};
 use herald_domain::AddressPolicy;
 
-use crate::receiver::{Receiver, TestCa};
+use crate::receiver::{Receiver, TestCa, client};
 
 /// Listeners on the loopback ports the blocked targets name, to prove nobody connects.
 struct Tripwire {
@@ -213,7 +213,7 @@ async fn unknown_name_fails_closed() {
 async fn allow_list_lets_a_loopback_receiver_through() {
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
-    let client = ca.client(Duration::from_secs(15));
+    let client = client(&ca, Duration::from_secs(15));
 
     for url in [
         receiver.url("/ok"),
@@ -240,7 +240,7 @@ async fn allow_list_reaches_an_ipv6_loopback_receiver() {
         .spawn()
         .await;
 
-    let outcome = send(&ca.client(Duration::from_secs(15)), &receiver.url("/ok")).await;
+    let outcome = send(&client(&ca, Duration::from_secs(15)), &receiver.url("/ok")).await;
 
     assert_eq!(outcome.class, OutcomeClass::Success, "{:?}", outcome.error);
 }
