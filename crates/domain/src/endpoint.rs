@@ -68,7 +68,19 @@ pub fn validate_url(text: &str, policy: &AddressPolicy) -> Result<String, String
     if text.chars().count() > MAX_URL_CHARS {
         return Err(format!("must be at most {MAX_URL_CHARS} characters"));
     }
+    // The stored text is what the API shows back, so it must be exactly what gets dialled:
+    // no whitespace or control characters for the parser to strip, and the full `https://`
+    // form rather than a spelling the parser would repair.
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters".to_owned());
+    }
     let url = Url::parse(text).map_err(|_| "must be an absolute URL".to_owned())?;
+    if url.scheme() == "https" && !text.get(..8).is_some_and(|prefix| prefix.eq_ignore_ascii_case("https://")) {
+        return Err("must start with https://".to_owned());
+    }
+    if text.get(8..).is_some_and(|rest| rest.starts_with('/')) {
+        return Err("must have a host".to_owned());
+    }
     if url.scheme() != "https" {
         return Err("must use https".to_owned());
     }
@@ -161,6 +173,10 @@ mod tests {
         check_url("https://example.com/hooks", Ok(()));
         check_url("http://example.com/hooks", Err("must use https"));
         check_url("ftp://example.com/", Err("must use https"));
+        check_url(" https://example.com/", Err("must not contain whitespace or control characters"));
+        check_url("https://exa\tmple.com/", Err("must not contain whitespace or control characters"));
+        check_url("https:example.com", Err("must start with https://"));
+        check_url("https:///example.com", Err("must have a host"));
         check_url("https://", Err("must be an absolute URL"));
         check_url("/relative", Err("must be an absolute URL"));
         check_url(

@@ -54,7 +54,7 @@ macro_rules! uuid_id {
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 // Only the canonical hyphenated form: `Uuid::parse_str` also takes braces and
                 // URNs, which would give one object several spellings.
-                if text.len() != 36 {
+                if text.len() != 36 || text.bytes().any(|byte| byte.is_ascii_uppercase()) {
                     return Err(MalformedId);
                 }
                 Uuid::parse_str(text).map(Self).map_err(|_| MalformedId)
@@ -142,7 +142,7 @@ impl FromStr for EventId {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bare = text.strip_prefix(Self::PREFIX).ok_or(MalformedId)?;
-        if bare.len() != 36 {
+        if bare.len() != 36 || bare.bytes().any(|byte| byte.is_ascii_uppercase()) {
             return Err(MalformedId);
         }
         Uuid::parse_str(bare).map(Self).map_err(|_| MalformedId)
@@ -180,6 +180,7 @@ mod tests {
         let id = EndpointId::new();
         let braced = format!("{{{id}}}");
         assert!(braced.parse::<EndpointId>().is_err());
+        assert!(id.to_string().to_uppercase().parse::<EndpointId>().is_err());
         assert!(
             id.as_uuid()
                 .simple()

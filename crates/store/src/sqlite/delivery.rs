@@ -2,6 +2,7 @@
 //! recording attempts, the feed, and retention.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
@@ -213,9 +214,8 @@ pub(super) async fn publish_events(
             }
         }
         insert_event(&mut tx, event).await?;
-        if !endpoints_by_org.contains_key(&event.org_id) {
-            let endpoints = live_active_endpoints(&mut tx, event.org_id).await?;
-            endpoints_by_org.insert(event.org_id, endpoints);
+        if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
+            slot.insert(live_active_endpoints(&mut tx, event.org_id).await?);
         }
         let mut fanned_out = 0u32;
         for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {

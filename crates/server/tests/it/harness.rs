@@ -1,0 +1,376 @@
+//! The harness: a real Herald serving on `127.0.0.1:0` with a fresh database per test, and a
+//! small HTTP client that speaks to it the way a customer and an operator would.
+//!
+//! The listener is bound before the server task starts, so the first request simply queues
+//! in the accept backlog: no test ever waits or sleeps for readiness. Dropping a [`TestApp`]
+//! shuts its server down. Nothing here reaches into the server's internals, except
+//! [`TestApp::stored_endpoint_secrets`], which reads the database file to prove secrets are
+//! not stored in the clear.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_domain::{ApiKeyId, OrgId};
+use herald_server::{ServeArgs, StorageArgs};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+mod reply;
+
+pub(crate) use reply::{
+    Reply, endpoint_body, endpoint_body_with, endpoint_path, parse_id, string_at, timestamp_at,
+};
+
+/// The admin token every test app is configured with, unless built without one.
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Every scope an organization key can carry.
+pub(crate) const ALL_SCOPES: [&str; 3] = ["webhooks:read", "webhooks:write", "org:admin:write"];
+
+/// The storage a test app runs on. Each test body takes one and runs once per variant (see
+/// `backend_tests!` in `main.rs`), each time on a fresh database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// An embedded SQLite file in a fresh temporary directory.
+    Sqlite,
+}
+
+/// Options of a [`TestApp`]; defaults are the product's, except that the admin API is on.
+#[derive(Debug, Clone)]
+pub(crate) struct TestAppBuilder {
+    backend: Backend,
+    admin_token: Option<String>,
+    allow_networks: String,
+    write_rate_per_minute: u32,
+    max_body_bytes: usize,
+    event_types: Option<String>,
+    api_versions: String,
+    deprecated_api_versions: String,
+}
+
+/// A running Herald and a client for it. Dropping it stops the server.
+#[derive(Debug)]
+pub(crate) struct TestApp {
+    /// Where the server listens, e.g. `http://127.0.0.1:41234`.
+    pub(crate) base_url: String,
+    backend: Backend,
+    database_path: PathBuf,
+    client: reqwest::Client,
+    /// Why the server task ended early, if it did: reported when a request cannot connect.
+    server_failure: Arc<Mutex<Option<String>>>,
+    /// Dropping the sender completes the server's shutdown future.
+    _shutdown: oneshot::Sender<()>,
+    /// Holds the database; removed when the app is dropped.
+    _directory: TempDir,
+}
+
+/// An organization with a key carrying every scope.
+#[derive(Debug, Clone)]
+pub(crate) struct TestOrg {
+    /// The organization.
+    pub(crate) id: OrgId,
+    /// The key's bearer token.
+    pub(crate) key: String,
+    /// The key's id, as audit records name it.
+    pub(crate) key_id: ApiKeyId,
+}
+
+/// A freshly minted key.
+#[derive(Debug, Clone)]
+pub(crate) struct MintedKey {
+    /// Its id.
+    pub(crate) id: ApiKeyId,
+    /// The bearer token, shown once.
+    pub(crate) token: String,
+}
+
+impl TestApp {
+    /// Starts configuring a test app.
+    pub(crate) fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            backend: Backend::Sqlite,
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            allow_networks: String::new(),
+            write_rate_per_minute: 1_200,
+            max_body_bytes: 256 * 1024,
+            event_types: None,
+            api_versions: herald_domain::catalog::DEFAULT_API_VERSION.to_owned(),
+            deprecated_api_versions: String::new(),
+        }
+    }
+
+    /// A test app with the default options on `backend`.
+    pub(crate) async fn spawn(backend: Backend) -> TestApp {
+        TestApp::builder().backend(backend).spawn().await
+    }
+
+    /// A request to `path` (starting with `/`), without credentials.
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// Sends a request built with [`TestApp::request`] and reads the whole answer.
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Reply {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let failure = self
+                    .server_failure
+                    .lock()
+                    .expect("the failure slot is never poisoned")
+                    .clone();
+                panic!("request failed: {error}; server failure: {failure:?}")
+            }
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("reading the response body");
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// `GET path` with an organization key.
+    pub(crate) async fn get(&self, key: &str, path: &str) -> Reply {
+        self.send(self.request(Method::GET, path).bearer_auth(key))
+            .await
+    }
+
+    /// `POST path` with an organization key and a JSON body.
+    pub(crate) async fn post(&self, key: &str, path: &str, body: &Value) -> Reply {
+        self.send(self.request(Method::POST, path).bearer_auth(key).json(body))
+            .await
+    }
+
+    /// `POST path` with an organization key and no body.
+    pub(crate) async fn post_empty(&self, key: &str, path: &str) -> Reply {
+        self.send(self.request(Method::POST, path).bearer_auth(key))
+            .await
+    }
+
+    /// `PATCH path` with an organization key and a JSON body.
+    pub(crate) async fn patch(&self, key: &str, path: &str, body: &Value) -> Reply {
+        self.send(
+            self.request(Method::PATCH, path)
+                .bearer_auth(key)
+                .json(body),
+        )
+        .await
+    }
+
+    /// `DELETE path` with an organization key.
+    pub(crate) async fn delete(&self, key: &str, path: &str) -> Reply {
+        self.send(self.request(Method::DELETE, path).bearer_auth(key))
+            .await
+    }
+
+    /// `GET path` with the admin token.
+    pub(crate) async fn admin_get(&self, path: &str) -> Reply {
+        self.send(self.request(Method::GET, path).bearer_auth(ADMIN_TOKEN))
+            .await
+    }
+
+    /// `POST path` with the admin token and a JSON body.
+    pub(crate) async fn admin_post(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            self.request(Method::POST, path)
+                .bearer_auth(ADMIN_TOKEN)
+                .json(body),
+        )
+        .await
+    }
+
+    /// Creates an organization through the admin API.
+    pub(crate) async fn create_org(&self, name: &str) -> OrgId {
+        let reply = self
+            .admin_post("/admin/v1/orgs", &json!({"name": name}))
+            .await;
+        reply.assert_status(StatusCode::CREATED);
+        parse_id(&reply.body["id"])
+    }
+
+    /// Mints a key for `org` through the admin API and returns its bearer token.
+    pub(crate) async fn create_key(&self, org: OrgId, scopes: &[&str]) -> String {
+        self.mint_key(org, scopes).await.token
+    }
+
+    /// Mints a key for `org` through the admin API.
+    pub(crate) async fn mint_key(&self, org: OrgId, scopes: &[&str]) -> MintedKey {
+        let reply = self
+            .admin_post(
+                &format!("/admin/v1/orgs/{org}/keys"),
+                &json!({"scopes": scopes}),
+            )
+            .await;
+        reply.assert_status(StatusCode::CREATED);
+        MintedKey {
+            id: parse_id(&reply.body["id"]),
+            token: string_at(&reply.body, "key"),
+        }
+    }
+
+    /// A fresh organization and a key with every scope.
+    pub(crate) async fn org_with_key(&self) -> TestOrg {
+        let id = self.create_org("acme").await;
+        let key = self.mint_key(id, &ALL_SCOPES).await;
+        TestOrg {
+            id,
+            key: key.token,
+            key_id: key.id,
+        }
+    }
+
+    /// Creates an endpoint and returns the created object (secret included).
+    pub(crate) async fn create_endpoint(&self, key: &str, body: &Value) -> Value {
+        let reply = self.post(key, "/v1/webhooks", body).await;
+        reply.assert_status(StatusCode::CREATED);
+        reply.body
+    }
+
+    /// The `secret` column of every endpoint row, exactly as stored.
+    pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
+        match self.backend {
+            Backend::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&self.database_path)
+                    .read_only(true);
+                let pool = sqlx::SqlitePool::connect_with(options)
+                    .await
+                    .expect("opening the test database");
+                let secrets = sqlx::query_scalar("SELECT secret FROM endpoints")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("reading stored secrets");
+                pool.close().await;
+                secrets
+            }
+        }
+    }
+}
+
+impl TestAppBuilder {
+    /// The storage backend (SQLite by default).
+    pub(crate) fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Networks exempt from the SSRF policy, as `HERALD_ALLOW_NETWORKS` takes them.
+    pub(crate) fn allow_networks(mut self, networks: &str) -> Self {
+        networks.clone_into(&mut self.allow_networks);
+        self
+    }
+
+    /// Write requests per organization per minute.
+    pub(crate) fn write_rate_per_minute(mut self, limit: u32) -> Self {
+        self.write_rate_per_minute = limit;
+        self
+    }
+
+    /// The largest accepted request body.
+    pub(crate) fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The event catalog, comma-separated, instead of the contract's 17 types.
+    pub(crate) fn event_types(mut self, types: &str) -> Self {
+        self.event_types = Some(types.to_owned());
+        self
+    }
+
+    /// Supported API versions, comma-separated, oldest first.
+    pub(crate) fn api_versions(mut self, versions: &str) -> Self {
+        versions.clone_into(&mut self.api_versions);
+        self
+    }
+
+    /// Versions new endpoints may no longer pin, comma-separated.
+    pub(crate) fn deprecated_api_versions(mut self, versions: &str) -> Self {
+        versions.clone_into(&mut self.deprecated_api_versions);
+        self
+    }
+
+    /// Leaves `HERALD_ADMIN_TOKEN` unset, which turns the admin API off.
+    pub(crate) fn without_admin_token(mut self) -> Self {
+        self.admin_token = None;
+        self
+    }
+
+    /// Binds `127.0.0.1:0`, then starts Herald on that listener with a fresh database.
+    pub(crate) async fn spawn(self) -> TestApp {
+        let directory = tempfile::tempdir().expect("creating a temporary directory");
+        let database_path = directory.path().join("herald.db");
+        let database_url = match self.backend {
+            Backend::Sqlite => format!("sqlite://{}", database_path.display()),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let address = listener.local_addr().expect("the listener has an address");
+        let backend = self.backend;
+        let config = self
+            .serve_args(database_url, address)
+            .into_config()
+            .expect("the test configuration is valid");
+
+        let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+        let server_failure = Arc::new(Mutex::new(None));
+        let failure_slot = Arc::clone(&server_failure);
+        tokio::spawn(async move {
+            // The sender is never used: dropping it with the app is the signal.
+            let shutdown = async move {
+                let _ = shutdown_signal.await;
+            };
+            if let Err(error) = herald_server::run(config, listener, shutdown).await {
+                *failure_slot
+                    .lock()
+                    .expect("the failure slot is never poisoned") = Some(format!("{error:#}"));
+            }
+        });
+
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("building the test client");
+        TestApp {
+            base_url: format!("http://{address}"),
+            backend,
+            database_path,
+            client,
+            server_failure,
+            _shutdown: shutdown,
+            _directory: directory,
+        }
+    }
+
+    fn serve_args(self, database_url: String, listen: SocketAddr) -> ServeArgs {
+        ServeArgs {
+            storage: StorageArgs {
+                database_url,
+                secrets_key: None,
+            },
+            listen,
+            admin_token: self.admin_token,
+            allow_networks: self.allow_networks,
+            extra_root_certs: None,
+            max_body_bytes: self.max_body_bytes,
+            write_rate_per_minute: self.write_rate_per_minute,
+            event_types: self.event_types,
+            api_versions: self.api_versions,
+            deprecated_api_versions: self.deprecated_api_versions,
+            shutdown_grace_seconds: 1,
+            ..ServeArgs::from_defaults()
+        }
+    }
+}
