@@ -34,6 +34,12 @@ pub struct TestCa {
     key: KeyPair,
 }
 
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A leaf certificate and its key, in PEM.
 pub struct Leaf {
     certificate_pem: String,

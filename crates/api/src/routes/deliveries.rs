@@ -230,10 +230,10 @@ fn read_filter(
             }
         }
     }
-    if let (Some(min), Some(max)) = (filter.http_status_min, filter.http_status_max) {
-        if min > max {
-            reject("http_status_min", "must not exceed http_status_max");
-        }
+    if let (Some(min), Some(max)) = (filter.http_status_min, filter.http_status_max)
+        && min > max
+    {
+        reject("http_status_min", "must not exceed http_status_max");
     }
     filter
 }
@@ -319,7 +319,7 @@ pub(crate) async fn replay_delivery(
         origin: EventOrigin::Replay,
         created_at: now,
     };
-    let mut audit = audit_record(&auth, AuditAction::DeliveryReplayed, attempt_id, now);
+    let mut audit = audit_record(&auth, AuditAction::DeliveryReplayed, &attempt_id, now);
     audit.reason = reason;
     state
         .store

@@ -186,7 +186,7 @@ pub(crate) async fn create_endpoint(
         deleted_at: None,
     };
     let secret = Secret::generate();
-    let audit = audit_record(&auth, AuditAction::EndpointCreated, endpoint.id, now);
+    let audit = audit_record(&auth, AuditAction::EndpointCreated, &endpoint.id, now);
     state
         .store
         .create_endpoint(&endpoint, &secret, config.endpoint_cap, &audit)
@@ -299,7 +299,7 @@ pub(crate) async fn update_endpoint(
     let audit = audit_record(
         &auth,
         AuditAction::EndpointUpdated,
-        endpoint_id,
+        &endpoint_id,
         Timestamp::now(),
     );
     let endpoint = state
@@ -324,7 +324,7 @@ pub(crate) async fn delete_endpoint(
     let audit = audit_record(
         &auth,
         AuditAction::EndpointDeleted,
-        endpoint_id,
+        &endpoint_id,
         Timestamp::now(),
     );
     state
@@ -350,7 +350,7 @@ pub(crate) async fn rotate_endpoint_secret(
     let audit = audit_record(
         &auth,
         AuditAction::EndpointSecretRotated,
-        endpoint_id,
+        &endpoint_id,
         Timestamp::now(),
     );
     let endpoint = state
@@ -369,7 +369,7 @@ fn check<T>(fields: &mut Fields, field: &str, verdict: Result<T, String>) -> Opt
 pub(crate) fn audit_record<S>(
     auth: &Authorized<S>,
     action: AuditAction,
-    target: impl ToString,
+    target: &impl ToString,
     occurred_at: Timestamp,
 ) -> AuditRecord {
     AuditRecord {

@@ -42,7 +42,7 @@ pub(crate) async fn rotate_org_secret(
     let audit = audit_record(
         &auth,
         AuditAction::OrgSecretRotated,
-        auth.org_id(),
+        &auth.org_id(),
         rotated_at,
     );
     state
