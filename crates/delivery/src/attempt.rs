@@ -53,11 +53,52 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         endpoint_secret: plan.endpoint_secret,
         org_secret: plan.org_secret,
     });
-    let sha256 = hex::encode(Sha256::digest(&body));
-    let body_bytes = body.len() as u64;
+    let request = SentRequest {
+        body_sha256: hex::encode(Sha256::digest(&body)),
+        body_bytes: body.len() as u64,
+        headers: headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect(),
+    };
     let outcome = client
         .send(&plan.endpoint.url, &headers, Bytes::from(body))
         .await;
+    report(plan, occurred_at, request, outcome)
+}
+
+/// The record of an attempt that was decided without sending anything (the endpoint became
+/// inactive, its version has no renderer): always `Dead`.
+pub fn not_sent(plan: AttemptPlan<'_>, occurred_at: Timestamp, reason: String) -> AttemptReport {
+    let outcome = AttemptOutcome {
+        response_status: None,
+        response_time_ms: 0,
+        response_body_excerpt: None,
+        retry_after: None,
+        error: Some(reason),
+        class: OutcomeClass::Failure,
+    };
+    let request = SentRequest {
+        body_sha256: hex::encode(Sha256::digest(b"")),
+        body_bytes: 0,
+        headers: Vec::new(),
+    };
+    report(plan, occurred_at, request, outcome)
+}
+
+/// What went out on the wire (nothing, for an attempt that was not sent).
+struct SentRequest {
+    body_sha256: String,
+    body_bytes: u64,
+    headers: Vec<(String, String)>,
+}
+
+fn report(
+    plan: AttemptPlan<'_>,
+    occurred_at: Timestamp,
+    request: SentRequest,
+    outcome: AttemptOutcome,
+) -> AttemptReport {
     let attempt = Attempt {
         id: AttemptId::new(),
         org_id: plan.event.org_id,
@@ -74,47 +115,10 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         },
         response_status: outcome.response_status,
         response_time_ms: outcome.response_time_ms,
-        request_body_sha256: sha256,
-        request_body_bytes: body_bytes,
-        request_headers: headers
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), value.clone()))
-            .collect(),
+        request_body_sha256: request.body_sha256,
+        request_body_bytes: request.body_bytes,
+        request_headers: request.headers,
         response_body_excerpt: outcome.response_body_excerpt.clone(),
-        error: outcome.error.clone(),
-        next_attempt_at: None,
-        occurred_at,
-    };
-    AttemptReport { attempt, outcome }
-}
-
-/// The record of an attempt that was decided without sending anything (the endpoint became
-/// inactive, its version has no renderer): always `Dead`.
-pub fn not_sent(plan: AttemptPlan<'_>, occurred_at: Timestamp, reason: String) -> AttemptReport {
-    let outcome = AttemptOutcome {
-        response_status: None,
-        response_time_ms: 0,
-        response_body_excerpt: None,
-        retry_after: None,
-        error: Some(reason),
-        class: OutcomeClass::Failure,
-    };
-    let attempt = Attempt {
-        id: AttemptId::new(),
-        org_id: plan.event.org_id,
-        delivery_id: plan.delivery_id,
-        endpoint_id: plan.endpoint.id,
-        event_id: plan.event.id,
-        event_type: plan.event.event_type.clone(),
-        url: plan.endpoint.url.clone(),
-        attempt: plan.attempt_number,
-        outcome: Outcome::Dead,
-        response_status: None,
-        response_time_ms: 0,
-        request_body_sha256: hex::encode(Sha256::digest(b"")),
-        request_body_bytes: 0,
-        request_headers: Vec::new(),
-        response_body_excerpt: None,
         error: outcome.error.clone(),
         next_attempt_at: None,
         occurred_at,
