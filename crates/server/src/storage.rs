@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use herald_store::{SecretCipher, SqliteStore, Store};
+use herald_store::{PostgresOptions, PostgresStore, SecretCipher, SqliteStore, Store};
 use rand::RngCore as _;
 
 use crate::config::{StorageArgs, decode_secrets_key};
@@ -21,8 +21,16 @@ const KEY_FILE_NAME: &str = "secrets.key";
 /// Opens the store that `storage` names, applying migrations.
 pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
     let url = storage.database_url.as_str();
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("the PostgreSQL backend is not built yet; use a sqlite:// URL");
+    if is_postgres(url) {
+        // Every node must seal and open secrets alike, so the key is never generated here.
+        let text = storage.secrets_key.as_deref().context(
+            "HERALD_SECRETS_KEY is required with PostgreSQL: every node must share the same key",
+        )?;
+        let key = decode_secrets_key(text)?;
+        let store = PostgresStore::open(url, &PostgresOptions::default(), SecretCipher::new(&key))
+            .await
+            .context("connecting to PostgreSQL")?;
+        return Ok(Arc::new(store));
     }
     let path = sqlite_path(url)?;
     if let Some(parent) = path
@@ -39,6 +47,11 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
         .await
         .with_context(|| format!("opening SQLite database {}", path.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Whether `url` selects the PostgreSQL backend.
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Whether the configured backend serves one process only (SQLite): then leases left in it

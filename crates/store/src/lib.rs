@@ -9,13 +9,16 @@
 //! - [`page`]: opaque cursors and pages.
 //! - [`queue`]: the types of publishing, claiming and recording deliveries.
 //! - [`sqlite`]: the embedded default backend.
+//! - [`postgres`]: the backend for several nodes on one database.
 //!
 //! Every mutating operation that the API audits takes its [`AuditRecord`] and writes it in
 //! the same transaction as the change, so a change and its record exist together or not at all.
 
 pub mod cipher;
 pub mod page;
+pub mod postgres;
 pub mod queue;
+mod rows;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -29,6 +32,7 @@ use herald_domain::{
 
 pub use cipher::SecretCipher;
 pub use page::{Cursor, InvalidCursor, Page, PageRequest};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, PublishedEvent, PurgeReport,
     QueueStats,
@@ -252,6 +256,32 @@ pub trait Store: Send + Sync + 'static {
         attempts_before: Timestamp,
         batch: u32,
     ) -> Result<PurgeReport, StoreError>;
+}
+
+/// Translates a driver error into what callers act on; no caller ever sees SQL errors.
+pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(ref database) if database.is_unique_violation() => {
+            StoreError::Conflict
+        }
+        // PostgreSQL's connection-exception (08…) and operator-intervention (57P…) classes:
+        // the server is going away or gone, which retrying later can fix.
+        sqlx::Error::Database(ref database)
+            if database
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+        {
+            StoreError::Unavailable(error)
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+        other => StoreError::Backend(other),
+    }
 }
 
 /// The generic cell rate algorithm, shared by every backend: given the stored theoretical

@@ -7,29 +7,30 @@
 //! `synchronous=FULL` makes every acknowledged commit survive a power cut (CONTRACT.md §8).
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, Endpoint, EndpointId,
-    Event, EventId, Org, OrgId, Secret, Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
+    OrgId, Secret, Timestamp,
 };
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
-use uuid::Uuid;
+use sqlx::{Sqlite, Transaction};
 
 mod delivery;
 
+use crate::rows::{
+    ENDPOINT_COLUMNS, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
+    org_from_row,
+};
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
     PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, SecretCipher,
-    Store, StoreError, gcra_step,
+    Store, StoreError, gcra_step, map_error,
 };
 
 /// The SQLite store.
@@ -80,88 +81,6 @@ impl SqliteStore {
     }
 }
 
-/// Translates a driver error into what callers act on; no caller ever sees SQL errors.
-pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
-    match error {
-        sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(ref database) if database.is_unique_violation() => {
-            StoreError::Conflict
-        }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(error)
-        }
-        other => StoreError::Backend(other),
-    }
-}
-
-const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at";
-
-fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint, StoreError> {
-    let events: String = row.try_get("events").map_err(map_error)?;
-    Ok(Endpoint {
-        id: EndpointId::from_uuid(row.try_get("id").map_err(map_error)?),
-        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
-        url: row.try_get("url").map_err(map_error)?,
-        description: row.try_get("description").map_err(map_error)?,
-        events: serde_json::from_str(&events)
-            .map_err(|_| StoreError::Corrupt("endpoint events are not a JSON array"))?,
-        active: row.try_get("active").map_err(map_error)?,
-        api_version: row.try_get("api_version").map_err(map_error)?,
-        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
-        updated_at: Timestamp::from_micros(row.try_get("updated_at").map_err(map_error)?),
-        deleted_at: row
-            .try_get::<Option<i64>, _>("deleted_at")
-            .map_err(map_error)?
-            .map(Timestamp::from_micros),
-    })
-}
-
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
-    let scopes: String = row.try_get("scopes").map_err(map_error)?;
-    let scopes = scopes
-        .split(',')
-        .map(Scope::from_str)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| StoreError::Corrupt("unknown scope stored on an api key"))?;
-    Ok(ApiKey {
-        id: ApiKeyId::from_uuid(row.try_get("id").map_err(map_error)?),
-        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
-        scopes,
-        hint: row.try_get("hint").map_err(map_error)?,
-        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
-        revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")
-            .map_err(map_error)?
-            .map(Timestamp::from_micros),
-    })
-}
-
-fn org_from_row(row: &SqliteRow) -> Result<Org, StoreError> {
-    Ok(Org {
-        id: OrgId::from_uuid(row.try_get("id").map_err(map_error)?),
-        name: row.try_get("name").map_err(map_error)?,
-        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
-    })
-}
-
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
-    let action: String = row.try_get("action").map_err(map_error)?;
-    Ok(AuditRecord {
-        id: AuditId::from_uuid(row.try_get("id").map_err(map_error)?),
-        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
-        api_key_id: row
-            .try_get::<Option<Uuid>, _>("api_key_id")
-            .map_err(map_error)?
-            .map(ApiKeyId::from_uuid),
-        action: AuditAction::parse(&action).ok_or(StoreError::Corrupt("unknown audit action"))?,
-        target_id: row.try_get("target_id").map_err(map_error)?,
-        occurred_at: Timestamp::from_micros(row.try_get("occurred_at").map_err(map_error)?),
-        request_id: row.try_get("request_id").map_err(map_error)?,
-        reason: row.try_get("reason").map_err(map_error)?,
-    })
-}
-
 async fn insert_audit(
     tx: &mut Transaction<'static, Sqlite>,
     audit: &AuditRecord,
@@ -182,10 +101,6 @@ async fn insert_audit(
     .await
     .map_err(map_error)?;
     Ok(())
-}
-
-fn events_json(events: &[String]) -> String {
-    serde_json::to_string(events).expect("a list of strings always serializes")
 }
 
 #[async_trait]

@@ -6,14 +6,18 @@ use std::collections::hash_map::Entry;
 
 use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
-    EventId, EventOrigin, OrgId, Outcome, Timestamp,
+    EventId, OrgId, Outcome, Timestamp,
 };
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{ENDPOINT_COLUMNS, SqliteStore, endpoint_from_row, insert_audit, map_error};
+use super::{SqliteStore, insert_audit};
+use crate::map_error;
 use crate::queue::delivery_status;
+use crate::rows::{
+    ATTEMPT_COLUMNS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS, ReadRow, attempt_from_row,
+    endpoint_from_row, event_from_row, headers_json,
+};
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
@@ -21,77 +25,6 @@ use crate::{
 
 /// How long an idempotency key keeps returning the first event.
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-
-const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, outcome, \
-     response_status, response_time_ms, request_body_sha256, request_body_bytes, request_headers, \
-     response_body_excerpt, error, next_attempt_at, occurred_at";
-
-const EVENT_COLUMNS: &str = "id, org_id, event_type, data, idempotency_key, origin, created_at";
-
-fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
-    let origin: String = row.try_get("origin").map_err(map_error)?;
-    Ok(Event {
-        id: EventId::from_uuid(row.try_get("id").map_err(map_error)?),
-        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
-        event_type: row.try_get("event_type").map_err(map_error)?,
-        data: row.try_get("data").map_err(map_error)?,
-        idempotency_key: row.try_get("idempotency_key").map_err(map_error)?,
-        origin: EventOrigin::parse(&origin).ok_or(StoreError::Corrupt("unknown event origin"))?,
-        created_at: Timestamp::from_micros(row.try_get("created_at").map_err(map_error)?),
-    })
-}
-
-fn attempt_from_row(row: &SqliteRow) -> Result<Attempt, StoreError> {
-    let outcome: String = row.try_get("outcome").map_err(map_error)?;
-    let headers: String = row.try_get("request_headers").map_err(map_error)?;
-    let headers: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&headers)
-        .map_err(|_| StoreError::Corrupt("attempt headers are not a JSON object"))?;
-    let response_status: Option<i64> = row.try_get("response_status").map_err(map_error)?;
-    Ok(Attempt {
-        id: AttemptId::from_uuid(row.try_get("id").map_err(map_error)?),
-        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
-        delivery_id: DeliveryId::from_uuid(row.try_get("delivery_id").map_err(map_error)?),
-        endpoint_id: EndpointId::from_uuid(row.try_get("endpoint_id").map_err(map_error)?),
-        event_id: EventId::from_uuid(row.try_get("event_id").map_err(map_error)?),
-        event_type: row.try_get("event_type").map_err(map_error)?,
-        url: row.try_get("url").map_err(map_error)?,
-        attempt: row
-            .try_get::<i64, _>("attempt")
-            .map_err(map_error)?
-            .try_into()
-            .unwrap_or(u32::MAX),
-        outcome: Outcome::parse(&outcome).ok_or(StoreError::Corrupt("unknown attempt outcome"))?,
-        response_status: response_status.and_then(|status| u16::try_from(status).ok()),
-        response_time_ms: row
-            .try_get::<i64, _>("response_time_ms")
-            .map_err(map_error)?
-            .unsigned_abs(),
-        request_body_sha256: row.try_get("request_body_sha256").map_err(map_error)?,
-        request_body_bytes: row
-            .try_get::<i64, _>("request_body_bytes")
-            .map_err(map_error)?
-            .unsigned_abs(),
-        request_headers: headers
-            .into_iter()
-            .map(|(name, value)| (name, value.as_str().unwrap_or_default().to_owned()))
-            .collect(),
-        response_body_excerpt: row.try_get("response_body_excerpt").map_err(map_error)?,
-        error: row.try_get("error").map_err(map_error)?,
-        next_attempt_at: row
-            .try_get::<Option<i64>, _>("next_attempt_at")
-            .map_err(map_error)?
-            .map(Timestamp::from_micros),
-        occurred_at: Timestamp::from_micros(row.try_get("occurred_at").map_err(map_error)?),
-    })
-}
-
-fn headers_json(headers: &[(String, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
 
 async fn insert_event(
     tx: &mut Transaction<'static, Sqlite>,
@@ -337,7 +270,8 @@ pub(super) async fn claim_due_deliveries(
 
     let mut details = QueryBuilder::<Sqlite>::new(
         "SELECT d.id AS delivery_id, d.attempts AS attempts,
-                e.id AS event_id, e.org_id AS event_org_id, e.event_type, e.data, e.idempotency_key, e.origin,
+                e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
+                e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
                 e.created_at AS event_created_at,
                 p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
                 p.deleted_at, p.secret, o.webhook_secret
@@ -361,19 +295,9 @@ pub(super) async fn claim_due_deliveries(
 
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in &rows {
-        let origin: String = row.try_get("origin").map_err(map_error)?;
-        let event = Event {
-            id: EventId::from_uuid(row.try_get("event_id").map_err(map_error)?),
-            org_id: OrgId::from_uuid(row.try_get("event_org_id").map_err(map_error)?),
-            event_type: row.try_get("event_type").map_err(map_error)?,
-            data: row.try_get("data").map_err(map_error)?,
-            idempotency_key: row.try_get("idempotency_key").map_err(map_error)?,
-            origin: EventOrigin::parse(&origin)
-                .ok_or(StoreError::Corrupt("unknown event origin"))?,
-            created_at: Timestamp::from_micros(row.try_get("event_created_at").map_err(map_error)?),
-        };
-        let sealed: Vec<u8> = row.try_get("secret").map_err(map_error)?;
-        let org_sealed: Option<Vec<u8>> = row.try_get("webhook_secret").map_err(map_error)?;
+        let event = event_from_row(row, "event_")?;
+        let sealed = row.bytes("secret")?;
+        let org_sealed = row.optional_bytes("webhook_secret")?;
         let attempts: i64 = row.try_get("attempts").map_err(map_error)?;
         deliveries.push(ClaimedDelivery {
             delivery_id: DeliveryId::from_uuid(row.try_get("delivery_id").map_err(map_error)?),
@@ -525,9 +449,6 @@ pub(super) async fn abandon_pending(
     Ok(())
 }
 
-/// SHA-256 of zero bytes: the body "sent" by an attempt that sent nothing.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
 fn push_filters(query: &mut QueryBuilder<'_, Sqlite>, org_id: OrgId, filter: &AttemptFilter) {
     query.push(" WHERE org_id = ");
     query.push_bind(org_id.as_uuid());
@@ -631,7 +552,7 @@ pub(super) async fn get_event(
     .await
     .map_err(map_error)?
     .ok_or(StoreError::NotFound)?;
-    event_from_row(&row)
+    event_from_row(&row, "")
 }
 
 pub(super) async fn queue_stats(

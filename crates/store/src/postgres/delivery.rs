@@ -1,0 +1,648 @@
+//! The delivery half of the PostgreSQL store: publishing with fan-out, claiming under a lease,
+//! recording attempts, the feed, and retention.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use herald_domain::{
+    Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
+    EventId, OrgId, Outcome, Timestamp,
+};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use super::{PostgresStore, insert_audit};
+use crate::map_error;
+use crate::queue::delivery_status;
+use crate::rows::{
+    ATTEMPT_COLUMNS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS, ReadRow, attempt_from_row,
+    endpoint_from_row, event_from_row, headers_json,
+};
+use crate::{
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
+    PublishedEvent, PurgeReport, QueueStats, StoreError,
+};
+
+/// How long an idempotency key keeps returning the first event.
+const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+async fn insert_event(
+    tx: &mut Transaction<'static, Postgres>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ))
+    .bind(event.id.as_uuid())
+    .bind(event.org_id.as_uuid())
+    .bind(&event.event_type)
+    .bind(&event.data)
+    .bind(&event.idempotency_key)
+    .bind(event.origin.as_str())
+    .bind(event.created_at.as_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    Ok(())
+}
+
+async fn insert_delivery(
+    tx: &mut Transaction<'static, Postgres>,
+    event: &Event,
+    endpoint_id: EndpointId,
+    status: &str,
+    attempts: u32,
+) -> Result<DeliveryId, StoreError> {
+    let delivery_id = DeliveryId::new();
+    sqlx::query(
+        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, lease_until, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+    )
+    .bind(delivery_id.as_uuid())
+    .bind(event.org_id.as_uuid())
+    .bind(event.id.as_uuid())
+    .bind(endpoint_id.as_uuid())
+    .bind(status)
+    .bind(i64::from(attempts))
+    .bind(event.created_at.as_micros())
+    .bind(event.created_at.as_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    Ok(delivery_id)
+}
+
+async fn insert_attempt(
+    tx: &mut Transaction<'static, Postgres>,
+    attempt: &Attempt,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ))
+    .bind(attempt.id.as_uuid())
+    .bind(attempt.org_id.as_uuid())
+    .bind(attempt.delivery_id.as_uuid())
+    .bind(attempt.endpoint_id.as_uuid())
+    .bind(attempt.event_id.as_uuid())
+    .bind(&attempt.event_type)
+    .bind(&attempt.url)
+    .bind(i64::from(attempt.attempt))
+    .bind(attempt.outcome.as_str())
+    .bind(attempt.response_status.map(i64::from))
+    .bind(i64::try_from(attempt.response_time_ms).unwrap_or(i64::MAX))
+    .bind(&attempt.request_body_sha256)
+    .bind(i64::try_from(attempt.request_body_bytes).unwrap_or(i64::MAX))
+    .bind(headers_json(&attempt.request_headers))
+    .bind(&attempt.response_body_excerpt)
+    .bind(&attempt.error)
+    .bind(attempt.next_attempt_at.map(|at| at.as_micros()))
+    .bind(attempt.occurred_at.as_micros())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    Ok(())
+}
+
+pub(super) async fn publish_events(
+    store: &PostgresStore,
+    events: &[Event],
+) -> Result<Vec<PublishedEvent>, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
+    let mut published = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(key) = &event.idempotency_key {
+            // Two nodes publishing the same key at once take turns here; the second then finds
+            // the first's event instead of breaking the unique index.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("{}:{key}", event.org_id))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+            let earlier = sqlx::query(
+                "SELECT id, created_at FROM events WHERE org_id = $1 AND idempotency_key = $2",
+            )
+            .bind(event.org_id.as_uuid())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+            if let Some(earlier) = earlier {
+                let earlier_id: Uuid = earlier.try_get("id").map_err(map_error)?;
+                let earlier_at =
+                    Timestamp::from_micros(earlier.try_get("created_at").map_err(map_error)?);
+                if earlier_at >= event.created_at.add(-IDEMPOTENCY_WINDOW) {
+                    let fanned_out: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE event_id = $1")
+                            .bind(earlier_id)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(map_error)?;
+                    published.push(PublishedEvent {
+                        event_id: EventId::from_uuid(earlier_id),
+                        endpoints: u32::try_from(fanned_out).unwrap_or(u32::MAX),
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                // Past the window: the key is free again.
+                sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = $1")
+                    .bind(earlier_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            }
+        }
+        insert_event(&mut tx, event).await?;
+        if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
+            slot.insert(live_active_endpoints(&mut tx, event.org_id).await?);
+        }
+        let mut fanned_out = 0u32;
+        for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {
+            if endpoint.subscribes_to(&event.event_type) {
+                insert_delivery(&mut tx, event, endpoint.id, "pending", 0).await?;
+                fanned_out += 1;
+            }
+        }
+        published.push(PublishedEvent {
+            event_id: event.id,
+            endpoints: fanned_out,
+            duplicate: false,
+        });
+    }
+    tx.commit().await.map_err(map_error)?;
+    Ok(published)
+}
+
+async fn live_active_endpoints(
+    tx: &mut Transaction<'static, Postgres>,
+    org_id: OrgId,
+) -> Result<Vec<Endpoint>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE org_id = $1 AND deleted_at IS NULL AND active"
+    ))
+    .bind(org_id.as_uuid())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    rows.iter().map(endpoint_from_row).collect()
+}
+
+pub(super) async fn enqueue_replay(
+    store: &PostgresStore,
+    event: &Event,
+    endpoint_id: EndpointId,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let live: Option<i64> = sqlx::query_scalar(
+        "SELECT 1::BIGINT FROM endpoints WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(endpoint_id.as_uuid())
+    .bind(event.org_id.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(map_error)?;
+    if live.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    insert_event(&mut tx, event).await?;
+    insert_delivery(&mut tx, event, endpoint_id, "pending", 0).await?;
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await.map_err(map_error)
+}
+
+pub(super) async fn record_test_attempt(
+    store: &PostgresStore,
+    event: &Event,
+    attempt: &Attempt,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    insert_event(&mut tx, event).await?;
+    sqlx::query(
+        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, lease_until, created_at)
+         VALUES ($1, $2, $3, $4, $5, 1, $6, NULL, $7)",
+    )
+    .bind(attempt.delivery_id.as_uuid())
+    .bind(event.org_id.as_uuid())
+    .bind(event.id.as_uuid())
+    .bind(attempt.endpoint_id.as_uuid())
+    .bind(delivery_status(attempt.outcome))
+    .bind(attempt.occurred_at.as_micros())
+    .bind(event.created_at.as_micros())
+    .execute(&mut *tx)
+    .await
+    .map_err(map_error)?;
+    insert_attempt(&mut tx, attempt).await?;
+    tx.commit().await.map_err(map_error)
+}
+
+pub(super) async fn claim_due_deliveries(
+    store: &PostgresStore,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let now = request.now.as_micros();
+    let lease_until =
+        now.saturating_add(i64::try_from(request.lease.as_micros()).unwrap_or(i64::MAX));
+    let mut tx = store.begin().await?;
+    let mut claim = QueryBuilder::<Postgres>::new("UPDATE deliveries SET lease_until = ");
+    claim.push_bind(lease_until);
+    claim.push(
+        " WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ",
+    );
+    claim.push_bind(now);
+    claim.push(" AND (lease_until IS NULL OR lease_until <= ");
+    claim.push_bind(now);
+    claim.push(")");
+    if !request.exclude_endpoints.is_empty() {
+        claim.push(" AND endpoint_id NOT IN (");
+        let mut separated = claim.separated(", ");
+        for endpoint_id in &request.exclude_endpoints {
+            separated.push_bind(endpoint_id.as_uuid());
+        }
+        claim.push(")");
+    }
+    claim.push(" ORDER BY next_attempt_at LIMIT ");
+    claim.push_bind(i64::from(request.limit));
+    // Rows another node is claiming right now are skipped, not waited for.
+    claim.push(" FOR UPDATE SKIP LOCKED) RETURNING id");
+    let claimed: Vec<Uuid> = claim
+        .build_query_scalar()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+    if claimed.is_empty() {
+        tx.commit().await.map_err(map_error)?;
+        return Ok(Vec::new());
+    }
+
+    let mut details = QueryBuilder::<Postgres>::new(
+        "SELECT d.id AS delivery_id, d.attempts AS attempts,
+                e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
+                e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
+                e.created_at AS event_created_at,
+                p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
+                p.deleted_at, p.secret, o.webhook_secret
+         FROM deliveries d
+         JOIN events e ON e.id = d.event_id
+         JOIN endpoints p ON p.id = d.endpoint_id
+         JOIN orgs o ON o.id = d.org_id
+         WHERE d.id IN (",
+    );
+    let mut separated = details.separated(", ");
+    for id in &claimed {
+        separated.push_bind(*id);
+    }
+    details.push(") ORDER BY d.next_attempt_at");
+    let rows = details
+        .build()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+    tx.commit().await.map_err(map_error)?;
+
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let event = event_from_row(row, "event_")?;
+        let sealed = row.bytes("secret")?;
+        let org_sealed = row.optional_bytes("webhook_secret")?;
+        let attempts: i64 = row.try_get("attempts").map_err(map_error)?;
+        deliveries.push(ClaimedDelivery {
+            delivery_id: DeliveryId::from_uuid(row.try_get("delivery_id").map_err(map_error)?),
+            attempt_number: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+            event,
+            endpoint: endpoint_from_row(row)?,
+            endpoint_secret: store.cipher.open(&sealed)?,
+            org_secret: org_sealed
+                .map(|sealed| store.cipher.open(&sealed))
+                .transpose()?,
+        });
+    }
+    Ok(deliveries)
+}
+
+pub(super) async fn record_attempts(
+    store: &PostgresStore,
+    recordings: &[AttemptRecording],
+    disable_failing_before: Timestamp,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    for recording in recordings {
+        let attempt = &recording.attempt;
+        insert_attempt(&mut tx, attempt).await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at),
+                                   lease_until = NULL
+             WHERE id = $4",
+        )
+        .bind(delivery_status(attempt.outcome))
+        .bind(i64::from(attempt.attempt))
+        .bind(attempt.next_attempt_at.map(|at| at.as_micros()))
+        .bind(attempt.delivery_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if attempt.outcome == Outcome::Success {
+            sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                .bind(attempt.endpoint_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+            continue;
+        }
+        sqlx::query(
+            "UPDATE endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
+        )
+        .bind(attempt.occurred_at.as_micros())
+        .bind(attempt.endpoint_id.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        match &recording.disable_endpoint {
+            Some(reason) => disable_endpoint(&mut tx, attempt, None, reason).await?,
+            None => {
+                disable_endpoint(
+                    &mut tx,
+                    attempt,
+                    Some(disable_failing_before),
+                    "every delivery failed for days",
+                )
+                .await?
+            }
+        };
+    }
+    tx.commit().await.map_err(map_error)
+}
+
+/// Sets an endpoint inactive (only when it is failing since before `failing_before`, if
+/// given) and audits it. Returns whether it changed anything.
+async fn disable_endpoint(
+    tx: &mut Transaction<'static, Postgres>,
+    attempt: &Attempt,
+    failing_before: Option<Timestamp>,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let disabled = sqlx::query(
+        "UPDATE endpoints SET active = FALSE, updated_at = GREATEST($1, updated_at + 1)
+         WHERE id = $2 AND active AND deleted_at IS NULL AND ($3::BIGINT IS NULL OR failing_since < $4)",
+    )
+    .bind(attempt.occurred_at.as_micros())
+    .bind(attempt.endpoint_id.as_uuid())
+    .bind(failing_before.map(|at| at.as_micros()))
+    .bind(failing_before.map(|at| at.as_micros()))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    if disabled.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let audit = AuditRecord {
+        id: AuditId::new(),
+        org_id: attempt.org_id,
+        api_key_id: None,
+        action: AuditAction::EndpointDisabled,
+        target_id: attempt.endpoint_id.to_string(),
+        occurred_at: attempt.occurred_at,
+        request_id: None,
+        reason: Some(reason.to_owned()),
+    };
+    insert_audit(tx, &audit).await?;
+    Ok(true)
+}
+
+/// Ends every pending delivery to a deleted endpoint as `dead`, with an attempt record saying
+/// so, inside the deleting transaction.
+pub(super) async fn abandon_pending(
+    tx: &mut Transaction<'static, Postgres>,
+    endpoint_id: EndpointId,
+    reason: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.org_id, d.event_id, d.attempts, e.event_type, p.url
+         FROM deliveries d JOIN events e ON e.id = d.event_id JOIN endpoints p ON p.id = d.endpoint_id
+         WHERE d.endpoint_id = $1 AND d.status = 'pending'",
+    )
+    .bind(endpoint_id.as_uuid())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    for row in &rows {
+        let attempts: i64 = row.try_get("attempts").map_err(map_error)?;
+        let attempt = Attempt {
+            id: AttemptId::new(),
+            org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
+            delivery_id: DeliveryId::from_uuid(row.try_get("id").map_err(map_error)?),
+            endpoint_id,
+            event_id: EventId::from_uuid(row.try_get("event_id").map_err(map_error)?),
+            event_type: row.try_get("event_type").map_err(map_error)?,
+            url: row.try_get("url").map_err(map_error)?,
+            attempt: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+            outcome: Outcome::Dead,
+            response_status: None,
+            response_time_ms: 0,
+            request_body_sha256: EMPTY_SHA256.to_owned(),
+            request_body_bytes: 0,
+            request_headers: Vec::new(),
+            response_body_excerpt: None,
+            error: Some(reason.to_owned()),
+            next_attempt_at: None,
+            occurred_at: at,
+        };
+        insert_attempt(tx, &attempt).await?;
+    }
+    sqlx::query("UPDATE deliveries SET status = 'dead', lease_until = NULL WHERE endpoint_id = $1 AND status = 'pending'")
+        .bind(endpoint_id.as_uuid())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_error)?;
+    Ok(())
+}
+
+fn push_filters(query: &mut QueryBuilder<'_, Postgres>, org_id: OrgId, filter: &AttemptFilter) {
+    query.push(" WHERE org_id = ");
+    query.push_bind(org_id.as_uuid());
+    if let Some(endpoint_id) = filter.endpoint_id {
+        query.push(" AND endpoint_id = ");
+        query.push_bind(endpoint_id.as_uuid());
+    }
+    if let Some(event_type) = &filter.event_type {
+        query.push(" AND event_type = ");
+        query.push_bind(event_type.clone());
+    }
+    if let Some(outcome) = filter.outcome {
+        query.push(" AND outcome = ");
+        query.push_bind(outcome.as_str());
+    }
+    if let Some(since) = filter.since {
+        query.push(" AND occurred_at >= ");
+        query.push_bind(since.as_micros());
+    }
+    if let Some(until) = filter.until {
+        query.push(" AND occurred_at < ");
+        query.push_bind(until.as_micros());
+    }
+    if let Some(min) = filter.http_status_min {
+        query.push(" AND response_status >= ");
+        query.push_bind(i64::from(min));
+    }
+    if let Some(max) = filter.http_status_max {
+        query.push(" AND response_status <= ");
+        query.push_bind(i64::from(max));
+    }
+}
+
+pub(super) async fn list_attempts(
+    store: &PostgresStore,
+    org_id: OrgId,
+    filter: &AttemptFilter,
+    page: &PageRequest,
+) -> Result<Page<Attempt>, StoreError> {
+    let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM attempts");
+    push_filters(&mut count, org_id, filter);
+    let total: i64 = count
+        .build_query_scalar()
+        .fetch_one(&store.pool)
+        .await
+        .map_err(map_error)?;
+
+    let mut select =
+        QueryBuilder::<Postgres>::new(format!("SELECT {ATTEMPT_COLUMNS} FROM attempts"));
+    push_filters(&mut select, org_id, filter);
+    if let Some(cursor) = page.cursor {
+        select.push(" AND id < ");
+        select.push_bind(cursor.id());
+    }
+    select.push(" ORDER BY id DESC LIMIT ");
+    select.push_bind(i64::from(page.limit) + 1);
+    let rows = select
+        .build()
+        .fetch_all(&store.pool)
+        .await
+        .map_err(map_error)?;
+    let attempts = rows
+        .iter()
+        .map(attempt_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(
+        attempts,
+        page.limit,
+        total.unsigned_abs(),
+        |attempt| attempt.id.as_uuid(),
+    ))
+}
+
+pub(super) async fn get_attempt(
+    store: &PostgresStore,
+    org_id: OrgId,
+    attempt_id: AttemptId,
+) -> Result<Attempt, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = $1 AND org_id = $2"
+    ))
+    .bind(attempt_id.as_uuid())
+    .bind(org_id.as_uuid())
+    .fetch_optional(&store.pool)
+    .await
+    .map_err(map_error)?
+    .ok_or(StoreError::NotFound)?;
+    attempt_from_row(&row)
+}
+
+pub(super) async fn get_event(
+    store: &PostgresStore,
+    org_id: OrgId,
+    event_id: EventId,
+) -> Result<Event, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND org_id = $2"
+    ))
+    .bind(event_id.as_uuid())
+    .bind(org_id.as_uuid())
+    .fetch_optional(&store.pool)
+    .await
+    .map_err(map_error)?
+    .ok_or(StoreError::NotFound)?;
+    event_from_row(&row, "")
+}
+
+pub(super) async fn queue_stats(
+    store: &PostgresStore,
+    now: Timestamp,
+) -> Result<QueueStats, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= $1) AS due,
+                COUNT(*) FILTER (WHERE next_attempt_at > $1) AS scheduled,
+                MIN(next_attempt_at) AS oldest
+         FROM deliveries WHERE status = 'pending'",
+    )
+    .bind(now.as_micros())
+    .fetch_one(&store.pool)
+    .await
+    .map_err(map_error)?;
+    let due: i64 = row.try_get("due").map_err(map_error)?;
+    let oldest: Option<i64> = row.try_get("oldest").map_err(map_error)?;
+    Ok(QueueStats {
+        due: due.unsigned_abs(),
+        scheduled: row
+            .try_get::<i64, _>("scheduled")
+            .map_err(map_error)?
+            .unsigned_abs(),
+        oldest_due_at: oldest
+            .filter(|oldest| *oldest <= now.as_micros())
+            .map(Timestamp::from_micros),
+    })
+}
+
+pub(super) async fn purge_expired(
+    store: &PostgresStore,
+    events_before: Timestamp,
+    attempts_before: Timestamp,
+    batch: u32,
+) -> Result<PurgeReport, StoreError> {
+    let mut tx = store.begin().await?;
+    let attempts = sqlx::query(
+        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE occurred_at < $1 LIMIT $2)",
+    )
+    .bind(attempts_before.as_micros())
+    .bind(i64::from(batch))
+    .execute(&mut *tx)
+    .await
+    .map_err(map_error)?
+    .rows_affected();
+    let expired: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM events WHERE created_at < $1
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status = 'pending')
+         LIMIT $2",
+    )
+    .bind(events_before.as_micros())
+    .bind(i64::from(batch))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_error)?;
+    for event_id in &expired {
+        sqlx::query("DELETE FROM deliveries WHERE event_id = $1")
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        sqlx::query("DELETE FROM events WHERE id = $1")
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+    }
+    tx.commit().await.map_err(map_error)?;
+    Ok(PurgeReport {
+        events: expired.len() as u64,
+        attempts,
+    })
+}
+
+pub(super) async fn release_all_leases(store: &PostgresStore) -> Result<(), StoreError> {
+    sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL")
+        .execute(&store.pool)
+        .await
+        .map_err(map_error)?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Reading stored rows into domain types, once for both backends. Each backend's row type
+//! implements [`ReadRow`]; the mappers below only ask for typed columns by name. Both schemas
+//! use the same representations (UUIDs, integer microseconds, JSON text), which is what lets
+//! one mapper serve both.
+
+use std::str::FromStr;
+
+use herald_domain::scope::Scope;
+use herald_domain::{
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint,
+    EndpointId, Event, EventId, EventOrigin, Org, OrgId, Outcome, Timestamp,
+};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
+
+use crate::{StoreError, map_error};
+
+/// Typed column access, with driver errors already translated.
+pub(crate) trait ReadRow {
+    fn uuid(&self, name: &str) -> Result<Uuid, StoreError>;
+    fn optional_uuid(&self, name: &str) -> Result<Option<Uuid>, StoreError>;
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError>;
+    fn integer(&self, name: &str) -> Result<i64, StoreError>;
+    fn optional_integer(&self, name: &str) -> Result<Option<i64>, StoreError>;
+    fn boolean(&self, name: &str) -> Result<bool, StoreError>;
+    fn bytes(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    fn optional_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Implements [`ReadRow`] for a driver row type: every method is `try_get` plus translation.
+macro_rules! impl_read_row {
+    ($row:ty) => {
+        impl ReadRow for $row {
+            fn uuid(&self, name: &str) -> Result<Uuid, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn optional_uuid(&self, name: &str) -> Result<Option<Uuid>, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn text(&self, name: &str) -> Result<String, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn integer(&self, name: &str) -> Result<i64, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn optional_integer(&self, name: &str) -> Result<Option<i64>, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn boolean(&self, name: &str) -> Result<bool, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn bytes(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+            fn optional_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                self.try_get(name).map_err(map_error)
+            }
+        }
+    };
+}
+
+impl_read_row!(SqliteRow);
+impl_read_row!(PgRow);
+
+/// The columns [`endpoint_from_row`] reads.
+pub(crate) const ENDPOINT_COLUMNS: &str =
+    "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at";
+
+/// The columns [`attempt_from_row`] reads.
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, \
+     outcome, response_status, response_time_ms, request_body_sha256, request_body_bytes, request_headers, \
+     response_body_excerpt, error, next_attempt_at, occurred_at";
+
+/// The columns [`event_from_row`] reads.
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, org_id, event_type, data, idempotency_key, origin, created_at";
+
+fn instant(micros: i64) -> Timestamp {
+    Timestamp::from_micros(micros)
+}
+
+pub(crate) fn endpoint_from_row(row: &impl ReadRow) -> Result<Endpoint, StoreError> {
+    Ok(Endpoint {
+        id: EndpointId::from_uuid(row.uuid("id")?),
+        org_id: OrgId::from_uuid(row.uuid("org_id")?),
+        url: row.text("url")?,
+        description: row.optional_text("description")?,
+        events: serde_json::from_str(&row.text("events")?)
+            .map_err(|_| StoreError::Corrupt("endpoint events are not a JSON array"))?,
+        active: row.boolean("active")?,
+        api_version: row.text("api_version")?,
+        created_at: instant(row.integer("created_at")?),
+        updated_at: instant(row.integer("updated_at")?),
+        deleted_at: row.optional_integer("deleted_at")?.map(instant),
+    })
+}
+
+pub(crate) fn api_key_from_row(row: &impl ReadRow) -> Result<ApiKey, StoreError> {
+    let scopes = row
+        .text("scopes")?
+        .split(',')
+        .map(Scope::from_str)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| StoreError::Corrupt("unknown scope stored on an api key"))?;
+    Ok(ApiKey {
+        id: ApiKeyId::from_uuid(row.uuid("id")?),
+        org_id: OrgId::from_uuid(row.uuid("org_id")?),
+        scopes,
+        hint: row.text("hint")?,
+        created_at: instant(row.integer("created_at")?),
+        revoked_at: row.optional_integer("revoked_at")?.map(instant),
+    })
+}
+
+pub(crate) fn org_from_row(row: &impl ReadRow) -> Result<Org, StoreError> {
+    Ok(Org {
+        id: OrgId::from_uuid(row.uuid("id")?),
+        name: row.text("name")?,
+        created_at: instant(row.integer("created_at")?),
+    })
+}
+
+pub(crate) fn audit_from_row(row: &impl ReadRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        id: AuditId::from_uuid(row.uuid("id")?),
+        org_id: OrgId::from_uuid(row.uuid("org_id")?),
+        api_key_id: row.optional_uuid("api_key_id")?.map(ApiKeyId::from_uuid),
+        action: AuditAction::parse(&row.text("action")?)
+            .ok_or(StoreError::Corrupt("unknown audit action"))?,
+        target_id: row.text("target_id")?,
+        occurred_at: instant(row.integer("occurred_at")?),
+        request_id: row.optional_text("request_id")?,
+        reason: row.optional_text("reason")?,
+    })
+}
+
+/// Reads an event; `prefix` names aliased columns in joins (`""` for a plain select).
+pub(crate) fn event_from_row(row: &impl ReadRow, prefix: &str) -> Result<Event, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    Ok(Event {
+        id: EventId::from_uuid(row.uuid(&column("id"))?),
+        org_id: OrgId::from_uuid(row.uuid(&column("org_id"))?),
+        event_type: row.text(&column("event_type"))?,
+        data: row.text(&column("data"))?,
+        idempotency_key: row.optional_text(&column("idempotency_key"))?,
+        origin: EventOrigin::parse(&row.text(&column("origin"))?)
+            .ok_or(StoreError::Corrupt("unknown event origin"))?,
+        created_at: instant(row.integer(&column("created_at"))?),
+    })
+}
+
+pub(crate) fn attempt_from_row(row: &impl ReadRow) -> Result<Attempt, StoreError> {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&row.text("request_headers")?)
+            .map_err(|_| StoreError::Corrupt("attempt headers are not a JSON object"))?;
+    Ok(Attempt {
+        id: AttemptId::from_uuid(row.uuid("id")?),
+        org_id: OrgId::from_uuid(row.uuid("org_id")?),
+        delivery_id: DeliveryId::from_uuid(row.uuid("delivery_id")?),
+        endpoint_id: EndpointId::from_uuid(row.uuid("endpoint_id")?),
+        event_id: EventId::from_uuid(row.uuid("event_id")?),
+        event_type: row.text("event_type")?,
+        url: row.text("url")?,
+        attempt: u32::try_from(row.integer("attempt")?).unwrap_or(u32::MAX),
+        outcome: Outcome::parse(&row.text("outcome")?)
+            .ok_or(StoreError::Corrupt("unknown attempt outcome"))?,
+        response_status: row
+            .optional_integer("response_status")?
+            .and_then(|status| u16::try_from(status).ok()),
+        response_time_ms: row.integer("response_time_ms")?.unsigned_abs(),
+        request_body_sha256: row.text("request_body_sha256")?,
+        request_body_bytes: row.integer("request_body_bytes")?.unsigned_abs(),
+        request_headers: headers
+            .into_iter()
+            .map(|(name, value)| (name, value.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+        response_body_excerpt: row.optional_text("response_body_excerpt")?,
+        error: row.optional_text("error")?,
+        next_attempt_at: row.optional_integer("next_attempt_at")?.map(instant),
+        occurred_at: instant(row.integer("occurred_at")?),
+    })
+}
+
+/// The stored form of an endpoint's subscriptions.
+pub(crate) fn events_json(events: &[String]) -> String {
+    serde_json::to_string(events).expect("a list of strings always serializes")
+}
+
+/// The stored form of an attempt's request headers.
+pub(crate) fn headers_json(headers: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// SHA-256 of zero bytes: the body "sent" by an attempt that sent nothing.
+pub(crate) const EMPTY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
