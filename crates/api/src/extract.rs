@@ -151,6 +151,29 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &St) -> Result<Self, Self::Rejection> {
+        JsonObjectWithBytes::from_request(request, state)
+            .await
+            .map(|body| Self(body.map))
+    }
+}
+
+/// A [`JsonObject`] that also keeps the body's bytes exactly as sent, for a handler that must
+/// pass part of the body on untouched (the `data` of a published event).
+#[derive(Debug)]
+pub struct JsonObjectWithBytes {
+    /// The parsed object.
+    pub map: Map<String, Value>,
+    /// The body as received; valid UTF-8 JSON, since it parsed.
+    pub bytes: Bytes,
+}
+
+impl<St> FromRequest<St> for JsonObjectWithBytes
+where
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &St) -> Result<Self, Self::Rejection> {
         if !has_json_content_type(request.headers()) {
             return Err(invalid_input(
                 "body",
@@ -167,7 +190,7 @@ where
                 }
             })?;
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(Value::Object(map)) => Ok(Self { map, bytes }),
             Ok(_) => Err(invalid_input("body", "must be a JSON object")),
             Err(error) => Err(invalid_input("body", format!("not valid JSON: {error}"))),
         }

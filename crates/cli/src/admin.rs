@@ -106,9 +106,9 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
     if !catalog.contains(&event_type) {
         anyhow::bail!("unknown event type: {event_type}");
     }
-    let data: serde_json::Value = serde_json::from_str(&data)
+    let parsed: serde_json::Value = serde_json::from_str(&data)
         .map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
-    if !data.is_object() {
+    if !parsed.is_object() {
         anyhow::bail!("--data must be a JSON object");
     }
     let store = herald_server::storage::open_store(&storage).await?;
@@ -120,7 +120,8 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         id: EventId::new(),
         org_id: org,
         event_type,
-        data: data.to_string(),
+        // Stored as given, so receivers get the bytes the operator wrote.
+        data: data.trim().to_owned(),
         idempotency_key,
         origin: EventOrigin::Publish,
         created_at: Timestamp::now(),

@@ -75,7 +75,11 @@ pub fn validate_url(text: &str, policy: &AddressPolicy) -> Result<String, String
         return Err("must not contain whitespace or control characters".to_owned());
     }
     let url = Url::parse(text).map_err(|_| "must be an absolute URL".to_owned())?;
-    if url.scheme() == "https" && !text.get(..8).is_some_and(|prefix| prefix.eq_ignore_ascii_case("https://")) {
+    if url.scheme() == "https"
+        && !text
+            .get(..8)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("https://"))
+    {
         return Err("must start with https://".to_owned());
     }
     if text.get(8..).is_some_and(|rest| rest.starts_with('/')) {
@@ -173,8 +177,14 @@ mod tests {
         check_url("https://example.com/hooks", Ok(()));
         check_url("http://example.com/hooks", Err("must use https"));
         check_url("ftp://example.com/", Err("must use https"));
-        check_url(" https://example.com/", Err("must not contain whitespace or control characters"));
-        check_url("https://exa\tmple.com/", Err("must not contain whitespace or control characters"));
+        check_url(
+            " https://example.com/",
+            Err("must not contain whitespace or control characters"),
+        );
+        check_url(
+            "https://exa\tmple.com/",
+            Err("must not contain whitespace or control characters"),
+        );
         check_url("https:example.com", Err("must start with https://"));
         check_url("https:///example.com", Err("must have a host"));
         check_url("https://", Err("must be an absolute URL"));

@@ -6,11 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::{Event, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
 use herald_store::{PublishedEvent, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::extract::{Admin, Fields, JsonObject};
+use crate::extract::{Admin, Fields, JsonObjectWithBytes};
 use crate::state::AppState;
 
 /// Most events in one batch.
@@ -46,14 +47,31 @@ pub struct BatchPublishResponse {
     pub events: Vec<PublishResponse>,
 }
 
+/// Where an event's `data` sits in the body as sent: its exact text.
+#[derive(Deserialize)]
+struct RawEventData<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// The `data` texts of a batch, item by item.
+#[derive(Deserialize)]
+struct RawBatchData<'a> {
+    #[serde(borrow, default)]
+    events: Vec<RawEventData<'a>>,
+}
+
 /// `POST /admin/v1/events`.
 pub(crate) async fn publish_event(
     State(state): State<AppState>,
     _admin: Admin,
-    JsonObject(body): JsonObject,
+    JsonObjectWithBytes { map: body, bytes }: JsonObjectWithBytes,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let raw_data = serde_json::from_slice::<RawEventData<'_>>(&bytes)
+        .ok()
+        .and_then(|raw| raw.data);
     let mut errors = FieldErrors::new();
-    let event = read_event(&state, body, "", &mut errors);
+    let event = read_event(&state, body, raw_data.map(RawValue::get), "", &mut errors);
     let event = match event {
         Some(event) if errors.is_empty() => event,
         _ => return Err(ApiError::Validation(errors)),
@@ -73,8 +91,13 @@ pub(crate) async fn publish_event(
 pub(crate) async fn publish_batch(
     State(state): State<AppState>,
     _admin: Admin,
-    JsonObject(body): JsonObject,
+    JsonObjectWithBytes { map: body, bytes }: JsonObjectWithBytes,
 ) -> Result<(StatusCode, Json<BatchPublishResponse>), ApiError> {
+    // A batch that does not have this shape is refused below anyway, so it falls back to
+    // re-serialized data harmlessly.
+    let raw_data: Vec<Option<&RawValue>> = serde_json::from_slice::<RawBatchData<'_>>(&bytes)
+        .map(|batch| batch.events.into_iter().map(|item| item.data).collect())
+        .unwrap_or_default();
     let mut fields = Fields::new(body);
     let items = match fields.take_value("events") {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => Some(items),
@@ -97,7 +120,10 @@ pub(crate) async fn publish_batch(
     for (index, item) in items.unwrap_or_default().into_iter().enumerate() {
         let prefix = format!("events[{index}].");
         match item {
-            Value::Object(map) => events.extend(read_event(&state, map, &prefix, &mut errors)),
+            Value::Object(map) => {
+                let raw = raw_data.get(index).copied().flatten().map(RawValue::get);
+                events.extend(read_event(&state, map, raw, &prefix, &mut errors));
+            }
             _ => {
                 errors.insert(format!("events[{index}]"), "must be an object".to_owned());
             }
@@ -116,10 +142,12 @@ pub(crate) async fn publish_batch(
     ))
 }
 
-/// Reads one event object; problems go into `errors` under `prefix` + field name.
+/// Reads one event object; problems go into `errors` under `prefix` + field name. `raw_data`
+/// is the exact text of `data` in the body, when it could be located.
 fn read_event(
     state: &AppState,
     map: Map<String, Value>,
+    raw_data: Option<&str>,
     prefix: &str,
     errors: &mut FieldErrors,
 ) -> Option<Event> {
@@ -143,7 +171,9 @@ fn read_event(
     });
     let data = match fields.take_value("data") {
         Some(Value::Object(data)) => {
-            let text = Value::Object(data).to_string();
+            // Receivers get `data` byte for byte as the platform sent it (key order, number
+            // spelling, escapes); re-serializing is only the fallback.
+            let text = raw_data.map_or_else(|| Value::Object(data).to_string(), str::to_owned);
             if text.len() > state.config.max_event_bytes {
                 fields.error(
                     "data",

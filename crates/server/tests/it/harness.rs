@@ -6,6 +6,11 @@
 //! shuts its server down. Nothing here reaches into the server's internals, except
 //! [`TestApp::stored_endpoint_secrets`], which reads the database file to prove secrets are
 //! not stored in the clear.
+//!
+//! Delivery tests add, in submodules: settings applied to the checked configuration
+//! (`tuning`: trusted roots, millisecond retry schedules, timeouts, retention), and
+//! publishing, feed and metrics helpers with bounded waits and the independent verifier
+//! (`delivery`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +25,14 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+mod delivery;
 mod reply;
+mod tuning;
 
+pub(crate) use delivery::{
+    assert_event_id, delivering, header, metric, received_json, verify_delivery, wait_for_received,
+    wait_until, wait_within,
+};
 pub(crate) use reply::{
     Reply, endpoint_body, endpoint_body_with, endpoint_path, parse_id, string_at, timestamp_at,
 };
@@ -51,6 +62,8 @@ pub(crate) struct TestAppBuilder {
     event_types: Option<String>,
     api_versions: String,
     deprecated_api_versions: String,
+    /// Delivery settings applied to the checked configuration.
+    tuning: tuning::Tuning,
 }
 
 /// A running Herald and a client for it. Dropping it stops the server.
@@ -101,6 +114,7 @@ impl TestApp {
             event_types: None,
             api_versions: herald_domain::catalog::DEFAULT_API_VERSION.to_owned(),
             deprecated_api_versions: String::new(),
+            tuning: tuning::Tuning::default(),
         }
     }
 
@@ -318,10 +332,12 @@ impl TestAppBuilder {
             .expect("binding 127.0.0.1:0");
         let address = listener.local_addr().expect("the listener has an address");
         let backend = self.backend;
-        let config = self
+        let tuning = self.tuning.clone();
+        let mut config = self
             .serve_args(database_url, address)
             .into_config()
             .expect("the test configuration is valid");
+        tuning.apply(&mut config, directory.path());
 
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let server_failure = Arc::new(Mutex::new(None));

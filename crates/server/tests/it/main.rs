@@ -23,16 +23,26 @@ macro_rules! backend_tests {
 
 mod harness;
 
+mod abandoned;
 mod admin;
 mod audit;
 mod auth;
 mod bad_input;
+mod delivery;
+mod delivery_feed;
 mod endpoint_cap;
 mod endpoints_create;
 mod endpoints_manage;
 mod health;
+mod hostile;
 mod isolation;
+mod metrics;
 mod openapi;
 mod pagination;
+mod publish;
 mod rate_limit;
+mod replay;
+mod retention;
+mod retries;
 mod secrets;
+mod test_send;

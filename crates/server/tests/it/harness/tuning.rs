@@ -1,0 +1,111 @@
+//! Delivery settings of a test app: trusted roots, the retry schedule, timeouts, auto-disable
+//! and retention. They are applied to the checked [`Config`] after `into_config()`, because
+//! tests need sub-second durations that the day- and second-granular flags cannot express.
+//!
+//! Loopback is reached through the same allow-list setting production uses: the SSRF policy
+//! stays on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use herald_delivery::RetrySchedule;
+use herald_server::Config;
+
+use super::TestAppBuilder;
+
+/// The networks `.allow_loopback()` exempts from the SSRF policy.
+const LOOPBACK_NETWORKS: &str = "127.0.0.0/8,::1/128";
+
+/// Overrides of the checked configuration; `None` keeps the product's default.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Tuning {
+    extra_root_certs: Option<Vec<u8>>,
+    retry_schedule: Option<Vec<Duration>>,
+    auto_disable_after: Option<Duration>,
+    event_retention: Option<Duration>,
+    attempt_retention: Option<Duration>,
+    retention_interval: Option<Duration>,
+    request_timeout: Option<Duration>,
+}
+
+impl TestAppBuilder {
+    /// Lets deliveries reach loopback receivers (`127.0.0.0/8,::1/128`).
+    pub(crate) fn allow_loopback(self) -> Self {
+        self.allow_networks(LOOPBACK_NETWORKS)
+    }
+
+    /// Extra trusted root certificates (PEM) for deliveries, written into the app's directory
+    /// and named by `extra_root_certs`, as `HERALD_EXTRA_ROOT_CERTS` would.
+    pub(crate) fn extra_root_certs(mut self, pem: Vec<u8>) -> Self {
+        self.tuning.extra_root_certs = Some(pem);
+        self
+    }
+
+    /// The base delays between attempts; one attempt more than there are delays is made.
+    pub(crate) fn retry_schedule(mut self, delays: Vec<Duration>) -> Self {
+        self.tuning.retry_schedule = Some(delays);
+        self
+    }
+
+    /// How long an endpoint's deliveries must all have failed before it is set inactive.
+    pub(crate) fn auto_disable_after(mut self, after: Duration) -> Self {
+        self.tuning.auto_disable_after = Some(after);
+        self
+    }
+
+    /// How long events are kept, for the purge and for replay's 410 alike.
+    pub(crate) fn event_retention(mut self, retention: Duration) -> Self {
+        self.tuning.event_retention = Some(retention);
+        self
+    }
+
+    /// How long attempt records are kept.
+    pub(crate) fn attempt_retention(mut self, retention: Duration) -> Self {
+        self.tuning.attempt_retention = Some(retention);
+        self
+    }
+
+    /// Time between retention purges (the first runs at start).
+    pub(crate) fn retention_interval(mut self, interval: Duration) -> Self {
+        self.tuning.retention_interval = Some(interval);
+        self
+    }
+
+    /// The whole-attempt deadline.
+    pub(crate) fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.tuning.request_timeout = Some(timeout);
+        self
+    }
+}
+
+impl Tuning {
+    /// Applies the overrides; `directory` is the app's temporary directory.
+    pub(super) fn apply(self, config: &mut Config, directory: &Path) {
+        if let Some(pem) = self.extra_root_certs {
+            let path = directory.join("extra-root-certs.pem");
+            std::fs::write(&path, pem).expect("writing the extra root certificates");
+            config.extra_root_certs = Some(path);
+        }
+        if let Some(delays) = self.retry_schedule {
+            config.worker.schedule = RetrySchedule::new(delays);
+        }
+        if let Some(after) = self.auto_disable_after {
+            config.worker.auto_disable_after = after;
+        }
+        if let Some(retention) = self.event_retention {
+            config.retention.events = retention;
+            config.api.event_retention = retention;
+        }
+        if let Some(retention) = self.attempt_retention {
+            config.retention.attempts = retention;
+        }
+        if let Some(interval) = self.retention_interval {
+            config.retention.interval = interval;
+        }
+        if let Some(timeout) = self.request_timeout {
+            config.request_timeout = timeout;
+            // A lease must outlive the longest attempt, or a slow attempt is claimed twice.
+            config.worker.lease = config.worker.lease.max(timeout * 4);
+        }
+    }
+}
