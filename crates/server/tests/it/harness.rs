@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 mod delivery;
+mod postgres;
 mod reply;
 mod tuning;
 
@@ -40,6 +41,9 @@ pub(crate) use reply::{
 /// The admin token every test app is configured with, unless built without one.
 pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The secrets key of every test app: base64 of 32 bytes.
+const TEST_SECRETS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// Every scope an organization key can carry.
 pub(crate) const ALL_SCOPES: [&str; 3] = ["webhooks:read", "webhooks:write", "org:admin:write"];
 
@@ -49,6 +53,9 @@ pub(crate) const ALL_SCOPES: [&str; 3] = ["webhooks:read", "webhooks:write", "or
 pub(crate) enum Backend {
     /// An embedded SQLite file in a fresh temporary directory.
     Sqlite,
+    /// A fresh database on the PostgreSQL server at `HERALD_TEST_POSTGRES_URL`, dropped with
+    /// the app.
+    Postgres,
 }
 
 /// Options of a [`TestApp`]; defaults are the product's, except that the admin API is on.
@@ -73,6 +80,7 @@ pub(crate) struct TestApp {
     pub(crate) base_url: String,
     backend: Backend,
     database_path: PathBuf,
+    database_url: String,
     client: reqwest::Client,
     /// Why the server task ended early, if it did: reported when a request cannot connect.
     server_failure: Arc<Mutex<Option<String>>>,
@@ -80,6 +88,9 @@ pub(crate) struct TestApp {
     _shutdown: oneshot::Sender<()>,
     /// Holds the database; removed when the app is dropped.
     _directory: TempDir,
+    /// The PostgreSQL database of this app, dropped after the server (declared after
+    /// `_shutdown`, so the server is told to stop first).
+    _postgres_database: Option<postgres::TestDatabase>,
 }
 
 /// An organization with a key carrying every scope.
@@ -253,6 +264,17 @@ impl TestApp {
     /// The `secret` column of every endpoint row, exactly as stored.
     pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
         match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.database_url)
+                    .await
+                    .expect("opening the test database");
+                let secrets = sqlx::query_scalar("SELECT secret FROM endpoints")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("reading stored secrets");
+                pool.close().await;
+                secrets
+            }
             Backend::Sqlite => {
                 let options = sqlx::sqlite::SqliteConnectOptions::new()
                     .filename(&self.database_path)
@@ -324,8 +346,12 @@ impl TestAppBuilder {
     pub(crate) async fn spawn(self) -> TestApp {
         let directory = tempfile::tempdir().expect("creating a temporary directory");
         let database_path = directory.path().join("herald.db");
-        let database_url = match self.backend {
-            Backend::Sqlite => format!("sqlite://{}", database_path.display()),
+        let (database_url, postgres_database) = match self.backend {
+            Backend::Sqlite => (format!("sqlite://{}", database_path.display()), None),
+            Backend::Postgres => {
+                let database = postgres::create_database().await;
+                (database.url.clone(), Some(database))
+            }
         };
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -334,7 +360,7 @@ impl TestAppBuilder {
         let backend = self.backend;
         let tuning = self.tuning.clone();
         let mut config = self
-            .serve_args(database_url, address)
+            .serve_args(database_url.clone(), address)
             .into_config()
             .expect("the test configuration is valid");
         tuning.apply(&mut config, directory.path());
@@ -363,6 +389,8 @@ impl TestAppBuilder {
             base_url: format!("http://{address}"),
             backend,
             database_path,
+            database_url,
+            _postgres_database: postgres_database,
             client,
             server_failure,
             _shutdown: shutdown,
@@ -374,7 +402,8 @@ impl TestAppBuilder {
         ServeArgs {
             storage: StorageArgs {
                 database_url,
-                secrets_key: None,
+                // SQLite generates its key file; PostgreSQL requires one shared key.
+                secrets_key: Some(TEST_SECRETS_KEY.to_owned()),
             },
             listen,
             admin_token: self.admin_token,

@@ -6,8 +6,8 @@
 //! written but not registered is dead code, which the lints refuse.
 
 /// Declares one `#[tokio::test]` per listed body and backend: `backend_tests!(a, b)` in a
-/// module yields `sqlite::a` and `sqlite::b`, each calling `a(Backend::Sqlite)`. A PostgreSQL
-/// variant is one more block here.
+/// module yields `sqlite::a`, `sqlite::b`, `postgres::a` and `postgres::b`, each calling the
+/// body with its backend. PostgreSQL tests use the server at `HERALD_TEST_POSTGRES_URL`.
 macro_rules! backend_tests {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -15,6 +15,14 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(crate::harness::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::harness::Backend::Postgres).await;
                 }
             )+
         }
