@@ -39,7 +39,10 @@ pub struct AttemptReport {
 
 /// Sends one attempt now.
 pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptReport {
-    let occurred_at = Timestamp::now();
+    // The id is taken when the attempt starts, so the feed (newest first by id) lists
+    // attempts in the order they were made, not the order they finished.
+    let started = (AttemptId::new(), Timestamp::now());
+    let occurred_at = started.1;
     let body = match envelope::render(&plan.endpoint.api_version, plan.event) {
         Ok(body) => body,
         Err(unsupported) => return not_sent(plan, occurred_at, unsupported.to_string()),
@@ -64,7 +67,7 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
     let outcome = client
         .send(&plan.endpoint.url, &headers, Bytes::from(body))
         .await;
-    report(plan, occurred_at, request, outcome)
+    report(plan, started, request, outcome)
 }
 
 /// The record of an attempt that was decided without sending anything (the endpoint became
@@ -83,7 +86,7 @@ pub fn not_sent(plan: AttemptPlan<'_>, occurred_at: Timestamp, reason: String) -
         body_bytes: 0,
         headers: Vec::new(),
     };
-    report(plan, occurred_at, request, outcome)
+    report(plan, (AttemptId::new(), occurred_at), request, outcome)
 }
 
 /// What went out on the wire (nothing, for an attempt that was not sent).
@@ -95,12 +98,12 @@ struct SentRequest {
 
 fn report(
     plan: AttemptPlan<'_>,
-    occurred_at: Timestamp,
+    (attempt_id, occurred_at): (AttemptId, Timestamp),
     request: SentRequest,
     outcome: AttemptOutcome,
 ) -> AttemptReport {
     let attempt = Attempt {
-        id: AttemptId::new(),
+        id: attempt_id,
         org_id: plan.event.org_id,
         delivery_id: plan.delivery_id,
         endpoint_id: plan.endpoint.id,

@@ -5,8 +5,8 @@
 //!
 //! Routes of a receiver: `/ok` (200), `/fail` (500), `/gone` (410), `/busy` (429 with
 //! `Retry-After: 7`), `/hang` (never answers), `/redirect` (302), `/huge` (50 MiB body),
-//! `/trickle` (a byte a second), `/sequence` (the statuses given to the builder, in order, then
-//! 200), and `/reset` (closes the connection without answering).
+//! `/trickle` (a byte a second), and `/sequence` (the statuses given to the builder, in order,
+//! then 200).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

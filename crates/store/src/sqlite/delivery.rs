@@ -325,7 +325,7 @@ pub(super) async fn record_attempts(
         sqlx::query(
             "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = COALESCE(?, next_attempt_at),
                                    lease_until = NULL
-             WHERE id = ?",
+             WHERE id = ? AND status = 'pending'",
         )
         .bind(delivery_status(attempt.outcome))
         .bind(i64::from(attempt.attempt))
@@ -349,43 +349,45 @@ pub(super) async fn record_attempts(
             .await
             .map_err(map_error)?;
         match &recording.disable_endpoint {
-            Some(reason) => disable_endpoint(&mut tx, attempt, None, reason).await?,
-            None => {
-                disable_endpoint(
-                    &mut tx,
-                    attempt,
-                    Some(disable_failing_before),
-                    "every delivery failed for days",
-                )
-                .await?
-            }
+            Some(reason) => disable_endpoint(&mut tx, attempt, None, Some(reason)).await?,
+            None => disable_endpoint(&mut tx, attempt, Some(disable_failing_before), None).await?,
         };
     }
     tx.commit().await.map_err(map_error)
 }
 
 /// Sets an endpoint inactive (only when it is failing since before `failing_before`, if
-/// given) and audits it. Returns whether it changed anything.
+/// given) and audits it with `reason`, or with when its failures began. Returns whether it
+/// changed anything.
 async fn disable_endpoint(
     tx: &mut Transaction<'static, Sqlite>,
     attempt: &Attempt,
     failing_before: Option<Timestamp>,
-    reason: &str,
+    reason: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let disabled = sqlx::query(
+    let failing_since: Option<Option<i64>> = sqlx::query_scalar(
         "UPDATE endpoints SET active = 0, updated_at = MAX(?, updated_at + 1)
-         WHERE id = ? AND active = 1 AND deleted_at IS NULL AND (? IS NULL OR failing_since < ?)",
+         WHERE id = ? AND active = 1 AND deleted_at IS NULL AND (? IS NULL OR failing_since < ?)
+         RETURNING failing_since",
     )
     .bind(attempt.occurred_at.as_micros())
     .bind(attempt.endpoint_id.as_uuid())
     .bind(failing_before.map(|at| at.as_micros()))
     .bind(failing_before.map(|at| at.as_micros()))
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(map_error)?;
-    if disabled.rows_affected() == 0 {
+    let Some(failing_since) = failing_since else {
         return Ok(false);
-    }
+    };
+    let reason = match (reason, failing_since) {
+        (Some(reason), _) => reason.to_owned(),
+        (None, Some(since)) => format!(
+            "every delivery has failed since {}",
+            Timestamp::from_micros(since)
+        ),
+        (None, None) => "every delivery has failed".to_owned(),
+    };
     let audit = AuditRecord {
         id: AuditId::new(),
         org_id: attempt.org_id,
@@ -394,7 +396,7 @@ async fn disable_endpoint(
         target_id: attempt.endpoint_id.to_string(),
         occurred_at: attempt.occurred_at,
         request_id: None,
-        reason: Some(reason.to_owned()),
+        reason: Some(reason),
     };
     insert_audit(tx, &audit).await?;
     Ok(true)
