@@ -7,6 +7,7 @@
 //! - [`extract`]: authentication with scopes, JSON bodies, query strings.
 //! - [`error`]: [`ApiError`] and the error envelope, the one `IntoResponse` for failures.
 //! - [`request_id`]: the `X-Request-Id` middleware.
+//! - [`publisher`]: group commit of published events.
 //! - [`metrics`]: `GET /metrics` and the API's counters.
 //! - [`docs`]: the OpenAPI document's fixed parts.
 //! - [`state`]: [`AppState`] and [`ApiConfig`].
@@ -18,6 +19,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod publisher;
 pub mod request_id;
 pub mod router;
 pub mod routes;
@@ -26,5 +28,6 @@ pub mod wire;
 
 pub use error::ApiError;
 pub use metrics::{ApiMetricHandles, ApiMetrics};
+pub use publisher::Publisher;
 pub use router::router;
 pub use state::{ApiConfig, AppState, TestSender};

@@ -9,6 +9,7 @@ use herald_store::{RateLimit, Store, StoreError};
 use tokio::sync::Notify;
 
 use crate::metrics::ApiMetrics;
+use crate::publisher::Publisher;
 
 /// Shared state of the router.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct AppState {
     pub delivery_wakeup: Arc<Notify>,
     /// Counters and the registry behind `GET /metrics`.
     pub metrics: ApiMetrics,
+    /// Commits published events, gathering concurrent requests into one transaction.
+    pub publisher: Publisher,
 }
 
 /// Sends a synthetic `webhook.test` to an endpoint now and records the attempt. The API

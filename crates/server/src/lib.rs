@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use herald_api::{ApiMetricHandles, AppState};
+use herald_api::{ApiMetricHandles, AppState, Publisher};
 use herald_delivery::{ClientConfig, DeliveryClient, DeliveryMetrics, Worker};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -74,6 +74,7 @@ pub async fn run(
         }),
         delivery_wakeup: Arc::clone(&wakeup),
         metrics: api_metrics,
+        publisher: Publisher::spawn(Arc::clone(&store)),
     };
 
     let stopping = CancellationToken::new();

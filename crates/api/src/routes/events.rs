@@ -253,7 +253,7 @@ async fn check_orgs_exist(
 }
 
 async fn publish(state: &AppState, events: &[Event]) -> Result<Vec<PublishedEvent>, ApiError> {
-    let published = state.store.publish_events(events).await?;
+    let published = state.publisher.publish(events.to_vec()).await?;
     let new_events = published.iter().filter(|event| !event.duplicate).count() as u64;
     state.metrics.count_published(new_events);
     if published

@@ -20,6 +20,7 @@ backend_tests!(
     batch_publishes_every_event_in_order,
     batch_names_the_invalid_item_and_publishes_nothing,
     publishing_requires_the_admin_token,
+    concurrent_publishes_are_each_committed_once,
 );
 
 async fn publish_fans_out_to_live_active_subscribed_endpoints_only(backend: Backend) {
@@ -165,6 +166,62 @@ async fn same_idempotency_key_returns_the_first_event_and_delivers_once(backend:
         header(&received[0], "x-amcore-event-id"),
         string_at(&first.body, "event_id")
     );
+}
+
+async fn concurrent_publishes_are_each_committed_once(backend: Backend) {
+    // Arrange: concurrent publishes are gathered into shared transactions; each must still
+    // get its own answer, and one idempotency key must win exactly once across them.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let app = delivering(backend, &ca).spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
+        .await;
+    let body = |n: usize, key: Option<&str>| {
+        json!({
+            "org_id": org.id.to_string(),
+            "type": "wallet.balance_low",
+            "data": {"n": n},
+            "idempotency_key": key,
+        })
+    };
+
+    // Act
+    let distinct_bodies: Vec<Value> = (0..40).map(|n| body(n, None)).collect();
+    let shared_bodies: Vec<Value> = (0..20).map(|n| body(1_000 + n, Some("shared"))).collect();
+    let distinct = futures::future::join_all(
+        distinct_bodies
+            .iter()
+            .map(|body| app.admin_post("/admin/v1/events", body)),
+    );
+    let same_key = futures::future::join_all(
+        shared_bodies
+            .iter()
+            .map(|body| app.admin_post("/admin/v1/events", body)),
+    );
+    let (distinct, same_key) = futures::join!(distinct, same_key);
+
+    // Assert
+    let mut ids = BTreeSet::new();
+    for reply in &distinct {
+        reply.assert_status(StatusCode::ACCEPTED);
+        assert_eq!(reply.body["duplicate"], json!(false), "{reply}");
+        ids.insert(string_at(&reply.body, "event_id"));
+    }
+    assert_eq!(ids.len(), 40, "every distinct publish gets its own event");
+    let winners = same_key
+        .iter()
+        .filter(|reply| reply.body["duplicate"] == json!(false))
+        .count();
+    assert_eq!(winners, 1, "one idempotency key publishes exactly once");
+    let shared: BTreeSet<String> = same_key
+        .iter()
+        .map(|reply| string_at(&reply.body, "event_id"))
+        .collect();
+    assert_eq!(shared.len(), 1, "every repeat returns the first event");
+    wait_for_received(&receiver, 41).await;
+    app.wait_for_empty_queue().await;
+    assert_eq!(receiver.received().len(), 41);
 }
 
 async fn batch_publishes_every_event_in_order(backend: Backend) {
