@@ -1,41 +1,28 @@
 //! Signatures and the headers of a delivery on the wire (CONTRACT.md section 7).
 //!
 //! Everything here is pure: it turns secrets, a timestamp and the exact body bytes into header
-//! values. It owns the two signature schemes, Herald's own `X-AmCore-Signature` and the Standard
-//! Webhooks `webhook-signature`, and a verifier that tests (and docs) use as the reference
-//! receiver. It must not read the clock, the network or storage.
+//! values. The two signature schemes themselves, Herald's own `X-AmCore-Signature` and the
+//! Standard Webhooks `webhook-signature`, live in `herald-verify`, the crate receivers verify
+//! with, so sender and receivers share one implementation; this module binds them to the
+//! domain's `Secret` and `Timestamp` and assembles the headers of an attempt. It must not read
+//! the clock, the network or storage.
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use herald_domain::{EventId, Secret, Timestamp};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
+pub use herald_verify::VerifyError;
+pub use herald_verify::header::{
+    DELIVERY_ATTEMPT, EVENT_ID, EVENT_TYPE, SIGNATURE, WEBHOOK_ID, WEBHOOK_SIGNATURE,
+    WEBHOOK_TIMESTAMP,
+};
 
 /// `Content-Type` header name.
 pub const CONTENT_TYPE: &str = "Content-Type";
 /// `User-Agent` header name.
 pub const USER_AGENT: &str = "User-Agent";
-/// Herald's own signature header: `t=<unix seconds>,v1=<hex>[,v1=<hex>]`.
-pub const SIGNATURE: &str = "X-AmCore-Signature";
-/// The event id header (`evt_…`).
-pub const EVENT_ID: &str = "X-AmCore-Event-Id";
-/// The event type header.
-pub const EVENT_TYPE: &str = "X-AmCore-Event-Type";
-/// The 1-based attempt number header.
-pub const DELIVERY_ATTEMPT: &str = "X-AmCore-Delivery-Attempt";
-/// Standard Webhooks message id header; Herald sends the event id.
-pub const WEBHOOK_ID: &str = "webhook-id";
-/// Standard Webhooks timestamp header, in Unix seconds.
-pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
-/// Standard Webhooks signature header: `v1,<base64>`.
-pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 
 /// The tolerance receivers are told to apply between a signature's timestamp and their clock.
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_TOLERANCE: Duration = herald_verify::DEFAULT_TOLERANCE;
 
 /// Everything the section-7 headers of one attempt are made from.
 #[derive(Debug, Clone, Copy)]
@@ -56,23 +43,9 @@ pub struct OutgoingDelivery<'a> {
     pub org_secret: Option<&'a Secret>,
 }
 
-/// Why [`verify_v1`] refused a signature header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    /// The header is not `t=<digits>,v1=<hex>…`.
-    #[error("malformed signature header")]
-    Malformed,
-    /// The timestamp is further from `now` than the tolerance allows.
-    #[error("timestamp outside tolerance")]
-    TimestampOutOfTolerance,
-    /// No `v1` entry matches the body under the secret.
-    #[error("no matching signature")]
-    NoMatchingSignature,
-}
-
 /// Lowercase hex of HMAC-SHA256 keyed with the secret's 32 bytes over `"<t>\n<body>"`.
 pub fn signature_v1(secret: &Secret, unix_seconds: i64, body: &[u8]) -> String {
-    hex::encode(v1_mac(secret, unix_seconds, body).finalize().into_bytes())
+    herald_verify::sign_v1(secret.expose_bytes(), unix_seconds, body)
 }
 
 /// The `X-AmCore-Signature` value: `t=<t>,v1=<hex>`, plus `,v1=<hex>` for the org secret.
@@ -150,45 +123,15 @@ pub fn verify_v1(
     now: Timestamp,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for item in header_value.split(',') {
-        match item.split_once('=') {
-            Some(("t", value)) if timestamp.is_none() => {
-                timestamp = Some(parse_unix_seconds(value)?)
-            }
-            Some(("v1", value)) => signatures.push(value),
-            // Unknown schemes are skipped so a future `v2` does not break old receivers.
-            Some((key, _)) if key != "t" => {}
-            _ => return Err(VerifyError::Malformed),
-        }
-    }
-    let timestamp = timestamp.ok_or(VerifyError::Malformed)?;
-    if signatures.is_empty() {
-        return Err(VerifyError::Malformed);
-    }
-    let skew = now.unix_seconds().abs_diff(timestamp);
-    if skew > tolerance.as_secs() {
-        return Err(VerifyError::TimestampOutOfTolerance);
-    }
-    let matches = signatures.iter().any(|signature| {
-        hex::decode(signature)
-            .is_ok_and(|bytes| v1_mac(secret, timestamp, body).verify_slice(&bytes).is_ok())
-    });
-    if matches {
-        Ok(())
-    } else {
-        Err(VerifyError::NoMatchingSignature)
-    }
-}
-
-/// The keyed MAC over `"<t>\n<body>"`, ready to finalize or verify.
-fn v1_mac(secret: &Secret, unix_seconds: i64, body: &[u8]) -> HmacSha256 {
-    let mut mac = new_mac(secret.expose_bytes());
-    mac.update(unix_seconds.to_string().as_bytes());
-    mac.update(b"\n");
-    mac.update(body);
-    mac
+    let secret = herald_verify::Secret::from_bytes(*secret.expose_bytes());
+    herald_verify::verify_amcore(
+        header_value,
+        body,
+        &[&secret],
+        now.unix_seconds(),
+        tolerance,
+    )
+    .map(|_| ())
 }
 
 /// The Standard Webhooks scheme over raw key bytes, so the spec's published vector (whose key
@@ -199,21 +142,7 @@ fn standard_webhooks_signature_with_key(
     unix_seconds: i64,
     body: &[u8],
 ) -> String {
-    let mut mac = new_mac(key);
-    mac.update(format!("{msg_id}.{unix_seconds}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-fn new_mac(key: &[u8]) -> HmacSha256 {
-    HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length")
-}
-
-fn parse_unix_seconds(text: &str) -> Result<i64, VerifyError> {
-    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(VerifyError::Malformed);
-    }
-    text.parse().map_err(|_| VerifyError::Malformed)
+    herald_verify::sign_standard_webhooks(key, msg_id, unix_seconds, body)
 }
 
 #[cfg(test)]

@@ -1,0 +1,21 @@
+//! The names of the headers Herald sends with a delivery (CONTRACT.md section 7).
+//!
+//! HTTP header names are case-insensitive; these are the spellings Herald uses. Only the three
+//! signature inputs (`X-AmCore-Signature`, and the `webhook-*` trio) are covered by a signature:
+//! the others are informative, and a receiver takes the event id it dedupes on from the signed
+//! body (its `id` field) or from the signed `webhook-id`.
+
+/// Herald's own signature: `t=<unix seconds>,v1=<hex>[,v1=<hex>]`.
+pub const SIGNATURE: &str = "X-AmCore-Signature";
+/// The event id (`evt_…`); equal to the body's `id`.
+pub const EVENT_ID: &str = "X-AmCore-Event-Id";
+/// The event's type, e.g. `wallet.balance_low`.
+pub const EVENT_TYPE: &str = "X-AmCore-Event-Type";
+/// The 1-based attempt number of this delivery.
+pub const DELIVERY_ATTEMPT: &str = "X-AmCore-Delivery-Attempt";
+/// Standard Webhooks message id; Herald sends the event id.
+pub const WEBHOOK_ID: &str = "webhook-id";
+/// Standard Webhooks timestamp, in Unix seconds.
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// Standard Webhooks signature: `v1,<base64>`.
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";

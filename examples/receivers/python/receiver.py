@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""A complete HTTPS webhook receiver for Herald, with nothing but the standard library.
+
+It serves POST /webhooks over TLS and, for each request:
+  1. verifies X-AmCore-Signature over the raw body bytes: HMAC-SHA256 keyed with the
+     secret's 32 decoded bytes over "<t>\\n<body>", compared in constant time, with the
+     timestamp at most 5 minutes from this machine's clock;
+  2. dedupes on the event id taken from the signed body (a retry of an event already taken
+     is answered 200 and not processed again);
+  3. queues the event for a worker thread and answers 204 at once.
+It logs one line per verdict on stderr: "accepted", "duplicate" or "rejected".
+docs/receiving.md explains each step.
+
+Configuration, from the environment:
+  WEBHOOK_SECRET   the endpoint secret as Herald showed it (base64; "whsec_..." also accepted)
+  TLS_CERT_FILE    PEM certificate chain to serve with
+  TLS_KEY_FILE     PEM private key
+  PORT             port to listen on, default 8443
+  HOST             address to listen on, default 127.0.0.1
+"""
+
+import base64
+import binascii
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import re
+import ssl
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOLERANCE_SECONDS = 5 * 60
+MAX_BODY_BYTES = 1024 * 1024
+# Herald retries a delivery for about three days: a real receiver keeps the ids of events it
+# took at least that long, in its database. The example keeps the most recent ones in memory.
+REMEMBERED_EVENTS = 100_000
+QUEUE_CAPACITY = 1024
+
+log = logging.getLogger("receiver")
+
+
+class Rejected(Exception):
+    """A request that must not be processed, with the status to answer."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+
+
+def parse_secret(text):
+    """The 32 secret bytes from the base64 Herald showed (or its "whsec_" form)."""
+    text = text.strip()
+    if text.startswith("whsec_"):
+        text = text[len("whsec_"):]
+    try:
+        key = base64.b64decode(text, validate=True)
+    except binascii.Error as error:
+        raise ValueError("WEBHOOK_SECRET is not base64") from error
+    if len(key) != 32:
+        raise ValueError(f"WEBHOOK_SECRET decodes to {len(key)} bytes, not 32")
+    return key
+
+
+def verify_amcore(header, body, secrets, now, tolerance=TOLERANCE_SECONDS):
+    """Checks "t=<unix seconds>,v1=<hex>[,v1=<hex>]"; returns the signed timestamp.
+
+    Accepts when the timestamp is within `tolerance` seconds of `now` and any v1 matches the
+    body under any of `secrets` (each 32 bytes). Unknown schemes (v2=...) are skipped.
+    """
+    if header is None:
+        raise Rejected(400, "missing X-AmCore-Signature")
+    timestamp, signatures = None, []
+    for item in header.split(","):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise Rejected(400, "malformed signature header")
+        if key == "t":
+            if timestamp is not None or not re.fullmatch(r"[0-9]{1,18}", value):
+                raise Rejected(400, "malformed signature header")
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None or not signatures:
+        raise Rejected(400, "malformed signature header")
+    if abs(now - timestamp) > tolerance:
+        raise Rejected(401, "timestamp outside tolerance")
+    signed = str(timestamp).encode() + b"\n" + body
+    for secret in secrets:
+        expected = hmac.new(secret, signed, hashlib.sha256).hexdigest().encode()
+        # compare_digest takes the same time wherever the strings differ.
+        if any(hmac.compare_digest(expected, candidate.encode()) for candidate in signatures):
+            return timestamp
+    raise Rejected(401, "no matching signature")
+
+
+class SeenEvents:
+    """The most recent REMEMBERED_EVENTS event ids, shared by the request threads."""
+
+    def __init__(self):
+        self._ids = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, event_id):
+        """Remembers the id; False when it was already remembered."""
+        with self._lock:
+            if event_id in self._ids:
+                return False
+            self._ids[event_id] = None
+            if len(self._ids) > REMEMBERED_EVENTS:
+                self._ids.popitem(last=False)
+            return True
+
+    def forget(self, event_id):
+        with self._lock:
+            self._ids.pop(event_id, None)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so Herald reuses its connection
+    timeout = 10  # seconds a client may stall before its connection is dropped
+    secret = b""
+    seen = SeenEvents()
+    work = queue.Queue(maxsize=QUEUE_CAPACITY)
+
+    def setup(self):
+        # The TLS handshake runs here, in this connection's thread, not in the accept loop,
+        # so one slow client cannot hold up the others.
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
+
+    def do_POST(self):
+        if self.path != "/webhooks":
+            return self.answer(404)
+        try:
+            event = self.verified_event()
+        except Rejected as rejected:
+            log.warning("rejected reason=%s", rejected)
+            return self.answer(rejected.status)
+
+        if not self.seen.add(event["id"]):
+            log.info("duplicate event_id=%s", event["id"])
+            return self.answer(200)
+        try:
+            self.work.put_nowait(event)
+        except queue.Full:
+            # Forget the id so that Herald's retry is taken, and ask for that retry.
+            self.seen.forget(event["id"])
+            log.warning("deferred event_id=%s reason=queue full", event["id"])
+            return self.answer(503)
+        log.info("accepted event_id=%s event_type=%s", event["id"], event["type"])
+        return self.answer(204)
+
+    def verified_event(self):
+        """Reads the raw body, verifies it, and only then parses it."""
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise Rejected(411, "no Content-Length")
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise Rejected(413, "body too large")
+        body = self.rfile.read(int(length))
+        verify_amcore(
+            self.headers.get("X-AmCore-Signature"), body, [self.secret], int(time.time())
+        )
+        try:
+            event = json.loads(body)
+            if not isinstance(event["id"], str) or not isinstance(event["type"], str):
+                raise TypeError("id and type must be strings")
+        except (ValueError, KeyError, TypeError) as error:
+            raise Rejected(400, f"body is not an event: {error}") from error
+        return event
+
+    def answer(self, status):
+        self.send_response(status)
+        if status != 204:
+            self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format, *args):  # noqa: A002 - the signature http.server defines
+        log.debug(format, *args)
+
+
+def process_events():
+    """The slow part, after the answer has gone: here, only logging the event."""
+    while True:
+        event = Receiver.work.get()
+        log.info("processed event_id=%s data=%s", event["id"], json.dumps(event.get("data")))
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A failed TLS handshake or a dropped connection: one line, not a traceback.
+        log.warning("connection from %s failed: %s", client_address[0], sys.exc_info()[1])
+
+
+def main():
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        Receiver.secret = parse_secret(os.environ["WEBHOOK_SECRET"])
+        cert_file, key_file = os.environ["TLS_CERT_FILE"], os.environ["TLS_KEY_FILE"]
+    except (KeyError, ValueError) as error:
+        sys.exit(f"configuration: {error} (see the docstring)")
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8443"))
+
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    server = Server((host, port), Receiver)
+    server.socket = tls.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
+    threading.Thread(target=process_events, daemon=True).start()
+    log.info("listening on https://%s:%d/webhooks", host, port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

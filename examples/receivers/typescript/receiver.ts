@@ -1,0 +1,241 @@
+// A complete HTTPS webhook receiver for Herald, on Node's standard library only.
+//
+// It serves POST /webhooks over TLS and, for each request:
+//   1. verifies X-AmCore-Signature over the raw body bytes: HMAC-SHA256 keyed with the
+//      secret's 32 decoded bytes over "<t>\n<body>", compared with crypto.timingSafeEqual,
+//      with the timestamp at most 5 minutes from this machine's clock;
+//   2. dedupes on the event id taken from the signed body (a retry of an event already taken
+//      is answered 200 and not processed again);
+//   3. answers 204 at once and processes the event afterwards.
+// It logs one line per verdict on stderr: "accepted", "duplicate" or "rejected".
+// docs/receiving.md explains each step.
+//
+// Configuration, from the environment:
+//   WEBHOOK_SECRET   the endpoint secret as Herald showed it (base64; "whsec_..." also accepted)
+//   TLS_CERT_FILE    PEM certificate chain to serve with
+//   TLS_KEY_FILE     PEM private key
+//   PORT             port to listen on, default 8443
+//   HOST             address to listen on, default 127.0.0.1
+//
+// Build and run: npm ci && npm run build && node dist/receiver.js
+
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer } from "node:https";
+
+const TOLERANCE_SECONDS = 5 * 60;
+const MAX_BODY_BYTES = 1024 * 1024;
+// Herald retries a delivery for about three days: a real receiver keeps the ids of events it
+// took at least that long, in its database. The example keeps the most recent ones in memory.
+const REMEMBERED_EVENTS = 100_000;
+
+/** A request that must not be processed, with the status to answer. */
+export class Rejected extends Error {
+  constructor(
+    readonly status: number,
+    reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+/** The parts of the envelope this receiver reads. */
+interface HeraldEvent {
+  id: string;
+  type: string;
+  data: unknown;
+}
+
+/** The 32 secret bytes from the base64 Herald showed (or its "whsec_" form). */
+export function parseSecret(text: string): Buffer {
+  const base64 = text.trim().replace(/^whsec_/, "");
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(base64)) {
+    throw new Error("WEBHOOK_SECRET is not base64");
+  }
+  const key = Buffer.from(base64, "base64");
+  if (key.length !== 32) {
+    throw new Error(`WEBHOOK_SECRET decodes to ${key.length} bytes, not 32`);
+  }
+  return key;
+}
+
+/**
+ * Checks "t=<unix seconds>,v1=<hex>[,v1=<hex>]" and returns the signed timestamp.
+ *
+ * Accepts when the timestamp is within `toleranceSeconds` of `now` and any v1 matches the body
+ * under any of `secrets` (each 32 bytes). Unknown schemes (v2=...) are skipped.
+ */
+export function verifyAmcore(
+  header: string | undefined,
+  body: Buffer,
+  secrets: Buffer[],
+  now: number,
+  toleranceSeconds: number = TOLERANCE_SECONDS,
+): number {
+  if (header === undefined) {
+    throw new Rejected(400, "missing X-AmCore-Signature");
+  }
+  let timestamp: number | undefined;
+  const signatures: string[] = [];
+  for (const item of header.split(",")) {
+    const equals = item.indexOf("=");
+    if (equals < 0) {
+      throw new Rejected(400, "malformed signature header");
+    }
+    const key = item.slice(0, equals);
+    const value = item.slice(equals + 1);
+    if (key === "t") {
+      if (timestamp !== undefined || !/^[0-9]{1,15}$/.test(value)) {
+        throw new Rejected(400, "malformed signature header");
+      }
+      timestamp = Number(value);
+    } else if (key === "v1") {
+      signatures.push(value);
+    }
+  }
+  if (timestamp === undefined || signatures.length === 0) {
+    throw new Rejected(400, "malformed signature header");
+  }
+  if (Math.abs(now - timestamp) > toleranceSeconds) {
+    throw new Rejected(401, "timestamp outside tolerance");
+  }
+  // Buffer.from(text, "hex") stops silently at the first bad digit, so check the shape first.
+  const candidates = signatures
+    .filter((signature) => /^[0-9a-f]{64}$/i.test(signature))
+    .map((signature) => Buffer.from(signature, "hex"));
+  for (const secret of secrets) {
+    const expected = createHmac("sha256", secret)
+      .update(`${timestamp}\n`)
+      .update(body)
+      .digest();
+    // timingSafeEqual takes the same time wherever the buffers differ (both are 32 bytes).
+    if (candidates.some((candidate) => timingSafeEqual(expected, candidate))) {
+      return timestamp;
+    }
+  }
+  throw new Rejected(401, "no matching signature");
+}
+
+/** The most recent REMEMBERED_EVENTS event ids (a Map keeps insertion order). */
+class SeenEvents {
+  private readonly ids = new Map<string, true>();
+
+  /** Remembers the id; false when it was already remembered. */
+  add(eventId: string): boolean {
+    if (this.ids.has(eventId)) {
+      return false;
+    }
+    this.ids.set(eventId, true);
+    if (this.ids.size > REMEMBERED_EVENTS) {
+      const oldest = this.ids.keys().next();
+      if (!oldest.done) {
+        this.ids.delete(oldest.value);
+      }
+    }
+    return true;
+  }
+}
+
+function log(line: string): void {
+  console.error(`${new Date().toISOString()} ${line}`);
+}
+
+/** Reads the raw body, refusing more than MAX_BODY_BYTES. */
+function readBody(request: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new Rejected(413, "body too large"));
+        request.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    request.on("end", () => resolve(Buffer.concat(chunks)));
+    request.on("error", reject);
+  });
+}
+
+/** Verifies first, and only then parses. */
+async function verifiedEvent(request: IncomingMessage, secret: Buffer): Promise<HeraldEvent> {
+  const body = await readBody(request);
+  const header = request.headers["x-amcore-signature"];
+  verifyAmcore(
+    Array.isArray(header) ? header.join(",") : header,
+    body,
+    [secret],
+    Math.floor(Date.now() / 1000),
+  );
+  let event: unknown;
+  try {
+    event = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new Rejected(400, "body is not JSON");
+  }
+  const candidate = event as Partial<HeraldEvent> | null;
+  if (typeof candidate?.id !== "string" || typeof candidate.type !== "string") {
+    throw new Rejected(400, "body is not an event");
+  }
+  return candidate as HeraldEvent;
+}
+
+/** The slow part, after the answer has gone: here, only logging the event. */
+function processEvent(event: HeraldEvent): void {
+  log(`processed event_id=${event.id} data=${JSON.stringify(event.data)}`);
+}
+
+function receiver(secret: Buffer) {
+  const seen = new SeenEvents();
+  return async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
+    if (request.method !== "POST" || request.url !== "/webhooks") {
+      response.writeHead(404).end();
+      return;
+    }
+    let event: HeraldEvent;
+    try {
+      event = await verifiedEvent(request, secret);
+    } catch (error) {
+      const status = error instanceof Rejected ? error.status : 400;
+      log(`rejected reason=${error instanceof Error ? error.message : String(error)}`);
+      response.writeHead(status).end();
+      return;
+    }
+    if (!seen.add(event.id)) {
+      log(`duplicate event_id=${event.id}`);
+      response.writeHead(200).end();
+      return;
+    }
+    log(`accepted event_id=${event.id} event_type=${event.type}`);
+    response.writeHead(204).end();
+    setImmediate(() => processEvent(event));
+  };
+}
+
+function main(): void {
+  const required = (name: string): string => {
+    const value = process.env[name];
+    if (value === undefined || value === "") {
+      throw new Error(`${name} must be set`);
+    }
+    return value;
+  };
+  const secret = parseSecret(required("WEBHOOK_SECRET"));
+  const host = process.env.HOST ?? "127.0.0.1";
+  const port = Number(process.env.PORT ?? "8443");
+  const server = createServer(
+    { cert: readFileSync(required("TLS_CERT_FILE")), key: readFileSync(required("TLS_KEY_FILE")) },
+    receiver(secret),
+  );
+  // Drop clients that stall, as Herald's own 15-second deadline would.
+  server.requestTimeout = 10_000;
+  server.listen(port, host, () => log(`listening on https://${host}:${port}/webhooks`));
+  process.on("SIGTERM", () => server.close());
+}
+
+if (require.main === module) {
+  main();
+}
