@@ -99,17 +99,22 @@ impl EndpointSlots {
         Arc::clone(&slot.semaphore)
     }
 
-    fn release(&self, endpoint_id: EndpointId) {
+    /// Frees one of the endpoint's assignments; `true` when that ends the endpoint's
+    /// saturation, so the dispatcher, which skipped it, has work to look for again.
+    fn release(&self, endpoint_id: EndpointId, limit: usize) -> bool {
         let mut slots = self
             .slots
             .lock()
             .expect("endpoint slots lock is never poisoned");
-        if let Some(slot) = slots.get_mut(&endpoint_id) {
-            slot.assigned -= 1;
-            if slot.assigned == 0 {
-                slots.remove(&endpoint_id);
-            }
+        let Some(slot) = slots.get_mut(&endpoint_id) else {
+            return false;
+        };
+        let was_saturated = slot.assigned == limit;
+        slot.assigned -= 1;
+        if slot.assigned == 0 {
+            slots.remove(&endpoint_id);
         }
+        was_saturated
     }
 
     fn saturated(&self, limit: usize) -> Vec<EndpointId> {
@@ -155,6 +160,9 @@ impl Worker {
             self.config.auto_disable_after,
         ));
         let slots = Arc::new(EndpointSlots::default());
+        // Signalled when a skipped (saturated) endpoint gets a free slot: its backlog may be
+        // due, and waiting for the next poll would leave it idle.
+        let unsaturated = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -174,6 +182,8 @@ impl Worker {
                     .min(self.config.claim_batch),
                 lease: self.config.lease,
                 exclude_endpoints: slots.saturated(self.config.max_in_flight_per_endpoint),
+                per_endpoint_limit: u32::try_from(self.config.max_in_flight_per_endpoint)
+                    .unwrap_or(u32::MAX),
             };
             let claimed = match self.store.claim_due_deliveries(&request).await {
                 Ok(claimed) => {
@@ -193,6 +203,7 @@ impl Worker {
             if claimed.is_empty() {
                 tokio::select! {
                     () = self.wakeup.notified() => {}
+                    () = unsaturated.notified() => {}
                     () = tokio::time::sleep(self.config.poll_interval) => {}
                     () = shutdown.cancelled() => break,
                 }
@@ -206,6 +217,8 @@ impl Worker {
                     schedule: self.config.schedule.clone(),
                     record_tx: record_tx.clone(),
                     slots: Arc::clone(&slots),
+                    unsaturated: Arc::clone(&unsaturated),
+                    per_endpoint_limit: self.config.max_in_flight_per_endpoint,
                 };
                 tasks.spawn(job.run(delivery, semaphore));
             }
@@ -248,6 +261,8 @@ struct Job {
     schedule: RetrySchedule,
     record_tx: mpsc::Sender<AttemptRecording>,
     slots: Arc<EndpointSlots>,
+    unsaturated: Arc<Notify>,
+    per_endpoint_limit: usize,
 }
 
 impl Job {
@@ -256,7 +271,9 @@ impl Job {
         let permit = endpoint_slot.acquire_owned().await;
         let recording = attempt_delivery(&self.client, &self.schedule, &delivery).await;
         drop(permit);
-        self.slots.release(endpoint_id);
+        if self.slots.release(endpoint_id, self.per_endpoint_limit) {
+            self.unsaturated.notify_one();
+        }
         // A closed channel means the recorder is gone (shutdown); the lease will bring the
         // delivery back.
         let _ = self.record_tx.send(recording).await;

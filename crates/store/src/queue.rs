@@ -53,7 +53,15 @@ pub struct ClaimRequest {
     pub lease: Duration,
     /// Endpoints that already have as many attempts in flight as allowed.
     pub exclude_endpoints: Vec<EndpointId>,
+    /// At most this many deliveries of any one endpoint per claim, so a claim never takes
+    /// more of a slow endpoint's backlog than it can attempt before the lease lapses.
+    pub per_endpoint_limit: u32,
 }
+
+/// How many due rows a claim considers before applying the per-endpoint limit, as a multiple
+/// of what it may take: enough to fill a claim from other endpoints when the oldest rows all
+/// belong to one, while the window stays bounded.
+pub(crate) const CLAIM_WINDOW_FACTOR: i64 = 4;
 
 /// Filters of the deliveries feed, combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{SqliteStore, insert_audit};
 use crate::map_error;
-use crate::queue::delivery_status;
+use crate::queue::{CLAIM_WINDOW_FACTOR, delivery_status};
 use crate::rows::{
     ATTEMPT_COLUMNS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS, ReadRow, attempt_from_row,
     endpoint_from_row, event_from_row, headers_json,
@@ -238,10 +238,14 @@ pub(super) async fn claim_due_deliveries(
     let lease_until =
         now.saturating_add(i64::try_from(request.lease.as_micros()).unwrap_or(i64::MAX));
     let mut tx = store.begin().await?;
+    // The oldest due rows (a bounded window), then at most `per_endpoint_limit` of each
+    // endpoint among them, oldest first.
     let mut claim = QueryBuilder::<Sqlite>::new("UPDATE deliveries SET lease_until = ");
     claim.push_bind(lease_until);
     claim.push(
-        " WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ",
+        " WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
+         (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS position FROM (SELECT id, \
+         endpoint_id, next_attempt_at FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ",
     );
     claim.push_bind(now);
     claim.push(" AND (lease_until IS NULL OR lease_until <= ");
@@ -255,6 +259,10 @@ pub(super) async fn claim_due_deliveries(
         }
         claim.push(")");
     }
+    claim.push(" ORDER BY next_attempt_at LIMIT ");
+    claim.push_bind(i64::from(request.limit) * CLAIM_WINDOW_FACTOR);
+    claim.push(") AS due) AS ranked WHERE position <= ");
+    claim.push_bind(i64::from(request.per_endpoint_limit.max(1)));
     claim.push(" ORDER BY next_attempt_at LIMIT ");
     claim.push_bind(i64::from(request.limit));
     claim.push(") RETURNING id");
