@@ -2,6 +2,7 @@
 //! The router and the document are built from the same `routes!` calls (see `router.rs`), so
 //! a route cannot exist without being documented.
 
+use utoipa::openapi::Required;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
@@ -23,6 +24,30 @@ use crate::wire::ListMeta;
     )
 )]
 pub(crate) struct ApiDoc;
+
+/// Operations whose request body may be omitted altogether.
+const OPTIONAL_BODIES: [&str; 1] = ["replay_delivery"];
+
+/// Completes the document once the router has added every path: marks the bodies that may
+/// be omitted as not required. utoipa's own way to say so, `Option<T>`, would also declare a
+/// JSON `null` body valid, and Herald refuses that (400) like any body that is not an object.
+pub(crate) fn finish(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.post, &mut item.put, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let optional = operation
+                .operation_id
+                .as_deref()
+                .is_some_and(|id| OPTIONAL_BODIES.contains(&id));
+            if !optional {
+                continue;
+            }
+            if let Some(body) = operation.request_body.as_mut() {
+                body.required = Some(Required::False);
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 

@@ -103,6 +103,7 @@ pub struct ErrorBody {
     pub request_id: String,
     /// Field name → what is wrong with it; present on 422 and on 400 when a field is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>, nullable = false)]
     pub details: Option<FieldErrors>,
 }
 

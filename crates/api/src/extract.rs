@@ -241,7 +241,7 @@ fn invalid_input(field: &str, message: impl Into<String>) -> ApiError {
 
 /// Reads typed fields out of a JSON object while collecting every problem, so one response
 /// reports all the fields at fault. Whatever is left unread at [`Fields::finish`] is an
-/// unknown field.
+/// unknown field. No string it returns contains U+0000, which PostgreSQL cannot store.
 #[derive(Debug)]
 pub struct Fields {
     map: Map<String, Value>,
@@ -271,7 +271,7 @@ impl Fields {
                 self.error(field, "is required");
                 None
             }
-            Some(Value::String(text)) => Some(text),
+            Some(Value::String(text)) => self.storable(field, text),
             Some(_) => {
                 self.error(field, "must be a string");
                 None
@@ -283,7 +283,7 @@ impl Fields {
     pub fn optional_string(&mut self, field: &str) -> Option<String> {
         match self.map.remove(field) {
             None => None,
-            Some(Value::String(text)) => Some(text),
+            Some(Value::String(text)) => self.storable(field, text),
             Some(_) => {
                 self.error(field, "must be a string");
                 None
@@ -296,7 +296,7 @@ impl Fields {
         match self.map.remove(field) {
             None => None,
             Some(Value::Null) => Some(None),
-            Some(Value::String(text)) => Some(Some(text)),
+            Some(Value::String(text)) => self.storable(field, text).map(Some),
             Some(_) => {
                 self.error(field, "must be a string or null");
                 None
@@ -324,7 +324,7 @@ impl Fields {
                 let mut strings = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
-                        Value::String(text) => strings.push(text),
+                        Value::String(text) => strings.push(self.storable(field, text)?),
                         other => {
                             self.error(
                                 field,
@@ -358,6 +358,18 @@ impl Fields {
     /// Any JSON value, present or not.
     pub fn take_value(&mut self, field: &str) -> Option<Value> {
         self.map.remove(field)
+    }
+
+    /// Passes `text` through unless it contains U+0000, which PostgreSQL `text` cannot hold:
+    /// such a string is refused on every backend alike, as a 422 naming the field, instead
+    /// of failing at insert time as a 500.
+    fn storable(&mut self, field: &str, text: String) -> Option<String> {
+        if text.contains('\0') {
+            self.error(field, "must not contain NUL characters");
+            None
+        } else {
+            Some(text)
+        }
     }
 
     /// Whether a problem was recorded for `field`.

@@ -21,7 +21,7 @@ use crate::state::AppState;
 
 /// The organization routes and their OpenAPI document.
 pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(
             endpoints::create_endpoint,
             endpoints::list_endpoints
@@ -37,7 +37,9 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(deliveries::get_delivery))
         .routes(routes!(deliveries::replay_delivery))
         .routes(routes!(org_secret::rotate_org_secret))
-        .split_for_parts()
+        .split_for_parts();
+    crate::docs::finish(&mut openapi);
+    (router, openapi)
 }
 
 /// The whole HTTP application: organization API, admin API, probes and the document.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike as _, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant, kept to the microsecond so that storage round-trips it exactly.
@@ -47,11 +47,18 @@ impl Timestamp {
         )
     }
 
-    /// Parses RFC 3339 text with any offset, normalized to UTC.
+    /// Parses RFC 3339 text with any offset, normalized to UTC. An instant that falls outside
+    /// the years 0000–9999 once in UTC (`9999-12-31T23:59:59-01:00`, or the leap second
+    /// `9999-12-31T23:59:60.5Z`) is refused: RFC 3339 cannot write it, so it could never be
+    /// shown back in the wire format.
     pub fn parse(text: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|parsed| Self::from_micros(parsed.with_timezone(&Utc).timestamp_micros()))
+        let parsed = DateTime::parse_from_rfc3339(text).ok()?;
+        // Judged after the conversion to microseconds, which folds a leap second into the
+        // next second and so may move the instant into the next year.
+        let timestamp = Self::from_micros(parsed.timestamp_micros());
+        (0..=9999)
+            .contains(&timestamp.0.year())
+            .then_some(timestamp)
     }
 }
 
@@ -98,6 +105,25 @@ mod tests {
             Timestamp::parse("2026-04-26T12:00:00Z").expect("valid rfc 3339")
         );
         assert!(Timestamp::parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn parse_refuses_instants_rfc_3339_cannot_write_in_utc() {
+        // Found by the query_string fuzz target: these parsed, then displayed as
+        // `+10000-01-01T…Z` or `-0001-12-31T…Z`, which do not parse back.
+        assert!(Timestamp::parse("9999-12-31T23:59:59.999999999-23:59").is_none());
+        assert!(Timestamp::parse("0000-01-01T00:00:00+00:01").is_none());
+        assert!(Timestamp::parse("9999-12-31T23:59:60.9z").is_none());
+        let leap = Timestamp::parse("2016-12-31T23:59:60.5Z").expect("a leap second");
+        assert_eq!(Timestamp::parse(&leap.to_string()), Some(leap));
+        for edge in ["9999-12-31T23:59:59.999999Z", "0000-01-01T00:00:00Z"] {
+            let parsed = Timestamp::parse(edge).expect("in range");
+            assert_eq!(
+                Timestamp::parse(&parsed.to_string()),
+                Some(parsed),
+                "{edge}"
+            );
+        }
     }
 
     #[test]

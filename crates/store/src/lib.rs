@@ -108,6 +108,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new organization.
     async fn create_org(&self, org: &Org) -> Result<(), StoreError>;
+    /// Stores `org` only if there is no organization at all, atomically even when several
+    /// nodes start together on an empty database; `true` when it was stored.
+    async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError>;
     /// Every organization, oldest first.
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError>;
     /// One organization.

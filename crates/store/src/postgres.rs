@@ -135,6 +135,31 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        // Nodes starting together queue here; the first to arrive creates the organization.
+        sqlx::query("SELECT pg_advisory_xact_lock(7302851120413911)")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(org.id.as_uuid())
+            .bind(&org.name)
+            .bind(org.created_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
         let rows = sqlx::query("SELECT id, name, created_at FROM orgs ORDER BY id")
             .fetch_all(&self.pool)

@@ -124,6 +124,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(org.id.as_uuid())
+            .bind(&org.name)
+            .bind(org.created_at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
         let rows = sqlx::query("SELECT id, name, created_at FROM orgs ORDER BY id")
             .fetch_all(&self.reader)

@@ -12,6 +12,7 @@ use herald_domain::{
 };
 use herald_store::{AttemptFilter, RateDecision, StoreError};
 use serde::Serialize;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::docs::{CommonErrors, DeliveryList};
@@ -20,7 +21,7 @@ use crate::extract::{
     Authorized, Fields, OptionalJsonObject, QueryParams, ReadWebhooks, WriteWebhooks,
 };
 use crate::routes::endpoints::audit_record;
-use crate::state::AppState;
+use crate::state::{ApiConfig, AppState};
 use crate::wire::{ListResponse, page_request, path_id};
 
 /// Longest replay reason, in characters.
@@ -167,7 +168,7 @@ pub(crate) async fn list_deliveries(
 ) -> Result<Json<ListResponse<DeliveryResponse>>, ApiError> {
     let mut errors = FieldErrors::new();
     let page = page_request(&mut query, 50, 200, &mut errors);
-    let filter = read_filter(&state, &mut query, &mut errors);
+    let filter = read_filter(&state.config, &mut query, &mut errors);
     query.report_unknown(&mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -183,8 +184,10 @@ pub(crate) async fn list_deliveries(
     )))
 }
 
-fn read_filter(
-    state: &AppState,
+/// Reads the feed's filters from the query, recording problems into `errors`. Pure, so the
+/// fuzz targets can call it.
+pub fn read_filter(
+    config: &ApiConfig,
     query: &mut QueryParams,
     errors: &mut FieldErrors,
 ) -> AttemptFilter {
@@ -199,7 +202,7 @@ fn read_filter(
         }
     }
     if let Some(text) = query.take("event_type") {
-        if text == TEST_EVENT_TYPE || state.config.catalog.contains(&text) {
+        if text == TEST_EVENT_TYPE || config.catalog.contains(&text) {
             filter.event_type = Some(text);
         } else {
             reject("event_type", &format!("unknown event type: {text}"));
@@ -257,10 +260,12 @@ pub(crate) async fn get_delivery(
 }
 
 /// Re-send an attempt's event to its endpoint as a new event.
+// The body is optional, which `docs::finish` records: utoipa's own way, `Option<ReplayRequest>`,
+// would also document a JSON `null` body, which is refused (400) like any non-object body.
 #[utoipa::path(
     post, path = "/v1/webhooks/deliveries/{id}/replay", tag = "deliveries", security(("bearer" = [])),
     params(("id" = String, Path, description = "The delivery attempt's id")),
-    request_body(content = Option<ReplayRequest>, description = "Optional reason"),
+    request_body(content = ReplayRequest, description = "Optional: why, for the audit trail. The body may be omitted."),
     responses((status = 202, description = "Queued", body = ReplayResponse), CommonErrors)
 )]
 pub(crate) async fn replay_delivery(
@@ -270,19 +275,7 @@ pub(crate) async fn replay_delivery(
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> Result<(StatusCode, Json<ReplayResponse>), ApiError> {
     let attempt_id: AttemptId = path_id(&id)?;
-    let mut fields = Fields::new(body);
-    let reason = match fields.nullable_string("reason") {
-        Some(Some(reason)) if reason.chars().count() > MAX_REASON_CHARS => {
-            fields.error(
-                "reason",
-                format!("must be at most {MAX_REASON_CHARS} characters"),
-            );
-            None
-        }
-        Some(reason) => reason.filter(|reason| !reason.trim().is_empty()),
-        None => None,
-    };
-    fields.finish()?;
+    let reason = read_replay_body(body)?;
 
     let org_id = auth.org_id();
     let attempt = state.store.get_attempt(org_id, attempt_id).await?;
@@ -337,6 +330,25 @@ pub(crate) async fn replay_delivery(
             enqueued_at: now.to_string(),
         }),
     ))
+}
+
+/// Reads the optional body of a replay: the audit `reason`, `None` when absent, `null` or
+/// blank. Pure, so the fuzz targets can call it.
+pub fn read_replay_body(body: Map<String, Value>) -> Result<Option<String>, ApiError> {
+    let mut fields = Fields::new(body);
+    let reason = match fields.nullable_string("reason") {
+        Some(Some(reason)) if reason.chars().count() > MAX_REASON_CHARS => {
+            fields.error(
+                "reason",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            );
+            None
+        }
+        Some(reason) => reason.filter(|reason| !reason.trim().is_empty()),
+        None => None,
+    };
+    fields.finish()?;
+    Ok(reason)
 }
 
 /// Send a synthetic `webhook.test` event now and report the single attempt.

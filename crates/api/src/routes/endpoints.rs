@@ -9,12 +9,13 @@ use herald_domain::{
 };
 use herald_store::EndpointPatch;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::docs::{CommonErrors, EndpointList};
 use crate::error::ApiError;
 use crate::extract::{Authorized, Fields, JsonObject, QueryParams, ReadWebhooks, WriteWebhooks};
-use crate::state::AppState;
+use crate::state::{ApiConfig, AppState};
 use crate::wire::{ListResponse, page_request, path_id};
 
 /// Body of `POST /v1/webhooks`. Unknown fields are refused.
@@ -30,7 +31,8 @@ pub struct CreateEndpointRequest {
     /// At most 200 characters; whitespace-only is stored as `null`.
     #[schema(max_length = 200)]
     pub description: Option<String>,
-    /// A supported API version; the newest by default.
+    /// A supported API version; the newest by default. May be omitted, but not `null`.
+    #[schema(nullable = false)]
     pub api_version: Option<String>,
 }
 
@@ -38,16 +40,17 @@ pub struct CreateEndpointRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpointRequest {
-    /// A new URL, under the create rules.
-    #[schema(max_length = 2048)]
+    /// A new URL, under the create rules. May be omitted, but not `null`.
+    #[schema(max_length = 2048, nullable = false)]
     pub url: Option<String>,
-    /// The new, whole set of event types.
-    #[schema(min_items = 1, max_items = 50)]
+    /// The new, whole set of event types. May be omitted, but not `null`.
+    #[schema(min_items = 1, max_items = 50, nullable = false)]
     pub events: Option<Vec<String>>,
     /// A new description; empty after trimming (or `null`) clears it.
     #[schema(max_length = 200)]
     pub description: Option<String>,
-    /// Enable or disable delivery.
+    /// Enable or disable delivery. May be omitted, but not `null`.
+    #[schema(nullable = false)]
     pub active: Option<bool>,
 }
 
@@ -132,45 +135,12 @@ pub(crate) async fn create_endpoint(
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<EndpointWithSecretResponse>), ApiError> {
     let config = &state.config;
-    let mut fields = Fields::new(body);
-    let url = fields.required_string("url").and_then(|url| {
-        check(
-            &mut fields,
-            "url",
-            validate_url(&url, &config.address_policy),
-        )
-    });
-    let events = fields.required_string_array("events").and_then(|events| {
-        check(
-            &mut fields,
-            "events",
-            validate_events(&events, &config.catalog),
-        )
-    });
-    let description = match fields.nullable_string("description") {
-        Some(Some(text)) => {
-            check(&mut fields, "description", normalize_description(&text)).flatten()
-        }
-        _ => None,
-    };
-    let api_version = match fields.optional_string("api_version") {
-        Some(version) => check(
-            &mut fields,
-            "api_version",
-            config
-                .api_versions
-                .check_new(&version)
-                .map_err(|e| e.to_string()),
-        )
-        .map(|()| version),
-        None => Some(config.api_versions.default_version().to_owned()),
-    };
-    fields.finish()?;
-    let (Some(url), Some(events), Some(api_version)) = (url, events, api_version) else {
-        return Err(ApiError::Internal(
-            "validated fields missing after a clean finish".into(),
-        ));
-    };
+    let NewEndpointFields {
+        url,
+        events,
+        description,
+        api_version,
+    } = read_create_body(body, config)?;
 
     let now = Timestamp::now();
     let endpoint = Endpoint {
@@ -263,38 +233,7 @@ pub(crate) async fn update_endpoint(
     JsonObject(body): JsonObject,
 ) -> Result<Json<EndpointResponse>, ApiError> {
     let endpoint_id: EndpointId = path_id(&id)?;
-    let config = &state.config;
-    let mut fields = Fields::new(body);
-    let mut patch = EndpointPatch {
-        url: fields.optional_string("url").and_then(|url| {
-            check(
-                &mut fields,
-                "url",
-                validate_url(&url, &config.address_policy),
-            )
-        }),
-        ..EndpointPatch::default()
-    };
-    patch.events = fields.optional_string_array("events").and_then(|events| {
-        check(
-            &mut fields,
-            "events",
-            validate_events(&events, &config.catalog),
-        )
-    });
-    patch.description = match fields.nullable_string("description") {
-        Some(Some(text)) => check(&mut fields, "description", normalize_description(&text)),
-        Some(None) => Some(None),
-        None => None,
-    };
-    patch.active = fields.optional_bool("active");
-    if fields.take_value("api_version").is_some() {
-        fields.error(
-            "api_version",
-            "immutable; create a new endpoint at the new version",
-        );
-    }
-    fields.finish()?;
+    let patch = read_update_body(body, &state.config)?;
 
     let audit = audit_record(
         &auth,
@@ -358,6 +297,112 @@ pub(crate) async fn rotate_endpoint_secret(
         .rotate_endpoint_secret(auth.org_id(), endpoint_id, &secret, &audit)
         .await?;
     Ok(Json(EndpointWithSecretResponse::new(endpoint, &secret)))
+}
+
+/// The fields of a create request, every rule checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpointFields {
+    /// The URL as the user wrote it.
+    pub url: String,
+    /// The subscribed event types.
+    pub events: Vec<String>,
+    /// The description, `None` when absent, `null` or whitespace-only.
+    pub description: Option<String>,
+    /// The pinned API version (the newest when not given).
+    pub api_version: String,
+}
+
+/// Reads the body of `POST /v1/webhooks`, checking every rule of CONTRACT.md section 3 and
+/// reporting every field at fault in one 422. Pure, so the fuzz targets can call it.
+pub fn read_create_body(
+    body: Map<String, Value>,
+    config: &ApiConfig,
+) -> Result<NewEndpointFields, ApiError> {
+    let mut fields = Fields::new(body);
+    let url = fields.required_string("url").and_then(|url| {
+        check(
+            &mut fields,
+            "url",
+            validate_url(&url, &config.address_policy),
+        )
+    });
+    let events = fields.required_string_array("events").and_then(|events| {
+        check(
+            &mut fields,
+            "events",
+            validate_events(&events, &config.catalog),
+        )
+    });
+    let description = match fields.nullable_string("description") {
+        Some(Some(text)) => {
+            check(&mut fields, "description", normalize_description(&text)).flatten()
+        }
+        _ => None,
+    };
+    let api_version = match fields.optional_string("api_version") {
+        Some(version) => check(
+            &mut fields,
+            "api_version",
+            config
+                .api_versions
+                .check_new(&version)
+                .map_err(|e| e.to_string()),
+        )
+        .map(|()| version),
+        None => Some(config.api_versions.default_version().to_owned()),
+    };
+    fields.finish()?;
+    let (Some(url), Some(events), Some(api_version)) = (url, events, api_version) else {
+        return Err(ApiError::Internal(
+            "validated fields missing after a clean finish".into(),
+        ));
+    };
+    Ok(NewEndpointFields {
+        url,
+        events,
+        description,
+        api_version,
+    })
+}
+
+/// Reads the body of `PATCH /v1/webhooks/{id}` into a patch, under the same rules as create.
+/// Pure, so the fuzz targets can call it.
+pub fn read_update_body(
+    body: Map<String, Value>,
+    config: &ApiConfig,
+) -> Result<EndpointPatch, ApiError> {
+    let mut fields = Fields::new(body);
+    let mut patch = EndpointPatch {
+        url: fields.optional_string("url").and_then(|url| {
+            check(
+                &mut fields,
+                "url",
+                validate_url(&url, &config.address_policy),
+            )
+        }),
+        ..EndpointPatch::default()
+    };
+    patch.events = fields.optional_string_array("events").and_then(|events| {
+        check(
+            &mut fields,
+            "events",
+            validate_events(&events, &config.catalog),
+        )
+    });
+    patch.description = match fields.nullable_string("description") {
+        Some(Some(text)) => check(&mut fields, "description", normalize_description(&text)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    patch.active = fields.optional_bool("active");
+    if fields.take_value("api_version").is_some() {
+        fields.error(
+            "api_version",
+            "immutable; create a new endpoint at the new version",
+        );
+    }
+    fields.finish()?;
+    Ok(patch)
 }
 
 /// Records a rule's verdict on `field`, passing the value through when it holds.

@@ -49,6 +49,7 @@ mod openapi;
 mod pagination;
 mod publish;
 mod rate_limit;
+mod regressions;
 mod replay;
 mod retention;
 mod retries;

@@ -72,12 +72,14 @@ async fn insert_delivery(
     Ok(delivery_id)
 }
 
+/// Stores an attempt; storing the same attempt again (a retried batch whose first commit
+/// succeeded unseen) changes nothing.
 async fn insert_attempt(
     tx: &mut Transaction<'static, Postgres>,
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (id) DO NOTHING"
     ))
     .bind(attempt.id.as_uuid())
     .bind(attempt.org_id.as_uuid())

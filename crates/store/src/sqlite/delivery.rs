@@ -72,12 +72,14 @@ async fn insert_delivery(
     Ok(delivery_id)
 }
 
+/// Stores an attempt; storing the same attempt again (a retried batch whose first commit
+/// succeeded unseen) changes nothing.
 async fn insert_attempt(
     tx: &mut Transaction<'static, Sqlite>,
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
     sqlx::query(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
     ))
     .bind(attempt.id.as_uuid())
     .bind(attempt.org_id.as_uuid())

@@ -1,0 +1,173 @@
+//! The calls the workloads make to Herald's HTTP API: the admin API to create an organization
+//! and its key and to publish events, and the organization API to create endpoints. Any
+//! answer other than the documented success is an error that names the route and the body.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::herald::ADMIN_TOKEN;
+
+/// The event type every endpoint subscribes to and every event carries.
+pub(crate) const EVENT_TYPE: &str = "wallet.balance_low";
+/// Events per batch publish in the ingest workload.
+pub(crate) const BATCH_SIZE: usize = 100;
+/// The most events one batch publish may carry.
+pub(crate) const MAX_BATCH_SIZE: usize = 500;
+
+/// A client of one Herald. Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// An organization with the API key that manages its endpoints.
+#[derive(Debug, Clone)]
+pub(crate) struct Org {
+    /// The organization's id.
+    pub(crate) id: String,
+    api_key: String,
+}
+
+impl Api {
+    /// A client of the Herald at `base` (`http://127.0.0.1:<port>`).
+    pub(crate) fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the API client")?;
+        Ok(Self {
+            http,
+            base: base.to_owned(),
+        })
+    }
+
+    /// Creates an organization and a key with the webhook scopes.
+    pub(crate) async fn create_org(&self, name: &str) -> anyhow::Result<Org> {
+        let org = self
+            .admin_post(
+                "/admin/v1/orgs",
+                &json!({ "name": name }),
+                StatusCode::CREATED,
+            )
+            .await?;
+        let id = string_field(&org, "id")?;
+        let key = self
+            .admin_post(
+                &format!("/admin/v1/orgs/{id}/keys"),
+                &json!({ "scopes": ["webhooks:read", "webhooks:write"] }),
+                StatusCode::CREATED,
+            )
+            .await?;
+        Ok(Org {
+            id,
+            api_key: string_field(&key, "key")?,
+        })
+    }
+
+    /// Registers `url` for [`EVENT_TYPE`] through the organization API; the endpoint's id.
+    pub(crate) async fn create_endpoint(&self, org: &Org, url: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/v1/webhooks", self.base))
+            .bearer_auth(&org.api_key)
+            .json(&json!({ "url": url, "events": [EVENT_TYPE] }))
+            .send()
+            .await
+            .context("POST /v1/webhooks")?;
+        let endpoint = expect_json(response, StatusCode::CREATED).await?;
+        string_field(&endpoint, "id")
+    }
+
+    /// Publishes event number `n` alone (`POST /admin/v1/events`); its id.
+    pub(crate) async fn publish(&self, org: &Org, n: usize) -> anyhow::Result<String> {
+        let answer = self
+            .admin_post("/admin/v1/events", &event(org, n), StatusCode::ACCEPTED)
+            .await?;
+        string_field(&answer, "event_id")
+    }
+
+    /// Publishes the events numbered `numbers` in one request (`POST /admin/v1/events/batch`);
+    /// their ids, in order.
+    pub(crate) async fn publish_batch(
+        &self,
+        org: &Org,
+        numbers: std::ops::Range<usize>,
+    ) -> anyhow::Result<Vec<String>> {
+        let count = numbers.len();
+        let events: Vec<Value> = numbers.map(|n| event(org, n)).collect();
+        let answer = self
+            .admin_post(
+                "/admin/v1/events/batch",
+                &json!({ "events": events }),
+                StatusCode::ACCEPTED,
+            )
+            .await?;
+        let answers = answer["events"]
+            .as_array()
+            .context("the batch answer has no `events` array")?;
+        if answers.len() != count {
+            bail!("{count} events published but {} answers", answers.len());
+        }
+        answers
+            .iter()
+            .map(|answer| string_field(answer, "event_id"))
+            .collect()
+    }
+
+    async fn admin_post(
+        &self,
+        path: &str,
+        body: &Value,
+        status: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        expect_json(response, status).await
+    }
+}
+
+/// Event number `n`: a small, realistic `data` object.
+fn event(org: &Org, n: usize) -> Value {
+    json!({
+        "org_id": org.id,
+        "type": EVENT_TYPE,
+        "data": {
+            "wallet_id": format!("wal_{n:012}"),
+            "balance": "3.20",
+            "threshold": "5.00",
+            "currency": "EUR",
+            "n": n,
+        },
+    })
+}
+
+async fn expect_json(response: reqwest::Response, status: StatusCode) -> anyhow::Result<Value> {
+    let path = response.url().path().to_owned();
+    let actual = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of {path}"))?;
+    if actual != status {
+        bail!("{path} answered {actual}, not {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{path} answered with bad JSON: {text}"))
+}
+
+fn string_field(value: &Value, name: &str) -> anyhow::Result<String> {
+    value[name]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("`{name}` is missing from {value}"))
+}

@@ -1,0 +1,130 @@
+//! `herald-bench`: Herald's benchmark harness (issue 5).
+//!
+//! It builds and starts a release `herald serve` as a separate process on a fresh database,
+//! runs its own HTTPS receivers on loopback, sets up organizations and endpoints through the
+//! public API, publishes through the admin API and measures everything from outside. Every run
+//! prints a table and writes a JSON report. It is a measuring tool, not part of the product,
+//! and it must not reach into Herald's crates: it talks to the binary only.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line, the order of workloads and the exit status.
+//! - `workloads.rs`: what the workloads share (their names, their scale, the deadlines);
+//!   `workloads/` holds one file per workload (`delivery.rs` has throughput, fanout and
+//!   latency) and `publish.rs`, publishing from many clients at once.
+//! - `session.rs`: one fresh database, one Herald process and the API client around it.
+//! - `herald.rs`: building, starting, measuring and stopping the `herald` process.
+//! - `database.rs`: a temporary SQLite directory or a PostgreSQL database made for one run.
+//! - `receiver.rs`: HTTPS receivers that answer at once (or hang) and record arrival times.
+//! - `api.rs`: the admin and organization API calls the workloads make.
+//! - `stats.rs`: percentiles and rates.
+//! - `report.rs`: the machine, the commit, the table and the JSON file.
+
+mod api;
+mod database;
+mod herald;
+mod receiver;
+mod report;
+mod session;
+mod stats;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::database::Backend;
+use crate::report::{Report, Verdict};
+use crate::workloads::{Bench, Scale, Workload};
+
+/// Runs Herald's benchmark workloads against a release `herald serve`.
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", version)]
+struct Args {
+    /// Storage backend of the Herald under test. PostgreSQL uses a fresh database on
+    /// `HERALD_TEST_POSTGRES_URL`, dropped afterwards.
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    backend: Backend,
+
+    /// A workload name, a comma-separated list of them, or `all`: ingest, throughput, fanout,
+    /// latency, noisy, ceiling.
+    #[arg(long, default_value = "all")]
+    workload: String,
+
+    /// A tiny run (300 events per workload, every workload unless `--workload` says
+    /// otherwise) for CI: targets are shown but not judged.
+    #[arg(long, conflicts_with = "events")]
+    smoke: bool,
+
+    /// The scale: deliveries per workload (20,000 by default). Other counts follow from it;
+    /// targets are judged only at the default scale.
+    #[arg(long)]
+    events: Option<usize>,
+
+    /// Use this `herald` binary instead of building one with `cargo build --release`.
+    #[arg(long)]
+    herald: Option<PathBuf>,
+
+    /// Where to write the JSON report; by default under `<target dir>/herald-bench/`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// The workspace this harness was built in: where `herald` is built and whose commit is
+/// reported.
+pub(crate) fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the harness lives at crates/bench in the workspace")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(verdict) => verdict.exit_code(),
+        Err(error) => {
+            eprintln!("herald-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<Verdict> {
+    let workloads = Workload::parse_list(&args.workload)?;
+    let scale = match (args.smoke, args.events) {
+        (true, _) => Scale::smoke(),
+        (false, Some(events)) => Scale::custom(events)?,
+        (false, None) => Scale::full(),
+    };
+    let binary = match args.herald {
+        Some(path) => path,
+        None => herald::build_release().await?,
+    };
+    let mut report = Report::begin(args.backend, &scale, &binary);
+    eprintln!(
+        "herald-bench: {} backend, {} deliveries per workload, herald at {}",
+        args.backend,
+        scale.events,
+        binary.display()
+    );
+    let mut bench = Bench::new(args.backend, binary, scale).await?;
+    for workload in workloads {
+        eprintln!("herald-bench: running {workload}");
+        let result = bench.run(workload).await;
+        report.add(result);
+    }
+    let output = match args.output {
+        Some(path) => path,
+        None => report::default_output_path(args.backend),
+    };
+    report.print_table();
+    report
+        .write_json(&output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("herald-bench: report written to {}", output.display());
+    Ok(report.verdict())
+}
