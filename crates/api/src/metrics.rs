@@ -1,6 +1,8 @@
 //! `GET /metrics`: Prometheus text. Counters live in memory and are incremented where things
 //! happen; the queue gauges are read from storage at scrape time, so every node reports the
-//! shared queue as it is.
+//! shared queue as it is. When storage cannot be read, a scrape still answers: the counters are
+//! this process's own, the queue gauges keep their last values, and `herald_storage_up` says 0,
+//! so an outage shows on the dashboards instead of blanking them.
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ pub struct ApiMetrics {
     due: Gauge,
     scheduled: Gauge,
     oldest_due_age_seconds: Gauge,
+    storage_up: Gauge,
 }
 
 /// The API's handles, registered before the registry is frozen.
@@ -32,6 +35,7 @@ pub struct ApiMetricHandles {
     due: Gauge,
     scheduled: Gauge,
     oldest_due_age_seconds: Gauge,
+    storage_up: Gauge,
 }
 
 impl ApiMetricHandles {
@@ -42,6 +46,7 @@ impl ApiMetricHandles {
             due: Gauge::default(),
             scheduled: Gauge::default(),
             oldest_due_age_seconds: Gauge::default(),
+            storage_up: Gauge::default(),
         };
         registry.register(
             "herald_events_published",
@@ -63,6 +68,11 @@ impl ApiMetricHandles {
             "How long the oldest due delivery has been waiting",
             handles.oldest_due_age_seconds.clone(),
         );
+        registry.register(
+            "herald_storage_up",
+            "1 when this scrape read the queue from storage; 0 when storage was unreachable and the queue gauges hold their last values",
+            handles.storage_up.clone(),
+        );
         handles
     }
 
@@ -74,6 +84,7 @@ impl ApiMetricHandles {
             due: self.due,
             scheduled: self.scheduled,
             oldest_due_age_seconds: self.oldest_due_age_seconds,
+            storage_up: self.storage_up,
         }
     }
 }
@@ -95,18 +106,26 @@ impl Default for ApiMetrics {
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let now = Timestamp::now();
-    let stats = state.store.queue_stats(now).await?;
     let metrics = &state.metrics;
-    metrics
-        .due
-        .set(i64::try_from(stats.due).unwrap_or(i64::MAX));
-    metrics
-        .scheduled
-        .set(i64::try_from(stats.scheduled).unwrap_or(i64::MAX));
-    let age = stats.oldest_due_at.map_or(0, |oldest| {
-        (now.as_micros() - oldest.as_micros()) / 1_000_000
-    });
-    metrics.oldest_due_age_seconds.set(age.max(0));
+    match state.store.queue_stats(now).await {
+        Ok(stats) => {
+            metrics.storage_up.set(1);
+            metrics
+                .due
+                .set(i64::try_from(stats.due).unwrap_or(i64::MAX));
+            metrics
+                .scheduled
+                .set(i64::try_from(stats.scheduled).unwrap_or(i64::MAX));
+            let age = stats.oldest_due_at.map_or(0, |oldest| {
+                (now.as_micros() - oldest.as_micros()) / 1_000_000
+            });
+            metrics.oldest_due_age_seconds.set(age.max(0));
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "metrics: reading the queue from storage failed");
+            metrics.storage_up.set(0);
+        }
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
         .map_err(|error| ApiError::Internal(Box::new(error)))?;

@@ -5,7 +5,7 @@
 //! Events are published one by one, continuously. Mid-run PostgreSQL is stopped the way an
 //! operator restarts it (`pg_ctl -m fast stop`); while it is down, the organization API, the
 //! publish API and `/readyz` must answer 503 `UNAVAILABLE` with `Retry-After`, promptly, and
-//! `/healthz` must stay 200. PostgreSQL is then started again on the same port and data
+//! `/healthz` must stay 200, and `/metrics` must answer 200 with `herald_storage_up 0`. PostgreSQL is then started again on the same port and data
 //! directory; without restarting herald, `/readyz` must answer 200 within a bound, every event
 //! that was answered 202 (before or after the outage) must reach every endpoint, and nothing
 //! may stay pending. The time from PostgreSQL being back to herald serving and delivering
@@ -100,9 +100,11 @@ async fn a_node_answers_503_while_postgres_is_down_and_recovers_without_a_restar
         started.elapsed()
     );
     let mut probes = Vec::new();
+    let mut scrapes = Vec::new();
     while stopped_at.elapsed() < OUTAGE {
         let round = Instant::now();
         probes.extend(probe_once(&http, &herald, &tenant).await);
+        scrapes.push(scrape_metrics(&http, &herald).await);
         herald.assert_running();
         tokio::time::sleep(PROBE_EVERY.saturating_sub(round.elapsed())).await;
     }
@@ -179,6 +181,20 @@ async fn a_node_answers_503_while_postgres_is_down_and_recovers_without_a_restar
     assert!(
         !log.refused.is_empty(),
         "the publisher, publishing all along, must have met the outage"
+    );
+    // /metrics keeps answering with this process's counters and says storage is down.
+    assert!(
+        !scrapes.is_empty()
+            && scrapes.iter().all(|scrape| {
+                scrape.status == Some(StatusCode::OK)
+                    && scrape.body.contains("herald_events_published_total")
+                    && scrape
+                        .body
+                        .lines()
+                        .any(|line| line == "herald_storage_up 0")
+            }),
+        "/metrics must answer 200 with the counters and herald_storage_up 0 while PostgreSQL \
+         is down: {scrapes:#?}"
     );
     // A publish sent once PostgreSQL was down cannot have committed before it came back.
     let accepted_while_down = log
@@ -374,6 +390,42 @@ async fn probe_once(http: &reqwest::Client, herald: &Herald, tenant: &Tenant) ->
         Answer::of("GET /healthz", http.get(format!("{base}/healthz"))),
     );
     vec![list, publish, ready, live]
+}
+
+/// What a scrape of `/metrics` answered.
+#[derive(Debug)]
+struct Scrape {
+    status: Option<StatusCode>,
+    /// The first lines that matter: the storage gauge and the publish counter.
+    body: String,
+}
+
+async fn scrape_metrics(http: &reqwest::Client, herald: &Herald) -> Scrape {
+    match http
+        .get(format!("{}/metrics", herald.base))
+        .timeout(ANSWER_WITHIN)
+        .send()
+        .await
+    {
+        Ok(response) => Scrape {
+            status: Some(response.status()),
+            body: response
+                .text()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| {
+                    line.starts_with("herald_storage_up")
+                        || line.starts_with("herald_events_published")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        },
+        Err(error) => Scrape {
+            status: None,
+            body: error.to_string(),
+        },
+    }
 }
 
 /// How long after PostgreSQL's return herald got back to work; `None` where it did not

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_domain::{EndpointId, Outcome, Timestamp};
-use herald_store::{AttemptRecording, ClaimRequest, ClaimedDelivery, Store};
+use herald_store::{
+    AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken, Store,
+};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +79,9 @@ pub struct Worker {
 #[derive(Default)]
 struct EndpointSlots {
     slots: Mutex<HashMap<EndpointId, EndpointSlot>>,
+    /// Endpoints that left saturation since the dispatcher last looked: their backlog is
+    /// claimed next, by endpoint, without scanning everyone's due deliveries.
+    refills: Mutex<Vec<EndpointId>>,
 }
 
 struct EndpointSlot {
@@ -114,7 +119,32 @@ impl EndpointSlots {
         if slot.assigned == 0 {
             slots.remove(&endpoint_id);
         }
+        drop(slots);
+        if was_saturated {
+            self.refills
+                .lock()
+                .expect("endpoint refills lock is never poisoned")
+                .push(endpoint_id);
+        }
         was_saturated
+    }
+
+    /// The endpoints to refill, each once, leaving those saturated again meanwhile.
+    fn take_refills(&self, limit: usize) -> Vec<EndpointId> {
+        let mut refills = std::mem::take(
+            &mut *self
+                .refills
+                .lock()
+                .expect("endpoint refills lock is never poisoned"),
+        );
+        refills.sort_unstable();
+        refills.dedup();
+        let slots = self
+            .slots
+            .lock()
+            .expect("endpoint slots lock is never poisoned");
+        refills.retain(|id| slots.get(id).is_none_or(|slot| slot.assigned < limit));
+        refills
     }
 
     fn saturated(&self, limit: usize) -> Vec<EndpointId> {
@@ -165,6 +195,9 @@ impl Worker {
         let unsaturated = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(100);
+        // Whether to scan every endpoint's due deliveries: at start, after a publish or a
+        // poll interval, and while such scans come back full.
+        let mut look_everywhere = true;
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let capacity = self.config.max_in_flight.saturating_sub(tasks.len());
@@ -175,19 +208,37 @@ impl Worker {
                 }
                 continue;
             }
+            let per_endpoint_limit = self.config.max_in_flight_per_endpoint;
+            let refills = slots.take_refills(per_endpoint_limit);
+            let scope = if !refills.is_empty() {
+                ClaimScope::Endpoints(refills)
+            } else if look_everywhere {
+                ClaimScope::AnyExcept(slots.saturated(per_endpoint_limit))
+            } else {
+                tokio::select! {
+                    () = self.wakeup.notified() => look_everywhere = true,
+                    () = unsaturated.notified() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => look_everywhere = true,
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            };
             let request = ClaimRequest {
                 now: Timestamp::now(),
                 limit: u32::try_from(capacity)
                     .unwrap_or(u32::MAX)
                     .min(self.config.claim_batch),
                 lease: self.config.lease,
-                exclude_endpoints: slots.saturated(self.config.max_in_flight_per_endpoint),
-                per_endpoint_limit: u32::try_from(self.config.max_in_flight_per_endpoint)
-                    .unwrap_or(u32::MAX),
+                scope,
+                per_endpoint_limit: u32::try_from(per_endpoint_limit).unwrap_or(u32::MAX),
             };
             let claimed = match self.store.claim_due_deliveries(&request).await {
                 Ok(claimed) => {
                     backoff = Duration::from_millis(100);
+                    if matches!(request.scope, ClaimScope::AnyExcept(_)) {
+                        // A full claim may have left more behind.
+                        look_everywhere = claimed.len() == request.limit as usize;
+                    }
                     claimed
                 }
                 Err(error) => {
@@ -197,18 +248,10 @@ impl Worker {
                         () = shutdown.cancelled() => break,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    look_everywhere = true;
                     continue;
                 }
             };
-            if claimed.is_empty() {
-                tokio::select! {
-                    () = self.wakeup.notified() => {}
-                    () = unsaturated.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
-            }
             for delivery in claimed {
                 let endpoint_id = delivery.endpoint.id;
                 let semaphore = slots.assign(endpoint_id, self.config.max_in_flight_per_endpoint);
@@ -301,6 +344,7 @@ pub async fn attempt_delivery(
             not_sent(plan, Timestamp::now(), "endpoint deleted".to_owned()),
             schedule,
             false,
+            delivery.lease,
         );
     }
     if !delivery.endpoint.active {
@@ -308,10 +352,11 @@ pub async fn attempt_delivery(
             not_sent(plan, Timestamp::now(), "endpoint inactive".to_owned()),
             schedule,
             false,
+            delivery.lease,
         );
     }
     let report = execute(client, plan).await;
-    decide(report, schedule, true)
+    decide(report, schedule, true, delivery.lease)
 }
 
 /// Turns a report into what to store: success, a scheduled retry, or dead.
@@ -319,6 +364,7 @@ fn decide(
     mut report: AttemptReport,
     schedule: &RetrySchedule,
     retryable: bool,
+    lease: LeaseToken,
 ) -> AttemptRecording {
     let attempt = &mut report.attempt;
     let mut disable_endpoint = None;
@@ -347,6 +393,7 @@ fn decide(
     AttemptRecording {
         attempt: report.attempt,
         disable_endpoint,
+        lease,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod page;
 pub mod postgres;
 pub mod queue;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -34,8 +35,8 @@ pub use cipher::SecretCipher;
 pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, PublishedEvent, PurgeReport,
-    QueueStats,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken,
+    PublishedEvent, PurgeReport, QueueStats,
 };
 pub use sqlite::SqliteStore;
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use herald_domain::{Attempt, Endpoint, EndpointId, Event, EventId, Outcome, Secret, Timestamp};
+use uuid::Uuid;
 
 /// The answer for one published event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,33 @@ pub struct ClaimedDelivery {
     pub endpoint_secret: Secret,
     /// The organization's webhook secret, if it has one.
     pub org_secret: Option<Secret>,
+    /// The claim's token: recording the attempt needs it.
+    pub lease: LeaseToken,
+}
+
+/// Proof of one claim. Each claim stamps its deliveries with a fresh token; recording an
+/// attempt moves the delivery on only while it still carries that token, so a worker whose
+/// lease lapsed (and was taken by another) records what it did without overwriting the newer
+/// claimant's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(Uuid);
+
+impl LeaseToken {
+    /// A fresh token.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The token as stored.
+    pub fn as_uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for LeaseToken {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// What to store after an attempt.
@@ -40,6 +68,8 @@ pub struct AttemptRecording {
     pub attempt: Attempt,
     /// Set the endpoint inactive, with this reason in the audit trail (410 Gone).
     pub disable_endpoint: Option<String>,
+    /// The token of the claim the attempt was made under.
+    pub lease: LeaseToken,
 }
 
 /// Settings of a claim.
@@ -51,11 +81,22 @@ pub struct ClaimRequest {
     pub limit: u32,
     /// The claim holds for this long; afterwards another worker may take it.
     pub lease: Duration,
-    /// Endpoints that already have as many attempts in flight as allowed.
-    pub exclude_endpoints: Vec<EndpointId>,
+    /// Which endpoints' deliveries to look at.
+    pub scope: ClaimScope,
     /// At most this many deliveries of any one endpoint per claim, so a claim never takes
     /// more of a slow endpoint's backlog than it can attempt before the lease lapses.
     pub per_endpoint_limit: u32,
+}
+
+/// Where a claim looks for due deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimScope {
+    /// The oldest due deliveries of any endpoint except these, which already have as many
+    /// attempts in flight as allowed. Reads a bounded window of the due index.
+    AnyExcept(Vec<EndpointId>),
+    /// Only these endpoints' oldest due deliveries: each just got a free slot. Reads one
+    /// short range of the per-endpoint index per endpoint, however large the backlog.
+    Endpoints(Vec<EndpointId>),
 }
 
 /// How many due rows a claim considers before applying the per-endpoint limit, as a multiple
@@ -109,4 +150,39 @@ pub(crate) fn delivery_status(outcome: Outcome) -> &'static str {
         Outcome::Retry => "pending",
         Outcome::Dead => "dead",
     }
+}
+
+/// One step of an attempt batch's effect on its endpoints, in an order that gives the same
+/// result as applying the attempts one by one.
+#[derive(Debug)]
+pub(crate) enum EndpointStep<'a> {
+    /// These endpoints had a success: their run of failures is over.
+    ClearFailing(Vec<EndpointId>),
+    /// A failed attempt: the endpoint's run of failures goes on (or begins), and may disable it.
+    Failure(&'a AttemptRecording),
+}
+
+/// Plans the endpoint side of recording `recordings`. Successes are gathered into one
+/// statement; a failure of an endpoint with a gathered success flushes them first, so each
+/// endpoint sees its own attempts in order.
+pub(crate) fn endpoint_steps(recordings: &[AttemptRecording]) -> Vec<EndpointStep<'_>> {
+    let mut steps = Vec::new();
+    let mut succeeded: Vec<EndpointId> = Vec::new();
+    for recording in recordings {
+        let endpoint_id = recording.attempt.endpoint_id;
+        if recording.attempt.outcome == Outcome::Success {
+            if !succeeded.contains(&endpoint_id) {
+                succeeded.push(endpoint_id);
+            }
+            continue;
+        }
+        if succeeded.contains(&endpoint_id) {
+            steps.push(EndpointStep::ClearFailing(std::mem::take(&mut succeeded)));
+        }
+        steps.push(EndpointStep::Failure(recording));
+    }
+    if !succeeded.is_empty() {
+        steps.push(EndpointStep::ClearFailing(succeeded));
+    }
+    steps
 }

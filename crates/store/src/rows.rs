@@ -15,6 +15,8 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
+use crate::cipher::SecretCipher;
+use crate::queue::{ClaimedDelivery, LeaseToken};
 use crate::{StoreError, map_error};
 
 /// Typed column access, with driver errors already translated.
@@ -80,6 +82,42 @@ pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, 
 /// The columns [`event_from_row`] reads.
 pub(crate) const EVENT_COLUMNS: &str =
     "id, org_id, event_type, data, idempotency_key, origin, created_at";
+
+/// The start of the query that reads claimed deliveries with everything needed to attempt
+/// them; the caller appends the claimed ids and `)`.
+pub(crate) const CLAIMED_DETAILS: &str =
+    "SELECT d.id AS delivery_id, d.attempts AS attempts,
+            e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
+            e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
+            e.created_at AS event_created_at,
+            p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
+            p.deleted_at, p.secret, o.webhook_secret
+     FROM deliveries d
+     JOIN events e ON e.id = d.event_id
+     JOIN endpoints p ON p.id = d.endpoint_id
+     JOIN orgs o ON o.id = d.org_id
+     WHERE d.id IN (";
+
+/// A row of [`CLAIMED_DETAILS`], with the secrets opened.
+pub(crate) fn claimed_from_row(
+    row: &impl ReadRow,
+    cipher: &SecretCipher,
+    lease: LeaseToken,
+) -> Result<ClaimedDelivery, StoreError> {
+    let attempts = row.integer("attempts")?;
+    Ok(ClaimedDelivery {
+        delivery_id: DeliveryId::from_uuid(row.uuid("delivery_id")?),
+        attempt_number: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+        event: event_from_row(row, "event_")?,
+        endpoint: endpoint_from_row(row)?,
+        endpoint_secret: cipher.open(&row.bytes("secret")?)?,
+        org_secret: row
+            .optional_bytes("webhook_secret")?
+            .map(|sealed| cipher.open(&sealed))
+            .transpose()?,
+        lease,
+    })
+}
 
 fn instant(micros: i64) -> Timestamp {
     Timestamp::from_micros(micros)

@@ -13,11 +13,12 @@ use uuid::Uuid;
 
 use super::{PostgresStore, insert_audit};
 use crate::map_error;
-use crate::queue::{CLAIM_WINDOW_FACTOR, delivery_status};
+use crate::queue::{EndpointStep, LeaseToken, delivery_status, endpoint_steps};
 use crate::rows::{
-    ATTEMPT_COLUMNS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS, ReadRow, attempt_from_row,
-    endpoint_from_row, event_from_row, headers_json,
+    ATTEMPT_COLUMNS, CLAIMED_DETAILS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS,
+    attempt_from_row, claimed_from_row, endpoint_from_row, event_from_row,
 };
+use crate::sql::{self, NewDelivery, RowLocks};
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
@@ -46,62 +47,33 @@ async fn insert_event(
     Ok(())
 }
 
-async fn insert_delivery(
+/// Stores attempts, [`sql::BULK_ROWS`] a statement.
+async fn insert_attempts(
     tx: &mut Transaction<'static, Postgres>,
-    event: &Event,
-    endpoint_id: EndpointId,
-    status: &str,
-    attempts: u32,
-) -> Result<DeliveryId, StoreError> {
-    let delivery_id = DeliveryId::new();
-    sqlx::query(
-        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, lease_until, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
-    )
-    .bind(delivery_id.as_uuid())
-    .bind(event.org_id.as_uuid())
-    .bind(event.id.as_uuid())
-    .bind(endpoint_id.as_uuid())
-    .bind(status)
-    .bind(i64::from(attempts))
-    .bind(event.created_at.as_micros())
-    .bind(event.created_at.as_micros())
-    .execute(&mut **tx)
-    .await
-    .map_err(map_error)?;
-    Ok(delivery_id)
+    attempts: &[&Attempt],
+) -> Result<(), StoreError> {
+    for chunk in attempts.chunks(sql::BULK_ROWS) {
+        sql::insert_attempts::<Postgres, _>(chunk.iter().copied())
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(map_error)?;
+    }
+    Ok(())
 }
 
-/// Stores an attempt; storing the same attempt again (a retried batch whose first commit
-/// succeeded unseen) changes nothing.
-async fn insert_attempt(
+/// Stores new pending deliveries, [`sql::BULK_ROWS`] a statement.
+async fn insert_pending_deliveries(
     tx: &mut Transaction<'static, Postgres>,
-    attempt: &Attempt,
+    deliveries: &[NewDelivery<'_>],
 ) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT (id) DO NOTHING"
-    ))
-    .bind(attempt.id.as_uuid())
-    .bind(attempt.org_id.as_uuid())
-    .bind(attempt.delivery_id.as_uuid())
-    .bind(attempt.endpoint_id.as_uuid())
-    .bind(attempt.event_id.as_uuid())
-    .bind(&attempt.event_type)
-    .bind(&attempt.url)
-    .bind(i64::from(attempt.attempt))
-    .bind(attempt.outcome.as_str())
-    .bind(attempt.response_status.map(i64::from))
-    .bind(i64::try_from(attempt.response_time_ms).unwrap_or(i64::MAX))
-    .bind(&attempt.request_body_sha256)
-    .bind(i64::try_from(attempt.request_body_bytes).unwrap_or(i64::MAX))
-    .bind(headers_json(&attempt.request_headers))
-    .bind(&attempt.response_body_excerpt)
-    .bind(&attempt.error)
-    .bind(attempt.next_attempt_at.map(|at| at.as_micros()))
-    .bind(attempt.occurred_at.as_micros())
-    .execute(&mut **tx)
-    .await
-    .map_err(map_error)?;
+    for chunk in deliveries.chunks(sql::BULK_ROWS) {
+        sql::insert_pending_deliveries::<Postgres, _>(chunk)
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(map_error)?;
+    }
     Ok(())
 }
 
@@ -112,6 +84,7 @@ pub(super) async fn publish_events(
     let mut tx = store.begin().await?;
     let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
     let mut published = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
     for event in events {
         if let Some(key) = &event.idempotency_key {
             // Two nodes publishing the same key at once take turns here; the second then finds
@@ -162,7 +135,11 @@ pub(super) async fn publish_events(
         let mut fanned_out = 0u32;
         for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {
             if endpoint.subscribes_to(&event.event_type) {
-                insert_delivery(&mut tx, event, endpoint.id, "pending", 0).await?;
+                deliveries.push(NewDelivery {
+                    id: DeliveryId::new(),
+                    event,
+                    endpoint_id: endpoint.id,
+                });
                 fanned_out += 1;
             }
         }
@@ -172,6 +149,7 @@ pub(super) async fn publish_events(
             duplicate: false,
         });
     }
+    insert_pending_deliveries(&mut tx, &deliveries).await?;
     tx.commit().await.map_err(map_error)?;
     Ok(published)
 }
@@ -209,7 +187,15 @@ pub(super) async fn enqueue_replay(
         return Err(StoreError::NotFound);
     }
     insert_event(&mut tx, event).await?;
-    insert_delivery(&mut tx, event, endpoint_id, "pending", 0).await?;
+    insert_pending_deliveries(
+        &mut tx,
+        &[NewDelivery {
+            id: DeliveryId::new(),
+            event,
+            endpoint_id,
+        }],
+    )
+    .await?;
     insert_audit(&mut tx, audit).await?;
     tx.commit().await.map_err(map_error)
 }
@@ -222,8 +208,8 @@ pub(super) async fn record_test_attempt(
     let mut tx = store.begin().await?;
     insert_event(&mut tx, event).await?;
     sqlx::query(
-        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, lease_until, created_at)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, NULL, $7)",
+        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
     )
     .bind(attempt.delivery_id.as_uuid())
     .bind(event.org_id.as_uuid())
@@ -235,7 +221,7 @@ pub(super) async fn record_test_attempt(
     .execute(&mut *tx)
     .await
     .map_err(map_error)?;
-    insert_attempt(&mut tx, attempt).await?;
+    insert_attempts(&mut tx, &[attempt]).await?;
     tx.commit().await.map_err(map_error)
 }
 
@@ -243,41 +229,15 @@ pub(super) async fn claim_due_deliveries(
     store: &PostgresStore,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let now = request.now.as_micros();
-    let lease_until =
-        now.saturating_add(i64::try_from(request.lease.as_micros()).unwrap_or(i64::MAX));
+    let lease = LeaseToken::new();
     let mut tx = store.begin().await?;
-    // The oldest due rows (a bounded window), then at most `per_endpoint_limit` of each
-    // endpoint among them, oldest first.
-    let mut claim = QueryBuilder::<Postgres>::new("UPDATE deliveries SET lease_until = ");
-    claim.push_bind(lease_until);
-    claim.push(
-        " WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
-         (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS position FROM (SELECT id, \
-         endpoint_id, next_attempt_at FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ",
-    );
-    claim.push_bind(now);
-    claim.push(" AND (lease_until IS NULL OR lease_until <= ");
-    claim.push_bind(now);
-    claim.push(")");
-    if !request.exclude_endpoints.is_empty() {
-        claim.push(" AND endpoint_id NOT IN (");
-        let mut separated = claim.separated(", ");
-        for endpoint_id in &request.exclude_endpoints {
-            separated.push_bind(endpoint_id.as_uuid());
-        }
-        claim.push(")");
-    }
-    claim.push(" ORDER BY next_attempt_at LIMIT ");
-    claim.push_bind(i64::from(request.limit) * CLAIM_WINDOW_FACTOR);
-    // Rows another node is claiming right now are skipped, not waited for.
-    claim.push(" FOR UPDATE SKIP LOCKED");
-    claim.push(") AS due) AS ranked WHERE position <= ");
-    claim.push_bind(i64::from(request.per_endpoint_limit.max(1)));
-    claim.push(" ORDER BY next_attempt_at LIMIT ");
-    claim.push_bind(i64::from(request.limit));
-    claim.push(") RETURNING id");
-    let claimed: Vec<Uuid> = claim
+    // A lost lease only makes its deliveries due again, so the claim need not wait for its
+    // commit to reach the disk.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+    let claimed: Vec<Uuid> = sql::claim::<Postgres>(request, lease, RowLocks::SkipLocked)
         .build_query_scalar()
         .fetch_all(&mut *tx)
         .await
@@ -287,49 +247,21 @@ pub(super) async fn claim_due_deliveries(
         return Ok(Vec::new());
     }
 
-    let mut details = QueryBuilder::<Postgres>::new(
-        "SELECT d.id AS delivery_id, d.attempts AS attempts,
-                e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
-                e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
-                e.created_at AS event_created_at,
-                p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
-                p.deleted_at, p.secret, o.webhook_secret
-         FROM deliveries d
-         JOIN events e ON e.id = d.event_id
-         JOIN endpoints p ON p.id = d.endpoint_id
-         JOIN orgs o ON o.id = d.org_id
-         WHERE d.id IN (",
-    );
+    let mut details = QueryBuilder::<Postgres>::new(CLAIMED_DETAILS);
     let mut separated = details.separated(", ");
     for id in &claimed {
         separated.push_bind(*id);
     }
-    details.push(") ORDER BY d.next_attempt_at");
+    details.push(") ORDER BY d.created_at");
     let rows = details
         .build()
         .fetch_all(&mut *tx)
         .await
         .map_err(map_error)?;
     tx.commit().await.map_err(map_error)?;
-
-    let mut deliveries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let event = event_from_row(row, "event_")?;
-        let sealed = row.bytes("secret")?;
-        let org_sealed = row.optional_bytes("webhook_secret")?;
-        let attempts: i64 = row.try_get("attempts").map_err(map_error)?;
-        deliveries.push(ClaimedDelivery {
-            delivery_id: DeliveryId::from_uuid(row.try_get("delivery_id").map_err(map_error)?),
-            attempt_number: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
-            event,
-            endpoint: endpoint_from_row(row)?,
-            endpoint_secret: store.cipher.open(&sealed)?,
-            org_secret: org_sealed
-                .map(|sealed| store.cipher.open(&sealed))
-                .transpose()?,
-        });
-    }
-    Ok(deliveries)
+    rows.iter()
+        .map(|row| claimed_from_row(row, &store.cipher, lease))
+        .collect()
 }
 
 pub(super) async fn record_attempts(
@@ -338,41 +270,46 @@ pub(super) async fn record_attempts(
     disable_failing_before: Timestamp,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    for recording in recordings {
-        let attempt = &recording.attempt;
-        insert_attempt(&mut tx, attempt).await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at),
-                                   lease_until = NULL
-             WHERE id = $4 AND status = 'pending'",
-        )
-        .bind(delivery_status(attempt.outcome))
-        .bind(i64::from(attempt.attempt))
-        .bind(attempt.next_attempt_at.map(|at| at.as_micros()))
-        .bind(attempt.delivery_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if attempt.outcome == Outcome::Success {
-            sqlx::query("UPDATE endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+    let attempts: Vec<&Attempt> = recordings
+        .iter()
+        .map(|recording| &recording.attempt)
+        .collect();
+    insert_attempts(&mut tx, &attempts).await?;
+    for chunk in recordings.chunks(sql::BULK_ROWS) {
+        sql::settle_deliveries::<Postgres, _>(chunk)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+    }
+    for step in endpoint_steps(recordings) {
+        match step {
+            EndpointStep::ClearFailing(endpoints) => {
+                sql::clear_failing::<Postgres, _>(endpoints)
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+            }
+            EndpointStep::Failure(recording) => {
+                let attempt = &recording.attempt;
+                sqlx::query(
+                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
+                )
+                .bind(attempt.occurred_at.as_micros())
                 .bind(attempt.endpoint_id.as_uuid())
                 .execute(&mut *tx)
                 .await
                 .map_err(map_error)?;
-            continue;
+                match &recording.disable_endpoint {
+                    Some(reason) => disable_endpoint(&mut tx, attempt, None, Some(reason)).await?,
+                    None => {
+                        disable_endpoint(&mut tx, attempt, Some(disable_failing_before), None)
+                            .await?
+                    }
+                };
+            }
         }
-        sqlx::query(
-            "UPDATE endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
-        )
-        .bind(attempt.occurred_at.as_micros())
-        .bind(attempt.endpoint_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        match &recording.disable_endpoint {
-            Some(reason) => disable_endpoint(&mut tx, attempt, None, Some(reason)).await?,
-            None => disable_endpoint(&mut tx, attempt, Some(disable_failing_before), None).await?,
-        };
     }
     tx.commit().await.map_err(map_error)
 }
@@ -440,9 +377,10 @@ pub(super) async fn abandon_pending(
     .fetch_all(&mut **tx)
     .await
     .map_err(map_error)?;
+    let mut abandoned = Vec::with_capacity(rows.len());
     for row in &rows {
         let attempts: i64 = row.try_get("attempts").map_err(map_error)?;
-        let attempt = Attempt {
+        abandoned.push(Attempt {
             id: AttemptId::new(),
             org_id: OrgId::from_uuid(row.try_get("org_id").map_err(map_error)?),
             delivery_id: DeliveryId::from_uuid(row.try_get("id").map_err(map_error)?),
@@ -461,10 +399,10 @@ pub(super) async fn abandon_pending(
             error: Some(reason.to_owned()),
             next_attempt_at: None,
             occurred_at: at,
-        };
-        insert_attempt(tx, &attempt).await?;
+        });
     }
-    sqlx::query("UPDATE deliveries SET status = 'dead', lease_until = NULL WHERE endpoint_id = $1 AND status = 'pending'")
+    insert_attempts(tx, &abandoned.iter().collect::<Vec<_>>()).await?;
+    sqlx::query("UPDATE deliveries SET status = 'dead', lease_token = NULL WHERE endpoint_id = $1 AND status = 'pending'")
         .bind(endpoint_id.as_uuid())
         .execute(&mut **tx)
         .await
@@ -653,9 +591,14 @@ pub(super) async fn purge_expired(
 }
 
 pub(super) async fn release_all_leases(store: &PostgresStore) -> Result<(), StoreError> {
-    sqlx::query("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL")
-        .execute(&store.pool)
-        .await
-        .map_err(map_error)?;
+    // A leased delivery's due time is its lease's end: due again now.
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = LEAST(next_attempt_at, $1), lease_token = NULL
+         WHERE status = 'pending' AND lease_token IS NOT NULL",
+    )
+    .bind(Timestamp::now().as_micros())
+    .execute(&store.pool)
+    .await
+    .map_err(map_error)?;
     Ok(())
 }

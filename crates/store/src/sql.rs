@@ -1,0 +1,226 @@
+//! Statements whose text is the same on both backends, built with sqlx's [`QueryBuilder`] so
+//! each backend gets its own placeholders (`?` or `$n`). Anything dialect-specific stays in
+//! the backend's module; the backends only run what is built here.
+//!
+//! The bulk statements (many rows per statement) are what keep the worker's database work
+//! per delivery small: a statement costs a round trip (a thread hand-off on SQLite, a network
+//! round trip on PostgreSQL) whatever its row count.
+
+use herald_domain::{Attempt, DeliveryId, EndpointId, Event};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use uuid::Uuid;
+
+use crate::AttemptRecording;
+use crate::queue::{CLAIM_WINDOW_FACTOR, ClaimRequest, ClaimScope, LeaseToken, delivery_status};
+use crate::rows::{ATTEMPT_COLUMNS, headers_json};
+
+/// Rows per bulk statement: under both backends' bind-parameter limits (SQLite 32,766,
+/// PostgreSQL 65,535) with 18 parameters a row.
+pub(crate) const BULK_ROWS: usize = 500;
+
+/// Whether the claim's scan locks the rows it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowLocks {
+    /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so nodes claiming at once never take the same
+    /// row and never wait for each other.
+    SkipLocked,
+    /// SQLite: one writer, no row locks.
+    None,
+}
+
+/// `UPDATE deliveries … RETURNING id`: takes the claimable deliveries `request` asks for,
+/// moving each one's due time to the end of its lease and stamping it with `token`. A leased
+/// delivery is thereby not due again until its lease lapses, which is what makes a claim read
+/// only rows it may take.
+pub(crate) fn claim<'a, DB>(
+    request: &'a ClaimRequest,
+    token: LeaseToken,
+    locks: RowLocks,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    let now = request.now.as_micros();
+    let lease_until =
+        now.saturating_add(i64::try_from(request.lease.as_micros()).unwrap_or(i64::MAX));
+    let per_endpoint = i64::from(request.per_endpoint_limit.max(1));
+    let lock = match locks {
+        RowLocks::SkipLocked => " FOR UPDATE SKIP LOCKED",
+        RowLocks::None => "",
+    };
+    let mut query = QueryBuilder::new("UPDATE deliveries SET next_attempt_at = ");
+    query.push_bind(lease_until);
+    query.push(", lease_token = ");
+    query.push_bind(token.as_uuid());
+    query.push(" WHERE id IN (");
+    match &request.scope {
+        ClaimScope::AnyExcept(saturated) => {
+            // The oldest due rows (a bounded window of the covering due index), then at most
+            // `per_endpoint` of each endpoint among them, oldest first.
+            query.push(
+                "SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
+                 (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS position FROM (SELECT id, \
+                 endpoint_id, next_attempt_at FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ",
+            );
+            query.push_bind(now);
+            if !saturated.is_empty() {
+                query.push(" AND endpoint_id NOT IN (");
+                let mut separated = query.separated(", ");
+                for endpoint_id in saturated {
+                    separated.push_bind(endpoint_id.as_uuid());
+                }
+                query.push(")");
+            }
+            query.push(" ORDER BY next_attempt_at LIMIT ");
+            query.push_bind(i64::from(request.limit) * CLAIM_WINDOW_FACTOR);
+            query.push(lock);
+            query.push(") AS due) AS ranked WHERE position <= ");
+            query.push_bind(per_endpoint);
+            query.push(" ORDER BY next_attempt_at LIMIT ");
+            query.push_bind(i64::from(request.limit));
+        }
+        ClaimScope::Endpoints(endpoints) => {
+            // One short range of the per-endpoint index each.
+            query.push("SELECT id FROM (");
+            for (position, endpoint_id) in endpoints.iter().enumerate() {
+                if position > 0 {
+                    query.push(" UNION ALL ");
+                }
+                query.push("SELECT id FROM (SELECT id FROM deliveries WHERE endpoint_id = ");
+                query.push_bind(endpoint_id.as_uuid());
+                query.push(" AND status = 'pending' AND next_attempt_at <= ");
+                query.push_bind(now);
+                query.push(" ORDER BY next_attempt_at LIMIT ");
+                query.push_bind(per_endpoint);
+                query.push(lock);
+                query.push(format!(") AS endpoint_{position}"));
+            }
+            query.push(") AS refill LIMIT ");
+            query.push_bind(i64::from(request.limit));
+        }
+    }
+    query.push(") RETURNING id");
+    query
+}
+
+/// `INSERT INTO attempts … ON CONFLICT (id) DO NOTHING` for up to [`BULK_ROWS`] attempts:
+/// storing the same attempt again (a retried batch whose first commit succeeded unseen)
+/// changes nothing.
+pub(crate) fn insert_attempts<'a, DB, I>(attempts: I) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    I: IntoIterator<Item = &'a Attempt>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<i64>: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
+    query.push_values(attempts, |mut row, attempt| {
+        row.push_bind(attempt.id.as_uuid())
+            .push_bind(attempt.org_id.as_uuid())
+            .push_bind(attempt.delivery_id.as_uuid())
+            .push_bind(attempt.endpoint_id.as_uuid())
+            .push_bind(attempt.event_id.as_uuid())
+            .push_bind(attempt.event_type.as_str())
+            .push_bind(attempt.url.as_str())
+            .push_bind(i64::from(attempt.attempt))
+            .push_bind(attempt.outcome.as_str())
+            .push_bind(attempt.response_status.map(i64::from))
+            .push_bind(i64::try_from(attempt.response_time_ms).unwrap_or(i64::MAX))
+            .push_bind(attempt.request_body_sha256.as_str())
+            .push_bind(i64::try_from(attempt.request_body_bytes).unwrap_or(i64::MAX))
+            .push_bind(headers_json(&attempt.request_headers))
+            .push_bind(attempt.response_body_excerpt.as_deref())
+            .push_bind(attempt.error.as_deref())
+            .push_bind(attempt.next_attempt_at.map(|at| at.as_micros()))
+            .push_bind(attempt.occurred_at.as_micros());
+    });
+    query.push(" ON CONFLICT (id) DO NOTHING");
+    query
+}
+
+/// A delivery to insert: the event fanned out to one endpoint.
+pub(crate) struct NewDelivery<'a> {
+    pub id: DeliveryId,
+    pub event: &'a Event,
+    pub endpoint_id: EndpointId,
+}
+
+/// `INSERT INTO deliveries …` for up to [`BULK_ROWS`] new deliveries, each pending and due at
+/// its event's creation.
+pub(crate) fn insert_pending_deliveries<'a, DB, I>(deliveries: I) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    I: IntoIterator<Item = &'a NewDelivery<'a>>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at) ",
+    );
+    query.push_values(deliveries, |mut row, delivery| {
+        row.push_bind(delivery.id.as_uuid())
+            .push_bind(delivery.event.org_id.as_uuid())
+            .push_bind(delivery.event.id.as_uuid())
+            .push_bind(delivery.endpoint_id.as_uuid())
+            .push_bind("pending")
+            .push_bind(0_i64)
+            .push_bind(delivery.event.created_at.as_micros())
+            .push_bind(delivery.event.created_at.as_micros());
+    });
+    query
+}
+
+/// Moves up to [`BULK_ROWS`] deliveries on after their attempts (rescheduled or finished,
+/// lease released), each only while it still carries the lease its attempt was made under.
+pub(crate) fn settle_deliveries<'a, DB, I>(recordings: I) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    I: IntoIterator<Item = &'a AttemptRecording>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<i64>: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut query =
+        QueryBuilder::new("WITH settled (id, lease_token, status, attempts, retry_at) AS (");
+    query.push_values(recordings, |mut row, recording| {
+        let attempt = &recording.attempt;
+        row.push_bind(attempt.delivery_id.as_uuid())
+            .push_bind(recording.lease.as_uuid())
+            .push_bind(delivery_status(attempt.outcome))
+            .push_bind(i64::from(attempt.attempt))
+            .push_bind(attempt.next_attempt_at.map(|at| at.as_micros()));
+    });
+    query.push(
+        ") UPDATE deliveries SET status = settled.status, attempts = settled.attempts, \
+         next_attempt_at = COALESCE(settled.retry_at, deliveries.next_attempt_at), lease_token = NULL \
+         FROM settled WHERE deliveries.id = settled.id AND deliveries.lease_token = settled.lease_token \
+         AND deliveries.status = 'pending'",
+    );
+    query
+}
+
+/// `UPDATE endpoints SET failing_since = NULL …` for endpoints that just had a success.
+pub(crate) fn clear_failing<'a, DB, I>(endpoints: I) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    I: IntoIterator<Item = EndpointId>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "UPDATE endpoints SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN (",
+    );
+    let mut separated = query.separated(", ");
+    for endpoint_id in endpoints {
+        separated.push_bind(endpoint_id.as_uuid());
+    }
+    query.push(")");
+    query
+}
