@@ -129,7 +129,11 @@ impl Herald {
                 )
                 // Bounds the stop of a Herald with attempts hanging in flight (noisy).
                 .env("HERALD_SHUTDOWN_GRACE_SECONDS", "2")
-                .env("HERALD_LOG", "warn");
+                // HERALD_BENCH_LOG overrides it, e.g. `herald_delivery=debug` to see claims.
+                .env(
+                    "HERALD_LOG",
+                    std::env::var("HERALD_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                );
             if let Some(seconds) = settings.request_timeout_seconds {
                 command.env("HERALD_REQUEST_TIMEOUT_SECONDS", seconds.to_string());
             }

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use herald_domain::{EndpointId, Outcome, Timestamp};
 use herald_store::{
     AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken, Store,
@@ -76,11 +78,21 @@ pub struct Worker {
 }
 
 /// Slots per endpoint, shared by the dispatcher and the tasks.
-#[derive(Default)]
+///
+/// An endpoint may have `limit` attempts sending at once, and up to `limit` more claimed and
+/// waiting for a slot (`claim_ahead = 2 × limit` assigned in all). The waiting ones are the
+/// pipeline: when a burst of answers frees the slots, the next attempts start at once instead
+/// of after a claim's round trip. The endpoint is refilled when its assignments drop below
+/// `claim_ahead`, which with claims of up to `limit` keeps between `limit` and `claim_ahead`
+/// assigned while its backlog lasts.
 struct EndpointSlots {
+    /// Attempts sending at once to one endpoint.
+    limit: usize,
+    /// Most assignments (sending or waiting) of one endpoint.
+    claim_ahead: usize,
     slots: Mutex<HashMap<EndpointId, EndpointSlot>>,
-    /// Endpoints that left saturation since the dispatcher last looked: their backlog is
-    /// claimed next, by endpoint, without scanning everyone's due deliveries.
+    /// Endpoints that dropped below `claim_ahead` since the dispatcher last looked: their
+    /// backlog is claimed next, by endpoint, without scanning everyone's due deliveries.
     refills: Mutex<Vec<EndpointId>>,
 }
 
@@ -91,22 +103,31 @@ struct EndpointSlot {
 }
 
 impl EndpointSlots {
-    fn assign(&self, endpoint_id: EndpointId, limit: usize) -> Arc<Semaphore> {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            claim_ahead: limit.saturating_mul(2),
+            slots: Mutex::default(),
+            refills: Mutex::default(),
+        }
+    }
+
+    fn assign(&self, endpoint_id: EndpointId) -> Arc<Semaphore> {
         let mut slots = self
             .slots
             .lock()
             .expect("endpoint slots lock is never poisoned");
         let slot = slots.entry(endpoint_id).or_insert_with(|| EndpointSlot {
-            semaphore: Arc::new(Semaphore::new(limit)),
+            semaphore: Arc::new(Semaphore::new(self.limit)),
             assigned: 0,
         });
         slot.assigned += 1;
         Arc::clone(&slot.semaphore)
     }
 
-    /// Frees one of the endpoint's assignments; `true` when that ends the endpoint's
-    /// saturation, so the dispatcher, which skipped it, has work to look for again.
-    fn release(&self, endpoint_id: EndpointId, limit: usize) -> bool {
+    /// Frees one of the endpoint's assignments; `true` when that takes it below
+    /// `claim_ahead`, so the dispatcher, which skipped it, has its backlog to claim again.
+    fn release(&self, endpoint_id: EndpointId) -> bool {
         let mut slots = self
             .slots
             .lock()
@@ -114,23 +135,40 @@ impl EndpointSlots {
         let Some(slot) = slots.get_mut(&endpoint_id) else {
             return false;
         };
-        let was_saturated = slot.assigned == limit;
+        let was_full = slot.assigned == self.claim_ahead;
         slot.assigned -= 1;
         if slot.assigned == 0 {
             slots.remove(&endpoint_id);
         }
         drop(slots);
-        if was_saturated {
+        if was_full {
             self.refills
                 .lock()
                 .expect("endpoint refills lock is never poisoned")
                 .push(endpoint_id);
         }
-        was_saturated
+        was_full
     }
 
-    /// The endpoints to refill, each once, leaving those saturated again meanwhile.
-    fn take_refills(&self, limit: usize) -> Vec<EndpointId> {
+    /// Asks for a refill of an endpoint whose claim came back full (its backlog may go on)
+    /// and that still has room for more.
+    fn refill_if_room(&self, endpoint_id: EndpointId) {
+        let has_room = self
+            .slots
+            .lock()
+            .expect("endpoint slots lock is never poisoned")
+            .get(&endpoint_id)
+            .is_some_and(|slot| slot.assigned < self.claim_ahead);
+        if has_room {
+            self.refills
+                .lock()
+                .expect("endpoint refills lock is never poisoned")
+                .push(endpoint_id);
+        }
+    }
+
+    /// The endpoints to refill, each once, leaving those that filled up again meanwhile.
+    fn take_refills(&self) -> Vec<EndpointId> {
         let mut refills = std::mem::take(
             &mut *self
                 .refills
@@ -143,18 +181,23 @@ impl EndpointSlots {
             .slots
             .lock()
             .expect("endpoint slots lock is never poisoned");
-        refills.retain(|id| slots.get(id).is_none_or(|slot| slot.assigned < limit));
+        refills.retain(|id| {
+            slots
+                .get(id)
+                .is_none_or(|slot| slot.assigned < self.claim_ahead)
+        });
         refills
     }
 
-    fn saturated(&self, limit: usize) -> Vec<EndpointId> {
+    /// Endpoints with `claim_ahead` or more assigned: a claim over everyone skips them.
+    fn full(&self) -> Vec<EndpointId> {
         let slots = self
             .slots
             .lock()
             .expect("endpoint slots lock is never poisoned");
         slots
             .iter()
-            .filter(|(_, slot)| slot.assigned >= limit)
+            .filter(|(_, slot)| slot.assigned >= self.claim_ahead)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -189,15 +232,21 @@ impl Worker {
             self.metrics.clone(),
             self.config.auto_disable_after,
         ));
-        let slots = Arc::new(EndpointSlots::default());
-        // Signalled when a skipped (saturated) endpoint gets a free slot: its backlog may be
-        // due, and waiting for the next poll would leave it idle.
+        let per_endpoint_limit = self.config.max_in_flight_per_endpoint;
+        let slots = Arc::new(EndpointSlots::new(per_endpoint_limit));
+        // Signalled when a full endpoint drops below its claim-ahead: its backlog may be due,
+        // and waiting for the next poll would leave it idle.
         let unsaturated = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(100);
-        // Whether to scan every endpoint's due deliveries: at start, after a publish or a
-        // poll interval, and while such scans come back full.
+        // Whether to claim over every endpoint: at start, after a publish or a poll interval,
+        // and while such claims come back full.
         let mut look_everywhere = true;
+        // A claim over every endpoint that found nothing may have scanned a long backlog of
+        // full endpoints (which refills serve); the next one waits four times as long as it
+        // took, so publishes arriving by the thousand cannot keep the database busy with
+        // scans that find nothing.
+        let mut look_everywhere_after = Instant::now();
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let capacity = self.config.max_in_flight.saturating_sub(tasks.len());
@@ -208,17 +257,21 @@ impl Worker {
                 }
                 continue;
             }
-            let per_endpoint_limit = self.config.max_in_flight_per_endpoint;
-            let refills = slots.take_refills(per_endpoint_limit);
+            let refills = slots.take_refills();
             let scope = if !refills.is_empty() {
                 ClaimScope::Endpoints(refills)
-            } else if look_everywhere {
-                ClaimScope::AnyExcept(slots.saturated(per_endpoint_limit))
+            } else if look_everywhere && Instant::now() >= look_everywhere_after {
+                ClaimScope::AnyExcept(slots.full())
             } else {
+                let next_look = if look_everywhere {
+                    look_everywhere_after
+                } else {
+                    Instant::now() + self.config.poll_interval
+                };
                 tokio::select! {
                     () = self.wakeup.notified() => look_everywhere = true,
                     () = unsaturated.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => look_everywhere = true,
+                    () = tokio::time::sleep_until(next_look) => look_everywhere = true,
                     () = shutdown.cancelled() => break,
                 }
                 continue;
@@ -232,12 +285,25 @@ impl Worker {
                 scope,
                 per_endpoint_limit: u32::try_from(per_endpoint_limit).unwrap_or(u32::MAX),
             };
+            let claim_started = Instant::now();
             let claimed = match self.store.claim_due_deliveries(&request).await {
                 Ok(claimed) => {
+                    let took = claim_started.elapsed();
+                    tracing::debug!(
+                        claimed = claimed.len(),
+                        refill = matches!(request.scope, ClaimScope::Endpoints(_)),
+                        in_flight = tasks.len(),
+                        took_us = took.as_micros() as u64,
+                        "claimed deliveries"
+                    );
                     backoff = Duration::from_millis(100);
                     if matches!(request.scope, ClaimScope::AnyExcept(_)) {
                         // A full claim may have left more behind.
                         look_everywhere = claimed.len() == request.limit as usize;
+                        if claimed.is_empty() {
+                            // Scanning at most a fifth of the time.
+                            look_everywhere_after = Instant::now() + took * 4;
+                        }
                     }
                     claimed
                 }
@@ -252,18 +318,27 @@ impl Worker {
                     continue;
                 }
             };
+            let mut claimed_per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
+            for delivery in &claimed {
+                *claimed_per_endpoint
+                    .entry(delivery.endpoint.id)
+                    .or_default() += 1;
+            }
             for delivery in claimed {
-                let endpoint_id = delivery.endpoint.id;
-                let semaphore = slots.assign(endpoint_id, self.config.max_in_flight_per_endpoint);
+                let semaphore = slots.assign(delivery.endpoint.id);
                 let job = Job {
                     client: self.client.clone(),
                     schedule: self.config.schedule.clone(),
                     record_tx: record_tx.clone(),
                     slots: Arc::clone(&slots),
                     unsaturated: Arc::clone(&unsaturated),
-                    per_endpoint_limit: self.config.max_in_flight_per_endpoint,
                 };
                 tasks.spawn(job.run(delivery, semaphore));
+            }
+            for (endpoint_id, count) in claimed_per_endpoint {
+                if count >= per_endpoint_limit {
+                    slots.refill_if_room(endpoint_id);
+                }
             }
         }
         self.drain(tasks, record_tx, recorder).await;
@@ -305,7 +380,6 @@ struct Job {
     record_tx: mpsc::Sender<AttemptRecording>,
     slots: Arc<EndpointSlots>,
     unsaturated: Arc<Notify>,
-    per_endpoint_limit: usize,
 }
 
 impl Job {
@@ -314,7 +388,7 @@ impl Job {
         let permit = endpoint_slot.acquire_owned().await;
         let recording = attempt_delivery(&self.client, &self.schedule, &delivery).await;
         drop(permit);
-        if self.slots.release(endpoint_id, self.per_endpoint_limit) {
+        if self.slots.release(endpoint_id) {
             self.unsaturated.notify_one();
         }
         // A closed channel means the recorder is gone (shutdown); the lease will bring the
