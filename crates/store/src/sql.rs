@@ -18,14 +18,14 @@ use crate::rows::{ATTEMPT_COLUMNS, headers_json};
 /// PostgreSQL 65,535) with 18 parameters a row.
 pub(crate) const BULK_ROWS: usize = 500;
 
-/// Whether the claim's scan locks the rows it takes.
+/// Which backend a statement is for, where the text must differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RowLocks {
-    /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so nodes claiming at once never take the same
-    /// row and never wait for each other.
-    SkipLocked,
-    /// SQLite: one writer, no row locks.
-    None,
+pub(crate) enum Dialect {
+    /// One writer, no row locks; a planner that needs telling which side of a join to probe.
+    Sqlite,
+    /// Row locks: a claim skips rows another node is claiming (`FOR UPDATE SKIP LOCKED`), so
+    /// nodes claiming at once never take the same row and never wait for each other.
+    Postgres,
 }
 
 /// `UPDATE deliveries … RETURNING id`: takes the claimable deliveries `request` asks for,
@@ -35,7 +35,7 @@ pub(crate) enum RowLocks {
 pub(crate) fn claim<'a, DB>(
     request: &'a ClaimRequest,
     token: LeaseToken,
-    locks: RowLocks,
+    dialect: Dialect,
 ) -> QueryBuilder<'a, DB>
 where
     DB: Database,
@@ -46,9 +46,9 @@ where
     let lease_until =
         now.saturating_add(i64::try_from(request.lease.as_micros()).unwrap_or(i64::MAX));
     let per_endpoint = i64::from(request.per_endpoint_limit.max(1));
-    let lock = match locks {
-        RowLocks::SkipLocked => " FOR UPDATE SKIP LOCKED",
-        RowLocks::None => "",
+    let lock = match dialect {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
     };
     let mut query = QueryBuilder::new("UPDATE deliveries SET next_attempt_at = ");
     query.push_bind(lease_until);
@@ -179,7 +179,7 @@ where
 
 /// Moves up to [`BULK_ROWS`] deliveries on after their attempts (rescheduled or finished,
 /// lease released), each only while it still carries the lease its attempt was made under.
-pub(crate) fn settle_deliveries<'a, DB, I>(recordings: I) -> QueryBuilder<'a, DB>
+pub(crate) fn settle_deliveries<'a, DB, I>(recordings: I, dialect: Dialect) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     I: IntoIterator<Item = &'a AttemptRecording>,
@@ -198,12 +198,20 @@ where
             .push_bind(i64::from(attempt.attempt))
             .push_bind(attempt.next_attempt_at.map(|at| at.as_micros()));
     });
-    query.push(
+    // Each settled row must be found by primary key. Without statistics SQLite's planner
+    // turns the join around for a few hundred rows, scanning every pending delivery and
+    // probing the list; a unary `+` on the list's columns (SQLite only: PostgreSQL has no
+    // unary plus for UUIDs) rules that out.
+    let pin = match dialect {
+        Dialect::Sqlite => "+",
+        Dialect::Postgres => "",
+    };
+    query.push(format!(
         ") UPDATE deliveries SET status = settled.status, attempts = settled.attempts, \
          next_attempt_at = COALESCE(settled.retry_at, deliveries.next_attempt_at), lease_token = NULL \
-         FROM settled WHERE deliveries.id = settled.id AND deliveries.lease_token = settled.lease_token \
-         AND deliveries.status = 'pending'",
-    );
+         FROM settled WHERE deliveries.id = {pin}settled.id AND deliveries.lease_token = {pin}settled.lease_token \
+         AND deliveries.status = 'pending'"
+    ));
     query
 }
 

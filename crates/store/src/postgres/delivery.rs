@@ -18,7 +18,7 @@ use crate::rows::{
     ATTEMPT_COLUMNS, CLAIMED_DETAILS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS,
     attempt_from_row, claimed_from_row, endpoint_from_row, event_from_row,
 };
-use crate::sql::{self, NewDelivery, RowLocks};
+use crate::sql::{self, Dialect, NewDelivery};
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
@@ -237,7 +237,7 @@ pub(super) async fn claim_due_deliveries(
         .execute(&mut *tx)
         .await
         .map_err(map_error)?;
-    let claimed: Vec<Uuid> = sql::claim::<Postgres>(request, lease, RowLocks::SkipLocked)
+    let claimed: Vec<Uuid> = sql::claim::<Postgres>(request, lease, Dialect::Postgres)
         .build_query_scalar()
         .fetch_all(&mut *tx)
         .await
@@ -276,7 +276,7 @@ pub(super) async fn record_attempts(
         .collect();
     insert_attempts(&mut tx, &attempts).await?;
     for chunk in recordings.chunks(sql::BULK_ROWS) {
-        sql::settle_deliveries::<Postgres, _>(chunk)
+        sql::settle_deliveries::<Postgres, _>(chunk, Dialect::Postgres)
             .build()
             .execute(&mut *tx)
             .await

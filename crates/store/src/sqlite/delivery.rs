@@ -18,7 +18,7 @@ use crate::rows::{
     ATTEMPT_COLUMNS, CLAIMED_DETAILS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS,
     attempt_from_row, claimed_from_row, endpoint_from_row, event_from_row,
 };
-use crate::sql::{self, NewDelivery, RowLocks};
+use crate::sql::{self, Dialect, NewDelivery};
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
@@ -250,7 +250,7 @@ async fn claim_on(
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let lease = LeaseToken::new();
     let mut tx = writer.begin().await.map_err(map_error)?;
-    let claimed: Vec<Uuid> = sql::claim::<Sqlite>(request, lease, RowLocks::None)
+    let claimed: Vec<Uuid> = sql::claim::<Sqlite>(request, lease, Dialect::Sqlite)
         .build_query_scalar()
         .fetch_all(&mut *tx)
         .await
@@ -289,7 +289,7 @@ pub(super) async fn record_attempts(
         .collect();
     insert_attempts(&mut tx, &attempts).await?;
     for chunk in recordings.chunks(sql::BULK_ROWS) {
-        sql::settle_deliveries::<Sqlite, _>(chunk)
+        sql::settle_deliveries::<Sqlite, _>(chunk, Dialect::Sqlite)
             .build()
             .execute(&mut *tx)
             .await
