@@ -13,10 +13,8 @@
 //! after it), so the only duplicates are sends the dead node made and never recorded, which a
 //! live node repeated once its lease lapsed. The duplicates are reported.
 //!
-//! Issue 4 asks for 5,000 events (50,000 deliveries). With three debug-build nodes, PostgreSQL
-//! and the receivers sharing two busy cores, that takes about 140 s alone and more beside the
-//! other tests, too close to the bound, so the default is 2,000 events (20,000 deliveries);
-//! `HERALD_CLUSTER_EVENTS=5000` runs the full size.
+//! 5,000 events (50,000 deliveries), as issue 4 asks; `HERALD_CLUSTER_EVENTS` sets another
+//! count (at least 100).
 //!
 //! The nodes' request timeout is 5 s, so their lease is the floor of 60 s: the dead node's
 //! claims come back a minute after it took them, which bounds the test's length.
@@ -45,7 +43,7 @@ use support::{
 const NODES: usize = 3;
 const ENDPOINTS: usize = 10;
 /// Events published unless `HERALD_CLUSTER_EVENTS` says otherwise.
-const DEFAULT_EVENTS: usize = 2_000;
+const DEFAULT_EVENTS: usize = 5_000;
 /// Events per batch publish. The API takes 500, but a node busy delivering took over 30 s (the
 /// client's timeout) for 500 events (5,500 rows) in a debug build on two busy cores; 100 keep
 /// each request to a few seconds.

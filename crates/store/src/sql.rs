@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::AttemptRecording;
 use crate::queue::{CLAIM_WINDOW_FACTOR, ClaimRequest, ClaimScope, LeaseToken, delivery_status};
-use crate::rows::{ATTEMPT_COLUMNS, headers_json};
+use crate::rows::{ATTEMPT_COLUMNS, EVENT_COLUMNS, headers_json};
 
 /// Rows per bulk statement: under both backends' bind-parameter limits (SQLite 32,766,
 /// PostgreSQL 65,535) with 18 parameters a row.
@@ -141,6 +141,29 @@ where
             .push_bind(attempt.occurred_at.as_micros());
     });
     query.push(" ON CONFLICT (id) DO NOTHING");
+    query
+}
+
+/// `INSERT INTO events …` for up to [`BULK_ROWS`] events.
+pub(crate) fn insert_events<'a, DB, I>(events: I) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    I: IntoIterator<Item = &'a Event>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!("INSERT INTO events ({EVENT_COLUMNS}) "));
+    query.push_values(events, |mut row, event| {
+        row.push_bind(event.id.as_uuid())
+            .push_bind(event.org_id.as_uuid())
+            .push_bind(event.event_type.as_str())
+            .push_bind(event.data.as_str())
+            .push_bind(event.idempotency_key.as_deref())
+            .push_bind(event.origin.as_str())
+            .push_bind(event.created_at.as_micros());
+    });
     query
 }
 

@@ -27,26 +27,6 @@ use crate::{
 /// How long an idempotency key keeps returning the first event.
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
-async fn insert_event(
-    tx: &mut Transaction<'static, Postgres>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    ))
-    .bind(event.id.as_uuid())
-    .bind(event.org_id.as_uuid())
-    .bind(&event.event_type)
-    .bind(&event.data)
-    .bind(&event.idempotency_key)
-    .bind(event.origin.as_str())
-    .bind(event.created_at.as_micros())
-    .execute(&mut **tx)
-    .await
-    .map_err(map_error)?;
-    Ok(())
-}
-
 /// Stores attempts, [`sql::BULK_ROWS`] a statement.
 async fn insert_attempts(
     tx: &mut Transaction<'static, Postgres>,
@@ -54,6 +34,21 @@ async fn insert_attempts(
 ) -> Result<(), StoreError> {
     for chunk in attempts.chunks(sql::BULK_ROWS) {
         sql::insert_attempts::<Postgres, _>(chunk.iter().copied())
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(map_error)?;
+    }
+    Ok(())
+}
+
+/// Stores events, [`sql::BULK_ROWS`] a statement.
+async fn insert_events(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(sql::BULK_ROWS) {
+        sql::insert_events::<Postgres, _>(chunk.iter().copied())
             .build()
             .execute(&mut **tx)
             .await
@@ -85,8 +80,13 @@ pub(super) async fn publish_events(
     let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
     let mut published = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
+    // New events are inserted together, except that an idempotency key is looked up only
+    // after the events before it are stored, so a key repeated within one batch is found.
+    let mut new_events: Vec<&Event> = Vec::with_capacity(events.len());
     for event in events {
         if let Some(key) = &event.idempotency_key {
+            insert_events(&mut tx, &new_events).await?;
+            new_events.clear();
             // Two nodes publishing the same key at once take turns here; the second then finds
             // the first's event instead of breaking the unique index.
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -128,7 +128,7 @@ pub(super) async fn publish_events(
                     .map_err(map_error)?;
             }
         }
-        insert_event(&mut tx, event).await?;
+        new_events.push(event);
         if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
             slot.insert(live_active_endpoints(&mut tx, event.org_id).await?);
         }
@@ -149,6 +149,7 @@ pub(super) async fn publish_events(
             duplicate: false,
         });
     }
+    insert_events(&mut tx, &new_events).await?;
     insert_pending_deliveries(&mut tx, &deliveries).await?;
     tx.commit().await.map_err(map_error)?;
     Ok(published)
@@ -186,7 +187,7 @@ pub(super) async fn enqueue_replay(
     if live.is_none() {
         return Err(StoreError::NotFound);
     }
-    insert_event(&mut tx, event).await?;
+    insert_events(&mut tx, &[event]).await?;
     insert_pending_deliveries(
         &mut tx,
         &[NewDelivery {
@@ -206,7 +207,7 @@ pub(super) async fn record_test_attempt(
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    insert_event(&mut tx, event).await?;
+    insert_events(&mut tx, &[event]).await?;
     sqlx::query(
         "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at)
          VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",

@@ -8,7 +8,7 @@ use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
     EventId, OrgId, Outcome, Timestamp,
 };
-use sqlx::{Acquire, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{SqliteStore, insert_audit};
@@ -27,26 +27,6 @@ use crate::{
 /// How long an idempotency key keeps returning the first event.
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
-async fn insert_event(
-    tx: &mut Transaction<'static, Sqlite>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(event.id.as_uuid())
-    .bind(event.org_id.as_uuid())
-    .bind(&event.event_type)
-    .bind(&event.data)
-    .bind(&event.idempotency_key)
-    .bind(event.origin.as_str())
-    .bind(event.created_at.as_micros())
-    .execute(&mut **tx)
-    .await
-    .map_err(map_error)?;
-    Ok(())
-}
-
 /// Stores attempts, [`sql::BULK_ROWS`] a statement.
 async fn insert_attempts(
     tx: &mut Transaction<'static, Sqlite>,
@@ -54,6 +34,21 @@ async fn insert_attempts(
 ) -> Result<(), StoreError> {
     for chunk in attempts.chunks(sql::BULK_ROWS) {
         sql::insert_attempts::<Sqlite, _>(chunk.iter().copied())
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(map_error)?;
+    }
+    Ok(())
+}
+
+/// Stores events, [`sql::BULK_ROWS`] a statement.
+async fn insert_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(sql::BULK_ROWS) {
+        sql::insert_events::<Sqlite, _>(chunk.iter().copied())
             .build()
             .execute(&mut **tx)
             .await
@@ -85,8 +80,13 @@ pub(super) async fn publish_events(
     let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
     let mut published = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
+    // New events are inserted together, except that an idempotency key is looked up only
+    // after the events before it are stored, so a key repeated within one batch is found.
+    let mut new_events: Vec<&Event> = Vec::with_capacity(events.len());
     for event in events {
         if let Some(key) = &event.idempotency_key {
+            insert_events(&mut tx, &new_events).await?;
+            new_events.clear();
             let earlier = sqlx::query(
                 "SELECT id, created_at FROM events WHERE org_id = ? AND idempotency_key = ?",
             )
@@ -121,7 +121,7 @@ pub(super) async fn publish_events(
                     .map_err(map_error)?;
             }
         }
-        insert_event(&mut tx, event).await?;
+        new_events.push(event);
         if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
             slot.insert(live_active_endpoints(&mut tx, event.org_id).await?);
         }
@@ -142,6 +142,7 @@ pub(super) async fn publish_events(
             duplicate: false,
         });
     }
+    insert_events(&mut tx, &new_events).await?;
     insert_pending_deliveries(&mut tx, &deliveries).await?;
     tx.commit().await.map_err(map_error)?;
     Ok(published)
@@ -179,7 +180,7 @@ pub(super) async fn enqueue_replay(
     if live.is_none() {
         return Err(StoreError::NotFound);
     }
-    insert_event(&mut tx, event).await?;
+    insert_events(&mut tx, &[event]).await?;
     insert_pending_deliveries(
         &mut tx,
         &[NewDelivery {
@@ -199,7 +200,7 @@ pub(super) async fn record_test_attempt(
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    insert_event(&mut tx, event).await?;
+    insert_events(&mut tx, &[event]).await?;
     sqlx::query(
         "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
@@ -222,44 +223,15 @@ pub(super) async fn claim_due_deliveries(
     store: &SqliteStore,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    // A claim need not survive a power cut: a lost lease only makes its deliveries due again,
-    // and Herald releases every lease at start anyway. So the claim commits without an fsync
-    // (the next synced commit, of a publish or of recorded attempts, persists it as well) and
-    // the writer is put back to `synchronous=FULL` before anyone else may use it; if that
-    // fails, the connection is closed instead of being handed on.
-    let mut writer = store.writer.acquire().await.map_err(map_error)?;
-    sqlx::query("PRAGMA synchronous = NORMAL")
-        .execute(&mut *writer)
-        .await
-        .map_err(map_error)?;
-    let claimed = claim_on(store, &mut writer, request).await;
-    if sqlx::query("PRAGMA synchronous = FULL")
-        .execute(&mut *writer)
-        .await
-        .is_err()
-    {
-        writer.close_on_drop();
-    }
-    claimed
-}
-
-async fn claim_on(
-    store: &SqliteStore,
-    writer: &mut SqliteConnection,
-    request: &ClaimRequest,
-) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let lease = LeaseToken::new();
-    let mut tx = writer.begin().await.map_err(map_error)?;
-    let claimed: Vec<Uuid> = sql::claim::<Sqlite>(request, lease, Dialect::Sqlite)
-        .build_query_scalar()
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
+    let claimed = take_leases(store, request, lease).await?;
     if claimed.is_empty() {
-        tx.commit().await.map_err(map_error)?;
         return Ok(Vec::new());
     }
-
+    // What to send is read beside the writer, from a reader: the claim is committed, and
+    // nothing the read needs can go while the deliveries are pending (an endpoint changed
+    // meanwhile is read as it is now, which is what the attempt must use). Should the read
+    // fail, the leases lapse and the deliveries come back.
     let mut details = QueryBuilder::<Sqlite>::new(CLAIMED_DETAILS);
     let mut separated = details.separated(", ");
     for id in &claimed {
@@ -268,13 +240,44 @@ async fn claim_on(
     details.push(") ORDER BY d.created_at");
     let rows = details
         .build()
-        .fetch_all(&mut *tx)
+        .fetch_all(&store.reader)
         .await
         .map_err(map_error)?;
-    tx.commit().await.map_err(map_error)?;
     rows.iter()
         .map(|row| claimed_from_row(row, &store.cipher, lease))
         .collect()
+}
+
+/// The claim's one write: a single `UPDATE … RETURNING id`, atomic on its own.
+///
+/// A claim need not survive a power cut: a lost lease only makes its deliveries due again,
+/// and Herald releases every lease at start anyway. So it commits without an fsync (the next
+/// synced commit, of a publish or of recorded attempts, persists it as well), and the writer
+/// is put back to `synchronous=FULL` before anyone else may use it; if that fails, the
+/// connection is closed instead of being handed on.
+async fn take_leases(
+    store: &SqliteStore,
+    request: &ClaimRequest,
+    lease: LeaseToken,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut writer = store.writer.acquire().await.map_err(map_error)?;
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut *writer)
+        .await
+        .map_err(map_error)?;
+    let claimed = sql::claim::<Sqlite>(request, lease, Dialect::Sqlite)
+        .build_query_scalar()
+        .fetch_all(&mut *writer)
+        .await
+        .map_err(map_error);
+    if sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *writer)
+        .await
+        .is_err()
+    {
+        writer.close_on_drop();
+    }
+    claimed
 }
 
 pub(super) async fn record_attempts(
