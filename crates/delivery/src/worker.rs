@@ -7,11 +7,20 @@
 //! - the recorder writes results in batches, one transaction per batch (group commit), which
 //!   is what keeps SQLite fast with `synchronous=FULL`.
 //!
+//! What the dispatcher claims: an endpoint has `limit` slots and up to `2 × limit` deliveries
+//! assigned (sending, or claimed ahead and waiting), see [`EndpointSlots`]. It *refills* an
+//! endpoint, reading just that endpoint's oldest due rows, when it drops below that or when
+//! its last claim came back full; it claims *over every endpoint* (skipping full ones) at
+//! start, when a publish signals new work, and every poll interval. So a busy endpoint is fed
+//! from its own index range however large the backlog, and a publish for an idle endpoint is
+//! claimed at once.
+//!
 //! Isolation between endpoints: a task holds only its endpoint's slot while it sends, and the
-//! dispatcher stops claiming for an endpoint whose slots are all taken, so a slow or failing
-//! endpoint backs up only itself. A delivery stays leased until its attempt is recorded; if
-//! the process dies first, the lease lapses and the delivery is attempted again (at least
-//! once, never lost).
+//! dispatcher claims nothing for a full endpoint, so a slow or failing endpoint backs up only
+//! itself. A delivery stays leased until its attempt is recorded; if the process dies first,
+//! the lease lapses and the delivery is attempted again (at least once, never lost). The
+//! lease outlasts two rounds of the longest attempt (the server sets it to four), so the
+//! deliveries claimed ahead are sent before it lapses.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
