@@ -62,7 +62,7 @@ pub(crate) struct Metric {
 }
 
 /// A target a figure is held to.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "comparison", content = "threshold", rename_all = "snake_case")]
 pub(crate) enum Target {
     /// The value must be at least this.
@@ -118,6 +118,18 @@ impl Metric {
         self
     }
 
+    /// The PostgreSQL backend's target: issue 5 asks it for at least half the SQLite
+    /// figures, so a rate's floor is halved and a latency's ceiling doubled; ratios and memory
+    /// keep theirs.
+    fn for_postgres(mut self) -> Self {
+        self.target = self.target.map(|target| match target {
+            Target::AtLeast(floor) if self.unit.ends_with("/s") => Target::AtLeast(floor / 2.0),
+            Target::AtMost(ceiling) if self.unit == "ms" => Target::AtMost(ceiling * 2.0),
+            other => other,
+        });
+        self
+    }
+
     fn judge(&mut self) {
         self.met = self.target.map(|target| match target {
             Target::AtLeast(threshold) => self.value >= threshold,
@@ -158,6 +170,13 @@ impl Report {
 
     /// Adds a workload's result, judging its figures when this run is judged.
     pub(crate) fn add(&mut self, mut result: WorkloadResult) {
+        if self.backend == Backend::Postgres {
+            result.metrics = result
+                .metrics
+                .into_iter()
+                .map(Metric::for_postgres)
+                .collect();
+        }
         if self.judged {
             result.metrics.iter_mut().for_each(Metric::judge);
         }
@@ -395,6 +414,27 @@ mod tests {
             assert_eq!(thousands(value), expected, "{value}");
         }
         assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+
+    #[test]
+    fn postgres_targets_are_half_the_speed_and_the_same_ratios() {
+        let rate = Metric::new("rate", 1.0, "events/s").target(Target::AtLeast(3000.0));
+        let latency = Metric::new("p99", 1.0, "ms").target(Target::AtMost(10.0));
+        let ratio = Metric::new("ratio", 1.0, "×").target(Target::AtLeast(0.8));
+        let rss = Metric::new("rss", 1.0, "MB").target(Target::Below(100.0));
+        let relaxed: Vec<Option<Target>> = [rate, latency, ratio, rss]
+            .into_iter()
+            .map(|metric| metric.for_postgres().target)
+            .collect();
+        assert_eq!(
+            relaxed,
+            vec![
+                Some(Target::AtLeast(1500.0)),
+                Some(Target::AtMost(20.0)),
+                Some(Target::AtLeast(0.8)),
+                Some(Target::Below(100.0)),
+            ]
+        );
     }
 
     #[test]
