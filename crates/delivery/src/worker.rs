@@ -7,10 +7,10 @@
 //! - the recorder writes results in batches, one transaction per batch (group commit), which
 //!   is what keeps SQLite fast with `synchronous=FULL`.
 //!
-//! What the dispatcher claims: an endpoint has `limit` slots and up to `2 × limit` deliveries
-//! assigned (sending, or claimed ahead and waiting), see [`EndpointSlots`]. It *refills* an
-//! endpoint, reading just that endpoint's oldest due rows, when it drops below that or when
-//! its last claim came back full; it claims *over every endpoint* (skipping full ones) at
+//! What the dispatcher claims: an endpoint has `limit` slots and up to `4 × limit` deliveries
+//! assigned (sending, or claimed ahead and waiting; fewer while it fails), see
+//! [`EndpointSlots`]. It *refills* an endpoint, reading just that endpoint's oldest due rows,
+//! when its assignments drop to a low water mark or when its last claim came back full; it claims *over every endpoint* (skipping full ones) at
 //! start, when a publish signals new work, and every poll interval. So a busy endpoint is fed
 //! from its own index range however large the backlog, and a publish for an idle endpoint is
 //! claimed at once.
@@ -19,7 +19,7 @@
 //! dispatcher claims nothing for a full endpoint, so a slow or failing endpoint backs up only
 //! itself. A delivery stays leased until its attempt is recorded; if the process dies first,
 //! the lease lapses and the delivery is attempted again (at least once, never lost). The
-//! lease outlasts two rounds of the longest attempt (the server sets it to four), so the
+//! lease outlasts four rounds of the longest attempt (the server sets it to six), so the
 //! deliveries claimed ahead are sent before it lapses.
 
 use std::collections::HashMap;
@@ -52,7 +52,8 @@ pub struct WorkerConfig {
     pub max_in_flight_per_endpoint: usize,
     /// Most deliveries claimed per query.
     pub claim_batch: u32,
-    /// How long a claim holds; must exceed the client's total timeout.
+    /// How long a claim holds; must exceed four times the client's total timeout, since an
+    /// endpoint's deliveries are claimed up to four rounds of attempts ahead.
     pub lease: Duration,
     /// How often to look for due deliveries when nobody signals new work.
     pub poll_interval: Duration,
@@ -88,19 +89,22 @@ pub struct Worker {
 
 /// Slots per endpoint, shared by the dispatcher and the tasks.
 ///
-/// An endpoint may have `limit` attempts sending at once, and up to `limit` more claimed and
-/// waiting for a slot (`claim_ahead = 2 × limit` assigned in all). The waiting ones are the
-/// pipeline: when a burst of answers frees the slots, the next attempts start at once instead
-/// of after a claim's round trip. The endpoint is refilled when its assignments drop below
-/// `claim_ahead`, which with claims of up to `limit` keeps between `limit` and `claim_ahead`
-/// assigned while its backlog lasts.
+/// An endpoint may have `limit` attempts sending at once; more are claimed ahead and wait for
+/// a slot, so when a burst of answers frees the slots the next attempts start at once instead
+/// of after a claim's round trip. An endpoint whose last attempt succeeded is refilled
+/// 2 × limit at a time whenever its assignments (sending or waiting) drop to 2 × limit, which
+/// keeps between 2 and 4 × limit assigned while its backlog lasts: at least `limit` waiting
+/// while a refill is on its way, and one claim per 2 × limit deliveries. An endpoint whose
+/// last attempt failed gains nothing from waiting work (it answers slowly or not at all), so
+/// it is refilled `limit` at a time at `limit / 2`, holding at most 1.5 × limit and leaving
+/// the global bound on work in flight to the endpoints that answer. Everything assigned is
+/// sent within four rounds of the longest attempt, inside the lease (the server sets the
+/// lease to six).
 struct EndpointSlots {
     /// Attempts sending at once to one endpoint.
     limit: usize,
-    /// Most assignments (sending or waiting) of one endpoint.
-    claim_ahead: usize,
     slots: Mutex<HashMap<EndpointId, EndpointSlot>>,
-    /// Endpoints that dropped below `claim_ahead` since the dispatcher last looked: their
+    /// Endpoints that dropped to their low water since the dispatcher last looked: their
     /// backlog is claimed next, by endpoint, without scanning everyone's due deliveries.
     refills: Mutex<Vec<EndpointId>>,
 }
@@ -109,15 +113,32 @@ struct EndpointSlot {
     semaphore: Arc<Semaphore>,
     /// Tasks assigned to the endpoint, sending or waiting.
     assigned: usize,
+    /// Whether its last finished attempt failed.
+    failing: bool,
 }
 
 impl EndpointSlots {
     fn new(limit: usize) -> Self {
         Self {
             limit,
-            claim_ahead: limit.saturating_mul(2),
             slots: Mutex::default(),
             refills: Mutex::default(),
+        }
+    }
+
+    /// At or below this many assigned, the endpoint is refilled.
+    fn low_water(&self, slot: Option<&EndpointSlot>) -> usize {
+        match slot {
+            Some(slot) if slot.failing => self.limit / 2,
+            _ => self.limit.saturating_mul(2),
+        }
+    }
+
+    /// Most of the endpoint's deliveries one refill takes.
+    fn refill_batch(&self, slot: Option<&EndpointSlot>) -> usize {
+        match slot {
+            Some(slot) if slot.failing => self.limit,
+            _ => self.limit.saturating_mul(2),
         }
     }
 
@@ -129,14 +150,16 @@ impl EndpointSlots {
         let slot = slots.entry(endpoint_id).or_insert_with(|| EndpointSlot {
             semaphore: Arc::new(Semaphore::new(self.limit)),
             assigned: 0,
+            failing: false,
         });
         slot.assigned += 1;
         Arc::clone(&slot.semaphore)
     }
 
-    /// Frees one of the endpoint's assignments; `true` when that takes it below
-    /// `claim_ahead`, so the dispatcher, which skipped it, has its backlog to claim again.
-    fn release(&self, endpoint_id: EndpointId) -> bool {
+    /// Frees one of the endpoint's assignments after an attempt that `delivered` or not;
+    /// `true` when that takes it down to its low water, so the dispatcher, which skipped it,
+    /// has its backlog to claim again.
+    fn release(&self, endpoint_id: EndpointId, delivered: bool) -> bool {
         let mut slots = self
             .slots
             .lock()
@@ -144,19 +167,21 @@ impl EndpointSlots {
         let Some(slot) = slots.get_mut(&endpoint_id) else {
             return false;
         };
-        let was_full = slot.assigned == self.claim_ahead;
+        slot.failing = !delivered;
+        let low_water = self.low_water(Some(slot));
+        let reached_low_water = slot.assigned > low_water && slot.assigned - 1 <= low_water;
         slot.assigned -= 1;
         if slot.assigned == 0 {
             slots.remove(&endpoint_id);
         }
         drop(slots);
-        if was_full {
+        if reached_low_water {
             self.refills
                 .lock()
                 .expect("endpoint refills lock is never poisoned")
                 .push(endpoint_id);
         }
-        was_full
+        reached_low_water
     }
 
     /// Asks for a refill of an endpoint whose claim came back full (its backlog may go on)
@@ -167,7 +192,7 @@ impl EndpointSlots {
             .lock()
             .expect("endpoint slots lock is never poisoned")
             .get(&endpoint_id)
-            .is_some_and(|slot| slot.assigned < self.claim_ahead);
+            .is_some_and(|slot| slot.assigned <= self.low_water(Some(slot)));
         if has_room {
             self.refills
                 .lock()
@@ -176,8 +201,9 @@ impl EndpointSlots {
         }
     }
 
-    /// The endpoints to refill, each once, leaving those that filled up again meanwhile.
-    fn take_refills(&self) -> Vec<EndpointId> {
+    /// The endpoints to refill, each once and with how many to take, leaving those that
+    /// filled up again meanwhile.
+    fn take_refills(&self) -> Vec<(EndpointId, u32)> {
         let mut refills = std::mem::take(
             &mut *self
                 .refills
@@ -190,15 +216,20 @@ impl EndpointSlots {
             .slots
             .lock()
             .expect("endpoint slots lock is never poisoned");
-        refills.retain(|id| {
-            slots
-                .get(id)
-                .is_none_or(|slot| slot.assigned < self.claim_ahead)
-        });
         refills
+            .into_iter()
+            .filter_map(|id| {
+                let slot = slots.get(&id);
+                let has_room = slot.is_none_or(|slot| slot.assigned <= self.low_water(Some(slot)));
+                has_room.then(|| {
+                    let batch = u32::try_from(self.refill_batch(slot)).unwrap_or(u32::MAX);
+                    (id, batch)
+                })
+            })
+            .collect()
     }
 
-    /// Endpoints with `claim_ahead` or more assigned: a claim over everyone skips them.
+    /// Endpoints above their low water: a claim over everyone skips them.
     fn full(&self) -> Vec<EndpointId> {
         let slots = self
             .slots
@@ -206,7 +237,7 @@ impl EndpointSlots {
             .expect("endpoint slots lock is never poisoned");
         slots
             .iter()
-            .filter(|(_, slot)| slot.assigned >= self.claim_ahead)
+            .filter(|(_, slot)| slot.assigned > self.low_water(Some(slot)))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -345,7 +376,7 @@ impl Worker {
                 tasks.spawn(job.run(delivery, semaphore));
             }
             for (endpoint_id, count) in claimed_per_endpoint {
-                if count >= per_endpoint_limit {
+                if count >= request.most_for(endpoint_id) as usize {
                     slots.refill_if_room(endpoint_id);
                 }
             }
@@ -397,7 +428,8 @@ impl Job {
         let permit = endpoint_slot.acquire_owned().await;
         let recording = attempt_delivery(&self.client, &self.schedule, &delivery).await;
         drop(permit);
-        if self.slots.release(endpoint_id) {
+        let delivered = recording.attempt.outcome == Outcome::Success;
+        if self.slots.release(endpoint_id, delivered) {
             self.unsaturated.notify_one();
         }
         // A closed channel means the recorder is gone (shutdown); the lease will bring the

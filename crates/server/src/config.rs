@@ -178,7 +178,9 @@ impl ServeArgs {
             max_in_flight: self.max_in_flight.max(1),
             max_in_flight_per_endpoint: self.max_in_flight_per_endpoint.max(1),
             // A lease outlives the longest attempt, so it only lapses when its holder died.
-            lease: (request_timeout * 4).max(Duration::from_secs(60)),
+            // An endpoint's deliveries are claimed up to four rounds of attempts ahead
+            // (herald_delivery::worker), each round at most one request timeout.
+            lease: (request_timeout * 6).max(Duration::from_secs(60)),
             auto_disable_after: day * u32::try_from(self.auto_disable_days).unwrap_or(u32::MAX),
             shutdown_grace,
             ..WorkerConfig::default()

@@ -83,8 +83,9 @@ pub struct ClaimRequest {
     pub lease: Duration,
     /// Which endpoints' deliveries to look at.
     pub scope: ClaimScope,
-    /// At most this many deliveries of any one endpoint per claim, so a claim never takes
-    /// more of a slow endpoint's backlog than it can attempt before the lease lapses.
+    /// At most this many deliveries of any one endpoint in a claim over every endpoint, so a
+    /// claim never takes more of a slow endpoint's backlog than it can attempt before the
+    /// lease lapses (a refill names its own numbers).
     pub per_endpoint_limit: u32,
 }
 
@@ -94,9 +95,23 @@ pub enum ClaimScope {
     /// The oldest due deliveries of any endpoint except these, which already have as many
     /// attempts in flight as allowed. Reads a bounded window of the due index.
     AnyExcept(Vec<EndpointId>),
-    /// Only these endpoints' oldest due deliveries: each just got a free slot. Reads one
-    /// short range of the per-endpoint index per endpoint, however large the backlog.
-    Endpoints(Vec<EndpointId>),
+    /// Only these endpoints' oldest due deliveries, at most the given number of each: each
+    /// has room for more. Reads one short range of the per-endpoint index per endpoint,
+    /// however large the backlog.
+    Endpoints(Vec<(EndpointId, u32)>),
+}
+
+impl ClaimRequest {
+    /// The most this claim takes of one endpoint.
+    pub fn most_for(&self, endpoint_id: EndpointId) -> u32 {
+        match &self.scope {
+            ClaimScope::AnyExcept(_) => self.per_endpoint_limit,
+            ClaimScope::Endpoints(endpoints) => endpoints
+                .iter()
+                .find(|(id, _)| *id == endpoint_id)
+                .map_or(0, |(_, most)| *most),
+        }
+    }
 }
 
 /// How many due rows a claim considers before applying the per-endpoint limit, as a multiple

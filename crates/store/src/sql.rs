@@ -84,7 +84,7 @@ where
         ClaimScope::Endpoints(endpoints) => {
             // One short range of the per-endpoint index each.
             query.push("SELECT id FROM (");
-            for (position, endpoint_id) in endpoints.iter().enumerate() {
+            for (position, (endpoint_id, most)) in endpoints.iter().enumerate() {
                 if position > 0 {
                     query.push(" UNION ALL ");
                 }
@@ -93,7 +93,7 @@ where
                 query.push(" AND status = 'pending' AND next_attempt_at <= ");
                 query.push_bind(now);
                 query.push(" ORDER BY next_attempt_at LIMIT ");
-                query.push_bind(per_endpoint);
+                query.push_bind(i64::from(*most));
                 query.push(lock);
                 query.push(format!(") AS endpoint_{position}"));
             }

@@ -88,7 +88,12 @@ async fn lease_lapse_and_takeover(store: Arc<dyn Store>) {
     assert_eq!(published[0].endpoints, 2);
 
     // A refill names one endpoint and gets only its delivery.
-    let mut claimed = claim(store.as_ref(), now, ClaimScope::Endpoints(vec![first])).await;
+    let mut claimed = claim(
+        store.as_ref(),
+        now,
+        ClaimScope::Endpoints(vec![(first, 16)]),
+    )
+    .await;
     assert_eq!(
         claimed.len(),
         1,
@@ -176,7 +181,12 @@ async fn lease_lapse_and_takeover(store: Arc<dyn Store>) {
         (0, 1),
         "the stale success must not settle the delivery: it waits for the retry"
     );
-    let due = claim(store.as_ref(), retry_at, ClaimScope::Endpoints(vec![first])).await;
+    let due = claim(
+        store.as_ref(),
+        retry_at,
+        ClaimScope::Endpoints(vec![(first, 16)]),
+    )
+    .await;
     assert_eq!(
         due.len(),
         1,
