@@ -274,8 +274,8 @@ impl Worker {
         ));
         let per_endpoint_limit = self.config.max_in_flight_per_endpoint;
         let slots = Arc::new(EndpointSlots::new(per_endpoint_limit));
-        // Signalled when a full endpoint drops below its claim-ahead: its backlog may be due,
-        // and waiting for the next poll would leave it idle.
+        // Signalled when a full endpoint drops to its low water: its backlog may be due, and
+        // waiting for the next poll would leave it idle.
         let unsaturated = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(100);
@@ -375,9 +375,17 @@ impl Worker {
                 };
                 tasks.spawn(job.run(delivery, semaphore));
             }
-            for (endpoint_id, count) in claimed_per_endpoint {
-                if count >= request.most_for(endpoint_id) as usize {
-                    slots.refill_if_room(endpoint_id);
+            // An endpoint whose share came back full may have more; so may every endpoint of
+            // a refill cut short by the claim's overall limit.
+            let cut_short = claimed_per_endpoint.values().sum::<usize>() >= request.limit as usize;
+            for (endpoint_id, count) in &claimed_per_endpoint {
+                if *count >= request.most_for(*endpoint_id) as usize {
+                    slots.refill_if_room(*endpoint_id);
+                }
+            }
+            if let (true, ClaimScope::Endpoints(refilled)) = (cut_short, &request.scope) {
+                for (endpoint_id, _) in refilled {
+                    slots.refill_if_room(*endpoint_id);
                 }
             }
         }
