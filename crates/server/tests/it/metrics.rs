@@ -45,6 +45,7 @@ async fn metrics_count_publishing_attempts_and_the_queue(backend: Backend) {
         ("herald_deliveries_due", 0.0),
         ("herald_deliveries_scheduled", 1.0),
         ("herald_oldest_due_delivery_age_seconds", 0.0),
+        ("herald_storage_up", 1.0),
     ];
     for (sample, value) in expected {
         assert_eq!(metric(&text, sample), Some(value), "{sample} in\n{text}");
