@@ -18,6 +18,7 @@ backend_tests!(
     publish_rejects_bad_events_naming_the_field,
     same_idempotency_key_returns_the_first_event_and_delivers_once,
     batch_publishes_every_event_in_order,
+    batch_repeating_an_idempotency_key_publishes_it_once,
     batch_names_the_invalid_item_and_publishes_nothing,
     publishing_requires_the_admin_token,
     concurrent_publishes_are_each_committed_once,
@@ -222,6 +223,45 @@ async fn concurrent_publishes_are_each_committed_once(backend: Backend) {
     wait_for_received(&receiver, 41).await;
     app.wait_for_empty_queue().await;
     assert_eq!(receiver.received().len(), 41);
+}
+
+async fn batch_repeating_an_idempotency_key_publishes_it_once(backend: Backend) {
+    // Arrange: events of one batch are stored together, so a key repeated inside the batch
+    // must still find its first use.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let app = delivering(backend, &ca).spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
+        .await;
+    let event = |n: u32, key: Option<&str>| {
+        json!({"org_id": org.id.to_string(), "type": "wallet.balance_low", "data": {"n": n},
+               "idempotency_key": key})
+    };
+    let events = vec![event(1, Some("k")), event(2, None), event(3, Some("k"))];
+
+    // Act
+    let reply = app
+        .admin_post("/admin/v1/events/batch", &json!({"events": events}))
+        .await;
+
+    // Assert
+    reply.assert_status(StatusCode::ACCEPTED);
+    let answers = reply.body["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(answers.len(), 3, "{reply}");
+    assert_eq!(
+        answers
+            .iter()
+            .map(|answer| answer["duplicate"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(false), json!(false), json!(true)],
+        "{reply}"
+    );
+    assert_eq!(answers[2]["event_id"], answers[0]["event_id"], "{reply}");
+    assert_ne!(answers[1]["event_id"], answers[0]["event_id"], "{reply}");
+    wait_for_received(&receiver, 2).await;
+    app.wait_for_empty_queue().await;
+    assert_eq!(receiver.received().len(), 2);
 }
 
 async fn batch_publishes_every_event_in_order(backend: Backend) {
