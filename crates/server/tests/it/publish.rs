@@ -258,6 +258,11 @@ async fn batch_repeating_an_idempotency_key_publishes_it_once(backend: Backend) 
         "{reply}"
     );
     assert_eq!(answers[2]["event_id"], answers[0]["event_id"], "{reply}");
+    assert_eq!(
+        answers[2]["endpoints"],
+        json!(1),
+        "the first use's fan-out: {reply}"
+    );
     assert_ne!(answers[1]["event_id"], answers[0]["event_id"], "{reply}");
     wait_for_received(&receiver, 2).await;
     app.wait_for_empty_queue().await;

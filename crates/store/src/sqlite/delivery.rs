@@ -80,13 +80,16 @@ pub(super) async fn publish_events(
     let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
     let mut published = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
-    // New events are inserted together, except that an idempotency key is looked up only
-    // after the events before it are stored, so a key repeated within one batch is found.
+    // New events and their deliveries are inserted together, except that an idempotency key
+    // is looked up only after everything before it is stored, so a key repeated within one
+    // batch finds its first use and that event's fan-out.
     let mut new_events: Vec<&Event> = Vec::with_capacity(events.len());
     for event in events {
         if let Some(key) = &event.idempotency_key {
             insert_events(&mut tx, &new_events).await?;
+            insert_pending_deliveries(&mut tx, &deliveries).await?;
             new_events.clear();
+            deliveries.clear();
             let earlier = sqlx::query(
                 "SELECT id, created_at FROM events WHERE org_id = ? AND idempotency_key = ?",
             )
