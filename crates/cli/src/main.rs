@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use herald_server::{ServeArgs, StorageArgs};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: the delivery path allocates and frees many small
+/// buffers on several threads (HTTP/2 frames, headers, rows), where glibc's malloc spent a
+/// fifth of the worker threads' time and kept per-thread arenas fragmented (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Herald: outbound webhooks, signed, retried and recorded.
 #[derive(Debug, Parser)]
 #[command(name = "herald", version)]

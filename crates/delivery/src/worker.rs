@@ -434,7 +434,9 @@ impl Job {
     async fn run(self, delivery: ClaimedDelivery, endpoint_slot: Arc<Semaphore>) {
         let endpoint_id = delivery.endpoint.id;
         let permit = endpoint_slot.acquire_owned().await;
-        let recording = attempt_delivery(&self.client, &self.schedule, &delivery).await;
+        // Boxed, so the attempt's state (the HTTP exchange, kilobytes) is allocated only once
+        // the task holds a slot: the many tasks claimed ahead and waiting stay small.
+        let recording = Box::pin(attempt_delivery(&self.client, &self.schedule, &delivery)).await;
         drop(permit);
         let delivered = recording.attempt.outcome == Outcome::Success;
         if self.slots.release(endpoint_id, delivered) {

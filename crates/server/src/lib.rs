@@ -36,8 +36,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = storage::open_store(&config.storage).await?;
+    // Held until Herald stops: one Herald per embedded database.
+    let embedded_database_lock = storage::claim_embedded_database(&config.storage)?;
     bootstrap::ensure_default_org(store.as_ref()).await?;
-    if storage::is_single_process(&config.storage) {
+    if embedded_database_lock.is_some() {
         // Only this process works on an embedded database, so any lease left behind belongs to
         // a predecessor that died: its deliveries may go out again right away.
         store
@@ -109,6 +111,8 @@ pub async fn run(
         tracing::error!("the delivery worker panicked");
     }
     let _ = retention.await;
+    // Only now may another Herald take the embedded database.
+    drop(embedded_database_lock);
     tracing::info!("herald stopped");
     served
 }

@@ -49,15 +49,42 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
     Ok(Arc::new(store))
 }
 
+/// Makes this process the one Herald serving an embedded database, for as long as the
+/// returned file stays open (`None` for PostgreSQL, which several nodes share). The worker
+/// keeps an embedded database's leases in memory, so a second `herald serve` on the same
+/// file would deliver everything twice; it is refused instead. The lock is the kernel's
+/// (`flock` on `<database>.lock`), so a process that dies releases it.
+pub fn claim_embedded_database(storage: &StorageArgs) -> anyhow::Result<Option<fs::File>> {
+    let url = storage.database_url.as_str();
+    if is_postgres(url) {
+        return Ok(None);
+    }
+    let database = sqlite_path(url)?;
+    let mut name = database.clone().into_os_string();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another herald serve is already using {}: an embedded database serves one Herald \
+             (use PostgreSQL to run several nodes)",
+            database.display()
+        ),
+        Err(fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 /// Whether `url` selects the PostgreSQL backend.
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// Whether the configured backend serves one process only (SQLite): then leases left in it
-/// at startup are stale.
-pub fn is_single_process(storage: &StorageArgs) -> bool {
-    storage.database_url.starts_with("sqlite:")
 }
 
 /// The file path of a `sqlite://PATH` or `sqlite:PATH` URL.
@@ -116,6 +143,37 @@ mod tests {
         );
         assert!(sqlite_path("mysql://x").is_err());
         assert!(sqlite_path("sqlite://").is_err());
+    }
+
+    #[test]
+    fn an_embedded_database_serves_one_herald_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = StorageArgs {
+            database_url: format!("sqlite://{}", dir.path().join("herald.db").display()),
+            secrets_key: None,
+        };
+        let first = claim_embedded_database(&storage).expect("the first claim succeeds");
+        assert!(first.is_some());
+        let second = claim_embedded_database(&storage).expect_err("a second serve is refused");
+        assert!(
+            second.to_string().contains("another herald serve"),
+            "unexpected error: {second}"
+        );
+        drop(first);
+        assert!(
+            claim_embedded_database(&storage)
+                .expect("claimable again once the first is gone")
+                .is_some()
+        );
+        let postgres = StorageArgs {
+            database_url: "postgres://herald@db/herald".to_owned(),
+            secrets_key: None,
+        };
+        assert!(
+            claim_embedded_database(&postgres)
+                .expect("no lock")
+                .is_none()
+        );
     }
 
     #[test]

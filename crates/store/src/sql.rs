@@ -18,6 +18,16 @@ use crate::rows::{ATTEMPT_COLUMNS, EVENT_COLUMNS, headers_json};
 /// PostgreSQL 65,535) with 18 parameters a row.
 pub(crate) const BULK_ROWS: usize = 500;
 
+/// Whether a statement of `rows` rows is worth keeping prepared in the connection's statement
+/// cache. Each row count is a different statement text, and a prepared statement of hundreds
+/// of rows is a program of hundreds of kilobytes: cached by the hundred, as batch sizes vary,
+/// they held tens of megabytes per connection. Small shapes recur (one publish, a few
+/// attempts) and stay cached; large ones are prepared for their one use, which costs little
+/// beside executing them.
+pub(crate) fn worth_preparing(rows: usize) -> bool {
+    rows <= 16
+}
+
 /// Which backend a statement is for, where the text must differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -31,12 +41,9 @@ pub(crate) enum Dialect {
 /// `UPDATE deliveries … RETURNING id`: takes the claimable deliveries `request` asks for,
 /// moving each one's due time to the end of its lease and stamping it with `token`. A leased
 /// delivery is thereby not due again until its lease lapses, which is what makes a claim read
-/// only rows it may take.
-pub(crate) fn claim<'a, DB>(
-    request: &'a ClaimRequest,
-    token: LeaseToken,
-    dialect: Dialect,
-) -> QueryBuilder<'a, DB>
+/// only rows it may take. (PostgreSQL's claim; SQLite keeps its leases in memory and reads
+/// [`due_deliveries`] instead.)
+pub(crate) fn claim<'a, DB>(request: &'a ClaimRequest, token: LeaseToken) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     i64: Encode<'a, DB> + Type<DB>,
@@ -45,25 +52,55 @@ where
     let now = request.now.as_micros();
     let lease_until =
         now.saturating_add(i64::try_from(request.lease.as_micros()).unwrap_or(i64::MAX));
-    let per_endpoint = i64::from(request.per_endpoint_limit.max(1));
-    let lock = match dialect {
-        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        Dialect::Sqlite => "",
-    };
     let mut query = QueryBuilder::new("UPDATE deliveries SET next_attempt_at = ");
     query.push_bind(lease_until);
     query.push(", lease_token = ");
     query.push_bind(token.as_uuid());
     query.push(" WHERE id IN (");
+    push_due_selection(&mut query, request, "id", Dialect::Postgres);
+    query.push(") RETURNING id");
+    query
+}
+
+/// `SELECT id, endpoint_id …`: the due deliveries `request` asks for, oldest first, without
+/// taking them (SQLite's claim reads this, then leases in memory).
+pub(crate) fn due_deliveries<'a, DB>(request: &'a ClaimRequest) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("");
+    push_due_selection(&mut query, request, "id, endpoint_id", Dialect::Sqlite);
+    query
+}
+
+/// The selection of a claim: `SELECT <columns>` of the due deliveries `request` names.
+fn push_due_selection<'a, DB>(
+    query: &mut QueryBuilder<'a, DB>,
+    request: &'a ClaimRequest,
+    columns: &str,
+    dialect: Dialect,
+) where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    Uuid: Encode<'a, DB> + Type<DB>,
+{
+    let now = request.now.as_micros();
+    let per_endpoint = i64::from(request.per_endpoint_limit.max(1));
+    let lock = match dialect {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
     match &request.scope {
         ClaimScope::AnyExcept(saturated) => {
             // The oldest due rows (a bounded window of the covering due index), then at most
             // `per_endpoint` of each endpoint among them, oldest first.
-            query.push(
-                "SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
+            query.push(format!(
+                "SELECT {columns} FROM (SELECT id, endpoint_id, next_attempt_at, ROW_NUMBER() OVER \
                  (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS position FROM (SELECT id, \
-                 endpoint_id, next_attempt_at FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ",
-            );
+                 endpoint_id, next_attempt_at FROM deliveries WHERE status = 'pending' AND next_attempt_at <= "
+            ));
             query.push_bind(now);
             if !saturated.is_empty() {
                 query.push(" AND endpoint_id NOT IN (");
@@ -83,12 +120,14 @@ where
         }
         ClaimScope::Endpoints(endpoints) => {
             // One short range of the per-endpoint index each.
-            query.push("SELECT id FROM (");
+            query.push(format!("SELECT {columns} FROM ("));
             for (position, (endpoint_id, most)) in endpoints.iter().enumerate() {
                 if position > 0 {
                     query.push(" UNION ALL ");
                 }
-                query.push("SELECT id FROM (SELECT id FROM deliveries WHERE endpoint_id = ");
+                query.push(format!(
+                    "SELECT {columns} FROM (SELECT id, endpoint_id FROM deliveries WHERE endpoint_id = "
+                ));
                 query.push_bind(endpoint_id.as_uuid());
                 query.push(" AND status = 'pending' AND next_attempt_at <= ");
                 query.push_bind(now);
@@ -101,8 +140,6 @@ where
             query.push_bind(i64::from(request.limit));
         }
     }
-    query.push(") RETURNING id");
-    query
 }
 
 /// `INSERT INTO attempts … ON CONFLICT (id) DO NOTHING` for up to [`BULK_ROWS`] attempts:
@@ -200,9 +237,24 @@ where
     query
 }
 
+/// Who checks, when an attempt is recorded, that its delivery still carries the lease the
+/// attempt was made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseCheck {
+    /// The settle statement compares the row's `lease_token` (leases kept in the rows).
+    InStatement,
+    /// The caller did, before the statement (leases kept in the process's memory).
+    ByCaller,
+}
+
 /// Moves up to [`BULK_ROWS`] deliveries on after their attempts (rescheduled or finished,
-/// lease released), each only while it still carries the lease its attempt was made under.
-pub(crate) fn settle_deliveries<'a, DB, I>(recordings: I, dialect: Dialect) -> QueryBuilder<'a, DB>
+/// lease released), each only while it still carries the lease its attempt was made under
+/// (checked as `check` says) and is still pending.
+pub(crate) fn settle_deliveries<'a, DB, I>(
+    recordings: I,
+    dialect: Dialect,
+    check: LeaseCheck,
+) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     I: IntoIterator<Item = &'a AttemptRecording>,
@@ -229,10 +281,16 @@ where
         Dialect::Sqlite => "+",
         Dialect::Postgres => "",
     };
+    let token_check = match check {
+        LeaseCheck::InStatement => {
+            format!(" AND deliveries.lease_token = {pin}settled.lease_token")
+        }
+        LeaseCheck::ByCaller => String::new(),
+    };
     query.push(format!(
         ") UPDATE deliveries SET status = settled.status, attempts = settled.attempts, \
          next_attempt_at = COALESCE(settled.retry_at, deliveries.next_attempt_at), lease_token = NULL \
-         FROM settled WHERE deliveries.id = {pin}settled.id AND deliveries.lease_token = {pin}settled.lease_token \
+         FROM settled WHERE deliveries.id = {pin}settled.id{token_check} \
          AND deliveries.status = 'pending'"
     ));
     query

@@ -7,6 +7,7 @@
 //! `synchronous=FULL` makes every acknowledged commit survive a power cut (CONTRACT.md §8).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,9 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 mod delivery;
+mod leases;
+
+use leases::LeaseTable;
 
 use crate::rows::{
     ENDPOINT_COLUMNS, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
@@ -40,7 +44,13 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections.
     reader: SqlitePool,
+    /// The worker's read-only connection: claims read the due index and what to send through
+    /// it, so they never queue behind API reads (nor those behind them), and the pages they
+    /// touch are cached once, not in every reader.
+    claim_reader: SqlitePool,
     cipher: SecretCipher,
+    /// The deliveries this process's worker holds (an embedded database has one Herald).
+    leases: Arc<LeaseTable>,
 }
 
 impl SqliteStore {
@@ -66,16 +76,25 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(StoreError::Migration)?;
+        let read_only = options.read_only(true);
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            .connect_with(read_only.clone())
+            .await
+            .map_err(map_error)?;
+        let claim_reader = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(read_only.row_buffer_size(1024))
             .await
             .map_err(map_error)?;
         Ok(Self {
             writer,
             reader,
+            claim_reader,
             cipher,
+            leases: Arc::default(),
         })
     }
 

@@ -18,7 +18,7 @@ use crate::rows::{
     ATTEMPT_COLUMNS, CLAIMED_DETAILS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS,
     attempt_from_row, claimed_from_row, endpoint_from_row, event_from_row,
 };
-use crate::sql::{self, Dialect, NewDelivery};
+use crate::sql::{self, Dialect, LeaseCheck, NewDelivery};
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
@@ -35,6 +35,7 @@ async fn insert_attempts(
     for chunk in attempts.chunks(sql::BULK_ROWS) {
         sql::insert_attempts::<Postgres, _>(chunk.iter().copied())
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut **tx)
             .await
             .map_err(map_error)?;
@@ -50,6 +51,7 @@ async fn insert_events(
     for chunk in events.chunks(sql::BULK_ROWS) {
         sql::insert_events::<Postgres, _>(chunk.iter().copied())
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut **tx)
             .await
             .map_err(map_error)?;
@@ -65,6 +67,7 @@ async fn insert_pending_deliveries(
     for chunk in deliveries.chunks(sql::BULK_ROWS) {
         sql::insert_pending_deliveries::<Postgres, _>(chunk)
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut **tx)
             .await
             .map_err(map_error)?;
@@ -241,8 +244,10 @@ pub(super) async fn claim_due_deliveries(
         .execute(&mut *tx)
         .await
         .map_err(map_error)?;
-    let claimed: Vec<Uuid> = sql::claim::<Postgres>(request, lease, Dialect::Postgres)
+    let claimed: Vec<Uuid> = sql::claim::<Postgres>(request, lease)
         .build_query_scalar()
+        // Its text varies with the endpoints it names and the rows it takes.
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await
         .map_err(map_error)?;
@@ -259,6 +264,7 @@ pub(super) async fn claim_due_deliveries(
     details.push(") ORDER BY d.created_at");
     let rows = details
         .build()
+        .persistent(sql::worth_preparing(claimed.len()))
         .fetch_all(&mut *tx)
         .await
         .map_err(map_error)?;
@@ -280,8 +286,9 @@ pub(super) async fn record_attempts(
         .collect();
     insert_attempts(&mut tx, &attempts).await?;
     for chunk in recordings.chunks(sql::BULK_ROWS) {
-        sql::settle_deliveries::<Postgres, _>(chunk, Dialect::Postgres)
+        sql::settle_deliveries::<Postgres, _>(chunk, Dialect::Postgres, LeaseCheck::InStatement)
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut *tx)
             .await
             .map_err(map_error)?;

@@ -11,6 +11,7 @@ use herald_domain::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::leases::Candidate;
 use super::{SqliteStore, insert_audit};
 use crate::map_error;
 use crate::queue::{EndpointStep, LeaseToken, delivery_status, endpoint_steps};
@@ -18,9 +19,9 @@ use crate::rows::{
     ATTEMPT_COLUMNS, CLAIMED_DETAILS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS,
     attempt_from_row, claimed_from_row, endpoint_from_row, event_from_row,
 };
-use crate::sql::{self, Dialect, NewDelivery};
+use crate::sql::{self, Dialect, LeaseCheck, NewDelivery};
 use crate::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
 };
 
@@ -35,6 +36,7 @@ async fn insert_attempts(
     for chunk in attempts.chunks(sql::BULK_ROWS) {
         sql::insert_attempts::<Sqlite, _>(chunk.iter().copied())
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut **tx)
             .await
             .map_err(map_error)?;
@@ -50,6 +52,7 @@ async fn insert_events(
     for chunk in events.chunks(sql::BULK_ROWS) {
         sql::insert_events::<Sqlite, _>(chunk.iter().copied())
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut **tx)
             .await
             .map_err(map_error)?;
@@ -65,6 +68,7 @@ async fn insert_pending_deliveries(
     for chunk in deliveries.chunks(sql::BULK_ROWS) {
         sql::insert_pending_deliveries::<Sqlite, _>(chunk)
             .build()
+            .persistent(sql::worth_preparing(chunk.len()))
             .execute(&mut **tx)
             .await
             .map_err(map_error)?;
@@ -226,66 +230,152 @@ pub(super) async fn claim_due_deliveries(
     store: &SqliteStore,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-    let lease = LeaseToken::new();
-    let claimed = take_leases(store, request, lease).await?;
-    if claimed.is_empty() {
+    let token = LeaseToken::new();
+    let leased = take_leases(store, request, token).await?;
+    if leased.is_empty() {
         return Ok(Vec::new());
     }
-    // What to send is read beside the writer, from a reader: the claim is committed, and
-    // nothing the read needs can go while the deliveries are pending (an endpoint changed
-    // meanwhile is read as it is now, which is what the attempt must use). Should the read
-    // fail, the leases lapse and the deliveries come back.
+    let claimed = read_claimed(store, &leased, token).await;
+    if claimed.is_err() {
+        // Nobody was handed them: they are claimable again at once.
+        store.leases.release(leased.iter().map(|id| (*id, token)));
+    }
+    claimed
+}
+
+/// Reads due deliveries from a reader connection and leases, in memory, those nobody holds
+/// (`leases.rs` says why this is as safe as leases in rows). The read asks for as many more
+/// rows of each endpoint as this process holds, since those are still due in the database.
+async fn take_leases(
+    store: &SqliteStore,
+    request: &ClaimRequest,
+    token: LeaseToken,
+) -> Result<Vec<DeliveryId>, StoreError> {
+    let _claiming = store.leases.claiming().await;
+    let held = store.leases.held_per_endpoint(request.now);
+    let read = widened_past(request, &held);
+    // Its text varies with the endpoints it names: prepared for this read only, so the
+    // readers' statement caches do not fill with one-off programs.
+    let rows = sql::due_deliveries::<Sqlite>(&read)
+        .build()
+        .persistent(false)
+        .fetch_all(&store.claim_reader)
+        .await
+        .map_err(map_error)?;
+    let candidates = rows
+        .iter()
+        .map(|row| {
+            Ok(Candidate {
+                delivery_id: DeliveryId::from_uuid(row.try_get("id")?),
+                endpoint_id: EndpointId::from_uuid(row.try_get("endpoint_id")?),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(map_error)?;
+    let lease = chrono::Duration::from_std(request.lease).unwrap_or(chrono::Duration::MAX);
+    Ok(store.leases.lease(
+        &candidates,
+        token,
+        request.now,
+        request.now.add(lease),
+        usize::try_from(request.limit).unwrap_or(usize::MAX),
+        |endpoint_id| request.most_for(endpoint_id),
+    ))
+}
+
+/// `request` with room for the deliveries `held` (per endpoint), which a read finds still due.
+fn widened_past(request: &ClaimRequest, held: &HashMap<EndpointId, u32>) -> ClaimRequest {
+    let mut read = request.clone();
+    match &mut read.scope {
+        ClaimScope::AnyExcept(saturated) => {
+            for (endpoint_id, count) in held {
+                if !saturated.contains(endpoint_id) {
+                    read.limit = read.limit.saturating_add(*count);
+                    read.per_endpoint_limit = read
+                        .per_endpoint_limit
+                        .max(request.per_endpoint_limit.saturating_add(*count));
+                }
+            }
+        }
+        ClaimScope::Endpoints(endpoints) => {
+            for (endpoint_id, most) in endpoints.iter_mut() {
+                let count = held.get(endpoint_id).copied().unwrap_or(0);
+                *most = most.saturating_add(count);
+                read.limit = read.limit.saturating_add(count);
+            }
+        }
+    }
+    read
+}
+
+/// What to send for deliveries just leased, read beside the writer: nothing the read needs can
+/// go while the deliveries are pending (an endpoint changed meanwhile is read as it is now,
+/// which is what the attempt must use).
+async fn read_claimed(
+    store: &SqliteStore,
+    leased: &[DeliveryId],
+    token: LeaseToken,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let mut details = QueryBuilder::<Sqlite>::new(CLAIMED_DETAILS);
     let mut separated = details.separated(", ");
-    for id in &claimed {
-        separated.push_bind(*id);
+    for id in leased {
+        separated.push_bind(id.as_uuid());
     }
     details.push(") ORDER BY d.created_at");
     let rows = details
         .build()
-        .fetch_all(&store.reader)
+        .persistent(sql::worth_preparing(leased.len()))
+        .fetch_all(&store.claim_reader)
         .await
         .map_err(map_error)?;
     rows.iter()
-        .map(|row| claimed_from_row(row, &store.cipher, lease))
+        .map(|row| claimed_from_row(row, &store.cipher, token))
         .collect()
-}
-
-/// The claim's one write: a single `UPDATE … RETURNING id`, atomic on its own.
-///
-/// A claim need not survive a power cut: a lost lease only makes its deliveries due again,
-/// and Herald releases every lease at start anyway. So it commits without an fsync (the next
-/// synced commit, of a publish or of recorded attempts, persists it as well), and the writer
-/// is put back to `synchronous=FULL` before anyone else may use it; if that fails, the
-/// connection is closed instead of being handed on.
-async fn take_leases(
-    store: &SqliteStore,
-    request: &ClaimRequest,
-    lease: LeaseToken,
-) -> Result<Vec<Uuid>, StoreError> {
-    let mut writer = store.writer.acquire().await.map_err(map_error)?;
-    sqlx::query("PRAGMA synchronous = NORMAL")
-        .execute(&mut *writer)
-        .await
-        .map_err(map_error)?;
-    let claimed = sql::claim::<Sqlite>(request, lease, Dialect::Sqlite)
-        .build_query_scalar()
-        .fetch_all(&mut *writer)
-        .await
-        .map_err(map_error);
-    if sqlx::query("PRAGMA synchronous = FULL")
-        .execute(&mut *writer)
-        .await
-        .is_err()
-    {
-        writer.close_on_drop();
-    }
-    claimed
 }
 
 pub(super) async fn record_attempts(
     store: &SqliteStore,
     recordings: &[AttemptRecording],
+    disable_failing_before: Timestamp,
+) -> Result<(), StoreError> {
+    let leases = || {
+        recordings
+            .iter()
+            .map(|recording| (recording.attempt.delivery_id, recording.lease))
+    };
+    // Only an attempt made under its delivery's current lease moves the delivery on; the
+    // others (a lease that lapsed and was taken again) are recorded, nothing more.
+    let current = store.leases.begin_settling(leases());
+    let settling: Vec<&AttemptRecording> = recordings
+        .iter()
+        .zip(&current)
+        .filter_map(|(recording, current)| current.then_some(recording))
+        .collect();
+    match write_attempts(store, recordings, &settling, disable_failing_before).await {
+        Ok(()) => {
+            store
+                .leases
+                .end(
+                    settling
+                        .iter()
+                        .map(|recording| (recording.attempt.delivery_id, recording.lease)),
+                )
+                .await;
+            Ok(())
+        }
+        Err(error) => {
+            store.leases.abandon_settling(leases());
+            Err(error)
+        }
+    }
+}
+
+/// One transaction: every attempt stored, the `settling` deliveries moved on, the endpoints'
+/// runs of failures updated.
+async fn write_attempts(
+    store: &SqliteStore,
+    recordings: &[AttemptRecording],
+    settling: &[&AttemptRecording],
     disable_failing_before: Timestamp,
 ) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
@@ -294,12 +384,17 @@ pub(super) async fn record_attempts(
         .map(|recording| &recording.attempt)
         .collect();
     insert_attempts(&mut tx, &attempts).await?;
-    for chunk in recordings.chunks(sql::BULK_ROWS) {
-        sql::settle_deliveries::<Sqlite, _>(chunk, Dialect::Sqlite)
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+    for chunk in settling.chunks(sql::BULK_ROWS) {
+        sql::settle_deliveries::<Sqlite, _>(
+            chunk.iter().copied(),
+            Dialect::Sqlite,
+            LeaseCheck::ByCaller,
+        )
+        .build()
+        .persistent(sql::worth_preparing(chunk.len()))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
     }
     for step in endpoint_steps(recordings) {
         match step {
@@ -550,13 +645,14 @@ pub(super) async fn queue_stats(
     .await
     .map_err(map_error)?;
     let due: i64 = row.try_get("due").map_err(map_error)?;
+    let scheduled: i64 = row.try_get("scheduled").map_err(map_error)?;
     let oldest: Option<i64> = row.try_get("oldest").map_err(map_error)?;
+    // A leased delivery is still due in its row; like a leased row on PostgreSQL, it counts
+    // as scheduled (for its lease's end) instead. The oldest due time includes it.
+    let leased = store.leases.live(now).min(due.unsigned_abs());
     Ok(QueueStats {
-        due: due.unsigned_abs(),
-        scheduled: row
-            .try_get::<i64, _>("scheduled")
-            .map_err(map_error)?
-            .unsigned_abs(),
+        due: due.unsigned_abs() - leased,
+        scheduled: scheduled.unsigned_abs() + leased,
         oldest_due_at: oldest
             .filter(|oldest| *oldest <= now.as_micros())
             .map(Timestamp::from_micros),
@@ -609,7 +705,9 @@ pub(super) async fn purge_expired(
 }
 
 pub(super) async fn release_all_leases(store: &SqliteStore) -> Result<(), StoreError> {
-    // A leased delivery's due time is its lease's end: due again now.
+    store.leases.clear();
+    // Herald up to 0.3 kept SQLite's leases in the rows, a leased delivery's due time being
+    // its lease's end: such a delivery is due again now.
     sqlx::query(
         "UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?), lease_token = NULL
          WHERE status = 'pending' AND lease_token IS NOT NULL",
