@@ -10,10 +10,14 @@
 //! What the dispatcher claims: an endpoint has `limit` slots and up to `4 × limit` deliveries
 //! assigned (sending, or claimed ahead and waiting; fewer while it fails), see
 //! [`EndpointSlots`]. It *refills* an endpoint, reading just that endpoint's oldest due rows,
-//! when its assignments drop to a low water mark or when its last claim came back full; it claims *over every endpoint* (skipping full ones) at
-//! start, when a publish signals new work, and every poll interval. So a busy endpoint is fed
-//! from its own index range however large the backlog, and a publish for an idle endpoint is
-//! claimed at once.
+//! when its assignments drop to a low water mark or when its last claim came back full; it
+//! claims *over every endpoint* (skipping full ones) at start, when a publish signals new
+//! work, and every poll interval, busy or not, so retries coming due at other endpoints are
+//! found while one endpoint's backlog keeps it busy ([`ClaimPlan`]). So a busy endpoint is
+//! fed from its own index range however large the backlog, and a publish for an idle
+//! endpoint is claimed at once. Claims run as tasks of their own, up to
+//! [`WorkerConfig::claims_in_flight`] at once (one by default: on two cores a second claim
+//! measured no faster, BENCHMARKS.md).
 //!
 //! Isolation between endpoints: a task holds only its endpoint's slot while it sends, and the
 //! dispatcher claims nothing for a full endpoint, so a slow or failing endpoint backs up only
@@ -30,7 +34,7 @@ use tokio::time::Instant;
 
 use herald_domain::{EndpointId, Outcome, Timestamp};
 use herald_store::{
-    AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken, Store,
+    AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken, Store, StoreError,
 };
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -57,6 +61,9 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often to look for due deliveries when nobody signals new work.
     pub poll_interval: Duration,
+    /// Claims on their way at once: while one waits for the database, the next may start
+    /// (for endpoints other than those the first is refilling).
+    pub claims_in_flight: usize,
     /// An endpoint whose deliveries have all failed for this long is set inactive.
     pub auto_disable_after: Duration,
     /// How long in-flight attempts may take to finish after shutdown is asked for.
@@ -72,6 +79,7 @@ impl Default for WorkerConfig {
             claim_batch: 256,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(200),
+            claims_in_flight: 1,
             auto_disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             shutdown_grace: Duration::from_secs(20),
         }
@@ -202,8 +210,9 @@ impl EndpointSlots {
     }
 
     /// The endpoints to refill, each once and with how many to take, leaving those that
-    /// filled up again meanwhile.
-    fn take_refills(&self) -> Vec<(EndpointId, u32)> {
+    /// filled up again meanwhile and those a claim is refilling already (when it comes back
+    /// it asks again for any it may have left more of).
+    fn take_refills(&self, refilling: &[EndpointId]) -> Vec<(EndpointId, u32)> {
         let mut refills = std::mem::take(
             &mut *self
                 .refills
@@ -218,6 +227,7 @@ impl EndpointSlots {
             .expect("endpoint slots lock is never poisoned");
         refills
             .into_iter()
+            .filter(|id| !refilling.contains(id))
             .filter_map(|id| {
                 let slot = slots.get(&id);
                 let has_room = slot.is_none_or(|slot| slot.assigned <= self.low_water(Some(slot)));
@@ -240,6 +250,158 @@ impl EndpointSlots {
             .filter(|(_, slot)| slot.assigned > self.low_water(Some(slot)))
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+/// What the dispatcher claims next, and when.
+///
+/// Refills come first (an endpoint at its low water), each endpoint in at most one claim at a
+/// time. A claim over every endpoint runs at start, after a publish signals new work, every
+/// poll interval, and again while such claims come back full; only one runs at a time, it
+/// skips full endpoints and those being refilled, and one that found nothing pauses the next
+/// for four times as long as it took, so publishes arriving by the thousand cannot keep the
+/// database busy with scans that find nothing. After a failed claim none starts until a
+/// backoff (100 ms, doubling to 5 s) has passed.
+struct ClaimPlan {
+    /// Whether to claim over every endpoint.
+    look_everywhere: bool,
+    /// No claim over every endpoint starts before this (pacing after an empty one).
+    look_everywhere_after: Instant,
+    /// When the poll next asks for a claim over every endpoint. Kept across iterations, so a
+    /// steady stream of refills cannot postpone it: retries coming due elsewhere are found.
+    next_poll: Instant,
+    /// No claim starts before this (after a failure).
+    paused_until: Instant,
+    backoff: Duration,
+    /// Claims on their way.
+    in_flight: HashMap<tokio::task::Id, Arc<ClaimRequest>>,
+}
+
+impl ClaimPlan {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+    fn new(now: Instant) -> Self {
+        Self {
+            look_everywhere: true,
+            look_everywhere_after: now,
+            next_poll: now,
+            paused_until: now,
+            backoff: Self::FIRST_BACKOFF,
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Deliveries the claims on their way may bring: counted against the global bound.
+    fn reserved(&self) -> usize {
+        self.in_flight
+            .values()
+            .map(|request| request.limit as usize)
+            .sum()
+    }
+
+    /// The next claim to start, if one should start now with room for `capacity` deliveries.
+    fn next(
+        &mut self,
+        slots: &EndpointSlots,
+        capacity: usize,
+        config: &WorkerConfig,
+        now: Instant,
+    ) -> Option<ClaimRequest> {
+        if capacity == 0 || now < self.paused_until {
+            return None;
+        }
+        if now >= self.next_poll {
+            self.look_everywhere = true;
+        }
+        let refilling: Vec<EndpointId> = self
+            .in_flight
+            .values()
+            .flat_map(|request| match &request.scope {
+                ClaimScope::Endpoints(endpoints) => endpoints.iter().map(|(id, _)| *id).collect(),
+                ClaimScope::AnyExcept(_) => Vec::new(),
+            })
+            .collect();
+        let refills = slots.take_refills(&refilling);
+        let scanning = self
+            .in_flight
+            .values()
+            .any(|request| matches!(request.scope, ClaimScope::AnyExcept(_)));
+        let scope = if !refills.is_empty() {
+            ClaimScope::Endpoints(refills)
+        } else if self.look_everywhere && !scanning && now >= self.look_everywhere_after {
+            self.look_everywhere = false;
+            self.next_poll = now + config.poll_interval;
+            let mut except = slots.full();
+            except.extend(refilling);
+            ClaimScope::AnyExcept(except)
+        } else {
+            return None;
+        };
+        Some(ClaimRequest {
+            now: Timestamp::now(),
+            limit: u32::try_from(capacity)
+                .unwrap_or(u32::MAX)
+                .min(config.claim_batch),
+            lease: config.lease,
+            scope,
+            per_endpoint_limit: u32::try_from(config.max_in_flight_per_endpoint)
+                .unwrap_or(u32::MAX),
+        })
+    }
+
+    fn started(&mut self, id: tokio::task::Id, request: Arc<ClaimRequest>) {
+        self.in_flight.insert(id, request);
+    }
+
+    fn finished(&mut self, id: tokio::task::Id) -> Option<Arc<ClaimRequest>> {
+        self.in_flight.remove(&id)
+    }
+
+    fn succeeded(&mut self, request: &ClaimRequest, claimed: usize, took: Duration) {
+        tracing::debug!(
+            claimed,
+            refill = matches!(request.scope, ClaimScope::Endpoints(_)),
+            took_us = took.as_micros() as u64,
+            "claimed deliveries"
+        );
+        self.backoff = Self::FIRST_BACKOFF;
+        if matches!(request.scope, ClaimScope::AnyExcept(_)) {
+            if claimed == request.limit as usize {
+                // A full claim may have left more behind.
+                self.look_everywhere = true;
+            } else if claimed == 0 {
+                // Scanning at most a fifth of the time.
+                self.look_everywhere_after = Instant::now() + took * 4;
+            }
+        }
+    }
+
+    /// Pauses claiming after a failure; returns for how long.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let retry_in = self.backoff;
+        self.paused_until = now + retry_in;
+        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+        self.look_everywhere = true;
+        retry_in
+    }
+
+    /// When a claim could start that cannot start now, if nothing else wakes the dispatcher
+    /// first: a claim over every endpoint waiting for its pacing, the next poll, or the end of
+    /// a pause after a failure.
+    /// While a claim over every endpoint is on its way there is none: its return wakes the
+    /// dispatcher.
+    fn wake_at(&self) -> Option<Instant> {
+        let scanning = self
+            .in_flight
+            .values()
+            .any(|request| matches!(request.scope, ClaimScope::AnyExcept(_)));
+        let look = match (scanning, self.look_everywhere) {
+            (true, _) => return None,
+            (false, true) => self.look_everywhere_after,
+            (false, false) => self.next_poll,
+        };
+        Some(look.max(self.paused_until))
     }
 }
 
@@ -272,124 +434,131 @@ impl Worker {
             self.metrics.clone(),
             self.config.auto_disable_after,
         ));
-        let per_endpoint_limit = self.config.max_in_flight_per_endpoint;
-        let slots = Arc::new(EndpointSlots::new(per_endpoint_limit));
+        let slots = Arc::new(EndpointSlots::new(self.config.max_in_flight_per_endpoint));
         // Signalled when a full endpoint drops to its low water: its backlog may be due, and
         // waiting for the next poll would leave it idle.
         let unsaturated = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
-        let mut backoff = Duration::from_millis(100);
-        // Whether to claim over every endpoint: at start, after a publish or a poll interval,
-        // and while such claims come back full.
-        let mut look_everywhere = true;
-        // A claim over every endpoint that found nothing may have scanned a long backlog of
-        // full endpoints (which refills serve); the next one waits four times as long as it
-        // took, so publishes arriving by the thousand cannot keep the database busy with
-        // scans that find nothing.
-        let mut look_everywhere_after = Instant::now();
+        let mut claims: JoinSet<(Duration, Result<Vec<ClaimedDelivery>, StoreError>)> =
+            JoinSet::new();
+        let mut plan = ClaimPlan::new(Instant::now());
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            let capacity = self.config.max_in_flight.saturating_sub(tasks.len());
-            if capacity == 0 {
-                tokio::select! {
-                    _ = tasks.join_next() => {}
-                    () = shutdown.cancelled() => break,
+            // Start claims while there is room: one waiting for the database need not hold up
+            // the next endpoint's refill.
+            let claims_full = loop {
+                if claims.len() >= self.config.claims_in_flight.max(1) {
+                    break true;
                 }
-                continue;
-            }
-            let refills = slots.take_refills();
-            let scope = if !refills.is_empty() {
-                ClaimScope::Endpoints(refills)
-            } else if look_everywhere && Instant::now() >= look_everywhere_after {
-                ClaimScope::AnyExcept(slots.full())
-            } else {
-                let next_look = if look_everywhere {
-                    look_everywhere_after
-                } else {
-                    Instant::now() + self.config.poll_interval
+                let capacity = self.capacity(&tasks, &plan);
+                let Some(request) = plan.next(&slots, capacity, &self.config, Instant::now())
+                else {
+                    break false;
                 };
-                tokio::select! {
-                    () = self.wakeup.notified() => look_everywhere = true,
-                    () = unsaturated.notified() => {}
-                    () = tokio::time::sleep_until(next_look) => look_everywhere = true,
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
+                let store = Arc::clone(&self.store);
+                let claim = Arc::new(request);
+                let handle = claims.spawn({
+                    let claim = Arc::clone(&claim);
+                    async move {
+                        let started = Instant::now();
+                        let claimed = store.claim_due_deliveries(&claim).await;
+                        (started.elapsed(), claimed)
+                    }
+                });
+                plan.started(handle.id(), claim);
             };
-            let request = ClaimRequest {
-                now: Timestamp::now(),
-                limit: u32::try_from(capacity)
-                    .unwrap_or(u32::MAX)
-                    .min(self.config.claim_batch),
-                lease: self.config.lease,
-                scope,
-                per_endpoint_limit: u32::try_from(per_endpoint_limit).unwrap_or(u32::MAX),
+            let at_capacity = self.capacity(&tasks, &plan) == 0;
+            // Only a dispatcher that could start a claim waits for a time: one at capacity
+            // waits for a task to finish, one with all its claims out for one to come back.
+            let wake_at = if claims_full || at_capacity {
+                None
+            } else {
+                plan.wake_at()
             };
-            let claim_started = Instant::now();
-            let claimed = match self.store.claim_due_deliveries(&request).await {
-                Ok(claimed) => {
-                    let took = claim_started.elapsed();
-                    tracing::debug!(
-                        claimed = claimed.len(),
-                        refill = matches!(request.scope, ClaimScope::Endpoints(_)),
-                        in_flight = tasks.len(),
-                        took_us = took.as_micros() as u64,
-                        "claimed deliveries"
-                    );
-                    backoff = Duration::from_millis(100);
-                    if matches!(request.scope, ClaimScope::AnyExcept(_)) {
-                        // A full claim may have left more behind.
-                        look_everywhere = claimed.len() == request.limit as usize;
-                        if claimed.is_empty() {
-                            // Scanning at most a fifth of the time.
-                            look_everywhere_after = Instant::now() + took * 4;
+            tokio::select! {
+                Some(done) = claims.join_next_with_id(), if !claims.is_empty() => {
+                    let (id, outcome) = match done {
+                        Ok((id, outcome)) => (id, Some(outcome)),
+                        Err(error) => (error.id(), None),
+                    };
+                    let Some(request) = plan.finished(id) else { continue };
+                    match outcome {
+                        Some((took, Ok(claimed))) => {
+                            plan.succeeded(&request, claimed.len(), took);
+                            self.assign(&request, claimed, &slots, &unsaturated, &record_tx, &mut tasks);
+                        }
+                        Some((_, Err(error))) => {
+                            let retry_in = plan.failed(Instant::now());
+                            tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "claiming deliveries failed");
+                        }
+                        None => {
+                            let retry_in = plan.failed(Instant::now());
+                            tracing::error!(retry_in_ms = retry_in.as_millis() as u64, "a claim panicked");
                         }
                     }
-                    claimed
                 }
-                Err(error) => {
-                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "claiming deliveries failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => break,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    look_everywhere = true;
-                    continue;
-                }
-            };
-            let mut claimed_per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
-            for delivery in &claimed {
-                *claimed_per_endpoint
-                    .entry(delivery.endpoint.id)
-                    .or_default() += 1;
-            }
-            for delivery in claimed {
-                let semaphore = slots.assign(delivery.endpoint.id);
-                let job = Job {
-                    client: self.client.clone(),
-                    schedule: self.config.schedule.clone(),
-                    record_tx: record_tx.clone(),
-                    slots: Arc::clone(&slots),
-                    unsaturated: Arc::clone(&unsaturated),
-                };
-                tasks.spawn(job.run(delivery, semaphore));
-            }
-            // An endpoint whose share came back full may have more; so may every endpoint of
-            // a refill cut short by the claim's overall limit.
-            let cut_short = claimed_per_endpoint.values().sum::<usize>() >= request.limit as usize;
-            for (endpoint_id, count) in &claimed_per_endpoint {
-                if *count >= request.most_for(*endpoint_id) as usize {
-                    slots.refill_if_room(*endpoint_id);
-                }
-            }
-            if let (true, ClaimScope::Endpoints(refilled)) = (cut_short, &request.scope) {
-                for (endpoint_id, _) in refilled {
-                    slots.refill_if_room(*endpoint_id);
-                }
+                Some(_) = tasks.join_next(), if at_capacity && !tasks.is_empty() => {}
+                () = self.wakeup.notified() => plan.look_everywhere = true,
+                () = unsaturated.notified() => {}
+                () = sleep_until_some(wake_at), if wake_at.is_some() => {}
+                () = shutdown.cancelled() => break,
             }
         }
+        // Deliveries of claims still on their way were leased but never handed to a task:
+        // their leases lapse, and they go out again.
+        claims.abort_all();
         self.drain(tasks, record_tx, recorder).await;
+    }
+
+    /// Deliveries that may still be claimed without exceeding the global bound: tasks running
+    /// or waiting, and what the claims on their way may bring, count against it.
+    fn capacity(&self, tasks: &JoinSet<()>, plan: &ClaimPlan) -> usize {
+        self.config
+            .max_in_flight
+            .saturating_sub(tasks.len() + plan.reserved())
+    }
+
+    /// Hands claimed deliveries to tasks, and asks for the next refill of every endpoint the
+    /// claim may have left more of.
+    fn assign(
+        &self,
+        request: &ClaimRequest,
+        claimed: Vec<ClaimedDelivery>,
+        slots: &Arc<EndpointSlots>,
+        unsaturated: &Arc<Notify>,
+        record_tx: &mpsc::Sender<AttemptRecording>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let mut claimed_per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
+        for delivery in &claimed {
+            *claimed_per_endpoint
+                .entry(delivery.endpoint.id)
+                .or_default() += 1;
+        }
+        for delivery in claimed {
+            let semaphore = slots.assign(delivery.endpoint.id);
+            let job = Job {
+                client: self.client.clone(),
+                schedule: self.config.schedule.clone(),
+                record_tx: record_tx.clone(),
+                slots: Arc::clone(slots),
+                unsaturated: Arc::clone(unsaturated),
+            };
+            tasks.spawn(job.run(delivery, semaphore));
+        }
+        // An endpoint whose share came back full may have more; so may every endpoint of a
+        // refill cut short by the claim's overall limit.
+        let cut_short = claimed_per_endpoint.values().sum::<usize>() >= request.limit as usize;
+        for (endpoint_id, count) in &claimed_per_endpoint {
+            if *count >= request.most_for(*endpoint_id) as usize {
+                slots.refill_if_room(*endpoint_id);
+            }
+        }
+        if let (true, ClaimScope::Endpoints(refilled)) = (cut_short, &request.scope) {
+            for (endpoint_id, _) in refilled {
+                slots.refill_if_room(*endpoint_id);
+            }
+        }
     }
 
     async fn drain(
@@ -418,6 +587,14 @@ impl Worker {
                 "recording did not finish within the grace period; those attempts will be retried"
             );
         }
+    }
+}
+
+/// Sleeps until `deadline`; never completes without one (a `select!` branch guards on it).
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -92,8 +92,10 @@ pub struct ClaimRequest {
 /// Where a claim looks for due deliveries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimScope {
-    /// The oldest due deliveries of any endpoint except these, which already have as many
-    /// attempts in flight as allowed. Reads a bounded window of the due index.
+    /// The due deliveries of any endpoint except these, which already have as many attempts
+    /// in flight as allowed: at most `per_endpoint_limit` of each, the endpoints with the
+    /// oldest due deliveries first. Finds the endpoints with a loose scan of the per-endpoint
+    /// index (a seek or two per endpoint with pending deliveries), however large the backlog.
     AnyExcept(Vec<EndpointId>),
     /// Only these endpoints' oldest due deliveries, at most the given number of each: each
     /// has room for more. Reads one short range of the per-endpoint index per endpoint,
@@ -102,6 +104,37 @@ pub enum ClaimScope {
 }
 
 impl ClaimRequest {
+    /// How many endpoints with due deliveries a claim over every endpoint asks for: enough to
+    /// fill it at one delivery each after leaving out the excepted ones.
+    pub(crate) fn endpoints_to_find(&self) -> u32 {
+        match &self.scope {
+            ClaimScope::AnyExcept(except) => self
+                .limit
+                .saturating_add(u32::try_from(except.len()).unwrap_or(u32::MAX)),
+            ClaimScope::Endpoints(endpoints) => u32::try_from(endpoints.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// This claim as a refill of `due` (endpoints with due deliveries, oldest first): a claim
+    /// over every endpoint takes at most `per_endpoint_limit` of each one it does not except;
+    /// a refill stays as it is.
+    pub(crate) fn over_endpoints(&self, due: impl IntoIterator<Item = EndpointId>) -> Self {
+        let scope = match &self.scope {
+            ClaimScope::AnyExcept(except) => ClaimScope::Endpoints(
+                due.into_iter()
+                    .filter(|endpoint_id| !except.contains(endpoint_id))
+                    .take(self.limit as usize)
+                    .map(|endpoint_id| (endpoint_id, self.per_endpoint_limit))
+                    .collect(),
+            ),
+            ClaimScope::Endpoints(endpoints) => ClaimScope::Endpoints(endpoints.clone()),
+        };
+        Self {
+            scope,
+            ..self.clone()
+        }
+    }
+
     /// The most this claim takes of one endpoint.
     pub fn most_for(&self, endpoint_id: EndpointId) -> u32 {
         match &self.scope {
@@ -113,11 +146,6 @@ impl ClaimRequest {
         }
     }
 }
-
-/// How many due rows a claim considers before applying the per-endpoint limit, as a multiple
-/// of what it may take: enough to fill a claim from other endpoints when the oldest rows all
-/// belong to one, while the window stays bounded.
-pub(crate) const CLAIM_WINDOW_FACTOR: i64 = 4;
 
 /// Filters of the deliveries feed, combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

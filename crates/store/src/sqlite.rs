@@ -44,9 +44,9 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections.
     reader: SqlitePool,
-    /// The worker's read-only connection: claims read the due index and what to send through
-    /// it, so they never queue behind API reads (nor those behind them), and the pages they
-    /// touch are cached once, not in every reader.
+    /// The worker's read-only connections: claims read the due index and what to send through
+    /// them, so they never queue behind API reads (nor those behind them), and the pages they
+    /// touch are cached in two connections, not in every reader.
     claim_reader: SqlitePool,
     cipher: SecretCipher,
     /// The deliveries this process's worker holds (an embedded database has one Herald).
@@ -84,9 +84,10 @@ impl SqliteStore {
             .await
             .map_err(map_error)?;
         let claim_reader = SqlitePoolOptions::new()
-            .max_connections(1)
+            // The worker runs up to two claims at once (herald_delivery::worker).
+            .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(read_only.row_buffer_size(1024))
+            .connect_with(read_only)
             .await
             .map_err(map_error)?;
         Ok(Self {

@@ -6,6 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each run gets a fresh database, dropped
 //! afterwards.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,15 +26,42 @@ const LEASE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn sqlite_lease_lapse_and_takeover() {
-    let directory = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::open(&directory.path().join("herald.db"), cipher())
-        .await
-        .expect("opening SQLite");
-    lease_lapse_and_takeover(Arc::new(store)).await;
+    on_sqlite(lease_lapse_and_takeover).await;
 }
 
 #[tokio::test]
 async fn postgres_lease_lapse_and_takeover() {
+    on_postgres(lease_lapse_and_takeover).await;
+}
+
+#[tokio::test]
+async fn sqlite_claim_over_every_endpoint() {
+    on_sqlite(claim_over_every_endpoint).await;
+}
+
+#[tokio::test]
+async fn postgres_claim_over_every_endpoint() {
+    on_postgres(claim_over_every_endpoint).await;
+}
+
+async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&directory.path().join("herald.db"), cipher())
+        .await
+        .expect("opening SQLite");
+    scenario(Arc::new(store)).await;
+}
+
+/// Runs `scenario` on a fresh database, dropped afterwards whatever the outcome.
+async fn on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let name = format!("herald_store_{}", uuid::Uuid::now_v7().simple());
@@ -54,13 +82,101 @@ async fn postgres_lease_lapse_and_takeover() {
     )
     .await
     .expect("opening PostgreSQL");
-    let outcome = tokio::spawn(lease_lapse_and_takeover(Arc::new(store))).await;
+    let outcome = tokio::spawn(scenario(Arc::new(store))).await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut connection)
         .await
         .expect("dropping the test database");
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+/// A claim over every endpoint finds every endpoint with due deliveries, however large
+/// another's backlog, takes at most `per_endpoint_limit` of each, oldest first, and leaves
+/// out the endpoints it is told to.
+async fn claim_over_every_endpoint(store: Arc<dyn Store>) {
+    // Arrange: a backlog of 40 events on one endpoint, then one event for two others.
+    let start = Timestamp::now().add(chrono::Duration::seconds(-10));
+    let org = Org {
+        id: OrgId::new(),
+        name: "Scan".to_owned(),
+        created_at: start,
+    };
+    store.create_org(&org).await.expect("creating the org");
+    let backlogged = create_endpoint(store.as_ref(), org.id, start).await;
+    let backlog: Vec<Event> = (0..40)
+        .map(|n| event(org.id, start.add(chrono::Duration::milliseconds(n))))
+        .collect();
+    store
+        .publish_events(&backlog)
+        .await
+        .expect("publishing the backlog");
+    let quiet = create_endpoint(store.as_ref(), org.id, start).await;
+    let excepted = create_endpoint(store.as_ref(), org.id, start).await;
+    let late = start.add(chrono::Duration::seconds(1));
+    let published = store
+        .publish_events(&[event(org.id, late)])
+        .await
+        .expect("publishing the late event");
+    assert_eq!(
+        published[0].endpoints, 3,
+        "the late event fans out to all three"
+    );
+
+    // Act: claim over every endpoint but one, at most 16 of each.
+    let now = Timestamp::now();
+    let claimed = claim(store.as_ref(), now, ClaimScope::AnyExcept(vec![excepted])).await;
+
+    // Assert: 16 of the backlog (its oldest), the quiet endpoint's one, nothing excepted.
+    let of = |endpoint_id| {
+        claimed
+            .iter()
+            .filter(|delivery| delivery.endpoint.id == endpoint_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(backlogged).len(),
+        16,
+        "at most per_endpoint_limit of one endpoint"
+    );
+    assert!(
+        of(backlogged)
+            .iter()
+            .all(|delivery| delivery.event.created_at
+                < start.add(chrono::Duration::milliseconds(16))),
+        "the backlog's oldest first"
+    );
+    assert_eq!(
+        of(quiet).len(),
+        1,
+        "an endpoint behind another's backlog is found"
+    );
+    assert!(
+        of(excepted).is_empty(),
+        "an excepted endpoint is left alone"
+    );
+
+    // A second claim over every endpoint takes the backlog's next 16, never the same twice.
+    let again = claim(store.as_ref(), now, ClaimScope::AnyExcept(vec![excepted])).await;
+    assert_eq!(again.len(), 16);
+    assert!(
+        again.iter().all(|delivery| claimed
+            .iter()
+            .all(|first| first.delivery_id != delivery.delivery_id)),
+        "a leased delivery is not claimed again"
+    );
+}
+
+fn event(org_id: OrgId, created_at: Timestamp) -> Event {
+    Event {
+        id: EventId::new(),
+        org_id,
+        event_type: EVENT_TYPE.to_owned(),
+        data: "{}".to_owned(),
+        idempotency_key: None,
+        origin: EventOrigin::Publish,
+        created_at,
     }
 }
 

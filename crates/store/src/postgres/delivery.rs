@@ -20,7 +20,7 @@ use crate::rows::{
 };
 use crate::sql::{self, Dialect, LeaseCheck, NewDelivery};
 use crate::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, Page, PageRequest,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, Page, PageRequest,
     PublishedEvent, PurgeReport, QueueStats, StoreError,
 };
 
@@ -232,10 +232,31 @@ pub(super) async fn record_test_attempt(
     tx.commit().await.map_err(map_error)
 }
 
+/// A claim over every endpoint as a refill of the endpoints that have deliveries due (read
+/// without locks); a refill as it is.
+async fn resolve_scope(
+    store: &PostgresStore,
+    request: &ClaimRequest,
+) -> Result<ClaimRequest, StoreError> {
+    if matches!(request.scope, ClaimScope::Endpoints(_)) {
+        return Ok(request.clone());
+    }
+    let due: Vec<Uuid> = sql::due_endpoints::<Postgres>(request.now, request.endpoints_to_find())
+        .build_query_scalar()
+        .fetch_all(&store.pool)
+        .await
+        .map_err(map_error)?;
+    Ok(request.over_endpoints(due.into_iter().map(EndpointId::from_uuid)))
+}
+
 pub(super) async fn claim_due_deliveries(
     store: &PostgresStore,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let request = &resolve_scope(store, request).await?;
+    if matches!(&request.scope, ClaimScope::Endpoints(endpoints) if endpoints.is_empty()) {
+        return Ok(Vec::new());
+    }
     let lease = LeaseToken::new();
     let mut tx = store.begin().await?;
     // A lost lease only makes its deliveries due again, so the claim need not wait for its

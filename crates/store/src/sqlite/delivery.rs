@@ -226,6 +226,23 @@ pub(super) async fn record_test_attempt(
     tx.commit().await.map_err(map_error)
 }
 
+/// A claim over every endpoint as a refill of the endpoints that have deliveries due (read
+/// without locks); a refill as it is.
+async fn resolve_scope(
+    store: &SqliteStore,
+    request: &ClaimRequest,
+) -> Result<ClaimRequest, StoreError> {
+    if matches!(request.scope, ClaimScope::Endpoints(_)) {
+        return Ok(request.clone());
+    }
+    let due: Vec<Uuid> = sql::due_endpoints::<Sqlite>(request.now, request.endpoints_to_find())
+        .build_query_scalar()
+        .fetch_all(&store.claim_reader)
+        .await
+        .map_err(map_error)?;
+    Ok(request.over_endpoints(due.into_iter().map(EndpointId::from_uuid)))
+}
+
 pub(super) async fn claim_due_deliveries(
     store: &SqliteStore,
     request: &ClaimRequest,
@@ -252,6 +269,10 @@ async fn take_leases(
     token: LeaseToken,
 ) -> Result<Vec<DeliveryId>, StoreError> {
     let _claiming = store.leases.claiming().await;
+    let request = &resolve_scope(store, request).await?;
+    if matches!(&request.scope, ClaimScope::Endpoints(endpoints) if endpoints.is_empty()) {
+        return Ok(Vec::new());
+    }
     let held = store.leases.held_per_endpoint(request.now);
     let read = widened_past(request, &held);
     // Its text varies with the endpoints it names: prepared for this read only, so the
@@ -283,26 +304,14 @@ async fn take_leases(
     ))
 }
 
-/// `request` with room for the deliveries `held` (per endpoint), which a read finds still due.
+/// A refill with room for the deliveries `held` (per endpoint), which a read finds still due.
 fn widened_past(request: &ClaimRequest, held: &HashMap<EndpointId, u32>) -> ClaimRequest {
     let mut read = request.clone();
-    match &mut read.scope {
-        ClaimScope::AnyExcept(saturated) => {
-            for (endpoint_id, count) in held {
-                if !saturated.contains(endpoint_id) {
-                    read.limit = read.limit.saturating_add(*count);
-                    read.per_endpoint_limit = read
-                        .per_endpoint_limit
-                        .max(request.per_endpoint_limit.saturating_add(*count));
-                }
-            }
-        }
-        ClaimScope::Endpoints(endpoints) => {
-            for (endpoint_id, most) in endpoints.iter_mut() {
-                let count = held.get(endpoint_id).copied().unwrap_or(0);
-                *most = most.saturating_add(count);
-                read.limit = read.limit.saturating_add(count);
-            }
+    if let ClaimScope::Endpoints(endpoints) = &mut read.scope {
+        for (endpoint_id, most) in endpoints.iter_mut() {
+            let count = held.get(endpoint_id).copied().unwrap_or(0);
+            *most = most.saturating_add(count);
+            read.limit = read.limit.saturating_add(count);
         }
     }
     read
@@ -706,8 +715,8 @@ pub(super) async fn purge_expired(
 
 pub(super) async fn release_all_leases(store: &SqliteStore) -> Result<(), StoreError> {
     store.leases.clear();
-    // Herald up to 0.3 kept SQLite's leases in the rows, a leased delivery's due time being
-    // its lease's end: such a delivery is due again now.
+    // Earlier builds kept SQLite's leases in the rows, a leased delivery's due time being its
+    // lease's end: such a delivery is due again now.
     sqlx::query(
         "UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?), lease_token = NULL
          WHERE status = 'pending' AND lease_token IS NOT NULL",
