@@ -504,9 +504,31 @@ impl Worker {
                 () = shutdown.cancelled() => break,
             }
         }
-        // Deliveries of claims still on their way were leased but never handed to a task:
-        // their leases lapse, and they go out again.
-        claims.abort_all();
+        // Claims still on their way have leased their deliveries: hand those to tasks, which
+        // the grace period covers like the rest, instead of leaving them to their leases.
+        let claims_back = tokio::time::timeout(self.config.shutdown_grace, async {
+            while let Some(done) = claims.join_next_with_id().await {
+                let Ok((id, (_, Ok(claimed)))) = done else {
+                    continue;
+                };
+                if let Some(request) = plan.finished(id) {
+                    self.assign(
+                        &request,
+                        claimed,
+                        &slots,
+                        &unsaturated,
+                        &record_tx,
+                        &mut tasks,
+                    );
+                }
+            }
+        })
+        .await;
+        if claims_back.is_err() {
+            tracing::warn!(
+                "a claim did not come back within the grace period; its deliveries wait for their lease"
+            );
+        }
         self.drain(tasks, record_tx, recorder).await;
     }
 

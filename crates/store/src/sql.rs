@@ -22,10 +22,10 @@ pub(crate) const BULK_ROWS: usize = 500;
 /// cache. Each row count is a different statement text, and a prepared statement of hundreds
 /// of rows is a program of hundreds of kilobytes: cached by the hundred, as batch sizes vary,
 /// they held tens of megabytes per connection. Small shapes recur (one publish, a few
-/// attempts) and stay cached; large ones are prepared for their one use, which costs little
-/// beside executing them.
+/// attempts), and so does a full chunk of [`BULK_ROWS`] (large batches), so those stay cached;
+/// the rest are prepared for their one use, which costs little beside executing them.
 pub(crate) fn worth_preparing(rows: usize) -> bool {
-    rows <= 16
+    rows <= 16 || rows == BULK_ROWS
 }
 
 /// Which backend a statement is for, where the text must differ.
