@@ -105,7 +105,10 @@ pub struct Worker {
 /// while a refill is on its way, and one claim per 2 × limit deliveries. An endpoint whose
 /// last attempt failed gains nothing from waiting work (it answers slowly or not at all), so
 /// it is refilled `limit` at a time at `limit / 2`, holding at most 1.5 × limit and leaving
-/// the global bound on work in flight to the endpoints that answer. Everything assigned is
+/// the global bound on work in flight to the endpoints that answer. So is an endpoint not
+/// heard from yet: a receiver that hangs would otherwise be claimed 3 × limit ahead before
+/// its first timeout, and ten of them held half the global bound (the `noisy` benchmark);
+/// a receiver that answers is refilled at the larger size from its first success on. Everything assigned is
 /// sent within four rounds of the longest attempt, inside the lease (the server sets the
 /// lease to six).
 struct EndpointSlots {
@@ -121,8 +124,8 @@ struct EndpointSlot {
     semaphore: Arc<Semaphore>,
     /// Tasks assigned to the endpoint, sending or waiting.
     assigned: usize,
-    /// Whether its last finished attempt failed.
-    failing: bool,
+    /// Whether its last finished attempt succeeded (false until one has finished).
+    answering: bool,
 }
 
 impl EndpointSlots {
@@ -137,16 +140,16 @@ impl EndpointSlots {
     /// At or below this many assigned, the endpoint is refilled.
     fn low_water(&self, slot: Option<&EndpointSlot>) -> usize {
         match slot {
-            Some(slot) if slot.failing => self.limit / 2,
-            _ => self.limit.saturating_mul(2),
+            Some(slot) if slot.answering => self.limit.saturating_mul(2),
+            _ => self.limit / 2,
         }
     }
 
     /// Most of the endpoint's deliveries one refill takes.
     fn refill_batch(&self, slot: Option<&EndpointSlot>) -> usize {
         match slot {
-            Some(slot) if slot.failing => self.limit,
-            _ => self.limit.saturating_mul(2),
+            Some(slot) if slot.answering => self.limit.saturating_mul(2),
+            _ => self.limit,
         }
     }
 
@@ -158,15 +161,16 @@ impl EndpointSlots {
         let slot = slots.entry(endpoint_id).or_insert_with(|| EndpointSlot {
             semaphore: Arc::new(Semaphore::new(self.limit)),
             assigned: 0,
-            failing: false,
+            answering: false,
         });
         slot.assigned += 1;
         Arc::clone(&slot.semaphore)
     }
 
     /// Frees one of the endpoint's assignments after an attempt that `delivered` or not;
-    /// `true` when that takes it down to its low water, so the dispatcher, which skipped it,
-    /// has its backlog to claim again.
+    /// `true` when that takes it down to its low water, or when it starts answering at or
+    /// below its (now higher) low water, so the dispatcher, which skipped it, has its backlog
+    /// to claim again.
     fn release(&self, endpoint_id: EndpointId, delivered: bool) -> bool {
         let mut slots = self
             .slots
@@ -175,9 +179,11 @@ impl EndpointSlots {
         let Some(slot) = slots.get_mut(&endpoint_id) else {
             return false;
         };
-        slot.failing = !delivered;
+        let started_answering = delivered && !slot.answering;
+        slot.answering = delivered;
         let low_water = self.low_water(Some(slot));
-        let reached_low_water = slot.assigned > low_water && slot.assigned - 1 <= low_water;
+        let reached_low_water =
+            slot.assigned - 1 <= low_water && (slot.assigned > low_water || started_answering);
         slot.assigned -= 1;
         if slot.assigned == 0 {
             slots.remove(&endpoint_id);
@@ -762,5 +768,60 @@ async fn record_loop(
             }
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_not_heard_from_is_claimed_ahead_like_a_failing_one_until_it_answers() {
+        let slots = EndpointSlots::new(16);
+        let endpoint = EndpointId::new();
+        for _ in 0..16 {
+            slots.assign(endpoint);
+        }
+        assert_eq!(
+            slots.full(),
+            vec![endpoint],
+            "16 assigned is above the low water (8) of an endpoint not heard from"
+        );
+        assert!(
+            !slots.release(endpoint, false),
+            "a failure at 15 assigned stays above 8"
+        );
+        assert!(
+            slots.release(endpoint, true),
+            "its first success raises the low water to 32, which 14 assigned is under"
+        );
+        assert_eq!(slots.take_refills(&[]), vec![(endpoint, 32)]);
+        assert!(
+            !slots.release(endpoint, true),
+            "an answering endpoint below its low water is not asked for again on each answer"
+        );
+    }
+
+    #[test]
+    fn a_failing_endpoint_is_refilled_at_half_its_slots_and_an_answering_one_at_twice() {
+        let slots = EndpointSlots::new(16);
+        let failing = EndpointId::new();
+        for _ in 0..10 {
+            slots.assign(failing);
+        }
+        assert!(!slots.release(failing, false), "10 → 9: above 8");
+        assert!(slots.release(failing, false), "9 → 8: the low water");
+        assert_eq!(slots.take_refills(&[]), vec![(failing, 16)]);
+
+        let answering = EndpointId::new();
+        for _ in 0..34 {
+            slots.assign(answering);
+        }
+        assert!(!slots.release(answering, true), "34 → 33: above 32");
+        assert!(slots.release(answering, true), "33 → 32: the low water");
+        assert!(
+            slots.take_refills(&[answering]).is_empty(),
+            "an endpoint a claim is refilling already is left out"
+        );
     }
 }
