@@ -68,13 +68,15 @@ impl LeaseTable {
         self.gate.read().await
     }
 
-    /// How many live leases each endpoint has, forgetting lapsed ones.
+    /// How many live leases each endpoint has.
+    ///
+    /// A lapsed lease stays in the table until its recording ends it or another claim takes
+    /// the delivery over: like a token left in a row, it still lets a late recording settle
+    /// its delivery when nobody else has claimed it meanwhile.
     pub(super) fn held_per_endpoint(&self, now: Timestamp) -> HashMap<EndpointId, u32> {
         let now = now.as_micros();
-        let mut leases = self.lock();
-        leases.retain(|_, lease| lease.is_live(now));
         let mut held: HashMap<EndpointId, u32> = HashMap::new();
-        for lease in leases.values() {
+        for lease in self.lock().values().filter(|lease| lease.is_live(now)) {
             *held.entry(lease.endpoint_id).or_default() += 1;
         }
         held
@@ -267,6 +269,15 @@ mod tests {
         );
         table.abandon_settling([(id, new)]);
         assert_eq!(table.live(later), 0, "without the mark it has lapsed");
+        assert!(
+            table.held_per_endpoint(later).is_empty(),
+            "a claim sees it free"
+        );
+        assert_eq!(
+            table.begin_settling([(id, new)]),
+            vec![true],
+            "a lapsed lease nobody took over still settles its delivery"
+        );
     }
 
     #[tokio::test]
