@@ -28,6 +28,63 @@ pub(crate) fn worth_preparing(rows: usize) -> bool {
     rows <= 16 || rows == BULK_ROWS
 }
 
+/// Defines, in a backend's module, the chunked forms of the bulk inserts below for the
+/// database type `$db`: `insert_attempts`, `insert_events` and `insert_pending_deliveries`,
+/// each running [`BULK_ROWS`] rows a statement in the caller's transaction. A macro, not a
+/// generic function: sqlx's `QueryBuilder` can only be executed where its argument lifetime
+/// is a concrete backend's, which a function generic over the database cannot name.
+macro_rules! chunked_inserts {
+    ($db:ty) => {
+        /// Runs `$statement` (built from `$chunk`) for each chunk of `$rows`.
+        macro_rules! in_chunks {
+            ($tx:expr, $rows:expr, |$chunk:ident| $statement:expr) => {{
+                for $chunk in $rows.chunks($crate::sql::BULK_ROWS) {
+                    $statement
+                        .build()
+                        .persistent($crate::sql::worth_preparing($chunk.len()))
+                        .execute(&mut **$tx)
+                        .await
+                        .map_err($crate::map_error)?;
+                }
+                Ok(())
+            }};
+        }
+
+        /// Stores attempts, [`sql::BULK_ROWS`] a statement.
+        async fn insert_attempts(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            attempts: &[&herald_domain::Attempt],
+        ) -> Result<(), $crate::StoreError> {
+            in_chunks!(
+                tx,
+                attempts,
+                |chunk| $crate::sql::insert_attempts::<$db, _>(chunk.iter().copied())
+            )
+        }
+
+        /// Stores events, [`sql::BULK_ROWS`] a statement.
+        async fn insert_events(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            events: &[&herald_domain::Event],
+        ) -> Result<(), $crate::StoreError> {
+            in_chunks!(tx, events, |chunk| $crate::sql::insert_events::<$db, _>(
+                chunk.iter().copied()
+            ))
+        }
+
+        /// Stores new pending deliveries, [`sql::BULK_ROWS`] a statement.
+        async fn insert_pending_deliveries(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            deliveries: &[$crate::sql::NewDelivery<'_>],
+        ) -> Result<(), $crate::StoreError> {
+            in_chunks!(tx, deliveries, |chunk| {
+                $crate::sql::insert_pending_deliveries::<$db, _>(chunk)
+            })
+        }
+    };
+}
+pub(crate) use chunked_inserts;
+
 /// Which backend a statement is for, where the text must differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {

@@ -28,53 +28,7 @@ use crate::{
 /// How long an idempotency key keeps returning the first event.
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
-/// Stores attempts, [`sql::BULK_ROWS`] a statement.
-async fn insert_attempts(
-    tx: &mut Transaction<'static, Sqlite>,
-    attempts: &[&Attempt],
-) -> Result<(), StoreError> {
-    for chunk in attempts.chunks(sql::BULK_ROWS) {
-        sql::insert_attempts::<Sqlite, _>(chunk.iter().copied())
-            .build()
-            .persistent(sql::worth_preparing(chunk.len()))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_error)?;
-    }
-    Ok(())
-}
-
-/// Stores events, [`sql::BULK_ROWS`] a statement.
-async fn insert_events(
-    tx: &mut Transaction<'static, Sqlite>,
-    events: &[&Event],
-) -> Result<(), StoreError> {
-    for chunk in events.chunks(sql::BULK_ROWS) {
-        sql::insert_events::<Sqlite, _>(chunk.iter().copied())
-            .build()
-            .persistent(sql::worth_preparing(chunk.len()))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_error)?;
-    }
-    Ok(())
-}
-
-/// Stores new pending deliveries, [`sql::BULK_ROWS`] a statement.
-async fn insert_pending_deliveries(
-    tx: &mut Transaction<'static, Sqlite>,
-    deliveries: &[NewDelivery<'_>],
-) -> Result<(), StoreError> {
-    for chunk in deliveries.chunks(sql::BULK_ROWS) {
-        sql::insert_pending_deliveries::<Sqlite, _>(chunk)
-            .build()
-            .persistent(sql::worth_preparing(chunk.len()))
-            .execute(&mut **tx)
-            .await
-            .map_err(map_error)?;
-    }
-    Ok(())
-}
+sql::chunked_inserts!(Sqlite);
 
 pub(super) async fn publish_events(
     store: &SqliteStore,
