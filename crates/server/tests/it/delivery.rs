@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, assert_event_id, delivering, header, received_json, string_at,
-    timestamp_at, verify_delivery, wait_for_received,
+    ADMIN_TOKEN, Backend, Subscribed, assert_event_id, delivering, header, received_json,
+    string_at, subscribed, timestamp_at, verify_delivery, wait_for_received,
 };
 
 backend_tests!(
@@ -24,12 +24,9 @@ backend_tests!(
 
 async fn delivery_is_a_post_with_the_contract_envelope_and_headers(backend: Backend) {
     // Arrange
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
 
     // Act
     let published = app
@@ -87,12 +84,9 @@ async fn delivery_is_a_post_with_the_contract_envelope_and_headers(backend: Back
 
 async fn published_data_reaches_the_receiver_byte_for_byte(backend: Backend) {
     // Arrange
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
     // Unsorted keys, spaces, a trailing-zero decimal and an escape: a re-serialization would
     // change every one of them.
     let data = r#"{"wallet_id": "wal_01", "balance": {"amount": 3.20, "currency": "USD"}, "note": "caf\u00e9 \"ok\"", "tags": []}"#;

@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Backend, TestApp, TestOrg, delivering, string_at, timestamp_at, wait_for_received,
+    Backend, Subscribed, TestApp, TestOrg, delivering, string_at, subscribed, timestamp_at,
+    wait_for_received,
 };
 
 backend_tests!(
@@ -195,12 +196,9 @@ async fn invalid_filters_are_rejected_naming_the_parameter(backend: Backend) {
 
 async fn walking_pages_returns_every_record_once_newest_first(backend: Backend) {
     // Arrange: five records, each recorded before the next event is published.
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
     for n in 1..=5 {
         app.publish(org.id, "wallet.balance_low", &json!({"n": n}))
             .await;

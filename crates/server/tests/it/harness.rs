@@ -31,8 +31,8 @@ mod reply;
 mod tuning;
 
 pub(crate) use delivery::{
-    assert_event_id, delivering, header, metric, received_json, verify_delivery, wait_for_received,
-    wait_until, wait_within,
+    Subscribed, assert_event_id, delivering, header, metric, received_json, subscribed,
+    verify_delivery, wait_for_received, wait_until, wait_within,
 };
 pub(crate) use reply::{
     Reply, endpoint_body, endpoint_body_with, endpoint_path, parse_id, string_at, timestamp_at,

@@ -9,8 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Backend, TestApp, assert_event_id, delivering, endpoint_path, header, metric,
-    received_json, string_at, wait_for_received,
+    ADMIN_TOKEN, Backend, Subscribed, TestApp, assert_event_id, delivering, endpoint_path, header,
+    metric, received_json, string_at, subscribed, wait_for_received,
 };
 
 backend_tests!(
@@ -136,12 +136,9 @@ async fn publish_rejects_bad_events_naming_the_field(backend: Backend) {
 
 async fn same_idempotency_key_returns_the_first_event_and_delivers_once(backend: Backend) {
     // Arrange
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
     let body = json!({
         "org_id": org.id.to_string(),
         "type": "wallet.balance_low",
@@ -172,12 +169,9 @@ async fn same_idempotency_key_returns_the_first_event_and_delivers_once(backend:
 async fn concurrent_publishes_are_each_committed_once(backend: Backend) {
     // Arrange: concurrent publishes are gathered into shared transactions; each must still
     // get its own answer, and one idempotency key must win exactly once across them.
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
     let body = |n: usize, key: Option<&str>| {
         json!({
             "org_id": org.id.to_string(),
@@ -228,12 +222,9 @@ async fn concurrent_publishes_are_each_committed_once(backend: Backend) {
 async fn batch_repeating_an_idempotency_key_publishes_it_once(backend: Backend) {
     // Arrange: events of one batch are stored together, so a key repeated inside the batch
     // must still find its first use.
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
     let event = |n: u32, key: Option<&str>| {
         json!({"org_id": org.id.to_string(), "type": "wallet.balance_low", "data": {"n": n},
                "idempotency_key": key})
@@ -271,12 +262,9 @@ async fn batch_repeating_an_idempotency_key_publishes_it_once(backend: Backend) 
 
 async fn batch_publishes_every_event_in_order(backend: Backend) {
     // Arrange
-    let ca = TestCa::new();
-    let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
-        .await;
+    let Subscribed {
+        receiver, app, org, ..
+    } = subscribed(backend).await;
     let events: Vec<Value> = (1..=3)
         .map(|n| {
             json!({"org_id": org.id.to_string(), "type": "wallet.balance_low", "data": {"n": n}})

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{Backend, TestApp, TestAppBuilder};
+use super::{Backend, TestApp, TestAppBuilder, TestOrg};
 
 /// How long a wait may take before the test fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
@@ -33,6 +33,26 @@ pub(crate) fn delivering(backend: Backend, ca: &TestCa) -> TestAppBuilder {
         .backend(backend)
         .allow_loopback()
         .extra_root_certs(ca.root_pem())
+}
+
+/// The arrangement most delivery tests start from: a receiver, a Herald that trusts the
+/// receiver's CA and may dial loopback, an organization with a key, and one endpoint at the
+/// receiver's `/ok` subscribed to `wallet.balance_low`.
+pub(crate) struct Subscribed {
+    pub(crate) receiver: Receiver,
+    pub(crate) app: TestApp,
+    pub(crate) org: TestOrg,
+}
+
+/// Arranges [`Subscribed`] on `backend`.
+pub(crate) async fn subscribed(backend: Backend) -> Subscribed {
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let app = delivering(backend, &ca).spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
+        .await;
+    Subscribed { receiver, app, org }
 }
 
 /// Polls `probe` every 20 ms until it answers `Some`, for at most 10 s; panics naming `what`
