@@ -74,7 +74,7 @@ impl From<StoreError> for ApiError {
             StoreError::LimitExceeded => ApiError::LimitExceeded {
                 max: herald_domain::endpoint::MAX_ENDPOINTS_PER_ORG,
             },
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) | StoreError::NotWritable => {
                 tracing::warn!(error = %error_chain(&error), "storage unavailable");
                 ApiError::Unavailable
             }

@@ -2,7 +2,8 @@
 //! happen; the queue gauges are read from storage at scrape time, so every node reports the
 //! shared queue as it is. When storage cannot be read, a scrape still answers: the counters are
 //! this process's own, the queue gauges keep their last values, and `herald_storage_up` says 0,
-//! so an outage shows on the dashboards instead of blanking them.
+//! so an outage shows on the dashboards instead of blanking them. `herald_storage_writable` says
+//! whether storage accepts writes, which a full disk can stop while reads go on.
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct ApiMetrics {
     scheduled: Gauge,
     oldest_due_age_seconds: Gauge,
     storage_up: Gauge,
+    storage_writable: Gauge,
+    storage_write_failures: Counter,
 }
 
 /// The API's handles, registered before the registry is frozen.
@@ -36,6 +39,8 @@ pub struct ApiMetricHandles {
     scheduled: Gauge,
     oldest_due_age_seconds: Gauge,
     storage_up: Gauge,
+    storage_writable: Gauge,
+    storage_write_failures: Counter,
 }
 
 impl ApiMetricHandles {
@@ -47,6 +52,8 @@ impl ApiMetricHandles {
             scheduled: Gauge::default(),
             oldest_due_age_seconds: Gauge::default(),
             storage_up: Gauge::default(),
+            storage_writable: Gauge::default(),
+            storage_write_failures: Counter::default(),
         };
         registry.register(
             "herald_events_published",
@@ -73,6 +80,16 @@ impl ApiMetricHandles {
             "1 when this scrape read the queue from storage; 0 when storage was unreachable and the queue gauges hold their last values",
             handles.storage_up.clone(),
         );
+        registry.register(
+            "herald_storage_writable",
+            "1 while storage accepts writes; 0 from a write refused for an outage (a full disk, an I/O error) until a write succeeds again",
+            handles.storage_writable.clone(),
+        );
+        registry.register(
+            "herald_storage_write_failures",
+            "Writes storage refused for an outage (a full disk, an I/O error)",
+            handles.storage_write_failures.clone(),
+        );
         handles
     }
 
@@ -85,6 +102,8 @@ impl ApiMetricHandles {
             scheduled: self.scheduled,
             oldest_due_age_seconds: self.oldest_due_age_seconds,
             storage_up: self.storage_up,
+            storage_writable: self.storage_writable,
+            storage_write_failures: self.storage_write_failures,
         }
     }
 }
@@ -107,6 +126,13 @@ impl Default for ApiMetrics {
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let now = Timestamp::now();
     let metrics = &state.metrics;
+    let writes = state.store.write_status();
+    metrics.storage_writable.set(i64::from(writes.writable));
+    // The store counts; the counter follows it (fetch_max, so concurrent scrapes agree).
+    metrics
+        .storage_write_failures
+        .inner()
+        .fetch_max(writes.failures_total, std::sync::atomic::Ordering::Relaxed);
     match state.store.queue_stats(now).await {
         Ok(stats) => {
             metrics.storage_up.set(1);

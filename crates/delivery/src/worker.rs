@@ -36,7 +36,7 @@ use herald_domain::{EndpointId, Outcome, Timestamp};
 use herald_store::{
     AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken, Store, StoreError,
 };
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -434,9 +434,14 @@ impl Worker {
     /// within the grace period and records their results.
     pub async fn run(self, shutdown: CancellationToken) {
         let (record_tx, record_rx) = mpsc::channel::<AttemptRecording>(4096);
+        // While results cannot be recorded (a full disk), nothing more is claimed: what was
+        // attempted keeps its lease until its result is stored, and new attempts would only
+        // add results that cannot be stored either.
+        let (recording_stalled_tx, mut recording_stalled) = watch::channel(false);
         let recorder = tokio::spawn(record_loop(
             Arc::clone(&self.store),
             record_rx,
+            recording_stalled_tx,
             self.metrics.clone(),
             self.config.auto_disable_after,
         ));
@@ -455,6 +460,9 @@ impl Worker {
             let claims_full = loop {
                 if claims.len() >= self.config.claims_in_flight.max(1) {
                     break true;
+                }
+                if *recording_stalled.borrow() {
+                    break false;
                 }
                 let capacity = self.capacity(&tasks, &plan);
                 let Some(request) = plan.next(&slots, capacity, &self.config, Instant::now())
@@ -476,7 +484,7 @@ impl Worker {
             let at_capacity = self.capacity(&tasks, &plan) == 0;
             // Only a dispatcher that could start a claim waits for a time: one at capacity
             // waits for a task to finish, one with all its claims out for one to come back.
-            let wake_at = if claims_full || at_capacity {
+            let wake_at = if claims_full || at_capacity || *recording_stalled.borrow() {
                 None
             } else {
                 plan.wake_at()
@@ -506,6 +514,7 @@ impl Worker {
                 Some(_) = tasks.join_next(), if at_capacity && !tasks.is_empty() => {}
                 () = self.wakeup.notified() => plan.look_everywhere = true,
                 () = unsaturated.notified() => {}
+                Ok(()) = recording_stalled.changed() => {}
                 () = sleep_until_some(wake_at), if wake_at.is_some() => {}
                 () = shutdown.cancelled() => break,
             }
@@ -728,10 +737,12 @@ fn decide(
 }
 
 /// Writes results in batches: whatever has arrived while the previous batch was committing
-/// goes into the next transaction. A failed write is retried, never dropped.
+/// goes into the next transaction. A failed write is retried (100 ms, doubling to 5 s), never
+/// dropped, and while it fails `stalled` says so and the dispatcher claims nothing.
 async fn record_loop(
     store: Arc<dyn Store>,
     mut results: mpsc::Receiver<AttemptRecording>,
+    stalled: watch::Sender<bool>,
     metrics: Option<DeliveryMetrics>,
     auto_disable_after: Duration,
 ) {
@@ -751,9 +762,13 @@ async fn record_loop(
         loop {
             let disable_failing_before = Timestamp::now().add(-auto_disable_after);
             match store.record_attempts(&batch, disable_failing_before).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    stalled.send_if_modified(|stalled| std::mem::replace(stalled, false));
+                    break;
+                }
                 Err(error) => {
-                    tracing::warn!(error = %error, attempts = batch.len(), "recording attempts failed; retrying");
+                    stalled.send_if_modified(|stalled| !std::mem::replace(stalled, true));
+                    tracing::warn!(error = %error, attempts = batch.len(), retry_in_ms = backoff.as_millis() as u64, "recording attempts failed; claims wait until they are stored");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

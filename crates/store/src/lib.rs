@@ -15,6 +15,7 @@
 //! the same transaction as the change, so a change and its record exist together or not at all.
 
 pub mod cipher;
+mod health;
 pub mod page;
 pub mod postgres;
 pub mod queue;
@@ -32,6 +33,7 @@ use herald_domain::{
 };
 
 pub use cipher::SecretCipher;
+pub use health::{PROBE_INTERVAL, WriteStatus};
 pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
@@ -55,6 +57,10 @@ pub enum StoreError {
     /// The database cannot be reached right now; retrying later may succeed.
     #[error("storage unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The store refuses writes (a full disk, an I/O error) and was probed less than
+    /// [`PROBE_INTERVAL`] ago; retrying later may succeed.
+    #[error("storage refuses writes")]
+    NotWritable,
     /// Stored data could not be read back (bad encoding, wrong secrets key).
     #[error("corrupt stored data: {0}")]
     Corrupt(&'static str),
@@ -104,8 +110,12 @@ pub enum RateDecision {
 /// backends that support it, between processes on the same database.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Succeeds when the database answers a trivial query.
+    /// Succeeds when the database answers a trivial query and accepts writes: while the last
+    /// write failed for an outage, it writes one small row (at most once a [`PROBE_INTERVAL`])
+    /// to find out whether the store has recovered.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether writes succeed, as the last write found out; no IO.
+    fn write_status(&self) -> WriteStatus;
 
     /// Stores a new organization.
     async fn create_org(&self, org: &Org) -> Result<(), StoreError>;
@@ -278,6 +288,22 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
         {
             StoreError::Unavailable(error)
         }
+        // PostgreSQL's insufficient-resources class (53…: disk full, out of memory, too many
+        // connections): an outage of the server's machine, not a bug in the request.
+        sqlx::Error::Database(ref database)
+            if database.code().is_some_and(|code| code.starts_with("53")) =>
+        {
+            StoreError::Unavailable(error)
+        }
+        sqlx::Error::Database(ref database)
+            if database
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .and_then(sqlx::error::DatabaseError::code)
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(sqlite_outage) =>
+        {
+            StoreError::Unavailable(error)
+        }
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
@@ -286,6 +312,34 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
         other => StoreError::Backend(other),
     }
+}
+
+/// Whether an SQLite result code (extended or primary) says the disk or the machine failed
+/// rather than the statement: a full disk, an I/O error, a file that cannot be opened, a file
+/// system turned read-only, memory exhausted, or a lock held too long. Such a failure ends when
+/// the operator fixes the machine, so callers answer "unavailable, retry" and keep what they
+/// have; a corrupt file (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) is not among them.
+fn sqlite_outage(code: i32) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    const SQLITE_NOMEM: i32 = 7;
+    const SQLITE_READONLY: i32 = 8;
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    const SQLITE_CANTOPEN: i32 = 14;
+    const SQLITE_PROTOCOL: i32 = 15;
+    // The low byte of an extended result code is its primary code.
+    matches!(
+        code & 0xff,
+        SQLITE_BUSY
+            | SQLITE_LOCKED
+            | SQLITE_NOMEM
+            | SQLITE_READONLY
+            | SQLITE_IOERR
+            | SQLITE_FULL
+            | SQLITE_CANTOPEN
+            | SQLITE_PROTOCOL
+    )
 }
 
 /// The generic cell rate algorithm, shared by every backend: given the stored theoretical

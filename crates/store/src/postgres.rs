@@ -10,6 +10,7 @@
 //! unreachable requests fail fast with `StoreError::Unavailable` (503) instead of hanging;
 //! each connection carries a statement timeout for the same reason.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,10 +21,11 @@ use herald_domain::{
     OrgId, Secret, Timestamp,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection, Postgres, Transaction};
 
 mod delivery;
 
+use crate::health::WriteHealth;
 use crate::rows::{
     ENDPOINT_COLUMNS, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
     org_from_row,
@@ -31,7 +33,7 @@ use crate::rows::{
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
     PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, SecretCipher,
-    Store, StoreError, gcra_step, map_error,
+    Store, StoreError, WriteStatus, gcra_step, map_error,
 };
 
 /// Settings of the PostgreSQL connection pool.
@@ -60,6 +62,8 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: PgPool,
     cipher: SecretCipher,
+    /// Whether writes succeed (a server out of disk answers reads and refuses writes).
+    health: Arc<WriteHealth>,
 }
 
 impl PostgresStore {
@@ -75,6 +79,12 @@ impl PostgresStore {
             .map_err(map_error)?
             .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
+            // A connection whose transaction sqlx still counts as open (a COMMIT or ROLLBACK
+            // that failed) is closed rather than handed to the next caller, whose statements
+            // would otherwise run inside someone else's transaction.
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(!connection.is_in_transaction()) })
+            })
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
@@ -84,7 +94,11 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migration)?;
-        Ok(Self { pool, cipher })
+        Ok(Self {
+            pool,
+            cipher,
+            health: Arc::default(),
+        })
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -121,7 +135,22 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
-        Ok(())
+        match self.health.probe_due() {
+            None => Ok(()),
+            Some(false) => Err(StoreError::NotWritable),
+            Some(true) => {
+                let probed = sqlx::query(&crate::sql::write_probe(crate::sql::Dialect::Postgres))
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(map_error);
+                self.health.observe(probed)
+            }
+        }
+    }
+
+    fn write_status(&self) -> WriteStatus {
+        self.health.status()
     }
 
     async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
@@ -564,7 +593,8 @@ impl Store for PostgresStore {
     }
 
     async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError> {
-        delivery::publish_events(self, events).await
+        self.health
+            .observe(delivery::publish_events(self, events).await)
     }
 
     async fn enqueue_replay(
@@ -596,7 +626,8 @@ impl Store for PostgresStore {
         recordings: &[AttemptRecording],
         disable_failing_before: Timestamp,
     ) -> Result<(), StoreError> {
-        delivery::record_attempts(self, recordings, disable_failing_before).await
+        self.health
+            .observe(delivery::record_attempts(self, recordings, disable_failing_before).await)
     }
 
     async fn release_all_leases(&self) -> Result<(), StoreError> {

@@ -29,12 +29,12 @@ pub(crate) fn worth_preparing(rows: usize) -> bool {
 }
 
 /// Defines, in a backend's module, the chunked forms of the bulk inserts below for the
-/// database type `$db`: `insert_attempts`, `insert_events` and `insert_pending_deliveries`,
+/// database type `$db` and its transaction type `$transaction`: `insert_attempts`, `insert_events` and `insert_pending_deliveries`,
 /// each running [`BULK_ROWS`] rows a statement in the caller's transaction. A macro, not a
 /// generic function: sqlx's `QueryBuilder` can only be executed where its argument lifetime
 /// is a concrete backend's, which a function generic over the database cannot name.
 macro_rules! chunked_inserts {
-    ($db:ty) => {
+    ($db:ty, $transaction:ty) => {
         /// Runs `$statement` (built from `$chunk`) for each chunk of `$rows`.
         macro_rules! in_chunks {
             ($tx:expr, $rows:expr, |$chunk:ident| $statement:expr) => {{
@@ -52,7 +52,7 @@ macro_rules! chunked_inserts {
 
         /// Stores attempts, [`sql::BULK_ROWS`] a statement.
         async fn insert_attempts(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut $transaction,
             attempts: &[&herald_domain::Attempt],
         ) -> Result<(), $crate::StoreError> {
             in_chunks!(
@@ -64,7 +64,7 @@ macro_rules! chunked_inserts {
 
         /// Stores events, [`sql::BULK_ROWS`] a statement.
         async fn insert_events(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut $transaction,
             events: &[&herald_domain::Event],
         ) -> Result<(), $crate::StoreError> {
             in_chunks!(tx, events, |chunk| $crate::sql::insert_events::<$db, _>(
@@ -74,7 +74,7 @@ macro_rules! chunked_inserts {
 
         /// Stores new pending deliveries, [`sql::BULK_ROWS`] a statement.
         async fn insert_pending_deliveries(
-            tx: &mut sqlx::Transaction<'static, $db>,
+            tx: &mut $transaction,
             deliveries: &[$crate::sql::NewDelivery<'_>],
         ) -> Result<(), $crate::StoreError> {
             in_chunks!(tx, deliveries, |chunk| {
@@ -84,6 +84,24 @@ macro_rules! chunked_inserts {
     };
 }
 pub(crate) use chunked_inserts;
+
+/// Readiness's probe of a store whose writes failed: one row rewritten in a transaction of its
+/// own (migration 0005) with [`WRITE_PROBE_BYTES`] of uncompressed ballast, so a disk with room
+/// for a few bytes but not for a publish does not pass for writable.
+pub(crate) fn write_probe(dialect: Dialect) -> String {
+    let ballast = match dialect {
+        Dialect::Sqlite => format!("zeroblob({WRITE_PROBE_BYTES})"),
+        // The column is stored uncompressed (STORAGE EXTERNAL), so zeros take their size.
+        Dialect::Postgres => format!("decode(repeat('00', {WRITE_PROBE_BYTES}), 'hex')"),
+    };
+    format!(
+        "INSERT INTO write_probe (id, probes, ballast) VALUES (1, 1, {ballast}) \
+         ON CONFLICT (id) DO UPDATE SET probes = write_probe.probes + 1, ballast = excluded.ballast"
+    )
+}
+
+/// The probe's size: about what a group commit of a few dozen publishes writes.
+pub(crate) const WRITE_PROBE_BYTES: usize = 64 << 10;
 
 /// Which backend a statement is for, where the text must differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,13 +20,15 @@ use herald_domain::{
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
 
 mod delivery;
 mod leases;
+mod writer;
 
 use leases::LeaseTable;
+use writer::WriteTx;
 
+use crate::health::WriteHealth;
 use crate::rows::{
     ENDPOINT_COLUMNS, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
     org_from_row,
@@ -34,7 +36,7 @@ use crate::rows::{
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
     PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, SecretCipher,
-    Store, StoreError, gcra_step, map_error,
+    Store, StoreError, WriteStatus, gcra_step, map_error,
 };
 
 /// The SQLite store.
@@ -51,6 +53,8 @@ pub struct SqliteStore {
     cipher: SecretCipher,
     /// The deliveries this process's worker holds (an embedded database has one Herald).
     leases: Arc<LeaseTable>,
+    /// Whether writes succeed (a full disk makes them fail while reads go on).
+    health: Arc<WriteHealth>,
 }
 
 impl SqliteStore {
@@ -96,18 +100,16 @@ impl SqliteStore {
             claim_reader,
             cipher,
             leases: Arc::default(),
+            health: Arc::default(),
         })
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.writer.begin().await.map_err(map_error)
+    async fn begin(&self) -> Result<WriteTx, StoreError> {
+        WriteTx::begin(&self.writer, &self.health).await
     }
 }
 
-async fn insert_audit(
-    tx: &mut Transaction<'static, Sqlite>,
-    audit: &AuditRecord,
-) -> Result<(), StoreError> {
+async fn insert_audit(tx: &mut WriteTx, audit: &AuditRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_log (id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -133,7 +135,22 @@ impl Store for SqliteStore {
             .execute(&self.reader)
             .await
             .map_err(map_error)?;
-        Ok(())
+        match self.health.probe_due() {
+            None => Ok(()),
+            Some(false) => Err(StoreError::NotWritable),
+            Some(true) => {
+                let mut tx = self.begin().await?;
+                sqlx::query(&crate::sql::write_probe(crate::sql::Dialect::Sqlite))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                tx.commit().await
+            }
+        }
+    }
+
+    fn write_status(&self) -> WriteStatus {
+        self.health.status()
     }
 
     async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
@@ -154,6 +171,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map_error)?;
         if existing > 0 {
+            tx.rollback().await?;
             return Ok(false);
         }
         sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
@@ -163,7 +181,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_error)?;
-        tx.commit().await.map_err(map_error)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -202,10 +220,10 @@ impl Store for SqliteStore {
         .await
         .map_err(map_error)?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return tx.refuse(StoreError::NotFound).await;
         }
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
     }
 
     async fn get_org_secret(&self, org_id: OrgId) -> Result<Option<Secret>, StoreError> {
@@ -299,7 +317,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_error)?;
         if live >= i64::from(cap) {
-            return Err(StoreError::LimitExceeded);
+            return tx.refuse(StoreError::LimitExceeded).await;
         }
         sqlx::query(
             "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
@@ -320,7 +338,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_error)?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
     }
 
     async fn list_endpoints(
@@ -409,11 +427,13 @@ impl Store for SqliteStore {
             .bind(org_id.as_uuid())
             .fetch_optional(&mut *tx)
             .await
-            .map_err(map_error)?
-            .ok_or(StoreError::NotFound)?;
+            .map_err(map_error)?;
+        let Some(row) = row else {
+            return tx.refuse(StoreError::NotFound).await;
+        };
         let endpoint = endpoint_from_row(&row)?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_error)?;
+        tx.commit().await?;
         Ok(endpoint)
     }
 
@@ -436,12 +456,12 @@ impl Store for SqliteStore {
         .await
         .map_err(map_error)?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return tx.refuse(StoreError::NotFound).await;
         }
         delivery::abandon_pending(&mut tx, endpoint_id, "endpoint deleted", audit.occurred_at)
             .await?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
     }
 
     async fn rotate_endpoint_secret(
@@ -464,11 +484,13 @@ impl Store for SqliteStore {
             .bind(org_id.as_uuid())
             .fetch_optional(&mut *tx)
             .await
-            .map_err(map_error)?
-            .ok_or(StoreError::NotFound)?;
+            .map_err(map_error)?;
+        let Some(row) = row else {
+            return tx.refuse(StoreError::NotFound).await;
+        };
         let endpoint = endpoint_from_row(&row)?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_error)?;
+        tx.commit().await?;
         Ok(endpoint)
     }
 
@@ -492,7 +514,7 @@ impl Store for SqliteStore {
     async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
     }
 
     async fn list_audit_records(
@@ -550,12 +572,13 @@ impl Store for SqliteStore {
                 .await
                 .map_err(map_error)?;
         }
-        tx.commit().await.map_err(map_error)?;
+        tx.commit().await?;
         Ok(decision)
     }
 
     async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError> {
-        delivery::publish_events(self, events).await
+        self.health
+            .observe(delivery::publish_events(self, events).await)
     }
 
     async fn enqueue_replay(
@@ -587,7 +610,8 @@ impl Store for SqliteStore {
         recordings: &[AttemptRecording],
         disable_failing_before: Timestamp,
     ) -> Result<(), StoreError> {
-        delivery::record_attempts(self, recordings, disable_failing_before).await
+        self.health
+            .observe(delivery::record_attempts(self, recordings, disable_failing_before).await)
     }
 
     async fn release_all_leases(&self) -> Result<(), StoreError> {

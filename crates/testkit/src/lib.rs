@@ -1,5 +1,5 @@
-//! Test support shared by Herald's test suites and benchmarks: a test CA made with rcgen, and
-//! real HTTPS receivers (axum behind axum-server's rustls acceptor) that log what they receive.
+//! Test support shared by Herald's test suites and benchmarks: a test CA made with rcgen,
+//! a small real file system to fill ([`disk`]), and real HTTPS receivers (axum behind axum-server's rustls acceptor) that log what they receive.
 //! Every receiver binds `127.0.0.1:0` (or `[::1]:0`) before it is spawned, so no test waits for
 //! readiness. Nothing here is used by the product.
 //!
@@ -7,6 +7,8 @@
 //! `Retry-After: 7`), `/hang` (never answers), `/redirect` (302), `/huge` (50 MiB body),
 //! `/trickle` (a byte a second), and `/sequence` (the statuses given to the builder, in order,
 //! then 200).
+
+pub mod disk;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

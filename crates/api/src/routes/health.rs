@@ -12,7 +12,8 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: storage answers; otherwise 503 `UNAVAILABLE`.
+/// `GET /readyz`: storage answers and accepts writes (a full disk makes it refuse them while
+/// reads go on); otherwise 503 `UNAVAILABLE` with `Retry-After`.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|error| {
         tracing::warn!(error = %crate::error::error_chain(&error), "readiness check failed");

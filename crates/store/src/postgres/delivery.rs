@@ -27,7 +27,7 @@ use crate::{
 /// How long an idempotency key keeps returning the first event.
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
-sql::chunked_inserts!(Postgres);
+sql::chunked_inserts!(Postgres, sqlx::Transaction<'static, Postgres>);
 
 pub(super) async fn publish_events(
     store: &PostgresStore,

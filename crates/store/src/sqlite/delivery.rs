@@ -8,11 +8,11 @@ use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
     EventId, OrgId, Outcome, Timestamp,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::leases::Candidate;
-use super::{SqliteStore, insert_audit};
+use super::{SqliteStore, WriteTx, insert_audit};
 use crate::map_error;
 use crate::queue::{EndpointStep, LeaseToken, delivery_status, endpoint_steps};
 use crate::rows::{
@@ -28,7 +28,7 @@ use crate::{
 /// How long an idempotency key keeps returning the first event.
 const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
-sql::chunked_inserts!(Sqlite);
+sql::chunked_inserts!(Sqlite, WriteTx);
 
 pub(super) async fn publish_events(
     store: &SqliteStore,
@@ -105,12 +105,12 @@ pub(super) async fn publish_events(
     }
     insert_events(&mut tx, &new_events).await?;
     insert_pending_deliveries(&mut tx, &deliveries).await?;
-    tx.commit().await.map_err(map_error)?;
+    tx.commit().await?;
     Ok(published)
 }
 
 async fn live_active_endpoints(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     org_id: OrgId,
 ) -> Result<Vec<Endpoint>, StoreError> {
     let rows = sqlx::query(&format!(
@@ -139,7 +139,7 @@ pub(super) async fn enqueue_replay(
     .await
     .map_err(map_error)?;
     if live.is_none() {
-        return Err(StoreError::NotFound);
+        return tx.refuse(StoreError::NotFound).await;
     }
     insert_events(&mut tx, &[event]).await?;
     insert_pending_deliveries(
@@ -152,7 +152,7 @@ pub(super) async fn enqueue_replay(
     )
     .await?;
     insert_audit(&mut tx, audit).await?;
-    tx.commit().await.map_err(map_error)
+    tx.commit().await
 }
 
 pub(super) async fn record_test_attempt(
@@ -177,7 +177,7 @@ pub(super) async fn record_test_attempt(
     .await
     .map_err(map_error)?;
     insert_attempts(&mut tx, &[attempt]).await?;
-    tx.commit().await.map_err(map_error)
+    tx.commit().await
 }
 
 /// A claim over every endpoint as a refill of the endpoints that have deliveries due (read
@@ -388,14 +388,14 @@ async fn write_attempts(
             }
         }
     }
-    tx.commit().await.map_err(map_error)
+    tx.commit().await
 }
 
 /// Sets an endpoint inactive (only when it is failing since before `failing_before`, if
 /// given) and audits it with `reason`, or with when its failures began. Returns whether it
 /// changed anything.
 async fn disable_endpoint(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     attempt: &Attempt,
     failing_before: Option<Timestamp>,
     reason: Option<&str>,
@@ -440,7 +440,7 @@ async fn disable_endpoint(
 /// Ends every pending delivery to a deleted endpoint as `dead`, with an attempt record saying
 /// so, inside the deleting transaction.
 pub(super) async fn abandon_pending(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut WriteTx,
     endpoint_id: EndpointId,
     reason: &str,
     at: Timestamp,
@@ -660,7 +660,7 @@ pub(super) async fn purge_expired(
             .await
             .map_err(map_error)?;
     }
-    tx.commit().await.map_err(map_error)?;
+    tx.commit().await?;
     Ok(PurgeReport {
         events: expired.len() as u64,
         attempts,

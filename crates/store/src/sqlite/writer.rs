@@ -1,0 +1,124 @@
+//! The one writer connection's transactions, kept in step with SQLite.
+//!
+//! sqlx counts a connection's transaction depth itself and lowers it only when its `COMMIT` or
+//! `ROLLBACK` succeeds. SQLite, on a full disk or an I/O error (`SQLITE_FULL`, `SQLITE_IOERR`,
+//! …), may roll the transaction back by itself, so the `ROLLBACK` that follows fails ("no
+//! transaction is active") and sqlx goes on believing the connection is inside a transaction:
+//! every later `begin` becomes a `SAVEPOINT`, every commit a `RELEASE` inside an outer
+//! transaction that is never committed, and the writes that callers were told are stored are
+//! thrown away at the next error. On a full disk that acknowledged events it never stored.
+//!
+//! [`WriteTx`] therefore does not use sqlx's transactions: it runs `BEGIN IMMEDIATE` and
+//! `COMMIT` itself, so a connection somehow still inside a transaction fails loudly ("cannot
+//! start a transaction within a transaction") instead of nesting, and a transaction that does
+//! not end in a successful `COMMIT` (an error, an early return, a cancelled future) discards
+//! its connection: closing it makes SQLite roll back whatever is left, and the pool opens a
+//! fresh connection for the next writer. Errors are rare, so the reopen costs nothing that
+//! matters; an early return that is not an error calls [`WriteTx::rollback`] to keep its
+//! connection.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+
+use crate::health::WriteHealth;
+use crate::{StoreError, map_error};
+
+/// A write transaction on the writer connection; dereferences to the connection for running
+/// statements in it.
+pub(crate) struct WriteTx {
+    connection: PoolConnection<Sqlite>,
+    health: Arc<WriteHealth>,
+    /// Whether the transaction ended cleanly, so the connection may serve again.
+    ended: bool,
+}
+
+impl WriteTx {
+    /// Takes the writer and begins a transaction that holds SQLite's write lock from its first
+    /// statement (one writer per process anyway; `IMMEDIATE` makes a stale state fail here).
+    pub(crate) async fn begin(
+        writer: &SqlitePool,
+        health: &Arc<WriteHealth>,
+    ) -> Result<WriteTx, StoreError> {
+        let mut connection = match writer.acquire().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                let error = map_error(error);
+                health.failed(&error);
+                return Err(error);
+            }
+        };
+        if let Err(error) = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *connection)
+            .await
+        {
+            connection.close_on_drop();
+            let error = map_error(error);
+            health.failed(&error);
+            return Err(error);
+        }
+        Ok(WriteTx {
+            connection,
+            health: Arc::clone(health),
+            ended: false,
+        })
+    }
+
+    /// Commits. On failure the connection is discarded (by `Drop`), whatever SQLite did with
+    /// the transaction.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        let committed = sqlx::query("COMMIT")
+            .execute(&mut *self.connection)
+            .await
+            .map(|_| ())
+            .map_err(map_error);
+        self.ended = committed.is_ok();
+        self.health.observe(committed)
+    }
+
+    /// Rolls back a transaction whose rule refused the change (a missing row, a cap reached)
+    /// and answers that refusal, keeping the connection for the next writer.
+    pub(crate) async fn refuse<T>(self, refusal: StoreError) -> Result<T, StoreError> {
+        self.rollback().await?;
+        Err(refusal)
+    }
+
+    /// Rolls back a transaction the caller decided not to commit, keeping the connection when
+    /// that succeeds.
+    pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
+        let rolled_back = sqlx::query("ROLLBACK")
+            .execute(&mut *self.connection)
+            .await
+            .map(|_| ())
+            .map_err(map_error);
+        self.ended = rolled_back.is_ok();
+        rolled_back
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Closing the connection rolls back what SQLite still holds of the transaction;
+            // the pool replaces it for the next writer.
+            self.connection.close_on_drop();
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.connection
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.connection
+    }
+}

@@ -1,0 +1,181 @@
+//! A full disk under the SQLite store (issue 11): a write that fails is reported as an outage
+//! and never acknowledged, the store notices, and it writes again by itself once space
+//! returns, with every acknowledged write still there after a restart.
+//!
+//! The disk is real: a size-limited tmpfs mounted for the test (the test runs as root, as CI
+//! does), filled by the store's own writes, with a filler file whose removal gives space back.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use herald_domain::{Event, EventId, Org, OrgId, Outcome, Timestamp};
+use herald_store::{ClaimScope, PROBE_INTERVAL, SqliteStore, Store, StoreError};
+use herald_testkit::disk::SmallDisk;
+use sqlx::Connection as _;
+use sqlx::sqlite::SqliteConnection;
+
+use support::{cipher, claim, create_endpoint, event, recording};
+
+/// The file system's size: the database, its WAL and the filler share it.
+const DISK: &str = "6m";
+/// What the filler takes, given back to end the outage.
+const FILLER_BYTES: usize = 2 << 20;
+/// Each event's data, so the disk fills in a few hundred publishes.
+const DATA_BYTES: usize = 4 << 10;
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recovers_without_restart() {
+    let disk = SmallDisk::mount(DISK);
+    let database = disk.path().join("herald.db");
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![1_u8; FILLER_BYTES]).expect("writing the filler");
+    let store = Arc::new(
+        SqliteStore::open(&database, cipher())
+            .await
+            .expect("opening SQLite"),
+    );
+    let now = Timestamp::now();
+    let org = Org {
+        id: OrgId::new(),
+        name: "Full disk".to_owned(),
+        created_at: now,
+    };
+    store.create_org(&org).await.expect("creating the org");
+    let endpoint = create_endpoint(store.as_ref(), org.id, now).await;
+
+    // Act 1: publish batches of ten until the disk is full, then ten times more.
+    let mut acknowledged: Vec<EventId> = Vec::new();
+    let mut refusals = 0;
+    for _ in 0..2_000 {
+        let batch: Vec<Event> = (0..10).map(|_| big_event(org.id)).collect();
+        match store.publish_events(&batch).await {
+            Ok(published) => {
+                assert_eq!(published.len(), batch.len());
+                acknowledged.extend(batch.iter().map(|event| event.id));
+            }
+            Err(error) => {
+                assert!(
+                    matches!(error, StoreError::Unavailable(_)),
+                    "a full disk is an outage (Unavailable), not {error:?}"
+                );
+                refusals += 1;
+                if refusals == 10 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(refusals, 10, "the {DISK} disk never filled");
+    assert!(
+        !store.write_status().writable,
+        "a refused write marks the store unwritable"
+    );
+    assert!(store.write_status().failures_total >= 10);
+    assert!(
+        store.ping().await.is_err(),
+        "readiness fails while writes are refused"
+    );
+
+    // Recording attempts fails the same way while the disk is full.
+    let claimed = claim(
+        store.as_ref(),
+        Timestamp::now(),
+        ClaimScope::AnyExcept(Vec::new()),
+    )
+    .await;
+    assert!(
+        !claimed.is_empty(),
+        "acknowledged events have due deliveries"
+    );
+    let recordings: Vec<_> = claimed
+        .iter()
+        .map(|delivery| recording(delivery, Outcome::Success, None, Timestamp::now()))
+        .collect();
+    let mut recorded_while_full = false;
+    for _ in 0..5 {
+        match store.record_attempts(&recordings, now).await {
+            Ok(()) => {
+                recorded_while_full = true;
+                break;
+            }
+            Err(error) => assert!(
+                matches!(error, StoreError::Unavailable(_)),
+                "recording on a full disk is an outage, not {error:?}"
+            ),
+        }
+    }
+
+    // Act 2: space returns. No restart: the same store must write again.
+    std::fs::remove_file(&filler).expect("removing the filler");
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    store
+        .ping()
+        .await
+        .expect("readiness probes and recovers once space returns");
+    assert!(store.write_status().writable);
+    if !recorded_while_full {
+        store
+            .record_attempts(&recordings, now)
+            .await
+            .expect("recording once space returns");
+    }
+    let after: Vec<Event> = (0..10).map(|_| big_event(org.id)).collect();
+    store
+        .publish_events(&after)
+        .await
+        .expect("publishing once space returns");
+    acknowledged.extend(after.iter().map(|event| event.id));
+
+    // Assert: after a restart (a writer left inside a transaction that was never committed
+    // would lose everything it "committed" here), every acknowledged event is stored, the
+    // recorded deliveries are finished, and the file is sound.
+    drop(store);
+    let store = SqliteStore::open(&database, cipher())
+        .await
+        .expect("reopening SQLite");
+    let mut missing = 0;
+    for id in &acknowledged {
+        if store.get_event(org.id, *id).await.is_err() {
+            missing += 1;
+        }
+    }
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged events were lost",
+        acknowledged.len()
+    );
+    let still_due = claim(&store, Timestamp::now(), ClaimScope::AnyExcept(Vec::new())).await;
+    assert!(
+        still_due.iter().all(|delivery| claimed
+            .iter()
+            .all(|done| done.delivery_id != delivery.delivery_id)),
+        "recorded deliveries are no longer due"
+    );
+    assert!(
+        still_due
+            .iter()
+            .all(|delivery| delivery.endpoint.id == endpoint)
+    );
+    drop(store);
+    assert_eq!(integrity_check(&database).await, "ok");
+}
+
+fn big_event(org_id: OrgId) -> Event {
+    Event {
+        data: format!("{{\"pad\":\"{}\"}}", "x".repeat(DATA_BYTES)),
+        ..event(org_id, Timestamp::now())
+    }
+}
+
+async fn integrity_check(database: &Path) -> String {
+    let mut connection = SqliteConnection::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .expect("opening the database for the check");
+    sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut connection)
+        .await
+        .expect("running integrity_check")
+}

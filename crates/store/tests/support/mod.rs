@@ -1,0 +1,183 @@
+//! What the store's integration tests share: running a scenario on a fresh SQLite file or
+//! PostgreSQL database, and building organizations, endpoints, events and recordings.
+//!
+//! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each run gets a fresh database, dropped
+//! afterwards.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_domain::{
+    Attempt, AttemptId, AuditAction, AuditId, AuditRecord, Endpoint, EndpointId, Event, EventId,
+    EventOrigin, OrgId, Outcome, Secret, Timestamp,
+};
+use herald_store::{
+    AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, PostgresOptions, PostgresStore,
+    SecretCipher, SqliteStore, Store,
+};
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+
+pub(crate) const EVENT_TYPE: &str = "wallet.balance_low";
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
+
+#[allow(
+    dead_code,
+    reason = "not every test file runs scenarios on both backends"
+)]
+pub(crate) async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = SqliteStore::open(&directory.path().join("herald.db"), cipher())
+        .await
+        .expect("opening SQLite");
+    scenario(Arc::new(store)).await;
+}
+
+/// Runs `scenario` on a fresh database, dropped afterwards whatever the outcome.
+#[allow(
+    dead_code,
+    reason = "not every test file runs scenarios on both backends"
+)]
+pub(crate) async fn on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("herald_store_{}", uuid::Uuid::now_v7().simple());
+    let mut connection = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL is not reachable at {admin}: {error}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await
+        .expect("creating the test database");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    let store = PostgresStore::open(
+        &format!("{base}/{name}"),
+        &PostgresOptions::default(),
+        cipher(),
+    )
+    .await
+    .expect("opening PostgreSQL");
+    let outcome = tokio::spawn(scenario(Arc::new(store))).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut connection)
+        .await
+        .expect("dropping the test database");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+pub(crate) fn event(org_id: OrgId, created_at: Timestamp) -> Event {
+    Event {
+        id: EventId::new(),
+        org_id,
+        event_type: EVENT_TYPE.to_owned(),
+        data: "{}".to_owned(),
+        idempotency_key: None,
+        origin: EventOrigin::Publish,
+        created_at,
+    }
+}
+
+pub(crate) fn cipher() -> SecretCipher {
+    SecretCipher::new(&[7; 32])
+}
+
+pub(crate) async fn create_endpoint(
+    store: &dyn Store,
+    org_id: OrgId,
+    now: Timestamp,
+) -> EndpointId {
+    let endpoint = Endpoint {
+        id: EndpointId::new(),
+        org_id,
+        url: "https://receiver.example/hook".to_owned(),
+        description: None,
+        events: vec![EVENT_TYPE.to_owned()],
+        active: true,
+        api_version: herald_domain::catalog::DEFAULT_API_VERSION.to_owned(),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    let audit = AuditRecord {
+        id: AuditId::new(),
+        org_id,
+        api_key_id: None,
+        action: AuditAction::EndpointCreated,
+        target_id: endpoint.id.to_string(),
+        occurred_at: now,
+        request_id: None,
+        reason: None,
+    };
+    store
+        .create_endpoint(&endpoint, &Secret::generate(), 50, &audit)
+        .await
+        .expect("creating an endpoint");
+    endpoint.id
+}
+
+pub(crate) async fn claim(
+    store: &dyn Store,
+    now: Timestamp,
+    scope: ClaimScope,
+) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due_deliveries(&ClaimRequest {
+            now,
+            limit: 100,
+            lease: LEASE,
+            scope,
+            per_endpoint_limit: 16,
+        })
+        .await
+        .expect("claiming")
+}
+
+pub(crate) fn recording(
+    delivery: &ClaimedDelivery,
+    outcome: Outcome,
+    next_attempt_at: Option<Timestamp>,
+    at: Timestamp,
+) -> AttemptRecording {
+    AttemptRecording {
+        attempt: Attempt {
+            id: AttemptId::new(),
+            org_id: delivery.event.org_id,
+            delivery_id: delivery.delivery_id,
+            endpoint_id: delivery.endpoint.id,
+            event_id: delivery.event.id,
+            event_type: delivery.event.event_type.clone(),
+            url: delivery.endpoint.url.clone(),
+            attempt: delivery.attempt_number,
+            outcome,
+            response_status: Some(if outcome == Outcome::Success {
+                200
+            } else {
+                500
+            }),
+            response_time_ms: 3,
+            request_body_sha256: "0".repeat(64),
+            request_body_bytes: 2,
+            request_headers: Vec::new(),
+            response_body_excerpt: None,
+            error: None,
+            next_attempt_at,
+            occurred_at: at,
+        },
+        disable_endpoint: None,
+        lease: delivery.lease,
+    }
+}
