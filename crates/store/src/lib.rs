@@ -289,9 +289,13 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
             StoreError::Unavailable(error)
         }
         // PostgreSQL's insufficient-resources class (53…: disk full, out of memory, too many
-        // connections): an outage of the server's machine, not a bug in the request.
+        // connections), an outage of the server's machine, and 25006 (a read-only
+        // transaction: connected to a standby during a failover, or writes switched off by
+        // the operator), which ends when the primary is back. Neither is a bug in the request.
         sqlx::Error::Database(ref database)
-            if database.code().is_some_and(|code| code.starts_with("53")) =>
+            if database
+                .code()
+                .is_some_and(|code| code.starts_with("53") || code == "25006") =>
         {
             StoreError::Unavailable(error)
         }
@@ -370,6 +374,29 @@ pub fn gcra_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_failures_of_the_machine_are_outages_and_failures_of_the_data_are_not() {
+        const SQLITE_IOERR_WRITE: i32 = 10 | (3 << 8);
+        const SQLITE_IOERR_FSYNC: i32 = 10 | (4 << 8);
+        const SQLITE_READONLY_DBMOVED: i32 = 8 | (4 << 8);
+        for outage in [
+            13,
+            10,
+            SQLITE_IOERR_WRITE,
+            SQLITE_IOERR_FSYNC,
+            14,
+            7,
+            SQLITE_READONLY_DBMOVED,
+            5,
+        ] {
+            assert!(sqlite_outage(outage), "{outage} is an outage");
+        }
+        // SQLITE_ERROR, SQLITE_CORRUPT, SQLITE_CONSTRAINT (and its UNIQUE form), SQLITE_NOTADB.
+        for failure in [1, 11, 19, 19 | (8 << 8), 26] {
+            assert!(!sqlite_outage(failure), "{failure} is not an outage");
+        }
+    }
 
     #[test]
     fn gcra_allows_a_burst_then_spaces_requests() {

@@ -49,6 +49,33 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    on_postgres_database(|store, _| scenario(store)).await;
+}
+
+/// The database a PostgreSQL scenario runs on, for changing its settings from outside.
+#[allow(
+    dead_code,
+    reason = "not every test file changes its database from outside"
+)]
+#[derive(Debug, Clone)]
+pub(crate) struct TestDatabase {
+    /// A URL of the server's maintenance database, to run `ALTER DATABASE` through.
+    pub(crate) admin_url: String,
+    /// The scenario's database.
+    pub(crate) name: String,
+}
+
+/// Runs `scenario` on a fresh database, which it is told about, dropped afterwards whatever
+/// the outcome.
+#[allow(
+    dead_code,
+    reason = "not every test file runs scenarios on both backends"
+)]
+pub(crate) async fn on_postgres_database<F, Fut>(scenario: F)
+where
+    F: FnOnce(Arc<dyn Store>, TestDatabase) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let name = format!("herald_store_{}", uuid::Uuid::now_v7().simple());
@@ -69,7 +96,11 @@ where
     )
     .await
     .expect("opening PostgreSQL");
-    let outcome = tokio::spawn(scenario(Arc::new(store))).await;
+    let database = TestDatabase {
+        admin_url: admin.clone(),
+        name: name.clone(),
+    };
+    let outcome = tokio::spawn(scenario(Arc::new(store), database)).await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut connection)
         .await

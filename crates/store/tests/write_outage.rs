@@ -1,9 +1,12 @@
-//! A full disk under the SQLite store (issue 11): a write that fails is reported as an outage
-//! and never acknowledged, the store notices, and it writes again by itself once space
-//! returns, with every acknowledged write still there after a restart.
+//! A store that refuses writes (issue 11): a write that fails is reported as an outage and
+//! never acknowledged, the store notices (readiness fails, `write_status` says so), and it
+//! writes again by itself once the cause is gone, with every acknowledged write kept.
 //!
-//! The disk is real: a size-limited tmpfs mounted for the test (the test runs as root, as CI
-//! does), filled by the store's own writes, with a filler file whose removal gives space back.
+//! SQLite meets a real full disk: a size-limited tmpfs mounted for the test (the test runs as
+//! root, as CI does), filled by the store's own writes, with a filler file whose removal gives
+//! space back. PostgreSQL meets a database that has turned read-only, as a standby is during a
+//! failover (a full disk on the server itself stops PostgreSQL altogether, which the outage
+//! tests of `herald-cli` cover).
 
 mod support;
 
@@ -16,7 +19,9 @@ use herald_testkit::disk::SmallDisk;
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
-use support::{cipher, claim, create_endpoint, event, recording};
+use support::{
+    TestDatabase, cipher, claim, create_endpoint, event, on_postgres_database, recording,
+};
 
 /// The file system's size: the database, its WAL and the filler share it.
 const DISK: &str = "6m";
@@ -26,7 +31,8 @@ const FILLER_BYTES: usize = 2 << 20;
 const DATA_BYTES: usize = 4 << 10;
 
 #[tokio::test]
-async fn a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recovers_without_restart() {
+async fn sqlite_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recovers_without_restart()
+{
     let disk = SmallDisk::mount(DISK);
     let database = disk.path().join("herald.db");
     let filler = disk.path().join("filler");
@@ -161,6 +167,79 @@ async fn a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recovers_with
     );
     drop(store);
     assert_eq!(integrity_check(&database).await, "ok");
+}
+
+#[tokio::test]
+async fn postgres_a_database_refusing_writes_is_an_outage_and_recovers_without_restart() {
+    on_postgres_database(|store, database| async move {
+        let now = Timestamp::now();
+        let org = Org {
+            id: OrgId::new(),
+            name: "Read-only".to_owned(),
+            created_at: now,
+        };
+        store.create_org(&org).await.expect("creating the org");
+        create_endpoint(store.as_ref(), org.id, now).await;
+        store.ping().await.expect("a healthy store is ready");
+
+        // Act 1: the database turns read-only under the store.
+        set_read_only(&database, true).await;
+        let refused = store.publish_events(&[event(org.id, now)]).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "a read-only database is an outage, not {refused:?}"
+        );
+        assert!(!store.write_status().writable);
+        assert!(
+            store.ping().await.is_err(),
+            "readiness fails while writes are refused"
+        );
+
+        // Act 2: writable again; the same store must notice by itself.
+        set_read_only(&database, false).await;
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        store
+            .ping()
+            .await
+            .expect("readiness probes and recovers once writes are accepted");
+        assert!(store.write_status().writable);
+        let accepted = event(org.id, Timestamp::now());
+        store
+            .publish_events(std::slice::from_ref(&accepted))
+            .await
+            .expect("publishing once writes are accepted");
+        store
+            .get_event(org.id, accepted.id)
+            .await
+            .expect("the acknowledged event is stored");
+    })
+    .await;
+}
+
+/// Makes the database read-only (or writable again) for every new session, and ends the
+/// store's sessions so its pool reconnects under the new setting.
+async fn set_read_only(database: &TestDatabase, read_only: bool) {
+    let mut admin = sqlx::postgres::PgConnection::connect(&database.admin_url)
+        .await
+        .expect("connecting as the administrator");
+    let name = &database.name;
+    let change = if read_only {
+        format!("ALTER DATABASE {name} SET default_transaction_read_only = on")
+    } else {
+        format!("ALTER DATABASE {name} RESET default_transaction_read_only")
+    };
+    sqlx::query(&change)
+        .execute(&mut admin)
+        .await
+        .expect("changing the database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .execute(&mut admin)
+    .await
+    .expect("ending the store's sessions");
 }
 
 fn big_event(org_id: OrgId) -> Event {
