@@ -2,7 +2,9 @@
 //!
 //! Writes go through a pool of exactly one connection: SQLite admits one writer at a time
 //! anyway, and serializing writers in-process means no transaction ever meets `SQLITE_BUSY`,
-//! so a read-then-write (the endpoint cap, a rate limit) is atomic without `BEGIN IMMEDIATE`.
+//! so a read-then-write (the endpoint cap, a rate limit) is atomic. Its transactions are
+//! [`writer::WriteTx`]s, which begin with `BEGIN IMMEDIATE` and discard the connection when
+//! they do not commit (that module says why sqlx's own transactions are not enough).
 //! Reads use a separate pool of read-only connections, which WAL lets run beside the writer.
 //! `synchronous=FULL` makes every acknowledged commit survive a power cut (CONTRACT.md §8).
 
