@@ -17,17 +17,14 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_testkit::disk::SmallDisk;
+use herald_testkit::disk::{SmallDisk, sqlite_integrity_check};
 use herald_testkit::{Receiver as ScriptedReceiver, TestCa};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection as _;
-use sqlx::sqlite::SqliteConnection;
 
 use support::{
     ADMIN_TOKEN, DuplicateReport, EVENT_TYPE, Launcher, Receiver, Strangers, Tenant, TestPki,
@@ -69,7 +66,7 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_without
     let herald = launcher.start(&http).await;
     let mut tenant = Tenant::create(&http, &herald, "disk-full").await;
     tenant.subscribe(&http, &herald, &receivers).await;
-    let filler = fill_leaving(disk.path(), HEADROOM_BYTES);
+    let filler = disk.fill_leaving(HEADROOM_BYTES);
 
     // Act 1: publish from eight tasks until the disk has refused many writes.
     let outcome = Arc::new(PublishOutcome::default());
@@ -183,7 +180,7 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_without
         stopped.is_some_and(|status| status.success()),
         "herald stops cleanly after the outage: {stopped:?}"
     );
-    assert_eq!(integrity_check(&database).await, "ok");
+    assert_eq!(sqlite_integrity_check(&database).await, "ok");
 }
 
 /// Deliveries in the recording test; the receiver fails each one's first attempt.
@@ -240,7 +237,7 @@ async fn attempts_made_on_a_full_disk_wait_for_their_recording_and_are_not_sent_
 
     // Act: fill the disk before the retries come due (5 s ± 20 %). The first retries claimed
     // are sent and answered 200, and their results cannot be stored.
-    let filler = fill_leaving(disk.path(), 0);
+    let filler = disk.fill_leaving(0);
     assert!(
         wait_until(Duration::from_secs(15), || arrived(RECORDED + 1)).await,
         "no retry was sent"
@@ -358,29 +355,4 @@ async fn publish_one(
         }
         other => panic!("publish on a full disk answered {other}: {body}"),
     }
-}
-
-/// Fills the file system at `directory` until only `headroom` bytes are left, with one file
-/// whose removal gives the space back.
-fn fill_leaving(directory: &Path, headroom: usize) -> std::path::PathBuf {
-    use std::io::Write as _;
-    let reserve = directory.join("reserve");
-    std::fs::write(&reserve, vec![0_u8; headroom]).expect("writing the reserve");
-    let filler = directory.join("filler");
-    let mut file = std::fs::File::create(&filler).expect("creating the filler");
-    let chunk = vec![0_u8; 64 << 10];
-    while file.write_all(&chunk).is_ok() {}
-    drop(file);
-    std::fs::remove_file(&reserve).expect("removing the reserve");
-    filler
-}
-
-async fn integrity_check(database: &Path) -> String {
-    let mut connection = SqliteConnection::connect(&format!("sqlite://{}", database.display()))
-        .await
-        .expect("opening the database for the check");
-    sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut connection)
-        .await
-        .expect("running integrity_check")
 }

@@ -10,14 +10,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use herald_domain::{Event, EventId, Org, OrgId, Outcome, Timestamp};
 use herald_store::{ClaimScope, PROBE_INTERVAL, SqliteStore, Store, StoreError};
-use herald_testkit::disk::SmallDisk;
+use herald_testkit::disk::{SmallDisk, sqlite_integrity_check};
 use sqlx::Connection as _;
-use sqlx::sqlite::SqliteConnection;
 
 use support::{
     TestDatabase, cipher, claim, create_endpoint, event, on_postgres_database, recording,
@@ -166,7 +164,7 @@ async fn sqlite_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recove
             .all(|delivery| delivery.endpoint.id == endpoint)
     );
     drop(store);
-    assert_eq!(integrity_check(&database).await, "ok");
+    assert_eq!(sqlite_integrity_check(&database).await, "ok");
 }
 
 #[tokio::test]
@@ -247,14 +245,4 @@ fn big_event(org_id: OrgId) -> Event {
         data: format!("{{\"pad\":\"{}\"}}", "x".repeat(DATA_BYTES)),
         ..event(org_id, Timestamp::now())
     }
-}
-
-async fn integrity_check(database: &Path) -> String {
-    let mut connection = SqliteConnection::connect(&format!("sqlite://{}", database.display()))
-        .await
-        .expect("opening the database for the check");
-    sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut connection)
-        .await
-        .expect("running integrity_check")
 }
