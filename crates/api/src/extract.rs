@@ -1,11 +1,15 @@
-//! Extractors: authentication with a required scope, JSON bodies and query strings. Each
-//! rejection is an [`ApiError`], so a bad header, body or query gets the contract's envelope.
+//! Extractors: authentication with a required scope, path ids, JSON bodies and query strings.
+//! Each rejection is an [`ApiError`], so a bad header, path, body or query gets the contract's
+//! envelope. axum's own `Path` and `DefaultBodyLimit` are refused by `clippy.toml`: their
+//! rejections are plain text, so handlers use [`PathId`] and routes [`body_limit`] instead.
 
 use std::marker::PhantomData;
 
+use axum::Extension;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use herald_domain::secret::ApiKeyToken;
 use herald_domain::{ApiKey, FieldErrors, OrgId, Scope, Timestamp};
@@ -139,6 +143,73 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The one `{id}` segment of a route's path, percent-decoded. A segment that cannot be decoded
+/// (`/v1/webhooks/%ff%fe` is not UTF-8) names nothing that exists: 404 `NOT_FOUND`, like an id
+/// that is not a UUID (CONTRACT.md section 1), where axum's `Path` would answer a plain-text 400.
+#[derive(Debug)]
+pub struct PathId(pub String);
+
+impl<St> FromRequestParts<St> for PathId
+where
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    #[expect(
+        clippy::disallowed_types,
+        reason = "the one use of axum's Path, whose rejections become the envelope here"
+    )]
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(Self(id)),
+            // The route has no parameter: a handler registered on the wrong path, a bug.
+            Err(PathRejection::MissingPathParams(missing)) => {
+                Err(ApiError::Internal(Box::new(missing)))
+            }
+            Err(_) => Err(ApiError::NotFound),
+        }
+    }
+}
+
+/// The body cap of the routes a router or route is layered with: axum stops reading a body at
+/// `bytes`, and the JSON extractors refuse a body whose `Content-Length` announces more before
+/// reading any of it (413 `PAYLOAD_TOO_LARGE`), so a client cannot hold a connection by
+/// announcing a large body and sending it slowly. The innermost layer wins, as with axum's
+/// limit.
+#[expect(
+    clippy::disallowed_types,
+    reason = "axum's limit is set here, together with the cap the extractors read"
+)]
+pub fn body_limit(bytes: usize) -> (axum::extract::DefaultBodyLimit, Extension<BodyLimit>) {
+    (
+        axum::extract::DefaultBodyLimit::max(bytes),
+        Extension(BodyLimit(bytes)),
+    )
+}
+
+/// The body cap in force for a request, set by [`body_limit`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Whether the request's `Content-Length` announces more than its route's cap. hyper has
+/// already refused a malformed `Content-Length`, or two that disagree, with 400.
+fn declares_too_large(request: &Request) -> bool {
+    let Some(BodyLimit(limit)) = request.extensions().get::<BodyLimit>().copied() else {
+        return false;
+    };
+    declared_length(request.headers())
+        .is_some_and(|length| length > u64::try_from(limit).unwrap_or(u64::MAX))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// A JSON object body. The content type must be JSON, the bytes must be UTF-8 JSON, and the
 /// top level must be an object; field-level checks belong to [`Fields`].
 #[derive(Debug)]
@@ -174,6 +245,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &St) -> Result<Self, Self::Rejection> {
+        if declares_too_large(&request) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         if !has_json_content_type(request.headers()) {
             return Err(invalid_input(
                 "body",
@@ -224,7 +298,7 @@ where
     }
 }
 
-fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+fn has_json_content_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -480,6 +554,34 @@ mod tests {
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%2"), None);
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn an_announced_length_over_the_route_cap_is_too_large() {
+        fn check(cap: Option<usize>, content_length: Option<&str>, expected: bool) {
+            let mut request = Request::new(axum::body::Body::empty());
+            if let Some(cap) = cap {
+                request.extensions_mut().insert(BodyLimit(cap));
+            }
+            if let Some(length) = content_length {
+                request.headers_mut().insert(
+                    header::CONTENT_LENGTH,
+                    length.parse().expect("a valid header value"),
+                );
+            }
+            assert_eq!(
+                declares_too_large(&request),
+                expected,
+                "cap {cap:?}, Content-Length {content_length:?}"
+            );
+        }
+        check(Some(1024), Some("1025"), true);
+        check(Some(1024), Some("100000000"), true);
+        check(Some(1024), Some("1024"), false);
+        check(Some(1024), Some("0"), false);
+        check(Some(1024), None, false);
+        // No cap recorded: axum's own limit still stops the read.
+        check(None, Some("100000000"), false);
     }
 
     #[test]

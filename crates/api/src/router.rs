@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -15,6 +14,7 @@ use utoipa_axum::routes;
 
 use crate::docs::ApiDoc;
 use crate::error::ApiError;
+use crate::extract::body_limit;
 use crate::request_id;
 use crate::routes::{admin, deliveries, endpoints, health, org_secret};
 use crate::state::AppState;
@@ -46,7 +46,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let (organization, openapi) = organization_routes();
     let openapi = Arc::new(openapi);
-    let body_limit = state.config.body_limit;
+    let max_body_bytes = state.config.body_limit;
     Router::new()
         .merge(organization)
         .merge(admin::router())
@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(body_limit(max_body_bytes))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }

@@ -14,6 +14,8 @@ use herald_delivery::retention::RetentionConfig;
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
 use herald_store::RateLimit;
 
+use crate::http::{self, HttpConfig};
+
 /// Settings shared by `herald serve` and the admin commands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StorageArgs {
@@ -113,6 +115,29 @@ pub struct ServeArgs {
     /// Seconds to let in-flight work finish after SIGTERM.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+
+    /// Seconds a client has to send a request's headers, from its connection (or from the
+    /// request's first byte on a reused connection); then the connection is closed.
+    #[arg(
+        long,
+        env = "HERALD_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = http::DEFAULT_HEADER_READ_TIMEOUT.as_secs()
+    )]
+    pub header_read_timeout_seconds: u64,
+
+    /// Seconds a kept-alive API connection may wait for its next request; keep it above the
+    /// idle timeout of a load balancer in front of Herald.
+    #[arg(
+        long,
+        env = "HERALD_IDLE_TIMEOUT_SECONDS",
+        default_value_t = http::DEFAULT_IDLE_TIMEOUT.as_secs()
+    )]
+    pub idle_timeout_seconds: u64,
+
+    /// Most API connections open at once. By default half of what the open-files limit
+    /// leaves after 64 descriptors, at most 1024 (480 under the common limit of 1024).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// The checked configuration of a running service.
@@ -134,6 +159,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long history is kept.
     pub retention: RetentionConfig,
+    /// The API server's connection limits.
+    pub http: HttpConfig,
 }
 
 /// Parses only [`ServeArgs`], for [`ServeArgs::from_defaults`].
@@ -169,8 +196,21 @@ impl ServeArgs {
         }
         let minute = Duration::from_secs(60);
         let day = Duration::from_secs(24 * 60 * 60);
-        if self.request_timeout_seconds == 0 || self.connect_timeout_seconds == 0 {
+        if self.request_timeout_seconds == 0
+            || self.connect_timeout_seconds == 0
+            || self.header_read_timeout_seconds == 0
+            || self.idle_timeout_seconds == 0
+        {
             bail!("timeouts must be at least one second");
+        }
+        let max_connections = self
+            .max_connections
+            .unwrap_or_else(|| http::default_max_connections(http::open_files_limit()));
+        if !(1..=http::MAX_CONNECTIONS_LIMIT).contains(&max_connections) {
+            bail!(
+                "HERALD_MAX_CONNECTIONS must be between 1 and {}",
+                http::MAX_CONNECTIONS_LIMIT
+            );
         }
         let request_timeout = Duration::from_secs(self.request_timeout_seconds);
         let shutdown_grace = Duration::from_secs(self.shutdown_grace_seconds);
@@ -216,6 +256,11 @@ impl ServeArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
             request_timeout,
             retention,
+            http: HttpConfig {
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+                idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+                max_connections,
+            },
         })
     }
 }

@@ -6,11 +6,13 @@
 //! - [`storage`]: opening SQLite or PostgreSQL, and the embedded default's key file.
 //! - [`bootstrap`]: the `default` organization and key on first start.
 //! - [`test_sender`]: lends the delivery client to the API's test operation.
+//! - [`http`]: the accept loop and its limits: connection cap, header and idle timeouts.
 //! - [`run`]: serve the API, run the delivery worker and the retention purge on a given
 //!   listener until a shutdown signal, then drain.
 
 pub mod bootstrap;
 pub mod config;
+pub mod http;
 pub mod storage;
 pub mod test_sender;
 
@@ -26,6 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ServeArgs, StorageArgs};
+pub use http::HttpConfig;
 
 /// Runs Herald on `listener` until `shutdown` completes: the API, the delivery worker and the
 /// retention purge. On shutdown the API stops accepting, in-flight requests finish, the worker
@@ -97,15 +100,20 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
-    tracing::info!(%address, "herald listening");
+    log_connection_limits(address, &config.http);
     let signal = stopping.clone();
-    let served = axum::serve(listener, herald_api::router(state))
-        .with_graceful_shutdown(async move {
+    tokio::join!(
+        async move {
             shutdown.await;
             signal.cancel();
-        })
-        .await
-        .context("serving HTTP");
+        },
+        http::serve(
+            listener,
+            herald_api::router(state),
+            config.http.clone(),
+            stopping.clone(),
+        ),
+    );
     stopping.cancel();
     if worker.await.is_err() {
         tracing::error!("the delivery worker panicked");
@@ -114,5 +122,27 @@ pub async fn run(
     // Only now may another Herald take the embedded database.
     drop(embedded_database_lock);
     tracing::info!("herald stopped");
-    served
+    Ok(())
+}
+
+/// Says where Herald listens and with which limits, and warns when the connection cap leaves
+/// too few descriptors for the rest of the process.
+fn log_connection_limits(address: std::net::SocketAddr, limits: &HttpConfig) {
+    let open_files_limit = http::open_files_limit();
+    tracing::info!(
+        %address,
+        max_connections = limits.max_connections,
+        open_files_limit,
+        header_read_timeout_seconds = limits.header_read_timeout.as_secs_f64(),
+        idle_timeout_seconds = limits.idle_timeout.as_secs_f64(),
+        "herald listening"
+    );
+    if !http::fits_open_files_limit(limits.max_connections, open_files_limit) {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files_limit,
+            "HERALD_MAX_CONNECTIONS leaves few descriptors for the database and deliveries; \
+             raise the open-files limit (ulimit -n, LimitNOFILE=) with it"
+        );
+    }
 }

@@ -4,8 +4,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use herald_domain::scope::parse_scopes;
@@ -15,7 +14,7 @@ use herald_store::{Store, StoreError};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::{Admin, Fields, JsonObject, QueryParams};
+use crate::extract::{Admin, Fields, JsonObject, PathId, QueryParams, body_limit};
 use crate::state::AppState;
 use crate::wire::{ListResponse, page_request, path_id};
 
@@ -39,7 +38,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/admin/v1/events", post(super::events::publish_event))
         .route(
             "/admin/v1/events/batch",
-            post(super::events::publish_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+            post(super::events::publish_batch).layer(body_limit(BATCH_BODY_LIMIT)),
         )
 }
 
@@ -196,7 +195,7 @@ async fn list_orgs_route(
 async fn get_org_route(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<OrgResponse>, ApiError> {
     let org = state.store.get_org(path_id(&id)?).await?;
     Ok(Json(org.into()))
@@ -205,7 +204,7 @@ async fn get_org_route(
 async fn create_key_route(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
     let org_id: OrgId = path_id(&id)?;
@@ -232,7 +231,7 @@ async fn create_key_route(
 async fn list_keys_route(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<ListResponse<ApiKeyResponse>>, ApiError> {
     let org_id: OrgId = path_id(&id)?;
     state.store.get_org(org_id).await?;
@@ -252,7 +251,7 @@ async fn list_keys_route(
 async fn revoke_key_route(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<ApiKeyResponse>, ApiError> {
     let key = state
         .store
@@ -264,7 +263,7 @@ async fn revoke_key_route(
 async fn list_audit_route(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     mut query: QueryParams,
 ) -> Result<Json<ListResponse<AuditRecordResponse>>, ApiError> {
     let org_id: OrgId = path_id(&id)?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::{
     Attempt, AttemptId, AuditAction, EndpointId, Event, EventId, EventOrigin, FieldErrors, Outcome,
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::docs::{CommonErrors, DeliveryList};
 use crate::error::ApiError;
 use crate::extract::{
-    Authorized, Fields, OptionalJsonObject, QueryParams, ReadWebhooks, WriteWebhooks,
+    Authorized, Fields, OptionalJsonObject, PathId, QueryParams, ReadWebhooks, WriteWebhooks,
 };
 use crate::routes::endpoints::audit_record;
 use crate::state::{ApiConfig, AppState};
@@ -250,7 +250,7 @@ pub fn read_filter(
 pub(crate) async fn get_delivery(
     State(state): State<AppState>,
     auth: Authorized<ReadWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<DeliveryResponse>, ApiError> {
     let attempt = state
         .store
@@ -271,7 +271,7 @@ pub(crate) async fn get_delivery(
 pub(crate) async fn replay_delivery(
     State(state): State<AppState>,
     auth: Authorized<WriteWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> Result<(StatusCode, Json<ReplayResponse>), ApiError> {
     let attempt_id: AttemptId = path_id(&id)?;
@@ -360,7 +360,7 @@ pub fn read_replay_body(body: Map<String, Value>) -> Result<Option<String>, ApiE
 pub(crate) async fn test_endpoint(
     State(state): State<AppState>,
     auth: Authorized<WriteWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<TestResponse>, ApiError> {
     let endpoint = state
         .store

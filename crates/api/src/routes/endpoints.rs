@@ -1,7 +1,7 @@
 //! Endpoint management: `/v1/webhooks` and `/v1/webhooks/{id}` (CONTRACT.md sections 2–3).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::endpoint::{normalize_description, validate_events, validate_url};
 use herald_domain::{
@@ -14,7 +14,9 @@ use utoipa::ToSchema;
 
 use crate::docs::{CommonErrors, EndpointList};
 use crate::error::ApiError;
-use crate::extract::{Authorized, Fields, JsonObject, QueryParams, ReadWebhooks, WriteWebhooks};
+use crate::extract::{
+    Authorized, Fields, JsonObject, PathId, QueryParams, ReadWebhooks, WriteWebhooks,
+};
 use crate::state::{ApiConfig, AppState};
 use crate::wire::{ListResponse, page_request, path_id};
 
@@ -210,7 +212,7 @@ pub(crate) async fn list_endpoints(
 pub(crate) async fn get_endpoint(
     State(state): State<AppState>,
     auth: Authorized<ReadWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EndpointResponse>, ApiError> {
     let endpoint = state
         .store
@@ -229,7 +231,7 @@ pub(crate) async fn get_endpoint(
 pub(crate) async fn update_endpoint(
     State(state): State<AppState>,
     auth: Authorized<WriteWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonObject(body): JsonObject,
 ) -> Result<Json<EndpointResponse>, ApiError> {
     let endpoint_id: EndpointId = path_id(&id)?;
@@ -257,7 +259,7 @@ pub(crate) async fn update_endpoint(
 pub(crate) async fn delete_endpoint(
     State(state): State<AppState>,
     auth: Authorized<WriteWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let endpoint_id: EndpointId = path_id(&id)?;
     let audit = audit_record(
@@ -282,7 +284,7 @@ pub(crate) async fn delete_endpoint(
 pub(crate) async fn rotate_endpoint_secret(
     State(state): State<AppState>,
     auth: Authorized<WriteWebhooks>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EndpointWithSecretResponse>, ApiError> {
     let endpoint_id: EndpointId = path_id(&id)?;
     let secret = Secret::generate();

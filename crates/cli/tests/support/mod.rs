@@ -656,6 +656,8 @@ pub(crate) struct Launcher {
     env: Vec<(String, OsString)>,
     /// The server's stderr, appended across restarts; shown when the test fails.
     log_path: PathBuf,
+    /// The open-files limit (`ulimit -n`) the server runs under; inherited when `None`.
+    file_limit: Option<u64>,
 }
 
 impl Launcher {
@@ -666,6 +668,7 @@ impl Launcher {
             name: name.to_owned(),
             env: Vec::new(),
             log_path,
+            file_limit: None,
         };
         launcher
             .env("HERALD_DATABASE_URL", database_url)
@@ -681,6 +684,13 @@ impl Launcher {
         self
     }
 
+    /// Runs the server under an open-files limit of `limit` (soft and hard), as `ulimit -n`
+    /// in its shell would; this process keeps its own.
+    pub(crate) fn file_limit(mut self, limit: u64) -> Self {
+        self.file_limit = Some(limit);
+        self
+    }
+
     /// Starts the server on a free port and waits until `/healthz` answers. A port taken between
     /// probing and binding makes the child exit; then another port is tried.
     pub(crate) async fn start(&self, http: &reqwest::Client) -> Herald {
@@ -691,7 +701,21 @@ impl Launcher {
                 .append(true)
                 .open(&self.log_path)
                 .expect("open the server log");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+            let mut command = match self.file_limit {
+                None => Command::new(env!("CARGO_BIN_EXE_herald")),
+                Some(limit) => {
+                    // The shell lowers its limit, then becomes herald (`exec`), so the child's
+                    // pid is herald's own.
+                    let mut command = Command::new("sh");
+                    command
+                        .arg("-c")
+                        .arg(r#"ulimit -n "$1" || exit 97; shift; exec "$@""#)
+                        .arg("sh")
+                        .arg(limit.to_string())
+                        .arg(env!("CARGO_BIN_EXE_herald"));
+                    command
+                }
+            };
             for (name, _) in std::env::vars_os() {
                 if name.to_string_lossy().starts_with("HERALD_") {
                     command.env_remove(name);

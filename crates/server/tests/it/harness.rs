@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 
 mod delivery;
 mod postgres;
+mod raw;
 mod reply;
 mod tuning;
 
@@ -34,6 +35,7 @@ pub(crate) use delivery::{
     Subscribed, assert_event_id, delivering, header, metric, received_json, subscribed,
     verify_delivery, wait_for_received, wait_until, wait_within,
 };
+pub(crate) use raw::{RawConnection, raw_exchange};
 pub(crate) use reply::{
     Reply, endpoint_body, endpoint_body_with, endpoint_path, parse_id, string_at, timestamp_at,
 };
@@ -78,6 +80,8 @@ pub(crate) struct TestAppBuilder {
 pub(crate) struct TestApp {
     /// Where the server listens, e.g. `http://127.0.0.1:41234`.
     pub(crate) base_url: String,
+    /// The same as a socket address, for tests that speak raw HTTP.
+    pub(crate) address: SocketAddr,
     backend: Backend,
     database_path: PathBuf,
     database_url: String,
@@ -85,11 +89,11 @@ pub(crate) struct TestApp {
     /// Why the server task ended early, if it did: reported when a request cannot connect.
     server_failure: Arc<Mutex<Option<String>>>,
     /// Dropping the sender completes the server's shutdown future.
-    _shutdown: oneshot::Sender<()>,
+    shutdown: Option<oneshot::Sender<()>>,
     /// Holds the database; removed when the app is dropped.
     _directory: TempDir,
     /// The PostgreSQL database of this app, dropped after the server (declared after
-    /// `_shutdown`, so the server is told to stop first).
+    /// `shutdown`, so the server is told to stop first).
     _postgres_database: Option<postgres::TestDatabase>,
 }
 
@@ -132,6 +136,11 @@ impl TestApp {
     /// A test app with the default options on `backend`.
     pub(crate) async fn spawn(backend: Backend) -> TestApp {
         TestApp::builder().backend(backend).spawn().await
+    }
+
+    /// Tells the server to shut down, as SIGTERM does, while the app (and its client) stay.
+    pub(crate) fn begin_shutdown(&mut self) {
+        drop(self.shutdown.take());
     }
 
     /// A request to `path` (starting with `/`), without credentials.
@@ -369,7 +378,8 @@ impl TestAppBuilder {
         let server_failure = Arc::new(Mutex::new(None));
         let failure_slot = Arc::clone(&server_failure);
         tokio::spawn(async move {
-            // The sender is never used: dropping it with the app is the signal.
+            // The sender is never used: dropping it (with the app, or in `begin_shutdown`) is
+            // the signal.
             let shutdown = async move {
                 let _ = shutdown_signal.await;
             };
@@ -387,13 +397,14 @@ impl TestAppBuilder {
             .expect("building the test client");
         TestApp {
             base_url: format!("http://{address}"),
+            address,
             backend,
             database_path,
             database_url,
             _postgres_database: postgres_database,
             client,
             server_failure,
-            _shutdown: shutdown,
+            shutdown: Some(shutdown),
             _directory: directory,
         }
     }

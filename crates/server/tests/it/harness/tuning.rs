@@ -1,6 +1,7 @@
 //! Delivery settings of a test app: trusted roots, the retry schedule, timeouts, auto-disable
-//! and retention. They are applied to the checked [`Config`] after `into_config()`, because
-//! tests need sub-second durations that the day- and second-granular flags cannot express.
+//! and retention; and the API server's connection limits. They are applied to the checked
+//! [`Config`] after `into_config()`, because tests need sub-second durations that the day- and
+//! second-granular flags cannot express.
 //!
 //! Loopback is reached through the same allow-list setting production uses: the SSRF policy
 //! stays on.
@@ -26,6 +27,9 @@ pub(super) struct Tuning {
     attempt_retention: Option<Duration>,
     retention_interval: Option<Duration>,
     request_timeout: Option<Duration>,
+    header_read_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    max_connections: Option<usize>,
 }
 
 impl TestAppBuilder {
@@ -76,6 +80,24 @@ impl TestAppBuilder {
         self.tuning.request_timeout = Some(timeout);
         self
     }
+
+    /// How long a client has to send a request's headers.
+    pub(crate) fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.tuning.header_read_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a kept-alive connection may wait for its next request.
+    pub(crate) fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.tuning.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Most API connections open at once.
+    pub(crate) fn max_connections(mut self, connections: usize) -> Self {
+        self.tuning.max_connections = Some(connections);
+        self
+    }
 }
 
 impl Tuning {
@@ -106,6 +128,15 @@ impl Tuning {
             config.request_timeout = timeout;
             // A lease must outlive the longest attempt, or a slow attempt is claimed twice.
             config.worker.lease = config.worker.lease.max(timeout * 4);
+        }
+        if let Some(timeout) = self.header_read_timeout {
+            config.http.header_read_timeout = timeout;
+        }
+        if let Some(timeout) = self.idle_timeout {
+            config.http.idle_timeout = timeout;
+        }
+        if let Some(connections) = self.max_connections {
+            config.http.max_connections = connections;
         }
     }
 }
