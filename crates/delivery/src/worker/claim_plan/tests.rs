@@ -1,0 +1,238 @@
+use super::*;
+
+const ROOM: usize = 1000;
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// The id of a task that ran a claim: the plan keys claims on their way by it.
+fn task_id() -> tokio::task::Id {
+    tokio::spawn(async {}).id()
+}
+
+/// Starts the plan's next claim at `now` and returns it with its task's id.
+fn start(
+    plan: &mut ClaimPlan,
+    slots: &EndpointSlots,
+    now: Instant,
+) -> (tokio::task::Id, Arc<ClaimRequest>) {
+    let request = plan
+        .next(slots, ROOM, &WorkerConfig::default(), now)
+        .expect("a claim starts");
+    let (id, request) = (task_id(), Arc::new(request));
+    plan.started(id, Arc::clone(&request));
+    (id, request)
+}
+
+fn sorted(mut endpoints: Vec<EndpointId>) -> Vec<EndpointId> {
+    endpoints.sort_unstable();
+    endpoints
+}
+
+#[test]
+fn a_fresh_plan_claims_over_every_endpoint_at_once() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    assert_eq!(plan.wake_at(), Some(now));
+
+    let request = plan
+        .next(&slots, ROOM, &config, now)
+        .expect("a claim starts");
+
+    assert_eq!(request.scope, ClaimScope::AnyExcept(Vec::new()));
+    assert_eq!(request.limit, config.claim_batch);
+    assert_eq!(request.lease, config.lease);
+    assert_eq!(request.per_endpoint_limit, 16);
+}
+
+#[test]
+fn a_claim_takes_no_more_than_the_room_under_the_global_bound() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+
+    assert!(
+        plan.next(&slots, 0, &config, now).is_none(),
+        "no room, no claim"
+    );
+    let request = plan.next(&slots, 10, &config, now).expect("a claim starts");
+
+    assert_eq!(request.limit, 10);
+}
+
+#[tokio::test]
+async fn endpoints_at_their_low_water_are_refilled_by_name_before_anyone_is_scanned() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let failing = EndpointId::new();
+    for _ in 0..9 {
+        slots.assign(failing);
+    }
+    assert!(
+        slots.release(failing, false),
+        "9 → 8: a failing endpoint's low water"
+    );
+    let answering = EndpointId::new();
+    for _ in 0..33 {
+        slots.assign(answering);
+    }
+    assert!(
+        slots.release(answering, true),
+        "33 → 32: an answering one's"
+    );
+    let busy = EndpointId::new();
+    for _ in 0..16 {
+        slots.assign(busy);
+    }
+    let mut plan = ClaimPlan::new(now);
+
+    let (_, refill) = start(&mut plan, &slots, now);
+    let scan = plan
+        .next(&slots, ROOM, &config, now)
+        .expect("a scan starts beside it");
+
+    let mut refilled = vec![(failing, 16), (answering, 32)];
+    refilled.sort_unstable();
+    assert_eq!(refill.scope, ClaimScope::Endpoints(refilled));
+    let ClaimScope::AnyExcept(except) = scan.scope else {
+        panic!("expected a claim over every endpoint, got {:?}", scan.scope);
+    };
+    assert_eq!(
+        sorted(except),
+        sorted(vec![failing, answering, busy]),
+        "the scan leaves out the full endpoint and those being refilled"
+    );
+}
+
+#[tokio::test]
+async fn only_one_claim_over_every_endpoint_runs_at_a_time() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    start(&mut plan, &slots, now);
+
+    plan.new_work();
+
+    assert!(plan.next(&slots, ROOM, &config, now).is_none());
+    assert_eq!(
+        plan.wake_at(),
+        None,
+        "its return wakes the dispatcher, not a timer"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_claim_backs_off_doubling_to_five_seconds_and_a_success_resets_it() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+
+    let first = plan.failed(now);
+
+    assert_eq!(first, ms(100));
+    assert!(
+        plan.next(&slots, ROOM, &config, now + ms(99)).is_none(),
+        "paused"
+    );
+    assert_eq!(plan.wake_at(), Some(now + ms(100)));
+    let mut pauses = vec![first];
+    pauses.extend((0..7).map(|_| plan.failed(now)));
+    assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000].map(ms),);
+    assert_eq!(plan.wake_at(), Some(now + ms(5000)));
+    let resumed = now + ms(5000);
+    let (id, request) = start(&mut plan, &slots, resumed);
+    plan.finished(id);
+    plan.succeeded(&request, 1, ms(1), resumed);
+    assert_eq!(
+        plan.failed(resumed),
+        ms(100),
+        "a success resets the backoff"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_over_every_endpoint_that_finds_nothing_pauses_the_next_for_four_times_as_long() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    let (id, request) = start(&mut plan, &slots, now);
+    plan.new_work();
+    let back = now + ms(50);
+
+    plan.finished(id);
+    plan.succeeded(&request, 0, ms(50), back);
+
+    assert_eq!(plan.wake_at(), Some(back + ms(200)));
+    assert!(plan.next(&slots, ROOM, &config, back + ms(199)).is_none());
+    let next = plan.next(&slots, ROOM, &config, back + ms(200));
+    assert!(matches!(
+        next.map(|request| request.scope),
+        Some(ClaimScope::AnyExcept(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_full_claim_over_every_endpoint_is_followed_by_another_at_once() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    let (id, request) = start(&mut plan, &slots, now);
+    let back = now + ms(50);
+
+    plan.finished(id);
+    plan.succeeded(&request, request.limit as usize, ms(50), back);
+
+    assert_eq!(plan.wake_at(), Some(now));
+    let next = plan.next(&slots, ROOM, &config, back);
+    assert!(matches!(
+        next.map(|request| request.scope),
+        Some(ClaimScope::AnyExcept(_))
+    ));
+}
+
+#[tokio::test]
+async fn after_a_claim_that_found_some_the_next_scan_waits_for_the_poll() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    let (id, request) = start(&mut plan, &slots, now);
+    let back = now + ms(50);
+
+    plan.finished(id);
+    plan.succeeded(&request, 3, ms(50), back);
+
+    let poll = now + config.poll_interval;
+    assert_eq!(plan.wake_at(), Some(poll));
+    assert!(plan.next(&slots, ROOM, &config, back).is_none());
+    let next = plan.next(&slots, ROOM, &config, poll);
+    assert!(matches!(
+        next.map(|request| request.scope),
+        Some(ClaimScope::AnyExcept(_))
+    ));
+}

@@ -1,0 +1,223 @@
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use herald_domain::{
+    DeliveryId, Endpoint, EndpointId, Event, EventId, EventOrigin, OrgId, Secret, Timestamp,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::*;
+use crate::client::{AttemptOutcome, ClientConfig};
+
+const HOUR: Duration = Duration::from_secs(60 * 60);
+
+/// Attempt `attempt_number` of a delivery to a live endpoint.
+fn delivery(attempt_number: u32) -> ClaimedDelivery {
+    let org_id = OrgId::new();
+    let now = Timestamp::now();
+    ClaimedDelivery {
+        delivery_id: DeliveryId::new(),
+        attempt_number,
+        event: Event {
+            id: EventId::new(),
+            org_id,
+            event_type: "order.created".to_owned(),
+            data: "{}".to_owned(),
+            idempotency_key: None,
+            origin: EventOrigin::Publish,
+            created_at: now,
+        },
+        endpoint: Endpoint {
+            id: EndpointId::new(),
+            org_id,
+            // Nothing may be sent in these tests: a name that never resolves.
+            url: "https://receiver.invalid/webhooks".to_owned(),
+            description: None,
+            events: vec!["order.created".to_owned()],
+            active: true,
+            api_version: "2026-04-01".to_owned(),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        },
+        endpoint_secret: Secret::generate(),
+        org_secret: None,
+        lease: LeaseToken::new(),
+    }
+}
+
+/// The report of attempt `attempt_number` that the receiver answered with `status` (and
+/// `Retry-After`), as the client classifies it.
+fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> AttemptReport {
+    let delivery = delivery(attempt_number);
+    let plan = AttemptPlan {
+        delivery_id: delivery.delivery_id,
+        attempt_number,
+        event: &delivery.event,
+        endpoint: &delivery.endpoint,
+        endpoint_secret: &delivery.endpoint_secret,
+        org_secret: None,
+    };
+    let mut report = not_sent(plan, Timestamp::now(), String::new());
+    let class = match status {
+        200..=299 => OutcomeClass::Success,
+        410 => OutcomeClass::Gone,
+        _ => OutcomeClass::Failure,
+    };
+    report.outcome = AttemptOutcome {
+        response_status: Some(status),
+        response_time_ms: 12,
+        response_body_excerpt: Some(String::new()),
+        retry_after,
+        error: (class != OutcomeClass::Success).then(|| format!("receiver answered {status}")),
+        class,
+    };
+    // As `attempt::execute` reports it: success or, provisionally, dead.
+    report.attempt.outcome = if class == OutcomeClass::Success {
+        Outcome::Success
+    } else {
+        Outcome::Dead
+    };
+    report.attempt.response_status = Some(status);
+    report
+}
+
+/// What `decide` must make of a report.
+#[derive(Debug)]
+enum Expected {
+    Success,
+    /// Retried, the next attempt due this long after this one.
+    RetryIn(RangeInclusive<Duration>),
+    Dead,
+    /// Dead, and the endpoint set inactive.
+    DeadAndDisabled,
+}
+
+/// `base` with the schedule's ±20 % jitter (and a millisecond for rounding).
+fn jittered(base: Duration) -> RangeInclusive<Duration> {
+    base.mul_f64(0.8) - Duration::from_millis(1)..=base.mul_f64(1.2) + Duration::from_millis(1)
+}
+
+fn exactly(wait: Duration) -> RangeInclusive<Duration> {
+    wait..=wait
+}
+
+/// Decides `report` under the default schedule with many random seeds; each must give
+/// `expected`.
+fn check(report: &AttemptReport, on_failure: OnFailure, expected: &Expected) {
+    let case = format!(
+        "attempt {} answered {:?} (Retry-After {:?}), {on_failure:?} on failure",
+        report.attempt.attempt, report.outcome.response_status, report.outcome.retry_after
+    );
+    let lease = LeaseToken::new();
+    for seed in 0..32 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let recording = decide(
+            report.clone(),
+            on_failure,
+            &RetrySchedule::default(),
+            &mut rng,
+            lease,
+        );
+        let attempt = &recording.attempt;
+        assert_eq!(recording.lease, lease, "{case}");
+        let (outcome, disabled) = match expected {
+            Expected::Success => (Outcome::Success, false),
+            Expected::RetryIn(_) => (Outcome::Retry, false),
+            Expected::Dead => (Outcome::Dead, false),
+            Expected::DeadAndDisabled => (Outcome::Dead, true),
+        };
+        assert_eq!(attempt.outcome, outcome, "{case}");
+        assert_eq!(
+            recording.disable_endpoint.as_deref(),
+            disabled.then_some("receiver answered 410 Gone"),
+            "{case}"
+        );
+        match expected {
+            Expected::RetryIn(range) => {
+                let next = attempt.next_attempt_at.expect("a retry has a due time");
+                let micros = next.as_micros() - attempt.occurred_at.as_micros();
+                let wait = Duration::from_micros(u64::try_from(micros).expect("later"));
+                assert!(range.contains(&wait), "{case}: next attempt in {wait:?}");
+            }
+            _ => assert_eq!(attempt.next_attempt_at, None, "{case}"),
+        }
+    }
+}
+
+#[test]
+fn decide_follows_the_outcome_rules() {
+    let retry = OnFailure::Retry;
+    // A 2xx is a success, the last attempt included.
+    check(&answered(200, 1, None), retry, &Expected::Success);
+    check(&answered(204, 10, None), retry, &Expected::Success);
+    // Other failures are retried after the schedule's delay for the attempt that failed.
+    let first = jittered(Duration::from_secs(5));
+    check(
+        &answered(503, 1, None),
+        retry,
+        &Expected::RetryIn(first.clone()),
+    );
+    let second = jittered(Duration::from_secs(60));
+    check(&answered(500, 2, None), retry, &Expected::RetryIn(second));
+    let ninth = jittered(24 * HOUR);
+    check(&answered(502, 9, None), retry, &Expected::RetryIn(ninth));
+    // The tenth attempt is the last: its failure is dead.
+    check(&answered(503, 10, None), retry, &Expected::Dead);
+    // `Retry-After` is a floor: a longer one sets the delay, a shorter one changes nothing,
+    // and none is followed past a day.
+    let long = Some(Duration::from_secs(600));
+    check(
+        &answered(429, 1, long),
+        retry,
+        &Expected::RetryIn(exactly(Duration::from_secs(600))),
+    );
+    let short = Some(Duration::from_secs(1));
+    check(&answered(503, 1, short), retry, &Expected::RetryIn(first));
+    let too_long = Some(48 * HOUR);
+    check(
+        &answered(503, 2, too_long),
+        retry,
+        &Expected::RetryIn(exactly(24 * HOUR)),
+    );
+    check(&answered(503, 10, long), retry, &Expected::Dead);
+    // A 410 is dead at once and disables the endpoint.
+    check(&answered(410, 1, None), retry, &Expected::DeadAndDisabled);
+    check(&answered(410, 10, None), retry, &Expected::DeadAndDisabled);
+    // A failure that may not be retried is dead, whatever the schedule says.
+    let dead = OnFailure::Dead;
+    check(&answered(503, 1, None), dead, &Expected::Dead);
+    check(&answered(410, 1, None), dead, &Expected::DeadAndDisabled);
+}
+
+/// Attempts `delivery`, which must not be sent, and checks it is recorded dead for `reason`.
+async fn check_withheld(delivery: ClaimedDelivery, reason: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
+
+    let recording = attempt_delivery(&client, &RetrySchedule::default(), &delivery).await;
+
+    let attempt = &recording.attempt;
+    assert_eq!(attempt.outcome, Outcome::Dead, "{reason}");
+    assert_eq!(attempt.error.as_deref(), Some(reason));
+    assert_eq!(attempt.response_status, None, "{reason}");
+    assert!(
+        attempt.request_headers.is_empty(),
+        "{reason}: nothing was sent"
+    );
+    assert_eq!(attempt.next_attempt_at, None, "{reason}");
+    assert_eq!(recording.disable_endpoint, None, "{reason}");
+    assert_eq!(recording.lease, delivery.lease, "{reason}");
+}
+
+#[tokio::test]
+async fn an_endpoint_deleted_or_set_inactive_since_publish_gets_no_request_and_a_dead_record() {
+    let mut deleted = delivery(1);
+    deleted.endpoint.deleted_at = Some(Timestamp::now());
+    check_withheld(deleted, "endpoint deleted").await;
+
+    let mut inactive = delivery(1);
+    inactive.endpoint.active = false;
+    check_withheld(inactive, "endpoint inactive").await;
+}

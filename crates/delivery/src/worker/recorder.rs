@@ -1,0 +1,144 @@
+//! The recorder: writes the results of attempts in batches, one transaction per batch (group
+//! commit, which is what keeps SQLite fast with `synchronous=FULL`), and says when recording
+//! is stalled. It never drops a result: a failed write is retried until it is stored.
+//!
+//! While results cannot be recorded (a full disk), nothing more is claimed: what was attempted
+//! keeps its lease until its result is stored, and new attempts would only add results that
+//! cannot be stored either. So the dispatcher starts no claim while [`Recorder::is_stalled`],
+//! sets itself no timer, and wakes on [`Recorder::stalled_changed`] when recording resumes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_domain::Timestamp;
+use herald_store::{AttemptRecording, Store};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::backoff::Backoff;
+use crate::metrics::DeliveryMetrics;
+
+/// Most results written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Results waiting for the recorder before jobs wait to hand theirs on.
+const QUEUE: usize = 4096;
+
+/// The dispatcher's handle on the recorder task.
+pub(super) struct Recorder {
+    /// Where jobs send their results; the recorder stops once every sender is gone.
+    results: mpsc::Sender<AttemptRecording>,
+    /// `true` while writing fails.
+    stalled: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Recorder {
+    /// Starts recording into `store`; an endpoint failing for `auto_disable_after` is set
+    /// inactive as its failures are recorded.
+    pub(super) fn spawn(
+        store: Arc<dyn Store>,
+        metrics: Option<DeliveryMetrics>,
+        auto_disable_after: Duration,
+    ) -> Self {
+        let (results, receiver) = mpsc::channel::<AttemptRecording>(QUEUE);
+        let (stalled_tx, stalled) = watch::channel(false);
+        let task = tokio::spawn(record_loop(
+            store,
+            receiver,
+            stalled_tx,
+            metrics,
+            auto_disable_after,
+        ));
+        Self {
+            results,
+            stalled,
+            task,
+        }
+    }
+
+    /// Where a job sends its result.
+    pub(super) fn results(&self) -> mpsc::Sender<AttemptRecording> {
+        self.results.clone()
+    }
+
+    /// Whether writing results fails at the moment.
+    pub(super) fn is_stalled(&self) -> bool {
+        *self.stalled.borrow()
+    }
+
+    /// Completes when recording stalls or resumes; an error once the recorder is gone.
+    pub(super) async fn stalled_changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.stalled.changed().await
+    }
+
+    /// Takes no more results and gives the recorder `grace` to store those it has.
+    pub(super) async fn finish(self, grace: Duration) {
+        let Self { results, task, .. } = self;
+        drop(results);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!(
+                "recording did not finish within the grace period; those attempts will be retried"
+            );
+        }
+    }
+}
+
+/// Writes results in batches: whatever has arrived while the previous batch was committing
+/// goes into the next transaction, up to [`MAX_BATCH`].
+async fn record_loop(
+    store: Arc<dyn Store>,
+    mut results: mpsc::Receiver<AttemptRecording>,
+    stalled: watch::Sender<bool>,
+    metrics: Option<DeliveryMetrics>,
+    auto_disable_after: Duration,
+) {
+    let auto_disable_after =
+        chrono::Duration::from_std(auto_disable_after).unwrap_or(chrono::Duration::MAX);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = results.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match results.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        store_batch(&*store, &batch, &stalled, auto_disable_after).await;
+        if let Some(metrics) = &metrics {
+            for recording in &batch {
+                metrics.observe(
+                    recording.attempt.outcome,
+                    recording.attempt.response_time_ms,
+                );
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Writes one batch, retrying after a [`Backoff`] until it is stored; `stalled` says whether
+/// the last write failed, and changes only when that does.
+async fn store_batch(
+    store: &dyn Store,
+    batch: &[AttemptRecording],
+    stalled: &watch::Sender<bool>,
+    auto_disable_after: chrono::Duration,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let disable_failing_before = Timestamp::now().add(-auto_disable_after);
+        match store.record_attempts(batch, disable_failing_before).await {
+            Ok(()) => {
+                stalled.send_if_modified(|stalled| std::mem::replace(stalled, false));
+                return;
+            }
+            Err(error) => {
+                stalled.send_if_modified(|stalled| !std::mem::replace(stalled, true));
+                let retry_in = backoff.next_pause();
+                tracing::warn!(error = %error, attempts = batch.len(), retry_in_ms = retry_in.as_millis() as u64, "recording attempts failed; claims wait until they are stored");
+                tokio::time::sleep(retry_in).await;
+            }
+        }
+    }
+}
