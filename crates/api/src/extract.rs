@@ -11,7 +11,7 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use herald_domain::secret::ApiKeyToken;
+use herald_domain::secret::{ApiKeyToken, SecretText};
 use herald_domain::{ApiKey, FieldErrors, OrgId, Scope, Timestamp};
 use herald_store::RateDecision;
 use serde_json::{Map, Value};
@@ -125,7 +125,8 @@ where
         let expected = state
             .config
             .admin_token
-            .as_deref()
+            .as_ref()
+            .map(SecretText::expose)
             .ok_or(ApiError::NotFound)?;
         let given = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
         // Constant-time comparison: timing must not reveal a prefix of the token.

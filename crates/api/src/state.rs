@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::secret::SecretText;
 use herald_domain::{AddressPolicy, ApiVersions, Attempt, Endpoint, EventCatalog};
 use herald_store::{RateLimit, Store, StoreError};
 use tokio::sync::Notify;
@@ -52,7 +53,7 @@ pub struct ApiConfig {
     /// Replays per organization.
     pub replay_rate_limit: RateLimit,
     /// The admin API's bearer token; `None` turns the admin API off.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretText>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// Largest accepted event `data`, serialized, in bytes.

@@ -1,5 +1,6 @@
-//! Signing secrets and API-key tokens. Neither type prints its value in `Debug`, so a stray
-//! `{:?}` in a log line cannot leak one.
+//! Signing secrets, API-key tokens and secret settings (the admin token, the secrets key).
+//! None of these types prints its value in `Debug`, so a stray `{:?}` in a log line cannot
+//! leak one; [`redact_url_password`] does the same for a password inside a URL.
 
 use std::fmt;
 
@@ -95,9 +96,104 @@ impl fmt::Debug for ApiKeyToken {
     }
 }
 
+/// A secret setting given as text (the admin token, the secrets key): `Debug` shows
+/// `<redacted>`, and only [`SecretText::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the value is empty (an unset variable given as `NAME=`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for SecretText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(text))
+    }
+}
+
+/// `url` with the password of its user information replaced by `<redacted>`
+/// (`postgres://herald:<redacted>@db/herald`), for messages and `Debug`. Works on text that is
+/// not a valid URL too: whatever stands between the scheme's `//` and the last `@` of the
+/// authority, after the first `:`, is the password.
+pub fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user_info = &authority[..at];
+    let Some(colon) = user_info.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:<redacted>{}",
+        &url[..authority_start],
+        &user_info[..colon],
+        &url[authority_start + at..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_redacted_and_nothing_else_changes() {
+        for (url, redacted) in [
+            (
+                "postgres://herald:s3cr%40t@db:5432/herald?sslmode=require",
+                "postgres://herald:<redacted>@db:5432/herald?sslmode=require",
+            ),
+            (
+                "postgres://a:b:c@d@host/x",
+                "postgres://a:<redacted>@host/x",
+            ),
+            ("postgres://herald@db/herald", "postgres://herald@db/herald"),
+            ("postgres://db/herald", "postgres://db/herald"),
+            (
+                "sqlite://herald-data/herald.db",
+                "sqlite://herald-data/herald.db",
+            ),
+            ("mysql://root:pw@x", "mysql://root:<redacted>@x"),
+            ("not a url", "not a url"),
+            ("postgres://db/a@b", "postgres://db/a@b"),
+        ] {
+            assert_eq!(redact_url_password(url), redacted, "{url}");
+        }
+    }
+
+    #[test]
+    fn secret_text_is_redacted() {
+        let text: SecretText = "the-admin-token".parse().expect("any text");
+        assert_eq!(text.expose(), "the-admin-token");
+        assert_eq!(format!("{text:?}"), "SecretText(<redacted>)");
+    }
 
     #[test]
     fn generated_keys_parse_and_differ() {

@@ -1,6 +1,7 @@
 //! Configuration: command-line flags with `HERALD_*` environment variables behind them
 //! (CONTRACT.md section 9). Parsing and checking happen here, once, at startup.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,13 +12,15 @@ use base64::engine::general_purpose::STANDARD;
 use herald_api::ApiConfig;
 use herald_delivery::WorkerConfig;
 use herald_delivery::retention::RetentionConfig;
+use herald_domain::secret::{SecretText, redact_url_password};
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
 use herald_store::RateLimit;
 
 use crate::http::{self, HttpConfig};
 
-/// Settings shared by `herald serve` and the admin commands.
-#[derive(Debug, Clone, clap::Args)]
+/// Settings shared by `herald serve` and the admin commands. `Debug` redacts the secrets key
+/// and any password in the database URL.
+#[derive(Clone, clap::Args)]
 pub struct StorageArgs {
     /// Where state lives: `sqlite://PATH` (embedded, the default) or `postgres://…`.
     #[arg(
@@ -30,7 +33,16 @@ pub struct StorageArgs {
     /// Base64 of 32 bytes that encrypts secrets at rest. With SQLite and no key, one is
     /// generated beside the database file (mode 0600).
     #[arg(long, env = "HERALD_SECRETS_KEY", hide_env_values = true)]
-    pub secrets_key: Option<String>,
+    pub secrets_key: Option<SecretText>,
+}
+
+impl fmt::Debug for StorageArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageArgs")
+            .field("database_url", &redact_url_password(&self.database_url))
+            .field("secrets_key", &self.secrets_key)
+            .finish()
+    }
 }
 
 /// Settings of `herald serve`.
@@ -46,7 +58,7 @@ pub struct ServeArgs {
 
     /// Bearer token of the admin API (`/admin/v1/…`); the admin API is off when unset.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<SecretText>,
 
     /// Networks exempt from the SSRF policy, comma-separated CIDRs (e.g. `127.0.0.0/8,::1/128`).
     #[arg(long, env = "HERALD_ALLOW_NETWORKS", default_value = "")]
@@ -105,11 +117,15 @@ pub struct ServeArgs {
     pub auto_disable_days: u64,
 
     /// Most attempts in flight at once, across all endpoints.
-    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = WorkerConfig::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
     /// Most attempts in flight to one endpoint at once.
-    #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_ENDPOINT", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_IN_FLIGHT_PER_ENDPOINT",
+        default_value_t = WorkerConfig::DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT
+    )]
     pub max_in_flight_per_endpoint: usize,
 
     /// Seconds to let in-flight work finish after SIGTERM.
@@ -218,9 +234,11 @@ impl ServeArgs {
             max_in_flight: self.max_in_flight.max(1),
             max_in_flight_per_endpoint: self.max_in_flight_per_endpoint.max(1),
             // A lease outlives the longest attempt, so it only lapses when its holder died.
-            // An endpoint's deliveries are claimed up to four rounds of attempts ahead
-            // (herald_delivery::worker), each round at most one request timeout.
-            lease: (request_timeout * 6).max(Duration::from_secs(60)),
+            // An endpoint's deliveries are claimed a few rounds of attempts ahead, each round
+            // at most one request timeout; herald_delivery::worker checks that
+            // LEASE_IN_REQUEST_TIMEOUTS covers them.
+            lease: (request_timeout * WorkerConfig::LEASE_IN_REQUEST_TIMEOUTS)
+                .max(WorkerConfig::default().lease),
             auto_disable_after: day * u32::try_from(self.auto_disable_days).unwrap_or(u32::MAX),
             shutdown_grace,
             ..WorkerConfig::default()
@@ -281,4 +299,39 @@ pub fn decode_secrets_key(text: &str) -> anyhow::Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("HERALD_SECRETS_KEY must decode to exactly 32 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every configuration type that holds a secret is formatted with `{:?}` (as a stray log
+    /// line would) and must not show it.
+    #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        const ADMIN_TOKEN: &str = "admin-token-do-not-print";
+        const DATABASE_PASSWORD: &str = "database-password-do-not-print";
+        let secrets_key = STANDARD.encode([42_u8; 32]);
+        let mut args = ServeArgs::from_defaults();
+        args.admin_token = Some(SecretText::new(ADMIN_TOKEN));
+        args.storage.database_url =
+            format!("postgres://herald:{DATABASE_PASSWORD}@db:5432/herald?sslmode=require");
+        args.storage.secrets_key = Some(SecretText::new(secrets_key.clone()));
+        let config = args.clone().into_config().expect("a valid configuration");
+        for (name, text) in [
+            ("ServeArgs", format!("{args:?}")),
+            ("StorageArgs", format!("{:?}", args.storage)),
+            ("Config", format!("{config:?}")),
+            ("ApiConfig", format!("{:?}", config.api)),
+        ] {
+            for secret in [ADMIN_TOKEN, DATABASE_PASSWORD, secrets_key.as_str()] {
+                assert!(
+                    !text.contains(secret),
+                    "{name}'s Debug shows a secret: {text}"
+                );
+            }
+            assert!(text.contains("<redacted>"), "{name}: {text}");
+        }
+        assert!(format!("{config:?}").contains("postgres://herald:<redacted>@db:5432/herald"));
+    }
 }

@@ -13,6 +13,8 @@ use base64::engine::general_purpose::STANDARD;
 use herald_store::{PostgresOptions, PostgresStore, SecretCipher, SqliteStore, Store};
 use rand::RngCore as _;
 
+use herald_domain::secret::{SecretText, redact_url_password};
+
 use crate::config::{StorageArgs, decode_secrets_key};
 
 /// The name of the generated key file, beside the SQLite database.
@@ -23,7 +25,7 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
     let url = storage.database_url.as_str();
     if is_postgres(url) {
         // Every node must seal and open secrets alike, so the key is never generated here.
-        let text = storage.secrets_key.as_deref().context(
+        let text = storage.secrets_key.as_ref().map(SecretText::expose).context(
             "HERALD_SECRETS_KEY is required with PostgreSQL: every node must share the same key",
         )?;
         let key = decode_secrets_key(text)?;
@@ -40,7 +42,7 @@ pub async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>>
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let key = match &storage.secrets_key {
-        Some(text) => decode_secrets_key(text)?,
+        Some(text) => decode_secrets_key(text.expose())?,
         None => load_or_create_key_file(&path.with_file_name(KEY_FILE_NAME))?,
     };
     let store = SqliteStore::open(&path, SecretCipher::new(&key))
@@ -93,7 +95,10 @@ fn sqlite_path(url: &str) -> anyhow::Result<PathBuf> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .with_context(|| {
-            format!("HERALD_DATABASE_URL must start with sqlite:// or postgres://, got {url:?}")
+            format!(
+                "HERALD_DATABASE_URL must start with sqlite:// or postgres://, got {:?}",
+                redact_url_password(url)
+            )
         })?;
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() {
@@ -143,6 +148,18 @@ mod tests {
         );
         assert!(sqlite_path("mysql://x").is_err());
         assert!(sqlite_path("sqlite://").is_err());
+    }
+
+    #[test]
+    fn a_rejected_database_url_is_shown_without_its_password() {
+        let error = sqlite_path("mysql://herald:hunter2-password@db/herald")
+            .expect_err("not a supported scheme");
+        let message = format!("{error:#} {error:?}");
+        assert!(!message.contains("hunter2-password"), "{message}");
+        assert!(
+            message.contains("mysql://herald:<redacted>@db/herald"),
+            "{message}"
+        );
     }
 
     #[test]

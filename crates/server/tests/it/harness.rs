@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_domain::secret::SecretText;
 use herald_domain::{ApiKeyId, OrgId};
 use herald_server::{ServeArgs, StorageArgs};
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -414,10 +415,10 @@ impl TestAppBuilder {
             storage: StorageArgs {
                 database_url,
                 // SQLite generates its key file; PostgreSQL requires one shared key.
-                secrets_key: Some(TEST_SECRETS_KEY.to_owned()),
+                secrets_key: Some(SecretText::new(TEST_SECRETS_KEY)),
             },
             listen,
-            admin_token: self.admin_token,
+            admin_token: self.admin_token.map(SecretText::new),
             allow_networks: self.allow_networks,
             extra_root_certs: None,
             max_body_bytes: self.max_body_bytes,
