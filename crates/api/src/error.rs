@@ -107,9 +107,11 @@ pub struct ErrorBody {
     pub details: Option<FieldErrors>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
+impl ApiError {
+    /// The envelope's status, `code` and `message`. The API renders them with the request's id;
+    /// the admin commands of the CLI print them, so both report one failure alike.
+    pub fn status_code_message(&self) -> (StatusCode, &'static str, String) {
+        match self {
             ApiError::InvalidInput(_) => (
                 StatusCode::BAD_REQUEST,
                 "INVALID_INPUT",
@@ -161,25 +163,36 @@ impl IntoResponse for ApiError {
                 "UNAVAILABLE",
                 "service unavailable".to_owned(),
             ),
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %error_chain(cause.as_ref()), "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    "internal error".to_owned(),
-                )
-            }
-        };
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error".to_owned(),
+            ),
+        }
+    }
+
+    /// The envelope's `details`: the field-by-field problems, where a field is to blame.
+    pub fn details(&self) -> Option<&FieldErrors> {
+        match self {
+            ApiError::Validation(details) => Some(details),
+            ApiError::InvalidInput(details) if !details.is_empty() => Some(details),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %error_chain(cause.as_ref()), "internal error");
+        }
+        let (status, code, message) = self.status_code_message();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after } => Some(whole_seconds_at_least_one(*retry_after)),
             ApiError::Unavailable => Some(1),
             _ => None,
         };
-        let details = match self {
-            ApiError::Validation(details) => Some(details),
-            ApiError::InvalidInput(details) if !details.is_empty() => Some(details),
-            _ => None,
-        };
+        let details = self.details().cloned();
         let envelope = ErrorEnvelope {
             success: false,
             error: ErrorBody {

@@ -81,7 +81,7 @@ impl Default for ApiConfig {
             },
             admin_token: None,
             body_limit: 256 * 1024,
-            max_event_bytes: 256 * 1024,
+            max_event_bytes: herald_domain::publish::DEFAULT_MAX_EVENT_BYTES,
             event_retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }

@@ -1,18 +1,26 @@
 //! Admin commands acting on the configured database directly. Each prints one JSON value on
-//! stdout, so scripts can parse it.
+//! stdout, so scripts can parse it. They create organizations and keys and publish events
+//! through the same functions as the admin API, and fail with the API's error envelope
+//! (less the request id, which only a request has), so the two cannot disagree.
 
 #![expect(
     clippy::print_stdout,
     reason = "the admin commands' output is JSON on stdout"
 )]
 
+use std::sync::Arc;
+
 use clap::Subcommand;
+use herald_api::ApiError;
 use herald_api::routes::admin::{ApiKeyResponse, OrgResponse, create_org, mint_api_key};
-use herald_api::routes::events::PublishResponse;
+use herald_api::routes::events::{PublishResponse, PublishRules, prepare_event};
+use herald_domain::publish::DEFAULT_MAX_EVENT_BYTES;
 use herald_domain::scope::parse_scopes;
-use herald_domain::{ApiKeyId, Event, EventCatalog, EventId, EventOrigin, OrgId, Timestamp};
+use herald_domain::{ApiKeyId, EventCatalog, OrgId, Timestamp};
 use herald_server::StorageArgs;
+use herald_store::{Store, StoreError};
 use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 /// `herald orgs …`.
 #[derive(Debug, Subcommand)]
@@ -83,6 +91,9 @@ pub(crate) enum EventsCommand {
         /// The event-type catalog, comma-separated; the contract's 17 types by default.
         #[arg(long, env = "HERALD_EVENT_TYPES")]
         event_types: Option<String>,
+        /// The cap on `data`, in bytes, as `herald serve` has it.
+        #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+        max_event_bytes: usize,
         #[command(flatten)]
         storage: StorageArgs,
     },
@@ -95,6 +106,7 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         data,
         idempotency_key,
         event_types,
+        max_event_bytes,
         storage,
     } = command;
     let catalog = match event_types {
@@ -103,30 +115,35 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         }
         None => EventCatalog::default(),
     };
-    if !catalog.contains(&event_type) {
-        anyhow::bail!("unknown event type: {event_type}");
+    // The object the admin API takes, checked by the same function: the same event is
+    // accepted or refused alike, with the same error. `data` is stored as given, so
+    // receivers get the bytes the operator wrote.
+    let data = data.trim();
+    let data_value: Value = serde_json::from_str(data).map_err(|error| {
+        api_error(&ApiError::field(
+            "data",
+            format!("must be a JSON object (not JSON: {error})"),
+        ))
+    })?;
+    let mut body = Map::new();
+    body.insert("org_id".to_owned(), Value::String(org.to_string()));
+    body.insert("type".to_owned(), Value::String(event_type));
+    body.insert("data".to_owned(), data_value);
+    if let Some(key) = idempotency_key {
+        body.insert("idempotency_key".to_owned(), Value::String(key));
     }
-    let parsed: serde_json::Value = serde_json::from_str(&data)
-        .map_err(|error| anyhow::anyhow!("--data is not JSON: {error}"))?;
-    if !parsed.is_object() {
-        anyhow::bail!("--data must be a JSON object");
-    }
-    let store = herald_server::storage::open_store(&storage).await?;
-    store
-        .get_org(org)
-        .await
-        .map_err(|_| anyhow::anyhow!("unknown organization: {org}"))?;
-    let event = Event {
-        id: EventId::new(),
-        org_id: org,
-        event_type,
-        // Stored as given, so receivers get the bytes the operator wrote.
-        data: data.trim().to_owned(),
-        idempotency_key,
-        origin: EventOrigin::Publish,
-        created_at: Timestamp::now(),
+    let store = open_store(&storage).await?;
+    let rules = PublishRules {
+        catalog: &catalog,
+        max_event_bytes,
     };
-    let published = store.publish_events(std::slice::from_ref(&event)).await?;
+    let event = prepare_event(store.as_ref(), rules, body, Some(data))
+        .await
+        .map_err(|error| api_error(&error))?;
+    let published = store
+        .publish_events(std::slice::from_ref(&event))
+        .await
+        .map_err(store_error)?;
     let published = published
         .into_iter()
         .next()
@@ -137,15 +154,18 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
 pub(crate) async fn run_orgs(command: OrgsCommand) -> anyhow::Result<()> {
     match command {
         OrgsCommand::Create { name, storage } => {
-            let store = herald_server::storage::open_store(&storage).await?;
-            let org = create_org(store.as_ref(), &name).await.map_err(api_error)?;
+            let store = open_store(&storage).await?;
+            let org = create_org(store.as_ref(), &name)
+                .await
+                .map_err(|error| api_error(&error))?;
             print_json(&OrgResponse::from(org))
         }
         OrgsCommand::List { storage } => {
-            let store = herald_server::storage::open_store(&storage).await?;
+            let store = open_store(&storage).await?;
             let orgs: Vec<OrgResponse> = store
                 .list_orgs()
-                .await?
+                .await
+                .map_err(store_error)?
                 .into_iter()
                 .map(OrgResponse::from)
                 .collect();
@@ -162,26 +182,30 @@ pub(crate) async fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
             storage,
         } => {
             let scopes = parse_scopes(scopes.split(',')).map_err(anyhow::Error::msg)?;
-            let store = herald_server::storage::open_store(&storage).await?;
+            let store = open_store(&storage).await?;
             let (key, token) = mint_api_key(store.as_ref(), org, scopes)
                 .await
-                .map_err(api_error)?;
+                .map_err(|error| api_error(&error))?;
             print_json(&ApiKeyResponse::new(key, Some(&token)))
         }
         KeysCommand::List { org, storage } => {
-            let store = herald_server::storage::open_store(&storage).await?;
-            store.get_org(org).await?;
+            let store = open_store(&storage).await?;
+            store.get_org(org).await.map_err(store_error)?;
             let keys: Vec<ApiKeyResponse> = store
                 .list_api_keys(org)
-                .await?
+                .await
+                .map_err(store_error)?
                 .into_iter()
                 .map(|key| ApiKeyResponse::new(key, None))
                 .collect();
             print_json(&keys)
         }
         KeysCommand::Revoke { key_id, storage } => {
-            let store = herald_server::storage::open_store(&storage).await?;
-            let key = store.revoke_api_key(key_id, Timestamp::now()).await?;
+            let store = open_store(&storage).await?;
+            let key = store
+                .revoke_api_key(key_id, Timestamp::now())
+                .await
+                .map_err(store_error)?;
             print_json(&ApiKeyResponse::new(key, None))
         }
     }
@@ -192,14 +216,39 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn api_error(error: herald_api::ApiError) -> anyhow::Error {
-    match error {
-        herald_api::ApiError::Validation(details) | herald_api::ApiError::InvalidInput(details) => {
-            anyhow::anyhow!(
-                "invalid input: {}",
-                serde_json::to_string(&details).unwrap_or_default()
-            )
-        }
-        other => anyhow::anyhow!("{other}"),
+/// Opens the configured store; a database that cannot be reached is the API's 503
+/// `UNAVAILABLE` (its cause is logged), anything else (a bad URL, a migration) says itself.
+async fn open_store(storage: &StorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+    herald_server::storage::open_store(storage)
+        .await
+        .map_err(|error| {
+            let unavailable = error.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<StoreError>(),
+                    Some(StoreError::Unavailable(_) | StoreError::NotWritable)
+                )
+            });
+            if unavailable {
+                tracing::warn!(error = format!("{error:#}"), "storage unavailable");
+                api_error(&ApiError::Unavailable)
+            } else {
+                error
+            }
+        })
+}
+
+/// A store failure as the admin API reports it.
+fn store_error(error: StoreError) -> anyhow::Error {
+    api_error(&error.into())
+}
+
+/// The failure as the admin API's envelope, less the request id: the command's error message
+/// (printed on stderr, with a non-zero exit).
+fn api_error(error: &ApiError) -> anyhow::Error {
+    let (_, code, message) = error.status_code_message();
+    let mut body = json!({ "code": code, "message": message });
+    if let Some(details) = error.details() {
+        body["details"] = json!(details);
     }
+    anyhow::anyhow!("{}", json!({ "success": false, "error": body }))
 }

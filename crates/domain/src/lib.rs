@@ -10,6 +10,7 @@
 //! - [`delivery`]: events, attempts and their outcomes.
 //! - [`endpoint`]: the endpoint object and its validation rules.
 //! - [`org`]: organizations, API keys and audit records.
+//! - [`publish`]: what an event must be to be published.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
 
@@ -19,6 +20,7 @@ pub mod endpoint;
 pub mod ids;
 pub mod net;
 pub mod org;
+pub mod publish;
 pub mod scope;
 pub mod secret;
 pub mod time;

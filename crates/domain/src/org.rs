@@ -112,3 +112,17 @@ pub struct AuditRecord {
     /// The caller's reason (replay), or Herald's (automatic disable).
     pub reason: Option<String>,
 }
+
+/// Longest organization name, in characters.
+pub const MAX_ORG_NAME_CHARS: usize = 200;
+
+/// An organization's name is trimmed and then has 1 to [`MAX_ORG_NAME_CHARS`] characters;
+/// returns the trimmed name, or the message for `details`.
+pub fn check_org_name(name: &str) -> Result<&str, String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_ORG_NAME_CHARS {
+        Err(format!("must be 1 to {MAX_ORG_NAME_CHARS} characters"))
+    } else {
+        Ok(name)
+    }
+}

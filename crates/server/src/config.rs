@@ -101,7 +101,11 @@ pub struct ServeArgs {
     pub request_timeout_seconds: u64,
 
     /// Largest event `data` accepted by the publish API, serialized, in bytes.
-    #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_EVENT_BYTES",
+        default_value_t = herald_domain::publish::DEFAULT_MAX_EVENT_BYTES
+    )]
     pub max_event_bytes: usize,
 
     /// Days events and their payloads are kept.

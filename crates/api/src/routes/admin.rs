@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use herald_domain::org::check_org_name;
 use herald_domain::scope::parse_scopes;
 use herald_domain::secret::ApiKeyToken;
 use herald_domain::{ApiKey, ApiKeyId, AuditRecord, FieldErrors, Org, OrgId, Scope, Timestamp};
@@ -126,12 +127,10 @@ impl From<AuditRecord> for AuditRecordResponse {
     }
 }
 
-/// Creates an organization named `name` (trimmed, 1 to 200 characters).
+/// Creates an organization named `name` (`herald_domain::org::check_org_name`); the admin
+/// API and `herald orgs create` both create organizations here.
 pub async fn create_org(store: &dyn Store, name: &str) -> Result<Org, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::field("name", "must be 1 to 200 characters"));
-    }
+    let name = check_org_name(name).map_err(|message| ApiError::field("name", message))?;
     let org = Org {
         id: OrgId::new(),
         name: name.to_owned(),

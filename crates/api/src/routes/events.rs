@@ -4,8 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use herald_domain::{Event, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
-use herald_store::{PublishedEvent, StoreError};
+use herald_domain::publish::{check_event_data, check_event_type, check_idempotency_key};
+use herald_domain::{Event, EventCatalog, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
+use herald_store::{PublishedEvent, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -14,10 +15,26 @@ use crate::error::ApiError;
 use crate::extract::{Admin, Fields, JsonObjectWithBytes};
 use crate::state::AppState;
 
-/// Most events in one batch.
-pub const MAX_BATCH: usize = 500;
-/// Longest idempotency key, in characters.
-const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+pub use herald_domain::publish::MAX_BATCH;
+
+/// What an event is checked against: the deployment's settings behind the rules of
+/// `herald_domain::publish`.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRules<'a> {
+    /// The event types that may be published.
+    pub catalog: &'a EventCatalog,
+    /// The cap on `data`, in bytes.
+    pub max_event_bytes: usize,
+}
+
+impl<'a> PublishRules<'a> {
+    fn of(state: &'a AppState) -> Self {
+        Self {
+            catalog: &state.config.catalog,
+            max_event_bytes: state.config.max_event_bytes,
+        }
+    }
+}
 
 /// The answer for one published event.
 #[derive(Debug, Serialize)]
@@ -70,21 +87,38 @@ pub(crate) async fn publish_event(
     let raw_data = serde_json::from_slice::<RawEventData<'_>>(&bytes)
         .ok()
         .and_then(|raw| raw.data);
-    let mut errors = FieldErrors::new();
-    let event = read_event(&state, body, raw_data.map(RawValue::get), "", &mut errors);
-    let event = match event {
-        Some(event) if errors.is_empty() => event,
-        _ => return Err(ApiError::Validation(errors)),
-    };
-    check_orgs_exist(&state, std::slice::from_ref(&event), |_| {
-        "org_id".to_owned()
-    })
+    let event = prepare_event(
+        state.store.as_ref(),
+        PublishRules::of(&state),
+        body,
+        raw_data.map(RawValue::get),
+    )
     .await?;
     let mut published = publish(&state, &[event]).await?;
     let first = published
         .pop()
         .ok_or_else(|| ApiError::Internal("publish returned no answer".into()))?;
     Ok((StatusCode::ACCEPTED, Json(first.into())))
+}
+
+/// Checks one event to publish, given as the JSON object of `POST /admin/v1/events`
+/// (`raw_data` is the exact text of its `data`, when known), and that its organization
+/// exists. The single-event route and `herald events publish` both come here, so they accept
+/// and refuse the same events with the same errors.
+pub async fn prepare_event(
+    store: &dyn Store,
+    rules: PublishRules<'_>,
+    body: Map<String, Value>,
+    raw_data: Option<&str>,
+) -> Result<Event, ApiError> {
+    let mut errors = FieldErrors::new();
+    let event = read_event(rules, body, raw_data, "", &mut errors);
+    let event = match event {
+        Some(event) if errors.is_empty() => event,
+        _ => return Err(ApiError::Validation(errors)),
+    };
+    check_orgs_exist(store, std::slice::from_ref(&event), |_| "org_id".to_owned()).await?;
+    Ok(event)
 }
 
 /// `POST /admin/v1/events/batch`: up to 500 events in one transaction.
@@ -122,7 +156,13 @@ pub(crate) async fn publish_batch(
         match item {
             Value::Object(map) => {
                 let raw = raw_data.get(index).copied().flatten().map(RawValue::get);
-                events.extend(read_event(&state, map, raw, &prefix, &mut errors));
+                events.extend(read_event(
+                    PublishRules::of(&state),
+                    map,
+                    raw,
+                    &prefix,
+                    &mut errors,
+                ));
             }
             _ => {
                 errors.insert(format!("events[{index}]"), "must be an object".to_owned());
@@ -132,7 +172,10 @@ pub(crate) async fn publish_batch(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    check_orgs_exist(&state, &events, |index| format!("events[{index}].org_id")).await?;
+    check_orgs_exist(state.store.as_ref(), &events, |index| {
+        format!("events[{index}].org_id")
+    })
+    .await?;
     let published = publish(&state, &events).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -145,7 +188,7 @@ pub(crate) async fn publish_batch(
 /// Reads one event object; problems go into `errors` under `prefix` + field name. `raw_data`
 /// is the exact text of `data` in the body, when it could be located.
 fn read_event(
-    state: &AppState,
+    rules: PublishRules<'_>,
     map: Map<String, Value>,
     raw_data: Option<&str>,
     prefix: &str,
@@ -162,11 +205,12 @@ fn read_event(
             }
         });
     let event_type = fields.required_string("type").and_then(|event_type| {
-        if state.config.catalog.contains(&event_type) {
-            Some(event_type)
-        } else {
-            fields.error("type", format!("unknown event type: {event_type}"));
-            None
+        match check_event_type(rules.catalog, &event_type) {
+            Ok(()) => Some(event_type),
+            Err(message) => {
+                fields.error("type", message);
+                None
+            }
         }
     });
     let data = match fields.take_value("data") {
@@ -174,14 +218,12 @@ fn read_event(
             // Receivers get `data` byte for byte as the platform sent it (key order, number
             // spelling, escapes); re-serializing is only the fallback.
             let text = raw_data.map_or_else(|| Value::Object(data).to_string(), str::to_owned);
-            if text.len() > state.config.max_event_bytes {
-                fields.error(
-                    "data",
-                    format!("must be at most {} bytes", state.config.max_event_bytes),
-                );
-                None
-            } else {
-                Some(text)
+            match check_event_data(&text, rules.max_event_bytes) {
+                Ok(()) => Some(text),
+                Err(message) => {
+                    fields.error("data", message);
+                    None
+                }
             }
         }
         Some(_) => {
@@ -194,15 +236,14 @@ fn read_event(
         }
     };
     let idempotency_key = match fields.nullable_string("idempotency_key") {
-        Some(Some(key)) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => {
-            fields.error(
-                "idempotency_key",
-                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-            );
-            None
-        }
-        Some(key) => key,
-        None => None,
+        Some(Some(key)) => match check_idempotency_key(&key) {
+            Ok(()) => Some(key),
+            Err(message) => {
+                fields.error("idempotency_key", message);
+                None
+            }
+        },
+        Some(None) | None => None,
     };
     if let Err(ApiError::Validation(found)) = fields.finish() {
         errors.extend(
@@ -224,7 +265,7 @@ fn read_event(
 }
 
 async fn check_orgs_exist(
-    state: &AppState,
+    store: &dyn Store,
     events: &[Event],
     field_of: impl Fn(usize) -> String,
 ) -> Result<(), ApiError> {
@@ -234,7 +275,7 @@ async fn check_orgs_exist(
         if known.contains(&event.org_id) {
             continue;
         }
-        match state.store.get_org(event.org_id).await {
+        match store.get_org(event.org_id).await {
             Ok(_) => known.push(event.org_id),
             Err(StoreError::NotFound) => {
                 errors.insert(

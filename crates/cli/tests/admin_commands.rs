@@ -1,0 +1,165 @@
+//! The admin commands and the admin API apply one set of rules (issue 12): `herald events
+//! publish` refuses what `POST /admin/v1/events` refuses, with the same error envelope (less
+//! the request id), and a database that cannot be reached is `UNAVAILABLE` for both.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use support::{ADMIN_TOKEN, EVENT_TYPE, Launcher, Tenant, TestPki, http_client};
+
+/// Small, so an oversized `data` fits on a command line.
+const MAX_EVENT_BYTES: &str = "1024";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_error() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pki = TestPki::new();
+    let ca_path = pki.write_root(dir.path());
+    let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let http = http_client();
+    let herald = Launcher::new(
+        "herald",
+        &database_url,
+        &ca_path,
+        dir.path().join("herald.log"),
+    )
+    .env("HERALD_MAX_EVENT_BYTES", MAX_EVENT_BYTES)
+    .start(&http)
+    .await;
+    let tenant = Tenant::create(&http, &herald, "rules").await;
+    let oversized = json!({ "pad": "x".repeat(2_000) }).to_string();
+    let long_key = "k".repeat(256);
+
+    for (case, data, key) in [
+        ("oversized data", oversized.as_str(), None),
+        (
+            "an over-long idempotency key",
+            "{\"n\": 1}",
+            Some(long_key.as_str()),
+        ),
+    ] {
+        // The admin API's answer.
+        let mut body = json!({"org_id": tenant.org_id, "type": EVENT_TYPE, "data": serde_json::from_str::<Value>(data).expect("JSON")});
+        if let Some(key) = key {
+            body["idempotency_key"] = json!(key);
+        }
+        let response = http
+            .post(format!("{}/admin/v1/events", herald.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("publish through the API");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{case}"
+        );
+        let mut api: Value = response.json().await.expect("the envelope");
+        api["error"]
+            .as_object_mut()
+            .expect("`error` object")
+            .remove("request_id");
+
+        // The command's answer, on the same database.
+        let mut args = vec![
+            "events",
+            "publish",
+            "--org",
+            &tenant.org_id,
+            "--type",
+            EVENT_TYPE,
+            "--data",
+            data,
+        ];
+        if let Some(key) = key {
+            args.extend(["--idempotency-key", key]);
+        }
+        let output = herald_command(&args, &database_url);
+        assert!(!output.status.success(), "{case}: the command must fail");
+        assert_eq!(
+            envelope(&output),
+            api,
+            "{case}: the command and the API disagree"
+        );
+    }
+
+    // A valid event goes through the same path.
+    let published = herald_command(
+        &[
+            "events",
+            "publish",
+            "--org",
+            &tenant.org_id,
+            "--type",
+            EVENT_TYPE,
+            "--data",
+            "{\"n\": 2}",
+        ],
+        &database_url,
+    );
+    assert!(
+        published.status.success(),
+        "a valid event is published: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_is_unavailable_as_on_the_admin_api() {
+    // Nothing listens on port 1: the connection is refused at once.
+    let output = herald_command(
+        &[
+            "events",
+            "publish",
+            "--org",
+            "01a20000-0000-7000-8000-000000000000",
+            "--type",
+            EVENT_TYPE,
+            "--data",
+            "{}",
+        ],
+        "postgres://postgres@127.0.0.1:1/herald",
+    );
+    assert!(!output.status.success());
+    assert_eq!(
+        envelope(&output),
+        json!({"success": false, "error": {"code": "UNAVAILABLE", "message": "service unavailable"}}),
+        "the admin API answers a database outage with 503 UNAVAILABLE"
+    );
+}
+
+/// Runs `herald ARGS` on `database_url` with the test's event cap (and, on PostgreSQL, which
+/// requires one, a secrets key).
+fn herald_command(args: &[&str], database_url: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("HERALD_") {
+            command.env_remove(name);
+        }
+    }
+    if database_url.starts_with("postgres") {
+        command.env("HERALD_SECRETS_KEY", support::random_secrets_key());
+    }
+    command
+        .args(args)
+        .env("HERALD_DATABASE_URL", database_url)
+        .env("HERALD_MAX_EVENT_BYTES", MAX_EVENT_BYTES)
+        .env("HERALD_LOG", "error")
+        .output()
+        .expect("run herald")
+}
+
+/// The error envelope a failed command printed on stderr (`Error: {…}`).
+fn envelope(output: &Output) -> Value {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("Error: "))
+        .unwrap_or_else(|| panic!("no `Error:` line in {stderr}"));
+    serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"))
+}
