@@ -1,5 +1,5 @@
-//! Herald's storage. Everything Herald keeps goes through the [`Store`] trait; each backend is
-//! one module with private row types, and only this crate contains SQL.
+//! Herald's storage. Everything Herald keeps goes through the [`Store`] trait, and only this
+//! crate contains SQL.
 //!
 //! # Layout
 //!
@@ -11,17 +11,41 @@
 //! - [`sqlite`]: the embedded default backend.
 //! - [`postgres`]: the backend for several nodes on one database.
 //!
+//! # One store, two backends
+//!
+//! The store is written once. `shared` implements [`Store`] for every type that implements
+//! `backend::Backend`, a small trait of what truly differs between the two databases:
+//!
+//! - their connections: `Backend::run` on a `Pool` (SQLite: a read-only pool, two claim
+//!   readers and one writer; PostgreSQL: one pool) and their write transactions
+//!   (`WriteTransaction`: SQLite's `WriteTx`, which begins `IMMEDIATE` and discards a
+//!   connection that did not commit; sqlx's transaction on PostgreSQL);
+//! - the locks a rule needs when several nodes share the database (`Lock`: the first
+//!   organization, the endpoint cap, idempotency keys; `Backend::read_rate_limit`), which
+//!   SQLite does not take, since its one writer already serializes every transaction;
+//! - claiming and recording under a lease: in the rows with `FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL, in the process's memory on SQLite.
+//!
+//! Each statement is one text with `?` placeholders, a `statement::Statement` carrying its
+//! values; PostgreSQL runs it with the placeholders numbered. Where the SQL itself must differ
+//! (`MAX` or `GREATEST`, the write probe's ballast, the claim's row locks), the statement asks
+//! `sql::Dialect`, which says why. `sql` builds the statements of many rows (the claim, the
+//! bulk inserts and updates); `rows` reads rows of either backend into domain types.
+//!
 //! Every mutating operation that the API audits takes its [`AuditRecord`] and writes it in
 //! the same transaction as the change, so a change and its record exist together or not at all.
 
+mod backend;
 pub mod cipher;
 mod health;
 pub mod page;
 pub mod postgres;
 pub mod queue;
 mod rows;
+mod shared;
 mod sql;
 pub mod sqlite;
+mod statement;
 
 use std::time::Duration;
 

@@ -7,38 +7,39 @@
 //! they do not commit (that module says why sqlx's own transactions are not enough).
 //! Reads use a separate pool of read-only connections, which WAL lets run beside the writer.
 //! `synchronous=FULL` makes every acknowledged commit survive a power cut (CONTRACT.md §8).
+//!
+//! Everything the store does is written once in [`shared`](crate::shared); this module holds
+//! only what one process owning the file allows: no locks (the writer serializes every
+//! read-then-write), and claims that only read, leasing in memory ([`leases`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_domain::scope::Scope;
-use herald_domain::secret::ApiKeyHash;
-use herald_domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
-    OrgId, Secret, Timestamp,
-};
+use herald_domain::{DeliveryId, EndpointId, Timestamp};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 
-mod delivery;
 mod leases;
 mod writer;
 
-use leases::LeaseTable;
+use leases::{Candidate, LeaseTable};
 use writer::WriteTx;
 
+use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::health::WriteHealth;
-use crate::rows::{
-    ENDPOINT_COLUMNS, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
-    org_from_row,
-};
+use crate::queue::LeaseToken;
+use crate::rows::{ReadRow, claimed_from_row};
+use crate::shared::{resolve_scope, write_attempts};
+use crate::sql::{self, Dialect, LeaseCheck};
+use crate::statement::Statement;
 use crate::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
-    PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, SecretCipher,
-    Store, StoreError, WriteStatus, gcra_step, map_error,
+    AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, SecretCipher, StoreError,
+    map_error,
 };
 
 /// The SQLite store.
@@ -105,552 +106,174 @@ impl SqliteStore {
             health: Arc::default(),
         })
     }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    type Row = SqliteRow;
+    type Tx = WriteTx;
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    fn cipher(&self) -> &SecretCipher {
+        &self.cipher
+    }
+
+    fn health(&self) -> &WriteHealth {
+        &self.health
+    }
 
     async fn begin(&self) -> Result<WriteTx, StoreError> {
         WriteTx::begin(&self.writer, &self.health).await
     }
-}
 
-async fn insert_audit(tx: &mut WriteTx, audit: &AuditRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_log (id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(audit.id.as_uuid())
-    .bind(audit.org_id.as_uuid())
-    .bind(audit.api_key_id.map(|id| id.as_uuid()))
-    .bind(audit.action.as_str())
-    .bind(&audit.target_id)
-    .bind(audit.occurred_at.as_micros())
-    .bind(&audit.request_id)
-    .bind(&audit.reason)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_error)?;
-    Ok(())
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(map_error)?;
-        match self.health.probe_due() {
-            None => Ok(()),
-            Some(false) => Err(StoreError::NotWritable),
-            Some(true) => {
-                let mut tx = self.begin().await?;
-                sqlx::query(&crate::sql::write_probe(crate::sql::Dialect::Sqlite))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_error)?;
-                tx.commit().await
-            }
-        }
+    async fn run(&self, on: Pool, statement: Statement<'_>) -> Result<Vec<SqliteRow>, StoreError> {
+        let pool = match on {
+            Pool::Read => &self.reader,
+            Pool::Claim => &self.claim_reader,
+            // One statement on its own is a transaction SQLite begins and ends by itself; sqlx
+            // keeps no transaction state for it, so it needs no `WriteTx`.
+            Pool::Write => &self.writer,
+        };
+        statement.fetch_all(pool).await
     }
 
-    fn write_status(&self) -> WriteStatus {
-        self.health.status()
-    }
-
-    async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(org.id.as_uuid())
-            .bind(&org.name)
-            .bind(org.created_at.as_micros())
-            .execute(&self.writer)
-            .await
-            .map_err(map_error)?;
+    /// Nothing to take: every write transaction holds the one writer connection and SQLite's
+    /// write lock (`BEGIN IMMEDIATE`) from its start, so no other can run between a rule's
+    /// read and its write.
+    async fn lock(_tx: &mut WriteTx, _lock: Lock<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 
-    async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
-        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if existing > 0 {
-            tx.rollback().await?;
-            return Ok(false);
+    /// A plain read: the transaction holds the one writer (see [`Backend::lock`] above).
+    async fn read_rate_limit(tx: &mut WriteTx, key: &str) -> Result<Option<i64>, StoreError> {
+        let select = Statement::new("SELECT tat FROM rate_limits WHERE key = ?").bind(key);
+        let row = tx.fetch_first(select).await?;
+        row.map(|row| row.integer("tat")).transpose()
+    }
+
+    /// Reads due deliveries from the claim readers and leases them in memory; the claim
+    /// writes nothing, so it never waits behind the writer's commits.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let token = LeaseToken::new();
+        let leased = self.take_leases(request, token).await?;
+        if leased.is_empty() {
+            return Ok(Vec::new());
         }
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(org.id.as_uuid())
-            .bind(&org.name)
-            .bind(org.created_at.as_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM orgs ORDER BY id")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_error)?;
-        rows.iter().map(org_from_row).collect()
-    }
-
-    async fn get_org(&self, org_id: OrgId) -> Result<Org, StoreError> {
-        let row = sqlx::query("SELECT id, name, created_at FROM orgs WHERE id = ?")
-            .bind(org_id.as_uuid())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_error)?
-            .ok_or(StoreError::NotFound)?;
-        org_from_row(&row)
-    }
-
-    async fn rotate_org_secret(
-        &self,
-        org_id: OrgId,
-        secret: &Secret,
-        audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE orgs SET webhook_secret = ?, webhook_secret_rotated_at = ? WHERE id = ?",
-        )
-        .bind(self.cipher.seal(secret))
-        .bind(audit.occurred_at.as_micros())
-        .bind(org_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if updated.rows_affected() == 0 {
-            return tx.refuse(StoreError::NotFound).await;
-        }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await
-    }
-
-    async fn get_org_secret(&self, org_id: OrgId) -> Result<Option<Secret>, StoreError> {
-        let sealed: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT webhook_secret FROM orgs WHERE id = ?")
-                .bind(org_id.as_uuid())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(map_error)?;
-        match sealed {
-            None => Err(StoreError::NotFound),
-            Some(None) => Ok(None),
-            Some(Some(sealed)) => self.cipher.open(&sealed).map(Some),
-        }
-    }
-
-    async fn create_api_key(&self, key: &ApiKey, hash: &ApiKeyHash) -> Result<(), StoreError> {
-        let scopes = key
-            .scopes
-            .iter()
-            .map(Scope::as_str)
-            .collect::<Vec<_>>()
-            .join(",");
-        sqlx::query(
-            "INSERT INTO api_keys (id, org_id, key_hash, hint, scopes, created_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(key.id.as_uuid())
-        .bind(key.org_id.as_uuid())
-        .bind(hash.as_slice())
-        .bind(&key.hint)
-        .bind(scopes)
-        .bind(key.created_at.as_micros())
-        .execute(&self.writer)
-        .await
-        .map_err(map_error)?;
-        Ok(())
-    }
-
-    async fn list_api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, org_id, hint, scopes, created_at, revoked_at FROM api_keys WHERE org_id = ? ORDER BY id",
-        )
-        .bind(org_id.as_uuid())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_error)?;
-        rows.iter().map(api_key_from_row).collect()
-    }
-
-    async fn revoke_api_key(&self, key_id: ApiKeyId, at: Timestamp) -> Result<ApiKey, StoreError> {
-        let row = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?
-             RETURNING id, org_id, hint, scopes, created_at, revoked_at",
-        )
-        .bind(at.as_micros())
-        .bind(key_id.as_uuid())
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(map_error)?
-        .ok_or(StoreError::NotFound)?;
-        api_key_from_row(&row)
-    }
-
-    async fn find_api_key(&self, hash: &ApiKeyHash) -> Result<Option<ApiKey>, StoreError> {
-        // A revocation must be visible to the very next request: every read starts a fresh
-        // WAL snapshot, which includes each transaction committed before it.
-        let row = sqlx::query(
-            "SELECT id, org_id, hint, scopes, created_at, revoked_at FROM api_keys WHERE key_hash = ?",
-        )
-        .bind(hash.as_slice())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_error)?;
-        row.as_ref().map(api_key_from_row).transpose()
-    }
-
-    async fn create_endpoint(
-        &self,
-        endpoint: &Endpoint,
-        secret: &Secret,
-        cap: u32,
-        audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM endpoints WHERE org_id = ? AND deleted_at IS NULL",
-        )
-        .bind(endpoint.org_id.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if live >= i64::from(cap) {
-            return tx.refuse(StoreError::LimitExceeded).await;
-        }
-        sqlx::query(
-            "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
-                                    created_at, updated_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(endpoint.id.as_uuid())
-        .bind(endpoint.org_id.as_uuid())
-        .bind(&endpoint.url)
-        .bind(&endpoint.description)
-        .bind(events_json(&endpoint.events))
-        .bind(endpoint.active)
-        .bind(&endpoint.api_version)
-        .bind(self.cipher.seal(secret))
-        .bind(endpoint.created_at.as_micros())
-        .bind(endpoint.updated_at.as_micros())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await
-    }
-
-    async fn list_endpoints(
-        &self,
-        org_id: OrgId,
-        page: &PageRequest,
-    ) -> Result<Page<Endpoint>, StoreError> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM endpoints WHERE org_id = ? AND deleted_at IS NULL",
-        )
-        .bind(org_id.as_uuid())
-        .fetch_one(&self.reader)
-        .await
-        .map_err(map_error)?;
-        let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints
-             WHERE org_id = ? AND deleted_at IS NULL AND (? IS NULL OR id < ?)
-             ORDER BY id DESC LIMIT ?"
-        );
-        let after = page.cursor.map(|cursor| cursor.id());
-        let rows = sqlx::query(&sql)
-            .bind(org_id.as_uuid())
-            .bind(after)
-            .bind(after)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_error)?;
-        let endpoints = rows
-            .iter()
-            .map(endpoint_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(
-            endpoints,
-            page.limit,
-            total.unsigned_abs(),
-            |endpoint| endpoint.id.as_uuid(),
-        ))
-    }
-
-    async fn get_endpoint(
-        &self,
-        org_id: OrgId,
-        endpoint_id: EndpointId,
-    ) -> Result<Endpoint, StoreError> {
-        let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
-        );
-        let row = sqlx::query(&sql)
-            .bind(endpoint_id.as_uuid())
-            .bind(org_id.as_uuid())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_error)?
-            .ok_or(StoreError::NotFound)?;
-        endpoint_from_row(&row)
-    }
-
-    async fn update_endpoint(
-        &self,
-        org_id: OrgId,
-        endpoint_id: EndpointId,
-        patch: &EndpointPatch,
-        audit: &AuditRecord,
-    ) -> Result<Endpoint, StoreError> {
-        let mut tx = self.begin().await?;
-        // `updated_at` always moves forward, even when two updates share a microsecond.
-        let sql = format!(
-            "UPDATE endpoints SET
-                url = COALESCE(?, url),
-                description = CASE WHEN ? THEN ? ELSE description END,
-                events = COALESCE(?, events),
-                active = COALESCE(?, active),
-                updated_at = MAX(?, updated_at + 1)
-             WHERE id = ? AND org_id = ? AND deleted_at IS NULL
-             RETURNING {ENDPOINT_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&patch.url)
-            .bind(patch.description.is_some())
-            .bind(patch.description.clone().flatten())
-            .bind(patch.events.as_deref().map(events_json))
-            .bind(patch.active)
-            .bind(audit.occurred_at.as_micros())
-            .bind(endpoint_id.as_uuid())
-            .bind(org_id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        let Some(row) = row else {
-            return tx.refuse(StoreError::NotFound).await;
+        // What to send, read beside the writer: nothing the read needs can go while the
+        // deliveries are pending (an endpoint changed meanwhile is read as it is now, which is
+        // what the attempt must use).
+        let details = sql::claimed_details(leased.iter().copied());
+        let claimed = match self.run(Pool::Claim, details).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| claimed_from_row(row, &self.cipher, token))
+                .collect(),
+            Err(error) => Err(error),
         };
-        let endpoint = endpoint_from_row(&row)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(endpoint)
-    }
-
-    async fn delete_endpoint(
-        &self,
-        org_id: OrgId,
-        endpoint_id: EndpointId,
-        audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let deleted = sqlx::query(
-            "UPDATE endpoints SET deleted_at = ?, updated_at = MAX(?, updated_at + 1)
-             WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
-        )
-        .bind(audit.occurred_at.as_micros())
-        .bind(audit.occurred_at.as_micros())
-        .bind(endpoint_id.as_uuid())
-        .bind(org_id.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        if deleted.rows_affected() == 0 {
-            return tx.refuse(StoreError::NotFound).await;
+        if claimed.is_err() {
+            // Nobody was handed them: they are claimable again at once.
+            self.leases.release(leased.iter().map(|id| (*id, token)));
         }
-        delivery::abandon_pending(&mut tx, endpoint_id, "endpoint deleted", audit.occurred_at)
-            .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await
+        claimed
     }
 
-    async fn rotate_endpoint_secret(
-        &self,
-        org_id: OrgId,
-        endpoint_id: EndpointId,
-        secret: &Secret,
-        audit: &AuditRecord,
-    ) -> Result<Endpoint, StoreError> {
-        let mut tx = self.begin().await?;
-        let sql = format!(
-            "UPDATE endpoints SET secret = ?, updated_at = MAX(?, updated_at + 1)
-             WHERE id = ? AND org_id = ? AND deleted_at IS NULL
-             RETURNING {ENDPOINT_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(self.cipher.seal(secret))
-            .bind(audit.occurred_at.as_micros())
-            .bind(endpoint_id.as_uuid())
-            .bind(org_id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        let Some(row) = row else {
-            return tx.refuse(StoreError::NotFound).await;
-        };
-        let endpoint = endpoint_from_row(&row)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(endpoint)
-    }
-
-    async fn get_endpoint_secret(
-        &self,
-        org_id: OrgId,
-        endpoint_id: EndpointId,
-    ) -> Result<Secret, StoreError> {
-        let sealed: Vec<u8> = sqlx::query_scalar(
-            "SELECT secret FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
-        )
-        .bind(endpoint_id.as_uuid())
-        .bind(org_id.as_uuid())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_error)?
-        .ok_or(StoreError::NotFound)?;
-        self.cipher.open(&sealed)
-    }
-
-    async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await
-    }
-
-    async fn list_audit_records(
-        &self,
-        org_id: OrgId,
-        page: &PageRequest,
-    ) -> Result<Page<AuditRecord>, StoreError> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE org_id = ?")
-            .bind(org_id.as_uuid())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(map_error)?;
-        let after = page.cursor.map(|cursor| cursor.id());
-        let rows = sqlx::query(
-            "SELECT id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason FROM audit_log
-             WHERE org_id = ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
-        )
-        .bind(org_id.as_uuid())
-        .bind(after)
-        .bind(after)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_error)?;
-        let records = rows
-            .iter()
-            .map(audit_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(
-            records,
-            page.limit,
-            total.unsigned_abs(),
-            |record| record.id.as_uuid(),
-        ))
-    }
-
-    async fn acquire_rate_limit(
-        &self,
-        key: &str,
-        rate: RateLimit,
-        now: Timestamp,
-    ) -> Result<RateDecision, StoreError> {
-        let mut tx = self.begin().await?;
-        let stored: Option<i64> = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        let (decision, new_tat) = gcra_step(stored, rate, now);
-        if let Some(tat) = new_tat {
-            sqlx::query("INSERT INTO rate_limits (key, tat) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET tat = excluded.tat")
-                .bind(key)
-                .bind(tat)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
-        }
-        tx.commit().await?;
-        Ok(decision)
-    }
-
-    async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError> {
-        self.health
-            .observe(delivery::publish_events(self, events).await)
-    }
-
-    async fn enqueue_replay(
-        &self,
-        event: &Event,
-        endpoint_id: EndpointId,
-        audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
-        delivery::enqueue_replay(self, event, endpoint_id, audit).await
-    }
-
-    async fn record_test_attempt(
-        &self,
-        event: &Event,
-        attempt: &Attempt,
-    ) -> Result<(), StoreError> {
-        delivery::record_test_attempt(self, event, attempt).await
-    }
-
-    async fn claim_due_deliveries(
-        &self,
-        request: &ClaimRequest,
-    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        delivery::claim_due_deliveries(self, request).await
-    }
-
+    /// Only an attempt made under its delivery's current lease (checked against the lease
+    /// table) moves the delivery on; the others (a lease that lapsed and was taken again) are
+    /// recorded, nothing more. The leases end after the commit.
     async fn record_attempts(
         &self,
         recordings: &[AttemptRecording],
         disable_failing_before: Timestamp,
     ) -> Result<(), StoreError> {
-        self.health
-            .observe(delivery::record_attempts(self, recordings, disable_failing_before).await)
+        let leases = |recordings: &[&AttemptRecording]| {
+            recordings
+                .iter()
+                .map(|recording| (recording.attempt.delivery_id, recording.lease))
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<&AttemptRecording> = recordings.iter().collect();
+        let current = self.leases.begin_settling(leases(&all));
+        let settling: Vec<&AttemptRecording> = all
+            .iter()
+            .zip(&current)
+            .filter_map(|(recording, current)| current.then_some(*recording))
+            .collect();
+        let written = write_attempts(
+            self,
+            recordings,
+            &settling,
+            LeaseCheck::ByCaller,
+            disable_failing_before,
+        )
+        .await;
+        match written {
+            Ok(()) => self.leases.end(leases(&settling)).await,
+            Err(_) => self.leases.abandon_settling(leases(&all)),
+        }
+        written
     }
 
-    async fn release_all_leases(&self) -> Result<(), StoreError> {
-        delivery::release_all_leases(self).await
+    fn forget_leases(&self) {
+        self.leases.clear();
     }
 
-    async fn list_attempts(
+    /// A leased delivery is still due in its row; like a leased row on PostgreSQL, it counts
+    /// as scheduled (for its lease's end) instead.
+    fn leased_but_due(&self, now: Timestamp) -> u64 {
+        self.leases.live(now)
+    }
+}
+
+impl SqliteStore {
+    /// Reads due deliveries from a claim reader and leases, in memory, those nobody holds
+    /// (`leases.rs` says why this is as safe as leases in rows). The read asks for as many more
+    /// rows of each endpoint as this process holds, since those are still due in the database.
+    async fn take_leases(
         &self,
-        org_id: OrgId,
-        filter: &AttemptFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Attempt>, StoreError> {
-        delivery::list_attempts(self, org_id, filter, page).await
+        request: &ClaimRequest,
+        token: LeaseToken,
+    ) -> Result<Vec<DeliveryId>, StoreError> {
+        let _claiming = self.leases.claiming().await;
+        let request = &resolve_scope(self, request).await?;
+        if matches!(&request.scope, ClaimScope::Endpoints(endpoints) if endpoints.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let held = self.leases.held_per_endpoint(request.now);
+        // Its text varies with the endpoints it names: prepared for this read only, so the
+        // readers' statement caches do not fill with one-off programs.
+        let read = sql::due_deliveries(&widened_past(request, &held)).persistent(false);
+        let candidates = self
+            .run(Pool::Claim, read)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Candidate {
+                    delivery_id: DeliveryId::from_uuid(row.uuid("id")?),
+                    endpoint_id: EndpointId::from_uuid(row.uuid("endpoint_id")?),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let lease = chrono::Duration::from_std(request.lease).unwrap_or(chrono::Duration::MAX);
+        Ok(self.leases.lease(
+            &candidates,
+            token,
+            request.now,
+            request.now.add(lease),
+            usize::try_from(request.limit).unwrap_or(usize::MAX),
+            |endpoint_id| request.most_for(endpoint_id),
+        ))
     }
+}
 
-    async fn get_attempt(
-        &self,
-        org_id: OrgId,
-        attempt_id: AttemptId,
-    ) -> Result<Attempt, StoreError> {
-        delivery::get_attempt(self, org_id, attempt_id).await
+/// A refill with room for the deliveries `held` (per endpoint), which a read finds still due.
+fn widened_past(request: &ClaimRequest, held: &HashMap<EndpointId, u32>) -> ClaimRequest {
+    let mut read = request.clone();
+    if let ClaimScope::Endpoints(endpoints) = &mut read.scope {
+        for (endpoint_id, most) in endpoints.iter_mut() {
+            let count = held.get(endpoint_id).copied().unwrap_or(0);
+            *most = most.saturating_add(count);
+            read.limit = read.limit.saturating_add(count);
+        }
     }
-
-    async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError> {
-        delivery::get_event(self, org_id, event_id).await
-    }
-
-    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
-        delivery::queue_stats(self, now).await
-    }
-
-    async fn purge_expired(
-        &self,
-        events_before: Timestamp,
-        attempts_before: Timestamp,
-        batch: u32,
-    ) -> Result<PurgeReport, StoreError> {
-        delivery::purge_expired(self, events_before, attempts_before, batch).await
-    }
+    read
 }

@@ -14,21 +14,22 @@
 //! not end in a successful `COMMIT` (an error, an early return, a cancelled future) discards
 //! its connection: closing it makes SQLite roll back whatever is left, and the pool opens a
 //! fresh connection for the next writer. Errors are rare, so the reopen costs nothing that
-//! matters; an early return that is not an error calls [`WriteTx::rollback`] to keep its
-//! connection.
+//! matters; an early return that is not an error rolls back (`WriteTransaction::rollback`) to
+//! keep its connection.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 
+use crate::backend::WriteTransaction;
 use crate::health::WriteHealth;
+use crate::statement::Statement;
 use crate::{StoreError, map_error};
 
-/// A write transaction on the writer connection; dereferences to the connection for running
-/// statements in it.
+/// A write transaction on the writer connection.
 pub(crate) struct WriteTx {
     connection: PoolConnection<Sqlite>,
     health: Arc<WriteHealth>,
@@ -66,10 +67,23 @@ impl WriteTx {
             ended: false,
         })
     }
+}
+
+#[async_trait]
+impl WriteTransaction for WriteTx {
+    type Row = SqliteRow;
+
+    async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, StoreError> {
+        statement.execute(&mut *self.connection).await
+    }
+
+    async fn fetch(&mut self, statement: Statement<'_>) -> Result<Vec<SqliteRow>, StoreError> {
+        statement.fetch_all(&mut *self.connection).await
+    }
 
     /// Commits. On failure the connection is discarded (by `Drop`), whatever SQLite did with
     /// the transaction.
-    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<(), StoreError> {
         let committed = sqlx::query("COMMIT")
             .execute(&mut *self.connection)
             .await
@@ -79,16 +93,9 @@ impl WriteTx {
         self.health.observe(committed)
     }
 
-    /// Rolls back a transaction whose rule refused the change (a missing row, a cap reached)
-    /// and answers that refusal, keeping the connection for the next writer.
-    pub(crate) async fn refuse<T>(self, refusal: StoreError) -> Result<T, StoreError> {
-        self.rollback().await?;
-        Err(refusal)
-    }
-
-    /// Rolls back a transaction the caller decided not to commit, keeping the connection when
-    /// that succeeds.
-    pub(crate) async fn rollback(mut self) -> Result<(), StoreError> {
+    /// Rolls back a transaction the caller decided not to commit (or whose rule refused the
+    /// change), keeping the connection for the next writer when that succeeds.
+    async fn rollback(mut self) -> Result<(), StoreError> {
         let rolled_back = sqlx::query("ROLLBACK")
             .execute(&mut *self.connection)
             .await
@@ -106,19 +113,5 @@ impl Drop for WriteTx {
             // the pool replaces it for the next writer.
             self.connection.close_on_drop();
         }
-    }
-}
-
-impl Deref for WriteTx {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.connection
-    }
-}
-
-impl DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.connection
     }
 }

@@ -1,0 +1,512 @@
+//! The [`Store`], written once over any [`Backend`]: organizations, API keys, endpoints, the
+//! audit trail and rate limits here, the delivery half in [`delivery`]. A statement's text is
+//! the same on both backends; where a rule needs more than one writer's serialization, the
+//! backend takes a [`Lock`] (a no-op on SQLite, whose one writer already excludes the rest).
+
+use async_trait::async_trait;
+use herald_domain::scope::Scope;
+use herald_domain::secret::ApiKeyHash;
+use herald_domain::{
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
+    OrgId, Secret, Timestamp,
+};
+
+mod delivery;
+
+pub(crate) use delivery::{resolve_scope, write_attempts};
+
+use crate::backend::{Backend, Lock, Pool, WriteTransaction};
+use crate::rows::{
+    ENDPOINT_COLUMNS, ReadRow, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
+    org_from_row,
+};
+use crate::statement::Statement;
+use crate::{
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
+    PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, Store,
+    StoreError, WriteStatus, gcra_step, sql,
+};
+
+const API_KEY_COLUMNS: &str = "id, org_id, hint, scopes, created_at, revoked_at";
+const AUDIT_COLUMNS: &str =
+    "id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason";
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(Pool::Read, Statement::new("SELECT 1")).await?;
+        match self.health().probe_due() {
+            None => Ok(()),
+            Some(false) => Err(StoreError::NotWritable),
+            Some(true) => {
+                let probe = Statement::new(sql::write_probe(B::DIALECT));
+                let probed = self.run(Pool::Write, probe).await.map(drop);
+                self.health().observe(probed)
+            }
+        }
+    }
+
+    fn write_status(&self) -> WriteStatus {
+        self.health().status()
+    }
+
+    async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
+        self.run(Pool::Write, insert_org(org)).await.map(drop)
+    }
+
+    async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        B::lock(&mut tx, Lock::FirstOrg).await?;
+        if count(&mut tx, Statement::new("SELECT COUNT(*) AS n FROM orgs")).await? > 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.execute(insert_org(org)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+        let select = Statement::new("SELECT id, name, created_at FROM orgs ORDER BY id");
+        let rows = self.run(Pool::Read, select).await?;
+        rows.iter().map(org_from_row).collect()
+    }
+
+    async fn get_org(&self, org_id: OrgId) -> Result<Org, StoreError> {
+        let select = Statement::new("SELECT id, name, created_at FROM orgs WHERE id = ?")
+            .bind(org_id.as_uuid());
+        org_from_row(&only(self.run(Pool::Read, select).await?)?)
+    }
+
+    async fn rotate_org_secret(
+        &self,
+        org_id: OrgId,
+        secret: &Secret,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let update = Statement::new(
+            "UPDATE orgs SET webhook_secret = ?, webhook_secret_rotated_at = ? WHERE id = ?",
+        )
+        .bind(self.cipher().seal(secret))
+        .bind(audit.occurred_at.as_micros())
+        .bind(org_id.as_uuid());
+        if tx.execute(update).await? == 0 {
+            return tx.refuse(StoreError::NotFound).await;
+        }
+        commit_audited(tx, audit).await
+    }
+
+    async fn get_org_secret(&self, org_id: OrgId) -> Result<Option<Secret>, StoreError> {
+        let select =
+            Statement::new("SELECT webhook_secret FROM orgs WHERE id = ?").bind(org_id.as_uuid());
+        let sealed = only(self.run(Pool::Read, select).await?)?.optional_bytes("webhook_secret")?;
+        sealed.map(|sealed| self.cipher().open(&sealed)).transpose()
+    }
+
+    async fn create_api_key(&self, key: &ApiKey, hash: &ApiKeyHash) -> Result<(), StoreError> {
+        let scopes = key.scopes.iter().map(Scope::as_str).collect::<Vec<_>>();
+        let insert = Statement::new(
+            "INSERT INTO api_keys (id, org_id, key_hash, hint, scopes, created_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(key.id.as_uuid())
+        .bind(key.org_id.as_uuid())
+        .bind(hash.as_slice())
+        .bind(&key.hint)
+        .bind(scopes.join(","))
+        .bind(key.created_at.as_micros());
+        self.run(Pool::Write, insert).await.map(drop)
+    }
+
+    async fn list_api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKey>, StoreError> {
+        let select = Statement::new(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = ? ORDER BY id"
+        ))
+        .bind(org_id.as_uuid());
+        let rows = self.run(Pool::Read, select).await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, key_id: ApiKeyId, at: Timestamp) -> Result<ApiKey, StoreError> {
+        let update = Statement::new(format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(at.as_micros())
+        .bind(key_id.as_uuid());
+        api_key_from_row(&only(self.run(Pool::Write, update).await?)?)
+    }
+
+    async fn find_api_key(&self, hash: &ApiKeyHash) -> Result<Option<ApiKey>, StoreError> {
+        // A revocation must be visible to the very next request: every read starts a fresh
+        // snapshot, which includes each transaction committed before it.
+        let select = Statement::new(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?"
+        ))
+        .bind(hash.as_slice());
+        let rows = self.run(Pool::Read, select).await?;
+        rows.first().map(api_key_from_row).transpose()
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        secret: &Secret,
+        cap: u32,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        B::lock(&mut tx, Lock::OrgEndpoints(endpoint.org_id)).await?;
+        if count(&mut tx, live_endpoints(endpoint.org_id)).await? >= i64::from(cap) {
+            return tx.refuse(StoreError::LimitExceeded).await;
+        }
+        let insert = Statement::new(
+            "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
+                                    created_at, updated_at, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(endpoint.id.as_uuid())
+        .bind(endpoint.org_id.as_uuid())
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(events_json(&endpoint.events))
+        .bind(endpoint.active)
+        .bind(&endpoint.api_version)
+        .bind(self.cipher().seal(secret))
+        .bind(endpoint.created_at.as_micros())
+        .bind(endpoint.updated_at.as_micros());
+        tx.execute(insert).await?;
+        commit_audited(tx, audit).await
+    }
+
+    async fn list_endpoints(
+        &self,
+        org_id: OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<Endpoint>, StoreError> {
+        let total = Statement::new(
+            "SELECT COUNT(*) AS n FROM endpoints WHERE org_id = ? AND deleted_at IS NULL",
+        );
+        let select = Statement::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE org_id = ? AND deleted_at IS NULL"
+        ));
+        let (total, select) = (total.bind(org_id.as_uuid()), select.bind(org_id.as_uuid()));
+        read_page(self, total, select, page, endpoint_from_row, |endpoint| {
+            endpoint.id.as_uuid()
+        })
+        .await
+    }
+
+    async fn get_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<Endpoint, StoreError> {
+        let select = Statement::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
+        ))
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid());
+        endpoint_from_row(&only(self.run(Pool::Read, select).await?)?)
+    }
+
+    async fn update_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        patch: &EndpointPatch,
+        audit: &AuditRecord,
+    ) -> Result<Endpoint, StoreError> {
+        let update = Statement::new(format!(
+            "UPDATE endpoints SET
+                url = COALESCE(?, url),
+                description = CASE WHEN ? THEN ? ELSE description END,
+                events = COALESCE(?, events),
+                active = COALESCE(?, active),
+                {}
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL
+             RETURNING {ENDPOINT_COLUMNS}",
+            updated_at::<B>()
+        ))
+        .bind(&patch.url)
+        .bind(patch.description.is_some())
+        .bind(patch.description.clone().flatten())
+        .bind(patch.events.as_deref().map(events_json))
+        .bind(patch.active)
+        .bind(audit.occurred_at.as_micros())
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid());
+        update_audited(self, update, audit).await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let delete = Statement::new(format!(
+            "UPDATE endpoints SET deleted_at = ?, {}
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+            updated_at::<B>()
+        ))
+        .bind(audit.occurred_at.as_micros())
+        .bind(audit.occurred_at.as_micros())
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid());
+        if tx.execute(delete).await? == 0 {
+            return tx.refuse(StoreError::NotFound).await;
+        }
+        delivery::abandon_pending(&mut tx, endpoint_id, "endpoint deleted", audit.occurred_at)
+            .await?;
+        commit_audited(tx, audit).await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        secret: &Secret,
+        audit: &AuditRecord,
+    ) -> Result<Endpoint, StoreError> {
+        let update = Statement::new(format!(
+            "UPDATE endpoints SET secret = ?, {}
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL
+             RETURNING {ENDPOINT_COLUMNS}",
+            updated_at::<B>()
+        ))
+        .bind(self.cipher().seal(secret))
+        .bind(audit.occurred_at.as_micros())
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid());
+        update_audited(self, update, audit).await
+    }
+
+    async fn get_endpoint_secret(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<Secret, StoreError> {
+        let select = Statement::new(
+            "SELECT secret FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid());
+        let row = only(self.run(Pool::Read, select).await?)?;
+        self.cipher().open(&row.bytes("secret")?)
+    }
+
+    async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError> {
+        commit_audited(self.begin().await?, audit).await
+    }
+
+    async fn list_audit_records(
+        &self,
+        org_id: OrgId,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let total = Statement::new("SELECT COUNT(*) AS n FROM audit_log WHERE org_id = ?")
+            .bind(org_id.as_uuid());
+        let select = Statement::new(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE org_id = ?"
+        ))
+        .bind(org_id.as_uuid());
+        read_page(self, total, select, page, audit_from_row, |record| {
+            record.id.as_uuid()
+        })
+        .await
+    }
+
+    async fn acquire_rate_limit(
+        &self,
+        key: &str,
+        rate: RateLimit,
+        now: Timestamp,
+    ) -> Result<RateDecision, StoreError> {
+        let mut tx = self.begin().await?;
+        let (decision, new_tat) = gcra_step(B::read_rate_limit(&mut tx, key).await?, rate, now);
+        if let Some(tat) = new_tat {
+            let store = Statement::new(
+                "INSERT INTO rate_limits (key, tat) VALUES (?, ?)
+                 ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+            );
+            tx.execute(store.bind(key).bind(tat)).await?;
+        }
+        tx.commit().await?;
+        Ok(decision)
+    }
+
+    async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError> {
+        self.health()
+            .observe(delivery::publish_events(self, events).await)
+    }
+
+    async fn enqueue_replay(
+        &self,
+        event: &Event,
+        endpoint_id: EndpointId,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        delivery::enqueue_replay(self, event, endpoint_id, audit).await
+    }
+
+    async fn record_test_attempt(
+        &self,
+        event: &Event,
+        attempt: &Attempt,
+    ) -> Result<(), StoreError> {
+        delivery::record_test_attempt(self, event, attempt).await
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        request: &ClaimRequest,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.claim(request).await
+    }
+
+    async fn record_attempts(
+        &self,
+        recordings: &[AttemptRecording],
+        disable_failing_before: Timestamp,
+    ) -> Result<(), StoreError> {
+        let recorded = Backend::record_attempts(self, recordings, disable_failing_before).await;
+        self.health().observe(recorded)
+    }
+
+    async fn release_all_leases(&self) -> Result<(), StoreError> {
+        delivery::release_all_leases(self).await
+    }
+
+    async fn list_attempts(
+        &self,
+        org_id: OrgId,
+        filter: &AttemptFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Attempt>, StoreError> {
+        delivery::list_attempts(self, org_id, filter, page).await
+    }
+
+    async fn get_attempt(
+        &self,
+        org_id: OrgId,
+        attempt_id: AttemptId,
+    ) -> Result<Attempt, StoreError> {
+        delivery::get_attempt(self, org_id, attempt_id).await
+    }
+
+    async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError> {
+        delivery::get_event(self, org_id, event_id).await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
+        delivery::queue_stats(self, now).await
+    }
+
+    async fn purge_expired(
+        &self,
+        events_before: Timestamp,
+        attempts_before: Timestamp,
+        batch: u32,
+    ) -> Result<PurgeReport, StoreError> {
+        delivery::purge_expired(self, events_before, attempts_before, batch).await
+    }
+}
+
+fn insert_org(org: &Org) -> Statement<'_> {
+    Statement::new("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)")
+        .bind(org.id.as_uuid())
+        .bind(&org.name)
+        .bind(org.created_at.as_micros())
+}
+
+fn live_endpoints(org_id: OrgId) -> Statement<'static> {
+    Statement::new("SELECT COUNT(*) AS n FROM endpoints WHERE org_id = ? AND deleted_at IS NULL")
+        .bind(org_id.as_uuid())
+}
+
+/// `updated_at` always moves forward, even when two updates share a microsecond; binds one
+/// value, the change's instant.
+fn updated_at<B: Backend>() -> String {
+    format!("updated_at = {}(?, updated_at + 1)", B::DIALECT.greatest())
+}
+
+/// The only row of a result; none is `NotFound`.
+fn only<R>(rows: Vec<R>) -> Result<R, StoreError> {
+    rows.into_iter().next().ok_or(StoreError::NotFound)
+}
+
+/// The count a `SELECT COUNT(*) AS n` reads in `tx`.
+async fn count<T: WriteTransaction>(
+    tx: &mut T,
+    statement: Statement<'_>,
+) -> Result<i64, StoreError> {
+    only(tx.fetch(statement).await?)?.integer("n")
+}
+
+/// Stores `audit` in `tx` and commits: a change and its record exist together or not at all.
+async fn commit_audited<T: WriteTransaction>(
+    mut tx: T,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    tx.execute(insert_audit(audit)).await?;
+    tx.commit().await
+}
+
+/// Runs an `UPDATE … RETURNING` of a live endpoint and audits it; no such endpoint is `NotFound`.
+async fn update_audited<B: Backend>(
+    store: &B,
+    update: Statement<'_>,
+    audit: &AuditRecord,
+) -> Result<Endpoint, StoreError> {
+    let mut tx = store.begin().await?;
+    let Some(row) = tx.fetch_first(update).await? else {
+        return tx.refuse(StoreError::NotFound).await;
+    };
+    let endpoint = endpoint_from_row(&row)?;
+    commit_audited(tx, audit).await?;
+    Ok(endpoint)
+}
+
+pub(crate) fn insert_audit(audit: &AuditRecord) -> Statement<'_> {
+    Statement::new(format!(
+        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(audit.id.as_uuid())
+    .bind(audit.org_id.as_uuid())
+    .bind(audit.api_key_id.map(|id| id.as_uuid()))
+    .bind(audit.action.as_str())
+    .bind(&audit.target_id)
+    .bind(audit.occurred_at.as_micros())
+    .bind(&audit.request_id)
+    .bind(&audit.reason)
+}
+
+/// One page of a newest-first list: `total` counts every match (`COUNT(*) AS n`), `select`
+/// (ending in its `WHERE` clause) reads them; the page adds the cursor and the limit.
+async fn read_page<B: Backend, T>(
+    store: &B,
+    total: Statement<'_>,
+    mut select: Statement<'_>,
+    page: &PageRequest,
+    read: impl Fn(&B::Row) -> Result<T, StoreError>,
+    id_of: impl Fn(&T) -> uuid::Uuid,
+) -> Result<Page<T>, StoreError> {
+    let total = only(store.run(Pool::Read, total).await?)?.integer("n")?;
+    if let Some(cursor) = page.cursor {
+        select.push(" AND id < ").push_bind(cursor.id());
+    }
+    select
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(page.limit) + 1);
+    let rows = store.run(Pool::Read, select).await?;
+    let items = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(
+        items,
+        page.limit,
+        total.unsigned_abs(),
+        id_of,
+    ))
+}

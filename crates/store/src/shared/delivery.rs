@@ -1,0 +1,473 @@
+//! The delivery half of the [`Store`](crate::Store), written once: publishing with fan-out,
+//! replays and test sends, recording attempts, the feed, the queue's counts, and retention.
+//! Claiming differs between the backends and lives with each ([`Backend::claim`]).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use herald_domain::{
+    Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
+    EventId, OrgId, Outcome, Timestamp,
+};
+
+use super::{count, insert_audit, only};
+use crate::backend::{Backend, Lock, Pool, WriteTransaction};
+use crate::queue::{EndpointStep, delivery_status, endpoint_steps};
+use crate::rows::{
+    ATTEMPT_COLUMNS, EMPTY_SHA256, ENDPOINT_COLUMNS, EVENT_COLUMNS, ReadRow, attempt_from_row,
+    endpoint_from_row, event_from_row,
+};
+use crate::sql::{self, LeaseCheck, NewDelivery};
+use crate::statement::Statement;
+use crate::{
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, Page, PageRequest, PublishedEvent,
+    PurgeReport, QueueStats, StoreError,
+};
+
+/// How long an idempotency key keeps returning the first event.
+const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+pub(super) async fn publish_events<B: Backend>(
+    store: &B,
+    events: &[Event],
+) -> Result<Vec<PublishedEvent>, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
+    let mut published = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
+    // New events and their deliveries are inserted together, except that an idempotency key
+    // is looked up only after everything before it is stored, so a key repeated within one
+    // batch finds its first use and that event's fan-out.
+    let mut new_events: Vec<&Event> = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(key) = &event.idempotency_key {
+            in_chunks(&mut tx, &new_events, sql::insert_events).await?;
+            in_chunks(&mut tx, &deliveries, sql::insert_pending_deliveries).await?;
+            new_events.clear();
+            deliveries.clear();
+            B::lock(&mut tx, Lock::IdempotencyKey(event.org_id, key)).await?;
+            let earlier = Statement::new(
+                "SELECT id, created_at FROM events WHERE org_id = ? AND idempotency_key = ?",
+            );
+            let earlier = earlier.bind(event.org_id.as_uuid()).bind(key.as_str());
+            if let Some(earlier) = tx.fetch_first(earlier).await? {
+                let earlier_id = earlier.uuid("id")?;
+                let earlier_at = Timestamp::from_micros(earlier.integer("created_at")?);
+                if earlier_at >= event.created_at.add(-IDEMPOTENCY_WINDOW) {
+                    let fanned_out =
+                        Statement::new("SELECT COUNT(*) AS n FROM deliveries WHERE event_id = ?");
+                    let fanned_out = count(&mut tx, fanned_out.bind(earlier_id)).await?;
+                    published.push(PublishedEvent {
+                        event_id: EventId::from_uuid(earlier_id),
+                        endpoints: u32::try_from(fanned_out).unwrap_or(u32::MAX),
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                // Past the window: the key is free again.
+                let free = Statement::new("UPDATE events SET idempotency_key = NULL WHERE id = ?");
+                tx.execute(free.bind(earlier_id)).await?;
+            }
+        }
+        new_events.push(event);
+        if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
+            slot.insert(live_active_endpoints(&mut tx, event.org_id).await?);
+        }
+        let mut fanned_out = 0u32;
+        for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {
+            if endpoint.subscribes_to(&event.event_type) {
+                deliveries.push(NewDelivery {
+                    id: DeliveryId::new(),
+                    event,
+                    endpoint_id: endpoint.id,
+                });
+                fanned_out += 1;
+            }
+        }
+        published.push(PublishedEvent {
+            event_id: event.id,
+            endpoints: fanned_out,
+            duplicate: false,
+        });
+    }
+    in_chunks(&mut tx, &new_events, sql::insert_events).await?;
+    in_chunks(&mut tx, &deliveries, sql::insert_pending_deliveries).await?;
+    tx.commit().await?;
+    Ok(published)
+}
+
+async fn live_active_endpoints<T: WriteTransaction>(
+    tx: &mut T,
+    org_id: OrgId,
+) -> Result<Vec<Endpoint>, StoreError> {
+    let select = Statement::new(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE org_id = ? AND deleted_at IS NULL AND active"
+    ));
+    let rows = tx.fetch(select.bind(org_id.as_uuid())).await?;
+    rows.iter().map(endpoint_from_row).collect()
+}
+
+/// Runs `insert` for each [`sql::BULK_ROWS`] of `rows`.
+async fn in_chunks<'a, T: WriteTransaction, R>(
+    tx: &mut T,
+    rows: &'a [R],
+    insert: fn(&'a [R]) -> Statement<'a>,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(sql::BULK_ROWS) {
+        tx.execute(insert(chunk)).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn enqueue_replay<B: Backend>(
+    store: &B,
+    event: &Event,
+    endpoint_id: EndpointId,
+    audit: &AuditRecord,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let live = Statement::new(
+        "SELECT id FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+    );
+    let live = live
+        .bind(endpoint_id.as_uuid())
+        .bind(event.org_id.as_uuid());
+    if tx.fetch_first(live).await?.is_none() {
+        return tx.refuse(StoreError::NotFound).await;
+    }
+    in_chunks(&mut tx, &[event], sql::insert_events).await?;
+    let delivery = NewDelivery {
+        id: DeliveryId::new(),
+        event,
+        endpoint_id,
+    };
+    in_chunks(&mut tx, &[delivery], sql::insert_pending_deliveries).await?;
+    super::commit_audited(tx, audit).await
+}
+
+pub(super) async fn record_test_attempt<B: Backend>(
+    store: &B,
+    event: &Event,
+    attempt: &Attempt,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    in_chunks(&mut tx, &[event], sql::insert_events).await?;
+    let insert = Statement::new(
+        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at)
+         VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+    )
+    .bind(attempt.delivery_id.as_uuid())
+    .bind(event.org_id.as_uuid())
+    .bind(event.id.as_uuid())
+    .bind(attempt.endpoint_id.as_uuid())
+    .bind(delivery_status(attempt.outcome))
+    .bind(attempt.occurred_at.as_micros())
+    .bind(event.created_at.as_micros());
+    tx.execute(insert).await?;
+    in_chunks(&mut tx, &[attempt], sql::insert_attempts).await?;
+    tx.commit().await
+}
+
+/// A claim over every endpoint as a refill of the endpoints that have deliveries due (read
+/// without locks); a refill as it is.
+pub(crate) async fn resolve_scope<B: Backend>(
+    store: &B,
+    request: &ClaimRequest,
+) -> Result<ClaimRequest, StoreError> {
+    if matches!(request.scope, ClaimScope::Endpoints(_)) {
+        return Ok(request.clone());
+    }
+    let due = sql::due_endpoints(request.now, request.endpoints_to_find());
+    let due = store.run(Pool::Claim, due).await?;
+    let due = due
+        .iter()
+        .map(|row| row.uuid("id").map(EndpointId::from_uuid));
+    Ok(request.over_endpoints(due.collect::<Result<Vec<_>, _>>()?))
+}
+
+/// One transaction: every attempt stored, the `settling` deliveries moved on (their lease
+/// checked as `check` says), the endpoints' runs of failures updated.
+pub(crate) async fn write_attempts<B: Backend>(
+    store: &B,
+    recordings: &[AttemptRecording],
+    settling: &[&AttemptRecording],
+    check: LeaseCheck,
+    disable_failing_before: Timestamp,
+) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let attempts: Vec<&Attempt> = recordings
+        .iter()
+        .map(|recording| &recording.attempt)
+        .collect();
+    in_chunks(&mut tx, &attempts, sql::insert_attempts).await?;
+    for chunk in settling.chunks(sql::BULK_ROWS) {
+        tx.execute(sql::settle_deliveries(chunk, B::DIALECT, check))
+            .await?;
+    }
+    for step in endpoint_steps(recordings) {
+        match step {
+            EndpointStep::ClearFailing(endpoints) => {
+                tx.execute(sql::clear_failing(&endpoints)).await?;
+            }
+            EndpointStep::Failure(recording) => {
+                let attempt = &recording.attempt;
+                let failing = Statement::new(
+                    "UPDATE endpoints SET failing_since = COALESCE(failing_since, ?) WHERE id = ?",
+                );
+                let failing = failing
+                    .bind(attempt.occurred_at.as_micros())
+                    .bind(attempt.endpoint_id.as_uuid());
+                tx.execute(failing).await?;
+                match &recording.disable_endpoint {
+                    Some(reason) => disable_endpoint::<B>(&mut tx, attempt, None, Some(reason)),
+                    None => {
+                        disable_endpoint::<B>(&mut tx, attempt, Some(disable_failing_before), None)
+                    }
+                }
+                .await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+/// Sets an endpoint inactive (only when it is failing since before `failing_before`, if
+/// given) and audits it with `reason`, or with when its failures began. Returns whether it
+/// changed anything.
+async fn disable_endpoint<B: Backend>(
+    tx: &mut B::Tx,
+    attempt: &Attempt,
+    failing_before: Option<Timestamp>,
+    reason: Option<&str>,
+) -> Result<bool, StoreError> {
+    let disable = Statement::new(format!(
+        "UPDATE endpoints SET active = FALSE, {}
+         WHERE id = ? AND active AND deleted_at IS NULL
+           AND (CAST(? AS BIGINT) IS NULL OR failing_since < ?)
+         RETURNING failing_since",
+        super::updated_at::<B>()
+    ))
+    .bind(attempt.occurred_at.as_micros())
+    .bind(attempt.endpoint_id.as_uuid())
+    .bind(failing_before.map(|at| at.as_micros()))
+    .bind(failing_before.map(|at| at.as_micros()));
+    let Some(row) = tx.fetch_first(disable).await? else {
+        return Ok(false);
+    };
+    let reason = match (reason, row.optional_integer("failing_since")?) {
+        (Some(reason), _) => reason.to_owned(),
+        (None, Some(since)) => format!(
+            "every delivery has failed since {}",
+            Timestamp::from_micros(since)
+        ),
+        (None, None) => "every delivery has failed".to_owned(),
+    };
+    let audit = AuditRecord {
+        id: AuditId::new(),
+        org_id: attempt.org_id,
+        api_key_id: None,
+        action: AuditAction::EndpointDisabled,
+        target_id: attempt.endpoint_id.to_string(),
+        occurred_at: attempt.occurred_at,
+        request_id: None,
+        reason: Some(reason),
+    };
+    tx.execute(insert_audit(&audit)).await?;
+    Ok(true)
+}
+
+/// Ends every pending delivery to a deleted endpoint as `dead`, with an attempt record saying
+/// so, inside the deleting transaction.
+pub(super) async fn abandon_pending<T: WriteTransaction>(
+    tx: &mut T,
+    endpoint_id: EndpointId,
+    reason: &str,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let pending = Statement::new(
+        "SELECT d.id, d.org_id, d.event_id, d.attempts, e.event_type, p.url
+         FROM deliveries d JOIN events e ON e.id = d.event_id JOIN endpoints p ON p.id = d.endpoint_id
+         WHERE d.endpoint_id = ? AND d.status = 'pending'",
+    );
+    let rows = tx.fetch(pending.bind(endpoint_id.as_uuid())).await?;
+    let mut abandoned = Vec::with_capacity(rows.len());
+    for row in &rows {
+        abandoned.push(Attempt {
+            id: AttemptId::new(),
+            org_id: OrgId::from_uuid(row.uuid("org_id")?),
+            delivery_id: DeliveryId::from_uuid(row.uuid("id")?),
+            endpoint_id,
+            event_id: EventId::from_uuid(row.uuid("event_id")?),
+            event_type: row.text("event_type")?,
+            url: row.text("url")?,
+            attempt: u32::try_from(row.integer("attempts")? + 1).unwrap_or(u32::MAX),
+            outcome: Outcome::Dead,
+            response_status: None,
+            response_time_ms: 0,
+            request_body_sha256: EMPTY_SHA256.to_owned(),
+            request_body_bytes: 0,
+            request_headers: Vec::new(),
+            response_body_excerpt: None,
+            error: Some(reason.to_owned()),
+            next_attempt_at: None,
+            occurred_at: at,
+        });
+    }
+    let abandoned: Vec<&Attempt> = abandoned.iter().collect();
+    in_chunks(tx, &abandoned, sql::insert_attempts).await?;
+    let dead = Statement::new(
+        "UPDATE deliveries SET status = 'dead', lease_token = NULL WHERE endpoint_id = ? AND status = 'pending'",
+    );
+    tx.execute(dead.bind(endpoint_id.as_uuid())).await?;
+    Ok(())
+}
+
+/// Appends the `WHERE` clause of the feed's `filter`.
+fn push_filters<'a>(query: &mut Statement<'a>, org_id: OrgId, filter: &'a AttemptFilter) {
+    query.push(" WHERE org_id = ").push_bind(org_id.as_uuid());
+    if let Some(endpoint_id) = filter.endpoint_id {
+        query
+            .push(" AND endpoint_id = ")
+            .push_bind(endpoint_id.as_uuid());
+    }
+    if let Some(event_type) = &filter.event_type {
+        query.push(" AND event_type = ").push_bind(event_type);
+    }
+    if let Some(outcome) = filter.outcome {
+        query.push(" AND outcome = ").push_bind(outcome.as_str());
+    }
+    if let Some(since) = filter.since {
+        query
+            .push(" AND occurred_at >= ")
+            .push_bind(since.as_micros());
+    }
+    if let Some(until) = filter.until {
+        query
+            .push(" AND occurred_at < ")
+            .push_bind(until.as_micros());
+    }
+    if let Some(min) = filter.http_status_min {
+        query
+            .push(" AND response_status >= ")
+            .push_bind(i64::from(min));
+    }
+    if let Some(max) = filter.http_status_max {
+        query
+            .push(" AND response_status <= ")
+            .push_bind(i64::from(max));
+    }
+}
+
+pub(super) async fn list_attempts<B: Backend>(
+    store: &B,
+    org_id: OrgId,
+    filter: &AttemptFilter,
+    page: &PageRequest,
+) -> Result<Page<Attempt>, StoreError> {
+    let mut total = Statement::new("SELECT COUNT(*) AS n FROM attempts");
+    push_filters(&mut total, org_id, filter);
+    let mut select = Statement::new(format!("SELECT {ATTEMPT_COLUMNS} FROM attempts"));
+    push_filters(&mut select, org_id, filter);
+    super::read_page(store, total, select, page, attempt_from_row, |attempt| {
+        attempt.id.as_uuid()
+    })
+    .await
+}
+
+pub(super) async fn get_attempt<B: Backend>(
+    store: &B,
+    org_id: OrgId,
+    attempt_id: AttemptId,
+) -> Result<Attempt, StoreError> {
+    let select = Statement::new(format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ? AND org_id = ?"
+    ));
+    let select = select.bind(attempt_id.as_uuid()).bind(org_id.as_uuid());
+    attempt_from_row(&only(store.run(Pool::Read, select).await?)?)
+}
+
+pub(super) async fn get_event<B: Backend>(
+    store: &B,
+    org_id: OrgId,
+    event_id: EventId,
+) -> Result<Event, StoreError> {
+    let select = Statement::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND org_id = ?"
+    ));
+    let select = select.bind(event_id.as_uuid()).bind(org_id.as_uuid());
+    event_from_row(&only(store.run(Pool::Read, select).await?)?, "")
+}
+
+pub(super) async fn queue_stats<B: Backend>(
+    store: &B,
+    now: Timestamp,
+) -> Result<QueueStats, StoreError> {
+    let select = Statement::new(
+        "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= ?) AS due,
+                COUNT(*) FILTER (WHERE next_attempt_at > ?) AS scheduled,
+                MIN(next_attempt_at) AS oldest
+         FROM deliveries WHERE status = 'pending'",
+    );
+    let select = select.bind(now.as_micros()).bind(now.as_micros());
+    let row = only(store.run(Pool::Read, select).await?)?;
+    let due = row.integer("due")?.unsigned_abs();
+    let leased = store.leased_but_due(now).min(due);
+    Ok(QueueStats {
+        due: due - leased,
+        scheduled: row.integer("scheduled")?.unsigned_abs() + leased,
+        oldest_due_at: row
+            .optional_integer("oldest")?
+            .filter(|oldest| *oldest <= now.as_micros())
+            .map(Timestamp::from_micros),
+    })
+}
+
+pub(super) async fn purge_expired<B: Backend>(
+    store: &B,
+    events_before: Timestamp,
+    attempts_before: Timestamp,
+    batch: u32,
+) -> Result<PurgeReport, StoreError> {
+    let mut tx = store.begin().await?;
+    let attempts = Statement::new(
+        "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE occurred_at < ? LIMIT ?)",
+    );
+    let attempts = attempts
+        .bind(attempts_before.as_micros())
+        .bind(i64::from(batch));
+    let attempts = tx.execute(attempts).await?;
+    let expired = Statement::new(
+        "SELECT id FROM events WHERE created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status = 'pending')
+         LIMIT ?",
+    );
+    let expired = expired
+        .bind(events_before.as_micros())
+        .bind(i64::from(batch));
+    let expired = tx.fetch(expired).await?;
+    for row in &expired {
+        let event_id = row.uuid("id")?;
+        let deliveries = Statement::new("DELETE FROM deliveries WHERE event_id = ?");
+        tx.execute(deliveries.bind(event_id)).await?;
+        tx.execute(Statement::new("DELETE FROM events WHERE id = ?").bind(event_id))
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(PurgeReport {
+        events: expired.len() as u64,
+        attempts,
+    })
+}
+
+pub(super) async fn release_all_leases<B: Backend>(store: &B) -> Result<(), StoreError> {
+    store.forget_leases();
+    // A delivery leased in its row has its lease's end as its due time: due again now. (SQLite
+    // keeps its leases in memory, but earlier builds kept them in the rows.)
+    let release = Statement::new(format!(
+        "UPDATE deliveries SET next_attempt_at = {}(next_attempt_at, ?), lease_token = NULL
+         WHERE status = 'pending' AND lease_token IS NOT NULL",
+        B::DIALECT.least()
+    ));
+    let release = release.bind(Timestamp::now().as_micros());
+    store.run(Pool::Write, release).await.map(drop)
+}
