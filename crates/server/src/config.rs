@@ -10,8 +10,8 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use herald_api::ApiConfig;
-use herald_delivery::WorkerConfig;
 use herald_delivery::retention::RetentionConfig;
+use herald_delivery::{RetrySchedule, WorkerConfig};
 use herald_domain::secret::{SecretText, redact_url_password};
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
 use herald_store::RateLimit;
@@ -116,9 +116,19 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_ATTEMPT_RETENTION_DAYS", default_value_t = 90)]
     pub attempt_retention_days: u64,
 
-    /// Days of unbroken delivery failure after which an endpoint is set inactive.
-    #[arg(long, env = "HERALD_AUTO_DISABLE_DAYS", default_value_t = 5)]
-    pub auto_disable_days: u64,
+    /// How long an endpoint may fail without a break before it is set inactive (`5d`, `12h`).
+    #[arg(long, env = "HERALD_AUTO_DISABLE_AFTER")]
+    pub auto_disable_after: Option<String>,
+
+    /// Deprecated: days of unbroken failure before an endpoint is set inactive. Read when
+    /// `HERALD_AUTO_DISABLE_AFTER` is unset, with a warning.
+    #[arg(long, env = "HERALD_AUTO_DISABLE_DAYS", hide = true)]
+    pub auto_disable_days: Option<u64>,
+
+    /// The delays between attempts, comma-separated (`5s,1m,5m,30m,2h,6h,12h,24h,24h` by
+    /// default): one attempt more than there are delays is made in all.
+    #[arg(long, env = "HERALD_RETRY_SCHEDULE")]
+    pub retry_schedule: Option<String>,
 
     /// Most attempts in flight at once, across all endpoints.
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = WorkerConfig::DEFAULT_MAX_IN_FLIGHT)]
@@ -243,7 +253,11 @@ impl ServeArgs {
             // LEASE_IN_REQUEST_TIMEOUTS covers them.
             lease: (request_timeout * WorkerConfig::LEASE_IN_REQUEST_TIMEOUTS)
                 .max(WorkerConfig::default().lease),
-            auto_disable_after: day * u32::try_from(self.auto_disable_days).unwrap_or(u32::MAX),
+            schedule: retry_schedule(self.retry_schedule.as_deref())?,
+            auto_disable_after: auto_disable_after(
+                self.auto_disable_after.as_deref(),
+                self.auto_disable_days,
+            )?,
             shutdown_grace,
             ..WorkerConfig::default()
         };
@@ -287,6 +301,67 @@ impl ServeArgs {
     }
 }
 
+/// The longest delay `HERALD_RETRY_SCHEDULE` accepts between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Most delays in `HERALD_RETRY_SCHEDULE`.
+const MAX_RETRY_DELAYS: usize = 100;
+
+/// `HERALD_RETRY_SCHEDULE`, or the decided schedule when unset.
+fn retry_schedule(text: Option<&str>) -> anyhow::Result<RetrySchedule> {
+    let Some(text) = text else {
+        return Ok(RetrySchedule::default());
+    };
+    let delays = split_list(text)
+        .iter()
+        .map(|item| {
+            let delay = humantime::parse_duration(item).with_context(|| {
+                format!("HERALD_RETRY_SCHEDULE: {item:?} is not a duration (e.g. 5s, 1m, 2h)")
+            })?;
+            if delay.is_zero() || delay > MAX_RETRY_DELAY {
+                bail!("HERALD_RETRY_SCHEDULE: each delay must be more than 0 and at most 7d, not {item:?}");
+            }
+            Ok(delay)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if delays.is_empty() || delays.len() > MAX_RETRY_DELAYS {
+        bail!("HERALD_RETRY_SCHEDULE must list 1 to {MAX_RETRY_DELAYS} delays");
+    }
+    Ok(RetrySchedule::new(delays))
+}
+
+/// `HERALD_AUTO_DISABLE_AFTER`; else the deprecated `HERALD_AUTO_DISABLE_DAYS`, with a
+/// warning; else 5 days.
+fn auto_disable_after(text: Option<&str>, days: Option<u64>) -> anyhow::Result<Duration> {
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    match (text, days) {
+        (Some(text), _) => {
+            if days.is_some() {
+                tracing::warn!(
+                    "HERALD_AUTO_DISABLE_DAYS is ignored: HERALD_AUTO_DISABLE_AFTER is set"
+                );
+            }
+            let after = humantime::parse_duration(text.trim()).with_context(|| {
+                format!("HERALD_AUTO_DISABLE_AFTER: {text:?} is not a duration (e.g. 5d, 12h)")
+            })?;
+            if after.is_zero() {
+                bail!("HERALD_AUTO_DISABLE_AFTER must be more than 0");
+            }
+            Ok(after)
+        }
+        (None, Some(days)) => {
+            tracing::warn!(
+                days,
+                "HERALD_AUTO_DISABLE_DAYS is deprecated: set HERALD_AUTO_DISABLE_AFTER={days}d instead"
+            );
+            if days == 0 {
+                bail!("HERALD_AUTO_DISABLE_DAYS must be at least 1");
+            }
+            Ok(DAY * u32::try_from(days).unwrap_or(u32::MAX))
+        }
+        (None, None) => Ok(WorkerConfig::default().auto_disable_after),
+    }
+}
+
 fn split_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -308,6 +383,51 @@ pub fn decode_secrets_key(text: &str) -> anyhow::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_schedule_is_a_list_of_durations() {
+        assert_eq!(
+            retry_schedule(None).expect("default"),
+            RetrySchedule::default()
+        );
+        let schedule = retry_schedule(Some("100ms, 2s,1m")).expect("valid");
+        assert_eq!(
+            schedule.delays(),
+            [
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+                Duration::from_secs(60)
+            ]
+        );
+        assert_eq!(schedule.max_attempts(), 4, "one attempt more than delays");
+        for bad in ["", "5", "5 parsecs", "0s", "8d", "1s,,x"] {
+            assert!(
+                retry_schedule(Some(bad)).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_disable_after_is_a_duration_and_the_old_days_setting_still_counts() {
+        let day = Duration::from_secs(24 * 60 * 60);
+        assert_eq!(auto_disable_after(None, None).expect("default"), day * 5);
+        assert_eq!(
+            auto_disable_after(Some("90m"), None).expect("valid"),
+            Duration::from_secs(90 * 60)
+        );
+        assert_eq!(
+            auto_disable_after(None, Some(2)).expect("deprecated"),
+            day * 2
+        );
+        assert_eq!(
+            auto_disable_after(Some("1h"), Some(2)).expect("the new one wins"),
+            Duration::from_secs(3600)
+        );
+        assert!(auto_disable_after(Some("soon"), None).is_err());
+        assert!(auto_disable_after(Some("0s"), None).is_err());
+        assert!(auto_disable_after(None, Some(0)).is_err());
+    }
 
     /// Every configuration type that holds a secret is formatted with `{:?}` (as a stray log
     /// line would) and must not show it.
