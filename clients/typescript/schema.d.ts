@@ -258,8 +258,20 @@ export interface components {
             deleted_at?: string | null;
             /** @description Free text, or `null`. */
             description?: string | null;
+            /**
+             * @description Why the endpoint is inactive: `failing` (Herald, after its deliveries failed for the
+             *     auto-disable period), `gone` (Herald, after its receiver answered 410) or `manual` (the
+             *     organization); `null` while it is active. Read-only.
+             */
+            disabled_reason?: string | null;
             /** @description Subscribed event types. */
             events: string[];
+            /**
+             * Format: date-time
+             * @description The first failure of the current streak of failures, or `null`; a success clears it,
+             *     and so does setting the endpoint active. Read-only.
+             */
+            failing_since?: string | null;
             /**
              * Format: uuid
              * @description The endpoint's id.

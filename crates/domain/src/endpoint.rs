@@ -47,6 +47,49 @@ pub struct Endpoint {
     pub updated_at: Timestamp,
     /// Soft-delete marker; deleted endpoints are invisible to the API.
     pub deleted_at: Option<Timestamp>,
+    /// Why it is inactive, and since when its deliveries fail.
+    pub health: EndpointHealth,
+}
+
+/// What an endpoint's deliveries have been doing lately, kept by Herald (read-only on the API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// Why the endpoint is inactive; `None` while it is active.
+    pub disabled_reason: Option<DisabledReason>,
+    /// The first failure of the current streak of failures; cleared by a success.
+    pub failing_since: Option<Timestamp>,
+}
+
+/// Why an endpoint is inactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledReason {
+    /// Herald set it inactive after its deliveries failed for the auto-disable period.
+    Failing,
+    /// Herald set it inactive because its receiver answered `410 Gone`.
+    Gone,
+    /// The organization set it inactive (`PATCH active: false`).
+    Manual,
+}
+
+impl DisabledReason {
+    /// The wire and stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Failing => "failing",
+            DisabledReason::Gone => "gone",
+            DisabledReason::Manual => "manual",
+        }
+    }
+
+    /// Reads the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "failing" => Some(DisabledReason::Failing),
+            "gone" => Some(DisabledReason::Gone),
+            "manual" => Some(DisabledReason::Manual),
+            _ => None,
+        }
+    }
 }
 
 impl Endpoint {

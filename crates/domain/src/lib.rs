@@ -27,7 +27,7 @@ pub mod time;
 
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use delivery::{Attempt, Event, EventOrigin, Outcome};
-pub use endpoint::{Endpoint, FieldErrors};
+pub use endpoint::{DisabledReason, Endpoint, EndpointHealth, FieldErrors};
 pub use ids::{ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId};
 pub use net::AddressPolicy;
 pub use org::{ApiKey, AuditAction, AuditRecord, Org};

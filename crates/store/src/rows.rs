@@ -7,8 +7,9 @@ use std::str::FromStr;
 
 use herald_domain::scope::Scope;
 use herald_domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint,
-    EndpointId, Event, EventId, EventOrigin, Org, OrgId, Outcome, Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
+    DisabledReason, Endpoint, EndpointHealth, EndpointId, Event, EventId, EventOrigin, Org, OrgId,
+    Outcome, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -71,8 +72,8 @@ impl_read_row!(SqliteRow);
 impl_read_row!(PgRow);
 
 /// The columns [`endpoint_from_row`] reads.
-pub(crate) const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at";
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at, \
+     disabled_reason, failing_since";
 
 /// The columns [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, \
@@ -91,7 +92,7 @@ pub(crate) const CLAIMED_DETAILS: &str =
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
             e.created_at AS event_created_at,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
-            p.deleted_at, p.secret, o.webhook_secret
+            p.deleted_at, p.disabled_reason, p.failing_since, p.secret, o.webhook_secret
      FROM deliveries d
      JOIN events e ON e.id = d.event_id
      JOIN endpoints p ON p.id = d.endpoint_id
@@ -136,6 +137,16 @@ pub(crate) fn endpoint_from_row(row: &impl ReadRow) -> Result<Endpoint, StoreErr
         created_at: instant(row.integer("created_at")?),
         updated_at: instant(row.integer("updated_at")?),
         deleted_at: row.optional_integer("deleted_at")?.map(instant),
+        health: EndpointHealth {
+            disabled_reason: row
+                .optional_text("disabled_reason")?
+                .map(|text| {
+                    DisabledReason::parse(&text)
+                        .ok_or(StoreError::Corrupt("unknown disabled_reason stored"))
+                })
+                .transpose()?,
+            failing_since: row.optional_integer("failing_since")?.map(instant),
+        },
     })
 }
 

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
-    OrgId, Secret, Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, DisabledReason, Endpoint, EndpointId, Event,
+    EventId, Org, OrgId, Secret, Timestamp,
 };
 
 mod delivery;
@@ -224,6 +224,8 @@ impl<B: Backend> Store for B {
                 description = CASE WHEN ? THEN ? ELSE description END,
                 events = COALESCE(?, events),
                 active = COALESCE(?, active),
+                disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END,
+                failing_since = CASE WHEN ? THEN NULL ELSE failing_since END,
                 {}
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL
              RETURNING {ENDPOINT_COLUMNS}",
@@ -234,6 +236,15 @@ impl<B: Backend> Store for B {
         .bind(patch.description.clone().flatten())
         .bind(patch.events.as_deref().map(events_json))
         .bind(patch.active)
+        // Set inactive by the organization: `manual`, whatever Herald had found before (it
+        // stops probing). Set active: no reason, and a fresh start for the failure streak, or
+        // the next failure would disable it again at once.
+        .bind(patch.active.is_some())
+        .bind(match patch.active {
+            Some(false) => Some(DisabledReason::Manual.as_str()),
+            Some(true) | None => None,
+        })
+        .bind(patch.active == Some(true))
         .bind(audit.occurred_at.as_micros())
         .bind(endpoint_id.as_uuid())
         .bind(org_id.as_uuid());

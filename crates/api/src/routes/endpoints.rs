@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::endpoint::{normalize_description, validate_events, validate_url};
 use herald_domain::{
-    AuditAction, AuditId, AuditRecord, Endpoint, EndpointId, FieldErrors, Secret, Timestamp,
+    AuditAction, AuditId, AuditRecord, DisabledReason, Endpoint, EndpointHealth, EndpointId,
+    FieldErrors, Secret, Timestamp,
 };
 use herald_store::EndpointPatch;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,15 @@ pub struct EndpointResponse {
     /// Always `null`: deleted endpoints are not returned.
     #[schema(format = DateTime)]
     pub deleted_at: Option<String>,
+    /// Why the endpoint is inactive: `failing` (Herald, after its deliveries failed for the
+    /// auto-disable period), `gone` (Herald, after its receiver answered 410) or `manual` (the
+    /// organization); `null` while it is active. Read-only.
+    #[schema(pattern = "^(failing|gone|manual)$")]
+    pub disabled_reason: Option<&'static str>,
+    /// The first failure of the current streak of failures, or `null`; a success clears it,
+    /// and so does setting the endpoint active. Read-only.
+    #[schema(format = DateTime)]
+    pub failing_since: Option<String>,
 }
 
 impl From<Endpoint> for EndpointResponse {
@@ -99,6 +109,8 @@ impl From<Endpoint> for EndpointResponse {
             created_at: endpoint.created_at.to_string(),
             updated_at: endpoint.updated_at.to_string(),
             deleted_at: endpoint.deleted_at.map(|at| at.to_string()),
+            disabled_reason: endpoint.health.disabled_reason.map(DisabledReason::as_str),
+            failing_since: endpoint.health.failing_since.map(|at| at.to_string()),
         }
     }
 }
@@ -156,6 +168,7 @@ pub(crate) async fn create_endpoint(
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        health: EndpointHealth::default(),
     };
     let secret = Secret::generate();
     let audit = audit_record(&auth, AuditAction::EndpointCreated, &endpoint.id, now);

@@ -114,8 +114,32 @@ async fn update_deactivates_and_reactivates(backend: Backend) {
         .await;
 
     // Assert
+    assert_eq!(created["disabled_reason"], Value::Null, "{created}");
+    assert_eq!(created["failing_since"], Value::Null, "{created}");
     assert_eq!(deactivated.body["active"], json!(false), "{deactivated}");
+    assert_eq!(
+        deactivated.body["disabled_reason"],
+        json!("manual"),
+        "set inactive by the organization: {deactivated}"
+    );
     assert_eq!(reactivated.body["active"], json!(true), "{reactivated}");
+    assert_eq!(
+        reactivated.body["disabled_reason"],
+        Value::Null,
+        "{reactivated}"
+    );
+    let listed = app.get(&org.key, "/v1/webhooks").await;
+    assert_eq!(
+        listed.body["data"][0]["disabled_reason"],
+        Value::Null,
+        "{listed}"
+    );
+    assert!(
+        listed.body["data"][0]
+            .as_object()
+            .is_some_and(|object| object.contains_key("failing_since")),
+        "{listed}"
+    );
 }
 
 async fn update_rejects_api_version_as_immutable(backend: Backend) {
@@ -162,6 +186,8 @@ async fn update_with_empty_object_moves_only_updated_at(backend: Backend) {
         "api_version",
         "created_at",
         "deleted_at",
+        "disabled_reason",
+        "failing_since",
     ] {
         assert_eq!(updated[field], created[field], "{field} must not change");
     }

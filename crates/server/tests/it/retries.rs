@@ -39,18 +39,35 @@ async fn failed_attempt_is_retried_and_then_succeeds(backend: Backend) {
     let ca = TestCa::new();
     let receiver = Receiver::builder(&ca).sequence(&[500]).spawn().await;
     let app = delivering(backend, &ca)
-        .retry_schedule(millis(&[100]))
+        .retry_schedule(millis(&[1_500]))
         .spawn()
         .await;
     let org = app.org_with_key().await;
     let endpoint = app
         .create_endpoint_at(&org.key, &receiver.url("/sequence"), &[EVENT])
         .await;
+    let path = endpoint_path(&endpoint);
 
     // Act
     let published = app.publish(org.id, EVENT, &json!({"n": 1})).await;
 
-    // Assert
+    // Assert: the failure starts a streak (seen before the retry, 1.2 s or more later), the
+    // success ends it.
+    let failed = app
+        .wait_for_deliveries(&org.key, &endpoint, "a retry record", |records| {
+            has_outcome(records, "retry")
+        })
+        .await;
+    let failing = app.get(&org.key, &path).await;
+    assert_eq!(
+        failing.body["failing_since"], failed[0]["occurred_at"],
+        "{failing}"
+    );
+    assert_eq!(
+        failing.body["disabled_reason"],
+        Value::Null,
+        "still active: {failing}"
+    );
     let records = app
         .wait_for_deliveries(&org.key, &endpoint, "a success", |records| {
             has_outcome(records, "success")
@@ -82,6 +99,12 @@ async fn failed_attempt_is_retried_and_then_succeeds(backend: Backend) {
     assert_eq!(
         header(&received[0], "webhook-id"),
         header(&received[1], "webhook-id")
+    );
+    let recovered = app.get(&org.key, &path).await;
+    assert_eq!(
+        recovered.body["failing_since"],
+        Value::Null,
+        "a success ends the streak: {recovered}"
     );
 }
 
@@ -186,6 +209,11 @@ async fn gone_receiver_kills_the_delivery_and_disables_the_endpoint(backend: Bac
     assert_eq!(receiver.received().len(), 1);
     let current = app.get(&org.key, &endpoint_path(&endpoint)).await;
     assert_eq!(current.body["active"], json!(false), "{current}");
+    assert_eq!(current.body["disabled_reason"], json!("gone"), "{current}");
+    assert_eq!(
+        current.body["failing_since"], records[0]["occurred_at"],
+        "the 410 began the failure streak: {current}"
+    );
     assert_disabled_with_reason(&app, &org, &endpoint).await;
     let again = app.publish(org.id, EVENT, &json!({})).await;
     assert_eq!(
@@ -293,7 +321,29 @@ async fn endpoint_failing_longer_than_auto_disable_is_set_inactive(backend: Back
         (1..=2).contains(&sent),
         "disabled by the second failure at the latest, yet {sent} attempts were sent"
     );
+    let current = app.get(&org.key, &path).await;
+    assert_eq!(
+        current.body["disabled_reason"],
+        json!("failing"),
+        "{current}"
+    );
+    let first_failure = records
+        .iter()
+        .map(|record| string_at(record, "occurred_at"))
+        .min()
+        .expect("at least one attempt");
+    assert_eq!(
+        current.body["failing_since"],
+        json!(first_failure),
+        "failing_since is the first failure of the streak: {current}"
+    );
     assert_disabled_with_reason(&app, &org, &endpoint).await;
+
+    // Set active again by the organization: no reason, and a fresh streak.
+    let enabled = app.patch(&org.key, &path, &json!({"active": true})).await;
+    assert_eq!(enabled.body["active"], json!(true), "{enabled}");
+    assert_eq!(enabled.body["disabled_reason"], Value::Null, "{enabled}");
+    assert_eq!(enabled.body["failing_since"], Value::Null, "{enabled}");
 }
 
 /// Asserts an `endpoint.disabled` audit record for `endpoint`, made by Herald itself, with a

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use herald_domain::{
-    Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, Endpoint, EndpointId, Event,
-    EventId, OrgId, Outcome, Timestamp,
+    Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, DisabledReason, Endpoint,
+    EndpointId, Event, EventId, OrgId, Outcome, Timestamp,
 };
 
 use super::{count, insert_audit, only};
@@ -240,13 +240,19 @@ async fn disable_endpoint<B: Backend>(
     failing_before: Option<Timestamp>,
     reason: Option<&str>,
 ) -> Result<bool, StoreError> {
+    // A reason given is the receiver's answer (410 Gone); none, the failure streak.
+    let disabled_reason = match reason {
+        Some(_) => DisabledReason::Gone,
+        None => DisabledReason::Failing,
+    };
     let disable = Statement::new(format!(
-        "UPDATE endpoints SET active = FALSE, {}
+        "UPDATE endpoints SET active = FALSE, disabled_reason = ?, {}
          WHERE id = ? AND active AND deleted_at IS NULL
            AND (CAST(? AS BIGINT) IS NULL OR failing_since < ?)
          RETURNING failing_since",
         super::updated_at::<B>()
     ))
+    .bind(disabled_reason.as_str())
     .bind(attempt.occurred_at.as_micros())
     .bind(attempt.endpoint_id.as_uuid())
     .bind(failing_before.map(|at| at.as_micros()))

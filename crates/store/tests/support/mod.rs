@@ -142,6 +142,7 @@ pub(crate) async fn create_endpoint(
         created_at: now,
         updated_at: now,
         deleted_at: None,
+        health: herald_domain::EndpointHealth::default(),
     };
     let audit = AuditRecord {
         id: AuditId::new(),

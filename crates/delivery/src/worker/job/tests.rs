@@ -40,6 +40,7 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            health: herald_domain::EndpointHealth::default(),
         },
         endpoint_secret: Secret::generate(),
         org_secret: None,
