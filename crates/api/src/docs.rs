@@ -113,8 +113,9 @@ pub(crate) enum CommonErrors {
     /// Known path, wrong method.
     #[response(status = 405, description = "Method not allowed")]
     MethodNotAllowed(#[to_schema] ErrorEnvelope),
-    /// Endpoint limit reached.
-    #[response(status = 409, description = "Limit exceeded")]
+    /// Endpoint limit reached (`LIMIT_EXCEEDED`), or the endpoint is inactive
+    /// (`ENDPOINT_INACTIVE`, recovery).
+    #[response(status = 409, description = "Limit exceeded, or endpoint inactive")]
     LimitExceeded(#[to_schema] ErrorEnvelope),
     /// Event past retention.
     #[response(status = 410, description = "Event expired")]

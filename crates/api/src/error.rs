@@ -37,6 +37,9 @@ pub enum ApiError {
         /// The cap, shown in the message.
         max: u32,
     },
+    /// 409: the operation needs an active endpoint.
+    #[error("endpoint is inactive")]
+    EndpointInactive,
     /// 410: the event is past retention.
     #[error("event expired")]
     EventExpired,
@@ -137,6 +140,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "LIMIT_EXCEEDED",
                 format!("webhook endpoint limit reached (max {max})"),
+            ),
+            ApiError::EndpointInactive => (
+                StatusCode::CONFLICT,
+                "ENDPOINT_INACTIVE",
+                "endpoint is inactive".to_owned(),
             ),
             ApiError::EventExpired => (
                 StatusCode::GONE,

@@ -23,6 +23,8 @@ pub struct AppState {
     pub test_sender: Arc<dyn TestSender>,
     /// Signalled after a publish commits, so the local worker claims the work at once.
     pub delivery_wakeup: Arc<Notify>,
+    /// Signalled when a recovery is asked for, so the local task advances it at once.
+    pub recovery_wakeup: Arc<Notify>,
     /// Counters and the registry behind `GET /metrics`.
     pub metrics: ApiMetrics,
     /// Commits published events, gathering concurrent requests into one transaction.

@@ -13,6 +13,7 @@
 //! - [`client`]: [`DeliveryClient`], the only outbound HTTP client, which turns one attempt into
 //!   an [`AttemptOutcome`].
 //! - [`retention`]: the purge of expired events and attempts.
+//! - [`recovery`]: advances recoveries, a chunk of matches at a time.
 //! - [`test_send`]: the synchronous `webhook.test` attempt of the test operation.
 //! - [`metrics`]: attempts by outcome and attempt latency.
 
@@ -20,6 +21,7 @@ pub mod attempt;
 pub mod client;
 pub mod envelope;
 pub mod metrics;
+pub mod recovery;
 pub mod retention;
 pub mod retry;
 pub mod signer;

@@ -100,6 +100,10 @@ uuid_id!(
     /// One audit record.
     AuditId
 );
+uuid_id!(
+    /// One recovery: a request to deliver an endpoint's failed or missed events again.
+    RecoveryId
+);
 
 /// An event. Written `evt_<uuid>` on the wire, everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

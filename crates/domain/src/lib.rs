@@ -11,6 +11,7 @@
 //! - [`endpoint`]: the endpoint object and its validation rules.
 //! - [`org`]: organizations, API keys and audit records.
 //! - [`publish`]: what an event must be to be published.
+//! - [`recovery`]: delivering an endpoint's failed or missed events again.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
 
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod net;
 pub mod org;
 pub mod publish;
+pub mod recovery;
 pub mod scope;
 pub mod secret;
 pub mod time;
@@ -28,7 +30,7 @@ pub mod time;
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use delivery::{Attempt, Event, EventOrigin, Outcome};
 pub use endpoint::{DisabledReason, Endpoint, EndpointHealth, FieldErrors};
-pub use ids::{ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId};
+pub use ids::{ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId, RecoveryId};
 pub use net::AddressPolicy;
 pub use org::{ApiKey, AuditAction, AuditRecord, Org};
 pub use scope::Scope;

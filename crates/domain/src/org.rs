@@ -60,6 +60,8 @@ pub enum AuditAction {
     OrgSecretRotated,
     /// `POST /v1/webhooks/deliveries/{id}/replay`.
     DeliveryReplayed,
+    /// `POST /v1/webhooks/{id}/recover` (named as the contract names it).
+    Recover,
 }
 
 impl AuditAction {
@@ -73,6 +75,7 @@ impl AuditAction {
             AuditAction::EndpointDisabled => "endpoint.disabled",
             AuditAction::OrgSecretRotated => "org.secret_rotated",
             AuditAction::DeliveryReplayed => "delivery.replayed",
+            AuditAction::Recover => "recover",
         }
     }
 
@@ -86,6 +89,7 @@ impl AuditAction {
             AuditAction::EndpointDisabled,
             AuditAction::OrgSecretRotated,
             AuditAction::DeliveryReplayed,
+            AuditAction::Recover,
         ]
         .into_iter()
         .find(|action| action.as_str() == text)

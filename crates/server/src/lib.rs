@@ -70,6 +70,7 @@ pub async fn run(
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
     let api_metrics = ApiMetricHandles::register(&mut registry).finish(registry);
     let wakeup = Arc::new(Notify::new());
+    let recovery_wakeup = Arc::new(Notify::new());
     let state = AppState {
         store: Arc::clone(&store),
         config: Arc::new(config.api.clone()),
@@ -78,11 +79,18 @@ pub async fn run(
             client: client.clone(),
         }),
         delivery_wakeup: Arc::clone(&wakeup),
+        recovery_wakeup: Arc::clone(&recovery_wakeup),
         metrics: api_metrics,
         publisher: Publisher::spawn(Arc::clone(&store)),
     };
 
     let stopping = CancellationToken::new();
+    let recoveries = tokio::spawn(herald_delivery::recovery::run(
+        Arc::clone(&store),
+        recovery_wakeup,
+        Arc::clone(&wakeup),
+        stopping.clone(),
+    ));
     let worker = Worker::new(
         Arc::clone(&store),
         client,
@@ -119,6 +127,7 @@ pub async fn run(
         tracing::error!("the delivery worker panicked");
     }
     let _ = retention.await;
+    let _ = recoveries.await;
     // Only now may another Herald take the embedded database.
     drop(embedded_database_lock);
     tracing::info!("herald stopped");

@@ -50,10 +50,11 @@ mod statement;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::recovery::Recovery;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
-    OrgId, Secret, Timestamp,
+    OrgId, RecoveryId, Secret, Timestamp,
 };
 
 pub use cipher::SecretCipher;
@@ -253,6 +254,22 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the event and the single attempt of a test send, as a finished delivery.
     async fn record_test_attempt(&self, event: &Event, attempt: &Attempt)
     -> Result<(), StoreError>;
+    /// Starts a recovery of a live endpoint (`NotFound` otherwise): counts what it matches
+    /// now and stores it `queued` (`done`, enqueueing nothing, for a dry run). While a
+    /// recovery of the same endpoint with the same `fingerprint` (the request as given) is
+    /// queued or running, that one is returned instead, with `false`. Either way `audit` is
+    /// written, its reason set to the counts.
+    async fn start_recovery(
+        &self,
+        recovery: &Recovery,
+        fingerprint: &str,
+        audit: &AuditRecord,
+    ) -> Result<(Recovery, bool), StoreError>;
+    /// One recovery of the organization.
+    async fn get_recovery(&self, org_id: OrgId, id: RecoveryId) -> Result<Recovery, StoreError>;
+    /// Puts the next chunk of at most `batch` matches of the oldest unfinished recovery back
+    /// in the queue, due at `now`, in one transaction; `false` when no recovery has work left.
+    async fn advance_recoveries(&self, now: Timestamp, batch: u32) -> Result<bool, StoreError>;
     /// Leases up to `limit` due deliveries to the caller.
     async fn claim_due_deliveries(
         &self,

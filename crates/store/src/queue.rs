@@ -24,6 +24,9 @@ pub struct ClaimedDelivery {
     pub delivery_id: herald_domain::DeliveryId,
     /// The number this attempt will carry (1-based).
     pub attempt_number: u32,
+    /// This attempt's place in its retry schedule (1-based): the attempt number, except after
+    /// a recovery, which starts a fresh schedule while attempt numbers go on.
+    pub schedule_attempt: u32,
     /// The event to send.
     pub event: Event,
     /// The endpoint as it is now (it may have become inactive or deleted since publish).

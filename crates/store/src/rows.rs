@@ -87,7 +87,7 @@ pub(crate) const EVENT_COLUMNS: &str =
 /// The start of the query that reads claimed deliveries with everything needed to attempt
 /// them; the caller appends the claimed ids and `)`.
 pub(crate) const CLAIMED_DETAILS: &str =
-    "SELECT d.id AS delivery_id, d.attempts AS attempts,
+    "SELECT d.id AS delivery_id, d.attempts AS attempts, d.schedule_base AS schedule_base,
             e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
             e.created_at AS event_created_at,
@@ -106,9 +106,11 @@ pub(crate) fn claimed_from_row(
     lease: LeaseToken,
 ) -> Result<ClaimedDelivery, StoreError> {
     let attempts = row.integer("attempts")?;
+    let schedule_base = row.integer("schedule_base")?;
     Ok(ClaimedDelivery {
         delivery_id: DeliveryId::from_uuid(row.uuid("delivery_id")?),
         attempt_number: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+        schedule_attempt: u32::try_from(attempts - schedule_base + 1).unwrap_or(1),
         event: event_from_row(row, "event_")?,
         endpoint: endpoint_from_row(row)?,
         endpoint_secret: cipher.open(&row.bytes("secret")?)?,

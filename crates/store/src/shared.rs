@@ -4,14 +4,16 @@
 //! backend takes a [`Lock`] (a no-op on SQLite, whose one writer already excludes the rest).
 
 use async_trait::async_trait;
+use herald_domain::recovery::Recovery;
 use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, DisabledReason, Endpoint, EndpointId, Event,
-    EventId, Org, OrgId, Secret, Timestamp,
+    EventId, Org, OrgId, RecoveryId, Secret, Timestamp,
 };
 
 mod delivery;
+mod recovery;
 
 pub(crate) use delivery::{resolve_scope, write_attempts};
 
@@ -369,6 +371,23 @@ impl<B: Backend> Store for B {
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
         delivery::record_test_attempt(self, event, attempt).await
+    }
+
+    async fn start_recovery(
+        &self,
+        recovery: &Recovery,
+        fingerprint: &str,
+        audit: &AuditRecord,
+    ) -> Result<(Recovery, bool), StoreError> {
+        recovery::start_recovery(self, recovery, fingerprint, audit).await
+    }
+
+    async fn get_recovery(&self, org_id: OrgId, id: RecoveryId) -> Result<Recovery, StoreError> {
+        recovery::get_recovery(self, org_id, id).await
+    }
+
+    async fn advance_recoveries(&self, now: Timestamp, batch: u32) -> Result<bool, StoreError> {
+        recovery::advance_recoveries(self, now, batch).await
     }
 
     async fn claim_due_deliveries(

@@ -71,6 +71,16 @@ impl Dialect {
             Dialect::Postgres => "LEAST",
         }
     }
+
+    /// Appended to a `SELECT` whose rows a transaction is about to change, so that another
+    /// node's transaction passes them by instead of doing the same work: PostgreSQL's
+    /// `FOR UPDATE SKIP LOCKED`; nothing on SQLite, whose one writer is alone anyway.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// `UPDATE deliveries … RETURNING id`: takes the claimable deliveries `request` asks for,
@@ -109,10 +119,7 @@ fn push_due_selection(
     dialect: Dialect,
 ) {
     let now = request.now.as_micros();
-    let lock = match dialect {
-        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-        Dialect::Sqlite => "",
-    };
+    let lock = dialect.skip_locked();
     let ClaimScope::Endpoints(endpoints) = &request.scope else {
         // Nothing to read: the backends resolve a claim over every endpoint first.
         query.push(&format!("SELECT {columns} FROM deliveries WHERE 1 = 0"));

@@ -6,3 +6,4 @@ pub mod endpoints;
 pub mod events;
 pub mod health;
 pub mod org_secret;
+pub mod recoveries;

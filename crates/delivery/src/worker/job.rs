@@ -65,6 +65,7 @@ pub async fn attempt_delivery(
             report,
             OnFailure::Dead,
             schedule,
+            delivery.schedule_attempt,
             &mut rand::thread_rng(),
             delivery.lease,
         );
@@ -74,6 +75,7 @@ pub async fn attempt_delivery(
         report,
         OnFailure::Retry,
         schedule,
+        delivery.schedule_attempt,
         &mut rand::thread_rng(),
         delivery.lease,
     )
@@ -102,13 +104,15 @@ enum OnFailure {
 /// Turns a report into what to store: success, a scheduled retry, or dead.
 ///
 /// A 2xx is a success. A 410 is dead and disables the endpoint. Any other failure is retried
-/// after the schedule's next delay for the attempt that failed (jittered with `rng`, and at
-/// least the receiver's `Retry-After`), unless that was the schedule's last attempt or
-/// `on_failure` says dead.
+/// after the schedule's next delay for the attempt that failed (its place in the schedule,
+/// `schedule_attempt`, which a recovery starts afresh; jittered with `rng`, and at least the
+/// receiver's `Retry-After`), unless that was the schedule's last attempt or `on_failure`
+/// says dead.
 fn decide(
     mut report: AttemptReport,
     on_failure: OnFailure,
     schedule: &RetrySchedule,
+    schedule_attempt: u32,
     rng: &mut impl Rng,
     lease: LeaseToken,
 ) -> AttemptRecording {
@@ -122,7 +126,7 @@ fn decide(
         }
         (OutcomeClass::Failure, OnFailure::Dead) => attempt.outcome = Outcome::Dead,
         (OutcomeClass::Failure, OnFailure::Retry) => {
-            let delay = schedule.next_delay(attempt.attempt, rng, report.outcome.retry_after);
+            let delay = schedule.next_delay(schedule_attempt, rng, report.outcome.retry_after);
             match delay.and_then(|delay| chrono::Duration::from_std(delay).ok()) {
                 Some(delay) => {
                     attempt.outcome = Outcome::Retry;

@@ -50,6 +50,7 @@ mod openapi;
 mod pagination;
 mod publish;
 mod rate_limit;
+mod recovery;
 mod regressions;
 mod replay;
 mod retention;

@@ -19,6 +19,7 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
     ClaimedDelivery {
         delivery_id: DeliveryId::new(),
         attempt_number,
+        schedule_attempt: attempt_number,
         event: Event {
             id: EventId::new(),
             org_id,
@@ -118,6 +119,7 @@ fn check(report: &AttemptReport, on_failure: OnFailure, expected: &Expected) {
             report.clone(),
             on_failure,
             &RetrySchedule::default(),
+            report.attempt.attempt,
             &mut rng,
             lease,
         );
@@ -221,4 +223,34 @@ async fn an_endpoint_deleted_or_set_inactive_since_publish_gets_no_request_and_a
     let mut inactive = delivery(1);
     inactive.endpoint.active = false;
     check_withheld(inactive, "endpoint inactive").await;
+}
+
+#[test]
+fn a_recovered_delivery_starts_a_fresh_schedule_while_its_attempt_numbers_go_on() {
+    // The eleventh attempt overall, the first of the schedule a recovery started.
+    let report = answered(500, 11, None);
+    let recording = decide(
+        report,
+        OnFailure::Retry,
+        &RetrySchedule::default(),
+        1,
+        &mut StdRng::seed_from_u64(7),
+        LeaseToken::new(),
+    );
+    assert_eq!(recording.attempt.attempt, 11, "the number goes on");
+    assert_eq!(
+        recording.attempt.outcome,
+        Outcome::Retry,
+        "the first failure of a fresh schedule is retried"
+    );
+    let wait = recording
+        .attempt
+        .next_attempt_at
+        .expect("a retry has a due time")
+        .as_micros()
+        - recording.attempt.occurred_at.as_micros();
+    assert!(
+        (4_000_000..=6_000_000).contains(&wait),
+        "after the schedule's first delay (5 s ± 20 %), not {wait} µs"
+    );
 }

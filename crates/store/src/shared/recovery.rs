@@ -1,0 +1,324 @@
+//! Recovery, written once: what a recovery matches, starting one (or finding the identical one
+//! still at work), and putting its matches back in the queue a chunk at a time.
+//!
+//! A chunk is one transaction that takes the oldest unfinished recovery (skipping, on
+//! PostgreSQL, one another node is working on), puts up to `batch` of its matches back in the
+//! queue and moves its cursor: so each match is enqueued once, whichever node takes the chunk,
+//! and no transaction is ever large, so a recovery of 100,000 events neither blocks the API nor
+//! holds up other endpoints' deliveries.
+
+use herald_domain::recovery::{Recovery, RecoveryScope, RecoveryStatus};
+use herald_domain::{AuditRecord, DeliveryId, Endpoint, EndpointId, OrgId, RecoveryId, Timestamp};
+
+use super::{count, only};
+use crate::StoreError;
+use crate::backend::{Backend, Pool, WriteTransaction};
+use crate::rows::{ENDPOINT_COLUMNS, ReadRow, endpoint_from_row, event_from_row, events_json};
+use crate::shared::insert_audit;
+use crate::sql::{self, NewDelivery};
+use crate::statement::Statement;
+
+const RECOVERY_COLUMNS: &str = "id, org_id, endpoint_id, status, since, until, event_types, \
+     include_missing, dry_run, matched, enqueued, created_at, finished_at";
+
+pub(super) async fn start_recovery<B: Backend>(
+    store: &B,
+    recovery: &Recovery,
+    fingerprint: &str,
+    audit: &AuditRecord,
+) -> Result<(Recovery, bool), StoreError> {
+    let mut tx = store.begin().await?;
+    let Some(endpoint) = live_endpoint(&mut tx, recovery.org_id, recovery.endpoint_id).await?
+    else {
+        return tx.refuse(StoreError::NotFound).await;
+    };
+    let existing = Statement::new(format!(
+        "SELECT {RECOVERY_COLUMNS} FROM recoveries
+         WHERE endpoint_id = ? AND fingerprint = ? AND status <> 'done'"
+    ))
+    .bind(recovery.endpoint_id.as_uuid())
+    .bind(fingerprint);
+    if let Some(row) = tx.fetch_first(existing).await? {
+        // The same request while the first is at work: that one answers, and this request
+        // still gets its audit record.
+        let running = recovery_from_row(&row)?;
+        let audit = audited(audit, &running);
+        tx.execute(insert_audit(&audit)).await?;
+        tx.commit().await?;
+        return Ok((running, false));
+    }
+    let matched = count(
+        &mut tx,
+        matches("SELECT COUNT(*) AS n", &recovery.scope, &endpoint),
+    )
+    .await?;
+    let mut stored = recovery.clone();
+    stored.matched = u64::try_from(matched).unwrap_or(0);
+    if stored.dry_run {
+        stored.status = RecoveryStatus::Done;
+        stored.finished_at = Some(stored.created_at);
+    }
+    let insert = Statement::new(
+        "INSERT INTO recoveries (id, org_id, endpoint_id, status, since, until, event_types,
+             include_missing, dry_run, fingerprint, matched, enqueued, chunks, created_at, finished_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+    )
+    .bind(stored.id.as_uuid())
+    .bind(stored.org_id.as_uuid())
+    .bind(stored.endpoint_id.as_uuid())
+    .bind(stored.status.as_str())
+    .bind(stored.scope.since.as_micros())
+    .bind(stored.scope.until.as_micros())
+    .bind(stored.scope.event_types.as_deref().map(events_json))
+    .bind(stored.scope.include_missing)
+    .bind(stored.dry_run)
+    .bind(fingerprint)
+    .bind(matched)
+    .bind(stored.created_at.as_micros())
+    .bind(stored.finished_at.map(|at| at.as_micros()));
+    tx.execute(insert).await?;
+    tx.execute(insert_audit(&audited(audit, &stored))).await?;
+    tx.commit().await?;
+    Ok((stored, true))
+}
+
+pub(super) async fn get_recovery<B: Backend>(
+    store: &B,
+    org_id: OrgId,
+    id: RecoveryId,
+) -> Result<Recovery, StoreError> {
+    let select = Statement::new(format!(
+        "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE id = ? AND org_id = ?"
+    ))
+    .bind(id.as_uuid())
+    .bind(org_id.as_uuid());
+    recovery_from_row(&only(store.run(Pool::Read, select).await?)?)
+}
+
+pub(super) async fn advance_recoveries<B: Backend>(
+    store: &B,
+    now: Timestamp,
+    batch: u32,
+) -> Result<bool, StoreError> {
+    let mut tx = store.begin().await?;
+    let oldest = Statement::new(format!(
+        "SELECT {RECOVERY_COLUMNS}, cursor_created_at, cursor_event_id FROM recoveries
+         WHERE status <> 'done' ORDER BY created_at LIMIT 1{}",
+        B::DIALECT.skip_locked()
+    ));
+    let Some(row) = tx.fetch_first(oldest).await? else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    let recovery = recovery_from_row(&row)?;
+    let cursor = row
+        .optional_integer("cursor_created_at")?
+        .zip(row.optional_uuid("cursor_event_id")?);
+    let endpoint = live_endpoint(&mut tx, recovery.org_id, recovery.endpoint_id).await?;
+    // An endpoint deleted since gets nothing more; its recovery is over.
+    let (requeued, scanned, last) = match &endpoint {
+        Some(endpoint) => {
+            let mut chunk = matches(
+                "SELECT e.id, e.org_id, e.event_type, e.data, e.idempotency_key, e.origin, \
+                 e.created_at, d.id AS delivery_id",
+                &recovery.scope,
+                endpoint,
+            );
+            if let Some((created_at, event_id)) = cursor {
+                chunk
+                    .push(" AND (e.created_at > ")
+                    .push_bind(created_at)
+                    .push(" OR (e.created_at = ")
+                    .push_bind(created_at)
+                    .push(" AND e.id > ")
+                    .push_bind(event_id)
+                    .push("))");
+            }
+            chunk
+                .push(" ORDER BY e.created_at, e.id LIMIT ")
+                .push_bind(i64::from(batch));
+            let rows = tx.fetch(chunk).await?;
+            let last = match rows.last() {
+                Some(row) => Some((row.integer("created_at")?, row.uuid("id")?)),
+                None => None,
+            };
+            let requeued = requeue(&mut tx, &rows, endpoint.id, now).await?;
+            (requeued, rows.len(), last)
+        }
+        None => (0, 0, None),
+    };
+    let finished = scanned < usize::try_from(batch).unwrap_or(usize::MAX);
+    let update = Statement::new(
+        "UPDATE recoveries SET status = ?, enqueued = enqueued + ?, chunks = chunks + 1,
+             cursor_created_at = ?, cursor_event_id = ?, finished_at = ?
+         WHERE id = ?",
+    )
+    .bind(if finished {
+        RecoveryStatus::Done.as_str()
+    } else {
+        RecoveryStatus::Running.as_str()
+    })
+    .bind(i64::try_from(requeued).unwrap_or(i64::MAX))
+    .bind(
+        last.map(|(created_at, _)| created_at)
+            .or(cursor.map(|(at, _)| at)),
+    )
+    .bind(last.map(|(_, id)| id).or(cursor.map(|(_, id)| id)))
+    .bind(finished.then_some(now.as_micros()))
+    .bind(recovery.id.as_uuid());
+    tx.execute(update).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Puts the matched rows back in the queue, due now: a dead delivery goes back to pending with
+/// a fresh schedule (its attempt count kept, so attempt numbers go on); an event the endpoint
+/// never got gets a new delivery. Returns how many.
+async fn requeue<T: WriteTransaction>(
+    tx: &mut T,
+    rows: &[T::Row],
+    endpoint_id: EndpointId,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut dead = Vec::new();
+    let mut missing = Vec::new();
+    for row in rows {
+        match row.optional_uuid("delivery_id")? {
+            Some(delivery_id) => dead.push(delivery_id),
+            None => missing.push(event_from_row(row, "")?),
+        }
+    }
+    let mut requeued = 0;
+    for chunk in dead.chunks(sql::BULK_ROWS) {
+        let mut revive =
+            Statement::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
+        revive
+            .push_bind(now.as_micros())
+            .push(
+                ", schedule_base = attempts, lease_token = NULL WHERE status = 'dead' AND id IN (",
+            )
+            .push_list(chunk.iter().map(|id| (*id).into()))
+            .push(")");
+        requeued += tx.execute(revive).await?;
+    }
+    let new: Vec<NewDelivery<'_>> = missing
+        .iter()
+        .map(|event| NewDelivery {
+            id: DeliveryId::new(),
+            event,
+            endpoint_id,
+        })
+        .collect();
+    for chunk in new.chunks(sql::BULK_ROWS) {
+        requeued += tx.execute(sql::insert_pending_deliveries(chunk)).await?;
+    }
+    Ok(requeued)
+}
+
+/// `select` over what `scope` matches for `endpoint` (see [`RecoveryScope`]): the
+/// organization's events in the window, apart from the test operation's, with a dead delivery
+/// to the endpoint, or (`include_missing`) with none although the endpoint subscribes to their
+/// type now and existed when they were published. Events with a pending or successful delivery
+/// to it are never matched.
+fn matches<'a>(select: &str, scope: &'a RecoveryScope, endpoint: &'a Endpoint) -> Statement<'a> {
+    let mut statement = Statement::new(format!(
+        "{select} FROM events e LEFT JOIN deliveries d ON d.event_id = e.id AND d.endpoint_id = "
+    ));
+    statement
+        .push_bind(endpoint.id.as_uuid())
+        .push(" WHERE e.org_id = ")
+        .push_bind(endpoint.org_id.as_uuid())
+        .push(" AND e.created_at >= ")
+        .push_bind(scope.since.as_micros())
+        .push(" AND e.created_at < ")
+        .push_bind(scope.until.as_micros())
+        .push(" AND e.origin <> 'test'");
+    if let Some(types) = &scope.event_types {
+        statement
+            .push(" AND e.event_type IN (")
+            .push_list(types.iter().map(|event_type| event_type.as_str().into()))
+            .push(")");
+    }
+    statement.push(" AND (d.status = 'dead'");
+    let missing_types: Vec<&String> = endpoint
+        .events
+        .iter()
+        .filter(|subscribed| {
+            scope
+                .event_types
+                .as_ref()
+                .is_none_or(|types| types.contains(subscribed))
+        })
+        .collect();
+    if scope.include_missing && !missing_types.is_empty() {
+        // Only published events: a replay was meant for the endpoint it was replayed to.
+        statement
+            .push(" OR (d.id IS NULL AND e.origin = 'publish' AND e.created_at > ")
+            .push_bind(endpoint.created_at.as_micros())
+            .push(" AND e.event_type IN (")
+            .push_list(
+                missing_types
+                    .into_iter()
+                    .map(|event_type| event_type.as_str().into()),
+            )
+            .push("))");
+    }
+    statement.push(")");
+    statement
+}
+
+async fn live_endpoint<T: WriteTransaction>(
+    tx: &mut T,
+    org_id: OrgId,
+    endpoint_id: EndpointId,
+) -> Result<Option<Endpoint>, StoreError> {
+    let select = Statement::new(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
+    ))
+    .bind(endpoint_id.as_uuid())
+    .bind(org_id.as_uuid());
+    tx.fetch_first(select)
+        .await?
+        .map(|row| endpoint_from_row(&row))
+        .transpose()
+}
+
+/// The request's audit record, with the counts.
+fn audited(audit: &AuditRecord, recovery: &Recovery) -> AuditRecord {
+    let mut audit = audit.clone();
+    audit.reason = Some(format!(
+        "recovery {}: {} events matched{}",
+        recovery.id,
+        recovery.matched,
+        if recovery.dry_run { " (dry run)" } else { "" }
+    ));
+    audit
+}
+
+fn recovery_from_row(row: &impl ReadRow) -> Result<Recovery, StoreError> {
+    let event_types = row
+        .optional_text("event_types")?
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("recovery event types are not a JSON array"))?;
+    Ok(Recovery {
+        id: RecoveryId::from_uuid(row.uuid("id")?),
+        org_id: OrgId::from_uuid(row.uuid("org_id")?),
+        endpoint_id: EndpointId::from_uuid(row.uuid("endpoint_id")?),
+        status: RecoveryStatus::parse(&row.text("status")?)
+            .ok_or(StoreError::Corrupt("unknown recovery status"))?,
+        scope: RecoveryScope {
+            since: Timestamp::from_micros(row.integer("since")?),
+            until: Timestamp::from_micros(row.integer("until")?),
+            event_types,
+            include_missing: row.boolean("include_missing")?,
+        },
+        dry_run: row.boolean("dry_run")?,
+        matched: u64::try_from(row.integer("matched")?).unwrap_or(0),
+        enqueued: u64::try_from(row.integer("enqueued")?).unwrap_or(0),
+        created_at: Timestamp::from_micros(row.integer("created_at")?),
+        finished_at: row
+            .optional_integer("finished_at")?
+            .map(Timestamp::from_micros),
+    })
+}
