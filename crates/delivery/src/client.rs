@@ -107,6 +107,10 @@ impl DeliveryClient {
     /// resolved through [`PolicyResolver`].
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let policy = Arc::new(config.policy);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the one outbound client, built under the SSRF policy: its resolver, no redirects, no proxy"
+        )]
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .min_tls_version(reqwest::tls::Version::TLS_1_2)
