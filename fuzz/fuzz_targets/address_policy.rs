@@ -1,4 +1,4 @@
-//! The address policy (CONTRACT.md section 8) over arbitrary IPv4 and IPv6 addresses. The
+//! The address policy (docs/api.md#address-policy) over arbitrary IPv4 and IPv6 addresses. The
 //! default policy never admits an address that the independent oracle calls non-public
 //! (loopback, private, link-local, unique-local, CGNAT, multicast, unspecified, reserved,
 //! documentation, and the same carried inside IPv4-mapped, IPv4-compatible, NAT64, 6to4 and

@@ -1,4 +1,4 @@
-//! Endpoint URLs (CONTRACT.md section 3): `validate_url` under the default policy and under
+//! Endpoint URLs (docs/api.md#validation-rules): `validate_url` under the default policy and under
 //! an operator's allow-list. Whatever it accepts is the text as given, starts `https://`,
 //! parses as an `https` URL with a non-empty host and no user-info, holds at most 2048
 //! characters and no whitespace or control characters, and names no IP literal (nor

@@ -2,7 +2,7 @@
 //! and without a JSON content type), then through the readers of the create, update and
 //! replay bodies. Nothing panics; a refusal is a 400 or 422 envelope whose `details` name
 //! only real fields or the unknown fields sent; and whatever is accepted obeys every rule of
-//! CONTRACT.md section 3, with no U+0000 anywhere (PostgreSQL cannot store it).
+//! docs/api.md#validation-rules, with no U+0000 anywhere (PostgreSQL cannot store it).
 
 #![no_main]
 

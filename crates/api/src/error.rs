@@ -1,4 +1,4 @@
-//! The API's one error type and the JSON envelope of CONTRACT.md section 1. Status codes,
+//! The API's one error type and the JSON envelope of docs/api.md#errors. Status codes,
 //! error codes and messages live in [`ApiError::into_response`] and nowhere else.
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
-//! Extractors: authentication with a required scope, path ids, JSON bodies and query strings.
-//! Each rejection is an [`ApiError`], so a bad header, path, body or query gets the contract's
-//! envelope. axum's own `Path` and `DefaultBodyLimit` are refused by `clippy.toml`: their
-//! rejections are plain text, so handlers use [`PathId`] and routes [`body_limit`] instead.
+//! Extractors: authentication with a required scope, path ids, JSON bodies and query strings. Each
+//! rejection is an [`ApiError`], so a bad header, path, body or query gets the error envelope
+//! (docs/api.md#errors). axum's own `Path` and `DefaultBodyLimit` are refused by `clippy.toml`:
+//! their rejections are plain text, so handlers use [`PathId`] and routes [`body_limit`] instead.
 
 use std::marker::PhantomData;
 
@@ -146,7 +146,7 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
 
 /// The one `{id}` segment of a route's path, percent-decoded. A segment that cannot be decoded
 /// (`/v1/webhooks/%ff%fe` is not UTF-8) names nothing that exists: 404 `NOT_FOUND`, like an id
-/// that is not a UUID (CONTRACT.md section 1), where axum's `Path` would answer a plain-text 400.
+/// that is not a UUID (docs/api.md#conventions), where axum's `Path` would answer a plain-text 400.
 #[derive(Debug)]
 pub struct PathId(pub String);
 

@@ -88,7 +88,7 @@ pub(crate) enum EventsCommand {
         /// Publishing the same key again within 24 hours returns the first event.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// The event-type catalog, comma-separated; the contract's 17 types by default.
+        /// The event-type catalog, comma-separated; when unset, the default catalog of 17 types.
         #[arg(long, env = "HERALD_EVENT_TYPES")]
         event_types: Option<String>,
         /// The cap on `data`, in bytes, as `herald serve` has it.

@@ -48,7 +48,7 @@ const DEFAULT_EVENTS: usize = 5_000;
 /// client's timeout) for 500 events (5,500 rows) in a debug build on two busy cores; 100 keep
 /// each request to a few seconds.
 const BATCH: usize = 100;
-/// The contract's endpoint cap, and how many creates race for it.
+/// The endpoint cap (docs/api.md#create-an-endpoint), and how many creates race for it.
 const CAP: usize = 50;
 const CAP_CREATES: usize = 60;
 

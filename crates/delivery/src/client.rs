@@ -1,4 +1,4 @@
-//! The only outbound HTTP client (CONTRACT.md section 8): one pooled `reqwest::Client` over
+//! The only outbound HTTP client (docs/api.md#delivery-rules): one pooled `reqwest::Client` over
 //! rustls, behind the SSRF guard, that never follows a redirect.
 //!
 //! [`DeliveryClient::send`] makes one attempt and always answers with an [`AttemptOutcome`]; it
@@ -74,7 +74,7 @@ pub enum OutcomeClass {
     Gone,
 }
 
-/// What one attempt produced, in the shape of a delivery record (CONTRACT.md section 5).
+/// What one attempt produced, in the shape of a delivery record (docs/api.md#the-delivery-record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptOutcome {
     /// The answer's status; `None` when no HTTP response arrived (DNS, connect, TLS, timeout).
@@ -107,6 +107,10 @@ impl DeliveryClient {
     /// resolved through [`PolicyResolver`].
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let policy = Arc::new(config.policy);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the one outbound client, built under the SSRF policy: its resolver, no redirects, no proxy"
+        )]
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .min_tls_version(reqwest::tls::Version::TLS_1_2)

@@ -1,4 +1,4 @@
-//! The delivery body (CONTRACT.md section 7). Each supported API version owns one renderer,
+//! The delivery body (docs/api.md#the-envelope). Each supported API version owns one renderer,
 //! so a future version can change the envelope without touching endpoints pinned to an old one.
 
 use herald_domain::Event;

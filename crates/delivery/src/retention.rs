@@ -1,4 +1,4 @@
-//! Retention (CONTRACT.md section 8): events and their payloads are kept 30 days, attempt
+//! Retention (docs/api.md#retention): events and their payloads are kept 30 days, attempt
 //! records 90 days, then purged in bounded batches so one purge never holds the database long.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The retry schedule as data (CONTRACT.md section 8), and the parsing of a receiver's
+//! The retry schedule as data (docs/api.md#retries), and the parsing of a receiver's
 //! `Retry-After`.
 //!
 //! Pure: the caller brings the random number generator and the current time, so tests can pin

@@ -1,4 +1,5 @@
-//! Signatures and the headers of a delivery on the wire (CONTRACT.md section 7).
+//! Signatures and the headers of a delivery on the wire (docs/api.md#headers and
+//! docs/api.md#signatures).
 //!
 //! Everything here is pure: it turns secrets, a timestamp and the exact body bytes into header
 //! values. The two signature schemes themselves, Herald's own `X-AmCore-Signature` and the
@@ -24,7 +25,7 @@ pub const USER_AGENT: &str = "User-Agent";
 /// The tolerance receivers are told to apply between a signature's timestamp and their clock.
 pub const DEFAULT_TOLERANCE: Duration = herald_verify::DEFAULT_TOLERANCE;
 
-/// Everything the section-7 headers of one attempt are made from.
+/// Everything the headers of one attempt (docs/api.md#headers) are made from.
 #[derive(Debug, Clone, Copy)]
 pub struct OutgoingDelivery<'a> {
     /// The event being delivered; sent as `X-AmCore-Event-Id` and `webhook-id`.
@@ -78,7 +79,7 @@ pub fn standard_webhooks_signature(
     standard_webhooks_signature_with_key(secret.expose_bytes(), msg_id, unix_seconds, body)
 }
 
-/// All section-7 headers for one attempt, in a stable order, with the contract's spelling.
+/// All headers of one attempt (docs/api.md#headers), in a stable order, spelled as documented.
 pub fn signed_headers(delivery: &OutgoingDelivery<'_>) -> Vec<(&'static str, String)> {
     let unix_seconds = delivery.timestamp.unix_seconds();
     let event_id = delivery.event_id.to_string();

@@ -1,4 +1,4 @@
-//! The SSRF guard at attempt time (CONTRACT.md section 8): only addresses the
+//! The SSRF guard at attempt time (docs/api.md#address-policy): only addresses the
 //! [`AddressPolicy`] admits are ever dialled.
 //!
 //! Two doors lead to a socket and both are guarded here. Host names go through

@@ -1,4 +1,4 @@
-//! The test operation's single attempt (CONTRACT.md section 3): a synthetic `webhook.test`
+//! The test operation's single attempt (docs/api.md#send-a-test): a synthetic `webhook.test`
 //! event, enveloped and signed exactly like a real delivery, sent once, never retried.
 
 use herald_domain::{

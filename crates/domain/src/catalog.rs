@@ -1,5 +1,5 @@
 //! The event-type catalog and the supported API versions. Both come from configuration; the
-//! defaults are CONTRACT.md section 9's 17 types and version `2026-04-01`.
+//! defaults are the 17 types and version `2026-04-01` of docs/api.md#event-types-and-api-versions.
 
 /// The synthetic type that only the test operation sends; never subscribable.
 pub const TEST_EVENT_TYPE: &str = "webhook.test";

@@ -1,5 +1,5 @@
-//! Events and attempts (CONTRACT.md sections 5 and 7): what was published, and the record of
-//! each try to deliver it.
+//! Events and attempts (docs/api.md#the-delivery-record and docs/api.md#the-envelope): what was
+//! published, and the record of each try to deliver it.
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
-//! The endpoint object (CONTRACT.md section 2) and the rules its fields obey (section 3).
+//! The endpoint object (docs/api.md#the-endpoint-object) and the rules its fields obey
+//! (docs/api.md#validation-rules).
 //! Each rule is a plain function returning the human-readable message that ends up in the
 //! error envelope's `details`, so the API can report every failing field at once.
 

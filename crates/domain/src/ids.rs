@@ -1,5 +1,5 @@
-//! Typed identifiers. Every id is a UUIDv7, so ids sort by creation time; raw `Uuid`s never
-//! cross a crate boundary. `EventId` alone has a wire prefix (`evt_`), as CONTRACT.md fixes.
+//! Typed identifiers. Every id is a UUIDv7, so ids sort by creation time; raw `Uuid`s never cross a
+//! crate boundary. `EventId` alone has a wire prefix (`evt_`), as docs/api.md#conventions says.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,7 @@
 //! Herald's domain: the words of the glossary as types, and the rules that decide whether a
-//! value is acceptable. Nothing here does IO or is async; every other crate may depend on it.
+//! value is acceptable. Nothing here is async or does IO, apart from reading the clock and the
+//! operating system's random number generator where a value is born (timestamps, ids, secrets);
+//! every other crate may depend on it.
 //!
 //! # Layout
 //!

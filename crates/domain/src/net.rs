@@ -1,4 +1,4 @@
-//! Which IP addresses Herald may dial (CONTRACT.md section 8), shared by the endpoint
+//! Which IP addresses Herald may dial (docs/api.md#address-policy), shared by the endpoint
 //! validation at create time and the delivery client's check at attempt time.
 //!
 //! Only public unicast addresses pass, unless the operator listed a network in the

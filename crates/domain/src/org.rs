@@ -1,5 +1,6 @@
-//! Organizations, API keys and audit records: the tenant, its credentials, and the trail of
-//! every change made through the API (CONTRACT.md sections 1, 6 and 9).
+//! Organizations, API keys and audit records: the tenant, its credentials, and the trail of every
+//! change made through the API (docs/api.md#audit-trail and
+//! docs/api.md#organizations-and-api-keys).
 
 use serde::Serialize;
 

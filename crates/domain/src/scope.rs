@@ -1,4 +1,4 @@
-//! API-key scopes (CONTRACT.md section 1).
+//! API-key scopes (docs/api.md#authentication-and-scopes).
 
 use std::fmt;
 use std::str::FromStr;

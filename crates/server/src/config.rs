@@ -1,5 +1,5 @@
-//! Configuration: command-line flags with `HERALD_*` environment variables behind them
-//! (CONTRACT.md section 9). Parsing and checking happen here, once, at startup.
+//! Configuration: command-line flags with `HERALD_*` environment variables behind them (README.md,
+//! "Configuration"; docs/api.md#operator-api). Parsing and checking happen here, once, at startup.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_REPLAY_RATE_PER_MINUTE", default_value_t = 10)]
     pub replay_rate_per_minute: u32,
 
-    /// The event-type catalog, comma-separated; the contract's 17 types by default.
+    /// The event-type catalog, comma-separated; when unset, the default catalog of 17 types.
     #[arg(long, env = "HERALD_EVENT_TYPES")]
     pub event_types: Option<String>,
 

@@ -1,4 +1,4 @@
-//! The names of the headers Herald sends with a delivery (CONTRACT.md section 7).
+//! The names of the headers Herald sends with a delivery (docs/api.md#headers).
 //!
 //! HTTP header names are case-insensitive; these are the spellings Herald uses. Only the three
 //! signature inputs (`X-AmCore-Signature`, and the `webhook-*` trio) are covered by a signature:

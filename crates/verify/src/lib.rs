@@ -1,6 +1,6 @@
 //! Verify that a webhook delivery came from Herald, and sign one the way Herald does.
 //!
-//! Herald signs every delivery twice (CONTRACT.md section 7, docs/receiving.md):
+//! Herald signs every delivery twice (docs/api.md#signatures, docs/receiving.md):
 //!
 //! - `X-AmCore-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]`, where each `v1` is the
 //!   lowercase hex of HMAC-SHA256 keyed with a secret's 32 decoded bytes over `"<t>\n<body>"`.

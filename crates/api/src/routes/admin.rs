@@ -1,4 +1,4 @@
-//! The operator's admin API under `/admin/v1` (CONTRACT.md section 9): organizations, API
+//! The operator's admin API under `/admin/v1` (docs/api.md#operator-api): organizations, API
 //! keys and the audit trail. Authenticated with `HERALD_ADMIN_TOKEN`; absent when it is unset.
 //! The operations themselves are plain functions, shared with the CLI.
 

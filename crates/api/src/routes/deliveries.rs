@@ -1,5 +1,5 @@
-//! The deliveries feed, test and replay (CONTRACT.md sections 3 and 5). A "delivery record"
-//! on the wire is one attempt.
+//! The deliveries feed, test and replay (docs/api.md#deliveries and docs/api.md#send-a-test). A
+//! "delivery record" on the wire is one attempt.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Endpoint management: `/v1/webhooks` and `/v1/webhooks/{id}` (CONTRACT.md sections 2–3).
+//! Endpoint management: `/v1/webhooks` and `/v1/webhooks/{id}` (docs/api.md#endpoints).
 
 use axum::Json;
 use axum::extract::State;
@@ -327,7 +327,7 @@ pub struct NewEndpointFields {
     pub api_version: String,
 }
 
-/// Reads the body of `POST /v1/webhooks`, checking every rule of CONTRACT.md section 3 and
+/// Reads the body of `POST /v1/webhooks`, checking every rule of docs/api.md#validation-rules and
 /// reporting every field at fault in one 422. Pure, so the fuzz targets can call it.
 pub fn read_create_body(
     body: Map<String, Value>,

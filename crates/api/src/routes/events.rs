@@ -1,4 +1,4 @@
-//! Publishing (CONTRACT.md section 9): the platform's admin API for events. The 202 is sent
+//! Publishing (docs/api.md#publishing-events): the platform's admin API for events. The 202 is sent
 //! only after the events and their fan-out are committed.
 
 use axum::Json;

@@ -1,4 +1,4 @@
-//! The per-organization webhook secret (CONTRACT.md section 4).
+//! The per-organization webhook secret (docs/api.md#the-organization-secret).
 
 use axum::Json;
 use axum::extract::State;

@@ -52,6 +52,10 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 const EXIT_WITHIN: Duration = Duration::from_secs(30);
 
 /// An HTTP client for talking to herald; each request is bounded.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the tests' client of the herald under test on loopback, not a delivery"
+)]
 pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

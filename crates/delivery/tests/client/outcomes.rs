@@ -311,6 +311,10 @@ async fn full_accept_queue_is_a_connect_timeout() {
     // A backlog of zero holds one unaccepted connection; once it is taken, the kernel drops
     // further handshakes, which is what an unreachable receiver looks like from here.
     let _listener = socket.listen(0).expect("listen");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a bare connection to the test's own listener fills its backlog; it sends nothing"
+    )]
     let _queued = tokio::net::TcpStream::connect(address)
         .await
         .expect("first connection fills the queue");

@@ -1,6 +1,7 @@
-//! Pending retries to an endpoint that stops taking deliveries (CONTRACT.md sections 3 and 8):
-//! deleting it abandons them at once, and making it inactive ends each when it comes due;
-//! either way the feed says why and the receiver hears nothing more.
+//! Pending retries to an endpoint that stops taking deliveries
+//! (docs/api.md#410-and-automatic-disabling): deleting it abandons them at once, and making it
+//! inactive ends each when it comes due; either way the feed says why and the receiver hears
+//! nothing more.
 
 use std::time::Duration;
 

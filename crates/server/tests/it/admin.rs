@@ -1,4 +1,4 @@
-//! The operator's admin API (CONTRACT.md section 9): organizations and API keys behind
+//! The operator's admin API (docs/api.md#operator-api): organizations and API keys behind
 //! `HERALD_ADMIN_TOKEN`, off when no token is configured.
 
 use herald_domain::OrgId;

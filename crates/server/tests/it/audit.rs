@@ -1,4 +1,4 @@
-//! The audit trail (CONTRACT.md section 6), read through `GET /admin/v1/orgs/{id}/audit-log`:
+//! The audit trail (docs/api.md#audit-trail), read through `GET /admin/v1/orgs/{id}/audit-log`:
 //! every change records who, what, which object and which request; never a secret.
 
 use herald_domain::OrgId;

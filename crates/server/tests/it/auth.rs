@@ -1,5 +1,5 @@
-//! Authentication and scopes (CONTRACT.md section 1): every organization route wants a live
-//! key of its organization carrying the route's scope.
+//! Authentication and scopes (docs/api.md#authentication-and-scopes): every organization route
+//! wants a live key of its organization carrying the route's scope.
 
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};

@@ -1,5 +1,5 @@
 //! Bad input never answers 500: every malformed body, path, query, route and method gets the
-//! contract's envelope with the right code (CONTRACT.md section 1).
+//! error envelope with the right code (docs/api.md#errors).
 
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder, StatusCode};

@@ -245,6 +245,10 @@ async fn a_request_in_flight_at_shutdown_finishes_and_new_connections_are_refuse
     // Act
     app.begin_shutdown();
     let address = app.address;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "probes whether the server under test still accepts connections on loopback"
+    )]
     wait_within(Duration::from_secs(5), "the listener to close", || async {
         TcpStream::connect(address).await.is_err().then_some(())
     })

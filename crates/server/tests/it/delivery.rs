@@ -1,5 +1,5 @@
-//! A delivery on the wire (CONTRACT.md section 7), as a real HTTPS receiver sees it: the
-//! envelope, the headers, both signature schemes, and interoperability with an independent
+//! A delivery on the wire (docs/api.md#a-delivery-on-the-wire), as a real HTTPS receiver sees it:
+//! the envelope, the headers, both signature schemes, and interoperability with an independent
 //! verifier built on the official Standard Webhooks package.
 
 use base64::Engine as _;

@@ -1,4 +1,4 @@
-//! The deliveries feed (CONTRACT.md section 5): every attempt is a record; filters combine
+//! The deliveries feed (docs/api.md#list-deliveries): every attempt is a record; filters combine
 //! with AND and each narrows; invalid values are a 422 naming the parameter; pages walk every
 //! record exactly once, newest first; another organization's records are invisible.
 

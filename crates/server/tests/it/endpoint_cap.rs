@@ -1,4 +1,4 @@
-//! The cap of 50 live endpoints per organization (CONTRACT.md section 3), sequential and
+//! The cap of 50 live endpoints per organization (docs/api.md#create-an-endpoint), sequential and
 //! under concurrent creates.
 
 use futures::future::join_all;

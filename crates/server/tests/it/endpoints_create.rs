@@ -1,4 +1,4 @@
-//! `POST /v1/webhooks`: the created object and every validation rule of CONTRACT.md section 3,
+//! `POST /v1/webhooks`: the created object and every rule of docs/api.md#validation-rules,
 //! one test per rule and boundary.
 
 use reqwest::StatusCode;
@@ -198,7 +198,7 @@ async fn create_accepts_one_event(backend: Backend) {
 }
 
 async fn create_accepts_fifty_events(backend: Backend) {
-    // The contract's catalog has 17 types, so 50 distinct ones need a bigger catalog.
+    // The default catalog has 17 types, so 50 distinct ones need a bigger catalog.
     let app = TestApp::builder()
         .backend(backend)
         .event_types(&synthetic_catalog(60).join(","));

@@ -1,4 +1,4 @@
-//! Get, update and delete an endpoint (CONTRACT.md section 3).
+//! Get, update and delete an endpoint (docs/api.md#endpoints).
 
 use herald_domain::EndpointId;
 use reqwest::StatusCode;

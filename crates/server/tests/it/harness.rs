@@ -328,7 +328,7 @@ impl TestAppBuilder {
         self
     }
 
-    /// The event catalog, comma-separated, instead of the contract's 17 types.
+    /// The event catalog, comma-separated, instead of the 17 default types.
     pub(crate) fn event_types(mut self, types: &str) -> Self {
         self.event_types = Some(types.to_owned());
         self
@@ -391,6 +391,10 @@ impl TestAppBuilder {
             }
         });
 
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test client of the API under test on loopback; deliveries still go through DeliveryClient"
+        )]
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))

@@ -1,5 +1,6 @@
-//! Probes and request ids (CONTRACT.md sections 1 and 9): `/healthz` and `/readyz` answer
-//! without credentials, and every response carries a ULID in `X-Request-Id`.
+//! Probes and request ids (docs/api.md#request-ids and docs/api.md#health-readiness-and-metrics):
+//! `/healthz` and `/readyz` answer without credentials, and every response carries a ULID in
+//! `X-Request-Id`.
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,4 @@
-//! Receivers that misbehave (CONTRACT.md section 8): one that never answers must not delay
+//! Receivers that misbehave (docs/api.md#delivery-rules): one that never answers must not delay
 //! anybody else, one that answers 50 MiB is read only up to the excerpt, and one that
 //! trickles its answer runs into the deadline.
 

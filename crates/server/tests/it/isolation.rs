@@ -1,5 +1,5 @@
-//! Organizations never see each other (CONTRACT.md section 1): another organization's ids
-//! answer 404, never 403, and lists hold only the caller's objects.
+//! Organizations never see each other (docs/api.md#authentication-and-scopes): another
+//! organization's ids answer 404, never 403, and lists hold only the caller's objects.
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,5 @@
-//! `GET /metrics` (CONTRACT.md section 9): Prometheus text with publishing, attempt outcomes
-//! and latency, and the queue gauges read from storage at scrape time.
+//! `GET /metrics` (docs/api.md#health-readiness-and-metrics): Prometheus text with publishing,
+//! attempt outcomes and latency, and the queue gauges read from storage at scrape time.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! `GET /v1/webhooks` pagination (CONTRACT.md sections 1 and 3): newest first, `limit` from
+//! `GET /v1/webhooks` pagination (docs/api.md#lists-and-pagination): newest first, `limit` from
 //! 1 to 100, an opaque cursor that walks every endpoint exactly once.
 
 use reqwest::StatusCode;

@@ -1,5 +1,5 @@
-//! Publishing as the platform (CONTRACT.md section 9): `POST /admin/v1/events` and its batch
-//! form fan an event out to every live, active, subscribed endpoint, answer 202 once that is
+//! Publishing as the platform (docs/api.md#publishing-events): `POST /admin/v1/events` and its
+//! batch form fan an event out to every live, active, subscribed endpoint, answer 202 once that is
 //! committed, and honour idempotency keys.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! The per-organization write rate limit (CONTRACT.md section 1): writes over the limit
+//! The per-organization write rate limit (docs/api.md#rate-limits): writes over the limit
 //! answer 429 with `Retry-After`; reads are never limited.
 
 use reqwest::StatusCode;

@@ -1,4 +1,4 @@
-//! Replay (CONTRACT.md section 5): `POST /v1/webhooks/deliveries/{id}/replay` re-sends the
+//! Replay (docs/api.md#replay-a-delivery): `POST /v1/webhooks/deliveries/{id}/replay` re-sends the
 //! original data to the attempt's endpoint as a new event, audits it with the reason, and is
 //! refused for a deleted endpoint (404), an expired event (410) and past 10 a minute (429).
 

@@ -1,4 +1,4 @@
-//! Retention (CONTRACT.md section 8): attempt records and events older than the configured
+//! Retention (docs/api.md#retention): attempt records and events older than the configured
 //! retention are purged by the periodic purge, so they leave the feed.
 
 use std::time::Duration;

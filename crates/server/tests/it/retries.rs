@@ -1,4 +1,4 @@
-//! Failures and what follows them (CONTRACT.md section 8): retries on the schedule, `dead`
+//! Failures and what follows them (docs/api.md#retries): retries on the schedule, `dead`
 //! after the last attempt, the receiver's `Retry-After`, `410 Gone`, redirects, timeouts and
 //! auto-disable. Schedules are tens of milliseconds so no test waits long.
 

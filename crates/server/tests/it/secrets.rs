@@ -1,5 +1,6 @@
-//! Endpoint secrets and the per-organization secret (CONTRACT.md sections 2–4): shown once,
-//! 32 random bytes, never listed, never stored in the clear.
+//! Endpoint secrets and the per-organization secret (docs/api.md#endpoints and
+//! docs/api.md#the-organization-secret): shown once, 32 random bytes, never listed, never stored in
+//! the clear.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

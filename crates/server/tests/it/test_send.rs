@@ -1,4 +1,4 @@
-//! The test operation (CONTRACT.md section 3): `POST /v1/webhooks/{id}/test` sends a signed
+//! The test operation (docs/api.md#send-a-test): `POST /v1/webhooks/{id}/test` sends a signed
 //! `webhook.test` now, whatever the endpoint subscribes to and even when it is inactive,
 //! answers with that single attempt, and records it in the feed. It is never retried.
 

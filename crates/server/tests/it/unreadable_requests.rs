@@ -1,5 +1,5 @@
 //! Requests that cannot be read as sent (issue 11, item 5). A path whose percent-encoding
-//! decodes to invalid UTF-8 names nothing: 404 in the contract's envelope, on every route with
+//! decodes to invalid UTF-8 names nothing: 404 in the error envelope, on every route with
 //! an id, after the credentials are checked. What hyper refuses before Herald sees a request
 //! gets hyper's status, with an empty body, at the limits docs/operations.md states.
 

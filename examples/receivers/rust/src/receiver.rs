@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 /// recent ones in memory.
 const REMEMBERED_EVENTS: usize = 100_000;
 
-/// The parts of the envelope this receiver reads (CONTRACT.md section 7).
+/// The parts of the envelope this receiver reads (docs/api.md#the-envelope).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Event {
     /// `evt_…`: the same on every attempt of this event, so it is the deduplication key.

@@ -32,6 +32,10 @@ pub(crate) async fn raw_exchange(address: SocketAddr, request: &[u8], bound: Dur
 impl RawConnection {
     /// Connects to `address`.
     pub(crate) async fn open(address: SocketAddr) -> Self {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "writes raw HTTP to the server under test on loopback, to send what no client would"
+        )]
         let stream = TcpStream::connect(address)
             .await
             .expect("connecting to the test server");

@@ -1,5 +1,5 @@
-//! What a request answers, and the assertions every test makes on answers: the contract's
-//! error envelope, validation details, and reading fields out of JSON bodies.
+//! What a request answers, and the assertions every test makes on answers: the
+//! error envelope (docs/api.md#errors), validation details, and reading fields out of JSON bodies.
 
 use std::fmt;
 
@@ -38,7 +38,7 @@ impl Reply {
         assert_eq!(self.status, status, "unexpected answer: {self}");
     }
 
-    /// Asserts an error answer in the contract's envelope: status, code, the code's message,
+    /// Asserts an error answer in the error envelope: status, code, the code's message,
     /// and a `request_id` equal to `X-Request-Id`. Returns the `error` object.
     #[track_caller]
     pub(crate) fn assert_error(&self, status: StatusCode, code: &str) -> &Value {
@@ -121,7 +121,7 @@ pub(crate) fn parse_id<T: std::str::FromStr>(value: &Value) -> T {
         .unwrap_or_else(|| panic!("{value} should be an id"))
 }
 
-/// The fixed message of each error code (CONTRACT.md section 1), where it is fixed.
+/// The fixed message of each error code (docs/api.md#errors), where it is fixed.
 fn contract_message(code: &str) -> Option<&'static str> {
     Some(match code {
         "INVALID_INPUT" => "invalid input",
