@@ -90,6 +90,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks/recoveries/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One recovery. */
+        get: operations["get_recovery"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/{id}": {
         parameters: {
             query?: never;
@@ -107,6 +124,23 @@ export interface paths {
         head?: never;
         /** Update an endpoint partially. */
         patch: operations["update_endpoint"];
+        trace?: never;
+    };
+    "/v1/webhooks/{id}/recover": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Deliver an endpoint's dead (and, if asked, missed) events again. */
+        post: operations["recover_endpoint"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/v1/webhooks/{id}/rotate-secret": {
@@ -352,6 +386,107 @@ export interface components {
             /** @description Standard base64 of 32 random bytes; shown this once. */
             webhook_secret: string;
         };
+        /** @description The body of a recovery request. */
+        RecoverRequest: {
+            /** @description Count the matches and deliver nothing; `false` by default. */
+            dry_run?: boolean | null;
+            /** @description Only events of these types (1 to 50, from the catalog); every type by default. */
+            event_types?: string[] | null;
+            /**
+             * @description Also events the endpoint never got (published while it was inactive, or of a type it
+             *     subscribed to later); `false` by default.
+             */
+            include_missing?: boolean | null;
+            /**
+             * Format: date-time
+             * @description Start of the window of event creation times, inclusive; within event retention.
+             */
+            since: string;
+            /**
+             * Format: date-time
+             * @description End of the window, exclusive; now by default.
+             */
+            until?: string | null;
+        };
+        /** @description The answer of a recovery request. */
+        RecoverResponse: {
+            /** @description Whether it was a dry run. */
+            dry_run: boolean;
+            /**
+             * Format: uuid
+             * @description The endpoint.
+             */
+            endpoint_id: string;
+            /**
+             * Format: int64
+             * @description Events matched when it was asked for.
+             */
+            matched: number;
+            /**
+             * Format: uuid
+             * @description The recovery's id; an identical request while it is queued or running answers it again.
+             */
+            recovery_id: string;
+            /**
+             * Format: date-time
+             * @description Start of the window.
+             */
+            since: string;
+            /** @description `queued`, `running` or `done` (a dry run is `done` at once). */
+            status: string;
+            /**
+             * Format: date-time
+             * @description End of the window.
+             */
+            until: string;
+        };
+        /** @description A recovery as `GET /v1/webhooks/recoveries/{id}` shows it. */
+        RecoveryResponse: {
+            /**
+             * Format: date-time
+             * @description When it was asked for.
+             */
+            created_at: string;
+            /** @description Whether it was a dry run. */
+            dry_run: boolean;
+            /**
+             * Format: uuid
+             * @description The endpoint.
+             */
+            endpoint_id: string;
+            /**
+             * Format: int64
+             * @description Deliveries put back in the queue so far.
+             */
+            enqueued: number;
+            /**
+             * Format: date-time
+             * @description When its last match went back in the queue; `null` until then.
+             */
+            finished_at?: string | null;
+            /**
+             * Format: uuid
+             * @description The recovery's id.
+             */
+            id: string;
+            /**
+             * Format: int64
+             * @description Events matched when it was asked for.
+             */
+            matched: number;
+            /**
+             * Format: date-time
+             * @description Start of the window.
+             */
+            since: string;
+            /** @description `queued`, `running` or `done`. */
+            status: string;
+            /**
+             * Format: date-time
+             * @description End of the window.
+             */
+            until: string;
+        };
         /** @description Body of a replay; may be omitted. */
         ReplayRequest: {
             /** @description Why, for the audit trail; at most 500 characters. */
@@ -520,7 +655,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -713,7 +848,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -905,7 +1040,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1112,7 +1247,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1303,7 +1438,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1499,7 +1634,198 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    get_recovery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The recovery's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The recovery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoveryResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1690,7 +2016,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1879,7 +2205,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2074,7 +2400,202 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    recover_endpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The endpoint's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RecoverRequest"];
+            };
+        };
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecoverResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2265,7 +2786,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2456,7 +2977,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Limit exceeded */
+            /** @description Limit exceeded, or endpoint inactive */
             409: {
                 headers: {
                     [name: string]: unknown;
