@@ -3,7 +3,8 @@
 //! back on the queue under their original event ids, with attempt numbers continued and a fresh
 //! retry schedule; `GET /v1/webhooks/recoveries/{id}` follows it to `done`. Pending deliveries
 //! and the test operation's events are never matched, an identical request while one runs
-//! answers the same recovery, and every request leaves one `recover` audit record.
+//! answers the same recovery (sent back to back or at the same time, each event is delivered
+//! exactly once more), and every request leaves one `recover` audit record.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use crate::harness::{
     Backend, Reply, TestApp, TestOrg, delivering, endpoint_body, endpoint_path, header,
     received_json, string_at, timestamp_at, verify_delivery, wait_for_received, wait_until,
+    wait_within,
 };
 
 backend_tests!(
@@ -25,6 +27,7 @@ backend_tests!(
     pending_delivery_is_not_matched,
     test_operation_events_are_never_matched,
     identical_request_while_one_runs_answers_the_same_recovery,
+    concurrent_identical_requests_start_one_recovery,
     every_request_writes_one_recover_audit_record,
     since_not_before_until_is_refused,
     since_older_than_event_retention_is_refused,
@@ -67,6 +70,8 @@ const RECOVERY_FIELDS: [&str; 10] = [
 
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(86_400);
+/// The wait limit of the tests that move hundreds of deliveries.
+const SLOW: Duration = Duration::from_secs(20);
 
 fn millis(delays: &[u64]) -> Vec<Duration> {
     delays.iter().copied().map(Duration::from_millis).collect()
@@ -169,8 +174,7 @@ impl TestApp {
     }
 }
 
-/// An endpoint whose every delivery died: `events` events each failed twice (a schedule of one
-/// 50 ms delay) at a receiver that answers 500 that many times and 200 from then on.
+/// An endpoint whose every delivery died, at a receiver that now answers 200.
 struct Dead {
     app: TestApp,
     org: TestOrg,
@@ -180,6 +184,8 @@ struct Dead {
     event_ids: Vec<String>,
 }
 
+/// `events` events, each dead after two attempts (a schedule of one 50 ms delay) at a receiver
+/// that answers 500 twice as many times, and 200 from then on.
 async fn dead_deliveries(backend: Backend, events: usize) -> Dead {
     let ca = TestCa::new();
     let receiver = Receiver::builder(&ca)
@@ -555,12 +561,13 @@ async fn test_operation_events_are_never_matched(backend: Backend) {
     assert_eq!(receiver.received().len(), 1);
 }
 
-async fn identical_request_while_one_runs_answers_the_same_recovery(backend: Backend) {
-    // Arrange: 25 deliveries dead after a single attempt; the receiver then answers 200.
-    const EVENTS: usize = 25;
+/// An endpoint with `events` deliveries dead after a single attempt (published in batches of
+/// 500), at a receiver that answers 500 that many times and 200 from then on. With more than
+/// 500 matches, a recovery takes more than one chunk of work.
+async fn many_dead_deliveries(backend: Backend, events: usize) -> Dead {
     let ca = TestCa::new();
     let receiver = Receiver::builder(&ca)
-        .sequence(&[500; EVENTS])
+        .sequence(&vec![500; events])
         .spawn()
         .await;
     let app = delivering(backend, &ca)
@@ -568,58 +575,124 @@ async fn identical_request_while_one_runs_answers_the_same_recovery(backend: Bac
         .spawn()
         .await;
     let org = app.org_with_key().await;
-    let key = &org.key;
     let endpoint = app
-        .create_endpoint_at(key, &receiver.url("/sequence"), &[EVENT])
+        .create_endpoint_at(&org.key, &receiver.url("/sequence"), &[EVENT])
         .await;
-    let mut event_ids = BTreeSet::new();
-    for n in 0..EVENTS {
-        let published = app.publish(org.id, EVENT, &json!({"n": n})).await;
-        event_ids.insert(string_at(&published, "event_id"));
+    let mut event_ids = Vec::new();
+    let all: Vec<usize> = (0..events).collect();
+    for batch in all.chunks(500) {
+        let events: Vec<Value> = batch
+            .iter()
+            .map(|n| json!({"org_id": org.id.to_string(), "type": EVENT, "data": {"n": n}}))
+            .collect();
+        let reply = app
+            .admin_post("/admin/v1/events/batch", &json!({"events": events}))
+            .await;
+        reply.assert_status(StatusCode::ACCEPTED);
+        let answers = reply.body["events"].as_array().cloned().unwrap_or_default();
+        event_ids.extend(answers.iter().map(|answer| string_at(answer, "event_id")));
     }
-    app.wait_for_deliveries(key, &endpoint, "every delivery to die", |records| {
-        count_outcome(records, "dead") == EVENTS
+    assert_eq!(event_ids.len(), events);
+    wait_within(SLOW, &format!("{events} deliveries to die"), || async {
+        (receiver.received().len() >= events).then_some(())
     })
     .await;
-    let body = json!({"since": ago(MINUTE).to_string()});
+    app.wait_for_empty_queue().await;
+    assert_eq!(receiver.received().len(), events);
+    Dead {
+        app,
+        org,
+        endpoint,
+        receiver,
+        event_ids,
+    }
+}
 
-    // Act: the same body twice, back to back.
-    let first = app.recover_accepted(key, &endpoint, &body).await;
-    let second = app.recover_accepted(key, &endpoint, &body).await;
-
-    // Assert
-    assert_eq!(matched(&first), EVENTS as u64, "{first}");
-    let first_id = string_at(&first, "recovery_id");
-    let second_id = string_at(&second, "recovery_id");
-    let first_done = app.wait_for_recovery_done(key, &first_id).await;
-    assert_eq!(first_done["enqueued"], json!(EVENTS), "{first_done}");
-    if first_id == second_id {
-        assert_eq!(second["matched"], first["matched"], "{second}");
+/// Asserts that two identical recovery requests, answered `a` and `b`, either got the same
+/// recovery or got two that never ran at the same time; that each matched event was delivered
+/// exactly once more; and that each request was audited.
+async fn assert_recovered_once(dead: &Dead, a: &Reply, b: &Reply) {
+    let (app, key) = (&dead.app, &dead.org.key);
+    let events = dead.event_ids.len();
+    a.assert_status(StatusCode::ACCEPTED);
+    b.assert_status(StatusCode::ACCEPTED);
+    let a_id = string_at(&a.body, "recovery_id");
+    let b_id = string_at(&b.body, "recovery_id");
+    if a_id == b_id {
+        assert_eq!(matched(&a.body), events as u64, "{a}");
+        assert_eq!(b.body["matched"], a.body["matched"], "{b}");
+        let done = app.wait_for_recovery_done(key, &a_id).await;
+        assert_eq!(done["enqueued"], json!(events), "{done}");
     } else {
-        // Only allowed when the first had already finished when the second arrived.
-        let second_done = app.wait_for_recovery_done(key, &second_id).await;
-        assert!(
-            timestamp_at(&first_done, "finished_at") <= timestamp_at(&second_done, "created_at"),
-            "a second recovery {second_done} was started while {first_done} was running"
+        // Two recoveries are only allowed when one had finished before the other was matched
+        // (`created_at` is stamped before the request's transaction, so it cannot tell):
+        // then everything was already back in the queue and the later one matches nothing.
+        let a_done = app.wait_for_recovery_done(key, &a_id).await;
+        let b_done = app.wait_for_recovery_done(key, &b_id).await;
+        let (earlier, later) = if matched(&a_done) >= matched(&b_done) {
+            (a_done, b_done)
+        } else {
+            (b_done, a_done)
+        };
+        assert_eq!(matched(&earlier), events as u64, "{earlier}");
+        assert_eq!(earlier["enqueued"], json!(events), "{earlier}");
+        assert_eq!(
+            matched(&later),
+            0,
+            "a second recovery {later} was started while the identical {earlier} still had \
+             matches to put back"
         );
     }
+    wait_within(SLOW, "every event once more", || async {
+        (dead.receiver.received().len() >= 2 * events).then_some(())
+    })
+    .await;
     app.wait_for_empty_queue().await;
-    let received = receiver.received();
+    let received = dead.receiver.received();
     assert_eq!(
         received.len(),
-        2 * EVENTS,
+        2 * events,
         "each event is delivered exactly once more, however many requests asked"
     );
-    let redelivered: BTreeSet<String> = received[EVENTS..]
+    let redelivered: BTreeSet<String> = received[events..]
         .iter()
         .map(|request| header(request, "x-amcore-event-id"))
         .collect();
-    assert_eq!(redelivered, event_ids);
+    let original: BTreeSet<String> = dead.event_ids.iter().cloned().collect();
+    assert_eq!(redelivered, original);
     assert_eq!(
-        app.recover_audits(org.id).await.len(),
+        app.recover_audits(dead.org.id).await.len(),
         2,
         "one audit record per request"
     );
+}
+
+async fn identical_request_while_one_runs_answers_the_same_recovery(backend: Backend) {
+    // Arrange: 600 dead deliveries, two chunks of recovery work.
+    let dead = many_dead_deliveries(backend, 600).await;
+    let body = last_minute(&json!({}));
+
+    // Act: the same body twice, back to back.
+    let first = dead.app.recover(&dead.org.key, &dead.endpoint, &body).await;
+    let second = dead.app.recover(&dead.org.key, &dead.endpoint, &body).await;
+
+    // Assert
+    assert_recovered_once(&dead, &first, &second).await;
+}
+
+async fn concurrent_identical_requests_start_one_recovery(backend: Backend) {
+    // Arrange
+    let dead = many_dead_deliveries(backend, 600).await;
+    let body = last_minute(&json!({}));
+
+    // Act: the same body twice, at the same time (a client retrying a slow request).
+    let (one, other) = tokio::join!(
+        dead.app.recover(&dead.org.key, &dead.endpoint, &body),
+        dead.app.recover(&dead.org.key, &dead.endpoint, &body),
+    );
+
+    // Assert
+    assert_recovered_once(&dead, &one, &other).await;
 }
 
 async fn every_request_writes_one_recover_audit_record(backend: Backend) {

@@ -27,6 +27,24 @@ pub(super) async fn start_recovery<B: Backend>(
     fingerprint: &str,
     audit: &AuditRecord,
 ) -> Result<(Recovery, bool), StoreError> {
+    // Two identical requests at once (several nodes, or a client retrying a slow request) may
+    // both find nothing unfinished; the unique index on unfinished requests lets one insert,
+    // and the other, refused, looks again and answers the recovery the first one stored.
+    let mut tries = 0;
+    loop {
+        match try_start_recovery(store, recovery, fingerprint, audit).await {
+            Err(StoreError::Conflict) if tries < 2 => tries += 1,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn try_start_recovery<B: Backend>(
+    store: &B,
+    recovery: &Recovery,
+    fingerprint: &str,
+    audit: &AuditRecord,
+) -> Result<(Recovery, bool), StoreError> {
     let mut tx = store.begin().await?;
     let Some(endpoint) = live_endpoint(&mut tx, recovery.org_id, recovery.endpoint_id).await?
     else {
