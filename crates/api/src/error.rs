@@ -1,6 +1,7 @@
 //! The API's one error type and the JSON envelope of docs/api.md#errors. Status codes,
 //! error codes and messages live in [`ApiError::into_response`] and nowhere else.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -78,7 +79,9 @@ impl From<StoreError> for ApiError {
                 max: herald_domain::endpoint::MAX_ENDPOINTS_PER_ORG,
             },
             StoreError::Unavailable(_) | StoreError::NotWritable => {
-                tracing::warn!(error = %error_chain(&error), "storage unavailable");
+                if let Some(suppressed) = STORAGE_WARNINGS.allow() {
+                    tracing::warn!(error = %error_chain(&error), suppressed, "storage unavailable");
+                }
                 ApiError::Unavailable
             }
             other => ApiError::Internal(Box::new(other)),
@@ -220,6 +223,47 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Warnings of requests refused because storage is unavailable: at most one a second, however
+/// many requests meet the outage (the store logs the outage itself once; a full disk is no time
+/// to write tens of thousands of log lines to it).
+pub(crate) static STORAGE_WARNINGS: RareLog = RareLog::new();
+
+/// Lets a repeated log line through at most once a second, counting the ones it held back.
+#[derive(Debug)]
+pub(crate) struct RareLog {
+    /// The second (since the Unix epoch) of the last line let through.
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RareLog {
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when this line may be written.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let last = self.last.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 fn whole_seconds_at_least_one(duration: Duration) -> u64 {
     let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
     seconds.max(1)
@@ -240,6 +284,16 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rare_log_lets_one_line_a_second_through_and_counts_the_rest() {
+        let log = RareLog::new();
+        assert_eq!(log.allow(), Some(0));
+        assert_eq!(log.allow(), None);
+        assert_eq!(log.allow(), None);
+        log.last.store(0, Ordering::Relaxed);
+        assert_eq!(log.allow(), Some(2), "the two held back are counted");
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

@@ -37,7 +37,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Begins a write transaction.
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
-    /// Runs one statement outside any transaction and returns its rows.
+    /// Runs one read outside any transaction and returns its rows.
     async fn run(&self, on: Pool, statement: Statement<'_>) -> Result<Vec<Self::Row>, StoreError>;
 
     /// Takes `lock` for the rest of `tx`.
@@ -61,15 +61,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn leased_but_due(&self, now: Timestamp) -> u64;
 }
 
-/// Which connections a statement outside a transaction runs on.
+/// Which connections a read outside a transaction runs on. Writes always run in a
+/// transaction (`shared::write_alone` for a single statement), so that their commit's
+/// outcome is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pool {
     /// A read for the API.
     Read,
     /// A read for the worker's claims.
     Claim,
-    /// A write of one statement, committed on its own.
-    Write,
 }
 
 /// A lock that a rule needs where several nodes share the database.

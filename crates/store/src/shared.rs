@@ -42,8 +42,7 @@ impl<B: Backend> Store for B {
             Some(false) => Err(StoreError::NotWritable),
             Some(true) => {
                 let probe = Statement::new(sql::write_probe(B::DIALECT));
-                let probed = self.run(Pool::Write, probe).await.map(drop);
-                self.health().observe(probed)
+                write_alone(self, probe).await.map(drop)
             }
         }
     }
@@ -53,7 +52,7 @@ impl<B: Backend> Store for B {
     }
 
     async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
-        self.run(Pool::Write, insert_org(org)).await.map(drop)
+        write_alone(self, insert_org(org)).await.map(drop)
     }
 
     async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
@@ -118,7 +117,7 @@ impl<B: Backend> Store for B {
         .bind(&key.hint)
         .bind(scopes.join(","))
         .bind(key.created_at.as_micros());
-        self.run(Pool::Write, insert).await.map(drop)
+        write_alone(self, insert).await.map(drop)
     }
 
     async fn list_api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKey>, StoreError> {
@@ -137,7 +136,7 @@ impl<B: Backend> Store for B {
         ))
         .bind(at.as_micros())
         .bind(key_id.as_uuid());
-        api_key_from_row(&only(self.run(Pool::Write, update).await?)?)
+        api_key_from_row(&only(write_alone(self, update).await?)?)
     }
 
     async fn find_api_key(&self, hash: &ApiKeyHash) -> Result<Option<ApiKey>, StoreError> {
@@ -474,6 +473,24 @@ async fn count<T: WriteTransaction>(
     statement: Statement<'_>,
 ) -> Result<i64, StoreError> {
     only(tx.fetch(statement).await?)?.integer("n")
+}
+
+/// Runs one write statement in a transaction of its own and returns its rows once the commit
+/// succeeded. Never as a bare autocommit statement: on SQLite a `RETURNING` row can reach the
+/// caller before the statement's commit fails (on a full disk a key revocation answered
+/// success and was lost), and the store's write health hears of the outcome here.
+pub(crate) async fn write_alone<B: Backend>(
+    store: &B,
+    statement: Statement<'_>,
+) -> Result<Vec<B::Row>, StoreError> {
+    let written = async {
+        let mut tx = store.begin().await?;
+        let rows = tx.fetch(statement).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+    .await;
+    store.health().observe(written)
 }
 
 /// Stores `audit` in `tx` and commits: a change and its record exist together or not at all.

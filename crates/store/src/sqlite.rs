@@ -130,9 +130,6 @@ impl Backend for SqliteStore {
         let pool = match on {
             Pool::Read => &self.reader,
             Pool::Claim => &self.claim_reader,
-            // One statement on its own is a transaction SQLite begins and ends by itself; sqlx
-            // keeps no transaction state for it, so it needs no `WriteTx`.
-            Pool::Write => &self.writer,
         };
         statement.fetch_all(pool).await
     }
@@ -206,9 +203,10 @@ impl Backend for SqliteStore {
             disable_failing_before,
         )
         .await;
-        match written {
-            Ok(()) => self.leases.end(leases(&settling)).await,
-            Err(_) => self.leases.abandon_settling(leases(&all)),
+        // A failed recording keeps its leases settling: the recorder tries again until the
+        // store accepts it, and a lease that lapsed meanwhile would send the delivery again.
+        if written.is_ok() {
+            self.leases.end(leases(&settling)).await;
         }
         written
     }

@@ -366,6 +366,12 @@ pub(crate) async fn test_endpoint(
         .store
         .get_endpoint(auth.org_id(), path_id(&id)?)
         .await?;
+    // The attempt is recorded after it is sent: while storage refuses writes, send nothing
+    // rather than a test whose record would be lost (a client retrying the 503 would send it
+    // again). The store finds out it can write again at its next write or readiness probe.
+    if !state.store.write_status().writable {
+        return Err(ApiError::Unavailable);
+    }
     let attempt = state.test_sender.send_test(&endpoint).await?;
     Ok(Json(TestResponse {
         event_id: attempt.event_id.to_string(),

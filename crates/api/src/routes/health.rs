@@ -4,7 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RareLog};
+
+/// Failed readiness checks are logged at most once a second, however often they are made.
+static READINESS_WARNINGS: RareLog = RareLog::new();
 use crate::state::AppState;
 
 /// `GET /healthz`: the process is up and serving.
@@ -16,7 +19,9 @@ pub(crate) async fn healthz() -> Json<Value> {
 /// reads go on); otherwise 503 `UNAVAILABLE` with `Retry-After`.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|error| {
-        tracing::warn!(error = %crate::error::error_chain(&error), "readiness check failed");
+        if let Some(suppressed) = READINESS_WARNINGS.allow() {
+            tracing::warn!(error = %crate::error::error_chain(&error), suppressed, "readiness check failed");
+        }
         ApiError::Unavailable
     })?;
     Ok(Json(json!({"status": "ready"})))

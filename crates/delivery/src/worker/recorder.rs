@@ -104,7 +104,14 @@ async fn record_loop(
                 Err(_) => break,
             }
         }
-        store_batch(&*store, &batch, &stalled, auto_disable_after).await;
+        store_batch(
+            &*store,
+            &mut batch,
+            &mut results,
+            &stalled,
+            auto_disable_after,
+        )
+        .await;
         if let Some(metrics) = &metrics {
             for recording in &batch {
                 metrics.observe(
@@ -118,10 +125,14 @@ async fn record_loop(
 }
 
 /// Writes one batch, retrying after a [`Backoff`] until it is stored; `stalled` says whether
-/// the last write failed, and changes only when that does.
+/// the last write failed, and changes only when that does. Before each retry the batch takes
+/// in every result that has arrived meanwhile: trying to store a result is what keeps its
+/// delivery's lease from lapsing (on SQLite), so no result waits in the channel, unguarded,
+/// through an outage longer than a lease, to have its delivery claimed and sent again.
 async fn store_batch(
     store: &dyn Store,
-    batch: &[AttemptRecording],
+    batch: &mut Vec<AttemptRecording>,
+    results: &mut mpsc::Receiver<AttemptRecording>,
     stalled: &watch::Sender<bool>,
     auto_disable_after: chrono::Duration,
 ) {
@@ -138,6 +149,9 @@ async fn store_batch(
                 let retry_in = backoff.next_pause();
                 tracing::warn!(error = %error, attempts = batch.len(), retry_in_ms = retry_in.as_millis() as u64, "recording attempts failed; claims wait until they are stored");
                 tokio::time::sleep(retry_in).await;
+                while let Ok(next) = results.try_recv() {
+                    batch.push(next);
+                }
             }
         }
     }

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::Router;
+use bytes::Bytes;
 use hyper::Request;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -102,7 +103,15 @@ pub(super) async fn serve(
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |request: Request<Incoming>| {
-            let in_flight = InFlight::start(Arc::clone(&activity));
+            let body_pending = !request.body().is_end_stream();
+            let in_flight = InFlight::start(Arc::clone(&activity), body_pending);
+            let request = request.map(|body| {
+                axum::body::Body::new(WatchedBody {
+                    body,
+                    activity: Arc::clone(&activity),
+                    ended: !body_pending,
+                })
+            });
             let response = router.clone().oneshot(request);
             async move {
                 let response = response.await;
@@ -176,29 +185,56 @@ impl Activity {
         *lock(&self.state)
     }
 
-    /// Bytes arrived: on an idle connection, a request head has begun. Bytes that arrive
-    /// while a request is in flight are its body (or the next request, pipelined).
+    /// Bytes arrived: on an idle connection, a request head has begun; while a body is
+    /// awaited, it is progressing. Other bytes that arrive while a request is in flight are
+    /// the next request, pipelined.
     fn bytes_arrived(&self) {
         let mut state = lock(&self.state);
-        if let Phase::Idle { .. } = state.phase {
-            state.phase = Phase::ReadingHead {
-                since: Instant::now(),
-            };
-            drop(state);
-            self.changed.notify_one();
+        match state.phase {
+            Phase::Idle { .. } => {
+                state.phase = Phase::ReadingHead {
+                    since: Instant::now(),
+                };
+                drop(state);
+                self.changed.notify_one();
+            }
+            Phase::ReadingBody { .. } => {
+                state.phase = Phase::ReadingBody {
+                    since: Instant::now(),
+                };
+                drop(state);
+                self.changed.notify_one();
+            }
+            Phase::ReadingHead { .. } | Phase::Busy { .. } => {}
         }
     }
 
-    fn request_started(&self) {
+    /// A request's head is complete and its handler called; `body_pending` when a body is
+    /// still to arrive.
+    fn request_started(&self, body_pending: bool) {
         let mut state = lock(&self.state);
         state.phase = match state.phase {
             Phase::Busy { requests } => Phase::Busy {
                 requests: requests + 1,
             },
+            Phase::ReadingBody { .. } => Phase::Busy { requests: 2 },
+            Phase::ReadingHead { .. } | Phase::Idle { .. } if body_pending => Phase::ReadingBody {
+                since: Instant::now(),
+            },
             Phase::ReadingHead { .. } | Phase::Idle { .. } => Phase::Busy { requests: 1 },
         };
         drop(state);
         self.changed.notify_one();
+    }
+
+    /// The request's body has ended (or failed): the request is now simply busy.
+    fn body_ended(&self) {
+        let mut state = lock(&self.state);
+        if let Phase::ReadingBody { .. } = state.phase {
+            state.phase = Phase::Busy { requests: 1 };
+            drop(state);
+            self.changed.notify_one();
+        }
     }
 
     fn request_finished(&self) {
@@ -230,9 +266,48 @@ impl Activity {
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(activity: Arc<Activity>) -> Self {
-        activity.request_started();
+    fn start(activity: Arc<Activity>, body_pending: bool) -> Self {
+        activity.request_started(body_pending);
         Self(activity)
+    }
+}
+
+/// A request's body, telling its connection's [`Activity`] when it has ended: until then a
+/// stalled body is timed and its connection counts as quiet.
+struct WatchedBody {
+    body: Incoming,
+    activity: Arc<Activity>,
+    ended: bool,
+}
+
+impl HttpBody for WatchedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        let ended = match &frame {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended && !this.ended {
+            this.ended = true;
+            this.activity.body_ended();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -312,9 +387,9 @@ mod tests {
         let connections = Arc::new(Connections::default());
         let t0 = Instant::now();
         let busy = connections.register(t0);
-        busy.activity.request_started();
+        busy.activity.request_started(false);
         let idle = connections.register(t0 + Duration::from_secs(1));
-        idle.activity.request_started();
+        idle.activity.request_started(false);
         idle.activity.request_finished();
         let reading = connections.register(t0 + Duration::from_secs(2));
 

@@ -4,8 +4,13 @@
 //! - **reading a head**, from accept, or from the first byte of the next request on a reused
 //!   connection: the head must be complete within the header-read timeout, or the connection
 //!   is dropped (nothing was received that could be answered);
-//! - **busy**, from a complete head until the handler has produced its response: no timeout,
-//!   so requests in flight always finish;
+//! - **reading a body**, from a complete head while the request's body is still arriving: each
+//!   stretch without a byte of it must be shorter than the header-read timeout, or the
+//!   connection is dropped, and such a connection is quiet, one to make room at the cap (a
+//!   client that announces a body and never sends it must not hold a slot: a few hundred of
+//!   them locked every other client out);
+//! - **busy**, from the end of the body (at once, for a request without one) until the
+//!   handler has produced its response: no timeout, so requests in flight always finish;
 //! - **idle**, from then until the next byte: after the idle timeout the connection is closed
 //!   gracefully (hyper finishes writing the last response, then closes), and dropped if that
 //!   takes longer than the header-read timeout (a client that does not read its response).
@@ -22,6 +27,8 @@ use super::HttpConfig;
 pub(super) enum Phase {
     /// Receiving a request head that began at `since` (for a new connection, its accept).
     ReadingHead { since: Instant },
+    /// A request is being handled while its body arrives; the last of it came at `since`.
+    ReadingBody { since: Instant },
     /// `requests` requests are being handled (with HTTP/1, one).
     Busy { requests: usize },
     /// Waiting for the first byte of the next request since `since`.
@@ -41,7 +48,9 @@ impl State {
     pub(super) fn quiet_since(self) -> Option<Instant> {
         match self.phase {
             _ if self.close_requested => None,
-            Phase::ReadingHead { since } | Phase::Idle { since } => Some(since),
+            Phase::ReadingHead { since } | Phase::ReadingBody { since } | Phase::Idle { since } => {
+                Some(since)
+            }
             Phase::Busy { .. } => None,
         }
     }
@@ -74,7 +83,7 @@ pub(super) fn next_step(
                 Step::Wait(None)
             }
         }
-        Phase::ReadingHead { since } => {
+        Phase::ReadingHead { since } | Phase::ReadingBody { since } => {
             let deadline = since + config.header_read_timeout;
             if state.close_requested || now >= deadline {
                 Step::Drop
@@ -173,6 +182,17 @@ mod tests {
             seconds(85),
             Step::Drop,
         );
+        // A body that stops arriving has the header timeout from its last byte.
+        let body = Phase::ReadingBody { since: seconds(3) };
+        check(
+            state(body, false),
+            None,
+            seconds(12),
+            Step::Wait(Some(seconds(13))),
+        );
+        check(state(body, false), None, seconds(13), Step::Drop);
+        check(state(body, true), None, seconds(4), Step::Drop);
+        assert_eq!(state(body, false).quiet_since(), Some(seconds(3)));
         // A request in flight is never timed, nor cut off when asked to close; its response,
         // produced long after, still gets the header timeout to be written.
         check(state(busy, false), None, seconds(1_000), Step::Wait(None));

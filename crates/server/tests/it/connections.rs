@@ -2,7 +2,8 @@
 //! sockets make room for real requests, a client that trickles its headers is cut off after the
 //! header-read timeout, a kept-alive connection after the idle timeout (and not before), a body
 //! announced over the cap is refused before it is sent, and shutdown still lets a request in
-//! flight finish. The same under a lowered open-files limit, with the real binary:
+//! flight finish; requests whose announced body never arrives make room at the cap and are
+//! dropped after the header-read timeout without a byte of it. The same under a lowered open-files limit, with the real binary:
 //! crates/cli/tests/file_limit.rs.
 
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ backend_tests!(
     a_content_length_over_the_cap_is_refused_before_the_body_is_sent,
     the_batch_route_refuses_an_announced_body_over_its_own_cap,
     a_request_in_flight_at_shutdown_finishes_and_new_connections_are_refused,
+    bodies_that_never_arrive_neither_lock_out_healthz_nor_outlive_the_header_timeout,
 );
 
 /// What "answers promptly" means in these tests: far below any timeout involved.
@@ -266,6 +268,58 @@ async fn a_request_in_flight_at_shutdown_finishes_and_new_connections_are_refuse
 
 /// A request head for `POST path` announcing a JSON body of `length` bytes, with one more
 /// header line (credentials, or anything), and no body.
+async fn bodies_that_never_arrive_neither_lock_out_healthz_nor_outlive_the_header_timeout(
+    backend: Backend,
+) {
+    // Arrange: a cap of 20 and twice as many authenticated writes that announce 1,000 bytes
+    // of body and send one (a tenant's key is all it takes): 20 in flight, 20 queued behind
+    // them in the listen backlog, ahead of any newcomer.
+    let timeout = Duration::from_secs(2);
+    let app = TestApp::builder()
+        .backend(backend)
+        .max_connections(20)
+        .header_read_timeout(timeout)
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    let head = announce(
+        "/v1/webhooks",
+        &format!("Authorization: Bearer {}", org.key),
+        1_000,
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let mut connection = RawConnection::open(app.address).await;
+        connection.send(head.as_bytes()).await;
+        connection.send(b"{").await;
+        stalled.push(connection);
+    }
+    // Let every request reach its handler, which now waits for the body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+
+    // Act
+    let reply = raw_exchange(
+        app.address,
+        b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n",
+        PROMPTLY,
+    )
+    .await;
+    let elapsed = started.elapsed();
+
+    // Assert: answered at once, a stalled connection having made room; and every stalled
+    // one is gone within the header timeout of its last byte.
+    reply.assert_status(StatusCode::OK);
+    assert!(elapsed < PROMPTLY, "/healthz took {elapsed:?}");
+    for connection in &mut stalled {
+        assert!(
+            connection.closed_within(timeout + PROMPTLY).await.is_some(),
+            "a connection whose body never came was still open after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 fn announce(path: &str, header: &str, length: u64) -> String {
     format!(
         "POST {path} HTTP/1.1\r\nHost: herald\r\n{header}\r\nContent-Type: application/json\r\n\

@@ -475,5 +475,5 @@ pub(super) async fn release_all_leases<B: Backend>(store: &B) -> Result<(), Stor
         B::DIALECT.least()
     ));
     let release = release.bind(Timestamp::now().as_micros());
-    store.run(Pool::Write, release).await.map(drop)
+    super::write_alone(store, release).await.map(drop)
 }

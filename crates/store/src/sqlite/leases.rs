@@ -20,7 +20,8 @@
 //! Recording checks the token: an attempt settles its delivery only while its lease is the
 //! delivery's current one, exactly as the token column does on PostgreSQL. Such leases are
 //! marked as settling until they end, so they cannot lapse and be taken again while their
-//! recording commits.
+//! recording commits, nor while a recording that failed (a full disk) waits to be tried
+//! again: the worker's recorder keeps every result until it is stored.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -145,21 +146,6 @@ impl LeaseTable {
             .collect()
     }
 
-    /// Takes the settling mark off again: the recording failed and will be retried.
-    pub(super) fn abandon_settling(
-        &self,
-        attempts: impl IntoIterator<Item = (DeliveryId, LeaseToken)>,
-    ) {
-        let mut leases = self.lock();
-        for (delivery_id, token) in attempts {
-            if let Some(lease) = leases.get_mut(&delivery_id)
-                && lease.token == token
-            {
-                lease.settling = false;
-            }
-        }
-    }
-
     /// Ends these leases (their recording committed), once no claim is between its read and
     /// its leasing.
     pub(super) async fn end(&self, attempts: impl IntoIterator<Item = (DeliveryId, LeaseToken)>) {
@@ -267,16 +253,10 @@ mod tests {
                 .is_empty(),
             "a lease whose attempt is being recorded does not lapse"
         );
-        table.abandon_settling([(id, new)]);
-        assert_eq!(table.live(later), 0, "without the mark it has lapsed");
-        assert!(
-            table.held_per_endpoint(later).is_empty(),
-            "a claim sees it free"
-        );
         assert_eq!(
             table.begin_settling([(id, new)]),
             vec![true],
-            "a lapsed lease nobody took over still settles its delivery"
+            "a recording tried again (the first try failed) still settles its delivery"
         );
     }
 
