@@ -72,6 +72,10 @@ impl SqliteStore {
             // Sorts and temporary B-trees (the claim ranks its window) stay in memory instead
             // of temporary files.
             .pragma("temp_store", "memory")
+            // SQLite reuses a WAL file rather than shrinking it: after a burst (or a full disk
+            // that kept checkpoints from finishing) it would keep its largest size for good.
+            // Truncated to this after each checkpoint that resets it.
+            .pragma("journal_size_limit", "67108864")
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

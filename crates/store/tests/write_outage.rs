@@ -12,7 +12,7 @@ mod support;
 
 use std::sync::Arc;
 
-use herald_domain::{Event, EventId, Org, OrgId, Outcome, Timestamp};
+use herald_domain::{ApiKey, ApiKeyId, Event, EventId, Org, OrgId, Outcome, Scope, Timestamp};
 use herald_store::{ClaimScope, PROBE_INTERVAL, SqliteStore, Store, StoreError};
 use herald_testkit::disk::{SmallDisk, sqlite_integrity_check};
 use sqlx::Connection as _;
@@ -22,9 +22,11 @@ use support::{
 };
 
 /// The file system's size: the database, its WAL and the filler share it.
-const DISK: &str = "6m";
-/// What the filler takes, given back to end the outage.
-const FILLER_BYTES: usize = 2 << 20;
+const DISK: &str = "8m";
+/// What the filler takes, given back to end the outage: more than the rest, since once space
+/// returns the first checkpoint copies what the WAL holds into the database file (and SQLite
+/// reuses, rather than shrinks, the WAL file).
+const FILLER_BYTES: usize = 6 << 20;
 /// Each event's data, so the disk fills in a few hundred publishes.
 const DATA_BYTES: usize = 4 << 10;
 
@@ -48,6 +50,19 @@ async fn sqlite_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recove
     };
     store.create_org(&org).await.expect("creating the org");
     let endpoint = create_endpoint(store.as_ref(), org.id, now).await;
+    let key = ApiKey {
+        id: ApiKeyId::new(),
+        org_id: org.id,
+        scopes: vec![Scope::WebhooksRead],
+        hint: "am_live_test…".to_owned(),
+        created_at: now,
+        revoked_at: None,
+    };
+    let key_hash = [9_u8; 32];
+    store
+        .create_api_key(&key, &key_hash)
+        .await
+        .expect("creating a key");
 
     // Act 1: publish batches of ten until the disk is full, then ten times more.
     let mut acknowledged: Vec<EventId> = Vec::new();
@@ -81,6 +96,21 @@ async fn sqlite_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recove
         store.ping().await.is_err(),
         "readiness fails while writes are refused"
     );
+
+    // A revocation (one statement, answering the revoked key) is refused or stored, never
+    // answered and lost (checked after the restart below); a refusal counts as one.
+    let failures = store.write_status().failures_total;
+    let revoked = store.revoke_api_key(key.id, Timestamp::now()).await;
+    match &revoked {
+        Ok(answer) => assert!(answer.revoked_at.is_some()),
+        Err(error) => {
+            assert!(
+                matches!(error, StoreError::Unavailable(_)),
+                "a revocation on a full disk is an outage, not {error:?}"
+            );
+            assert!(store.write_status().failures_total > failures);
+        }
+    }
 
     // Recording attempts fails the same way while the disk is full.
     let claimed = claim(
@@ -162,6 +192,16 @@ async fn sqlite_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recove
         still_due
             .iter()
             .all(|delivery| delivery.endpoint.id == endpoint)
+    );
+    let kept = store
+        .find_api_key(&key_hash)
+        .await
+        .expect("reading the key")
+        .expect("the key exists");
+    assert_eq!(
+        kept.revoked_at.is_some(),
+        revoked.is_ok(),
+        "a revocation is stored exactly when it was answered: {revoked:?}"
     );
     drop(store);
     assert_eq!(sqlite_integrity_check(&database).await, "ok");
