@@ -15,8 +15,8 @@ backend_tests!(
 );
 
 /// Every organization operation: endpoint management (issue 2), then deliveries, test and
-/// replay. A route is added here in the same change that builds it.
-const EXPECTED_OPERATIONS: [(&str, &str); 11] = [
+/// replay, then recovery. A route is added here in the same change that builds it.
+const EXPECTED_OPERATIONS: [(&str, &str); 13] = [
     ("POST", "/v1/webhooks"),
     ("GET", "/v1/webhooks"),
     ("GET", "/v1/webhooks/{id}"),
@@ -28,6 +28,8 @@ const EXPECTED_OPERATIONS: [(&str, &str); 11] = [
     ("GET", "/v1/webhooks/deliveries"),
     ("GET", "/v1/webhooks/deliveries/{id}"),
     ("POST", "/v1/webhooks/deliveries/{id}/replay"),
+    ("POST", "/v1/webhooks/{id}/recover"),
+    ("GET", "/v1/webhooks/recoveries/{id}"),
 ];
 
 const HTTP_METHODS: [&str; 8] = [
