@@ -44,7 +44,7 @@ impl WriteTx {
         writer: &SqlitePool,
         health: &Arc<WriteHealth>,
     ) -> Result<WriteTx, StoreError> {
-        let mut connection = match writer.acquire().await {
+        let connection = match writer.acquire().await {
             Ok(connection) => connection,
             Err(error) => {
                 let error = map_error(error);
@@ -52,20 +52,25 @@ impl WriteTx {
                 return Err(error);
             }
         };
+        // The transaction exists, unended, before `BEGIN` is sent: if this future is dropped
+        // while `BEGIN` runs (a client that goes away cancels its handler), sqlx's worker may
+        // still execute it, and only `Drop` closing the connection keeps a connection inside
+        // a transaction from going back to the pool (the next `BEGIN IMMEDIATE` failed with
+        // "cannot start a transaction within a transaction").
+        let mut tx = WriteTx {
+            connection,
+            health: Arc::clone(health),
+            ended: false,
+        };
         if let Err(error) = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *connection)
+            .execute(&mut *tx.connection)
             .await
         {
-            connection.close_on_drop();
             let error = map_error(error);
             health.failed(&error);
             return Err(error);
         }
-        Ok(WriteTx {
-            connection,
-            health: Arc::clone(health),
-            ended: false,
-        })
+        Ok(tx)
     }
 }
 
