@@ -9,14 +9,18 @@
 )]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Subcommand;
 use herald_api::ApiError;
 use herald_api::routes::admin::{ApiKeyResponse, OrgResponse, create_org, mint_api_key};
 use herald_api::routes::events::{PublishResponse, PublishRules, prepare_event};
+use herald_api::routes::recoveries::{RecoverResponse, RecoveryRules, start_recovery};
 use herald_domain::publish::DEFAULT_MAX_EVENT_BYTES;
 use herald_domain::scope::parse_scopes;
-use herald_domain::{ApiKeyId, EventCatalog, OrgId, Timestamp};
+use herald_domain::{
+    ApiKeyId, AuditAction, AuditId, AuditRecord, EndpointId, EventCatalog, OrgId, Timestamp,
+};
 use herald_server::StorageArgs;
 use herald_store::{Store, StoreError};
 use serde::Serialize;
@@ -71,6 +75,47 @@ pub(crate) enum KeysCommand {
     },
 }
 
+/// `herald endpoints …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EndpointsCommand {
+    /// Deliver an endpoint's dead (and, with --include-missing, missed) events again, under
+    /// their original ids; prints the recovery. A running `herald serve` puts its matches back
+    /// in the queue.
+    Recover {
+        /// The organization.
+        #[arg(long)]
+        org: OrgId,
+        /// The endpoint.
+        #[arg(long)]
+        endpoint: EndpointId,
+        /// Start of the window of event creation times (RFC 3339), inclusive.
+        #[arg(long)]
+        since: String,
+        /// End of the window (RFC 3339), exclusive; now by default.
+        #[arg(long)]
+        until: Option<String>,
+        /// Also events the endpoint never got (published while it was inactive).
+        #[arg(long)]
+        include_missing: bool,
+        /// Count the matches and deliver nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The event-type catalog, comma-separated, as `herald serve` has it.
+        #[arg(long, env = "HERALD_EVENT_TYPES", hide = true)]
+        event_types: Option<String>,
+        /// Days events are kept, as `herald serve` has it: `since` must be within them.
+        #[arg(
+            long,
+            env = "HERALD_EVENT_RETENTION_DAYS",
+            default_value_t = 30,
+            hide = true
+        )]
+        event_retention_days: u64,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
 /// `herald events …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum EventsCommand {
@@ -109,12 +154,7 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         max_event_bytes,
         storage,
     } = command;
-    let catalog = match event_types {
-        Some(list) => {
-            EventCatalog::new(list.split(',').map(|item| item.trim().to_owned()).collect())
-        }
-        None => EventCatalog::default(),
-    };
+    let catalog = catalog(event_types);
     // The object the admin API takes, checked by the same function: the same event is
     // accepted or refused alike, with the same error. `data` is stored as given, so
     // receivers get the bytes the operator wrote.
@@ -149,6 +189,48 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("publish returned no answer"))?;
     print_json(&PublishResponse::from(published))
+}
+
+pub(crate) async fn run_endpoints(command: EndpointsCommand) -> anyhow::Result<()> {
+    let EndpointsCommand::Recover {
+        org,
+        endpoint,
+        since,
+        until,
+        include_missing,
+        dry_run,
+        event_types,
+        event_retention_days,
+        storage,
+    } = command;
+    let catalog = catalog(event_types);
+    // The body the API takes, checked and started by the same function.
+    let mut body = Map::new();
+    body.insert("since".to_owned(), Value::String(since));
+    if let Some(until) = until {
+        body.insert("until".to_owned(), Value::String(until));
+    }
+    body.insert("include_missing".to_owned(), Value::Bool(include_missing));
+    body.insert("dry_run".to_owned(), Value::Bool(dry_run));
+    let rules = RecoveryRules {
+        catalog: &catalog,
+        event_retention: Duration::from_secs(event_retention_days.saturating_mul(86_400)),
+    };
+    let audit = AuditRecord {
+        id: AuditId::new(),
+        org_id: org,
+        api_key_id: None,
+        action: AuditAction::Recover,
+        target_id: endpoint.to_string(),
+        occurred_at: Timestamp::now(),
+        request_id: None,
+        reason: None,
+    };
+    let store = open_store(&storage).await?;
+    let recovery = start_recovery(store.as_ref(), rules, org, endpoint, body, &audit)
+        .await
+        .map_err(|error| api_error(&error))?;
+    print_json(&RecoverResponse::from(recovery))
 }
 
 pub(crate) async fn run_orgs(command: OrgsCommand) -> anyhow::Result<()> {
@@ -214,6 +296,16 @@ pub(crate) async fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// The catalog `HERALD_EVENT_TYPES` names, or the default one.
+fn catalog(event_types: Option<String>) -> EventCatalog {
+    match event_types {
+        Some(list) => {
+            EventCatalog::new(list.split(',').map(|item| item.trim().to_owned()).collect())
+        }
+        None => EventCatalog::default(),
+    }
 }
 
 /// Opens the configured store; a database that cannot be reached is the API's 503

@@ -36,6 +36,9 @@ enum Command {
     /// Publish events.
     #[command(subcommand)]
     Events(admin::EventsCommand),
+    /// Act on endpoints.
+    #[command(subcommand)]
+    Endpoints(admin::EndpointsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             Command::Orgs(command) => admin::run_orgs(command).await,
             Command::Keys(command) => admin::run_keys(command).await,
             Command::Events(command) => admin::run_events(command).await,
+            Command::Endpoints(command) => admin::run_endpoints(command).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! The admin commands and the admin API apply one set of rules (issue 12): `herald events
 //! publish` refuses what `POST /admin/v1/events` refuses, with the same error envelope (less
-//! the request id), and a database that cannot be reached is `UNAVAILABLE` for both.
+//! the request id), and a database that cannot be reached is `UNAVAILABLE` for both;
+//! `herald endpoints recover` starts the recovery the API starts and refuses what it refuses.
 
 mod support;
 
@@ -107,6 +108,156 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
         "a valid event is published: {}",
         String::from_utf8_lossy(&published.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_endpoints_recover_starts_what_the_api_starts_and_refuses_what_it_refuses() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pki = TestPki::new();
+    let ca_path = pki.write_root(dir.path());
+    let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let http = http_client();
+    let herald = Launcher::new(
+        "herald",
+        &database_url,
+        &ca_path,
+        dir.path().join("herald.log"),
+    )
+    .start(&http)
+    .await;
+    let tenant = Tenant::create(&http, &herald, "recover").await;
+    let created = http
+        .post(format!("{}/v1/webhooks", herald.base))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"url": "https://receiver.example/hook", "events": [EVENT_TYPE]}))
+        .send()
+        .await
+        .expect("create an endpoint");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let endpoint: Value = created.json().await.expect("the endpoint");
+    let endpoint_id = endpoint["id"].as_str().expect("an id").to_owned();
+    let recover = |since: &str, extra: &[&str]| {
+        let mut args = vec![
+            "endpoints",
+            "recover",
+            "--org",
+            &tenant.org_id,
+            "--endpoint",
+            &endpoint_id,
+            "--since",
+        ];
+        args.push(since);
+        args.extend_from_slice(extra);
+        herald_command(&args, &database_url)
+    };
+    let long_ago = "2026-01-01T00:00:00Z";
+    let recent = chrono_free_recent();
+
+    // A dry run through the command is a recovery the API can read.
+    let output = recover(&recent, &["--dry-run"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started: Value = serde_json::from_slice(&output.stdout).expect("the recovery as JSON");
+    assert_eq!(started["status"], "done", "{started}");
+    assert_eq!(started["dry_run"], true, "{started}");
+    assert_eq!(started["matched"], 0, "{started}");
+    let read = http
+        .get(format!(
+            "{}/v1/webhooks/recoveries/{}",
+            herald.base,
+            started["recovery_id"].as_str().expect("an id")
+        ))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .expect("read the recovery");
+    assert_eq!(
+        read.status(),
+        StatusCode::OK,
+        "the API reads what the command started"
+    );
+
+    // A window older than retention: the same 422 from both.
+    let output = recover(long_ago, &[]);
+    assert!(!output.status.success());
+    let api = api_error(
+        &http,
+        &herald.base,
+        &tenant.api_key,
+        &endpoint_id,
+        &json!({"since": long_ago}),
+    )
+    .await;
+    assert_eq!(
+        envelope(&output),
+        api,
+        "too old: the command and the API disagree"
+    );
+
+    // An inactive endpoint: the same 409 from both.
+    let patched = http
+        .patch(format!("{}/v1/webhooks/{endpoint_id}", herald.base))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .expect("deactivate");
+    assert_eq!(patched.status(), StatusCode::OK);
+    let output = recover(&recent, &[]);
+    assert!(!output.status.success());
+    let api = api_error(
+        &http,
+        &herald.base,
+        &tenant.api_key,
+        &endpoint_id,
+        &json!({"since": recent}),
+    )
+    .await;
+    assert_eq!(api["error"]["code"], "ENDPOINT_INACTIVE", "{api}");
+    assert_eq!(
+        envelope(&output),
+        api,
+        "inactive: the command and the API disagree"
+    );
+}
+
+/// An RFC 3339 instant a minute ago, from the system clock.
+fn chrono_free_recent() -> String {
+    let output = Command::new("date")
+        .args(["-u", "-d", "1 minute ago", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("run date");
+    String::from_utf8(output.stdout)
+        .expect("ASCII")
+        .trim()
+        .to_owned()
+}
+
+/// The API's error envelope for a recovery request, less its request id.
+async fn api_error(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    endpoint_id: &str,
+    body: &Value,
+) -> Value {
+    let response = http
+        .post(format!("{base}/v1/webhooks/{endpoint_id}/recover"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("recover through the API");
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let mut envelope: Value = response.json().await.expect("the envelope");
+    envelope["error"]
+        .as_object_mut()
+        .expect("`error` object")
+        .remove("request_id");
+    envelope
 }
 
 #[test]

@@ -8,7 +8,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use herald_domain::recovery::{MAX_RECOVERY_EVENT_TYPES, Recovery, RecoveryScope, RecoveryStatus};
-use herald_domain::{AuditAction, EndpointId, RecoveryId, Timestamp};
+use std::time::Duration;
+
+use herald_domain::{
+    AuditAction, AuditRecord, EndpointId, EventCatalog, OrgId, RecoveryId, Timestamp,
+};
+use herald_store::Store;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
@@ -17,7 +22,7 @@ use crate::docs::CommonErrors;
 use crate::error::ApiError;
 use crate::extract::{Authorized, Fields, JsonObject, PathId, ReadWebhooks, WriteWebhooks};
 use crate::routes::endpoints::audit_record;
-use crate::state::{ApiConfig, AppState};
+use crate::state::AppState;
 use crate::wire::path_id;
 
 /// The body of a recovery request.
@@ -96,6 +101,63 @@ pub struct RecoveryResponse {
     pub finished_at: Option<String>,
 }
 
+impl From<Recovery> for RecoverResponse {
+    fn from(recovery: Recovery) -> Self {
+        Self {
+            recovery_id: recovery.id.to_string(),
+            endpoint_id: recovery.endpoint_id.to_string(),
+            status: recovery.status.as_str(),
+            matched: recovery.matched,
+            dry_run: recovery.dry_run,
+            since: recovery.scope.since.to_string(),
+            until: recovery.scope.until.to_string(),
+        }
+    }
+}
+
+/// What a recovery request is checked against: the deployment's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryRules<'a> {
+    /// The event types `event_types` may name.
+    pub catalog: &'a EventCatalog,
+    /// How far back `since` may reach.
+    pub event_retention: Duration,
+}
+
+/// Checks a recovery request (the JSON object of `POST /v1/webhooks/{id}/recover`) and
+/// starts it, or finds the identical one still at work. The route and `herald endpoints
+/// recover` both come here, so they accept and refuse the same requests alike. `audit` is the
+/// request's record (action `recover`, target the endpoint); the store adds the counts.
+pub async fn start_recovery(
+    store: &dyn Store,
+    rules: RecoveryRules<'_>,
+    org_id: OrgId,
+    endpoint_id: EndpointId,
+    body: Map<String, Value>,
+    audit: &AuditRecord,
+) -> Result<Recovery, ApiError> {
+    let now = audit.occurred_at;
+    let (scope, dry_run, fingerprint) = read_recover_body(body, rules, now)?;
+    let endpoint = store.get_endpoint(org_id, endpoint_id).await?;
+    if !endpoint.active {
+        return Err(ApiError::EndpointInactive);
+    }
+    let recovery = Recovery {
+        id: RecoveryId::new(),
+        org_id,
+        endpoint_id,
+        status: RecoveryStatus::Queued,
+        scope,
+        dry_run,
+        matched: 0,
+        enqueued: 0,
+        created_at: now,
+        finished_at: None,
+    };
+    let (recovery, _new) = store.start_recovery(&recovery, &fingerprint, audit).await?;
+    Ok(recovery)
+}
+
 impl From<Recovery> for RecoveryResponse {
     fn from(recovery: Recovery) -> Self {
         Self {
@@ -127,42 +189,22 @@ pub(crate) async fn recover_endpoint(
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<RecoverResponse>), ApiError> {
     let endpoint_id: EndpointId = path_id(&id)?;
-    let now = Timestamp::now();
-    let (scope, dry_run, fingerprint) = read_recover_body(body, &state.config, now)?;
-    let endpoint = state.store.get_endpoint(auth.org_id(), endpoint_id).await?;
-    if !endpoint.active {
-        return Err(ApiError::EndpointInactive);
-    }
-    let recovery = Recovery {
-        id: RecoveryId::new(),
-        org_id: auth.org_id(),
-        endpoint_id,
-        status: RecoveryStatus::Queued,
-        scope,
-        dry_run,
-        matched: 0,
-        enqueued: 0,
-        created_at: now,
-        finished_at: None,
+    let audit = audit_record(&auth, AuditAction::Recover, &endpoint_id, Timestamp::now());
+    let rules = RecoveryRules {
+        catalog: &state.config.catalog,
+        event_retention: state.config.event_retention,
     };
-    let audit = audit_record(&auth, AuditAction::Recover, &endpoint_id, now);
-    let (recovery, _new) = state
-        .store
-        .start_recovery(&recovery, &fingerprint, &audit)
-        .await?;
+    let recovery = start_recovery(
+        state.store.as_ref(),
+        rules,
+        auth.org_id(),
+        endpoint_id,
+        body,
+        &audit,
+    )
+    .await?;
     state.recovery_wakeup.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(RecoverResponse {
-            recovery_id: recovery.id.to_string(),
-            endpoint_id: recovery.endpoint_id.to_string(),
-            status: recovery.status.as_str(),
-            matched: recovery.matched,
-            dry_run: recovery.dry_run,
-            since: recovery.scope.since.to_string(),
-            until: recovery.scope.until.to_string(),
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(recovery.into())))
 }
 
 /// One recovery.
@@ -187,7 +229,7 @@ pub(crate) async fn get_recovery(
 /// fingerprint (the request as given, so an identical one can be recognised).
 fn read_recover_body(
     body: Map<String, Value>,
-    config: &ApiConfig,
+    rules: RecoveryRules<'_>,
     now: Timestamp,
 ) -> Result<(RecoveryScope, bool, String), ApiError> {
     let mut fields = Fields::new(body);
@@ -208,7 +250,7 @@ fn read_recover_body(
     let until_or_now = until.unwrap_or(now);
     if let Some(since) = since {
         let retention =
-            chrono::Duration::from_std(config.event_retention).unwrap_or(chrono::Duration::MAX);
+            chrono::Duration::from_std(rules.event_retention).unwrap_or(chrono::Duration::MAX);
         if since >= until_or_now {
             fields.error("since", "must be before until");
         } else if since < now.add(-retention) {
@@ -216,7 +258,7 @@ fn read_recover_body(
                 "since",
                 format!(
                     "must be within the event retention window ({} days)",
-                    config.event_retention.as_secs() / 86_400
+                    rules.event_retention.as_secs() / 86_400
                 ),
             );
         }
@@ -229,7 +271,7 @@ fn read_recover_body(
             );
         } else if let Some(unknown) = types
             .iter()
-            .find(|event_type| !config.catalog.contains(event_type))
+            .find(|event_type| !rules.catalog.contains(event_type))
         {
             fields.error("event_types", format!("unknown event type: {unknown}"));
         }
