@@ -154,7 +154,7 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         max_event_bytes,
         storage,
     } = command;
-    let catalog = catalog(event_types);
+    let catalog = EventCatalog::from_setting(event_types.as_deref());
     // The object the admin API takes, checked by the same function: the same event is
     // accepted or refused alike, with the same error. `data` is stored as given, so
     // receivers get the bytes the operator wrote.
@@ -203,7 +203,7 @@ pub(crate) async fn run_endpoints(command: EndpointsCommand) -> anyhow::Result<(
         event_retention_days,
         storage,
     } = command;
-    let catalog = catalog(event_types);
+    let catalog = EventCatalog::from_setting(event_types.as_deref());
     // The body the API takes, checked and started by the same function.
     let mut body = Map::new();
     body.insert("since".to_owned(), Value::String(since));
@@ -296,16 +296,6 @@ pub(crate) async fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-/// The catalog `HERALD_EVENT_TYPES` names, or the default one.
-fn catalog(event_types: Option<String>) -> EventCatalog {
-    match event_types {
-        Some(list) => {
-            EventCatalog::new(list.split(',').map(|item| item.trim().to_owned()).collect())
-        }
-        None => EventCatalog::default(),
-    }
 }
 
 /// Opens the configured store; a database that cannot be reached is the API's 503

@@ -40,6 +40,21 @@ impl EventCatalog {
         Self { types }
     }
 
+    /// The catalog `HERALD_EVENT_TYPES` names (comma-separated, blanks ignored), or the default
+    /// one when it is unset. `herald serve` and the admin commands read it here alike.
+    pub fn from_setting(setting: Option<&str>) -> Self {
+        match setting {
+            Some(list) => Self::new(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            None => Self::default(),
+        }
+    }
+
     /// Whether `event_type` is in the catalog (`webhook.test` never is).
     pub fn contains(&self, event_type: &str) -> bool {
         event_type != TEST_EVENT_TYPE && self.types.iter().any(|known| known == event_type)

@@ -212,10 +212,7 @@ impl ServeArgs {
         let address_policy = AddressPolicy::parse_allow_list(&self.allow_networks)
             .map_err(anyhow::Error::msg)
             .context("HERALD_ALLOW_NETWORKS")?;
-        let catalog = match &self.event_types {
-            Some(list) => EventCatalog::new(split_list(list)),
-            None => EventCatalog::default(),
-        };
+        let catalog = EventCatalog::from_setting(self.event_types.as_deref());
         let supported = split_list(&self.api_versions);
         if supported.is_empty() {
             bail!("HERALD_API_VERSIONS must name at least one version");
