@@ -884,26 +884,14 @@ async fn unknown_or_empty_event_types_are_refused(backend: Backend) {
 async fn more_than_fifty_event_types_are_refused(backend: Backend) {
     // Arrange: the 17 catalog types, three times over, are 51 entries.
     let (app, org, endpoint) = app_with_endpoint(backend).await;
-    let catalog = [
-        "brand.vetted",
-        "brand.vetting_failed",
-        "campaign.approved",
-        "campaign.rejected",
-        "campaign.shared",
-        "wallet.balance_low",
-        "wallet.balance_zero",
-        "subscription.past_due",
-        "subscription.canceled",
-        "api_key.created",
-        "api_key.rotated",
-        "api_key.revoked",
-        "phone_number.bulk_order.completed",
-        "phone_number.campaign.assigned",
-        "consent_pending.confirmed",
-        "consent_pending.expired",
-        "lookup.completed",
-    ];
-    let fifty_one: Vec<&str> = catalog.iter().cycle().take(51).copied().collect();
+    let catalog = herald_domain::EventCatalog::default();
+    let fifty_one: Vec<&str> = catalog
+        .types()
+        .iter()
+        .map(String::as_str)
+        .cycle()
+        .take(51)
+        .collect();
 
     // Act
     let too_many = app
@@ -917,7 +905,7 @@ async fn more_than_fifty_event_types_are_refused(backend: Backend) {
         .recover(
             &org.key,
             &endpoint,
-            &last_minute(&json!({"event_types": catalog})),
+            &last_minute(&json!({"event_types": catalog.types()})),
         )
         .await;
 
