@@ -1,11 +1,12 @@
 //! The calls the workloads make to Herald's HTTP API: the admin API to create an organization
-//! and its key and to publish events, and the organization API to create endpoints. Any
-//! answer other than the documented success is an error that names the route and the body.
+//! and its key and to publish events, the organization API to create, read and update
+//! endpoints and to recover them, and `/metrics`. Any answer other than the documented success
+//! is an error that names the route and the body.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::herald::ADMIN_TOKEN;
@@ -75,16 +76,79 @@ impl Api {
 
     /// Registers `url` for [`EVENT_TYPE`] through the organization API; the endpoint's id.
     pub(crate) async fn create_endpoint(&self, org: &Org, url: &str) -> anyhow::Result<String> {
+        let body = json!({ "url": url, "events": [EVENT_TYPE] });
+        let endpoint = self
+            .org_call(
+                org,
+                Method::POST,
+                "/v1/webhooks",
+                Some(&body),
+                StatusCode::CREATED,
+            )
+            .await?;
+        string_field(&endpoint, "id")
+    }
+
+    /// The endpoint `id` (`GET /v1/webhooks/{id}`).
+    pub(crate) async fn get_endpoint(&self, org: &Org, id: &str) -> anyhow::Result<Value> {
+        self.org_get(org, &format!("/v1/webhooks/{id}")).await
+    }
+
+    /// The first page of the organization's endpoints (`GET /v1/webhooks`).
+    pub(crate) async fn list_endpoints(&self, org: &Org) -> anyhow::Result<Value> {
+        self.org_get(org, "/v1/webhooks").await
+    }
+
+    /// Points the endpoint `id` at `url` (`PATCH /v1/webhooks/{id}`).
+    pub(crate) async fn update_endpoint_url(
+        &self,
+        org: &Org,
+        id: &str,
+        url: &str,
+    ) -> anyhow::Result<()> {
+        let path = format!("/v1/webhooks/{id}");
+        let body = json!({ "url": url });
+        self.org_call(org, Method::PATCH, &path, Some(&body), StatusCode::OK)
+            .await
+            .map(drop)
+    }
+
+    /// Recovers the endpoint `id`'s dead deliveries of events created since `since`
+    /// (`POST /v1/webhooks/{id}/recover`); the answer, with `recovery_id` and `matched`.
+    pub(crate) async fn recover(&self, org: &Org, id: &str, since: &str) -> anyhow::Result<Value> {
+        let path = format!("/v1/webhooks/{id}/recover");
+        let body = json!({ "since": since });
+        self.org_call(org, Method::POST, &path, Some(&body), StatusCode::ACCEPTED)
+            .await
+    }
+
+    /// The recovery `id` (`GET /v1/webhooks/recoveries/{id}`).
+    pub(crate) async fn recovery(&self, org: &Org, id: &str) -> anyhow::Result<Value> {
+        self.org_get(org, &format!("/v1/webhooks/recoveries/{id}"))
+            .await
+    }
+
+    /// The value of one series of `GET /metrics`, e.g.
+    /// `herald_delivery_attempts_total{outcome="dead"}`; zero while it has not appeared.
+    pub(crate) async fn metric(&self, series: &str) -> anyhow::Result<f64> {
         let response = self
             .http
-            .post(format!("{}/v1/webhooks", self.base))
-            .bearer_auth(&org.api_key)
-            .json(&json!({ "url": url, "events": [EVENT_TYPE] }))
+            .get(format!("{}/metrics", self.base))
             .send()
             .await
-            .context("POST /v1/webhooks")?;
-        let endpoint = expect_json(response, StatusCode::CREATED).await?;
-        string_field(&endpoint, "id")
+            .context("GET /metrics")?;
+        if response.status() != StatusCode::OK {
+            bail!("/metrics answered {}", response.status());
+        }
+        let text = response.text().await.context("reading /metrics")?;
+        let value = text.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            Some(value.trim().parse::<f64>())
+        });
+        match value {
+            Some(value) => value.with_context(|| format!("{series} in /metrics is not a number")),
+            None => Ok(0.0),
+        }
     }
 
     /// Publishes event number `n` alone (`POST /admin/v1/events`); its id.
@@ -121,6 +185,34 @@ impl Api {
             .iter()
             .map(|answer| string_field(answer, "event_id"))
             .collect()
+    }
+
+    async fn org_get(&self, org: &Org, path: &str) -> anyhow::Result<Value> {
+        self.org_call(org, Method::GET, path, None, StatusCode::OK)
+            .await
+    }
+
+    /// A call to the organization API with `org`'s key, expecting `status` and JSON.
+    async fn org_call(
+        &self,
+        org: &Org,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        status: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&org.api_key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        expect_json(response, status).await
     }
 
     async fn admin_post(
@@ -169,7 +261,8 @@ async fn expect_json(response: reqwest::Response, status: StatusCode) -> anyhow:
     serde_json::from_str(&text).with_context(|| format!("{path} answered with bad JSON: {text}"))
 }
 
-fn string_field(value: &Value, name: &str) -> anyhow::Result<String> {
+/// The string `name` of a JSON answer.
+pub(crate) fn string_field(value: &Value, name: &str) -> anyhow::Result<String> {
     value[name]
         .as_str()
         .map(str::to_owned)

@@ -36,6 +36,10 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 pub(crate) struct HeraldSettings {
     /// `HERALD_REQUEST_TIMEOUT_SECONDS`, when not Herald's default of 15.
     pub(crate) request_timeout_seconds: Option<u64>,
+    /// `HERALD_RETRY_SCHEDULE` (comma-separated delays), when not Herald's decided schedule.
+    pub(crate) retry_schedule: Option<&'static str>,
+    /// `HERALD_AUTO_DISABLE_AFTER` (a duration), when not Herald's default of 5 days.
+    pub(crate) auto_disable_after: Option<&'static str>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -140,6 +144,12 @@ impl Herald {
                 );
             if let Some(seconds) = settings.request_timeout_seconds {
                 command.env("HERALD_REQUEST_TIMEOUT_SECONDS", seconds.to_string());
+            }
+            if let Some(schedule) = settings.retry_schedule {
+                command.env("HERALD_RETRY_SCHEDULE", schedule);
+            }
+            if let Some(after) = settings.auto_disable_after {
+                command.env("HERALD_AUTO_DISABLE_AFTER", after);
             }
             let child = command
                 .stdin(Stdio::null())

@@ -97,6 +97,11 @@ impl Session {
         }
     }
 
+    /// Fails if Herald has exited, for waits that poll Herald itself rather than a condition.
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        self.herald.check_running()
+    }
+
     /// Reads what Herald used, stops it and drops its database. The usage is read just before
     /// the stop, so it covers the whole workload and not the shutdown.
     pub(crate) async fn finish(mut self) -> anyhow::Result<Usage> {

@@ -45,7 +45,8 @@ fn nearest_rank(samples: &[Duration], quantile: f64) -> Duration {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
-fn milliseconds(duration: Duration) -> f64 {
+/// `duration` in milliseconds.
+pub(crate) fn milliseconds(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 

@@ -7,6 +7,7 @@ mod delivery;
 mod ingest;
 mod noisy;
 mod publish;
+mod recover;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub(crate) enum Workload {
     Noisy,
     /// The harness's own client against the same receiver: the bound on throughput.
     Ceiling,
+    /// Dead deliveries recovered to a healthy receiver, against throughput's rate, with the
+    /// API's latency during the recovery against idle.
+    Recover,
 }
 
 /// How many events each workload handles, and for how long it may run.
@@ -60,7 +64,7 @@ pub(crate) struct Scale {
 }
 
 /// Runs workloads; holds what they share: the receivers' CA and what the throughput workload
-/// leaves for the ceiling workload.
+/// leaves for the ceiling and recover workloads.
 pub(crate) struct Bench {
     launch: Launch,
     scale: Scale,
@@ -85,17 +89,19 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
         Self::Latency,
         Self::Noisy,
         Self::Ceiling,
+        Self::Recover,
     ];
 
     /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling
-    /// workload compares with Herald's throughput, so asking for it adds `throughput`.
+    /// and recover workloads compare with Herald's throughput, so asking for either adds
+    /// `throughput`.
     pub(crate) fn parse_list(text: &str) -> anyhow::Result<Vec<Self>> {
         let mut workloads = Vec::new();
         for name in text
@@ -114,11 +120,11 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling"
+                     latency, noisy, ceiling, recover"
                 ),
             }
         }
-        if workloads.contains(&Self::Ceiling) {
+        if workloads.contains(&Self::Ceiling) || workloads.contains(&Self::Recover) {
             workloads.push(Self::Throughput);
         }
         workloads.sort_unstable();
@@ -138,6 +144,7 @@ impl Workload {
             Self::Latency => "latency",
             Self::Noisy => "noisy",
             Self::Ceiling => "ceiling",
+            Self::Recover => "recover",
         }
     }
 }
@@ -182,6 +189,12 @@ impl Scale {
     /// Events of the noisy workload: 5,000 at the default scale, each to 10 healthy endpoints.
     fn noisy_events(&self) -> usize {
         (self.events / 4).max(10)
+    }
+
+    /// Ordinary API requests the recover workload times while Herald is idle, before the
+    /// recovery: 200 at the default scale (4 s at 50 a second), at least 50.
+    fn idle_requests(&self) -> usize {
+        (self.events / 100).max(50)
     }
 
     /// How long a phase handling `deliveries` may take before it is cut short: 30 s plus 4 ms
@@ -229,6 +242,7 @@ impl Bench {
             Workload::Latency => delivery::latency(self).await,
             Workload::Noisy => noisy::run(self).await,
             Workload::Ceiling => ceiling::run(self).await,
+            Workload::Recover => recover::run(self).await,
         };
         let (figures, error) = match figures {
             Ok(figures) => {
@@ -367,6 +381,8 @@ mod tests {
         check("all", &Workload::ALL);
         check("noisy, ingest", &[Ingest, Noisy]);
         check("ceiling", &[Throughput, Ceiling]);
+        check("recover", &[Throughput, Recover]);
+        check("recover,ceiling", &[Throughput, Ceiling, Recover]);
         check("latency,all,latency", &Workload::ALL);
     }
 

@@ -22,7 +22,7 @@ use super::{Bench, Figures, Publishing, ThroughputReference, distinct, protocol_
 /// Publishing rate of the latency workload.
 const LATENCY_EVENTS_PER_SECOND: u64 = 50;
 /// Concurrent publishing clients of a bulk run.
-const BULK_CLIENTS: usize = 4;
+pub(super) const BULK_CLIENTS: usize = 4;
 
 /// A bulk run: `events` published in batches of 500 by 4 clients to an organization whose
 /// `healthy` endpoints answer at once and whose `hanging` endpoints never answer.

@@ -20,6 +20,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     let events = bench.scale.noisy_events();
     let settings = HeraldSettings {
         request_timeout_seconds: Some(REQUEST_TIMEOUT_SECONDS),
+        ..HeraldSettings::default()
     };
     let quiet = bulk(
         bench,
