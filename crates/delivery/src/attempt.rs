@@ -104,7 +104,9 @@ fn report(
 ) -> AttemptReport {
     let attempt = Attempt {
         id: attempt_id,
-        org_id: plan.event.org_id,
+        // The endpoint's organization: the event's, except for the operator's hook, whose
+        // attempts belong to its own hidden organization and so to no organization's feed.
+        org_id: plan.endpoint.org_id,
         delivery_id: plan.delivery_id,
         endpoint_id: plan.endpoint.id,
         event_id: plan.event.id,

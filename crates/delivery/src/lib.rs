@@ -21,6 +21,7 @@ pub mod attempt;
 pub mod client;
 pub mod envelope;
 pub mod metrics;
+pub mod probe;
 pub mod recovery;
 pub mod retention;
 pub mod retry;

@@ -1,6 +1,8 @@
 //! The event-type catalog and the supported API versions. Both come from configuration; the
 //! defaults are the 17 types and version `2026-04-01` of docs/api.md#event-types-and-api-versions.
 
+use crate::operational::OPERATIONAL_EVENT_TYPES;
+
 /// The synthetic type that only the test operation sends; never subscribable.
 pub const TEST_EVENT_TYPE: &str = "webhook.test";
 
@@ -35,8 +37,14 @@ pub struct EventCatalog {
 }
 
 impl EventCatalog {
-    /// A catalog of exactly these types.
-    pub fn new(types: Vec<String>) -> Self {
+    /// A catalog of these types and the operational ones, which are always there
+    /// ([`crate::operational`]).
+    pub fn new(mut types: Vec<String>) -> Self {
+        for operational in OPERATIONAL_EVENT_TYPES {
+            if !types.iter().any(|known| known == operational) {
+                types.push(operational.to_owned());
+            }
+        }
         Self { types }
     }
 
@@ -60,7 +68,7 @@ impl EventCatalog {
         event_type != TEST_EVENT_TYPE && self.types.iter().any(|known| known == event_type)
     }
 
-    /// Every type, in configuration order.
+    /// Every type, in configuration order, the operational ones last.
     pub fn types(&self) -> &[String] {
         &self.types
     }
@@ -142,9 +150,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_catalog_has_seventeen_types_and_no_test_type() {
+    fn default_catalog_has_seventeen_types_the_operational_ones_and_no_test_type() {
         let catalog = EventCatalog::default();
-        assert_eq!(catalog.types().len(), 17);
+        assert_eq!(catalog.types().len(), 17 + OPERATIONAL_EVENT_TYPES.len());
+        assert!(catalog.contains("endpoint.disabled"));
+        let configured = EventCatalog::from_setting(Some("a.b, endpoint.enabled"));
+        assert_eq!(
+            configured.types(),
+            [
+                "a.b",
+                "endpoint.enabled",
+                "endpoint.disabled",
+                "delivery.exhausted"
+            ]
+        );
         assert!(catalog.contains("wallet.balance_low"));
         assert!(!catalog.contains("wallet.balanse_low"));
         assert!(!catalog.contains(TEST_EVENT_TYPE));

@@ -13,8 +13,10 @@ pub enum EventOrigin {
     Publish,
     /// A replay of an earlier attempt's event.
     Replay,
-    /// The synthetic `webhook.test` of the test operation.
+    /// The synthetic `webhook.test` of the test operation (and of a probe).
     Test,
+    /// An operational event Herald published itself (`endpoint.disabled`, …).
+    Herald,
 }
 
 impl EventOrigin {
@@ -24,14 +26,20 @@ impl EventOrigin {
             EventOrigin::Publish => "publish",
             EventOrigin::Replay => "replay",
             EventOrigin::Test => "test",
+            EventOrigin::Herald => "herald",
         }
     }
 
     /// Parses a stored name.
     pub fn parse(text: &str) -> Option<Self> {
-        [EventOrigin::Publish, EventOrigin::Replay, EventOrigin::Test]
-            .into_iter()
-            .find(|origin| origin.as_str() == text)
+        [
+            EventOrigin::Publish,
+            EventOrigin::Replay,
+            EventOrigin::Test,
+            EventOrigin::Herald,
+        ]
+        .into_iter()
+        .find(|origin| origin.as_str() == text)
     }
 }
 

@@ -26,7 +26,7 @@ macro_rules! uuid_id {
             }
 
             /// Wraps a UUID read back from storage.
-            pub fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: Uuid) -> Self {
                 Self(uuid)
             }
 

@@ -14,6 +14,7 @@
 //! - [`org`]: organizations, API keys and audit records.
 //! - [`publish`]: what an event must be to be published.
 //! - [`recovery`]: delivering an endpoint's failed or missed events again.
+//! - [`operational`]: the events Herald publishes about endpoints and deliveries.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
 
@@ -22,6 +23,7 @@ pub mod delivery;
 pub mod endpoint;
 pub mod ids;
 pub mod net;
+pub mod operational;
 pub mod org;
 pub mod publish;
 pub mod recovery;

@@ -57,6 +57,8 @@ pub enum AuditAction {
     EndpointSecretRotated,
     /// Herald set an endpoint inactive (410 Gone, or failing for days).
     EndpointDisabled,
+    /// Herald set an endpoint active again after a probe's 2xx.
+    EndpointEnabled,
     /// `POST /v1/webhook-secret/rotate`.
     OrgSecretRotated,
     /// `POST /v1/webhooks/deliveries/{id}/replay`.
@@ -74,6 +76,7 @@ impl AuditAction {
             AuditAction::EndpointDeleted => "endpoint.deleted",
             AuditAction::EndpointSecretRotated => "endpoint.secret_rotated",
             AuditAction::EndpointDisabled => "endpoint.disabled",
+            AuditAction::EndpointEnabled => "endpoint.enabled",
             AuditAction::OrgSecretRotated => "org.secret_rotated",
             AuditAction::DeliveryReplayed => "delivery.replayed",
             AuditAction::Recover => "recover",
@@ -88,6 +91,7 @@ impl AuditAction {
             AuditAction::EndpointDeleted,
             AuditAction::EndpointSecretRotated,
             AuditAction::EndpointDisabled,
+            AuditAction::EndpointEnabled,
             AuditAction::OrgSecretRotated,
             AuditAction::DeliveryReplayed,
             AuditAction::Recover,

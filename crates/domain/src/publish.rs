@@ -3,6 +3,7 @@
 //! returns the message that goes into the error's `details` under the field's name.
 
 use crate::catalog::EventCatalog;
+use crate::operational::is_operational;
 
 /// Most events in one batch publish.
 pub const MAX_BATCH: usize = 500;
@@ -11,9 +12,12 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// The default cap on an event's `data`, serialized, in bytes (`HERALD_MAX_EVENT_BYTES`).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
 
-/// `type` names an event type of the catalog.
+/// `type` names an event type of the catalog that the platform may publish: not one of the
+/// operational types, which only Herald publishes, so a receiver can trust them.
 pub fn check_event_type(catalog: &EventCatalog, event_type: &str) -> Result<(), String> {
-    if catalog.contains(event_type) {
+    if is_operational(event_type) {
+        Err(format!("{event_type} is published by Herald itself"))
+    } else if catalog.contains(event_type) {
         Ok(())
     } else {
         Err(format!("unknown event type: {event_type}"))
@@ -51,6 +55,10 @@ mod tests {
         assert_eq!(
             check_event_type(&catalog, "wallet.nope"),
             Err("unknown event type: wallet.nope".to_owned())
+        );
+        assert_eq!(
+            check_event_type(&catalog, "endpoint.disabled"),
+            Err("endpoint.disabled is published by Herald itself".to_owned())
         );
         assert!(check_event_data(&"x".repeat(10), 10).is_ok());
         assert_eq!(

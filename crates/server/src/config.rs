@@ -10,11 +10,12 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use herald_api::ApiConfig;
+use herald_delivery::probe::ProbeConfig;
 use herald_delivery::retention::RetentionConfig;
 use herald_delivery::{RetrySchedule, WorkerConfig};
 use herald_domain::secret::{SecretText, redact_url_password};
-use herald_domain::{AddressPolicy, ApiVersions, EventCatalog};
-use herald_store::RateLimit;
+use herald_domain::{AddressPolicy, ApiVersions, EventCatalog, Secret};
+use herald_store::{OperatorHook, RateLimit};
 
 use crate::http::{self, HttpConfig};
 
@@ -130,6 +131,23 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_RETRY_SCHEDULE")]
     pub retry_schedule: Option<String>,
 
+    /// Time between two probes of an endpoint Herald disabled for its failures (`1h`).
+    #[arg(long, env = "HERALD_PROBE_INTERVAL")]
+    pub probe_interval: Option<String>,
+
+    /// How long after it was disabled such an endpoint is still probed (`7d`).
+    #[arg(long, env = "HERALD_PROBE_FOR")]
+    pub probe_for: Option<String>,
+
+    /// The operator's hook: every organization's operational events are also sent here
+    /// (an https URL, checked like an endpoint's).
+    #[arg(long, env = "HERALD_OPERATOR_WEBHOOK_URL")]
+    pub operator_webhook_url: Option<String>,
+
+    /// The operator hook's signing secret: standard base64 of 32 bytes.
+    #[arg(long, env = "HERALD_OPERATOR_WEBHOOK_SECRET")]
+    pub operator_webhook_secret: Option<SecretText>,
+
     /// Most attempts in flight at once, across all endpoints.
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = WorkerConfig::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
@@ -177,6 +195,10 @@ pub struct Config {
     pub storage: StorageArgs,
     /// The API's settings.
     pub api: ApiConfig,
+    /// Probing of endpoints disabled for their failures.
+    pub probe: ProbeConfig,
+    /// The operator's hook, if configured.
+    pub operator_hook: Option<OperatorHook>,
     /// Extra trusted roots for deliveries, PEM.
     pub extra_root_certs: Option<PathBuf>,
     /// How long in-flight work may take after shutdown is asked for.
@@ -258,6 +280,24 @@ impl ServeArgs {
             shutdown_grace,
             ..WorkerConfig::default()
         };
+        let probe = ProbeConfig {
+            interval: positive_duration(
+                "HERALD_PROBE_INTERVAL",
+                self.probe_interval.as_deref(),
+                ProbeConfig::DEFAULT_INTERVAL,
+            )?,
+            probe_for: positive_duration(
+                "HERALD_PROBE_FOR",
+                self.probe_for.as_deref(),
+                ProbeConfig::DEFAULT_PROBE_FOR,
+            )?,
+        };
+        let operator_hook = operator_hook(
+            self.operator_webhook_url.as_deref(),
+            self.operator_webhook_secret.as_ref(),
+            &address_policy,
+            api_versions.default_version(),
+        )?;
         let retention = RetentionConfig {
             events: day * u32::try_from(self.event_retention_days).unwrap_or(u32::MAX),
             attempts: day * u32::try_from(self.attempt_retention_days).unwrap_or(u32::MAX),
@@ -265,6 +305,8 @@ impl ServeArgs {
         };
         Ok(Config {
             storage: self.storage,
+            probe,
+            operator_hook,
             api: ApiConfig {
                 catalog,
                 api_versions,
@@ -359,6 +401,62 @@ fn auto_disable_after(text: Option<&str>, days: Option<u64>) -> anyhow::Result<D
     }
 }
 
+/// A duration setting that must be more than zero, or `default` when unset.
+fn positive_duration(
+    name: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    let Some(text) = text.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(default);
+    };
+    let duration = humantime::parse_duration(text)
+        .with_context(|| format!("{name}: {text:?} is not a duration (e.g. 30m, 1h, 7d)"))?;
+    if duration.is_zero() {
+        bail!("{name} must be more than 0");
+    }
+    Ok(duration)
+}
+
+/// `HERALD_OPERATOR_WEBHOOK_URL` and `HERALD_OPERATOR_WEBHOOK_SECRET`: both or neither; the
+/// URL passes the checks an endpoint's does, the secret is base64 of 32 bytes.
+fn operator_hook(
+    url: Option<&str>,
+    secret: Option<&SecretText>,
+    policy: &AddressPolicy,
+    api_version: &str,
+) -> anyhow::Result<Option<OperatorHook>> {
+    let url = url.map(str::trim).filter(|url| !url.is_empty());
+    let secret = secret.filter(|secret| !secret.is_empty());
+    match (url, secret) {
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            bail!("HERALD_OPERATOR_WEBHOOK_URL is set: set HERALD_OPERATOR_WEBHOOK_SECRET too")
+        }
+        (None, Some(_)) => {
+            bail!("HERALD_OPERATOR_WEBHOOK_SECRET is set: set HERALD_OPERATOR_WEBHOOK_URL too")
+        }
+        (Some(url), Some(secret)) => {
+            let url = herald_domain::endpoint::validate_url(url, policy)
+                .map_err(|message| anyhow::anyhow!("HERALD_OPERATOR_WEBHOOK_URL: {message}"))?;
+            let bytes: [u8; 32] = STANDARD
+                .decode(secret.expose().trim())
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "HERALD_OPERATOR_WEBHOOK_SECRET must be standard base64 of 32 bytes"
+                    )
+                })?;
+            Ok(Some(OperatorHook {
+                url,
+                secret: Secret::from_bytes(bytes),
+                api_version: api_version.to_owned(),
+            }))
+        }
+    }
+}
+
 fn split_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -406,6 +504,77 @@ mod tests {
     }
 
     #[test]
+    fn probe_settings_are_positive_durations() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(positive_duration("X", None, hour).expect("default"), hour);
+        assert_eq!(
+            positive_duration("X", Some("90s"), hour).expect("valid"),
+            Duration::from_secs(90)
+        );
+        let zero = positive_duration("HERALD_PROBE_INTERVAL", Some("0s"), hour);
+        assert!(
+            zero.expect_err("zero")
+                .to_string()
+                .contains("HERALD_PROBE_INTERVAL")
+        );
+        let bad = positive_duration("HERALD_PROBE_FOR", Some("a week"), hour);
+        assert!(
+            bad.expect_err("bad")
+                .to_string()
+                .contains("HERALD_PROBE_FOR")
+        );
+    }
+
+    #[test]
+    fn the_operator_hook_needs_a_valid_url_and_a_32_byte_secret() {
+        let policy = AddressPolicy::parse_allow_list("").expect("empty allow-list");
+        let secret = SecretText::new(STANDARD.encode([7_u8; 32]));
+        let hook = operator_hook(
+            Some("https://ops.example.com/hook"),
+            Some(&secret),
+            &policy,
+            "v",
+        )
+        .expect("valid")
+        .expect("configured");
+        assert_eq!(hook.url, "https://ops.example.com/hook");
+        assert_eq!(hook.secret.expose_bytes(), &[7_u8; 32]);
+        assert!(
+            operator_hook(None, None, &policy, "v")
+                .expect("unset")
+                .is_none()
+        );
+        let short = SecretText::new(STANDARD.encode([7_u8; 16]));
+        for (url, secret, names) in [
+            (
+                Some("https://ops.example.com/hook"),
+                None,
+                "HERALD_OPERATOR_WEBHOOK_SECRET",
+            ),
+            (None, Some(&secret), "HERALD_OPERATOR_WEBHOOK_URL"),
+            (
+                Some("http://ops.example.com/hook"),
+                Some(&secret),
+                "HERALD_OPERATOR_WEBHOOK_URL",
+            ),
+            (
+                Some("https://ops.example.com/hook"),
+                Some(&short),
+                "HERALD_OPERATOR_WEBHOOK_SECRET",
+            ),
+        ] {
+            let error = operator_hook(url, secret, &policy, "v").expect_err("refused");
+            assert!(error.to_string().contains(names), "{error}");
+            assert!(
+                !error
+                    .to_string()
+                    .contains(secret.map_or("-", SecretText::expose)),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn auto_disable_after_is_a_duration_and_the_old_days_setting_still_counts() {
         let day = Duration::from_secs(24 * 60 * 60);
         assert_eq!(auto_disable_after(None, None).expect("default"), day * 5);
@@ -433,11 +602,14 @@ mod tests {
         const ADMIN_TOKEN: &str = "admin-token-do-not-print";
         const DATABASE_PASSWORD: &str = "database-password-do-not-print";
         let secrets_key = STANDARD.encode([42_u8; 32]);
+        let operator_secret = STANDARD.encode([43_u8; 32]);
         let mut args = ServeArgs::from_defaults();
         args.admin_token = Some(SecretText::new(ADMIN_TOKEN));
         args.storage.database_url =
             format!("postgres://herald:{DATABASE_PASSWORD}@db:5432/herald?sslmode=require");
         args.storage.secrets_key = Some(SecretText::new(secrets_key.clone()));
+        args.operator_webhook_url = Some("https://ops.example.com/hook".to_owned());
+        args.operator_webhook_secret = Some(SecretText::new(operator_secret.clone()));
         let config = args.clone().into_config().expect("a valid configuration");
         for (name, text) in [
             ("ServeArgs", format!("{args:?}")),
@@ -445,7 +617,12 @@ mod tests {
             ("Config", format!("{config:?}")),
             ("ApiConfig", format!("{:?}", config.api)),
         ] {
-            for secret in [ADMIN_TOKEN, DATABASE_PASSWORD, secrets_key.as_str()] {
+            for secret in [
+                ADMIN_TOKEN,
+                DATABASE_PASSWORD,
+                secrets_key.as_str(),
+                operator_secret.as_str(),
+            ] {
                 assert!(
                     !text.contains(secret),
                     "{name}'s Debug shows a secret: {text}"

@@ -51,6 +51,14 @@ pub async fn run(
             .context("releasing leases left by a previous run")?;
     }
 
+    store
+        .configure_operator_hook(
+            config.operator_hook.as_ref(),
+            herald_domain::Timestamp::now(),
+        )
+        .await
+        .context("writing the operator hook (HERALD_OPERATOR_WEBHOOK_URL)")?;
+
     let extra_root_certs_pem = match &config.extra_root_certs {
         Some(path) => Some(
             std::fs::read(path)
@@ -87,8 +95,15 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let recoveries = tokio::spawn(herald_delivery::recovery::run(
         Arc::clone(&store),
-        recovery_wakeup,
+        Arc::clone(&recovery_wakeup),
         Arc::clone(&wakeup),
+        stopping.clone(),
+    ));
+    let probes = tokio::spawn(herald_delivery::probe::run(
+        Arc::clone(&store),
+        client.clone(),
+        config.probe.clone(),
+        Arc::clone(&recovery_wakeup),
         stopping.clone(),
     ));
     let worker = Worker::new(
@@ -128,6 +143,7 @@ pub async fn run(
     }
     let _ = retention.await;
     let _ = recoveries.await;
+    let _ = probes.await;
     // Only now may another Herald take the embedded database.
     drop(embedded_database_lock);
     tracing::info!("herald stopped");

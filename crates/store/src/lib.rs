@@ -63,7 +63,7 @@ pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken,
-    PublishedEvent, PurgeReport, QueueStats,
+    OperatorHook, ProbeTarget, PublishedEvent, PurgeReport, QueueStats,
 };
 pub use sqlite::SqliteStore;
 
@@ -270,6 +270,32 @@ pub trait Store: Send + Sync + 'static {
     /// Puts the next chunk of at most `batch` matches of the oldest unfinished recovery back
     /// in the queue, due at `now`, in one transaction; `false` when no recovery has work left.
     async fn advance_recoveries(&self, now: Timestamp, batch: u32) -> Result<bool, StoreError>;
+    /// Hands out the endpoints due for a probe at `now`: disabled for `failing` at most
+    /// `probe_for` ago and neither disabled nor probed in the last `interval`. Each is marked
+    /// probed in the same statement, so of several nodes only one probes it this round.
+    async fn take_due_probes(
+        &self,
+        now: Timestamp,
+        interval: Duration,
+        probe_for: Duration,
+    ) -> Result<Vec<ProbeTarget>, StoreError>;
+    /// After a probe's 2xx at `at`: the endpoint active again, `endpoint.enabled` published,
+    /// audited, and a recovery (`include_missing`) from the start of its failure streak
+    /// started, in one transaction; returns that recovery, or `None` when the endpoint is no
+    /// longer disabled for `failing`.
+    async fn enable_after_probe(
+        &self,
+        endpoint_id: EndpointId,
+        at: Timestamp,
+    ) -> Result<Option<Recovery>, StoreError>;
+    /// Writes the operator's hook (`HERALD_OPERATOR_WEBHOOK_URL`) as the endpoint of the
+    /// hidden operator organization, active, subscribed to every operational type; `None`
+    /// deletes it (its pending deliveries end `dead`).
+    async fn configure_operator_hook(
+        &self,
+        hook: Option<&OperatorHook>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Leases up to `limit` due deliveries to the caller.
     async fn claim_due_deliveries(
         &self,

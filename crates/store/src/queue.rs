@@ -39,6 +39,28 @@ pub struct ClaimedDelivery {
     pub lease: LeaseToken,
 }
 
+/// The operator's hook as configured: where every organization's operational events go too.
+#[derive(Debug, Clone)]
+pub struct OperatorHook {
+    /// `HERALD_OPERATOR_WEBHOOK_URL`.
+    pub url: String,
+    /// `HERALD_OPERATOR_WEBHOOK_SECRET`.
+    pub secret: Secret,
+    /// The API version its bodies are rendered in (the newest).
+    pub api_version: String,
+}
+
+/// An endpoint due for a probe, with what signing it takes.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    /// The endpoint (inactive, disabled for `failing`).
+    pub endpoint: Endpoint,
+    /// Its current secret.
+    pub endpoint_secret: Secret,
+    /// The organization's webhook secret, if it has one.
+    pub org_secret: Option<Secret>,
+}
+
 /// Proof of one claim. Each claim stamps its deliveries with a fresh token; recording an
 /// attempt moves the delivery on only while it still carries that token, so a worker whose
 /// lease lapsed (and was taken by another) records what it did without overwriting the newer
@@ -71,6 +93,11 @@ pub struct AttemptRecording {
     pub attempt: Attempt,
     /// Set the endpoint inactive, with this reason in the audit trail (410 Gone).
     pub disable_endpoint: Option<String>,
+    /// Whether the attempt ended its delivery after a request that failed (the schedule's
+    /// last attempt, or a 410): a `delivery.exhausted` event reports it. A delivery withheld
+    /// from an endpoint that was set inactive or deleted is dead without being exhausted:
+    /// `endpoint.disabled` told already, and a recovery brings it back.
+    pub exhausted: bool,
     /// The token of the claim the attempt was made under.
     pub lease: LeaseToken,
 }

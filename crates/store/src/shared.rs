@@ -3,7 +3,10 @@
 //! the same on both backends; where a rule needs more than one writer's serialization, the
 //! backend takes a [`Lock`] (a no-op on SQLite, whose one writer already excludes the rest).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use herald_domain::operational::{self, EnabledBy, OPERATOR_HOOK, OPERATOR_ORG};
 use herald_domain::recovery::Recovery;
 use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
@@ -13,6 +16,7 @@ use herald_domain::{
 };
 
 mod delivery;
+mod probe;
 mod recovery;
 
 pub(crate) use delivery::{resolve_scope, write_attempts};
@@ -24,9 +28,9 @@ use crate::rows::{
 };
 use crate::statement::Statement;
 use crate::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, Page,
-    PageRequest, PublishedEvent, PurgeReport, QueueStats, RateDecision, RateLimit, Store,
-    StoreError, WriteStatus, gcra_step, sql,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, OperatorHook,
+    Page, PageRequest, ProbeTarget, PublishedEvent, PurgeReport, QueueStats, RateDecision,
+    RateLimit, Store, StoreError, WriteStatus, gcra_step, sql,
 };
 
 const API_KEY_COLUMNS: &str = "id, org_id, hint, scopes, created_at, revoked_at";
@@ -58,7 +62,9 @@ impl<B: Backend> Store for B {
     async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         B::lock(&mut tx, Lock::FirstOrg).await?;
-        if count(&mut tx, Statement::new("SELECT COUNT(*) AS n FROM orgs")).await? > 0 {
+        let existing = Statement::new("SELECT COUNT(*) AS n FROM orgs WHERE id <> ?")
+            .bind(OPERATOR_ORG.as_uuid());
+        if count(&mut tx, existing).await? > 0 {
             tx.rollback().await?;
             return Ok(false);
         }
@@ -68,14 +74,19 @@ impl<B: Backend> Store for B {
     }
 
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
-        let select = Statement::new("SELECT id, name, created_at FROM orgs ORDER BY id");
+        let select =
+            Statement::new("SELECT id, name, created_at FROM orgs WHERE id <> ? ORDER BY id")
+                .bind(OPERATOR_ORG.as_uuid());
         let rows = self.run(Pool::Read, select).await?;
         rows.iter().map(org_from_row).collect()
     }
 
     async fn get_org(&self, org_id: OrgId) -> Result<Org, StoreError> {
-        let select = Statement::new("SELECT id, name, created_at FROM orgs WHERE id = ?")
-            .bind(org_id.as_uuid());
+        // The operator hook's organization is Herald's own: no admin route sees it.
+        let select =
+            Statement::new("SELECT id, name, created_at FROM orgs WHERE id = ? AND id <> ?")
+                .bind(org_id.as_uuid())
+                .bind(OPERATOR_ORG.as_uuid());
         org_from_row(&only(self.run(Pool::Read, select).await?)?)
     }
 
@@ -219,6 +230,22 @@ impl<B: Backend> Store for B {
         patch: &EndpointPatch,
         audit: &AuditRecord,
     ) -> Result<Endpoint, StoreError> {
+        let mut tx = self.begin().await?;
+        // Set active again while inactive: `endpoint.enabled` (`by: "api"`). The first
+        // statement changes the row only if it was inactive, so of two such requests at once
+        // only one reports it (PostgreSQL re-checks the condition after the row lock).
+        let enabled = if patch.active == Some(true) {
+            let enable = Statement::new(
+                "UPDATE endpoints SET active = TRUE
+                 WHERE id = ? AND org_id = ? AND deleted_at IS NULL AND NOT active
+                 RETURNING url",
+            )
+            .bind(endpoint_id.as_uuid())
+            .bind(org_id.as_uuid());
+            tx.fetch_first(enable).await?
+        } else {
+            None
+        };
         let update = Statement::new(format!(
             "UPDATE endpoints SET
                 url = COALESCE(?, url),
@@ -226,6 +253,7 @@ impl<B: Backend> Store for B {
                 events = COALESCE(?, events),
                 active = COALESCE(?, active),
                 disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END,
+                disabled_at = CASE WHEN ? THEN ? ELSE disabled_at END,
                 failing_since = CASE WHEN ? THEN NULL ELSE failing_since END,
                 {}
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL
@@ -245,11 +273,31 @@ impl<B: Backend> Store for B {
             Some(false) => Some(DisabledReason::Manual.as_str()),
             Some(true) | None => None,
         })
+        .bind(patch.active.is_some())
+        .bind(match patch.active {
+            Some(false) => Some(audit.occurred_at.as_micros()),
+            Some(true) | None => None,
+        })
         .bind(patch.active == Some(true))
         .bind(audit.occurred_at.as_micros())
         .bind(endpoint_id.as_uuid())
         .bind(org_id.as_uuid());
-        update_audited(self, update, audit).await
+        let Some(row) = tx.fetch_first(update).await? else {
+            return tx.refuse(StoreError::NotFound).await;
+        };
+        let endpoint = endpoint_from_row(&row)?;
+        if enabled.is_some() {
+            let event = operational::endpoint_enabled(
+                org_id,
+                endpoint_id,
+                &endpoint.url,
+                EnabledBy::Api,
+                audit.occurred_at,
+            );
+            delivery::fan_out::<B>(&mut tx, &[event]).await?;
+        }
+        commit_audited(tx, audit).await?;
+        Ok(endpoint)
     }
 
     async fn delete_endpoint(
@@ -387,6 +435,65 @@ impl<B: Backend> Store for B {
 
     async fn advance_recoveries(&self, now: Timestamp, batch: u32) -> Result<bool, StoreError> {
         recovery::advance_recoveries(self, now, batch).await
+    }
+
+    async fn take_due_probes(
+        &self,
+        now: Timestamp,
+        interval: Duration,
+        probe_for: Duration,
+    ) -> Result<Vec<ProbeTarget>, StoreError> {
+        probe::take_due_probes(self, now, interval, probe_for).await
+    }
+
+    async fn enable_after_probe(
+        &self,
+        endpoint_id: EndpointId,
+        at: Timestamp,
+    ) -> Result<Option<Recovery>, StoreError> {
+        probe::enable_after_probe(self, endpoint_id, at).await
+    }
+
+    async fn configure_operator_hook(
+        &self,
+        hook: Option<&OperatorHook>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        match hook {
+            Some(hook) => {
+                let upsert = Statement::new(
+                    "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version,
+                         secret, created_at, updated_at)
+                     VALUES (?, ?, ?, 'the operator hook (HERALD_OPERATOR_WEBHOOK_URL)', ?, TRUE, ?, ?, ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET url = excluded.url, events = excluded.events,
+                         active = TRUE, api_version = excluded.api_version, secret = excluded.secret,
+                         updated_at = excluded.updated_at, deleted_at = NULL, disabled_reason = NULL,
+                         disabled_at = NULL, failing_since = NULL",
+                )
+                .bind(OPERATOR_HOOK.as_uuid())
+                .bind(OPERATOR_ORG.as_uuid())
+                .bind(hook.url.as_str())
+                .bind(events_json(&operational::OPERATIONAL_EVENT_TYPES.map(str::to_owned)))
+                .bind(hook.api_version.as_str())
+                .bind(self.cipher().seal(&hook.secret))
+                .bind(at.as_micros())
+                .bind(at.as_micros());
+                tx.execute(upsert).await?;
+            }
+            None => {
+                let delete = Statement::new(
+                    "UPDATE endpoints SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+                )
+                .bind(at.as_micros())
+                .bind(OPERATOR_HOOK.as_uuid());
+                if tx.execute(delete).await? > 0 {
+                    let reason = "the operator hook was unset";
+                    delivery::abandon_pending(&mut tx, OPERATOR_HOOK, reason, at).await?;
+                }
+            }
+        }
+        tx.commit().await
     }
 
     async fn claim_due_deliveries(

@@ -6,7 +6,7 @@
 //! per delivery small: a statement costs a round trip (a thread hand-off on SQLite, a network
 //! round trip on PostgreSQL) whatever its row count.
 
-use herald_domain::{Attempt, DeliveryId, EndpointId, Event, Timestamp};
+use herald_domain::{Attempt, DeliveryId, EndpointId, Event, OrgId, Timestamp};
 
 use crate::AttemptRecording;
 use crate::queue::{ClaimRequest, ClaimScope, LeaseToken, delivery_status};
@@ -235,6 +235,8 @@ pub(crate) fn insert_events<'a>(events: &[&'a Event]) -> Statement<'a> {
 /// A delivery to insert: the event fanned out to one endpoint.
 pub(crate) struct NewDelivery<'a> {
     pub id: DeliveryId,
+    /// The endpoint's organization: the event's, except for the operator's hook.
+    pub org_id: OrgId,
     pub event: &'a Event,
     pub endpoint_id: EndpointId,
 }
@@ -248,7 +250,7 @@ pub(crate) fn insert_pending_deliveries(deliveries: &[NewDelivery<'_>]) -> State
     query.push_rows(deliveries, |delivery| {
         [
             delivery.id.as_uuid().into(),
-            delivery.event.org_id.as_uuid().into(),
+            delivery.org_id.as_uuid().into(),
             delivery.event.id.as_uuid().into(),
             delivery.endpoint_id.as_uuid().into(),
             "pending".into(),

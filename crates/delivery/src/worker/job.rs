@@ -118,11 +118,13 @@ fn decide(
 ) -> AttemptRecording {
     let attempt = &mut report.attempt;
     let mut disable_endpoint = None;
+    let mut exhausted = false;
     match (report.outcome.class, on_failure) {
         (OutcomeClass::Success, _) => attempt.outcome = Outcome::Success,
         (OutcomeClass::Gone, _) => {
             attempt.outcome = Outcome::Dead;
             disable_endpoint = Some("receiver answered 410 Gone".to_owned());
+            exhausted = true;
         }
         (OutcomeClass::Failure, OnFailure::Dead) => attempt.outcome = Outcome::Dead,
         (OutcomeClass::Failure, OnFailure::Retry) => {
@@ -132,13 +134,17 @@ fn decide(
                     attempt.outcome = Outcome::Retry;
                     attempt.next_attempt_at = Some(attempt.occurred_at.add(delay));
                 }
-                None => attempt.outcome = Outcome::Dead,
+                None => {
+                    attempt.outcome = Outcome::Dead;
+                    exhausted = true;
+                }
             }
         }
     }
     AttemptRecording {
         attempt: report.attempt,
         disable_endpoint,
+        exhausted,
         lease,
     }
 }

@@ -47,6 +47,7 @@ mod hostile;
 mod isolation;
 mod metrics;
 mod openapi;
+mod operational;
 mod pagination;
 mod publish;
 mod rate_limit;

@@ -2,12 +2,13 @@
 //! replays and test sends, recording attempts, the feed, the queue's counts, and retention.
 //! Claiming differs between the backends and lives with each ([`Backend::claim`]).
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
+use herald_domain::operational::{self, OPERATOR_ORG};
 use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, DisabledReason, Endpoint,
-    EndpointId, Event, EventId, OrgId, Outcome, Timestamp,
+    EndpointId, Event, EventId, EventOrigin, OrgId, Outcome, Timestamp,
 };
 
 use super::{count, insert_audit, only};
@@ -32,7 +33,21 @@ pub(super) async fn publish_events<B: Backend>(
     events: &[Event],
 ) -> Result<Vec<PublishedEvent>, StoreError> {
     let mut tx = store.begin().await?;
+    let published = fan_out::<B>(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(published)
+}
+
+/// Stores `events` with a delivery to each live, active endpoint of their organization that
+/// subscribes to their type (and, for an operational event, to the operator's hook), inside
+/// `tx`: the publish path, and the operational events Herald publishes inside the
+/// transaction of the change they report.
+pub(super) async fn fan_out<B: Backend>(
+    tx: &mut B::Tx,
+    events: &[Event],
+) -> Result<Vec<PublishedEvent>, StoreError> {
     let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
+    let mut taken_types: HashMap<OrgId, HashSet<String>> = HashMap::new();
     let mut published = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
     // New events and their deliveries are inserted together, except that an idempotency key
@@ -41,11 +56,11 @@ pub(super) async fn publish_events<B: Backend>(
     let mut new_events: Vec<&Event> = Vec::with_capacity(events.len());
     for event in events {
         if let Some(key) = &event.idempotency_key {
-            in_chunks(&mut tx, &new_events, sql::insert_events).await?;
-            in_chunks(&mut tx, &deliveries, sql::insert_pending_deliveries).await?;
+            in_chunks(tx, &new_events, sql::insert_events).await?;
+            in_chunks(tx, &deliveries, sql::insert_pending_deliveries).await?;
             new_events.clear();
             deliveries.clear();
-            B::lock(&mut tx, Lock::IdempotencyKey(event.org_id, key)).await?;
+            B::lock(tx, Lock::IdempotencyKey(event.org_id, key)).await?;
             let earlier = Statement::new(
                 "SELECT id, created_at FROM events WHERE org_id = ? AND idempotency_key = ?",
             );
@@ -56,7 +71,7 @@ pub(super) async fn publish_events<B: Backend>(
                 if earlier_at >= event.created_at.add(-IDEMPOTENCY_WINDOW) {
                     let fanned_out =
                         Statement::new("SELECT COUNT(*) AS n FROM deliveries WHERE event_id = ?");
-                    let fanned_out = count(&mut tx, fanned_out.bind(earlier_id)).await?;
+                    let fanned_out = count(tx, fanned_out.bind(earlier_id)).await?;
                     published.push(PublishedEvent {
                         event_id: EventId::from_uuid(earlier_id),
                         endpoints: u32::try_from(fanned_out).unwrap_or(u32::MAX),
@@ -69,19 +84,49 @@ pub(super) async fn publish_events<B: Backend>(
                 tx.execute(free.bind(earlier_id)).await?;
             }
         }
+        if event.origin == EventOrigin::Herald
+            && let Entry::Vacant(slot) = taken_types.entry(event.org_id)
+        {
+            slot.insert(types_taken::<B>(tx, event.org_id).await?);
+        }
+        if event.origin == EventOrigin::Herald
+            && !taken_types
+                .get(&event.org_id)
+                .is_some_and(|types| types.contains(&event.event_type))
+        {
+            // An operational event nobody takes is not stored: a mass outage would otherwise
+            // add a `delivery.exhausted` row per dead delivery that nothing reads.
+            continue;
+        }
         new_events.push(event);
         if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
-            slot.insert(live_active_endpoints(&mut tx, event.org_id).await?);
+            slot.insert(live_active_endpoints(tx, event.org_id).await?);
         }
         let mut fanned_out = 0u32;
         for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {
             if endpoint.subscribes_to(&event.event_type) {
                 deliveries.push(NewDelivery {
                     id: DeliveryId::new(),
+                    org_id: endpoint.org_id,
                     event,
                     endpoint_id: endpoint.id,
                 });
                 fanned_out += 1;
+            }
+        }
+        if event.origin == EventOrigin::Herald {
+            // The operator's hook takes every organization's operational events (its
+            // deliveries belong to its own organization, so no organization's feed shows them).
+            if let Entry::Vacant(slot) = endpoints_by_org.entry(OPERATOR_ORG) {
+                slot.insert(live_active_endpoints(tx, OPERATOR_ORG).await?);
+            }
+            for hook in endpoints_by_org.get(&OPERATOR_ORG).into_iter().flatten() {
+                deliveries.push(NewDelivery {
+                    id: DeliveryId::new(),
+                    org_id: OPERATOR_ORG,
+                    event,
+                    endpoint_id: hook.id,
+                });
             }
         }
         published.push(PublishedEvent {
@@ -90,10 +135,30 @@ pub(super) async fn publish_events<B: Backend>(
             duplicate: false,
         });
     }
-    in_chunks(&mut tx, &new_events, sql::insert_events).await?;
-    in_chunks(&mut tx, &deliveries, sql::insert_pending_deliveries).await?;
-    tx.commit().await?;
+    in_chunks(tx, &new_events, sql::insert_events).await?;
+    in_chunks(tx, &deliveries, sql::insert_pending_deliveries).await?;
     Ok(published)
+}
+
+/// The event types an operational event of `org_id` may be taken for: those a live endpoint
+/// of the organization subscribes to, active or not (an inactive one may catch up on it by a
+/// recovery with `include_missing`), and the operator hook's.
+async fn types_taken<B: Backend>(
+    tx: &mut B::Tx,
+    org_id: OrgId,
+) -> Result<HashSet<String>, StoreError> {
+    let takers = Statement::new(
+        "SELECT events FROM endpoints WHERE deleted_at IS NULL AND (org_id = ? OR id = ?)",
+    )
+    .bind(org_id.as_uuid())
+    .bind(operational::OPERATOR_HOOK.as_uuid());
+    let mut types = HashSet::new();
+    for row in tx.fetch(takers).await? {
+        let events: Vec<String> = serde_json::from_str(&row.text("events")?)
+            .map_err(|_| StoreError::Corrupt("endpoint events are not a JSON array"))?;
+        types.extend(events);
+    }
+    Ok(types)
 }
 
 async fn live_active_endpoints<T: WriteTransaction>(
@@ -138,6 +203,7 @@ pub(super) async fn enqueue_replay<B: Backend>(
     in_chunks(&mut tx, &[event], sql::insert_events).await?;
     let delivery = NewDelivery {
         id: DeliveryId::new(),
+        org_id: event.org_id,
         event,
         endpoint_id,
     };
@@ -186,7 +252,8 @@ pub(crate) async fn resolve_scope<B: Backend>(
 }
 
 /// One transaction: every attempt stored, the `settling` deliveries moved on (their lease
-/// checked as `check` says), the endpoints' runs of failures updated.
+/// checked as `check` says), the endpoints' runs of failures updated, and the operational
+/// events of what changed (`delivery.exhausted`, `endpoint.disabled`) published.
 pub(crate) async fn write_attempts<B: Backend>(
     store: &B,
     recordings: &[AttemptRecording],
@@ -200,9 +267,28 @@ pub(crate) async fn write_attempts<B: Backend>(
         .map(|recording| &recording.attempt)
         .collect();
     in_chunks(&mut tx, &attempts, sql::insert_attempts).await?;
+    let mut operational = Vec::new();
     for chunk in settling.chunks(sql::BULK_ROWS) {
-        tx.execute(sql::settle_deliveries(chunk, B::DIALECT, check))
-            .await?;
+        let mut settle = sql::settle_deliveries(chunk, B::DIALECT, check);
+        if !chunk.iter().any(|recording| recording.exhausted) {
+            tx.execute(settle).await?;
+            continue;
+        }
+        // Only a delivery this statement moved on is reported exhausted: one whose lease had
+        // lapsed was recorded by its newer claimant.
+        settle.push(" RETURNING deliveries.id AS id");
+        let settled = tx.fetch(settle).await?;
+        let settled = settled
+            .iter()
+            .map(|row| row.uuid("id"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        operational.extend(
+            chunk
+                .iter()
+                .filter(|recording| recording.exhausted)
+                .filter(|recording| settled.contains(&recording.attempt.delivery_id.as_uuid()))
+                .filter_map(|recording| operational::delivery_exhausted(&exhausted(recording))),
+        );
     }
     for step in endpoint_steps(recordings) {
         match step {
@@ -218,55 +304,90 @@ pub(crate) async fn write_attempts<B: Backend>(
                     .bind(attempt.occurred_at.as_micros())
                     .bind(attempt.endpoint_id.as_uuid());
                 tx.execute(failing).await?;
-                match &recording.disable_endpoint {
-                    Some(reason) => disable_endpoint::<B>(&mut tx, attempt, None, Some(reason)),
-                    None => {
-                        disable_endpoint::<B>(&mut tx, attempt, Some(disable_failing_before), None)
+                let disabled = match &recording.disable_endpoint {
+                    Some(reason) => {
+                        disable_endpoint::<B>(&mut tx, attempt, Disable::Gone(reason)).await?
                     }
-                }
-                .await?;
+                    None => {
+                        let before = disable_failing_before;
+                        disable_endpoint::<B>(&mut tx, attempt, Disable::FailingBefore(before))
+                            .await?
+                    }
+                };
+                operational.extend(disabled);
             }
         }
+    }
+    if !operational.is_empty() {
+        fan_out::<B>(&mut tx, &operational).await?;
     }
     tx.commit().await
 }
 
-/// Sets an endpoint inactive (only when it is failing since before `failing_before`, if
-/// given) and audits it with `reason`, or with when its failures began. Returns whether it
-/// changed anything.
+/// What `delivery.exhausted` reports of a delivery that just died.
+fn exhausted(recording: &AttemptRecording) -> operational::Exhausted<'_> {
+    let attempt = &recording.attempt;
+    let last_error = match (&attempt.error, attempt.response_status) {
+        (Some(error), _) => error.clone(),
+        (None, Some(status)) => format!("HTTP {status}"),
+        (None, None) => "no response".to_owned(),
+    };
+    operational::Exhausted {
+        org_id: attempt.org_id,
+        endpoint_id: attempt.endpoint_id,
+        event_id: attempt.event_id,
+        event_type: &attempt.event_type,
+        attempts: attempt.attempt,
+        last_error,
+        at: attempt.occurred_at,
+    }
+}
+
+/// Why Herald sets an endpoint inactive.
+enum Disable<'a> {
+    /// Its receiver answered `410 Gone` (the audit record's reason).
+    Gone(&'a str),
+    /// It has failed since before this instant.
+    FailingBefore(Timestamp),
+}
+
+/// Sets an endpoint inactive as `why` says (for a failure streak, only when it is failing
+/// since before the given instant), audits it, and returns its `endpoint.disabled` event, or
+/// nothing when it changed nothing.
 async fn disable_endpoint<B: Backend>(
     tx: &mut B::Tx,
     attempt: &Attempt,
-    failing_before: Option<Timestamp>,
-    reason: Option<&str>,
-) -> Result<bool, StoreError> {
-    // A reason given is the receiver's answer (410 Gone); none, the failure streak.
-    let disabled_reason = match reason {
-        Some(_) => DisabledReason::Gone,
-        None => DisabledReason::Failing,
+    why: Disable<'_>,
+) -> Result<Option<Event>, StoreError> {
+    let (disabled_reason, failing_before) = match why {
+        Disable::Gone(_) => (DisabledReason::Gone, None),
+        Disable::FailingBefore(before) => (DisabledReason::Failing, Some(before.as_micros())),
     };
     let disable = Statement::new(format!(
-        "UPDATE endpoints SET active = FALSE, disabled_reason = ?, {}
+        "UPDATE endpoints SET active = FALSE, disabled_reason = ?, disabled_at = ?, probed_at = NULL, {}
          WHERE id = ? AND active AND deleted_at IS NULL
            AND (CAST(? AS BIGINT) IS NULL OR failing_since < ?)
-         RETURNING failing_since",
+         RETURNING failing_since, url",
         super::updated_at::<B>()
     ))
     .bind(disabled_reason.as_str())
     .bind(attempt.occurred_at.as_micros())
+    .bind(attempt.occurred_at.as_micros())
     .bind(attempt.endpoint_id.as_uuid())
-    .bind(failing_before.map(|at| at.as_micros()))
-    .bind(failing_before.map(|at| at.as_micros()));
+    .bind(failing_before)
+    .bind(failing_before);
     let Some(row) = tx.fetch_first(disable).await? else {
-        return Ok(false);
+        return Ok(None);
     };
-    let reason = match (reason, row.optional_integer("failing_since")?) {
-        (Some(reason), _) => reason.to_owned(),
-        (None, Some(since)) => format!(
-            "every delivery has failed since {}",
-            Timestamp::from_micros(since)
-        ),
-        (None, None) => "every delivery has failed".to_owned(),
+    let failing_since = row
+        .optional_integer("failing_since")?
+        .map(Timestamp::from_micros);
+    let reason = match (why, failing_since) {
+        (Disable::Gone(reason), _) => reason.to_owned(),
+        (Disable::FailingBefore(_), Some(since)) => {
+            format!("every delivery has failed since {since}")
+        }
+        (Disable::FailingBefore(_), None) => "every delivery has failed".to_owned(),
     };
     let audit = AuditRecord {
         id: AuditId::new(),
@@ -279,7 +400,18 @@ async fn disable_endpoint<B: Backend>(
         reason: Some(reason),
     };
     tx.execute(insert_audit(&audit)).await?;
-    Ok(true)
+    // Herald's own hook reports to nobody about itself.
+    if attempt.org_id == OPERATOR_ORG {
+        return Ok(None);
+    }
+    Ok(Some(operational::endpoint_disabled(
+        attempt.org_id,
+        attempt.endpoint_id,
+        &row.text("url")?,
+        disabled_reason,
+        failing_since,
+        attempt.occurred_at,
+    )))
 }
 
 /// Ends every pending delivery to a deleted endpoint as `dead`, with an attempt record saying

@@ -65,9 +65,23 @@ async fn try_start_recovery<B: Backend>(
         tx.commit().await?;
         return Ok((running, false));
     }
+    let stored = insert_recovery(&mut tx, &endpoint, recovery, fingerprint).await?;
+    tx.execute(insert_audit(&audited(audit, &stored))).await?;
+    tx.commit().await?;
+    Ok((stored, true))
+}
+
+/// Counts what `recovery` matches for `endpoint` and stores it, inside `tx`: a dry run is
+/// done at once. Returns it as stored.
+pub(super) async fn insert_recovery<T: WriteTransaction>(
+    tx: &mut T,
+    endpoint: &Endpoint,
+    recovery: &Recovery,
+    fingerprint: &str,
+) -> Result<Recovery, StoreError> {
     let matched = count(
-        &mut tx,
-        matches("SELECT COUNT(*) AS n", &recovery.scope, &endpoint),
+        tx,
+        matches("SELECT COUNT(*) AS n", &recovery.scope, endpoint),
     )
     .await?;
     let mut stored = recovery.clone();
@@ -95,9 +109,7 @@ async fn try_start_recovery<B: Backend>(
     .bind(stored.created_at.as_micros())
     .bind(stored.finished_at.map(|at| at.as_micros()));
     tx.execute(insert).await?;
-    tx.execute(insert_audit(&audited(audit, &stored))).await?;
-    tx.commit().await?;
-    Ok((stored, true))
+    Ok(stored)
 }
 
 pub(super) async fn get_recovery<B: Backend>(
@@ -230,6 +242,7 @@ async fn requeue<T: WriteTransaction>(
         .iter()
         .map(|event| NewDelivery {
             id: DeliveryId::new(),
+            org_id: event.org_id,
             event,
             endpoint_id,
         })
@@ -276,9 +289,10 @@ fn matches<'a>(select: &str, scope: &'a RecoveryScope, endpoint: &'a Endpoint) -
         })
         .collect();
     if scope.include_missing && !missing_types.is_empty() {
-        // Only published events: a replay was meant for the endpoint it was replayed to.
+        // Only published events (the platform's and Herald's operational ones): a replay was
+        // meant for the endpoint it was replayed to.
         statement
-            .push(" OR (d.id IS NULL AND e.origin = 'publish' AND e.created_at > ")
+            .push(" OR (d.id IS NULL AND e.origin IN ('publish', 'herald') AND e.created_at > ")
             .push_bind(endpoint.created_at.as_micros())
             .push(" AND e.event_type IN (")
             .push_list(
@@ -309,7 +323,7 @@ async fn live_endpoint<T: WriteTransaction>(
 }
 
 /// The request's audit record, with the counts.
-fn audited(audit: &AuditRecord, recovery: &Recovery) -> AuditRecord {
+pub(super) fn audited(audit: &AuditRecord, recovery: &Recovery) -> AuditRecord {
     let mut audit = audit.clone();
     audit.reason = Some(format!(
         "recovery {}: {} events matched{}",

@@ -210,6 +210,7 @@ pub(crate) fn recording(
             occurred_at: at,
         },
         disable_endpoint: None,
+        exhausted: false,
         lease: delivery.lease,
     }
 }

@@ -137,6 +137,13 @@ fn check(report: &AttemptReport, on_failure: OnFailure, expected: &Expected) {
             disabled.then_some("receiver answered 410 Gone"),
             "{case}"
         );
+        // Dead after a request that failed is exhausted; dead without one (withheld) is not.
+        let exhausted = match expected {
+            Expected::Dead => on_failure == OnFailure::Retry,
+            Expected::DeadAndDisabled => true,
+            Expected::Success | Expected::RetryIn(_) => false,
+        };
+        assert_eq!(recording.exhausted, exhausted, "{case}");
         match expected {
             Expected::RetryIn(range) => {
                 let next = attempt.next_attempt_at.expect("a retry has a due time");
@@ -211,6 +218,7 @@ async fn check_withheld(delivery: ClaimedDelivery, reason: &str) {
     );
     assert_eq!(attempt.next_attempt_at, None, "{reason}");
     assert_eq!(recording.disable_endpoint, None, "{reason}");
+    assert!(!recording.exhausted, "{reason}: withheld, not exhausted");
     assert_eq!(recording.lease, delivery.lease, "{reason}");
 }
 

@@ -1,5 +1,5 @@
-//! Delivery settings of a test app: trusted roots, the retry schedule, timeouts, auto-disable
-//! and retention; and the API server's connection limits. They are applied to the checked
+//! Delivery settings of a test app: trusted roots, the retry schedule, timeouts, auto-disable,
+//! probing, the operator's hook and retention; and the API server's connection limits. They are applied to the checked
 //! [`Config`] after `into_config()`, because tests need sub-second durations that the day- and
 //! second-granular flags cannot express.
 //!
@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use herald_delivery::RetrySchedule;
+use herald_domain::Secret;
 use herald_server::Config;
+use herald_store::OperatorHook;
 
 use super::TestAppBuilder;
 
@@ -30,6 +32,9 @@ pub(super) struct Tuning {
     header_read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    probe_interval: Option<Duration>,
+    probe_for: Option<Duration>,
+    operator_hook: Option<(String, [u8; 32])>,
 }
 
 impl TestAppBuilder {
@@ -93,6 +98,24 @@ impl TestAppBuilder {
         self
     }
 
+    /// Time between two probes of an endpoint disabled for its failures.
+    pub(crate) fn probe_interval(mut self, interval: Duration) -> Self {
+        self.tuning.probe_interval = Some(interval);
+        self
+    }
+
+    /// How long after it was disabled an endpoint is still probed.
+    pub(crate) fn probe_for(mut self, probe_for: Duration) -> Self {
+        self.tuning.probe_for = Some(probe_for);
+        self
+    }
+
+    /// The operator's hook: its URL and the 32 bytes of its signing secret.
+    pub(crate) fn operator_hook(mut self, url: String, secret: [u8; 32]) -> Self {
+        self.tuning.operator_hook = Some((url, secret));
+        self
+    }
+
     /// Most API connections open at once.
     pub(crate) fn max_connections(mut self, connections: usize) -> Self {
         self.tuning.max_connections = Some(connections);
@@ -137,6 +160,19 @@ impl Tuning {
         }
         if let Some(connections) = self.max_connections {
             config.http.max_connections = connections;
+        }
+        if let Some(interval) = self.probe_interval {
+            config.probe.interval = interval;
+        }
+        if let Some(probe_for) = self.probe_for {
+            config.probe.probe_for = probe_for;
+        }
+        if let Some((url, secret)) = self.operator_hook {
+            config.operator_hook = Some(OperatorHook {
+                url,
+                secret: Secret::from_bytes(secret),
+                api_version: config.api.api_versions.default_version().to_owned(),
+            });
         }
     }
 }
