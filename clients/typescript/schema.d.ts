@@ -126,6 +126,23 @@ export interface paths {
         patch: operations["update_endpoint"];
         trace?: never;
     };
+    "/v1/webhooks/{id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The events fanned out to an endpoint after a sequence number, ascending. */
+        get: operations["list_endpoint_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/{id}/recover": {
         parameters: {
             query?: never;
@@ -181,6 +198,28 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description The page's bounds. */
+        CatchUpMeta: {
+            /**
+             * Format: int32
+             * @description The page size asked for.
+             */
+            limit: number;
+            /**
+             * Format: int64
+             * @description The sequence to ask after for the next page; `null` when the receiver is caught up.
+             */
+            next_after_sequence?: number | null;
+        };
+        /** @description A page of the catch-up feed. */
+        CatchUpResponse: {
+            /** @description The events, by ascending sequence. */
+            data: components["schemas"]["SequencedEvent"][];
+            /** @description The page's bounds. */
+            meta: components["schemas"]["CatchUpMeta"];
+            /** @description Always `true`. */
+            success: boolean;
+        };
         /** @description Body of `POST /v1/webhooks`. Unknown fields are refused. */
         CreateEndpointRequest: {
             /** @description A supported API version; the newest by default. May be omitted, but not `null`. */
@@ -237,6 +276,8 @@ export interface components {
              * @description When the attempt was made.
              */
             occurred_at: string;
+            /** @description The event's ordering key, if it has one. */
+            ordering_key?: string | null;
             /** @description `success`, `retry` or `dead`. */
             outcome: string;
             /**
@@ -262,6 +303,11 @@ export interface components {
              * @description How long the attempt took.
              */
             response_time_ms: number;
+            /**
+             * Format: int64
+             * @description The delivery's number in its endpoint's sequence; `null` for a test send or a probe.
+             */
+            sequence?: number | null;
             /** @description The endpoint's URL at attempt time. */
             url: string;
         };
@@ -518,6 +564,29 @@ export interface components {
             event_type: string;
             /** @description The fresh event id of the replay. */
             new_event_id: string;
+        };
+        /** @description One event fanned out to the endpoint. */
+        SequencedEvent: {
+            /** @description The envelope exactly as delivered. */
+            body: Record<string, never>;
+            /**
+             * Format: date-time
+             * @description When the event was published.
+             */
+            created_at: string;
+            /** @description The event, `evt_<uuid>`. */
+            event_id: string;
+            /** @description The event's ordering key, if any. */
+            ordering_key?: string | null;
+            /**
+             * Format: int64
+             * @description The delivery's number in the endpoint's sequence.
+             */
+            sequence: number;
+            /** @description `pending`, `delivered` or `dead`. */
+            status: string;
+            /** @description The event's type. */
+            type: string;
         };
         /** @description The answer of the test operation: the single attempt's outcome. */
         TestResponse: {
@@ -2328,6 +2397,202 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EndpointResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    list_endpoint_events: {
+        parameters: {
+            query?: {
+                /** @description Only later sequence numbers; default 0 */
+                after_sequence?: number;
+                /** @description Page size, default 50 */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The endpoint's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of the endpoint's events */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CatchUpResponse"];
                 };
             };
             /** @description Invalid input */

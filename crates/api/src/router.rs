@@ -16,7 +16,7 @@ use crate::docs::ApiDoc;
 use crate::error::ApiError;
 use crate::extract::body_limit;
 use crate::request_id;
-use crate::routes::{admin, deliveries, endpoints, health, org_secret, recoveries};
+use crate::routes::{admin, catch_up, deliveries, endpoints, health, org_secret, recoveries};
 use crate::state::AppState;
 
 /// The organization routes and their OpenAPI document.
@@ -36,6 +36,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::get_delivery))
         .routes(routes!(deliveries::replay_delivery))
+        .routes(routes!(catch_up::list_endpoint_events))
         .routes(routes!(recoveries::recover_endpoint))
         .routes(routes!(recoveries::get_recovery))
         .routes(routes!(org_secret::rotate_org_secret))

@@ -133,6 +133,9 @@ pub(crate) enum EventsCommand {
         /// Publishing the same key again within 24 hours returns the first event.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Deliveries of one key to one endpoint go one at a time, in publish order.
+        #[arg(long)]
+        ordering_key: Option<String>,
         /// The event-type catalog, comma-separated; when unset, the default catalog of 17 types.
         #[arg(long, env = "HERALD_EVENT_TYPES")]
         event_types: Option<String>,
@@ -150,6 +153,7 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         event_type,
         data,
         idempotency_key,
+        ordering_key,
         event_types,
         max_event_bytes,
         storage,
@@ -171,6 +175,9 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
     body.insert("data".to_owned(), data_value);
     if let Some(key) = idempotency_key {
         body.insert("idempotency_key".to_owned(), Value::String(key));
+    }
+    if let Some(key) = ordering_key {
+        body.insert("ordering_key".to_owned(), Value::String(key));
     }
     let store = open_store(&storage).await?;
     let rules = PublishRules {

@@ -25,6 +25,8 @@ pub struct AttemptPlan<'a> {
     pub endpoint_secret: &'a Secret,
     /// The organization's secret, if any.
     pub org_secret: Option<&'a Secret>,
+    /// The delivery's number in its endpoint's sequence (none for a test send).
+    pub sequence: Option<u64>,
 }
 
 /// The record of an attempt (with `outcome` provisional: `Success` or `Dead`, and `Retry`
@@ -55,6 +57,8 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         body: &body,
         endpoint_secret: plan.endpoint_secret,
         org_secret: plan.org_secret,
+        sequence: plan.sequence,
+        ordering_key: plan.event.ordering_key.as_deref(),
     });
     let request = SentRequest {
         body_sha256: hex::encode(Sha256::digest(&body)),
@@ -127,6 +131,8 @@ fn report(
         error: outcome.error.clone(),
         next_attempt_at: None,
         occurred_at,
+        sequence: plan.sequence,
+        ordering_key: plan.event.ordering_key.clone(),
     };
     AttemptReport { attempt, outcome }
 }

@@ -5,7 +5,6 @@
 //! - [`worker`]: claims due deliveries, attempts them with bounded concurrency per endpoint,
 //!   schedules retries and records attempts in batches.
 //! - [`attempt`]: one attempt start to finish: render, sign, send, describe.
-//! - [`envelope`]: the body, one renderer per API version.
 //! - [`signer`]: the two signature schemes and the section-7 headers of an attempt. Pure.
 //! - [`retry`]: the decided retry schedule as data, jitter, and `Retry-After` parsing. Pure.
 //! - [`ssrf`]: the attempt-time address guard, a DNS resolver that checks every address it
@@ -19,7 +18,9 @@
 
 pub mod attempt;
 pub mod client;
-pub mod envelope;
+/// The body of a delivery: [`herald_domain::envelope`], which the API's catch-up feed renders
+/// too.
+pub use herald_domain::envelope;
 pub mod metrics;
 pub mod probe;
 pub mod recovery;

@@ -7,12 +7,13 @@
 //! deadline: a probe to a hanging receiver delays no delivery, nor the other probes beyond
 //! its slot.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::{Outcome, Timestamp};
+use herald_domain::{EndpointId, Outcome, Timestamp};
 use herald_store::{ProbeTarget, Store};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -62,30 +63,43 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let poll = (config.interval / 4).clamp(Duration::from_millis(10), MAX_POLL);
-    let slots = Arc::new(Semaphore::new(CONCURRENT_PROBES));
-    let mut probes = JoinSet::new();
+    let mut probes: JoinSet<EndpointId> = JoinSet::new();
+    // At most one probe per endpoint in flight: one whose receiver hangs longer than the
+    // interval is not taken again until its probe ends.
+    let mut in_flight: HashSet<EndpointId> = HashSet::new();
     loop {
-        match store
-            .take_due_probes(Timestamp::now(), config.interval, config.probe_for)
-            .await
-        {
-            Ok(targets) => {
-                for target in targets {
-                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                        return;
-                    };
-                    let (store, client) = (Arc::clone(&store), client.clone());
-                    let recoveries = Arc::clone(&recoveries);
-                    probes.spawn(async move {
-                        probe(store.as_ref(), &client, &target, &recoveries).await;
-                        drop(slot);
-                    });
+        while let Some(done) = probes.try_join_next() {
+            if let Ok(endpoint_id) = done {
+                in_flight.remove(&endpoint_id);
+            }
+        }
+        // Only as many as there are free slots are taken (and stamped probed): the rest stay
+        // due for the next look.
+        let free = CONCURRENT_PROBES.saturating_sub(probes.len());
+        if free > 0 {
+            let limit = u32::try_from(free).unwrap_or(u32::MAX);
+            match store
+                .take_due_probes(Timestamp::now(), config.interval, config.probe_for, limit)
+                .await
+            {
+                Ok(targets) => {
+                    for target in targets {
+                        if !in_flight.insert(target.endpoint.id) {
+                            continue;
+                        }
+                        let (store, client) = (Arc::clone(&store), client.clone());
+                        let recoveries = Arc::clone(&recoveries);
+                        probes.spawn(async move {
+                            probe(store.as_ref(), &client, &target, &recoveries).await;
+                            target.endpoint.id
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "looking for endpoints to probe failed");
                 }
             }
-            Err(error) => tracing::warn!(error = %error, "looking for endpoints to probe failed"),
         }
-        // Reap finished probes so the set does not grow.
-        while probes.try_join_next().is_some() {}
         tokio::select! {
             () = tokio::time::sleep(poll) => {}
             () = shutdown.cancelled() => break,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use herald_domain::{EventId, Secret, Timestamp};
 pub use herald_verify::VerifyError;
 pub use herald_verify::header::{
-    DELIVERY_ATTEMPT, EVENT_ID, EVENT_TYPE, SIGNATURE, WEBHOOK_ID, WEBHOOK_SIGNATURE,
-    WEBHOOK_TIMESTAMP,
+    DELIVERY_ATTEMPT, EVENT_ID, EVENT_TYPE, ORDERING_KEY, SEQUENCE, SIGNATURE, WEBHOOK_ID,
+    WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP,
 };
 
 /// `Content-Type` header name.
@@ -42,6 +42,10 @@ pub struct OutgoingDelivery<'a> {
     pub endpoint_secret: &'a Secret,
     /// The organization's secret, when one exists; adds a second `v1` to `X-AmCore-Signature`.
     pub org_secret: Option<&'a Secret>,
+    /// The delivery's number in its endpoint's sequence (none for a test send).
+    pub sequence: Option<u64>,
+    /// The event's ordering key, if any.
+    pub ordering_key: Option<&'a str>,
 }
 
 /// Lowercase hex of HMAC-SHA256 keyed with the secret's 32 bytes over `"<t>\n<body>"`.
@@ -89,7 +93,7 @@ pub fn signed_headers(delivery: &OutgoingDelivery<'_>) -> Vec<(&'static str, Str
         unix_seconds,
         delivery.body,
     );
-    vec![
+    let mut headers = vec![
         (CONTENT_TYPE, "application/json".to_owned()),
         (USER_AGENT, user_agent()),
         (
@@ -107,7 +111,14 @@ pub fn signed_headers(delivery: &OutgoingDelivery<'_>) -> Vec<(&'static str, Str
         (WEBHOOK_ID, event_id),
         (WEBHOOK_TIMESTAMP, unix_seconds.to_string()),
         (WEBHOOK_SIGNATURE, webhook_signature),
-    ]
+    ];
+    if let Some(sequence) = delivery.sequence {
+        headers.push((SEQUENCE, sequence.to_string()));
+    }
+    if let Some(key) = delivery.ordering_key {
+        headers.push((ORDERING_KEY, key.to_owned()));
+    }
+    headers
 }
 
 /// `Herald/<crate version>`.

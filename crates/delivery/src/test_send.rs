@@ -21,6 +21,7 @@ pub fn test_event(endpoint: &Endpoint) -> Event {
         })
         .to_string(),
         idempotency_key: None,
+        ordering_key: None,
         origin: EventOrigin::Test,
         created_at: Timestamp::now(),
     }
@@ -41,6 +42,7 @@ pub async fn send_test(
         endpoint,
         endpoint_secret,
         org_secret,
+        sequence: None,
     };
     let report = execute(client, plan).await;
     let mut attempt = report.attempt;

@@ -56,6 +56,9 @@ pub struct Event {
     pub data: String,
     /// The publisher's idempotency key, if any.
     pub idempotency_key: Option<String>,
+    /// The publisher's ordering key, if any: one endpoint's deliveries of one key go one at a
+    /// time, in publish order.
+    pub ordering_key: Option<String>,
     /// How it came to be.
     pub origin: EventOrigin,
     /// When it was accepted.
@@ -134,6 +137,10 @@ pub struct Attempt {
     pub error: Option<String>,
     /// When the next attempt is due (only for `Retry`).
     pub next_attempt_at: Option<Timestamp>,
+    /// The delivery's number in its endpoint's sequence (`None` for a test send or a probe).
+    pub sequence: Option<u64>,
+    /// The event's ordering key, if any.
+    pub ordering_key: Option<String>,
     /// When it was made.
     pub occurred_at: Timestamp,
 }

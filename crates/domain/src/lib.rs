@@ -10,6 +10,7 @@
 //! - [`scope`]: API-key scopes.
 //! - [`catalog`]: the event-type catalog and the supported API versions.
 //! - [`delivery`]: events, attempts and their outcomes.
+//! - [`envelope`]: the body of a delivery, one renderer per API version. Pure.
 //! - [`endpoint`]: the endpoint object and its validation rules.
 //! - [`org`]: organizations, API keys and audit records.
 //! - [`publish`]: what an event must be to be published.
@@ -21,6 +22,7 @@
 pub mod catalog;
 pub mod delivery;
 pub mod endpoint;
+pub mod envelope;
 pub mod ids;
 pub mod net;
 pub mod operational;

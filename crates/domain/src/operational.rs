@@ -143,6 +143,7 @@ fn operational_event(
         event_type: event_type.to_owned(),
         data: data.to_string(),
         idempotency_key: None,
+        ordering_key: None,
         origin: EventOrigin::Herald,
         created_at: at,
     }

@@ -9,6 +9,8 @@ use crate::operational::is_operational;
 pub const MAX_BATCH: usize = 500;
 /// Longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// Longest ordering key, in characters.
+pub const MAX_ORDERING_KEY_CHARS: usize = 128;
 /// The default cap on an event's `data`, serialized, in bytes (`HERALD_MAX_EVENT_BYTES`).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
 
@@ -44,6 +46,19 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// An ordering key has 1 to [`MAX_ORDERING_KEY_CHARS`] printable characters (no control
+/// characters: it travels in a header).
+pub fn check_ordering_key(key: &str) -> Result<(), String> {
+    let printable = !key.chars().any(char::is_control);
+    if key.is_empty() || key.chars().count() > MAX_ORDERING_KEY_CHARS || !printable {
+        Err(format!(
+            "must be 1 to {MAX_ORDERING_KEY_CHARS} printable characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +86,15 @@ mod tests {
             "characters, not bytes"
         );
         assert!(check_idempotency_key("").is_err());
+        assert!(check_ordering_key("customer-42").is_ok());
+        assert!(check_ordering_key(&"k".repeat(128)).is_ok());
+        for bad in ["", "a\nb", "tab\there"] {
+            assert!(check_ordering_key(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_ordering_key(&"k".repeat(129)),
+            Err("must be 1 to 128 printable characters".to_owned())
+        );
         assert_eq!(
             check_idempotency_key(&"k".repeat(256)),
             Err("must be 1 to 255 characters".to_owned())

@@ -145,7 +145,7 @@ pub struct ServeArgs {
     pub operator_webhook_url: Option<String>,
 
     /// The operator hook's signing secret: standard base64 of 32 bytes.
-    #[arg(long, env = "HERALD_OPERATOR_WEBHOOK_SECRET")]
+    #[arg(long, env = "HERALD_OPERATOR_WEBHOOK_SECRET", hide_env_values = true)]
     pub operator_webhook_secret: Option<SecretText>,
 
     /// Most attempts in flight at once, across all endpoints.

@@ -62,8 +62,8 @@ pub use health::{PROBE_INTERVAL, WriteStatus};
 pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, LeaseToken,
-    OperatorHook, ProbeTarget, PublishedEvent, PurgeReport, QueueStats,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, FeedStatus,
+    LeaseToken, OperatorHook, ProbeTarget, PublishedEvent, PurgeReport, QueueStats, Sequenced,
 };
 pub use sqlite::SqliteStore;
 
@@ -270,14 +270,15 @@ pub trait Store: Send + Sync + 'static {
     /// Puts the next chunk of at most `batch` matches of the oldest unfinished recovery back
     /// in the queue, due at `now`, in one transaction; `false` when no recovery has work left.
     async fn advance_recoveries(&self, now: Timestamp, batch: u32) -> Result<bool, StoreError>;
-    /// Hands out the endpoints due for a probe at `now`: disabled for `failing` at most
-    /// `probe_for` ago and neither disabled nor probed in the last `interval`. Each is marked
-    /// probed in the same statement, so of several nodes only one probes it this round.
+    /// Hands out at most `limit` endpoints due for a probe at `now`: disabled for `failing` at
+    /// most `probe_for` ago and neither disabled nor probed in the last `interval`. Each is
+    /// marked probed in the same statement, so of several nodes only one probes it this round.
     async fn take_due_probes(
         &self,
         now: Timestamp,
         interval: Duration,
         probe_for: Duration,
+        limit: u32,
     ) -> Result<Vec<ProbeTarget>, StoreError>;
     /// After a probe's 2xx at `at`: the endpoint active again, `endpoint.enabled` published,
     /// audited, and a recovery (`include_missing`) from the start of its failure streak
@@ -325,6 +326,15 @@ pub trait Store: Send + Sync + 'static {
         org_id: OrgId,
         attempt_id: AttemptId,
     ) -> Result<Attempt, StoreError>;
+    /// The catch-up feed: the deliveries to `endpoint_id` (of `org_id`) numbered after
+    /// `after_sequence`, ascending, at most `limit`, with their events (still retained).
+    async fn list_sequenced(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<Sequenced>, StoreError>;
     /// One event of the organization, if still retained.
     async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError>;
     /// Counts of the delivery queue.

@@ -27,6 +27,9 @@ pub struct ClaimedDelivery {
     /// This attempt's place in its retry schedule (1-based): the attempt number, except after
     /// a recovery, which starts a fresh schedule while attempt numbers go on.
     pub schedule_attempt: u32,
+    /// The delivery's number in its endpoint's sequence (`None` for one made before sequences
+    /// existed).
+    pub sequence: Option<u64>,
     /// The event to send.
     pub event: Event,
     /// The endpoint as it is now (it may have become inactive or deleted since publish).
@@ -37,6 +40,39 @@ pub struct ClaimedDelivery {
     pub org_secret: Option<Secret>,
     /// The claim's token: recording the attempt needs it.
     pub lease: LeaseToken,
+}
+
+/// Where a delivery of the catch-up feed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStatus {
+    /// Not yet delivered; attempts go on (or wait for an earlier one of its key).
+    Pending,
+    /// A 2xx came back.
+    Delivered,
+    /// No more attempts.
+    Dead,
+}
+
+impl FeedStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedStatus::Pending => "pending",
+            FeedStatus::Delivered => "delivered",
+            FeedStatus::Dead => "dead",
+        }
+    }
+}
+
+/// One entry of an endpoint's catch-up feed.
+#[derive(Debug, Clone)]
+pub struct Sequenced {
+    /// The delivery's number in the endpoint's sequence.
+    pub sequence: u64,
+    /// Where the delivery is.
+    pub status: FeedStatus,
+    /// The event.
+    pub event: Event,
 }
 
 /// The operator's hook as configured: where every organization's operational events go too.

@@ -78,16 +78,17 @@ pub(crate) const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, events,
 /// The columns [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, \
      outcome, response_status, response_time_ms, request_body_sha256, request_body_bytes, request_headers, \
-     response_body_excerpt, error, next_attempt_at, occurred_at";
+     response_body_excerpt, error, next_attempt_at, occurred_at, sequence, ordering_key";
 
 /// The columns [`event_from_row`] reads.
 pub(crate) const EVENT_COLUMNS: &str =
-    "id, org_id, event_type, data, idempotency_key, origin, created_at";
+    "id, org_id, event_type, data, idempotency_key, origin, created_at, ordering_key";
 
 /// The start of the query that reads claimed deliveries with everything needed to attempt
 /// them; the caller appends the claimed ids and `)`.
 pub(crate) const CLAIMED_DETAILS: &str =
     "SELECT d.id AS delivery_id, d.attempts AS attempts, d.schedule_base AS schedule_base,
+            d.sequence AS sequence, e.ordering_key AS event_ordering_key,
             e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
             e.created_at AS event_created_at,
@@ -111,6 +112,7 @@ pub(crate) fn claimed_from_row(
         delivery_id: DeliveryId::from_uuid(row.uuid("delivery_id")?),
         attempt_number: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
         schedule_attempt: u32::try_from(attempts - schedule_base + 1).unwrap_or(1),
+        sequence: row.optional_integer("sequence")?.map(i64::unsigned_abs),
         event: event_from_row(row, "event_")?,
         endpoint: endpoint_from_row(row)?,
         endpoint_secret: cipher.open(&row.bytes("secret")?)?,
@@ -200,6 +202,7 @@ pub(crate) fn event_from_row(row: &impl ReadRow, prefix: &str) -> Result<Event, 
         event_type: row.text(&column("event_type"))?,
         data: row.text(&column("data"))?,
         idempotency_key: row.optional_text(&column("idempotency_key"))?,
+        ordering_key: row.optional_text(&column("ordering_key"))?,
         origin: EventOrigin::parse(&row.text(&column("origin"))?)
             .ok_or(StoreError::Corrupt("unknown event origin"))?,
         created_at: instant(row.integer(&column("created_at"))?),
@@ -235,6 +238,8 @@ pub(crate) fn attempt_from_row(row: &impl ReadRow) -> Result<Attempt, StoreError
         error: row.optional_text("error")?,
         next_attempt_at: row.optional_integer("next_attempt_at")?.map(instant),
         occurred_at: instant(row.integer("occurred_at")?),
+        sequence: row.optional_integer("sequence")?.map(i64::unsigned_abs),
+        ordering_key: row.optional_text("ordering_key")?,
     })
 }
 

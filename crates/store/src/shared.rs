@@ -3,6 +3,7 @@
 //! the same on both backends; where a rule needs more than one writer's serialization, the
 //! backend takes a [`Lock`] (a no-op on SQLite, whose one writer already excludes the rest).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use herald_domain::{
 };
 
 mod delivery;
+mod ordering;
 mod probe;
 mod recovery;
 
@@ -30,7 +32,7 @@ use crate::statement::Statement;
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, OperatorHook,
     Page, PageRequest, ProbeTarget, PublishedEvent, PurgeReport, QueueStats, RateDecision,
-    RateLimit, Store, StoreError, WriteStatus, gcra_step, sql,
+    RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
 };
 
 const API_KEY_COLUMNS: &str = "id, org_id, hint, scopes, created_at, revoked_at";
@@ -294,7 +296,7 @@ impl<B: Backend> Store for B {
                 EnabledBy::Api,
                 audit.occurred_at,
             );
-            delivery::fan_out::<B>(&mut tx, &[event]).await?;
+            delivery::fan_out::<B>(&mut tx, &[event], &BTreeSet::new()).await?;
         }
         commit_audited(tx, audit).await?;
         Ok(endpoint)
@@ -442,8 +444,9 @@ impl<B: Backend> Store for B {
         now: Timestamp,
         interval: Duration,
         probe_for: Duration,
+        limit: u32,
     ) -> Result<Vec<ProbeTarget>, StoreError> {
-        probe::take_due_probes(self, now, interval, probe_for).await
+        probe::take_due_probes(self, now, interval, probe_for, limit).await
     }
 
     async fn enable_after_probe(
@@ -531,6 +534,16 @@ impl<B: Backend> Store for B {
         attempt_id: AttemptId,
     ) -> Result<Attempt, StoreError> {
         delivery::get_attempt(self, org_id, attempt_id).await
+    }
+
+    async fn list_sequenced(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+        after_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<Sequenced>, StoreError> {
+        delivery::list_sequenced(self, org_id, endpoint_id, after_sequence, limit).await
     }
 
     async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError> {

@@ -14,7 +14,7 @@ use crate::rows::{ATTEMPT_COLUMNS, CLAIMED_DETAILS, EVENT_COLUMNS, headers_json}
 use crate::statement::{Arg, Statement};
 
 /// Rows per bulk statement: under both backends' bind-parameter limits (SQLite 32,766,
-/// PostgreSQL 65,535) with 18 parameters a row.
+/// PostgreSQL 65,535) with 20 parameters a row.
 pub(crate) const BULK_ROWS: usize = 500;
 
 /// Whether a statement of `rows` rows is worth keeping prepared in the connection's statement
@@ -209,11 +209,21 @@ pub(crate) fn insert_attempts<'a>(attempts: &[&'a Attempt]) -> Statement<'a> {
             attempt.error.as_deref().into(),
             attempt.next_attempt_at.map(|at| at.as_micros()).into(),
             attempt.occurred_at.as_micros().into(),
+            attempt
+                .sequence
+                .map(|sequence| i64::try_from(sequence).unwrap_or(i64::MAX))
+                .into(),
+            attempt.ordering_key.as_deref().into(),
         ]
     });
     query.push(" ON CONFLICT (id) DO NOTHING");
     query.persistent(worth_preparing(attempts.len()))
 }
+
+/// The due time of a parked delivery: the end of time, so no claim ever reads it. Parked
+/// deliveries wait behind an earlier pending delivery of their ordering key; the recorder
+/// makes the next one due when the one before it ends.
+pub(crate) const PARKED: i64 = i64::MAX;
 
 /// `INSERT INTO events …` for up to [`BULK_ROWS`] events.
 pub(crate) fn insert_events<'a>(events: &[&'a Event]) -> Statement<'a> {
@@ -227,6 +237,7 @@ pub(crate) fn insert_events<'a>(events: &[&'a Event]) -> Statement<'a> {
             event.idempotency_key.as_deref().into(),
             event.origin.as_str().into(),
             event.created_at.as_micros().into(),
+            event.ordering_key.as_deref().into(),
         ]
     });
     query.persistent(worth_preparing(events.len()))
@@ -237,17 +248,28 @@ pub(crate) struct NewDelivery<'a> {
     pub id: DeliveryId,
     /// The endpoint's organization: the event's, except for the operator's hook.
     pub org_id: OrgId,
+    /// Its number in the endpoint's sequence (set by [`crate::shared`]'s fan-out before
+    /// insertion).
+    pub sequence: i64,
+    /// Whether it waits behind an earlier pending delivery of its ordering key to the same
+    /// endpoint (not due until that one ends).
+    pub parked: bool,
     pub event: &'a Event,
     pub endpoint_id: EndpointId,
 }
 
 /// `INSERT INTO deliveries …` for up to [`BULK_ROWS`] new deliveries, each pending and due at
 /// its event's creation.
-pub(crate) fn insert_pending_deliveries(deliveries: &[NewDelivery<'_>]) -> Statement<'static> {
+pub(crate) fn insert_pending_deliveries<'a>(deliveries: &[NewDelivery<'a>]) -> Statement<'a> {
     let mut query = Statement::new(
-        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at) VALUES ",
+        "INSERT INTO deliveries (id, org_id, event_id, endpoint_id, status, attempts, next_attempt_at, created_at, \
+         sequence, ordering_key) VALUES ",
     );
     query.push_rows(deliveries, |delivery| {
+        let due = match delivery.parked {
+            true => PARKED,
+            false => delivery.event.created_at.as_micros(),
+        };
         [
             delivery.id.as_uuid().into(),
             delivery.org_id.as_uuid().into(),
@@ -255,11 +277,27 @@ pub(crate) fn insert_pending_deliveries(deliveries: &[NewDelivery<'_>]) -> State
             delivery.endpoint_id.as_uuid().into(),
             "pending".into(),
             0_i64.into(),
+            due.into(),
             delivery.event.created_at.as_micros().into(),
-            delivery.event.created_at.as_micros().into(),
+            delivery.sequence.into(),
+            delivery.event.ordering_key.as_deref().into(),
         ]
     });
     query.persistent(worth_preparing(deliveries.len()))
+}
+
+impl<'a> NewDelivery<'a> {
+    /// A delivery of `event` to `endpoint_id` (of `org_id`), not yet numbered.
+    pub(crate) fn new(org_id: OrgId, event: &'a Event, endpoint_id: EndpointId) -> Self {
+        Self {
+            id: DeliveryId::new(),
+            org_id,
+            sequence: 0,
+            parked: false,
+            event,
+            endpoint_id,
+        }
+    }
 }
 
 /// Who checks, when an attempt is recorded, that its delivery still carries the lease the

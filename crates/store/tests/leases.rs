@@ -126,6 +126,7 @@ async fn lease_lapse_and_takeover(store: Arc<dyn Store>) {
         event_type: EVENT_TYPE.to_owned(),
         data: "{}".to_owned(),
         idempotency_key: None,
+        ordering_key: None,
         origin: EventOrigin::Publish,
         created_at: now,
     };

@@ -13,6 +13,11 @@ pub const EVENT_ID: &str = "X-AmCore-Event-Id";
 pub const EVENT_TYPE: &str = "X-AmCore-Event-Type";
 /// The 1-based attempt number of this delivery.
 pub const DELIVERY_ATTEMPT: &str = "X-AmCore-Delivery-Attempt";
+/// The delivery's number in its endpoint's sequence: 1, 2, 3 … without gaps, so a receiver
+/// that sees a jump knows what to ask the catch-up feed for.
+pub const SEQUENCE: &str = "X-AmCore-Sequence";
+/// The event's ordering key, when it has one.
+pub const ORDERING_KEY: &str = "X-AmCore-Ordering-Key";
 /// Standard Webhooks message id; Herald sends the event id.
 pub const WEBHOOK_ID: &str = "webhook-id";
 /// Standard Webhooks timestamp, in Unix seconds.

@@ -67,6 +67,10 @@ pub struct DeliveryResponse {
     /// When the attempt was made.
     #[schema(format = DateTime)]
     pub occurred_at: String,
+    /// The delivery's number in its endpoint's sequence; `null` for a test send or a probe.
+    pub sequence: Option<u64>,
+    /// The event's ordering key, if it has one.
+    pub ordering_key: Option<String>,
 }
 
 impl From<Attempt> for DeliveryResponse {
@@ -88,6 +92,8 @@ impl From<Attempt> for DeliveryResponse {
             error: attempt.error,
             next_attempt_at: attempt.next_attempt_at.map(|at| at.to_string()),
             occurred_at: attempt.occurred_at.to_string(),
+            sequence: attempt.sequence,
+            ordering_key: attempt.ordering_key,
         }
     }
 }
@@ -309,6 +315,9 @@ pub(crate) async fn replay_delivery(
         event_type: original.event_type.clone(),
         data: original.data,
         idempotency_key: None,
+        // A replay is a new event with a new sequence number, but it keeps its key: it
+        // waits behind the key's pending deliveries like any event of the key.
+        ordering_key: original.ordering_key,
         origin: EventOrigin::Replay,
         created_at: now,
     };

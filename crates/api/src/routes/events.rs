@@ -4,7 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use herald_domain::publish::{check_event_data, check_event_type, check_idempotency_key};
+use herald_domain::publish::{
+    check_event_data, check_event_type, check_idempotency_key, check_ordering_key,
+};
 use herald_domain::{Event, EventCatalog, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
 use herald_store::{PublishedEvent, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -245,6 +247,16 @@ fn read_event(
         },
         Some(None) | None => None,
     };
+    let ordering_key = match fields.nullable_string("ordering_key") {
+        Some(Some(key)) => match check_ordering_key(&key) {
+            Ok(()) => Some(key),
+            Err(message) => {
+                fields.error("ordering_key", message);
+                None
+            }
+        },
+        Some(None) | None => None,
+    };
     if let Err(ApiError::Validation(found)) = fields.finish() {
         errors.extend(
             found
@@ -259,6 +271,7 @@ fn read_event(
         event_type: event_type?,
         data: data?,
         idempotency_key,
+        ordering_key,
         origin: EventOrigin::Publish,
         created_at: Timestamp::now(),
     })

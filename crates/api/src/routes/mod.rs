@@ -1,6 +1,7 @@
 //! Handlers, one module per resource, with their request and response types beside them.
 
 pub mod admin;
+pub mod catch_up;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;

@@ -98,9 +98,20 @@ fn signed_headers_are_the_section_seven_set() {
         body: BODY,
         endpoint_secret: &endpoint_secret,
         org_secret: None,
+        sequence: None,
+        ordering_key: None,
     };
 
     let headers: HashMap<&str, String> = signed_headers(&delivery).into_iter().collect();
+    let ordered = OutgoingDelivery {
+        sequence: Some(17),
+        ordering_key: Some("customer-42"),
+        ..delivery
+    };
+    let ordered: HashMap<&str, String> = signed_headers(&ordered).into_iter().collect();
+    assert_eq!(ordered.len(), 11, "the sequence and the key added");
+    assert_eq!(ordered[SEQUENCE], "17");
+    assert_eq!(ordered[ORDERING_KEY], "customer-42");
 
     assert_eq!(headers.len(), 9);
     assert_eq!(headers[CONTENT_TYPE], "application/json");

@@ -57,6 +57,7 @@ pub async fn attempt_delivery(
         endpoint: &delivery.endpoint,
         endpoint_secret: &delivery.endpoint_secret,
         org_secret: delivery.org_secret.as_ref(),
+        sequence: delivery.sequence,
     };
     // An endpoint deleted or disabled after publish gets no attempt, only a record of why.
     if let Some(reason) = why_withheld(&delivery.endpoint) {

@@ -33,6 +33,8 @@ async fn success_records_status_excerpt_and_signed_headers() {
         body: BODY,
         endpoint_secret: &secret,
         org_secret: None,
+        sequence: None,
+        ordering_key: None,
     });
 
     let outcome = client(&ca, TOTAL)

@@ -48,6 +48,7 @@ mod isolation;
 mod metrics;
 mod openapi;
 mod operational;
+mod ordering;
 mod pagination;
 mod publish;
 mod rate_limit;

@@ -25,6 +25,7 @@ backend_tests!(
     enabling_through_the_api_is_reported_once_and_starts_no_recovery,
     the_platform_cannot_publish_operational_events,
     the_operator_hook_is_nobody_s_endpoint,
+    the_operator_hook_is_never_disabled,
 );
 
 const EVENT: &str = "wallet.balance_low";
@@ -543,4 +544,35 @@ async fn the_operator_hook_is_nobody_s_endpoint(backend: Backend) {
         )
         .await;
     keys.assert_status(StatusCode::NOT_FOUND);
+}
+
+async fn the_operator_hook_is_never_disabled(backend: Backend) {
+    // Arrange: the hook answers 410, which would disable any endpoint.
+    let ca = TestCa::new();
+    let (target, operator) = (Receiver::spawn(&ca).await, Receiver::spawn(&ca).await);
+    let app = delivering(backend, &ca)
+        .retry_schedule(vec![millis(20)])
+        .operator_hook(operator.url("/gone"), OPERATOR_SECRET)
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &target.url("/fail"), &[EVENT])
+        .await;
+
+    // Act: two deliveries die, one after the other.
+    app.publish(org.id, EVENT, &json!({"n": 1})).await;
+    wait_for_type(&operator, "delivery.exhausted", 1).await;
+    app.wait_for_empty_queue().await;
+    app.publish(org.id, EVENT, &json!({"n": 2})).await;
+
+    // Assert: the hook still gets the second report, and nothing is ever said about it.
+    wait_for_type(&operator, "delivery.exhausted", 2).await;
+    app.wait_for_empty_queue().await;
+    assert_eq!(
+        operator.received().len(),
+        2,
+        "one request per report, no more"
+    );
+    assert!(of_type(&operator, "endpoint.disabled").is_empty());
+    assert!(of_type(&operator, "endpoint.enabled").is_empty());
 }

@@ -3,7 +3,7 @@
 //! Claiming differs between the backends and lives with each ([`Backend::claim`]).
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use herald_domain::operational::{self, OPERATOR_ORG};
 use herald_domain::{
@@ -11,7 +11,7 @@ use herald_domain::{
     EndpointId, Event, EventId, EventOrigin, OrgId, Outcome, Timestamp,
 };
 
-use super::{count, insert_audit, only};
+use super::{count, insert_audit, only, ordering};
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::queue::{EndpointStep, delivery_status, endpoint_steps};
 use crate::rows::{
@@ -21,8 +21,8 @@ use crate::rows::{
 use crate::sql::{self, LeaseCheck, NewDelivery};
 use crate::statement::Statement;
 use crate::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, Page, PageRequest, PublishedEvent,
-    PurgeReport, QueueStats, StoreError,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, FeedStatus, Page, PageRequest,
+    PublishedEvent, PurgeReport, QueueStats, Sequenced, StoreError,
 };
 
 /// How long an idempotency key keeps returning the first event.
@@ -33,7 +33,7 @@ pub(super) async fn publish_events<B: Backend>(
     events: &[Event],
 ) -> Result<Vec<PublishedEvent>, StoreError> {
     let mut tx = store.begin().await?;
-    let published = fan_out::<B>(&mut tx, events).await?;
+    let published = fan_out::<B>(&mut tx, events, &BTreeSet::new()).await?;
     tx.commit().await?;
     Ok(published)
 }
@@ -45,6 +45,7 @@ pub(super) async fn publish_events<B: Backend>(
 pub(super) async fn fan_out<B: Backend>(
     tx: &mut B::Tx,
     events: &[Event],
+    also_lock: &BTreeSet<EndpointId>,
 ) -> Result<Vec<PublishedEvent>, StoreError> {
     let mut endpoints_by_org: HashMap<OrgId, Vec<Endpoint>> = HashMap::new();
     let mut taken_types: HashMap<OrgId, HashSet<String>> = HashMap::new();
@@ -57,7 +58,7 @@ pub(super) async fn fan_out<B: Backend>(
     for event in events {
         if let Some(key) = &event.idempotency_key {
             in_chunks(tx, &new_events, sql::insert_events).await?;
-            in_chunks(tx, &deliveries, sql::insert_pending_deliveries).await?;
+            ordering::insert_deliveries(tx, &mut deliveries, &BTreeSet::new()).await?;
             new_events.clear();
             deliveries.clear();
             B::lock(tx, Lock::IdempotencyKey(event.org_id, key)).await?;
@@ -105,28 +106,18 @@ pub(super) async fn fan_out<B: Backend>(
         let mut fanned_out = 0u32;
         for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {
             if endpoint.subscribes_to(&event.event_type) {
-                deliveries.push(NewDelivery {
-                    id: DeliveryId::new(),
-                    org_id: endpoint.org_id,
-                    event,
-                    endpoint_id: endpoint.id,
-                });
+                deliveries.push(NewDelivery::new(endpoint.org_id, event, endpoint.id));
                 fanned_out += 1;
             }
         }
-        if event.origin == EventOrigin::Herald {
+        if event.origin == EventOrigin::Herald && event.org_id != OPERATOR_ORG {
             // The operator's hook takes every organization's operational events (its
             // deliveries belong to its own organization, so no organization's feed shows them).
             if let Entry::Vacant(slot) = endpoints_by_org.entry(OPERATOR_ORG) {
                 slot.insert(live_active_endpoints(tx, OPERATOR_ORG).await?);
             }
             for hook in endpoints_by_org.get(&OPERATOR_ORG).into_iter().flatten() {
-                deliveries.push(NewDelivery {
-                    id: DeliveryId::new(),
-                    org_id: OPERATOR_ORG,
-                    event,
-                    endpoint_id: hook.id,
-                });
+                deliveries.push(NewDelivery::new(OPERATOR_ORG, event, hook.id));
             }
         }
         published.push(PublishedEvent {
@@ -136,7 +127,7 @@ pub(super) async fn fan_out<B: Backend>(
         });
     }
     in_chunks(tx, &new_events, sql::insert_events).await?;
-    in_chunks(tx, &deliveries, sql::insert_pending_deliveries).await?;
+    ordering::insert_deliveries(tx, &mut deliveries, also_lock).await?;
     Ok(published)
 }
 
@@ -201,13 +192,8 @@ pub(super) async fn enqueue_replay<B: Backend>(
         return tx.refuse(StoreError::NotFound).await;
     }
     in_chunks(&mut tx, &[event], sql::insert_events).await?;
-    let delivery = NewDelivery {
-        id: DeliveryId::new(),
-        org_id: event.org_id,
-        event,
-        endpoint_id,
-    };
-    in_chunks(&mut tx, &[delivery], sql::insert_pending_deliveries).await?;
+    let mut delivery = [NewDelivery::new(event.org_id, event, endpoint_id)];
+    ordering::insert_deliveries(&mut tx, &mut delivery, &BTreeSet::new()).await?;
     super::commit_audited(tx, audit).await
 }
 
@@ -268,33 +254,42 @@ pub(crate) async fn write_attempts<B: Backend>(
         .collect();
     in_chunks(&mut tx, &attempts, sql::insert_attempts).await?;
     let mut operational = Vec::new();
+    let mut releases = Vec::new();
     for chunk in settling.chunks(sql::BULK_ROWS) {
         let mut settle = sql::settle_deliveries(chunk, B::DIALECT, check);
-        if !chunk.iter().any(|recording| recording.exhausted) {
+        if !chunk.iter().any(|recording| reports_its_end(recording)) {
             tx.execute(settle).await?;
             continue;
         }
-        // Only a delivery this statement moved on is reported exhausted: one whose lease had
-        // lapsed was recorded by its newer claimant.
+        // Only a delivery this statement moved on is reported exhausted or lets the next of
+        // its key go: one whose lease had lapsed was recorded by its newer claimant.
         settle.push(" RETURNING deliveries.id AS id");
         let settled = tx.fetch(settle).await?;
         let settled = settled
             .iter()
             .map(|row| row.uuid("id"))
             .collect::<Result<HashSet<_>, _>>()?;
-        operational.extend(
-            chunk
-                .iter()
-                .filter(|recording| recording.exhausted)
-                .filter(|recording| settled.contains(&recording.attempt.delivery_id.as_uuid()))
-                .filter_map(|recording| operational::delivery_exhausted(&exhausted(recording))),
-        );
+        for recording in chunk {
+            let attempt = &recording.attempt;
+            if !settled.contains(&attempt.delivery_id.as_uuid()) {
+                continue;
+            }
+            if recording.exhausted {
+                operational.extend(operational::delivery_exhausted(&exhausted(recording)));
+            }
+            if let (Some(key), true) = (&attempt.ordering_key, ended(recording)) {
+                releases.push((attempt.endpoint_id, key.as_str(), attempt.occurred_at));
+            }
+        }
     }
     for step in endpoint_steps(recordings) {
         match step {
             EndpointStep::ClearFailing(endpoints) => {
                 tx.execute(sql::clear_failing(&endpoints)).await?;
             }
+            // The operator's hook is never disabled: it is the operator's own alerting, set
+            // active again at every start, and nobody would be told.
+            EndpointStep::Failure(recording) if recording.attempt.org_id == OPERATOR_ORG => {}
             EndpointStep::Failure(recording) => {
                 let attempt = &recording.attempt;
                 let failing = Statement::new(
@@ -318,10 +313,27 @@ pub(crate) async fn write_attempts<B: Backend>(
             }
         }
     }
-    if !operational.is_empty() {
-        fan_out::<B>(&mut tx, &operational).await?;
+    // The operational events' deliveries, and the locks the releases need, in one go (see
+    // `ordering`'s comment: one round of sequence locks a transaction, in endpoint order).
+    let release_locks: BTreeSet<EndpointId> = releases.iter().map(|(id, _, _)| *id).collect();
+    if !operational.is_empty() || !release_locks.is_empty() {
+        fan_out::<B>(&mut tx, &operational, &release_locks).await?;
+    }
+    for (endpoint_id, key, at) in releases {
+        ordering::release_next(&mut tx, endpoint_id, key, at).await?;
     }
     tx.commit().await
+}
+
+/// Whether the delivery ended (success or dead) rather than waits for a retry.
+fn ended(recording: &AttemptRecording) -> bool {
+    recording.attempt.outcome != Outcome::Retry
+}
+
+/// Whether recording this attempt must know if it moved its delivery on: to report it
+/// exhausted, or to let the next delivery of its ordering key go.
+fn reports_its_end(recording: &AttemptRecording) -> bool {
+    recording.exhausted || (recording.attempt.ordering_key.is_some() && ended(recording))
 }
 
 /// What `delivery.exhausted` reports of a delivery that just died.
@@ -400,10 +412,6 @@ async fn disable_endpoint<B: Backend>(
         reason: Some(reason),
     };
     tx.execute(insert_audit(&audit)).await?;
-    // Herald's own hook reports to nobody about itself.
-    if attempt.org_id == OPERATOR_ORG {
-        return Ok(None);
-    }
     Ok(Some(operational::endpoint_disabled(
         attempt.org_id,
         attempt.endpoint_id,
@@ -423,7 +431,7 @@ pub(super) async fn abandon_pending<T: WriteTransaction>(
     at: Timestamp,
 ) -> Result<(), StoreError> {
     let pending = Statement::new(
-        "SELECT d.id, d.org_id, d.event_id, d.attempts, e.event_type, p.url
+        "SELECT d.id, d.org_id, d.event_id, d.attempts, d.sequence, e.event_type, e.ordering_key, p.url
          FROM deliveries d JOIN events e ON e.id = d.event_id JOIN endpoints p ON p.id = d.endpoint_id
          WHERE d.endpoint_id = ? AND d.status = 'pending'",
     );
@@ -449,6 +457,8 @@ pub(super) async fn abandon_pending<T: WriteTransaction>(
             error: Some(reason.to_owned()),
             next_attempt_at: None,
             occurred_at: at,
+            sequence: row.optional_integer("sequence")?.map(i64::unsigned_abs),
+            ordering_key: row.optional_text("ordering_key")?,
         });
     }
     let abandoned: Vec<&Attempt> = abandoned.iter().collect();
@@ -522,6 +532,46 @@ pub(super) async fn get_attempt<B: Backend>(
     ));
     let select = select.bind(attempt_id.as_uuid()).bind(org_id.as_uuid());
     attempt_from_row(&only(store.run(Pool::Read, select).await?)?)
+}
+
+pub(super) async fn list_sequenced<B: Backend>(
+    store: &B,
+    org_id: OrgId,
+    endpoint_id: EndpointId,
+    after_sequence: u64,
+    limit: u32,
+) -> Result<Vec<Sequenced>, StoreError> {
+    let columns: Vec<String> = EVENT_COLUMNS
+        .split(", ")
+        .map(|column| format!("e.{column}"))
+        .collect();
+    let select = Statement::new(format!(
+        "SELECT d.sequence AS sequence, d.status AS status, {} FROM deliveries d
+         JOIN events e ON e.id = d.event_id
+         WHERE d.endpoint_id = ? AND d.org_id = ? AND d.sequence > ?
+         ORDER BY d.sequence LIMIT ?",
+        columns.join(", ")
+    ))
+    .bind(endpoint_id.as_uuid())
+    .bind(org_id.as_uuid())
+    .bind(i64::try_from(after_sequence).unwrap_or(i64::MAX))
+    .bind(i64::from(limit));
+    let rows = store.run(Pool::Read, select).await?;
+    rows.iter()
+        .map(|row| {
+            let status = match row.text("status")?.as_str() {
+                "pending" => FeedStatus::Pending,
+                "success" => FeedStatus::Delivered,
+                "dead" => FeedStatus::Dead,
+                _ => return Err(StoreError::Corrupt("unknown delivery status")),
+            };
+            Ok(Sequenced {
+                sequence: row.integer("sequence")?.unsigned_abs(),
+                status,
+                event: event_from_row(row, "")?,
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn get_event<B: Backend>(

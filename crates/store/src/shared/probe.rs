@@ -2,7 +2,7 @@
 //! probe, and what a probe's 2xx sets off (docs/api.md#probing): the endpoint active again,
 //! `endpoint.enabled`, an audit record, and a recovery of everything it missed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use herald_domain::operational::{self, EnabledBy};
@@ -20,17 +20,15 @@ use crate::rows::{ENDPOINT_COLUMNS, ReadRow, endpoint_from_row};
 use crate::shared::insert_audit;
 use crate::statement::Statement;
 
-/// Most probes one call hands out; the rest wait for the next.
-const PROBES_PER_TAKE: i64 = 100;
-
-/// The endpoints to probe: disabled for `failing` since at most `probe_for`, and not probed
-/// (nor disabled) in the last `interval`. Each is stamped probed at `now` in the same
+/// At most `limit` endpoints to probe: disabled for `failing` since at most `probe_for`, and
+/// not probed (nor disabled) in the last `interval`. Each is stamped probed at `now` in the same
 /// statement, so of several nodes only one probes it this round.
 pub(super) async fn take_due_probes<B: Backend>(
     store: &B,
     now: Timestamp,
     interval: Duration,
     probe_for: Duration,
+    limit: u32,
 ) -> Result<Vec<ProbeTarget>, StoreError> {
     let before = |duration: Duration| {
         now.as_micros()
@@ -50,7 +48,7 @@ pub(super) async fn take_due_probes<B: Backend>(
     .bind(DisabledReason::Failing.as_str())
     .bind(disabled_after)
     .bind(last_probe_before)
-    .bind(PROBES_PER_TAKE)
+    .bind(i64::from(limit))
     .bind(DisabledReason::Failing.as_str())
     .bind(disabled_after)
     .bind(last_probe_before);
@@ -141,6 +139,11 @@ pub(super) async fn enable_after_probe<B: Backend>(
         return Ok(None);
     };
     let endpoint = endpoint_from_row(&row)?;
+    // The window ends now, inside the transaction that enables the endpoint, not when the
+    // probe was sent: an event published while the probe was in flight found the endpoint
+    // inactive and must be caught up too. (Events published from the commit on are fanned
+    // out to it as usual.)
+    let at = Timestamp::now().max(at);
     let enabled = operational::endpoint_enabled(
         endpoint.org_id,
         endpoint.id,
@@ -148,7 +151,7 @@ pub(super) async fn enable_after_probe<B: Backend>(
         EnabledBy::Probe,
         at,
     );
-    fan_out::<B>(&mut tx, &[enabled]).await?;
+    fan_out::<B>(&mut tx, &[enabled], &BTreeSet::new()).await?;
     let recovery = Recovery {
         id: RecoveryId::new(),
         org_id: endpoint.org_id,

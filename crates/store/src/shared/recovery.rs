@@ -7,15 +7,18 @@
 //! and no transaction is ever large, so a recovery of 100,000 events neither blocks the API nor
 //! holds up other endpoints' deliveries.
 
+use std::collections::BTreeSet;
+
 use herald_domain::recovery::{Recovery, RecoveryScope, RecoveryStatus};
-use herald_domain::{AuditRecord, DeliveryId, Endpoint, EndpointId, OrgId, RecoveryId, Timestamp};
+use herald_domain::{AuditRecord, Endpoint, EndpointId, OrgId, RecoveryId, Timestamp};
 
 use super::{count, only};
 use crate::StoreError;
 use crate::backend::{Backend, Pool, WriteTransaction};
 use crate::rows::{ENDPOINT_COLUMNS, ReadRow, endpoint_from_row, event_from_row, events_json};
 use crate::shared::insert_audit;
-use crate::sql::{self, NewDelivery};
+use crate::shared::ordering::{self, Revived};
+use crate::sql::NewDelivery;
 use crate::statement::Statement;
 
 const RECOVERY_COLUMNS: &str = "id, org_id, endpoint_id, status, since, until, event_types, \
@@ -157,19 +160,23 @@ pub(super) async fn advance_recoveries<B: Backend>(
         Some(endpoint) => {
             let mut chunk = matches(
                 "SELECT e.id, e.org_id, e.event_type, e.data, e.idempotency_key, e.origin, \
-                 e.created_at, d.id AS delivery_id",
+                 e.created_at, e.ordering_key, d.id AS delivery_id, \
+                 d.ordering_key AS delivery_ordering_key, d.sequence AS delivery_sequence",
                 &recovery.scope,
                 endpoint,
             );
             if let Some((created_at, event_id)) = cursor {
+                // After the cursor. The plain `>=` lets the scan of `events_by_age` start at
+                // the cursor: with the `OR` alone, each chunk read the window from its start
+                // again, so a recovery's cost grew with the square of its size.
                 chunk
+                    .push(" AND e.created_at >= ")
+                    .push_bind(created_at)
                     .push(" AND (e.created_at > ")
                     .push_bind(created_at)
-                    .push(" OR (e.created_at = ")
-                    .push_bind(created_at)
-                    .push(" AND e.id > ")
+                    .push(" OR e.id > ")
                     .push_bind(event_id)
-                    .push("))");
+                    .push(")");
             }
             chunk
                 .push(" ORDER BY e.created_at, e.id LIMIT ")
@@ -221,35 +228,21 @@ async fn requeue<T: WriteTransaction>(
     let mut missing = Vec::new();
     for row in rows {
         match row.optional_uuid("delivery_id")? {
-            Some(delivery_id) => dead.push(delivery_id),
+            Some(id) => dead.push(Revived {
+                id,
+                ordering_key: row.optional_text("delivery_ordering_key")?,
+                sequence: row.optional_integer("delivery_sequence")?,
+            }),
             None => missing.push(event_from_row(row, "")?),
         }
     }
-    let mut requeued = 0;
-    for chunk in dead.chunks(sql::BULK_ROWS) {
-        let mut revive =
-            Statement::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
-        revive
-            .push_bind(now.as_micros())
-            .push(
-                ", schedule_base = attempts, lease_token = NULL WHERE status = 'dead' AND id IN (",
-            )
-            .push_list(chunk.iter().map(|id| (*id).into()))
-            .push(")");
-        requeued += tx.execute(revive).await?;
-    }
-    let new: Vec<NewDelivery<'_>> = missing
+    let mut requeued = ordering::revive(tx, endpoint_id, &dead, now).await?;
+    let mut new: Vec<NewDelivery<'_>> = missing
         .iter()
-        .map(|event| NewDelivery {
-            id: DeliveryId::new(),
-            org_id: event.org_id,
-            event,
-            endpoint_id,
-        })
+        .map(|event| NewDelivery::new(event.org_id, event, endpoint_id))
         .collect();
-    for chunk in new.chunks(sql::BULK_ROWS) {
-        requeued += tx.execute(sql::insert_pending_deliveries(chunk)).await?;
-    }
+    ordering::insert_deliveries(tx, &mut new, &BTreeSet::new()).await?;
+    requeued += u64::try_from(new.len()).unwrap_or(u64::MAX);
     Ok(requeued)
 }
 

@@ -117,6 +117,7 @@ pub(crate) fn event(org_id: OrgId, created_at: Timestamp) -> Event {
         event_type: EVENT_TYPE.to_owned(),
         data: "{}".to_owned(),
         idempotency_key: None,
+        ordering_key: None,
         origin: EventOrigin::Publish,
         created_at,
     }
@@ -208,6 +209,8 @@ pub(crate) fn recording(
             error: None,
             next_attempt_at,
             occurred_at: at,
+            sequence: delivery.sequence,
+            ordering_key: delivery.event.ordering_key.clone(),
         },
         disable_endpoint: None,
         exhausted: false,

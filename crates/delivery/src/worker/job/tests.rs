@@ -20,12 +20,14 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
         delivery_id: DeliveryId::new(),
         attempt_number,
         schedule_attempt: attempt_number,
+        sequence: Some(1),
         event: Event {
             id: EventId::new(),
             org_id,
             event_type: "order.created".to_owned(),
             data: "{}".to_owned(),
             idempotency_key: None,
+            ordering_key: None,
             origin: EventOrigin::Publish,
             created_at: now,
         },
@@ -60,6 +62,7 @@ fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> 
         endpoint: &delivery.endpoint,
         endpoint_secret: &delivery.endpoint_secret,
         org_secret: None,
+        sequence: delivery.sequence,
     };
     let mut report = not_sent(plan, Timestamp::now(), String::new());
     let class = match status {

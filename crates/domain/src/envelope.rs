@@ -1,7 +1,7 @@
 //! The delivery body (docs/api.md#the-envelope). Each supported API version owns one renderer,
 //! so a future version can change the envelope without touching endpoints pinned to an old one.
 
-use herald_domain::Event;
+use crate::delivery::Event;
 
 /// The version has no renderer (it was removed from configuration after endpoints pinned it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +33,7 @@ fn render_2026_04_01(event: &Event) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use herald_domain::{EventId, EventOrigin, OrgId, Timestamp};
+    use crate::{EventId, EventOrigin, OrgId, Timestamp};
 
     use super::*;
 
@@ -45,6 +45,7 @@ mod tests {
             event_type: "wallet.balance_low".to_owned(),
             data: r#"{"balance":"1.00","note":"quote \" here"}"#.to_owned(),
             idempotency_key: None,
+            ordering_key: None,
             origin: EventOrigin::Publish,
             created_at: Timestamp::from_micros(1_777_204_800_000_000),
         };

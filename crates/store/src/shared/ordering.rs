@@ -1,0 +1,181 @@
+//! Sequence numbers and ordered delivery, written once (docs/api.md#ordering-and-sequence-numbers).
+//!
+//! Every new delivery takes the next number of its endpoint's sequence in the transaction that
+//! creates it. A delivery with an ordering key is *parked* (due at [`sql::PARKED`], which no
+//! claim reaches) while an earlier delivery of its key to the same endpoint is pending; when
+//! that one ends (success or dead), the recorder makes the next one due. So for each key and
+//! endpoint at most one delivery is ever claimable, and claiming needs no rule of its own:
+//! unordered work pays nothing.
+//!
+//! On PostgreSQL the sequence row's lock, taken first and held to commit, orders concurrent
+//! transactions that create deliveries for one endpoint: numbers follow commit order, and the
+//! later transaction sees the earlier one's deliveries when it decides what to park. The
+//! recorder takes the same lock before it lets the next delivery of a key go, so a publish
+//! that parks behind a delivery that is ending and the recording of that end cannot miss each
+//! other (the one that commits second sees the first). Every transaction takes these locks
+//! once, in endpoint order, so they wait for each other and never deadlock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use herald_domain::{EndpointId, Timestamp};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::backend::WriteTransaction;
+use crate::rows::ReadRow;
+use crate::sql::{self, NewDelivery};
+use crate::statement::Statement;
+
+/// Numbers `deliveries` in their endpoints' sequences (in the order given), parks those that
+/// must wait behind an earlier pending delivery of their key, and inserts them. The sequence
+/// rows of `also_lock` are locked with the others (see the module's comment).
+pub(crate) async fn insert_deliveries<T: WriteTransaction>(
+    tx: &mut T,
+    deliveries: &mut [NewDelivery<'_>],
+    also_lock: &BTreeSet<EndpointId>,
+) -> Result<(), StoreError> {
+    if deliveries.is_empty() && also_lock.is_empty() {
+        return Ok(());
+    }
+    // Per endpoint, in id order: concurrent transactions lock sequence rows in one order, so
+    // they wait for each other rather than deadlock.
+    let mut counts: BTreeMap<EndpointId, i64> = also_lock
+        .iter()
+        .map(|endpoint_id| (*endpoint_id, 0))
+        .collect();
+    for delivery in deliveries.iter() {
+        *counts.entry(delivery.endpoint_id).or_default() += 1;
+    }
+    let mut next: HashMap<EndpointId, i64> = HashMap::with_capacity(counts.len());
+    for (endpoint_id, count) in counts {
+        let bump = Statement::new(
+            "INSERT INTO endpoint_sequences (endpoint_id, last_sequence) VALUES (?, ?)
+             ON CONFLICT (endpoint_id) DO UPDATE
+             SET last_sequence = endpoint_sequences.last_sequence + excluded.last_sequence
+             RETURNING last_sequence",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(count);
+        let row = tx
+            .fetch_first(bump)
+            .await?
+            .ok_or(StoreError::Corrupt("a sequence upsert returned nothing"))?;
+        next.insert(endpoint_id, row.integer("last_sequence")? - count + 1);
+    }
+    let mut keys_seen: HashSet<(EndpointId, &str)> = HashSet::new();
+    for delivery in deliveries.iter_mut() {
+        let number = next
+            .get_mut(&delivery.endpoint_id)
+            .ok_or(StoreError::Corrupt("a delivery's endpoint has no sequence"))?;
+        delivery.sequence = *number;
+        *number += 1;
+        if let Some(key) = delivery.event.ordering_key.as_deref() {
+            delivery.parked = !keys_seen.insert((delivery.endpoint_id, key))
+                || key_pending(tx, delivery.endpoint_id, key).await?;
+        }
+    }
+    for chunk in deliveries.chunks(sql::BULK_ROWS) {
+        tx.execute(sql::insert_pending_deliveries(chunk)).await?;
+    }
+    Ok(())
+}
+
+/// Whether a delivery of `key` to `endpoint_id` is pending.
+async fn key_pending<T: WriteTransaction>(
+    tx: &mut T,
+    endpoint_id: EndpointId,
+    key: &str,
+) -> Result<bool, StoreError> {
+    let pending = Statement::new(
+        "SELECT 1 AS pending FROM deliveries
+         WHERE endpoint_id = ? AND ordering_key = ? AND status = 'pending' LIMIT 1",
+    )
+    .bind(endpoint_id.as_uuid())
+    .bind(key);
+    Ok(tx.fetch_first(pending).await?.is_some())
+}
+
+/// Makes the first pending delivery of `key` to `endpoint_id` due at `now` if it is parked:
+/// called when the one before it ended, with the endpoint's sequence row locked
+/// ([`insert_deliveries`]'s `also_lock`).
+pub(crate) async fn release_next<T: WriteTransaction>(
+    tx: &mut T,
+    endpoint_id: EndpointId,
+    key: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let release = Statement::new(
+        "UPDATE deliveries SET next_attempt_at = ?
+         WHERE id = (SELECT id FROM deliveries
+                     WHERE endpoint_id = ? AND ordering_key = ? AND status = 'pending'
+                     ORDER BY sequence LIMIT 1)
+           AND next_attempt_at = ?",
+    )
+    .bind(now.as_micros())
+    .bind(endpoint_id.as_uuid())
+    .bind(key)
+    .bind(sql::PARKED);
+    tx.execute(release).await?;
+    Ok(())
+}
+
+/// A dead delivery a recovery puts back in the queue.
+pub(crate) struct Revived {
+    pub(crate) id: Uuid,
+    pub(crate) ordering_key: Option<String>,
+    pub(crate) sequence: Option<i64>,
+}
+
+/// Puts dead deliveries of `endpoint_id` back to pending, with a fresh schedule: unkeyed ones
+/// due at `now`; of each key, only the earliest due and only if nothing of that key is pending
+/// already, the rest parked behind it. Returns how many.
+pub(crate) async fn revive<T: WriteTransaction>(
+    tx: &mut T,
+    endpoint_id: EndpointId,
+    revived: &[Revived],
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let lock = BTreeSet::from([endpoint_id]);
+    insert_deliveries(tx, &mut [], &lock).await?;
+    let mut due: Vec<Uuid> = Vec::with_capacity(revived.len());
+    let mut parked: Vec<Uuid> = Vec::new();
+    let mut first_of_key: HashMap<&str, &Revived> = HashMap::new();
+    for delivery in revived {
+        match delivery.ordering_key.as_deref() {
+            None => due.push(delivery.id),
+            Some(key) => match first_of_key.get(key) {
+                Some(first) if first.sequence <= delivery.sequence => parked.push(delivery.id),
+                Some(first) => {
+                    parked.push(first.id);
+                    first_of_key.insert(key, delivery);
+                }
+                None => {
+                    first_of_key.insert(key, delivery);
+                }
+            },
+        }
+    }
+    for (key, first) in first_of_key {
+        if key_pending(tx, endpoint_id, key).await? {
+            parked.push(first.id);
+        } else {
+            due.push(first.id);
+        }
+    }
+    let mut revived_count = 0;
+    for (ids, at) in [(due, now.as_micros()), (parked, sql::PARKED)] {
+        for chunk in ids.chunks(sql::BULK_ROWS) {
+            let mut revive =
+                Statement::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
+            revive
+                .push_bind(at)
+                .push(
+                    ", schedule_base = attempts, lease_token = NULL WHERE status = 'dead' AND id IN (",
+                )
+                .push_list(chunk.iter().map(|id| (*id).into()))
+                .push(")");
+            revived_count += tx.execute(revive).await?;
+        }
+    }
+    Ok(revived_count)
+}
