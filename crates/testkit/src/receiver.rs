@@ -30,7 +30,8 @@ use crate::ca::{Leaf, TestCa};
 pub const HUGE_CHUNKS: usize = 800;
 const CHUNK: usize = 64 * 1024;
 
-/// An axum router served over TLS in the background.
+/// An axum router served over TLS in the background. Dropping it leaves the server running
+/// until the runtime ends, as most tests want; [`HttpsServer::shutdown`] stops it.
 #[derive(Debug)]
 pub struct HttpsServer {
     /// Where it listens.

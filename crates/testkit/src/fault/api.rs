@@ -14,8 +14,11 @@ use super::{ADMIN_TOKEN, EVENT_TYPE, Herald, Receiver};
 
 /// An organization set up for a test: its id, a read/write key and one endpoint per receiver.
 pub struct Tenant {
+    /// The organization's id.
     pub org_id: String,
+    /// A key with `webhooks:read` and `webhooks:write`.
     pub api_key: String,
+    /// One endpoint per receiver subscribed so far, in the receivers' order.
     pub endpoint_ids: Vec<String>,
 }
 
@@ -215,10 +218,12 @@ pub async fn queue_metrics(http: &reqwest::Client, herald: &Herald) -> String {
         .join("\n")
 }
 
+/// `POST path` with the admin token; fails the test unless the answer is 201 with JSON.
 pub async fn admin_post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> Value {
     admin_post_expecting(http, base, path, body, StatusCode::CREATED).await
 }
 
+/// `POST path` with the admin token; fails the test unless the answer is `status` with JSON.
 pub async fn admin_post_expecting(
     http: &reqwest::Client,
     base: &str,
@@ -236,6 +241,7 @@ pub async fn admin_post_expecting(
     expect_json(response, status).await
 }
 
+/// The JSON body of `response`; fails the test, with the body, unless the status is `status`.
 pub async fn expect_json(response: reqwest::Response, status: StatusCode) -> Value {
     let url = response.url().path().to_owned();
     let actual = response.status();
@@ -256,6 +262,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The string field `name` of `value`; fails the test when it is missing.
 pub fn string_field(value: &Value, name: &str) -> String {
     value[name]
         .as_str()

@@ -36,8 +36,10 @@ pub struct ReceiverLog {
     pub problems: Vec<String>,
 }
 
+/// What a [`Receiver`]'s handler shares with the test.
 #[derive(Clone, Default)]
 pub struct ReceiverState {
+    /// Everything the receiver saw.
     pub log: Arc<Mutex<ReceiverLog>>,
     /// The endpoint's secret, decoded; set once the endpoint exists.
     pub secret: Arc<OnceLock<Vec<u8>>>,
@@ -49,7 +51,9 @@ pub struct ReceiverState {
 /// signature over `"<t>\n<body>"` with its endpoint's secret, a fresh timestamp, and a body
 /// that names the same event as the header.
 pub struct Receiver {
+    /// Where it listens.
     pub address: SocketAddr,
+    /// Its log and the endpoint secret it checks with.
     pub state: ReceiverState,
 }
 
@@ -233,7 +237,9 @@ pub fn assert_all_delivered(
 /// Whether receivers may get events the test holds no 202 for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strangers {
+    /// Every event a receiver got must be one the test published.
     Refused,
+    /// A publish whose answer was lost may still have committed.
     Allowed,
 }
 
