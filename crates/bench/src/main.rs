@@ -4,7 +4,9 @@
 //! runs its own HTTPS receivers on loopback, sets up organizations and endpoints through the
 //! public API, publishes through the admin API and measures everything from outside. Every run
 //! prints a table and writes a JSON report. It is a measuring tool, not part of the product,
-//! and it must not reach into Herald's crates: it talks to the binary only.
+//! and it must not reach into Herald's crates: it talks to the binary only. Its test CA, the
+//! receivers' TLS server and the fresh PostgreSQL database come from `herald-testkit`, the test
+//! support the suites share, which depends on no Herald crate.
 //!
 //! # Layout
 //!

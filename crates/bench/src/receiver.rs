@@ -5,7 +5,9 @@
 //! The first request a receiver gets is kept as a sample, so the ceiling workload can send the
 //! same headers and body.
 //!
-//! [`Pki`] makes the CA that Herald is told to trust and the receivers' certificate.
+//! [`Pki`] holds the CA that Herald is told to trust and the receivers' TLS configuration; the
+//! CA, the leaf and the TLS server come from `herald-testkit`. What is the harness's own is the
+//! measuring: arrival times, HTTP/2 counts and the sample.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,13 +20,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Version};
 use axum::routing::post;
-use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use bytes::Bytes;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use herald_testkit::TestCa;
+use herald_testkit::receiver::HttpsServer;
 
-/// A CA made for this run and the receivers' TLS configuration with a leaf it signed for
-/// `127.0.0.1` and `localhost` (webpki refuses a CA certificate used as a server's own).
+/// A CA made for this run and the receivers' TLS configuration with a loopback leaf it signed.
 pub(crate) struct Pki {
     /// The CA certificate, PEM: `HERALD_EXTRA_ROOT_CERTS` and the ceiling client's root.
     pub(crate) root_pem: String,
@@ -35,31 +36,10 @@ pub(crate) struct Pki {
 impl Pki {
     /// Generates the CA and the leaf.
     pub(crate) async fn generate() -> anyhow::Result<Self> {
-        // axum-server uses the process's default crypto provider; a second install only
-        // returns an error.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca_key = KeyPair::generate().context("generating the CA key")?;
-        let mut params = CertificateParams::new(Vec::new()).context("CA parameters")?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "herald-bench CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&ca_key).context("self-signing the CA")?;
-        let leaf_key = KeyPair::generate().context("generating the leaf key")?;
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .context("leaf parameters")?
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .context("signing the leaf")?;
-        let tls = RustlsConfig::from_pem(
-            leaf.pem().into_bytes(),
-            leaf_key.serialize_pem().into_bytes(),
-        )
-        .await
-        .context("receiver TLS configuration")?;
-        Ok(Self {
-            root_pem: ca.pem(),
-            tls,
-        })
+        let ca = TestCa::new();
+        let root_pem = String::from_utf8(ca.root_pem()).context("the CA certificate is PEM")?;
+        let tls = ca.loopback_leaf().rustls_config().await;
+        Ok(Self { root_pem, tls })
     }
 }
 
@@ -101,49 +81,30 @@ struct ReceiverState {
 /// A running receiver; it stops serving when dropped.
 #[derive(Debug)]
 pub(crate) struct Receiver {
-    address: SocketAddr,
+    server: HttpsServer,
     log: Arc<Log>,
-    handle: Handle,
 }
 
 impl Receiver {
     /// Binds `127.0.0.1:0`, then serves with `tls` in the background for as long as the
     /// harness runs.
     pub(crate) fn spawn(tls: RustlsConfig, behaviour: Behaviour) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a receiver")?;
-        listener
-            .set_nonblocking(true)
-            .context("non-blocking receiver listener")?;
-        let address = listener.local_addr().context("receiver address")?;
         let state = ReceiverState {
             log: Arc::default(),
             behaviour,
         };
         let log = Arc::clone(&state.log);
-        let handle = Handle::new();
-        let serving = handle.clone();
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(state);
-        tokio::spawn(async move {
-            let served = axum_server::from_tcp_rustls(listener, tls)
-                .handle(serving)
-                .serve(app.into_make_service())
-                .await;
-            if let Err(error) = served {
-                eprintln!("herald-bench: receiver on {address} stopped: {error}");
-            }
-        });
-        Ok(Self {
-            address,
-            log,
-            handle,
-        })
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = HttpsServer::spawn(loopback, tls, app).context("binding a receiver")?;
+        Ok(Self { server, log })
     }
 
     /// `https://127.0.0.1:<port>/hook`.
     pub(crate) fn url(&self) -> String {
-        format!("https://{}/hook", self.address)
+        format!("https://{}/hook", self.server.address)
     }
 
     /// Distinct events received so far.
@@ -183,7 +144,7 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         // Closes the listener and every connection, hanging requests included.
-        self.handle.shutdown();
+        self.server.shutdown();
     }
 }
 

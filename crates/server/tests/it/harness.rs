@@ -20,6 +20,7 @@ use std::time::Duration;
 use herald_domain::secret::SecretText;
 use herald_domain::{ApiKeyId, OrgId};
 use herald_server::{ServeArgs, StorageArgs};
+use herald_testkit::postgres::TestDatabase;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -27,7 +28,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 mod delivery;
-mod postgres;
 mod raw;
 mod reply;
 mod tuning;
@@ -95,7 +95,7 @@ pub(crate) struct TestApp {
     _directory: TempDir,
     /// The PostgreSQL database of this app, dropped after the server (declared after
     /// `shutdown`, so the server is told to stop first).
-    _postgres_database: Option<postgres::TestDatabase>,
+    _postgres_database: Option<TestDatabase>,
 }
 
 /// An organization with a key carrying every scope.
@@ -359,7 +359,7 @@ impl TestAppBuilder {
         let (database_url, postgres_database) = match self.backend {
             Backend::Sqlite => (format!("sqlite://{}", database_path.display()), None),
             Backend::Postgres => {
-                let database = postgres::create_database().await;
+                let database = TestDatabase::create("herald_it").await;
                 (database.url.clone(), Some(database))
             }
         };

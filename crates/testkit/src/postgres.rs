@@ -1,63 +1,82 @@
-//! PostgreSQL for the fault tests: a fresh database on the shared server (for tests that only
-//! need isolation), and a private cluster this test alone starts and stops (for tests that
-//! take the database away, which must never happen to the server other tests share).
-//! Both are guards: dropping them, on success or on failure, removes what they made.
+//! PostgreSQL for tests and the benchmark harness: a fresh database on the shared server (for
+//! a test or a run that only needs isolation), and a private cluster a test alone starts and
+//! stops (for tests that take the database away, which must never happen to the server other
+//! tests share). Both are guards: dropping them, on success or on failure, removes what they
+//! made. Herald migrates an empty database itself, so nothing here knows its schema.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
+use crate::fault::{free_port, show_log};
+
+/// The shared server used when `HERALD_TEST_POSTGRES_URL` is unset.
+const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
 /// The shared server, as `HERALD_TEST_POSTGRES_URL` names it.
-fn shared_server_url() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+fn server_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned())
 }
 
-/// A database on the shared server that exists for one test, dropped `WITH (FORCE)` when the
-/// guard goes away.
-pub(crate) struct TestDatabase {
+/// A database on the shared server that exists for one test or run, dropped `WITH (FORCE)`
+/// (open connections and all) when the guard goes away.
+pub struct TestDatabase {
     /// Its connection URL.
-    pub(crate) url: String,
+    pub url: String,
     name: String,
     server_url: String,
 }
 
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The name alone: the URL may carry the server's password.
+        formatter
+            .debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TestDatabase {
-    /// Creates an empty database named `<prefix>_<uuid>`.
-    pub(crate) async fn create(prefix: &str) -> Self {
-        let server_url = shared_server_url();
-        let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
-        let mut connection = PgConnection::connect(&server_url)
-            .await
-            .unwrap_or_else(|error| {
-                panic!(
-                    "PostgreSQL is not reachable at {server_url} ({error}); \
-                     scripts/start-postgres starts it"
-                )
-            });
+    /// Creates an empty database named `<prefix>_<random>`; fails the test, saying how to
+    /// start PostgreSQL, when the server cannot be reached.
+    pub async fn create(prefix: &str) -> Self {
+        Self::try_create(prefix).await.unwrap_or_else(|error| {
+            panic!(
+                "PostgreSQL is not reachable at {} ({error}); scripts/start-postgres starts it",
+                server_url()
+            )
+        })
+    }
+
+    /// [`TestDatabase::create`], returning the error instead of failing.
+    pub async fn try_create(prefix: &str) -> Result<Self, sqlx::Error> {
+        let server_url = server_url();
+        let name = format!("{prefix}_{:032x}", rand::random::<u128>());
+        let mut connection = PgConnection::connect(&server_url).await?;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut connection)
-            .await
-            .expect("create the test database");
-        connection.close().await.ok();
+            .await?;
+        let _ = connection.close().await;
         let base = server_url
             .rsplit_once('/')
             .map_or(server_url.as_str(), |(base, _)| base);
-        Self {
+        Ok(Self {
             url: format!("{base}/{name}"),
             name,
             server_url,
-        }
+        })
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, where blocking on async work is not allowed;
-        // a short-lived thread with its own runtime does the cleanup, and is joined so the
-        // database is gone before the test process exits.
+        // Drop may run inside the caller's runtime, where blocking on async work is not
+        // allowed; a short-lived thread with its own runtime does the cleanup, and is joined
+        // so the database is gone before the process exits.
         let name = self.name.clone();
         let server_url = self.server_url.clone();
         let cleanup = std::thread::spawn(move || {
@@ -85,9 +104,9 @@ impl Drop for TestDatabase {
 /// A PostgreSQL cluster of this test's own: `initdb` into a temporary directory, served on a
 /// loopback port with its socket in that directory. Dropping it stops the server at once
 /// (`pg_ctl -m immediate`) and removes the directory.
-pub(crate) struct PrivateCluster {
+pub struct PrivateCluster {
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
-    pub(crate) url: String,
+    pub url: String,
     port: u16,
     bin: PathBuf,
     data: PathBuf,
@@ -97,7 +116,7 @@ pub(crate) struct PrivateCluster {
 
 impl PrivateCluster {
     /// Creates the cluster and starts it on a free port.
-    pub(crate) fn start() -> Self {
+    pub fn start() -> Self {
         let bin = postgres_bin();
         let dir = tempfile::tempdir().expect("temporary directory for PostgreSQL");
         let data = dir.path().join("data");
@@ -111,7 +130,7 @@ impl PrivateCluster {
             .arg("-D")
             .arg(&data)
             .args(["--auth=trust", "-U", "postgres", "--no-sync"]));
-        let port = super::free_port();
+        let port = free_port();
         let cluster = Self {
             url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             port,
@@ -125,7 +144,7 @@ impl PrivateCluster {
 
     /// Starts the server again, on the same port and data directory, and waits until it
     /// accepts connections.
-    pub(crate) fn resume(&self) {
+    pub fn resume(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
@@ -142,12 +161,12 @@ impl PrivateCluster {
 
     /// Stops the server the way an operator restarting it would (`pg_ctl -m fast stop`):
     /// sessions are terminated, open transactions rolled back.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         run(self.pg_ctl().args(["-m", "fast", "-w", "-t", "30", "stop"]));
     }
 
     /// The server's own log.
-    pub(crate) fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("postgres.log")
     }
 
@@ -166,7 +185,7 @@ impl Drop for PrivateCluster {
             .args(["-m", "immediate", "-w", "-t", "30", "stop"])
             .output();
         if std::thread::panicking() {
-            super::show_log("PostgreSQL", &self.log_path());
+            show_log("PostgreSQL", &self.log_path());
         }
     }
 }
