@@ -9,7 +9,9 @@ It serves POST /webhooks over TLS and, for each request:
      is answered 200 and not processed again);
   3. queues the event for a worker thread and answers 204 at once.
 It logs one line per verdict on stderr: "accepted", "duplicate" or "rejected".
-docs/receiving.md explains each step.
+The worker keeps the highest X-AmCore-Sequence it has processed (in memory) and, when a
+delivery skips ahead, logs the gap and first processes the missed events, fetched from
+Herald's catch-up feed. docs/receiving.md explains each step.
 
 Configuration, from the environment:
   WEBHOOK_SECRET   the endpoint secret as Herald showed it (base64; "whsec_..." also accepted)
@@ -17,6 +19,9 @@ Configuration, from the environment:
   TLS_KEY_FILE     PEM private key
   PORT             port to listen on, default 8443
   HOST             address to listen on, default 127.0.0.1
+  HERALD_API_URL, HERALD_API_KEY, HERALD_ENDPOINT_ID
+                   Herald's API, a key with webhooks:read and this endpoint's id, for the
+                   catch-up feed; without all three, sequence gaps are only logged
 """
 
 import base64
@@ -33,6 +38,8 @@ import ssl
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOLERANCE_SECONDS = 5 * 60
@@ -41,6 +48,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # took at least that long, in its database. The example keeps the most recent ones in memory.
 REMEMBERED_EVENTS = 100_000
 QUEUE_CAPACITY = 1024
+FEED_PAGE_LIMIT = 200
 
 log = logging.getLogger("receiver")
 
@@ -147,8 +155,11 @@ class Receiver(BaseHTTPRequestHandler):
         if not self.seen.add(event["id"]):
             log.info("duplicate event_id=%s", event["id"])
             return self.answer(200)
+        # Not signed: it only tells the worker when to ask the catch-up feed, which answers
+        # from Herald itself. A test send has none.
+        sequence = self.headers.get("X-AmCore-Sequence", "")
         try:
-            self.work.put_nowait(event)
+            self.work.put_nowait((event, int(sequence) if sequence.isdigit() else None))
         except queue.Full:
             # Forget the id so that Herald's retry is taken, and ask for that retry.
             self.seen.forget(event["id"])
@@ -188,11 +199,69 @@ class Receiver(BaseHTTPRequestHandler):
         log.debug(format, *args)
 
 
-def process_events():
-    """The slow part, after the answer has gone: here, only logging the event."""
+class Feed:
+    """Herald's catch-up feed for one endpoint: GET /v1/webhooks/{id}/events."""
+
+    def __init__(self, api_url, api_key, endpoint_id):
+        self.url = f"{api_url.rstrip('/')}/v1/webhooks/{urllib.parse.quote(endpoint_id)}/events"
+        self.api_key = api_key
+
+    def missed(self, after, before):
+        """Yields the feed's entries after `after` and before `before`, following the pages."""
+        while True:
+            query = urllib.parse.urlencode({"after_sequence": after, "limit": FEED_PAGE_LIMIT})
+            request = urllib.request.Request(f"{self.url}?{query}")
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                page = json.load(response)
+            for entry in page["data"]:
+                if entry["sequence"] >= before:
+                    return  # this delivery, and what follows it, arrive on their own
+                yield entry
+            after = page["meta"]["next_after_sequence"]
+            if after is None:
+                return
+
+
+def process(event):
+    """The slow part: here, only logging the event."""
+    log.info("processed event_id=%s data=%s", event["id"], json.dumps(event.get("data")))
+
+
+def process_events(feed):
+    """Works through the queue, one delivery at a time, after the answers have gone.
+
+    `last` is the sequence number up to which everything has been processed. It lives in
+    memory, so the first numbered delivery after a start is taken as the starting point; a
+    real receiver stores it with its work and catches up from there after a restart.
+    """
+    last = None
     while True:
-        event = Receiver.work.get()
-        log.info("processed event_id=%s data=%s", event["id"], json.dumps(event.get("data")))
+        event, sequence = Receiver.work.get()
+        if sequence is not None:  # a test send has none and is processed as before
+            caught_up = True
+            if last is not None and sequence > last + 1:
+                log.warning("sequence gap last=%d sequence=%d", last, sequence)
+                # Without the feed the gap is only logged. When it fails, `last` stays where it
+                # is, so the next delivery asks again.
+                caught_up = feed is None or catch_up(feed, last, sequence)
+            if caught_up:
+                last = sequence if last is None else max(last, sequence)
+        process(event)
+
+
+def catch_up(feed, last, sequence):
+    """Processes the missed events not taken yet; False when the feed could not be read."""
+    try:
+        for entry in feed.missed(last, sequence):
+            if Receiver.seen.add(entry["event_id"]):
+                log.info("caught up event_id=%s sequence=%d status=%s",
+                         entry["event_id"], entry["sequence"], entry["status"])
+                process(entry["body"])
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("catch-up failed: %s", error)
+        return False
+    return True
 
 
 class Server(ThreadingHTTPServer):
@@ -212,6 +281,14 @@ def main():
         cert_file, key_file = os.environ["TLS_CERT_FILE"], os.environ["TLS_KEY_FILE"]
     except (KeyError, ValueError) as error:
         sys.exit(f"configuration: {error} (see the docstring)")
+    feed = None
+    settings = [os.environ.get(name) for name in
+                ("HERALD_API_URL", "HERALD_API_KEY", "HERALD_ENDPOINT_ID")]
+    if all(settings):
+        feed = Feed(*settings)
+    else:
+        log.info("catch-up feed off: HERALD_API_URL, HERALD_API_KEY or HERALD_ENDPOINT_ID "
+                 "is not set")
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8443"))
 
@@ -221,7 +298,7 @@ def main():
     server.socket = tls.wrap_socket(
         server.socket, server_side=True, do_handshake_on_connect=False
     )
-    threading.Thread(target=process_events, daemon=True).start()
+    threading.Thread(target=process_events, args=(feed,), daemon=True).start()
     log.info("listening on https://%s:%d/webhooks", host, port)
     try:
         server.serve_forever()

@@ -6,9 +6,11 @@
 //      with the timestamp at most 5 minutes from this machine's clock;
 //   2. dedupes on the event id taken from the signed body (a retry of an event already taken
 //      is answered 200 and not processed again);
-//   3. answers 204 at once and processes the event afterwards.
+//   3. answers 204 at once and processes the event afterwards, one at a time.
 // It logs one line per verdict on stderr: "accepted", "duplicate" or "rejected".
-// docs/receiving.md explains each step.
+// It keeps the highest X-AmCore-Sequence it has processed (in memory) and, when a delivery
+// skips ahead, logs the gap and first processes the missed events, fetched from Herald's
+// catch-up feed. docs/receiving.md explains each step.
 //
 // Configuration, from the environment:
 //   WEBHOOK_SECRET   the endpoint secret as Herald showed it (base64; "whsec_..." also accepted)
@@ -16,6 +18,9 @@
 //   TLS_KEY_FILE     PEM private key
 //   PORT             port to listen on, default 8443
 //   HOST             address to listen on, default 127.0.0.1
+//   HERALD_API_URL, HERALD_API_KEY, HERALD_ENDPOINT_ID
+//                    Herald's API, a key with webhooks:read and this endpoint's id, for the
+//                    catch-up feed; without all three, sequence gaps are only logged
 //
 // Build and run: npm ci && npm run build && node dist/receiver.js
 
@@ -29,6 +34,7 @@ const MAX_BODY_BYTES = 1024 * 1024;
 // Herald retries a delivery for about three days: a real receiver keeps the ids of events it
 // took at least that long, in its database. The example keeps the most recent ones in memory.
 const REMEMBERED_EVENTS = 100_000;
+const FEED_PAGE_LIMIT = 200;
 
 /** A request that must not be processed, with the status to answer. */
 export class Rejected extends Error {
@@ -118,7 +124,7 @@ export function verifyAmcore(
 }
 
 /** The most recent REMEMBERED_EVENTS event ids (a Map keeps insertion order). */
-class SeenEvents {
+export class SeenEvents {
   private readonly ids = new Map<string, true>();
 
   /** Remembers the id; false when it was already remembered. */
@@ -183,13 +189,123 @@ async function verifiedEvent(request: IncomingMessage, secret: Buffer): Promise<
   return candidate as HeraldEvent;
 }
 
-/** The slow part, after the answer has gone: here, only logging the event. */
+/** The slow part: here, only logging the event. */
 function processEvent(event: HeraldEvent): void {
   log(`processed event_id=${event.id} data=${JSON.stringify(event.data)}`);
 }
 
-function receiver(secret: Buffer) {
+/** One entry of the catch-up feed; only the fields this receiver reads. */
+interface FeedEntry {
+  sequence: number;
+  event_id: string;
+  status: "pending" | "delivered" | "dead";
+  body: HeraldEvent;
+}
+
+/** Herald's catch-up feed for one endpoint: GET /v1/webhooks/{id}/events. */
+export class Feed {
+  private readonly url: string;
+
+  constructor(
+    apiUrl: string,
+    private readonly apiKey: string,
+    endpointId: string,
+  ) {
+    this.url = `${apiUrl.replace(/\/+$/, "")}/v1/webhooks/${encodeURIComponent(endpointId)}/events`;
+  }
+
+  /** The entries after `after` and before `before`, following the pages. */
+  async *missed(after: number, before: number): AsyncGenerator<FeedEntry> {
+    let next: number | null = after;
+    while (next !== null) {
+      const response = await fetch(`${this.url}?after_sequence=${next}&limit=${FEED_PAGE_LIMIT}`, {
+        headers: { authorization: `Bearer ${this.apiKey}` },
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (!response.ok) {
+        throw new Error(`the feed answered ${response.status}`);
+      }
+      const page = (await response.json()) as {
+        data: FeedEntry[];
+        meta: { next_after_sequence: number | null };
+      };
+      for (const entry of page.data) {
+        if (entry.sequence >= before) {
+          return; // this delivery, and what follows it, arrive on their own
+        }
+        yield entry;
+      }
+      next = page.meta.next_after_sequence;
+    }
+  }
+}
+
+/**
+ * Processes deliveries one at a time, in the order they were accepted, first catching up on
+ * the events a delivery's sequence number shows were missed.
+ *
+ * `last` is the sequence number up to which everything has been processed. It lives in
+ * memory, so the first numbered delivery after a start is taken as the starting point; a real
+ * receiver stores it with its work and catches up from there after a restart.
+ */
+export class Worker {
+  private last: number | undefined;
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly seen: SeenEvents,
+    private readonly feed: Feed | undefined,
+  ) {}
+
+  /** Queues `event`; `sequence` is undefined on a test send, which is processed as before. */
+  enqueue(event: HeraldEvent, sequence: number | undefined): Promise<void> {
+    this.tail = this.tail.then(() => this.handle(event, sequence));
+    return this.tail;
+  }
+
+  private async handle(event: HeraldEvent, sequence: number | undefined): Promise<void> {
+    if (sequence !== undefined) {
+      let caughtUp = true;
+      if (this.last !== undefined && sequence > this.last + 1) {
+        log(`sequence gap last=${this.last} sequence=${sequence}`);
+        // Without the feed the gap is only logged. When it fails, `last` stays where it is,
+        // so the next delivery asks again.
+        caughtUp = this.feed === undefined || (await this.catchUp(this.feed, this.last, sequence));
+      }
+      if (caughtUp) {
+        this.last = Math.max(this.last ?? sequence, sequence);
+      }
+    }
+    processEvent(event);
+  }
+
+  /** Processes the missed events not taken yet; false when the feed could not be read. */
+  private async catchUp(feed: Feed, after: number, before: number): Promise<boolean> {
+    try {
+      for await (const entry of feed.missed(after, before)) {
+        if (this.seen.add(entry.event_id)) {
+          const { event_id: id, sequence, status } = entry;
+          log(`caught up event_id=${id} sequence=${sequence} status=${status}`);
+          processEvent(entry.body);
+        }
+      }
+      return true;
+    } catch (error) {
+      log(`catch-up failed: ${error instanceof Error ? error.message : String(error)}`);
+      return false;
+    }
+  }
+}
+
+/** `X-AmCore-Sequence`, or undefined when absent (a test send) or not a number. */
+function sequenceOf(request: IncomingMessage): number | undefined {
+  const header = request.headers["x-amcore-sequence"];
+  return typeof header === "string" && /^[0-9]{1,15}$/.test(header) ? Number(header) : undefined;
+}
+
+function receiver(secret: Buffer, feed: Feed | undefined) {
   const seen = new SeenEvents();
+  const worker = new Worker(seen, feed);
   return async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     if (request.method !== "POST" || request.url !== "/webhooks") {
       response.writeHead(404).end();
@@ -211,7 +327,9 @@ function receiver(secret: Buffer) {
     }
     log(`accepted event_id=${event.id} event_type=${event.type}`);
     response.writeHead(204).end();
-    setImmediate(() => processEvent(event));
+    // The sequence number is not signed: it only tells the worker when to ask the catch-up
+    // feed, which answers from Herald itself.
+    void worker.enqueue(event, sequenceOf(request));
   };
 }
 
@@ -226,9 +344,17 @@ function main(): void {
   const secret = parseSecret(required("WEBHOOK_SECRET"));
   const host = process.env.HOST ?? "127.0.0.1";
   const port = Number(process.env.PORT ?? "8443");
+  const { HERALD_API_URL: apiUrl, HERALD_API_KEY: apiKey, HERALD_ENDPOINT_ID: endpointId } =
+    process.env;
+  let feed: Feed | undefined;
+  if (apiUrl && apiKey && endpointId) {
+    feed = new Feed(apiUrl, apiKey, endpointId);
+  } else {
+    log("catch-up feed off: HERALD_API_URL, HERALD_API_KEY or HERALD_ENDPOINT_ID is not set");
+  }
   const server = createServer(
     { cert: readFileSync(required("TLS_CERT_FILE")), key: readFileSync(required("TLS_KEY_FILE")) },
-    receiver(secret),
+    receiver(secret, feed),
   );
   // Drop clients that stall, as Herald's own 15-second deadline would.
   server.requestTimeout = 10_000;

@@ -2,8 +2,10 @@
 //!
 //! It serves `POST /webhooks` over TLS, verifies `X-AmCore-Signature` (5-minute tolerance,
 //! constant-time comparison), dedupes on the event id, answers as soon as the event is queued,
-//! and logs one line per verdict (`accepted`, `duplicate`, `rejected`) on stderr.
-//! docs/receiving.md explains each step; receiver.rs holds the route.
+//! and logs one line per verdict (`accepted`, `duplicate`, `rejected`) on stderr. It keeps the
+//! highest `X-AmCore-Sequence` it has processed (in memory) and, when a delivery skips ahead,
+//! logs the gap and fetches the missed events from Herald's catch-up feed.
+//! docs/receiving.md explains each step; receiver.rs holds the route, catch_up.rs the feed.
 //!
 //! Configuration, from the environment:
 //!
@@ -13,6 +15,7 @@
 //! | `TLS_CERT_FILE`, `TLS_KEY_FILE` | PEM certificate chain and private key to serve with |
 //! | `PORT` | port to listen on, default 8443 |
 //! | `HOST` | address to listen on, default 127.0.0.1 |
+//! | `HERALD_API_URL`, `HERALD_API_KEY`, `HERALD_ENDPOINT_ID` | Herald's API, a key with `webhooks:read` and this endpoint's id, for the catch-up feed; without all three, gaps are only logged |
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -21,9 +24,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
+use catch_up::Feed;
 use herald_verify::Secret;
 use tokio::sync::mpsc;
 
+mod catch_up;
 mod receiver;
 
 /// How many accepted events may wait for processing before the receiver asks for retries.
@@ -45,8 +50,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("read TLS_CERT_FILE and TLS_KEY_FILE")?;
     let (sender, queue) = mpsc::channel(QUEUE_CAPACITY);
-    tokio::spawn(receiver::process_events(queue));
-    let app = receiver::router(receiver::AppState::new(config.secret, sender));
+    let seen = receiver::Seen::default();
+    tokio::spawn(receiver::process_events(queue, seen.clone(), config.feed));
+    let app = receiver::router(receiver::AppState::new(config.secret, seen, sender));
 
     let handle = Handle::new();
     tokio::spawn(shut_down_on_signal(handle.clone()));
@@ -64,6 +70,8 @@ struct Config {
     address: SocketAddr,
     cert_file: PathBuf,
     key_file: PathBuf,
+    /// The catch-up feed, when all three `HERALD_*` settings are there.
+    feed: Option<Feed>,
 }
 
 impl Config {
@@ -76,8 +84,22 @@ impl Config {
         let port: u16 = optional("PORT", "8443")
             .parse()
             .context("PORT must be a port number")?;
+        let feed = match (
+            setting("HERALD_API_URL"),
+            setting("HERALD_API_KEY"),
+            setting("HERALD_ENDPOINT_ID"),
+        ) {
+            (Some(url), Some(key), Some(endpoint_id)) => Some(Feed::new(&url, key, &endpoint_id)),
+            _ => {
+                tracing::info!(
+                    "catch-up feed off: HERALD_API_URL, HERALD_API_KEY or HERALD_ENDPOINT_ID is not set"
+                );
+                None
+            }
+        };
         Ok(Self {
             secret,
+            feed,
             address: SocketAddr::new(host, port),
             cert_file: required("TLS_CERT_FILE")?.into(),
             key_file: required("TLS_KEY_FILE")?.into(),
@@ -91,6 +113,11 @@ fn required(name: &str) -> anyhow::Result<String> {
 
 fn optional(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A setting that is off when unset or empty.
+fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 /// On Ctrl-C or SIGTERM, stops accepting and gives requests in flight 5 seconds.

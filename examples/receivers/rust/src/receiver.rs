@@ -1,4 +1,6 @@
-//! The receiving route: verify, dedupe, queue, answer. No TLS or configuration here (main.rs).
+//! The receiving route: verify, dedupe, queue, answer; and the worker that processes what was
+//! queued, catching up on missed sequence numbers first (catch_up.rs). No TLS or configuration
+//! here (main.rs).
 //!
 //! The order is the point of the example: nothing about a request is trusted or remembered
 //! before its signature is verified over the raw body bytes; the event id it dedupes on comes
@@ -17,6 +19,8 @@ use herald_verify::{DEFAULT_TOLERANCE, Secret, VerifyError, header, unix_now, ve
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::catch_up::{Feed, Progress};
+
 /// How many event ids the receiver remembers. Herald retries a delivery for about three days, so
 /// a real receiver keeps ids at least that long, in its database; the example keeps the most
 /// recent ones in memory.
@@ -34,20 +38,32 @@ pub(crate) struct Event {
     pub(crate) data: serde_json::Value,
 }
 
+/// An accepted delivery on its way to the worker.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) event: Event,
+    /// `X-AmCore-Sequence`; `None` on a test send.
+    pub(crate) sequence: Option<u64>,
+}
+
+/// The ids of events already taken, shared by the route and the worker.
+pub(crate) type Seen = Arc<Mutex<SeenEvents>>;
+
 /// What the route needs: the secret, the ids already seen, and the queue to the worker.
 #[derive(Clone)]
 pub(crate) struct AppState {
     secret: Arc<Secret>,
-    seen: Arc<Mutex<SeenEvents>>,
-    queue: mpsc::Sender<Event>,
+    seen: Seen,
+    queue: mpsc::Sender<Delivery>,
 }
 
 impl AppState {
-    /// State verifying with `secret` and handing accepted events to `queue`.
-    pub(crate) fn new(secret: Secret, queue: mpsc::Sender<Event>) -> Self {
+    /// State verifying with `secret`, remembering ids in `seen` and handing accepted
+    /// deliveries to `queue`.
+    pub(crate) fn new(secret: Secret, seen: Seen, queue: mpsc::Sender<Delivery>) -> Self {
         Self {
             secret: Arc::new(secret),
-            seen: Arc::default(),
+            seen,
             queue,
         }
     }
@@ -60,11 +76,52 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Does the slow part, after the answer has gone: here, only logging the event.
-pub(crate) async fn process_events(mut queue: mpsc::Receiver<Event>) {
-    while let Some(event) = queue.recv().await {
-        tracing::info!(event_id = %event.id, event_type = %event.event_type, data = %event.data, "processed");
+/// Works through the queue, one delivery at a time, after the answers have gone. When a
+/// delivery's sequence number skips ahead, the missed events are processed first: fetched from
+/// the catch-up feed when `feed` is configured, otherwise only logged.
+pub(crate) async fn process_events(
+    mut queue: mpsc::Receiver<Delivery>,
+    seen: Seen,
+    feed: Option<Feed>,
+) {
+    let mut progress = Progress::default();
+    while let Some(Delivery { event, sequence }) = queue.recv().await {
+        // A test send has no sequence number and is processed as before.
+        if let Some(sequence) = sequence {
+            let caught_up = match progress.gap_before(sequence) {
+                None => true,
+                Some(last) => {
+                    tracing::warn!(last, sequence, "sequence gap");
+                    fill_gap(feed.as_ref(), &seen, last, sequence).await
+                }
+            };
+            if caught_up {
+                progress.advance_to(sequence);
+            }
+        }
+        process(&event);
     }
+}
+
+/// Processes the events numbered after `last` and before `sequence` that were not taken yet;
+/// false when the feed could not be read, so that the next delivery asks again.
+async fn fill_gap(feed: Option<&Feed>, seen: &Seen, last: u64, sequence: u64) -> bool {
+    let Some(feed) = feed else {
+        return true; // not configured: the gap is only logged
+    };
+    let is_new = |id: &str| seen.lock().expect("seen-events lock").insert(id);
+    match feed.catch_up(last, sequence, is_new, process).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "catch-up failed");
+            false
+        }
+    }
+}
+
+/// The slow part: here, only logging the event.
+fn process(event: &Event) {
+    tracing::info!(event_id = %event.id, event_type = %event.event_type, data = %event.data, "processed");
 }
 
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -113,9 +170,13 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         return StatusCode::OK;
     }
 
-    // 3. Queue the work and answer at once.
+    // 3. Queue the work and answer at once. The sequence number is not signed: it only tells
+    // the worker when to ask the catch-up feed, which answers from Herald itself.
+    let sequence = headers
+        .get(header::SEQUENCE)
+        .and_then(|value| value.to_str().ok()?.parse().ok());
     let event_type = event.event_type.clone();
-    if state.queue.try_send(event).is_err() {
+    if state.queue.try_send(Delivery { event, sequence }).is_err() {
         // Full: forget the id so Herald's retry is taken later, and ask for that retry.
         state
             .seen
@@ -131,7 +192,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
 
 /// The most recent [`REMEMBERED_EVENTS`] event ids, oldest forgotten first.
 #[derive(Default)]
-struct SeenEvents {
+pub(crate) struct SeenEvents {
     ids: HashSet<String>,
     order: VecDeque<String>,
 }
@@ -194,9 +255,12 @@ mod tests {
             .status()
     }
 
-    fn app() -> (Router, mpsc::Receiver<Event>) {
+    fn app() -> (Router, mpsc::Receiver<Delivery>) {
         let (sender, receiver) = mpsc::channel(8);
-        (router(AppState::new(secret(), sender)), receiver)
+        (
+            router(AppState::new(secret(), Seen::default(), sender)),
+            receiver,
+        )
     }
 
     #[tokio::test]
@@ -210,7 +274,7 @@ mod tests {
         assert_eq!(first, StatusCode::NO_CONTENT);
         assert_eq!(again, StatusCode::OK);
         assert_eq!(
-            queue.recv().await.map(|event| event.id),
+            queue.recv().await.map(|delivery| delivery.event.id),
             Some("evt_1".to_owned())
         );
         assert!(queue.try_recv().is_err(), "a duplicate is not queued");
@@ -249,6 +313,21 @@ mod tests {
             );
         }
         assert!(queue.try_recv().is_err(), "nothing rejected is queued");
+    }
+
+    #[tokio::test]
+    async fn the_sequence_number_goes_to_the_worker() {
+        let (app, mut queue) = app();
+        let request = Request::post("/webhooks")
+            .header(header::SIGNATURE, signed(&secret(), unix_now(), BODY))
+            .header(header::SEQUENCE, "3")
+            .body(Body::from(BODY))
+            .expect("valid request");
+
+        let status = app.oneshot(request).await.expect("infallible").status();
+
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(queue.recv().await.and_then(|d| d.sequence), Some(3));
     }
 
     #[test]
