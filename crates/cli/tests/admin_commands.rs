@@ -34,19 +34,26 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
     let tenant = Tenant::create(&http, &herald, "rules").await;
     let oversized = json!({ "pad": "x".repeat(2_000) }).to_string();
     let long_key = "k".repeat(256);
+    let long_ordering_key = "k".repeat(129);
 
-    for (case, data, key) in [
+    // Each case: its data, and a field with the flag that sets it and its value.
+    for (case, data, field) in [
         ("oversized data", oversized.as_str(), None),
         (
             "an over-long idempotency key",
             "{\"n\": 1}",
-            Some(long_key.as_str()),
+            Some(("idempotency_key", "--idempotency-key", long_key.as_str())),
+        ),
+        (
+            "an over-long ordering key",
+            "{\"n\": 1}",
+            Some(("ordering_key", "--ordering-key", long_ordering_key.as_str())),
         ),
     ] {
         // The admin API's answer.
         let mut body = json!({"org_id": tenant.org_id, "type": EVENT_TYPE, "data": serde_json::from_str::<Value>(data).expect("JSON")});
-        if let Some(key) = key {
-            body["idempotency_key"] = json!(key);
+        if let Some((name, _, value)) = field {
+            body[name] = json!(value);
         }
         let response = http
             .post(format!("{}/admin/v1/events", herald.base))
@@ -77,8 +84,8 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
             "--data",
             data,
         ];
-        if let Some(key) = key {
-            args.extend(["--idempotency-key", key]);
+        if let Some((_, flag, value)) = field {
+            args.extend([flag, value]);
         }
         let output = herald_command(&args, &database_url);
         assert!(!output.status.success(), "{case}: the command must fail");

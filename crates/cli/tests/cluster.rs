@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use support::postgres::TestDatabase;
 use support::{
     DuplicateReport, EVENT_TYPE, Herald, Launcher, Receiver, SUCCESSES, Strangers, Tenant, TestPki,
-    assert_all_delivered, attempts_matching, expect_json, http_client, metric, publish_batch,
+    assert_all_delivered, attempts_matching, expect_json, http_client, metric, publish_keyed_batch,
     queue_metrics, random_secrets_key, scrape, string_field, successes_per_pair, unique_pairs,
     wait_for_empty_queue, wait_until,
 };
@@ -48,6 +48,9 @@ const DEFAULT_EVENTS: usize = 5_000;
 /// client's timeout) for 500 events (5,500 rows) in a debug build on two busy cores; 100 keep
 /// each request to a few seconds.
 const BATCH: usize = 100;
+/// Every event carries one of this many ordering keys (`k<n mod KEYS>`): per key and
+/// endpoint, first arrivals must follow the sequence, across the kill.
+const KEYS: u64 = 50;
 /// The endpoint cap (docs/api.md#create-an-endpoint), and how many creates race for it.
 const CAP: usize = 50;
 const CAP_CREATES: usize = 60;
@@ -248,6 +251,7 @@ async fn three_nodes_deliver_every_pair_across_a_kill_9_of_one() {
     // Assert: every pair arrived, correctly signed; the queue is empty as every node sees it;
     // every node delivered some.
     assert_all_delivered(&receivers, &published, Strangers::Refused);
+    assert_ordered_per_key(&receivers, events);
     assert!(
         queues.iter().all(|queue| *queue == Some((0, 0))),
         "herald_deliveries_due and herald_deliveries_scheduled must drop to 0 on every node \
@@ -349,7 +353,10 @@ impl Publisher {
                 for batch in share {
                     let _turn = gate.read().await;
                     let base = bases.lock().expect("node addresses")[node].clone();
-                    published.extend(publish_batch(&http, &base, &org_id, &batch, ENDPOINTS).await);
+                    published.extend(
+                        publish_keyed_batch(&http, &base, &org_id, &batch, ENDPOINTS, Some(KEYS))
+                            .await,
+                    );
                     count.fetch_add(batch.len(), Ordering::SeqCst);
                 }
                 published
@@ -530,4 +537,33 @@ fn doubled_within_a_phase(receivers: &[Receiver], tenant: &Tenant) -> Vec<(Strin
         }
     }
     doubled
+}
+
+/// Each receiver (one endpoint) saw sequence numbers 1 to `events`, each event's first arrival
+/// carrying one, and per ordering key the first arrivals came in sequence order: no node,
+/// not even one killed mid-attempt, let a later event of a key overtake an earlier one.
+fn assert_ordered_per_key(receivers: &[Receiver], events: usize) {
+    for (index, receiver) in receivers.iter().enumerate() {
+        let log = receiver.state.log.lock().expect("receiver log");
+        let mut sequences: Vec<u64> = log
+            .first_keyed_arrivals
+            .iter()
+            .map(|(_, sequence)| *sequence)
+            .collect();
+        sequences.sort_unstable();
+        let expected: Vec<u64> = (1..=events as u64).collect();
+        assert!(
+            sequences == expected,
+            "receiver {index}: the first arrivals' sequences are not exactly 1 to {events}"
+        );
+        let mut last_of_key: HashMap<&str, u64> = HashMap::new();
+        for (key, sequence) in &log.first_keyed_arrivals {
+            if let Some(previous) = last_of_key.insert(key, *sequence) {
+                assert!(
+                    previous < *sequence,
+                    "receiver {index}, key {key}: sequence {sequence} arrived after {previous}"
+                );
+            }
+        }
+    }
 }

@@ -52,6 +52,17 @@ impl TestDatabase {
         })
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL of the server's maintenance database, for statements about this one
+    /// (`ALTER DATABASE`).
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
     /// [`TestDatabase::create`], returning the error instead of failing.
     pub async fn try_create(prefix: &str) -> Result<Self, sqlx::Error> {
         let server_url = server_url();

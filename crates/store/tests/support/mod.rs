@@ -17,8 +17,6 @@ use herald_store::{
     AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, PostgresOptions, PostgresStore,
     SecretCipher, SqliteStore, Store,
 };
-use sqlx::Connection as _;
-use sqlx::postgres::PgConnection;
 
 pub(crate) const EVENT_TYPE: &str = "wallet.balance_low";
 pub(crate) const LEASE: Duration = Duration::from_secs(60);
@@ -76,35 +74,17 @@ where
     F: FnOnce(Arc<dyn Store>, TestDatabase) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let admin = std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("herald_store_{}", uuid::Uuid::now_v7().simple());
-    let mut connection = PgConnection::connect(&admin)
+    let fresh = herald_testkit::postgres::TestDatabase::create("herald_store").await;
+    let store = PostgresStore::open(&fresh.url, &PostgresOptions::default(), cipher())
         .await
-        .unwrap_or_else(|error| panic!("PostgreSQL is not reachable at {admin}: {error}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut connection)
-        .await
-        .expect("creating the test database");
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    let store = PostgresStore::open(
-        &format!("{base}/{name}"),
-        &PostgresOptions::default(),
-        cipher(),
-    )
-    .await
-    .expect("opening PostgreSQL");
+        .expect("opening PostgreSQL");
     let database = TestDatabase {
-        admin_url: admin.clone(),
-        name: name.clone(),
+        admin_url: fresh.server_url().to_owned(),
+        name: fresh.name().to_owned(),
     };
     let outcome = tokio::spawn(scenario(Arc::new(store), database)).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut connection)
-        .await
-        .expect("dropping the test database");
+    // Dropped only now, after the scenario and its store.
+    drop(fresh);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }

@@ -81,9 +81,27 @@ pub async fn publish_batch(
     numbers: &[u64],
     endpoints: usize,
 ) -> HashMap<String, u64> {
+    publish_keyed_batch(http, base, org_id, numbers, endpoints, None).await
+}
+
+/// [`publish_batch`], each event with the ordering key `k<n % keys>` when `keys` is given.
+pub async fn publish_keyed_batch(
+    http: &reqwest::Client,
+    base: &str,
+    org_id: &str,
+    numbers: &[u64],
+    endpoints: usize,
+    keys: Option<u64>,
+) -> HashMap<String, u64> {
     let events: Vec<Value> = numbers
         .iter()
-        .map(|n| json!({"org_id": org_id, "type": EVENT_TYPE, "data": {"n": n}}))
+        .map(|n| {
+            let mut event = json!({"org_id": org_id, "type": EVENT_TYPE, "data": {"n": n}});
+            if let Some(keys) = keys {
+                event["ordering_key"] = json!(format!("k{}", n % keys));
+            }
+            event
+        })
         .collect();
     let answer = admin_post_expecting(
         http,

@@ -32,6 +32,9 @@ pub struct ReceiverLog {
     pub numbers: HashMap<String, u64>,
     /// Every request, duplicates included.
     pub total: usize,
+    /// For each event's first arrival that carried an ordering key: the key and the
+    /// delivery's sequence number, in arrival order.
+    pub first_keyed_arrivals: Vec<(String, u64)>,
     /// Deliveries that failed a check, with the reason.
     pub problems: Vec<String>,
 }
@@ -101,7 +104,14 @@ async fn receive(
     log.total += 1;
     if let Some(event_id) = event_id {
         let phase = state.phase.load(Ordering::SeqCst);
-        log.arrivals.entry(event_id).or_default().push(phase);
+        let arrivals = log.arrivals.entry(event_id).or_default();
+        let first = arrivals.is_empty();
+        arrivals.push(phase);
+        let key = header(&headers, "x-amcore-ordering-key");
+        let sequence = header(&headers, "x-amcore-sequence").and_then(|text| text.parse().ok());
+        if let (true, Some(key), Some(sequence)) = (first, key, sequence) {
+            log.first_keyed_arrivals.push((key.to_owned(), sequence));
+        }
     }
     match checked {
         Ok((event_id, n)) => {
