@@ -203,6 +203,7 @@ impl<'a> Dispatcher<'a> {
                 Arc::clone(&worker.store),
                 worker.metrics.clone(),
                 config.auto_disable_after,
+                Arc::clone(&worker.wakeup),
             ),
             slots: Arc::new(EndpointSlots::new(config.max_in_flight_per_endpoint)),
             unsaturated: Arc::new(Notify::new()),

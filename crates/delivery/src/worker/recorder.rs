@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::Timestamp;
+use herald_domain::{Outcome, Timestamp};
 use herald_store::{AttemptRecording, Store};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::backoff::Backoff;
@@ -36,10 +36,13 @@ pub(super) struct Recorder {
 impl Recorder {
     /// Starts recording into `store`; an endpoint failing for `auto_disable_after` is set
     /// inactive as its failures are recorded.
+    /// `new_work` is signalled after a batch whose recording created due work: the next
+    /// delivery of an ordering key released, or an operational event published.
     pub(super) fn spawn(
         store: Arc<dyn Store>,
         metrics: Option<DeliveryMetrics>,
         auto_disable_after: Duration,
+        new_work: Arc<Notify>,
     ) -> Self {
         let (results, receiver) = mpsc::channel::<AttemptRecording>(QUEUE);
         let (stalled_tx, stalled) = watch::channel(false);
@@ -49,6 +52,7 @@ impl Recorder {
             stalled_tx,
             metrics,
             auto_disable_after,
+            new_work,
         ));
         Self {
             results,
@@ -92,6 +96,7 @@ async fn record_loop(
     stalled: watch::Sender<bool>,
     metrics: Option<DeliveryMetrics>,
     auto_disable_after: Duration,
+    new_work: Arc<Notify>,
 ) {
     let auto_disable_after =
         chrono::Duration::from_std(auto_disable_after).unwrap_or(chrono::Duration::MAX);
@@ -112,6 +117,10 @@ async fn record_loop(
             auto_disable_after,
         )
         .await;
+        // Work the dispatcher cannot know of: it would wait for its next poll.
+        if batch.iter().any(creates_due_work) {
+            new_work.notify_one();
+        }
         if let Some(metrics) = &metrics {
             for recording in &batch {
                 metrics.observe(
@@ -122,6 +131,16 @@ async fn record_loop(
         }
         batch.clear();
     }
+}
+
+/// Whether storing `recording` makes a delivery due: the next of its ordering key (it ended),
+/// or an operational event's (`delivery.exhausted`, or `endpoint.disabled` after a failure).
+fn creates_due_work(recording: &AttemptRecording) -> bool {
+    let attempt = &recording.attempt;
+    let ended = attempt.outcome != Outcome::Retry;
+    (attempt.ordering_key.is_some() && ended)
+        || recording.exhausted
+        || recording.disable_endpoint.is_some()
 }
 
 /// Writes one batch, retrying after a [`Backoff`] until it is stored; `stalled` says whether

@@ -67,10 +67,10 @@ async fn whole_feed(app: &TestApp, key: &str, endpoint: &Value) -> Vec<Value> {
 }
 
 async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave(backend: Backend) {
-    // Arrange: 10 keys × 30 events to one endpoint whose receiver answers a seeded random
+    // Arrange: 10 keys × 200 events to one endpoint whose receiver answers a seeded random
     // 30 % of requests with 500 (and a few with 429 and Retry-After: 1), retried quickly.
     const KEYS: usize = 10;
-    const PER_KEY: usize = 30;
+    const PER_KEY: usize = 200;
     let mut rng = StdRng::seed_from_u64(7);
     let statuses: Vec<u16> = (0..KEYS * PER_KEY * 3)
         .map(|_| match rng.gen_range(0..100) {
