@@ -46,13 +46,15 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
     }
 }
 
-/// An ordering key has 1 to [`MAX_ORDERING_KEY_CHARS`] printable characters (no control
-/// characters: it travels in a header).
+/// An ordering key has 1 to [`MAX_ORDERING_KEY_CHARS`] printable ASCII characters, without
+/// a space at either end: it travels as the `X-AmCore-Ordering-Key` header, where other bytes
+/// are read differently by different receivers and edge spaces are trimmed away.
 pub fn check_ordering_key(key: &str) -> Result<(), String> {
-    let printable = !key.chars().any(char::is_control);
-    if key.is_empty() || key.chars().count() > MAX_ORDERING_KEY_CHARS || !printable {
+    let printable = key.bytes().all(|byte| (0x20..=0x7e).contains(&byte));
+    let trimmed = !key.starts_with(' ') && !key.ends_with(' ');
+    if key.is_empty() || key.len() > MAX_ORDERING_KEY_CHARS || !printable || !trimmed {
         Err(format!(
-            "must be 1 to {MAX_ORDERING_KEY_CHARS} printable characters"
+            "must be 1 to {MAX_ORDERING_KEY_CHARS} printable ASCII characters, without a space at either end"
         ))
     } else {
         Ok(())
@@ -87,13 +89,27 @@ mod tests {
         );
         assert!(check_idempotency_key("").is_err());
         assert!(check_ordering_key("customer-42").is_ok());
+        assert!(check_ordering_key("order 7/line 2").is_ok());
         assert!(check_ordering_key(&"k".repeat(128)).is_ok());
-        for bad in ["", "a\nb", "tab\there"] {
+        for bad in [
+            "",
+            "a\nb",
+            "tab\there",
+            "clé",
+            "\u{200b}",
+            " lead",
+            "trail ",
+            " ",
+            "\u{7f}",
+        ] {
             assert!(check_ordering_key(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
             check_ordering_key(&"k".repeat(129)),
-            Err("must be 1 to 128 printable characters".to_owned())
+            Err(
+                "must be 1 to 128 printable ASCII characters, without a space at either end"
+                    .to_owned()
+            )
         );
         assert_eq!(
             check_idempotency_key(&"k".repeat(256)),

@@ -8,7 +8,7 @@ use axum::extract::State;
 use herald_domain::{EndpointId, FieldErrors, envelope};
 use herald_store::Sequenced;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::docs::CommonErrors;
@@ -40,9 +40,10 @@ pub struct SequencedEvent {
     /// `pending`, `delivered` or `dead`.
     #[schema(pattern = "^(pending|delivered|dead)$")]
     pub status: &'static str,
-    /// The envelope exactly as delivered.
+    /// The envelope exactly as delivered: the same bytes, so numbers keep every digit and
+    /// keys their order.
     #[schema(value_type = Object)]
-    pub body: Value,
+    pub body: Box<RawValue>,
 }
 
 /// The page's bounds.
@@ -111,12 +112,14 @@ pub(crate) async fn list_endpoint_events(
         return Err(ApiError::Validation(errors));
     }
     let endpoint = state.store.get_endpoint(auth.org_id(), endpoint_id).await?;
-    let entries = state
+    // One more than the page, to tell a full last page from one with more behind it.
+    let mut entries = state
         .store
-        .list_sequenced(auth.org_id(), endpoint_id, after_sequence, limit)
+        .list_sequenced(auth.org_id(), endpoint_id, after_sequence, limit + 1)
         .await?;
-    let full = entries.len() == limit as usize;
-    let next_after_sequence = entries.last().filter(|_| full).map(|last| last.sequence);
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    let next_after_sequence = entries.last().filter(|_| more).map(|last| last.sequence);
     let data = entries
         .into_iter()
         .map(|entry| sequenced_event(&endpoint.api_version, entry))
@@ -135,8 +138,8 @@ pub(crate) async fn list_endpoint_events(
 fn sequenced_event(api_version: &str, entry: Sequenced) -> Result<SequencedEvent, ApiError> {
     let body = envelope::render(api_version, &entry.event)
         .map_err(|unsupported| ApiError::Internal(Box::new(unsupported)))?;
-    let body: Value =
-        serde_json::from_slice(&body).map_err(|error| ApiError::Internal(Box::new(error)))?;
+    let body = String::from_utf8(body).map_err(|error| ApiError::Internal(Box::new(error)))?;
+    let body = RawValue::from_string(body).map_err(|error| ApiError::Internal(Box::new(error)))?;
     Ok(SequencedEvent {
         sequence: entry.sequence,
         event_id: entry.event.id.to_string(),

@@ -259,10 +259,21 @@ async fn the_catch_up_feed_returns_later_events_as_delivered(backend: Backend) {
     let endpoint = app
         .create_endpoint_at(&org.key, &receiver.url("/ok"), &[EVENT])
         .await;
-    let events: Vec<Value> = (0..5)
-        .map(|n| json!({"org_id": org.id.to_string(), "type": EVENT, "data": {"n": n, "note": "é \u{1F600}"}}))
-        .collect();
-    publish_batch(&app, events).await;
+    // Sent as text: bytes a re-serialization would change (a number past f64's precision, an
+    // exponent, an escaped emoji) must come back from the feed as the receiver got them.
+    let data = r#"{"big": 123456789012345678901234567890, "e": 1E2, "note": "\ud83d\ude00"}"#;
+    for _ in 0..5 {
+        let body = format!(
+            r#"{{"org_id": "{}", "type": "{EVENT}", "data": {data}}}"#,
+            org.id
+        );
+        let request = app
+            .request(reqwest::Method::POST, "/admin/v1/events")
+            .bearer_auth(crate::harness::ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        app.send(request).await.assert_status(StatusCode::ACCEPTED);
+    }
     let received = wait_for_received(&receiver, 5).await;
     app.wait_for_empty_queue().await;
     let bodies: HashMap<String, Value> = received
@@ -287,7 +298,18 @@ async fn the_catch_up_feed_returns_later_events_as_delivered(backend: Backend) {
     let page_three = feed("limit=2&after_sequence=4").await;
     let caught_up = feed("after_sequence=5").await;
 
-    // Assert
+    // Assert: the feed's text holds each delivered body byte for byte.
+    let whole = app
+        .get(&org.key, &format!("{}/events", endpoint_path(&endpoint)))
+        .await;
+    for request in &received {
+        let delivered = std::str::from_utf8(&request.body).expect("UTF-8");
+        assert!(
+            whole.text.contains(delivered),
+            "the feed shows the body as delivered: {delivered} not in {}",
+            whole.text
+        );
+    }
     let entries = after_two["data"].as_array().expect("data");
     let sequences: Vec<u64> = entries
         .iter()
@@ -300,6 +322,10 @@ async fn the_catch_up_feed_returns_later_events_as_delivered(backend: Backend) {
         assert_eq!(entry["ordering_key"], Value::Null);
         let sequence = entry["sequence"].to_string();
         assert_eq!(entry["body"], bodies[&sequence], "the body as delivered");
+        assert!(
+            entry["body"]["data"]["big"].is_f64(),
+            "parsed here, but sent as text"
+        );
         assert_eq!(entry["event_id"], entry["body"]["id"]);
     }
     assert_eq!(
@@ -310,6 +336,12 @@ async fn the_catch_up_feed_returns_later_events_as_delivered(backend: Backend) {
     assert_eq!(page_two["meta"]["next_after_sequence"], json!(4));
     assert_eq!(page_three["data"].as_array().map(Vec::len), Some(1));
     assert_eq!(page_three["meta"]["next_after_sequence"], Value::Null);
+    let exactly_full = feed("limit=5").await;
+    assert_eq!(
+        exactly_full["meta"]["next_after_sequence"],
+        Value::Null,
+        "a full page that reaches the end says the receiver is caught up"
+    );
     assert_eq!(caught_up["data"], json!([]));
 }
 

@@ -5,7 +5,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use herald_domain::operational::{self, OPERATOR_ORG};
+use herald_domain::operational::{self, OPERATOR_HOOK, OPERATOR_ORG};
 use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, DisabledReason, Endpoint,
     EndpointId, Event, EventId, EventOrigin, OrgId, Outcome, Timestamp,
@@ -51,6 +51,43 @@ pub(super) async fn fan_out<B: Backend>(
     let mut taken_types: HashMap<OrgId, HashSet<String>> = HashMap::new();
     let mut published = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
+    // Every idempotency key of the batch is locked first, in one order, before any sequence
+    // row: a batch stores what precedes a keyed event (and so takes sequence locks) before
+    // looking the key up, and taking the key's lock only then would wait in the opposite
+    // order to a single publish of that key (key, then sequence rows): a deadlock.
+    let mut idempotency_keys: Vec<(OrgId, &str)> = events
+        .iter()
+        .filter_map(|event| Some((event.org_id, event.idempotency_key.as_deref()?)))
+        .collect();
+    idempotency_keys.sort_unstable();
+    idempotency_keys.dedup();
+    for (org_id, key) in idempotency_keys {
+        B::lock(tx, Lock::IdempotencyKey(org_id, key)).await?;
+    }
+    // Then, for a batch that stores its deliveries in several rounds (an idempotency key
+    // after other events), the sequence rows of every endpoint it may deliver to, in one
+    // round: rounds over different organizations' endpoints could otherwise lock in two
+    // orders. (A batch stored in one round takes them once, at its end.)
+    let rounds = events
+        .iter()
+        .skip(1)
+        .any(|event| event.idempotency_key.is_some());
+    let mut sequence_locks = also_lock.clone();
+    for event in events.iter().filter(|_| rounds) {
+        if let Entry::Vacant(slot) = endpoints_by_org.entry(event.org_id) {
+            slot.insert(live_active_endpoints(tx, event.org_id).await?);
+        }
+        let subscribed = endpoints_by_org[&event.org_id]
+            .iter()
+            .filter(|endpoint| endpoint.subscribes_to(&event.event_type));
+        sequence_locks.extend(subscribed.map(|endpoint| endpoint.id));
+        if event.origin == EventOrigin::Herald && event.org_id != OPERATOR_ORG {
+            sequence_locks.insert(OPERATOR_HOOK);
+        }
+    }
+    if rounds {
+        ordering::insert_deliveries(tx, &mut [], &sequence_locks).await?;
+    }
     // New events and their deliveries are inserted together, except that an idempotency key
     // is looked up only after everything before it is stored, so a key repeated within one
     // batch finds its first use and that event's fan-out.
@@ -61,7 +98,6 @@ pub(super) async fn fan_out<B: Backend>(
             ordering::insert_deliveries(tx, &mut deliveries, &BTreeSet::new()).await?;
             new_events.clear();
             deliveries.clear();
-            B::lock(tx, Lock::IdempotencyKey(event.org_id, key)).await?;
             let earlier = Statement::new(
                 "SELECT id, created_at FROM events WHERE org_id = ? AND idempotency_key = ?",
             );

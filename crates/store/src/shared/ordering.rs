@@ -12,8 +12,9 @@
 //! later transaction sees the earlier one's deliveries when it decides what to park. The
 //! recorder takes the same lock before it lets the next delivery of a key go, so a publish
 //! that parks behind a delivery that is ending and the recording of that end cannot miss each
-//! other (the one that commits second sees the first). Every transaction takes these locks
-//! once, in endpoint order, so they wait for each other and never deadlock.
+//! other (the one that commits second sees the first). Every transaction takes these locks in
+//! endpoint order and in one round (a batch stored in several rounds locks all of them first,
+//! after its idempotency keys), so they wait for each other and never deadlock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
