@@ -159,15 +159,25 @@ impl Api {
         string_field(&answer, "event_id")
     }
 
-    /// Publishes the events numbered `numbers` in one request (`POST /admin/v1/events/batch`);
-    /// their ids, in order.
+    /// Publishes the events numbered `numbers` in one request (`POST /admin/v1/events/batch`),
+    /// over `keys` ordering keys when given (event `n` gets [`ordering_key`]`(n, keys)`); their
+    /// ids, in order.
     pub(crate) async fn publish_batch(
         &self,
         org: &Org,
         numbers: std::ops::Range<usize>,
+        keys: Option<usize>,
     ) -> anyhow::Result<Vec<String>> {
         let count = numbers.len();
-        let events: Vec<Value> = numbers.map(|n| event(org, n)).collect();
+        let events: Vec<Value> = numbers
+            .map(|n| {
+                let mut event = event(org, n);
+                if let Some(keys) = keys {
+                    event["ordering_key"] = Value::String(ordering_key(n, keys));
+                }
+                event
+            })
+            .collect();
         let answer = self
             .admin_post(
                 "/admin/v1/events/batch",
@@ -231,6 +241,12 @@ impl Api {
             .with_context(|| format!("POST {path}"))?;
         expect_json(response, status).await
     }
+}
+
+/// The ordering key of event number `n` when events are spread over `keys` keys: `key-007`
+/// for every event whose number leaves 7 divided by `keys`.
+pub(crate) fn ordering_key(n: usize, keys: usize) -> String {
+    format!("key-{:03}", n % keys.max(1))
 }
 
 /// Event number `n`: a small, realistic `data` object.

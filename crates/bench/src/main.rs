@@ -13,7 +13,7 @@
 //! - `main.rs`: the command line, the order of workloads and the exit status.
 //! - `workloads.rs`: what the workloads share (their names, their scale, the deadlines);
 //!   `workloads/` holds one file per workload (`delivery.rs` has throughput, fanout and
-//!   latency; `recover.rs` recovery) and `publish.rs`, publishing from many clients at once.
+//!   latency; `recover.rs` recovery; `ordered.rs` ordering keys) and `publish.rs`, publishing from many clients at once.
 //! - `session.rs`: one fresh database, one Herald process and the API client around it.
 //! - `herald.rs`: building, starting, measuring and stopping the `herald` process.
 //! - `database.rs`: a temporary SQLite directory or a PostgreSQL database made for one run.
@@ -51,7 +51,7 @@ struct Args {
     backend: Backend,
 
     /// A workload name, a comma-separated list of them, or `all`: ingest, throughput, fanout,
-    /// latency, noisy, ceiling, recover.
+    /// latency, noisy, ceiling, recover, ordered.
     #[arg(long, default_value = "all")]
     workload: String,
 

@@ -3,7 +3,9 @@
 //! receiver answers 200 at once and records when each event first arrived (keyed by
 //! `X-AmCore-Event-Id`); a hanging one never answers, so Herald's attempt runs into its timeout.
 //! The first request a receiver gets is kept as a sample, so the ceiling workload can send the
-//! same headers and body.
+//! same headers and body. A receiver spawned with [`Receiver::spawn_recording`] also keeps every
+//! request's event id, `X-AmCore-Ordering-Key` and `X-AmCore-Sequence` in the order they
+//! arrived, for the ordered workload's checks; the others keep only first arrivals.
 //!
 //! [`Pki`] holds the CA that Herald is told to trust and the receivers' TLS configuration; the
 //! CA, the leaf and the TLS server come from `herald-testkit`. What is the harness's own is the
@@ -61,6 +63,17 @@ pub(crate) struct Sample {
     pub(crate) body: Bytes,
 }
 
+/// One request as a recording receiver saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Receipt {
+    /// `X-AmCore-Event-Id`.
+    pub(crate) event_id: String,
+    /// `X-AmCore-Ordering-Key`, when sent.
+    pub(crate) ordering_key: Option<String>,
+    /// `X-AmCore-Sequence`, when sent and a number.
+    pub(crate) sequence: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Log {
     /// When each event id first arrived.
@@ -70,12 +83,15 @@ struct Log {
     /// Requests over HTTP/2 (the rest are HTTP/1.x).
     http2: AtomicUsize,
     sample: OnceLock<Sample>,
+    /// Every request with an event id, in the order they arrived, when recording.
+    receipts: Mutex<Vec<Receipt>>,
 }
 
 #[derive(Clone)]
 struct ReceiverState {
     log: Arc<Log>,
     behaviour: Behaviour,
+    recording: bool,
 }
 
 /// A running receiver; it stops serving when dropped.
@@ -89,9 +105,23 @@ impl Receiver {
     /// Binds `127.0.0.1:0`, then serves with `tls` in the background for as long as the
     /// harness runs.
     pub(crate) fn spawn(tls: RustlsConfig, behaviour: Behaviour) -> anyhow::Result<Self> {
+        Self::spawn_with(tls, behaviour, false)
+    }
+
+    /// [`Receiver::spawn`], keeping every request's [`Receipt`] in arrival order.
+    pub(crate) fn spawn_recording(tls: RustlsConfig, behaviour: Behaviour) -> anyhow::Result<Self> {
+        Self::spawn_with(tls, behaviour, true)
+    }
+
+    fn spawn_with(
+        tls: RustlsConfig,
+        behaviour: Behaviour,
+        recording: bool,
+    ) -> anyhow::Result<Self> {
         let state = ReceiverState {
             log: Arc::default(),
             behaviour,
+            recording,
         };
         let log = Arc::clone(&state.log);
         let app = Router::new()
@@ -135,6 +165,16 @@ impl Receiver {
             .clone()
     }
 
+    /// Every request with an event id so far, in the order they arrived (empty unless
+    /// recording).
+    pub(crate) fn receipts(&self) -> Vec<Receipt> {
+        self.log
+            .receipts
+            .lock()
+            .expect("the receipt log lock is never poisoned")
+            .clone()
+    }
+
     /// The first request received, if any.
     pub(crate) fn sample(&self) -> Option<Sample> {
         self.log.sample.get().cloned()
@@ -167,11 +207,35 @@ async fn receive(
         .get("x-amcore-event-id")
         .and_then(|value| value.to_str().ok())
     {
-        log.arrivals
-            .lock()
-            .expect("the arrival log lock is never poisoned")
-            .entry(event_id.to_owned())
-            .or_insert(arrived);
+        if state.recording {
+            let text = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let receipt = Receipt {
+                event_id: event_id.to_owned(),
+                ordering_key: text("x-amcore-ordering-key"),
+                sequence: text("x-amcore-sequence").and_then(|text| text.parse().ok()),
+            };
+            // Pushed under the arrival lock, so the two logs agree on the order.
+            let mut arrivals = log
+                .arrivals
+                .lock()
+                .expect("the arrival log lock is never poisoned");
+            arrivals.entry(event_id.to_owned()).or_insert(arrived);
+            log.receipts
+                .lock()
+                .expect("the receipt log lock is never poisoned")
+                .push(receipt);
+        } else {
+            log.arrivals
+                .lock()
+                .expect("the arrival log lock is never poisoned")
+                .entry(event_id.to_owned())
+                .or_insert(arrived);
+        }
     }
     match state.behaviour {
         Behaviour::Answer => StatusCode::OK,

@@ -6,6 +6,7 @@ mod ceiling;
 mod delivery;
 mod ingest;
 mod noisy;
+mod ordered;
 mod publish;
 mod recover;
 
@@ -54,6 +55,9 @@ pub(crate) enum Workload {
     /// Dead deliveries recovered to a healthy receiver, against throughput's rate, with the
     /// API's latency during the recovery against idle.
     Recover,
+    /// Deliveries with ordering keys (100 keys, then one), against throughput's rate, with
+    /// every key's receipts checked against publish order.
+    Ordered,
 }
 
 /// How many events each workload handles, and for how long it may run.
@@ -64,7 +68,7 @@ pub(crate) struct Scale {
 }
 
 /// Runs workloads; holds what they share: the receivers' CA and what the throughput workload
-/// leaves for the ceiling and recover workloads.
+/// leaves for the ceiling, recover and ordered workloads.
 pub(crate) struct Bench {
     launch: Launch,
     scale: Scale,
@@ -89,7 +93,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -97,11 +101,12 @@ impl Workload {
         Self::Noisy,
         Self::Ceiling,
         Self::Recover,
+        Self::Ordered,
     ];
 
-    /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling
-    /// and recover workloads compare with Herald's throughput, so asking for either adds
-    /// `throughput`.
+    /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling,
+    /// recover and ordered workloads compare with Herald's throughput, so asking for any of
+    /// them adds `throughput`.
     pub(crate) fn parse_list(text: &str) -> anyhow::Result<Vec<Self>> {
         let mut workloads = Vec::new();
         for name in text
@@ -120,11 +125,14 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling, recover"
+                     latency, noisy, ceiling, recover, ordered"
                 ),
             }
         }
-        if workloads.contains(&Self::Ceiling) || workloads.contains(&Self::Recover) {
+        if [Self::Ceiling, Self::Recover, Self::Ordered]
+            .iter()
+            .any(|workload| workloads.contains(workload))
+        {
             workloads.push(Self::Throughput);
         }
         workloads.sort_unstable();
@@ -145,6 +153,7 @@ impl Workload {
             Self::Noisy => "noisy",
             Self::Ceiling => "ceiling",
             Self::Recover => "recover",
+            Self::Ordered => "ordered",
         }
     }
 }
@@ -197,6 +206,11 @@ impl Scale {
         (self.events / 100).max(50)
     }
 
+    /// Events of the ordered workload's one-key half: 1,000 at the default scale, at least 50.
+    fn single_key_events(&self) -> usize {
+        (self.events / 20).max(50)
+    }
+
     /// How long a phase handling `deliveries` may take before it is cut short: 30 s plus 4 ms
     /// a delivery, generous next to every target, so only a stall or a collapse reaches it.
     fn deadline(&self, deliveries: usize) -> Instant {
@@ -243,6 +257,7 @@ impl Bench {
             Workload::Noisy => noisy::run(self).await,
             Workload::Ceiling => ceiling::run(self).await,
             Workload::Recover => recover::run(self).await,
+            Workload::Ordered => ordered::run(self).await,
         };
         let (figures, error) = match figures {
             Ok(figures) => {
@@ -383,6 +398,7 @@ mod tests {
         check("ceiling", &[Throughput, Ceiling]);
         check("recover", &[Throughput, Recover]);
         check("recover,ceiling", &[Throughput, Ceiling, Recover]);
+        check("ordered", &[Throughput, Ordered]);
         check("latency,all,latency", &Workload::ALL);
     }
 

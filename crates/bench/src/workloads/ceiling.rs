@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::herald::IN_FLIGHT_PER_ENDPOINT;
-use crate::receiver::Behaviour;
+use crate::receiver::{Behaviour, Sample};
 use crate::report::Metric;
 use crate::stats::rate;
 
@@ -25,27 +26,8 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     };
     let requests = bench.scale.events;
     let receiver = bench.receiver(Behaviour::Answer)?;
-    let root = reqwest::Certificate::from_pem(bench.pki.root_pem.as_bytes())
-        .context("reading the CA certificate")?;
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the ceiling workload is the reference Herald is measured against: a bare client sending to the bench's own loopback receiver"
-    )]
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .min_tls_version(reqwest::tls::Version::TLS_1_2)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .add_root_certificate(root)
-        .build()
-        .context("building the ceiling client")?;
-    let mut headers = HeaderMap::new();
-    for (name, value) in &reference.sample.headers {
-        headers.insert(
-            HeaderName::from_bytes(name.as_bytes()).context("a sampled header name")?,
-            HeaderValue::from_bytes(value).context("a sampled header value")?,
-        );
-    }
+    let client = direct_client(bench)?;
+    let headers = sample_headers(&reference.sample)?;
     let body = reference.sample.body.clone();
     let url = receiver.url();
 
@@ -59,17 +41,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         let next = Arc::clone(&next);
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < requests {
-                let response = client
-                    .post(&url)
-                    .headers(headers.clone())
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .context("posting to the receiver")?;
-                if !response.status().is_success() {
-                    bail!("the receiver answered {}", response.status());
-                }
-                response.bytes().await.context("reading the answer")?;
+                post(&client, &url, &headers, &body).await?;
             }
             anyhow::Ok(())
         });
@@ -107,4 +79,57 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     ));
     figures.note(protocol_note(std::slice::from_ref(&receiver)));
     Ok(figures)
+}
+
+/// The harness's own client: reqwest with rustls, HTTP/2 or HTTP/1.1 by ALPN like Herald's,
+/// trusting the receivers' CA.
+pub(super) fn direct_client(bench: &Bench) -> anyhow::Result<reqwest::Client> {
+    let root = reqwest::Certificate::from_pem(bench.pki.root_pem.as_bytes())
+        .context("reading the CA certificate")?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the ceiling workload is the reference Herald is measured against: a bare client sending to the bench's own loopback receiver"
+    )]
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .min_tls_version(reqwest::tls::Version::TLS_1_2)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .add_root_certificate(root)
+        .build()
+        .context("building the ceiling client")?;
+    Ok(client)
+}
+
+/// Posts `headers` and `body` to `url` and reads the answer, which must be a success.
+pub(super) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> anyhow::Result<()> {
+    let response = client
+        .post(url)
+        .headers(headers.clone())
+        .body(body.clone())
+        .send()
+        .await
+        .context("posting to the receiver")?;
+    if !response.status().is_success() {
+        bail!("the receiver answered {}", response.status());
+    }
+    response.bytes().await.context("reading the answer")?;
+    Ok(())
+}
+
+/// The headers of a request Herald sent, to send again.
+pub(super) fn sample_headers(sample: &Sample) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &sample.headers {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).context("a sampled header name")?,
+            HeaderValue::from_bytes(value).context("a sampled header value")?,
+        );
+    }
+    Ok(headers)
 }
