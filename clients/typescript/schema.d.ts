@@ -567,7 +567,10 @@ export interface components {
         };
         /** @description One event fanned out to the endpoint. */
         SequencedEvent: {
-            /** @description The envelope exactly as delivered. */
+            /**
+             * @description The envelope exactly as delivered: the same bytes, so numbers keep every digit and
+             *     keys their order.
+             */
             body: Record<string, never>;
             /**
              * Format: date-time
