@@ -71,7 +71,7 @@ pub struct CatchUpResponse {
     get, path = "/v1/webhooks/{id}/events", tag = "endpoints", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The endpoint's id"),
-        ("after_sequence" = Option<u64>, Query, description = "Only later sequence numbers; default 0"),
+        ("after_sequence" = Option<i64>, Query, minimum = 0, description = "Only later sequence numbers; default 0"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50"),
     ),
     responses((status = 200, description = "A page of the endpoint's events", body = CatchUpResponse), CommonErrors)
@@ -86,13 +86,17 @@ pub(crate) async fn list_endpoint_events(
     let mut errors = FieldErrors::new();
     let after_sequence = match query.take("after_sequence") {
         None => 0,
-        Some(text) => text.parse::<u64>().unwrap_or_else(|_| {
-            errors.insert(
-                "after_sequence".to_owned(),
-                "must be a non-negative integer".to_owned(),
-            );
-            0
-        }),
+        // Stored as a signed 64-bit integer on both backends.
+        Some(text) => match text.parse::<i64>() {
+            Ok(after) if after >= 0 => after.unsigned_abs(),
+            _ => {
+                errors.insert(
+                    "after_sequence".to_owned(),
+                    format!("must be an integer from 0 to {}", i64::MAX),
+                );
+                0
+            }
+        },
     };
     let limit = match query.take("limit") {
         None => DEFAULT_LIMIT,

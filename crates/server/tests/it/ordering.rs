@@ -362,6 +362,7 @@ async fn the_catch_up_feed_checks_its_bounds_and_its_organization(backend: Backe
         ("limit=x", "limit"),
         ("after_sequence=-1", "after_sequence"),
         ("after_sequence=1.5", "after_sequence"),
+        ("after_sequence=9223372036854775808", "after_sequence"),
         ("cursor=abc", "cursor"),
     ] {
         app.get(&org.key, &format!("{path}?{query}"))
