@@ -58,7 +58,28 @@ pub fn page_request(
     max: u32,
     errors: &mut FieldErrors,
 ) -> PageRequest {
-    let limit = match query.take("limit") {
+    let limit = page_limit(query, default, max, errors);
+    let cursor = query
+        .take("cursor")
+        .and_then(|text| match Cursor::parse(&text) {
+            Ok(cursor) => Some(cursor),
+            Err(_) => {
+                errors.insert("cursor".to_owned(), "malformed cursor".to_owned());
+                None
+            }
+        });
+    PageRequest { limit, cursor }
+}
+
+/// The `limit` query parameter: 1 to `max`, `default` when absent; a bad one is recorded in
+/// `errors`.
+pub fn page_limit(
+    query: &mut QueryParams,
+    default: u32,
+    max: u32,
+    errors: &mut FieldErrors,
+) -> u32 {
+    match query.take("limit") {
         None => default,
         Some(text) => match text.parse::<u32>() {
             Ok(limit) if (1..=max).contains(&limit) => limit,
@@ -70,17 +91,7 @@ pub fn page_request(
                 default
             }
         },
-    };
-    let cursor = query
-        .take("cursor")
-        .and_then(|text| match Cursor::parse(&text) {
-            Ok(cursor) => Some(cursor),
-            Err(_) => {
-                errors.insert("cursor".to_owned(), "malformed cursor".to_owned());
-                None
-            }
-        });
-    PageRequest { limit, cursor }
+    }
 }
 
 /// Parses a path id; anything malformed is simply not found, so ids cannot be probed.

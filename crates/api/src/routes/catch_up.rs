@@ -15,7 +15,7 @@ use crate::docs::CommonErrors;
 use crate::error::ApiError;
 use crate::extract::{Authorized, PathId, QueryParams, ReadWebhooks};
 use crate::state::AppState;
-use crate::wire::path_id;
+use crate::wire::{page_limit, path_id};
 
 /// Most entries one page holds.
 const MAX_LIMIT: u32 = 200;
@@ -98,19 +98,7 @@ pub(crate) async fn list_endpoint_events(
             }
         },
     };
-    let limit = match query.take("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => match text.parse::<u32>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            _ => {
-                errors.insert(
-                    "limit".to_owned(),
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                );
-                DEFAULT_LIMIT
-            }
-        },
-    };
+    let limit = page_limit(&mut query, DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
     query.report_unknown(&mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
