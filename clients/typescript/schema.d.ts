@@ -4,6 +4,40 @@
  */
 
 export interface paths {
+    "/v1/event-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The event catalog, whole (no paging). */
+        get: operations["list_event_types"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who am I: the organization, scopes and expiry of the calling credential. */
+        get: operations["get_me"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhook-secret/rotate": {
         parameters: {
             query?: never;
@@ -397,6 +431,28 @@ export interface components {
             /** @description Always `false`. */
             success: boolean;
         };
+        /** @description The event catalog. */
+        EventTypeList: {
+            /** @description The types. */
+            data: components["schemas"]["EventTypeResponse"][];
+            /** @description Counts (the whole catalog is one page). */
+            meta: components["schemas"]["ListMeta"];
+            /** @description Always `true`. */
+            success: boolean;
+        };
+        /** @description One type of the catalog. */
+        EventTypeResponse: {
+            /** @description Whether new integrations should avoid it. */
+            deprecated: boolean;
+            /** @description What it means; `null` for a type configured by name only. */
+            description?: string | null;
+            /** @description An example `data`, when the catalog gives one. */
+            example?: Record<string, never> | null;
+            /** @description The type's name, as subscribed to and published. */
+            name: string;
+            /** @description JSON Schema (2020-12) of the event's `data`, when the catalog gives one. */
+            schema?: Record<string, never> | null;
+        };
         /** @description The `meta` member of every list response. */
         ListMeta: {
             /**
@@ -416,6 +472,25 @@ export interface components {
              * @description How many items match the filters in all.
              */
             total: number;
+        };
+        /** @description What the calling credential is and may do. */
+        MeResponse: {
+            /**
+             * Format: date-time
+             * @description When it stops authenticating; `null` for an API key.
+             */
+            expires_at?: string | null;
+            /** @description The organization the credential acts in. */
+            org_id: string;
+            /** @description Its name. */
+            org_name: string;
+            /** @description Whether the credential may only read (no `webhooks:write`). */
+            read_only: boolean;
+            /** @description Where a portal's "Back" leads; `null` for an API key. */
+            return_url?: string | null;
+            /** @description What the credential may do. */
+            scopes: string[];
+            theme?: null | components["schemas"]["ThemeResponse"];
         };
         /** @description The answer of an organization secret rotation. */
         OrgSecretResponse: {
@@ -619,6 +694,15 @@ export interface components {
             /** @description Where it was sent. */
             url: string;
         };
+        /** @description A portal session's branding. */
+        ThemeResponse: {
+            /** @description `#RRGGBB`, or `null`. */
+            accent_color?: string | null;
+            /** @description An `https` URL, or `null`. */
+            logo_url?: string | null;
+            /** @description The platform's name, or `null`. */
+            name?: string | null;
+        };
         /** @description Body of `PATCH /v1/webhooks/{id}`; absent fields are unchanged. */
         UpdateEndpointRequest: {
             /** @description Enable or disable delivery. May be omitted, but not `null`. */
@@ -639,6 +723,382 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_event_types: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every event type of the catalog */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventTypeList"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    get_me: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The calling credential */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MeResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
     rotate_org_secret: {
         parameters: {
             query?: never;

@@ -9,6 +9,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use crate::error::ErrorEnvelope;
 use crate::routes::deliveries::DeliveryResponse;
 use crate::routes::endpoints::EndpointResponse;
+use crate::routes::event_types::EventTypeResponse;
 use crate::wire::ListMeta;
 
 /// The document's fixed part; paths are added by the router.
@@ -88,6 +89,21 @@ pub(crate) struct DeliveryList {
     /// The attempts.
     data: Vec<DeliveryResponse>,
     /// Counts and the continuation cursor.
+    meta: ListMeta,
+}
+
+/// The event catalog.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documentation-only shape of ListResponse<EventTypeResponse>"
+)]
+pub(crate) struct EventTypeList {
+    /// Always `true`.
+    success: bool,
+    /// The types.
+    data: Vec<EventTypeResponse>,
+    /// Counts (the whole catalog is one page).
     meta: ListMeta,
 }
 

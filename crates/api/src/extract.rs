@@ -77,17 +77,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let token = bearer_token(parts)
-            .and_then(ApiKeyToken::parse)
-            .ok_or(ApiError::Unauthorized)?;
-        let key = state
-            .store
-            .find_api_key(&token.hash())
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        if key.revoked_at.is_some() {
-            return Err(ApiError::Unauthorized);
-        }
+        let key = authenticate(parts, &state).await?;
         if !key.has_scope(S::SCOPE) {
             return Err(ApiError::Forbidden);
         }
@@ -105,6 +95,46 @@ where
             key,
             scope: PhantomData,
         })
+    }
+}
+
+/// Any valid organization credential, whatever its scopes: for `GET /v1/me`, which tells a
+/// client what its token may do.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The key (or portal session) that made the request.
+    pub key: ApiKey,
+}
+
+impl<St> FromRequestParts<St> for Authenticated
+where
+    AppState: FromRef<St>,
+    St: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let key = authenticate(parts, &state).await?;
+        Ok(Self { key })
+    }
+}
+
+/// The key behind the request's bearer token: known, not revoked and, for a portal session,
+/// not expired; anything else is a 401.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKey, ApiError> {
+    let token = bearer_token(parts)
+        .and_then(ApiKeyToken::parse)
+        .ok_or(ApiError::Unauthorized)?;
+    let key = state
+        .store
+        .find_api_key(&token.hash())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if key.is_valid_at(Timestamp::now()) {
+        Ok(key)
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`publisher`]: group commit of published events.
 //! - [`metrics`]: `GET /metrics` and the API's counters.
 //! - [`docs`]: the OpenAPI document's fixed parts.
+//! - [`portal_assets`]: the portal's embedded files, served under `/portal/` with their CSP.
 //! - [`state`]: [`AppState`] and [`ApiConfig`].
 //!
 //! The API never dials receivers itself: it records work in the store, and the delivery
@@ -19,6 +20,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod portal_assets;
 pub mod publisher;
 pub mod request_id;
 pub mod router;

@@ -16,7 +16,9 @@ use crate::docs::ApiDoc;
 use crate::error::ApiError;
 use crate::extract::body_limit;
 use crate::request_id;
-use crate::routes::{admin, catch_up, deliveries, endpoints, health, org_secret, recoveries};
+use crate::routes::{
+    admin, catch_up, deliveries, endpoints, event_types, health, org_secret, portal, recoveries,
+};
 use crate::state::AppState;
 
 /// The organization routes and their OpenAPI document.
@@ -40,12 +42,15 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(recoveries::recover_endpoint))
         .routes(routes!(recoveries::get_recovery))
         .routes(routes!(org_secret::rotate_org_secret))
+        .routes(routes!(event_types::list_event_types))
+        .routes(routes!(portal::get_me))
         .split_for_parts();
     crate::docs::finish(&mut openapi);
     (router, openapi)
 }
 
-/// The whole HTTP application: organization API, admin API, probes and the document.
+/// The whole HTTP application: organization API, admin API, the portal, probes and the
+/// document.
 pub fn router(state: AppState) -> Router {
     let (organization, openapi) = organization_routes();
     let openapi = Arc::new(openapi);
@@ -53,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(organization)
         .merge(admin::router())
+        .merge(crate::portal_assets::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::scrape))

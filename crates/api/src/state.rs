@@ -62,6 +62,11 @@ pub struct ApiConfig {
     pub max_event_bytes: usize,
     /// Events older than this can no longer be replayed (410).
     pub event_retention: Duration,
+    /// Where browsers reach this server (`HERALD_PUBLIC_URL`, no trailing slash): the base of
+    /// portal session links.
+    pub public_url: String,
+    /// The portal's CSP `frame-ancestors` sources (`HERALD_PORTAL_FRAME_ANCESTORS`).
+    pub portal_frame_ancestors: String,
 }
 
 impl Default for ApiConfig {
@@ -85,6 +90,8 @@ impl Default for ApiConfig {
             body_limit: 256 * 1024,
             max_event_bytes: herald_domain::publish::DEFAULT_MAX_EVENT_BYTES,
             event_retention: Duration::from_secs(30 * 24 * 60 * 60),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            portal_frame_ancestors: "'none'".to_owned(),
         }
     }
 }

@@ -15,6 +15,7 @@ use clap::Subcommand;
 use herald_api::ApiError;
 use herald_api::routes::admin::{ApiKeyResponse, OrgResponse, create_org, mint_api_key};
 use herald_api::routes::events::{PublishResponse, PublishRules, prepare_event};
+use herald_api::routes::portal::{PortalSessionRequest, mint_portal_session};
 use herald_api::routes::recoveries::{RecoverResponse, RecoveryRules, start_recovery};
 use herald_domain::publish::DEFAULT_MAX_EVENT_BYTES;
 use herald_domain::scope::parse_scopes;
@@ -298,6 +299,48 @@ pub(crate) async fn run_keys(command: KeysCommand) -> anyhow::Result<()> {
             print_json(&ApiKeyResponse::new(key, None))
         }
     }
+}
+
+/// `herald portal …`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PortalArgs {
+    /// The organization whose portal to open.
+    #[arg(long)]
+    org: OrgId,
+    /// How long the link works, in seconds (60 to 86400).
+    #[arg(long, default_value_t = herald_domain::portal::DEFAULT_TTL_SECONDS)]
+    ttl: u64,
+    /// A session that can look but not change anything.
+    #[arg(long)]
+    read_only: bool,
+    /// Where browsers reach the server (as `herald serve` reads it).
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The server's listen address, the link's base when no public URL is set.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+pub(crate) async fn run_portal(args: PortalArgs) -> anyhow::Result<()> {
+    let ttl_seconds = i64::try_from(args.ttl)
+        .map_err(anyhow::Error::msg)
+        .and_then(|ttl| herald_domain::portal::check_ttl(ttl).map_err(anyhow::Error::msg))
+        .map_err(|error| anyhow::anyhow!("--ttl {error}"))?;
+    let public_url = herald_server::config::public_url(args.public_url.as_deref(), &args.listen)?;
+    let store = open_store(&args.storage).await?;
+    let request = PortalSessionRequest {
+        ttl_seconds,
+        session: herald_domain::portal::PortalSession {
+            read_only: args.read_only,
+            ..Default::default()
+        },
+    };
+    let session = mint_portal_session(store.as_ref(), args.org, request, &public_url)
+        .await
+        .map_err(|error| api_error(&error))?;
+    print_json(&session)
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {

@@ -39,6 +39,8 @@ enum Command {
     /// Act on endpoints.
     #[command(subcommand)]
     Endpoints(admin::EndpointsCommand),
+    /// Mint a portal session: a link to the organization's portal, valid for a while.
+    Portal(admin::PortalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(command) => admin::run_keys(command).await,
             Command::Events(command) => admin::run_events(command).await,
             Command::Endpoints(command) => admin::run_endpoints(command).await,
+            Command::Portal(args) => admin::run_portal(args).await,
         }
     })
 }

@@ -27,6 +27,42 @@ pub const DEFAULT_EVENT_TYPES: [&str; 17] = [
     "lookup.completed",
 ];
 
+/// What each type of the default catalog and each operational type means, for
+/// `GET /v1/event-types` and the portal's catalog. A type configured by name only
+/// (`HERALD_EVENT_TYPES`) that is not here has no description.
+pub fn describe(event_type: &str) -> Option<&'static str> {
+    let description = match event_type {
+        "brand.vetted" => "A brand passed vetting and may run campaigns.",
+        "brand.vetting_failed" => "A brand failed vetting; the data says why.",
+        "campaign.approved" => "A campaign was approved and may send.",
+        "campaign.rejected" => "A campaign was rejected; the data says why.",
+        "campaign.shared" => "A campaign was shared with a partner.",
+        "wallet.balance_low" => "The wallet balance fell below its low-balance threshold.",
+        "wallet.balance_zero" => "The wallet balance reached zero; sending stops until a top-up.",
+        "subscription.past_due" => "A subscription payment failed and is past due.",
+        "subscription.canceled" => "A subscription was canceled.",
+        "api_key.created" => "An API key of the organization was created.",
+        "api_key.rotated" => "An API key of the organization was rotated.",
+        "api_key.revoked" => "An API key of the organization was revoked.",
+        "phone_number.bulk_order.completed" => "A bulk phone-number order completed.",
+        "phone_number.campaign.assigned" => "A phone number was assigned to a campaign.",
+        "consent_pending.confirmed" => "A pending consent was confirmed by its subject.",
+        "consent_pending.expired" => "A pending consent expired unconfirmed.",
+        "lookup.completed" => "A number lookup completed; the data holds its result.",
+        "endpoint.disabled" => {
+            "Herald disabled one of your endpoints (repeated failures or 410 Gone), or it was disabled by hand."
+        }
+        "endpoint.enabled" => {
+            "One of your endpoints was enabled again, by hand or after a successful probe."
+        }
+        "delivery.exhausted" => {
+            "A delivery failed its last attempt (or its receiver answered 410) and will not be retried."
+        }
+        _ => return None,
+    };
+    Some(description)
+}
+
 /// The default (and newest) API version.
 pub const DEFAULT_API_VERSION: &str = "2026-04-01";
 

@@ -13,6 +13,7 @@
 //! - [`envelope`]: the body of a delivery, one renderer per API version. Pure.
 //! - [`endpoint`]: the endpoint object and its validation rules.
 //! - [`org`]: organizations, API keys and audit records.
+//! - [`portal`]: portal sessions, the portal's short-lived credentials.
 //! - [`publish`]: what an event must be to be published.
 //! - [`recovery`]: delivering an endpoint's failed or missed events again.
 //! - [`operational`]: the events Herald publishes about endpoints and deliveries.
@@ -27,6 +28,7 @@ pub mod ids;
 pub mod net;
 pub mod operational;
 pub mod org;
+pub mod portal;
 pub mod publish;
 pub mod recovery;
 pub mod scope;

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::ids::{ApiKeyId, AuditId, OrgId};
+use crate::portal::PortalSession;
 use crate::scope::Scope;
 use crate::time::Timestamp;
 
@@ -34,12 +35,21 @@ pub struct ApiKey {
     pub created_at: Timestamp,
     /// When it was revoked; a revoked key authenticates nothing.
     pub revoked_at: Option<Timestamp>,
+    /// When it stops authenticating; only portal sessions expire.
+    pub expires_at: Option<Timestamp>,
+    /// The portal session's settings, when the key is one.
+    pub portal: Option<PortalSession>,
 }
 
 impl ApiKey {
     /// Whether the key carries `scope`.
     pub fn has_scope(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// Whether the key authenticates requests at `now`: not revoked, not expired.
+    pub fn is_valid_at(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|expiry| now < expiry)
     }
 }
 

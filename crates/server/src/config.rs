@@ -182,6 +182,16 @@ pub struct ServeArgs {
     )]
     pub idle_timeout_seconds: u64,
 
+    /// Where browsers reach this server, e.g. `https://webhooks.example.com` (the base of portal
+    /// session links). Default: `http://` plus the listen address.
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Who may embed the portal in a frame: the CSP `frame-ancestors` sources, e.g.
+    /// `https://app.example.com`. Default `'none'`.
+    #[arg(long, env = "HERALD_PORTAL_FRAME_ANCESTORS", default_value = "'none'")]
+    pub portal_frame_ancestors: String,
+
     /// Most API connections open at once. By default half of what the open-files limit
     /// leaves after 64 descriptors, at most 1024 (480 under the common limit of 1024).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
@@ -298,6 +308,8 @@ impl ServeArgs {
             &address_policy,
             api_versions.default_version(),
         )?;
+        let public_url = public_url(self.public_url.as_deref(), &self.listen)?;
+        let portal_frame_ancestors = frame_ancestors(&self.portal_frame_ancestors)?;
         let retention = RetentionConfig {
             events: day * u32::try_from(self.event_retention_days).unwrap_or(u32::MAX),
             attempts: day * u32::try_from(self.attempt_retention_days).unwrap_or(u32::MAX),
@@ -324,6 +336,8 @@ impl ServeArgs {
                 body_limit: self.max_body_bytes,
                 max_event_bytes: self.max_event_bytes,
                 event_retention: retention.events,
+                public_url,
+                portal_frame_ancestors,
             },
             extra_root_certs: self.extra_root_certs,
             shutdown_grace,
@@ -463,6 +477,40 @@ fn split_list(text: &str) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// `HERALD_PUBLIC_URL` without its trailing slash, or `http://` plus the listen address.
+pub fn public_url(setting: Option<&str>, listen: &SocketAddr) -> anyhow::Result<String> {
+    let Some(text) = setting.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(format!("http://{listen}"));
+    };
+    let url = url::Url::parse(text)
+        .map_err(|_| anyhow::anyhow!("HERALD_PUBLIC_URL: {text:?} is not an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("HERALD_PUBLIC_URL must be an http or https URL with a host, not {text:?}");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("HERALD_PUBLIC_URL must not have a query or a fragment");
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// `HERALD_PORTAL_FRAME_ANCESTORS`: CSP source expressions separated by spaces. A `;` or `,`
+/// would end the directive and let the setting write others, so they are refused.
+fn frame_ancestors(setting: &str) -> anyhow::Result<String> {
+    let sources: Vec<&str> = setting.split_whitespace().collect();
+    if sources.is_empty() {
+        bail!("HERALD_PORTAL_FRAME_ANCESTORS must name at least one source, e.g. 'none'");
+    }
+    for source in &sources {
+        if source.contains([';', ','])
+            || !source.is_ascii()
+            || source.chars().any(|c| c.is_ascii_control())
+        {
+            bail!("HERALD_PORTAL_FRAME_ANCESTORS: {source:?} is not a CSP source expression");
+        }
+    }
+    Ok(sources.join(" "))
 }
 
 /// Decodes `HERALD_SECRETS_KEY`.

@@ -168,6 +168,12 @@ pub(crate) fn api_key_from_row(row: &impl ReadRow) -> Result<ApiKey, StoreError>
         hint: row.text("hint")?,
         created_at: instant(row.integer("created_at")?),
         revoked_at: row.optional_integer("revoked_at")?.map(instant),
+        expires_at: row.optional_integer("expires_at")?.map(instant),
+        portal: row
+            .optional_text("portal")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("unreadable portal session settings"))?,
     })
 }
 

@@ -35,7 +35,8 @@ use crate::{
     RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
 };
 
-const API_KEY_COLUMNS: &str = "id, org_id, hint, scopes, created_at, revoked_at";
+const API_KEY_COLUMNS: &str =
+    "id, org_id, hint, scopes, created_at, revoked_at, expires_at, portal";
 const AUDIT_COLUMNS: &str =
     "id, org_id, api_key_id, action, target_id, occurred_at, request_id, reason";
 
@@ -121,21 +122,25 @@ impl<B: Backend> Store for B {
     async fn create_api_key(&self, key: &ApiKey, hash: &ApiKeyHash) -> Result<(), StoreError> {
         let scopes = key.scopes.iter().map(Scope::as_str).collect::<Vec<_>>();
         let insert = Statement::new(
-            "INSERT INTO api_keys (id, org_id, key_hash, hint, scopes, created_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO api_keys
+               (id, org_id, key_hash, hint, scopes, created_at, revoked_at, expires_at, portal)
+             VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
         )
         .bind(key.id.as_uuid())
         .bind(key.org_id.as_uuid())
         .bind(hash.as_slice())
         .bind(&key.hint)
         .bind(scopes.join(","))
-        .bind(key.created_at.as_micros());
+        .bind(key.created_at.as_micros())
+        .bind(key.expires_at.map(|at| at.as_micros()))
+        .bind(portal_json(key)?);
         write_alone(self, insert).await.map(drop)
     }
 
     async fn list_api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKey>, StoreError> {
         let select = Statement::new(format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = ? ORDER BY id"
+            // Portal sessions are short-lived and minted per visit: not listed with the keys.
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE org_id = ? AND portal IS NULL ORDER BY id"
         ))
         .bind(org_id.as_uuid());
         let rows = self.run(Pool::Read, select).await?;
@@ -562,6 +567,15 @@ impl<B: Backend> Store for B {
     ) -> Result<PurgeReport, StoreError> {
         delivery::purge_expired(self, events_before, attempts_before, batch).await
     }
+}
+
+/// The stored form of a portal session's settings: JSON, or NULL for a plain key.
+fn portal_json(key: &ApiKey) -> Result<Option<String>, StoreError> {
+    key.portal
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|_| StoreError::Corrupt("a portal session that does not serialize"))
 }
 
 fn insert_org(org: &Org) -> Statement<'_> {

@@ -57,6 +57,8 @@ async fn sqlite_a_full_disk_refuses_writes_loses_nothing_acknowledged_and_recove
         hint: "am_live_test…".to_owned(),
         created_at: now,
         revoked_at: None,
+        expires_at: None,
+        portal: None,
     };
     let key_hash = [9_u8; 32];
     store

@@ -35,6 +35,10 @@ pub(crate) fn router() -> Router<AppState> {
             post(create_key_route).get(list_keys_route),
         )
         .route("/admin/v1/orgs/{id}/audit-log", get(list_audit_route))
+        .route(
+            "/admin/v1/orgs/{id}/portal-sessions",
+            post(super::portal::create_portal_session_route),
+        )
         .route("/admin/v1/keys/{id}/revoke", post(revoke_key_route))
         .route("/admin/v1/events", post(super::events::publish_event))
         .route(
@@ -155,6 +159,8 @@ pub async fn mint_api_key(
         hint: token.hint(),
         created_at: Timestamp::now(),
         revoked_at: None,
+        expires_at: None,
+        portal: None,
     };
     store.create_api_key(&key, &token.hash()).await?;
     Ok((key, token))

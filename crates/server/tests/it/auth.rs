@@ -211,6 +211,7 @@ fn routes(id: &str) -> Vec<Route> {
             "org:admin:write",
             None,
         ),
+        route(Method::GET, "/v1/event-types".into(), "webhooks:read", None),
         route(Method::DELETE, one, "webhooks:write", None),
     ]
 }

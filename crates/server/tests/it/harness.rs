@@ -72,6 +72,7 @@ pub(crate) struct TestAppBuilder {
     event_types: Option<String>,
     api_versions: String,
     deprecated_api_versions: String,
+    portal_frame_ancestors: Option<String>,
     /// Delivery settings applied to the checked configuration.
     tuning: tuning::Tuning,
 }
@@ -130,6 +131,7 @@ impl TestApp {
             event_types: None,
             api_versions: herald_domain::catalog::DEFAULT_API_VERSION.to_owned(),
             deprecated_api_versions: String::new(),
+            portal_frame_ancestors: None,
             tuning: tuning::Tuning::default(),
         }
     }
@@ -272,6 +274,35 @@ impl TestApp {
     }
 
     /// The `secret` column of every endpoint row, exactly as stored.
+    /// Runs one SQL statement on the app's database behind its back, e.g. to move a stored
+    /// instant into the past instead of waiting for it.
+    pub(crate) async fn run_sql(&self, statement: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.database_url)
+                    .await
+                    .expect("opening the test database");
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .expect("running the statement");
+                pool.close().await;
+            }
+            Backend::Sqlite => {
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(&self.database_path);
+                let pool = sqlx::SqlitePool::connect_with(options)
+                    .await
+                    .expect("opening the test database");
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .expect("running the statement");
+                pool.close().await;
+            }
+        }
+    }
+
     pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
         match self.backend {
             Backend::Postgres => {
@@ -343,6 +374,12 @@ impl TestAppBuilder {
     /// Versions new endpoints may no longer pin, comma-separated.
     pub(crate) fn deprecated_api_versions(mut self, versions: &str) -> Self {
         versions.clone_into(&mut self.deprecated_api_versions);
+        self
+    }
+
+    /// `HERALD_PORTAL_FRAME_ANCESTORS`.
+    pub(crate) fn portal_frame_ancestors(mut self, sources: &str) -> Self {
+        self.portal_frame_ancestors = Some(sources.to_owned());
         self
     }
 
@@ -431,6 +468,9 @@ impl TestAppBuilder {
             api_versions: self.api_versions,
             deprecated_api_versions: self.deprecated_api_versions,
             shutdown_grace_seconds: 1,
+            portal_frame_ancestors: self
+                .portal_frame_ancestors
+                .unwrap_or_else(|| "'none'".to_owned()),
             ..ServeArgs::from_defaults()
         }
     }

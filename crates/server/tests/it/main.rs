@@ -50,6 +50,7 @@ mod openapi;
 mod operational;
 mod ordering;
 mod pagination;
+mod portal;
 mod publish;
 mod rate_limit;
 mod recovery;

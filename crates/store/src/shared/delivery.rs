@@ -676,6 +676,15 @@ pub(super) async fn purge_expired<B: Backend>(
         tx.execute(Statement::new("DELETE FROM events WHERE id = ?").bind(event_id))
             .await?;
     }
+    // Portal sessions are minted per visit: each goes a day after it expired (the day keeps
+    // it readable for whoever investigates a session that just ended).
+    let sessions = Statement::new(
+        "DELETE FROM api_keys WHERE id IN
+           (SELECT id FROM api_keys WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?)",
+    );
+    let a_day_ago = Timestamp::now().add(chrono::Duration::days(-1));
+    tx.execute(sessions.bind(a_day_ago.as_micros()).bind(i64::from(batch)))
+        .await?;
     tx.commit().await?;
     Ok(PurgeReport {
         events: expired.len() as u64,
