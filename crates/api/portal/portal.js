@@ -1,0 +1,1527 @@
+/* Herald portal: a small client of the /v1 API. No build step, no dependencies.
+ * Untrusted text (URLs, descriptions, excerpts, errors, headers) is only ever set with textContent. */
+(function () {
+  'use strict';
+
+  var MAX_ENDPOINTS = 50;
+  var MAX_EVENTS = 50;
+  var TOKEN_KEY = 'herald.portal.token';
+  var ME_KEY = 'herald.portal.me';
+  var THEME_KEY = 'herald.portal.theme';
+
+  var state = { token: null, me: null, canWrite: false, types: null, expired: false, dirty: false, seq: 0, ready: false };
+  var main = document.getElementById('main');
+
+  // ---------- DOM helpers ----------
+  function h(tag, props) {
+    var el = document.createElement(tag);
+    if (props) {
+      Object.keys(props).forEach(function (k) {
+        var v = props[k];
+        if (v == null || v === false) return;
+        if (k === 'class') el.className = v;
+        else if (k === 'text') el.textContent = v;
+        else if (k.slice(0, 2) === 'on' && typeof v === 'function') el.addEventListener(k.slice(2), v);
+        else if (k === 'value') el.value = v;
+        else if (k === 'checked') el.checked = !!v;
+        else el.setAttribute(k, v === true ? '' : String(v));
+      });
+    }
+    for (var i = 2; i < arguments.length; i++) add(el, arguments[i]);
+    return el;
+  }
+  function add(el, kid) {
+    if (kid == null || kid === false) return;
+    if (Array.isArray(kid)) { kid.forEach(function (k) { add(el, k); }); return; }
+    el.appendChild(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
+  function byId(id) { return document.getElementById(id); }
+  var uid = 0;
+  function nextId(p) { uid += 1; return (p || 'f') + uid; }
+
+  // ---------- Formatting ----------
+  function pad(n) { return n < 10 ? '0' + n : String(n); }
+  function fmtAbs(iso) {
+    var d = new Date(iso);
+    return d.toLocaleString(undefined, { year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+  function fmtUtc(iso) { return new Date(iso).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC').replace(/Z$/, ' UTC'); }
+  function relText(iso, now) {
+    var ms = new Date(iso).getTime() - (now || Date.now());
+    var future = ms > 0, s = Math.round(Math.abs(ms) / 1000);
+    var t;
+    if (s < 45) return future ? 'in a few seconds' : 'just now';
+    if (s < 90) t = '1 min';
+    else if (s < 3600) t = Math.round(s / 60) + ' min';
+    else if (s < 5400) t = '1 h';
+    else if (s < 86400) t = Math.round(s / 3600) + ' h';
+    else if (s < 172800) t = '1 day';
+    else t = Math.round(s / 86400) + ' days';
+    return future ? 'in ' + t : t + ' ago';
+  }
+  function timeEl(iso, abs) {
+    if (!iso) return h('span', { class: 'muted' }, '—');
+    var title = fmtAbs(iso) + ' (local) · ' + fmtUtc(iso);
+    if (abs) {
+      return h('span', null, h('time', { datetime: iso, title: title }, fmtAbs(iso)), ' ',
+        h('span', { class: 'muted small', 'data-rel': iso }, '(' + relText(iso) + ')'));
+    }
+    return h('time', { datetime: iso, title: title, 'data-rel-only': iso }, relText(iso));
+  }
+  setInterval(function () {
+    document.querySelectorAll('[data-rel-only]').forEach(function (el) { el.textContent = relText(el.getAttribute('data-rel-only')); });
+    document.querySelectorAll('[data-rel]').forEach(function (el) { el.textContent = '(' + relText(el.getAttribute('data-rel')) + ')'; });
+  }, 30000);
+  function plural(n, one, many) { return n + ' ' + (n === 1 ? one : (many || one + 's')); }
+  function parseUrl(u) { try { return new URL(u); } catch (e) { return null; } }
+  function hostOf(u) { var p = parseUrl(u); return p ? p.hostname : u; }
+  function urlNode(u) {
+    var p = parseUrl(u);
+    if (!p) return h('span', null, u);
+    var rest = u.slice(u.indexOf(p.host) + p.host.length);
+    return h('span', { class: 'wrap-any' }, h('span', { class: 'muted' }, p.protocol + '//'), h('strong', null, p.host), rest);
+  }
+  function chars(s) { return Array.from(s || '').length; }
+  function toLocalInput(d) {
+    return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + 'T' + pad(d.getHours()) + ':' + pad(d.getMinutes());
+  }
+  function fromLocalInput(v) { if (!v) return null; var d = new Date(v); return isNaN(d.getTime()) ? null : d.toISOString(); }
+  var tz = (function () { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time'; } catch (e) { return 'local time'; } })();
+  function prettyMaybeJson(s) {
+    if (s == null) return null;
+    var t = String(s).trim();
+    if (t[0] === '{' || t[0] === '[') { try { return JSON.stringify(JSON.parse(t), null, 2); } catch (e) { /* keep raw */ } }
+    return String(s);
+  }
+
+  // ---------- Announcements, copy, toasts ----------
+  function announce(msg) {
+    var a = byId('announce');
+    a.textContent = '';
+    setTimeout(function () { a.textContent = msg; }, 30);
+  }
+  function copyText(text, label) {
+    function done() { announce((label || 'Text') + ' copied to clipboard'); }
+    function fallback() {
+      var ta = h('textarea', { class: 'sr-only', readonly: true, 'aria-hidden': 'true' });
+      ta.value = text; document.body.appendChild(ta); ta.select();
+      var ok = false; try { ok = document.execCommand('copy'); } catch (e) { ok = false; }
+      ta.remove();
+      if (ok) done(); else announce('Copy failed: select the text and copy it by hand');
+      return ok;
+    }
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      return navigator.clipboard.writeText(text).then(function () { done(); return true; }, fallback);
+    }
+    return Promise.resolve(fallback());
+  }
+  function copyBtn(getText, label) {
+    var b = h('button', { type: 'button', class: 'btn btn-sm copy-btn', 'aria-label': 'Copy ' + label, 'data-copy': label }, 'Copy');
+    b.addEventListener('click', function () {
+      copyText(typeof getText === 'function' ? getText() : getText, label).then(function (ok) {
+        if (!ok) return;
+        b.textContent = 'Copied';
+        setTimeout(function () { b.textContent = 'Copy'; }, 1600);
+      });
+    });
+    return b;
+  }
+  function toast(opts) {
+    var box = byId('toasts');
+    var t = h('div', { class: 'toast' + (opts.error ? ' error' : ''), role: opts.error ? 'alert' : 'status' });
+    var body = h('div', { class: 't-body' }, h('div', { class: 't-title' }, opts.title));
+    if (opts.text) add(body, h('div', { class: 'small' }, opts.text));
+    if (opts.err) add(body, errMeta(opts.err));
+    if (opts.link) add(body, h('div', { class: 'small' }, h('a', { href: opts.link.href }, opts.link.text)));
+    var close = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', 'aria-label': 'Dismiss notification' }, '✕');
+    close.addEventListener('click', function () { t.remove(); });
+    add(t, [body, close]);
+    box.appendChild(t);
+    if (!opts.error) setTimeout(function () { t.remove(); }, 6000);
+    return t;
+  }
+
+  // ---------- API ----------
+  function ApiError(status, env, requestId, retryAfter) {
+    this.status = status;
+    this.code = (env && env.code) || (status ? 'HTTP_' + status : 'NETWORK');
+    this.apiMessage = (env && env.message) || '';
+    this.details = (env && env.details) || null;
+    this.requestId = (env && env.request_id) || requestId || null;
+    this.retryAfter = retryAfter;
+    this.message = plainMessage(this);
+  }
+  ApiError.prototype = Object.create(Error.prototype);
+
+  function plainMessage(e) {
+    switch (e.code) {
+      case 'UNAUTHORIZED': return 'This portal link has expired.';
+      case 'FORBIDDEN': return 'This session can only view things; it cannot make changes.';
+      case 'NOT_FOUND': return 'We could not find this. It may have been deleted.';
+      case 'LIMIT_EXCEEDED': return 'You have reached the limit of ' + MAX_ENDPOINTS + ' endpoints. Delete one to add another.';
+      case 'EVENT_EXPIRED': return 'This event is older than the retention period, so its data is gone and it cannot be replayed.';
+      case 'RATE_LIMITED': return 'Too many requests. Try again in ' + plural(e.retryAfter || 1, 'second') + '.';
+      case 'VALIDATION_FAILED': return 'Some fields need attention.';
+      case 'ENDPOINT_INACTIVE': return 'This endpoint is disabled. Enable it first.';
+      case 'PAYLOAD_TOO_LARGE': return 'That is too large to send.';
+      case 'INVALID_INPUT': return 'The request could not be read. Reload the page and try again.';
+      case 'UNAVAILABLE': return 'The service is briefly unavailable. Try again in a moment.';
+      case 'INTERNAL': return 'Something went wrong on our side. Try again; if it keeps happening, contact support with the request id.';
+      case 'NETWORK': return 'Could not reach the server. Check your connection and try again.';
+      default: return e.apiMessage ? 'The request failed: ' + e.apiMessage + '.' : 'The request failed (HTTP ' + e.status + ').';
+    }
+  }
+
+  function api(method, path, body) {
+    var headers = { Accept: 'application/json', Authorization: 'Bearer ' + state.token };
+    var init = { method: method, headers: headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' };
+    if (body !== undefined) { headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
+    return fetch(path, init).then(function (res) {
+      var rid = res.headers.get('X-Request-Id');
+      if (res.status === 204) return null;
+      return res.text().then(function (txt) {
+        var data = null;
+        try { data = txt ? JSON.parse(txt) : null; } catch (e) { data = null; }
+        if (res.ok) return data;
+        var ra = parseInt(res.headers.get('Retry-After') || '', 10);
+        var err = new ApiError(res.status, data && data.error, rid, isNaN(ra) ? null : ra);
+        if (res.status === 401) sessionExpired(method !== 'GET');
+        throw err;
+      });
+    }, function () { throw new ApiError(0, null, null, null); });
+  }
+  function qs(params) {
+    var p = new URLSearchParams();
+    Object.keys(params).forEach(function (k) { var v = params[k]; if (v != null && v !== '') p.set(k, v); });
+    var s = p.toString();
+    return s ? '?' + s : '';
+  }
+  function loadTypes() {
+    if (state.types) return Promise.resolve(state.types);
+    return api('GET', '/v1/event-types').then(function (r) { state.types = (r && r.data) || []; return state.types; });
+  }
+
+  function errMeta(err) {
+    var box = h('div', { class: 'reqid' });
+    var bits = [];
+    if (err.code && err.code !== 'NETWORK') bits.push(err.code);
+    if (err.status) bits.push('HTTP ' + err.status);
+    if (bits.length) add(box, h('span', null, bits.join(' · ')));
+    if (err.requestId) add(box, [h('span', null, 'Request id ', h('code', { 'data-request-id': err.requestId }, err.requestId)), copyBtn(err.requestId, 'request id')]);
+    return box;
+  }
+  function errorPanel(err, retry, title) {
+    if (state.expired) return h('div');
+    var d = h('div', { class: 'alert', role: 'alert' }, h('h3', null, title || err.message));
+    if (title) add(d, h('p', null, err.message));
+    if (err.details && err.code !== 'VALIDATION_FAILED') add(d, detailsList(err.details));
+    if (err.details && err.code === 'VALIDATION_FAILED') add(d, detailsList(err.details));
+    add(d, errMeta(err));
+    if (retry) add(d, h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'btn btn-sm', onclick: retry }, 'Try again')));
+    return d;
+  }
+  function detailsList(details) {
+    var ul = h('ul', { class: 'small' });
+    Object.keys(details).forEach(function (k) { add(ul, h('li', null, h('code', null, k), ': ', String(details[k]))); });
+    return ul;
+  }
+  function errorToast(err, title) {
+    if (state.expired) return;
+    toast({ error: true, title: title || err.message, text: title ? err.message : null, err: err });
+  }
+
+  // ---------- Session ----------
+  function platformName() {
+    var m = state.me;
+    return (m && m.theme && m.theme.name) || 'your platform';
+  }
+  function returnUrl() {
+    var m = state.me, u = m && m.return_url && parseUrl(m.return_url);
+    return u && (u.protocol === 'https:' || u.protocol === 'http:') ? u.href : null;
+  }
+  function cacheMe(me) {
+    try { sessionStorage.setItem(ME_KEY, JSON.stringify({ t: state.token.slice(-10), me: me })); } catch (e) { /* storage off */ }
+  }
+  function cachedMe(token) {
+    try {
+      var c = JSON.parse(sessionStorage.getItem(ME_KEY) || 'null');
+      return c && token && c.t === token.slice(-10) ? c.me : null;
+    } catch (e) { return null; }
+  }
+
+  function sessionPage(title, text) {
+    state.seq += 1;
+    byId('mainnav').hidden = true;
+    byId('session-banner').hidden = true;
+    clear(main);
+    var back = returnUrl();
+    var card = h('div', { class: 'card session-page' }, h('div', { class: 'card-body' },
+      h('div', { class: 'empty-ico', 'aria-hidden': 'true' }, '⏱'),
+      h('h1', null, title),
+      h('p', { class: 'muted' }, text)));
+    if (back) add(card.firstChild, h('div', { class: 'form-actions' }, h('a', { class: 'btn btn-primary', href: back, rel: 'noopener noreferrer' }, 'Back to ' + platformName())));
+    add(main, card);
+    document.title = title;
+  }
+  function sessionExpired(keepPage) {
+    if (state.expired) return;
+    state.expired = true;
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* ignore */ }
+    var text = 'Open it again from ' + platformName() + '.';
+    if (keepPage && state.dirty) {
+      var back = returnUrl();
+      var dlg = h('dialog', { 'aria-labelledby': 'exp-t' },
+        h('div', { class: 'dlg-head' }, h('h2', { id: 'exp-t' }, 'This portal link has expired.')),
+        h('div', { class: 'dlg-body' }, h('p', null, text), h('p', { class: 'muted' }, 'Your changes were not saved. They are still on the page, so you can copy them before you leave.')),
+        h('div', { class: 'dlg-foot' }, back ? h('a', { class: 'btn', href: back, rel: 'noopener noreferrer' }, 'Back to ' + platformName()) : null,
+          h('button', { type: 'button', class: 'btn btn-primary', onclick: function () { dlg.close(); } }, 'Keep this page open')));
+      document.body.appendChild(dlg);
+      dlg.showModal();
+      return;
+    }
+    sessionPage('This portal link has expired.', text);
+  }
+  function applyBranding() {
+    var me = state.me || {}, th = me.theme || {};
+    var name = th.name || 'Webhooks';
+    byId('brand-name').textContent = name;
+    byId('brand-org').textContent = me.org_name || '';
+    document.title = 'Webhooks · ' + (me.org_name || name);
+    var logo = byId('brand-logo'), lu = th.logo_url && parseUrl(th.logo_url);
+    if (lu && lu.protocol === 'https:') { logo.src = lu.href; logo.alt = name + ' logo'; logo.hidden = false; }
+    if (th.accent_color) applyAccent(th.accent_color);
+    byId('ro-label').hidden = !me.read_only;
+    var back = byId('back-link'), ru = returnUrl();
+    if (ru) { back.href = ru; back.textContent = '← Back to ' + platformName(); back.hidden = false; }
+  }
+  function hexRgb(hex) { return [1, 3, 5].map(function (i) { return parseInt(hex.substr(i, 2), 16); }); }
+  function rgbHex(c) { return '#' + c.map(function (v) { var s = Math.round(v).toString(16); return s.length < 2 ? '0' + s : s; }).join(''); }
+  function lum(c) {
+    var a = c.map(function (v) { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * a[0] + 0.7152 * a[1] + 0.0722 * a[2];
+  }
+  function contrast(a, b) { var x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); }
+  function mix(c, t, f) { return c.map(function (v, i) { return v + (t[i] - v) * f; }); }
+  function readable(c, bg, toward) {
+    for (var f = 0; f <= 1; f += 0.05) { var m = mix(c, toward, f); if (contrast(m, bg) >= 4.6) return rgbHex(m); }
+    return rgbHex(toward);
+  }
+  function applyAccent(hex) {
+    if (!/^#[0-9a-fA-F]{6}$/.test(hex)) return;
+    var c = hexRgb(hex), root = document.documentElement.style;
+    var white = [255, 255, 255], black = [17, 20, 26];
+    root.setProperty('--accent', hex);
+    root.setProperty('--accent-fg', contrast(c, white) >= contrast(c, black) ? '#ffffff' : '#11141a');
+    root.setProperty('--accent-text', readable(c, [246, 247, 249], [0, 0, 0]));
+    root.setProperty('--accent-text-dark', readable(c, [23, 27, 34], [255, 255, 255]));
+  }
+  function watchExpiry() {
+    var me = state.me;
+    if (!me || !me.expires_at) return;
+    var exp = new Date(me.expires_at).getTime();
+    function tick() {
+      if (state.expired) return;
+      var left = exp - Date.now(), b = byId('session-banner');
+      if (left > 5 * 60000) { b.hidden = true; return; }
+      clear(b);
+      var mins = Math.max(1, Math.ceil(left / 60000));
+      if (left <= 0) add(b, 'This session has ended. Open the portal again from ' + platformName() + ' to continue.');
+      else add(b, h('strong', null, 'This session ends in ' + plural(mins, 'minute') + '. '), 'Save what you are working on; then open the portal again from ' + platformName() + '.');
+      var ru = returnUrl();
+      if (ru) add(b, h('a', { href: ru, rel: 'noopener noreferrer' }, 'Back to ' + platformName()));
+      b.hidden = false;
+    }
+    tick();
+    setInterval(tick, 10000);
+  }
+
+  function boot() {
+    var hash = location.hash.slice(1);
+    var token = null;
+    if (/(^|&)token=/.test(hash)) {
+      var p = new URLSearchParams(hash);
+      token = p.get('token');
+      var th = p.get('theme');
+      try {
+        if (th === 'light' || th === 'dark') sessionStorage.setItem(THEME_KEY, th);
+        if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      } catch (e) { /* memory only */ }
+      history.replaceState(null, '', location.pathname + location.search + '#/endpoints');
+    } else {
+      try { token = sessionStorage.getItem(TOKEN_KEY); } catch (e) { token = null; }
+    }
+    var theme = null;
+    try { theme = sessionStorage.getItem(THEME_KEY); } catch (e) { theme = null; }
+    if (theme) document.documentElement.setAttribute('data-theme', theme);
+    if (!token) {
+      state.me = null;
+      sessionPage('No portal session', 'Open the webhooks portal from the dashboard of the platform you use; it gives you a link that signs you in.');
+      return;
+    }
+    state.token = token;
+    state.me = cachedMe(token);
+    if (state.me) applyBranding();
+    api('GET', '/v1/me').then(function (me) {
+      state.me = me;
+      cacheMe(me);
+      state.canWrite = !me.read_only && (me.scopes || []).indexOf('webhooks:write') >= 0;
+      applyBranding();
+      byId('mainnav').hidden = false;
+      watchExpiry();
+      window.addEventListener('hashchange', render);
+      render();
+    }, function (err) {
+      if (state.expired) return;
+      clear(main);
+      add(main, errorPanel(err, function () { location.reload(); }, 'The portal could not start.'));
+    });
+  }
+
+  // ---------- Router ----------
+  function route() {
+    var raw = location.hash.replace(/^#/, '') || '/endpoints';
+    var q = raw.indexOf('?');
+    var path = q >= 0 ? raw.slice(0, q) : raw;
+    var params = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : '');
+    return { segs: path.split('/').filter(Boolean).map(decodeURIComponent), params: params };
+  }
+  function link(path, params) {
+    var s = params ? params.toString() : '';
+    return '#' + path + (s ? '?' + s : '');
+  }
+  function render() {
+    if (state.expired) return;
+    state.seq += 1;
+    state.dirty = false;
+    var r = route(), ctx = { seq: state.seq, params: r.params, segs: r.segs };
+    var s = r.segs, view;
+    if (s[0] === 'endpoints' && !s[1]) view = viewEndpoints;
+    else if (s[0] === 'endpoints' && s[1] === 'new') view = viewCreate;
+    else if (s[0] === 'endpoints' && s[2] === 'settings') view = viewSettings;
+    else if (s[0] === 'endpoints' && s[2] === 'recover') view = viewRecover;
+    else if (s[0] === 'endpoints') view = viewEndpoint;
+    else if (s[0] === 'deliveries' && s[1]) view = viewAttempt;
+    else if (s[0] === 'deliveries') view = viewDeliveries;
+    else if (s[0] === 'catalog') view = viewCatalog;
+    else view = viewNotFound;
+    document.querySelectorAll('[data-nav]').forEach(function (a) {
+      if (a.getAttribute('data-nav') === s[0]) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    });
+    clear(main);
+    view(ctx);
+    if (state.ready) main.focus({ preventScroll: true });
+    window.scrollTo(0, 0);
+  }
+  function alive(ctx) { return ctx.seq === state.seq && !state.expired; }
+  function setTitle(t) { document.title = t + ' · ' + ((state.me && (state.me.theme && state.me.theme.name)) || 'Webhooks'); }
+  function markReady() {
+    if (state.ready) return;
+    state.ready = true;
+    try { performance.mark('portal:interactive'); } catch (e) { /* old browser */ }
+    document.body.setAttribute('data-ready', '');
+  }
+
+  function pageHead(title, sub, actions, crumbs) {
+    var head = h('div', { class: 'page-head' });
+    var left = h('div', null);
+    if (crumbs) add(left, h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, crumbs));
+    add(left, typeof title === 'string' ? h('h1', null, title) : title);
+    if (sub) add(left, h('div', { class: 'sub' }, sub));
+    add(head, left);
+    if (actions) add(head, h('div', { class: 'page-actions' }, actions));
+    return head;
+  }
+  function viewNotFound() {
+    setTitle('Not found');
+    add(main, h('div', { class: 'card' }, h('div', { class: 'empty' }, h('h1', null, 'Page not found'),
+      h('p', { class: 'muted' }, 'This address does not lead anywhere in the portal.'),
+      h('div', { class: 'form-actions' }, h('a', { class: 'btn btn-primary', href: '#/endpoints' }, 'Go to endpoints')))));
+    markReady();
+  }
+  function skeletonRows(tbody, cols, n) {
+    for (var i = 0; i < n; i++) {
+      var tr = h('tr', { 'aria-hidden': 'true' });
+      for (var j = 0; j < cols; j++) add(tr, h('td', null, h('span', { class: 'skeleton' })));
+      add(tbody, tr);
+    }
+  }
+  function rowLinks(tbody) {
+    tbody.addEventListener('click', function (e) {
+      if (e.target.closest('a, button, input, select, textarea')) return;
+      var sel = window.getSelection && window.getSelection();
+      if (sel && String(sel).length) return;
+      var tr = e.target.closest('tr'), a = tr && tr.querySelector('a[data-rowlink]');
+      if (a) location.hash = a.getAttribute('href');
+    });
+  }
+
+  // ---------- Badges ----------
+  function badge(kind, icon, text) {
+    return h('span', { class: 'badge b-' + kind }, h('span', { class: 'ico', 'aria-hidden': 'true' }, icon), text);
+  }
+  function health(ep) {
+    if (ep.active) {
+      if (ep.failing_since) return { b: badge('warn', '⚠', 'Failing'), line: h('span', { class: 'small muted' }, 'Failing since ', timeEl(ep.failing_since), ', being retried'), key: 'failing' };
+      return { b: badge('ok', '✓', 'Active'), line: null, key: 'active' };
+    }
+    if (ep.disabled_reason === 'failing') return { b: badge('bad', '‖', 'Disabled after repeated failures'), line: h('span', { class: 'small muted' }, 'Herald retests it periodically'), key: 'disabled-failing' };
+    if (ep.disabled_reason === 'gone') return { b: badge('bad', '✕', 'Disabled: receiver answered 410 Gone'), line: null, key: 'disabled-gone' };
+    if (ep.disabled_reason === 'manual') return { b: badge('off', '‖', 'Disabled manually'), line: null, key: 'disabled-manual' };
+    return { b: badge('off', '‖', 'Disabled'), line: null, key: 'disabled' };
+  }
+  function healthCell(ep) {
+    var x = health(ep);
+    return h('div', { class: 'status-line', 'data-health': x.key }, x.b, x.line);
+  }
+  function outcomeBadge(d) {
+    if (d.outcome === 'success') return badge('ok', '✓', 'Delivered');
+    if (d.outcome === 'retry') return badge('warn', '↻', 'Retrying');
+    return badge('bad', '✕', 'Failed');
+  }
+  function outcomeCell(d) {
+    var bits = ['attempt ' + d.attempt];
+    if (d.outcome === 'retry' && d.next_attempt_at) bits.push('next ' + relText(d.next_attempt_at));
+    return h('div', { class: 'status-line', 'data-outcome': d.outcome }, outcomeBadge(d), h('span', { class: 'small muted' }, bits.join(' · ')));
+  }
+  function eventsSummary(events) {
+    if (!events || !events.length) return 'No events';
+    if (events.indexOf('*') >= 0) return 'All events';
+    if (events.length === 1) return events[0];
+    return events[0] + ' + ' + (events.length - 1) + ' more';
+  }
+  function statusText(d) { return d.response_status == null ? 'no response' : String(d.response_status); }
+
+  // ---------- Dialogs ----------
+  function openDialog(opts) {
+    // opts: title, body (nodes), confirm, danger, canConfirm(), onConfirm() -> Promise, focus (element)
+    return new Promise(function (resolve) {
+      var opener = document.activeElement;
+      var tid = nextId('dlg');
+      var errBox = h('div');
+      var confirmBtn = h('button', { type: 'submit', class: 'btn ' + (opts.danger ? 'btn-danger' : 'btn-primary') }, opts.confirm);
+      var cancelBtn = h('button', { type: 'button', class: 'btn' }, opts.cancel || 'Cancel');
+      var form = h('form', { method: 'dialog', novalidate: true },
+        h('div', { class: 'dlg-head' }, h('h2', { id: tid }, opts.title)),
+        h('div', { class: 'dlg-body' }, opts.body, errBox),
+        h('div', { class: 'dlg-foot' }, cancelBtn, confirmBtn));
+      var dlg = h('dialog', { 'aria-labelledby': tid }, form);
+      var busy = false, result = null;
+      function sync() { confirmBtn.disabled = busy || (opts.canConfirm ? !opts.canConfirm() : false); }
+      form.addEventListener('input', sync);
+      cancelBtn.addEventListener('click', function () { if (!busy) dlg.close(); });
+      dlg.addEventListener('cancel', function (e) { if (busy) e.preventDefault(); });
+      dlg.addEventListener('close', function () {
+        dlg.remove();
+        if (opener && opener.focus && document.contains(opener)) opener.focus();
+        resolve(result);
+      });
+      form.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (busy || confirmBtn.disabled) return;
+        busy = true; sync(); confirmBtn.setAttribute('aria-busy', 'true'); clear(errBox);
+        Promise.resolve(opts.onConfirm ? opts.onConfirm() : true).then(function (r) {
+          busy = false; result = r == null ? true : r; dlg.close();
+        }, function (err) {
+          busy = false; confirmBtn.removeAttribute('aria-busy'); sync();
+          if (state.expired) { dlg.close(); return; }
+          add(errBox, errorPanel(err));
+        });
+      });
+      document.body.appendChild(dlg);
+      sync();
+      dlg.showModal();
+      (opts.focus || cancelBtn).focus();
+    });
+  }
+
+  function showSecret(secret, title, intro) {
+    return new Promise(function (resolve) {
+      var tid = nextId('sec'), sid = nextId('sec'), wid = nextId('sec');
+      var acknowledged = false;
+      var doneBtn = h('button', { type: 'button', class: 'btn btn-primary' }, 'I have stored it');
+      var dlg = h('dialog', { 'aria-labelledby': tid, class: 'secret-dialog', 'data-secret-dialog': '' },
+        h('div', { class: 'dlg-head' }, h('h2', { id: tid }, title)),
+        h('div', { class: 'dlg-body' },
+          h('p', null, intro),
+          h('div', { class: 'alert warn' }, h('strong', null, 'This secret will not be shown again. '), 'Herald keeps it only to sign deliveries and cannot reveal it later. If you lose it, rotate the secret.'),
+          h('label', { for: sid, class: 'label' }, 'Signing secret'),
+          h('div', { class: 'secret-box' }, h('input', { id: sid, type: 'text', readonly: true, value: secret, spellcheck: 'false', autocomplete: 'off', 'data-secret': '' }), copyBtn(secret, 'signing secret')),
+          h('label', { for: wid, class: 'label' }, 'Standard Webhooks form'),
+          h('div', { class: 'secret-box' }, h('input', { id: wid, type: 'text', readonly: true, value: 'whsec_' + secret, spellcheck: 'false', autocomplete: 'off' }), copyBtn('whsec_' + secret, 'whsec secret')),
+          h('p', { class: 'hint' }, 'Use the whsec_ form with the official Standard Webhooks libraries; use the plain form for the X-AmCore-Signature header.')),
+        h('div', { class: 'dlg-foot' }, doneBtn));
+      // It must not close by accident: no Esc, no backdrop click.
+      dlg.addEventListener('cancel', function (e) { e.preventDefault(); });
+      dlg.addEventListener('close', function () {
+        if (!acknowledged) { dlg.showModal(); return; }
+        dlg.remove();
+        resolve();
+      });
+      doneBtn.addEventListener('click', function () { acknowledged = true; dlg.close(); });
+      document.body.appendChild(dlg);
+      dlg.showModal();
+      dlg.querySelector('[data-secret]').focus();
+      dlg.querySelector('[data-secret]').select();
+    });
+  }
+
+  // ---------- Endpoints list ----------
+  function viewEndpoints(ctx) {
+    setTitle('Endpoints');
+    var actions = h('div', { class: 'page-actions' });
+    var head = pageHead('Endpoints', 'The URLs we send webhooks to. Each endpoint receives the event types it subscribes to, signed with its own secret.', actions);
+    var countLine = h('span', { class: 'muted small', 'data-count': '' });
+    var tbody = h('tbody');
+    var card = h('div', { class: 'card' },
+      h('div', { class: 'card-head' }, h('h2', null, 'Your endpoints'), countLine),
+      h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Endpoints' },
+        h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Endpoint'), h('th', { scope: 'col', class: 'hide-sm' }, 'Events'), h('th', { scope: 'col', class: 'hide-sm' }, 'Updated'))),
+        tbody)));
+    add(main, [head, card]);
+    skeletonRows(tbody, 4, 3);
+    api('GET', '/v1/webhooks?limit=100').then(function (res) {
+      if (!alive(ctx)) return;
+      var list = res.data || [], total = res.meta && typeof res.meta.total === 'number' ? res.meta.total : list.length;
+      countLine.textContent = total + ' of ' + MAX_ENDPOINTS + ' endpoints';
+      if (state.canWrite) {
+        if (total >= MAX_ENDPOINTS) {
+          add(actions, [h('span', { class: 'small muted' }, 'Limit reached: delete an endpoint to add another.'),
+            h('button', { type: 'button', class: 'btn btn-primary', disabled: true }, 'Add endpoint')]);
+        } else add(actions, h('a', { class: 'btn btn-primary', href: '#/endpoints/new' }, '+ Add endpoint'));
+      }
+      clear(tbody);
+      if (!list.length) {
+        card.replaceChild(emptyEndpoints(), card.lastChild);
+        markReady();
+        return;
+      }
+      list.forEach(function (ep) {
+        var href = '#/endpoints/' + encodeURIComponent(ep.id);
+        add(tbody, h('tr', { class: 'rowlink', 'data-endpoint-id': ep.id },
+          h('td', null, healthCell(ep)),
+          h('td', null, h('div', { class: 'ep-url' }, h('a', { href: href, 'data-rowlink': '' }, urlNode(ep.url))),
+            ep.description ? h('div', { class: 'ep-desc' }, ep.description) : null),
+          h('td', { class: 'hide-sm', title: (ep.events || []).join(', ') }, h('span', { class: 'small' }, eventsSummary(ep.events))),
+          h('td', { class: 'hide-sm nowrap small' }, timeEl(ep.updated_at))));
+      });
+      rowLinks(tbody);
+      markReady();
+    }, function (err) {
+      if (!alive(ctx)) return;
+      card.replaceChild(h('div', { class: 'card-body' }, errorPanel(err, render)), card.lastChild);
+    });
+  }
+  function emptyEndpoints() {
+    return h('div', { class: 'empty', 'data-empty': 'endpoints' },
+      h('div', { class: 'empty-ico', 'aria-hidden': 'true' }, '↗'),
+      h('h2', null, 'No endpoints yet'),
+      h('p', { class: 'muted' }, state.canWrite
+        ? 'Add the HTTPS URL of your receiver and choose which events it should get.'
+        : 'No endpoint has been set up for this account yet.'),
+      h('div', { class: 'form-actions' },
+        state.canWrite ? h('a', { class: 'btn btn-primary', href: '#/endpoints/new' }, '+ Add endpoint') : null,
+        h('a', { class: 'btn', href: '#/catalog' }, 'Browse event types')));
+  }
+
+  // ---------- Event picker ----------
+  function groupOf(name) {
+    if (name.indexOf('endpoint.') === 0 || name === 'delivery.exhausted') return 'operational';
+    return name.split('.')[0];
+  }
+  function groupTitle(g) { return g === 'operational' ? 'Operational (sent by Herald about your endpoints)' : g; }
+  function groupTypes(types) {
+    var groups = {}, order = [];
+    types.forEach(function (t) {
+      if (t.name === 'webhook.test') return;
+      var g = groupOf(t.name);
+      if (!groups[g]) { groups[g] = []; order.push(g); }
+      groups[g].push(t);
+    });
+    order.sort(function (a, b) { return a === 'operational' ? 1 : b === 'operational' ? -1 : a < b ? -1 : a > b ? 1 : 0; });
+    return order.map(function (g) { return { name: g, types: groups[g] }; });
+  }
+  function eventPicker(types, initial, onChange, label) {
+    var selected = {};
+    (initial || []).forEach(function (n) { selected[n] = true; });
+    var known = {};
+    types.forEach(function (t) { known[t.name] = true; });
+    var extra = (initial || []).filter(function (n) { return !known[n]; });
+    var searchId = nextId('ps');
+    var count = h('span', { class: 'picker-count', 'aria-live': 'polite' });
+    var search = h('input', { type: 'search', id: searchId, placeholder: 'Search event types', 'aria-label': 'Search event types', autocomplete: 'off' });
+    var allBtn = h('button', { type: 'button', class: 'btn btn-sm' }, 'Select all');
+    var noneBtn = h('button', { type: 'button', class: 'btn btn-sm' }, 'Clear');
+    var list = h('div', { class: 'picker-list' });
+    var boxes = [], groupBoxes = [];
+    var groups = groupTypes(types);
+    if (extra.length) groups.push({ name: 'other', types: extra.map(function (n) { return { name: n, description: n === '*' ? 'Every event type' : 'Not in the current catalog' }; }) });
+    groups.forEach(function (g) {
+      var gid = nextId('pg');
+      var gbox = h('input', { type: 'checkbox', id: gid });
+      var items = h('div', { class: 'picker-items' });
+      var mine = [];
+      g.types.forEach(function (t) {
+        var id = nextId('pe'), did = nextId('pd');
+        var cb = h('input', { type: 'checkbox', id: id, value: t.name, checked: !!selected[t.name], 'aria-describedby': t.description ? did : null, 'data-event': t.name });
+        cb.addEventListener('change', function () { selected[t.name] = cb.checked; sync(); });
+        mine.push(cb); boxes.push(cb);
+        var row = h('div', { class: 'check', 'data-name': (t.name + ' ' + (t.description || '')).toLowerCase() }, cb,
+          h('div', null, h('label', { for: id }, h('code', null, t.name)), t.deprecated ? [' ', badge('warn', '!', 'Deprecated')] : null,
+            t.description ? h('span', { class: 'desc', id: did }, t.description) : null));
+        add(items, row);
+      });
+      gbox.addEventListener('change', function () {
+        mine.forEach(function (cb) { if (!cb.closest('[hidden]')) { cb.checked = gbox.checked; selected[cb.value] = gbox.checked; } });
+        sync();
+      });
+      groupBoxes.push({ box: gbox, items: mine });
+      add(list, h('div', { class: 'picker-group', 'data-group': g.name }, h('div', { class: 'check' }, gbox, h('label', { for: gid }, 'All ' + groupTitle(g.name) + ' events (' + g.types.length + ')')), items));
+    });
+    function values() { return boxes.filter(function (b) { return b.checked; }).map(function (b) { return b.value; }); }
+    function sync(silent) {
+      groupBoxes.forEach(function (g) {
+        var on = g.items.filter(function (b) { return b.checked; }).length;
+        g.box.checked = on === g.items.length; g.box.indeterminate = on > 0 && on < g.items.length;
+      });
+      var n = values().length;
+      count.textContent = n + ' selected' + (n > MAX_EVENTS ? ' · at most ' + MAX_EVENTS : '');
+      if (!silent && onChange) onChange(values());
+    }
+    search.addEventListener('input', function () {
+      var q = search.value.trim().toLowerCase();
+      list.querySelectorAll('.picker-group').forEach(function (g) {
+        var any = false;
+        g.querySelectorAll('.picker-items .check').forEach(function (row) {
+          var hit = !q || row.getAttribute('data-name').indexOf(q) >= 0;
+          row.hidden = !hit; any = any || hit;
+        });
+        g.hidden = !any;
+      });
+    });
+    allBtn.addEventListener('click', function () { boxes.forEach(function (b) { if (!b.closest('[hidden]')) { b.checked = true; } }); sync(); });
+    noneBtn.addEventListener('click', function () { boxes.forEach(function (b) { b.checked = false; }); sync(); });
+    var el = h('div', { class: 'picker', role: 'group', 'aria-label': label || 'Event types' },
+      h('div', { class: 'picker-top' }, search, allBtn, noneBtn, count), list);
+    sync(true);
+    return { el: el, values: values, focus: function () { (boxes[0] || search).focus(); } };
+  }
+
+  // ---------- Field errors ----------
+  function fieldBlock(label, control, hintText, extraLabel) {
+    var errId = nextId('err'), hid = nextId('hint');
+    var err = h('div', { class: 'field-error', id: errId, hidden: true });
+    var hint = hintText ? h('div', { class: 'hint', id: hid }, hintText) : null;
+    var lab = control.id ? h('label', { for: control.id }, label, extraLabel) : h('div', { class: 'label' }, label, extraLabel);
+    if (control.setAttribute && control.id) control.setAttribute('aria-describedby', (hint ? hid + ' ' : '') + errId);
+    var block = h('div', { class: 'field' }, lab, control, hint, err);
+    return {
+      el: block, hint: hint,
+      error: function (msg) {
+        err.hidden = !msg; err.textContent = msg || '';
+        if (control.setAttribute) { if (msg) control.setAttribute('aria-invalid', 'true'); else control.removeAttribute('aria-invalid'); }
+      }
+    };
+  }
+  function applyFieldErrors(err, fields) {
+    // Returns true when every detail was shown next to a field.
+    Object.keys(fields).forEach(function (k) { fields[k].error(null); });
+    if (!err.details) return false;
+    var all = true, first = null;
+    Object.keys(err.details).forEach(function (k) {
+      var f = fields[k] || fields[k.split(/[.[]/)[0]];
+      if (f) { f.error(String(err.details[k])); first = first || f; } else all = false;
+    });
+    if (first) { var c = first.el.querySelector('input, textarea, select'); if (c) c.focus(); }
+    return all;
+  }
+  function checkUrl(v) {
+    v = v.trim();
+    if (!v || v === 'https://') return { ok: false, msg: 'Enter the URL of your receiver.' };
+    if (/\s/.test(v)) return { ok: false, msg: 'A URL cannot contain spaces.' };
+    var u = parseUrl(v);
+    if (!u) return { ok: false, msg: 'Enter a full URL, such as https://example.com/webhooks.' };
+    if (u.protocol !== 'https:') return { ok: false, msg: 'Must start with https:// — we only deliver over TLS.' };
+    if (!u.hostname) return { ok: false, msg: 'The URL needs a host name.' };
+    if (u.username || u.password) return { ok: false, msg: 'Remove the user name and password from the URL.' };
+    if (v.length > 2048) return { ok: false, msg: 'At most 2048 characters.' };
+    return { ok: true, msg: 'Deliveries will go to ' + u.host + '.' };
+  }
+  function urlInput(value, onInput) {
+    var id = nextId('url');
+    var input = h('input', { id: id, type: 'url', value: value, inputmode: 'url', autocomplete: 'off', spellcheck: 'false', required: true, name: 'url' });
+    var live = h('div', { class: 'hint', 'aria-live': 'polite' });
+    var f = fieldBlock('Endpoint URL', input, null);
+    f.el.insertBefore(live, f.el.lastChild);
+    function check() {
+      var c = checkUrl(input.value);
+      live.textContent = (input.value.trim() === 'https://' || !input.value.trim()) ? 'The HTTPS address of your receiver. We send each event as a signed POST request.' : (c.ok ? '✓ ' : '⚠ ') + c.msg;
+    }
+    input.addEventListener('input', function () { check(); if (onInput) onInput(); });
+    check();
+    return { input: input, field: f };
+  }
+  function descInput(value, onInput) {
+    var id = nextId('desc');
+    var ta = h('textarea', { id: id, rows: '2', name: 'description', value: value || '' });
+    var counter = h('span', { class: 'counter', 'aria-live': 'off' });
+    var f = fieldBlock('Description', ta, 'Optional. Helps your team recognise this endpoint.', [h('span', { class: 'muted' }, ' (optional)'), counter]);
+    function upd() {
+      var n = chars(ta.value);
+      counter.textContent = n + ' / 200';
+      if (n > 200) counter.setAttribute('data-over', ''); else counter.removeAttribute('data-over');
+    }
+    ta.addEventListener('input', function () { upd(); if (onInput) onInput(); });
+    upd();
+    return { input: ta, field: f };
+  }
+
+  // ---------- Create ----------
+  function viewCreate(ctx) {
+    setTitle('Add endpoint');
+    add(main, pageHead('Add endpoint', 'Herald sends each subscribed event to this URL as a signed HTTPS POST request.', null,
+      [h('a', { href: '#/endpoints' }, 'Endpoints'), ' / Add endpoint']));
+    if (!state.canWrite) { add(main, readOnlyNotice()); markReady(); return; }
+    var holder = h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('p', { class: 'muted' }, 'Loading event types…')));
+    add(main, holder);
+    loadTypes().then(function (types) {
+      if (!alive(ctx)) return;
+      function dirty() { state.dirty = true; }
+      var url = urlInput('https://', dirty);
+      var desc = descInput('', dirty);
+      var picker = eventPicker(types, [], dirty, 'Events to send');
+      var evField = fieldBlock('Events to send', picker.el, 'Choose at least one. New types in a group are not added automatically.');
+      var formErr = h('div');
+      var submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create endpoint');
+      var form = h('form', { novalidate: true, 'aria-label': 'New endpoint' },
+        h('div', { class: 'card-body' }, formErr, url.field.el, desc.field.el, evField.el),
+        h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'A signing secret is created with the endpoint and shown once.'),
+          h('div', { class: 'form-actions' }, h('a', { class: 'btn', href: '#/endpoints' }, 'Cancel'), submit)));
+      clear(holder); add(holder, form);
+      var fields = { url: url.field, description: desc.field, events: evField };
+      form.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (submit.disabled) return;
+        clear(formErr);
+        submit.disabled = true; submit.setAttribute('aria-busy', 'true');
+        var body = { url: url.input.value.trim(), events: picker.values() };
+        if (desc.input.value.trim()) body.description = desc.input.value;
+        api('POST', '/v1/webhooks', body).then(function (ep) {
+          state.dirty = false;
+          var secret = ep.secret;
+          ep.secret = null;
+          return showSecret(secret, 'Endpoint created: store its signing secret', 'Your receiver needs this secret to check that each delivery really comes from us.').then(function () {
+            location.hash = '#/endpoints/' + encodeURIComponent(ep.id) + '?created=1';
+          });
+        }, function (err) {
+          submit.disabled = false; submit.removeAttribute('aria-busy');
+          if (err.code === 'VALIDATION_FAILED') {
+            var allShown = applyFieldErrors(err, fields);
+            add(formErr, h('div', { class: 'alert', role: 'alert' }, h('h3', null, 'Some fields need attention.'), allShown ? null : detailsList(err.details || {}), errMeta(err)));
+          } else add(formErr, errorPanel(err));
+          formErr.scrollIntoView({ block: 'nearest' });
+        });
+      });
+      url.input.focus();
+      var end = url.input.value.length; url.input.setSelectionRange(end, end);
+      markReady();
+    }, function (err) {
+      if (!alive(ctx)) return;
+      clear(holder); add(holder, h('div', { class: 'card-body' }, errorPanel(err, render, 'Could not load the event types.')));
+    });
+  }
+  function readOnlyNotice() {
+    return h('div', { class: 'alert info' }, h('h3', null, 'Read-only session'), h('p', null, 'This portal link lets you look, not change. Ask for a link with edit access from ' + platformName() + '.'));
+  }
+
+  // ---------- Endpoint detail ----------
+  function loadEndpoint(ctx, id, then) {
+    var holder = h('div', null, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('span', { class: 'skeleton' }), h('br'), h('span', { class: 'skeleton' }))));
+    add(main, holder);
+    api('GET', '/v1/webhooks/' + encodeURIComponent(id)).then(function (ep) {
+      if (!alive(ctx)) return;
+      clear(holder); holder.remove();
+      then(ep);
+      markReady();
+    }, function (err) {
+      if (!alive(ctx)) return;
+      clear(holder);
+      if (err.status === 404) {
+        add(holder, h('div', { class: 'card' }, h('div', { class: 'empty' }, h('h1', null, 'Endpoint not found'),
+          h('p', { class: 'muted' }, 'It may have been deleted. Its past deliveries are still in the deliveries feed.'),
+          h('div', { class: 'form-actions' }, h('a', { class: 'btn btn-primary', href: '#/endpoints' }, 'All endpoints'),
+            h('a', { class: 'btn', href: link('/deliveries', new URLSearchParams({ endpoint_id: id })) }, 'Its deliveries')))));
+      } else add(holder, errorPanel(err, render));
+      markReady();
+    });
+  }
+  function endpointHeader(ep, tab) {
+    var id = encodeURIComponent(ep.id);
+    var x = health(ep);
+    var title = h('div', { class: 'title-row' }, h('h1', { class: 'wrap-any' }, urlNode(ep.url)), x.b);
+    var sub = [ep.description ? h('div', { class: 'wrap-any' }, ep.description) : null, x.line];
+    var actions = [];
+    if (state.canWrite && tab === 'overview') actions.push(h('button', { type: 'button', class: 'btn', 'data-action': 'test', onclick: function () { var b = byId('test-card'); if (b) { b.scrollIntoView({ block: 'center' }); b.querySelector('button').focus(); } } }, 'Send test event'));
+    var head = pageHead(title, sub, actions, [h('a', { href: '#/endpoints' }, 'Endpoints'), ' / ', hostOf(ep.url)]);
+    var tabs = h('nav', { class: 'tabs', 'aria-label': 'Endpoint' },
+      h('a', { href: '#/endpoints/' + id, 'aria-current': tab === 'overview' ? 'page' : null }, 'Overview'),
+      h('a', { href: link('/deliveries', new URLSearchParams({ endpoint_id: ep.id })) }, 'Deliveries'),
+      state.canWrite ? h('a', { href: '#/endpoints/' + id + '/recover', 'aria-current': tab === 'recover' ? 'page' : null }, 'Recover') : null,
+      state.canWrite ? h('a', { href: '#/endpoints/' + id + '/settings', 'aria-current': tab === 'settings' ? 'page' : null }, 'Settings') : null);
+    return [head, tabs];
+  }
+  function viewEndpoint(ctx) {
+    var id = ctx.segs[1];
+    setTitle('Endpoint');
+    loadEndpoint(ctx, id, function (ep) {
+      setTitle(hostOf(ep.url));
+      add(main, endpointHeader(ep, 'overview'));
+      if (ctx.params.get('created') && state.canWrite) {
+        add(main, h('div', { class: 'alert ok', role: 'status' }, h('h3', null, 'Endpoint created'), h('p', null, 'Send a test event to check that your receiver gets deliveries and verifies their signature.')));
+      }
+      if (!ep.active) {
+        add(main, h('div', { class: 'alert warn' }, h('h3', null, 'This endpoint receives no new events'),
+          h('p', null, ep.disabled_reason === 'gone' ? 'Its receiver answered 410 Gone, which means it no longer wants deliveries.'
+            : ep.disabled_reason === 'failing' ? 'Its deliveries failed for too long. Herald retests it periodically and turns it back on when it answers again.'
+              : 'It was disabled by your team.'),
+          state.canWrite ? h('p', null, h('a', { href: '#/endpoints/' + encodeURIComponent(ep.id) + '/settings' }, 'Enable it in Settings'), ', then recover what it missed.') : null));
+      }
+      var grid = h('div', { class: 'grid-2' });
+      var left = h('div'), right = h('div');
+      add(grid, [left, right]);
+      add(main, grid);
+      add(left, recentAttempts(ctx, ep));
+      if (state.canWrite) add(right, testCard(ep));
+      add(right, detailsCard(ep));
+    });
+  }
+  function detailsCard(ep) {
+    var dl = h('dl', { class: 'kv' },
+      h('dt', null, 'Endpoint id'), h('dd', null, h('code', { class: 'wrap-any' }, ep.id), copyBtn(ep.id, 'endpoint id')),
+      h('dt', null, 'URL'), h('dd', null, h('span', { class: 'wrap-any' }, ep.url), copyBtn(ep.url, 'URL')),
+      h('dt', null, 'Events'), h('dd', null, h('div', { class: 'chips' }, (ep.events || []).map(function (n) { return h('span', { class: 'chip' }, n === '*' ? '* (all events)' : n); }))),
+      h('dt', null, 'API version'), h('dd', null, h('code', null, ep.api_version)),
+      h('dt', null, 'Created'), h('dd', null, timeEl(ep.created_at, true)),
+      h('dt', null, 'Last updated'), h('dd', null, timeEl(ep.updated_at, true)));
+    if (ep.failing_since) add(dl, [h('dt', null, 'Failing since'), h('dd', null, timeEl(ep.failing_since, true))]);
+    return h('section', { class: 'card', 'aria-labelledby': 'det-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'det-h' }, 'Details')), h('div', { class: 'card-body' }, dl));
+  }
+  function testCard(ep) {
+    var out = h('div', { class: 'outcome', 'aria-live': 'polite' });
+    var btn = h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'send-test' }, 'Send test event');
+    btn.addEventListener('click', function () {
+      if (btn.disabled) return;
+      btn.disabled = true; btn.setAttribute('aria-busy', 'true'); clear(out);
+      add(out, h('p', { class: 'muted small' }, 'Sending…'));
+      api('POST', '/v1/webhooks/' + encodeURIComponent(ep.id) + '/test').then(function (r) {
+        btn.disabled = false; btn.removeAttribute('aria-busy'); clear(out);
+        var ok = r.outcome === 'success';
+        var dl = h('dl', { class: 'kv' },
+          h('dt', null, 'Outcome'), h('dd', { 'data-test-outcome': r.outcome }, ok ? badge('ok', '✓', 'success') : badge('bad', '✕', 'failed (' + r.outcome + ')')),
+          h('dt', null, 'HTTP status'), h('dd', null, r.response_status == null ? 'no response' : String(r.response_status)),
+          h('dt', null, 'Time'), h('dd', null, r.response_time_ms + ' ms'));
+        if (r.error) add(dl, [h('dt', null, 'Error'), h('dd', { class: 'wrap-any' }, r.error)]);
+        add(out, dl);
+        if (r.response_body_excerpt) add(out, [h('div', { class: 'hint' }, 'Response body (first 1 KiB)'), h('pre', { class: 'code' }, prettyMaybeJson(r.response_body_excerpt))]);
+        add(out, h('p', { class: 'small' }, h('a', { href: '#/deliveries/' + encodeURIComponent(r.delivery_id) }, 'View this attempt')));
+      }, function (err) {
+        btn.disabled = false; btn.removeAttribute('aria-busy'); clear(out);
+        add(out, errorPanel(err));
+      });
+    });
+    return h('section', { class: 'card', id: 'test-card', 'aria-labelledby': 'test-h' },
+      h('div', { class: 'card-head' }, h('h2', { id: 'test-h' }, 'Send a test event')),
+      h('div', { class: 'card-body' },
+        h('p', { class: 'muted small' }, 'Sends a signed webhook.test event now and shows the answer. Works even when the endpoint is disabled, so you can check a fix first.'),
+        btn, out));
+  }
+  function deliveriesTable(list, opts) {
+    var tbody = h('tbody');
+    list.forEach(function (d) {
+      add(tbody, h('tr', { class: 'rowlink', 'data-delivery-id': d.id },
+        h('td', null, outcomeCell(d)),
+        h('td', null, h('a', { href: '#/deliveries/' + encodeURIComponent(d.id), 'data-rowlink': '' }, h('code', null, d.event_type))),
+        opts && opts.host ? h('td', { class: 'wrap-any small' }, hostOf(d.url)) : null,
+        h('td', { class: 'num' }, statusText(d)),
+        h('td', { class: 'num hide-sm' }, d.response_time_ms + ' ms'),
+        h('td', { class: 'nowrap small' }, timeEl(d.occurred_at))));
+    });
+    rowLinks(tbody);
+    return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': (opts && opts.label) || 'Delivery attempts' },
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Event'),
+        opts && opts.host ? h('th', { scope: 'col' }, 'Endpoint') : null,
+        h('th', { scope: 'col', class: 'num' }, 'HTTP'), h('th', { scope: 'col', class: 'num hide-sm' }, 'Duration'), h('th', { scope: 'col' }, 'Time'))),
+      tbody));
+  }
+  function recentAttempts(ctx, ep) {
+    var body = h('div', { class: 'card-body' }, h('span', { class: 'skeleton' }));
+    var card = h('section', { class: 'card', 'aria-labelledby': 'rec-h' },
+      h('div', { class: 'card-head' }, h('h2', { id: 'rec-h' }, 'Recent attempts'),
+        h('a', { class: 'small', href: link('/deliveries', new URLSearchParams({ endpoint_id: ep.id })) }, 'All deliveries →')), body);
+    api('GET', '/v1/webhooks/deliveries' + qs({ endpoint_id: ep.id, limit: 10 })).then(function (r) {
+      if (!alive(ctx)) return;
+      var list = r.data || [];
+      if (!list.length) {
+        card.replaceChild(h('div', { class: 'empty' }, h('h3', null, 'No deliveries yet'),
+          h('p', { class: 'muted small' }, state.canWrite ? 'Send a test event to see the first one here.' : 'Attempts will appear here once events are sent.')), body);
+        return;
+      }
+      card.replaceChild(deliveriesTable(list, { label: 'Recent attempts' }), body);
+    }, function (err) { if (alive(ctx)) { clear(body); add(body, errorPanel(err)); } });
+    return card;
+  }
+
+  // ---------- Settings ----------
+  function viewSettings(ctx) {
+    var id = ctx.segs[1];
+    setTitle('Endpoint settings');
+    loadEndpoint(ctx, id, function (ep) {
+      setTitle('Settings · ' + hostOf(ep.url));
+      add(main, endpointHeader(ep, 'settings'));
+      if (!state.canWrite) { add(main, readOnlyNotice()); return; }
+      var base = '/v1/webhooks/' + encodeURIComponent(ep.id);
+      function refreshed(newEp, msg) { toast({ title: msg }); ep = newEp; render(); }
+
+      // Destination
+      var url = urlInput(ep.url, sync1), desc = descInput(ep.description || '', sync1);
+      var save1 = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true }, 'Save destination');
+      var err1 = h('div');
+      function sync1() {
+        var changed = url.input.value.trim() !== ep.url || desc.input.value !== (ep.description || '');
+        save1.disabled = !changed; state.dirty = changed;
+      }
+      var f1 = h('form', { novalidate: true, 'aria-labelledby': 's1-h' },
+        h('div', { class: 'card-head' }, h('h2', { id: 's1-h' }, 'Destination')),
+        h('div', { class: 'card-body' }, err1, url.field.el, desc.field.el),
+        h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'Changes apply to the next attempt.'), save1));
+      f1.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (save1.disabled) return;
+        var body = {};
+        if (url.input.value.trim() !== ep.url) body.url = url.input.value.trim();
+        if (desc.input.value !== (ep.description || '')) body.description = desc.input.value;
+        save1.disabled = true; save1.setAttribute('aria-busy', 'true'); clear(err1);
+        api('PATCH', base, body).then(function (n) { state.dirty = false; refreshed(n, 'Destination saved'); }, function (err) {
+          save1.removeAttribute('aria-busy'); sync1();
+          if (err.code === 'VALIDATION_FAILED') applyFieldErrors(err, { url: url.field, description: desc.field });
+          add(err1, errorPanel(err));
+        });
+      });
+
+      // Events
+      var err2 = h('div');
+      var save2 = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true }, 'Save events');
+      var f2 = h('form', { novalidate: true, 'aria-labelledby': 's2-h' },
+        h('div', { class: 'card-head' }, h('h2', { id: 's2-h' }, 'Subscribed events')),
+        h('div', { class: 'card-body' }, err2, h('p', { class: 'muted small' }, 'Loading event types…')),
+        h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'The new set replaces the old one.'), save2));
+      var picker = null, evField = null;
+      loadTypes().then(function (types) {
+        if (!alive(ctx)) return;
+        picker = eventPicker(types, ep.events, function (vals) {
+          var a = vals.slice().sort().join(','), b = (ep.events || []).slice().sort().join(',');
+          save2.disabled = a === b; state.dirty = state.dirty || a !== b;
+        }, 'Subscribed events');
+        evField = fieldBlock('Event types', picker.el, null);
+        var cb = f2.querySelector('.card-body');
+        clear(cb); add(cb, [err2, evField.el]);
+      }, function (err) { if (alive(ctx)) add(err2, errorPanel(err)); });
+      f2.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (save2.disabled || !picker) return;
+        save2.disabled = true; save2.setAttribute('aria-busy', 'true'); clear(err2); evField.error(null);
+        api('PATCH', base, { events: picker.values() }).then(function (n) { state.dirty = false; refreshed(n, 'Events saved'); }, function (err) {
+          save2.disabled = false; save2.removeAttribute('aria-busy');
+          if (err.code === 'VALIDATION_FAILED') applyFieldErrors(err, { events: evField });
+          add(err2, errorPanel(err));
+        });
+      });
+
+      // Status
+      var host = hostOf(ep.url);
+      var statusBody = h('div', { class: 'card-body' });
+      if (ep.active) {
+        add(statusBody, [h('p', null, 'Active: new events are sent to this endpoint.'),
+          h('button', { type: 'button', class: 'btn', 'data-action': 'disable' , onclick: function () {
+            openDialog({
+              title: 'Disable ' + host + '?', confirm: 'Disable endpoint', danger: true,
+              body: [h('p', null, 'No new events will be sent to ', h('strong', null, ep.url), '.'),
+                h('p', null, 'Deliveries still waiting for a retry will end as failed. You can enable it again later and recover what it missed.')],
+              onConfirm: function () { return api('PATCH', base, { active: false }); }
+            }).then(function (n) { if (n) refreshed(n, 'Endpoint disabled'); });
+          } }, 'Disable endpoint')]);
+      } else {
+        add(statusBody, [h('p', null, 'Disabled: this endpoint receives no new events.'),
+          h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'enable', onclick: function (e) {
+            var b = e.currentTarget; b.disabled = true; b.setAttribute('aria-busy', 'true');
+            api('PATCH', base, { active: true }).then(function (n) {
+              toast({ title: 'Endpoint enabled', text: 'Events published while it was disabled are not sent by themselves.', link: { href: '#/endpoints/' + encodeURIComponent(n.id) + '/recover?include_missing=1', text: 'Recover what was missed' } });
+              ep = n; render();
+            }, function (err) { b.disabled = false; b.removeAttribute('aria-busy'); errorToast(err, 'Could not enable the endpoint'); });
+          } }, 'Enable endpoint')]);
+      }
+      var statusCard = h('section', { class: 'card', 'aria-labelledby': 's3-h' }, h('div', { class: 'card-head' }, h('h2', { id: 's3-h' }, 'Status')), statusBody);
+
+      // Secret
+      var secretCard = h('section', { class: 'card', 'aria-labelledby': 's4-h' }, h('div', { class: 'card-head' }, h('h2', { id: 's4-h' }, 'Signing secret')),
+        h('div', { class: 'card-body' }, h('p', { class: 'muted small' }, 'Rotating creates a new secret and stops the current one at once. Receivers that still use the old secret will reject deliveries until you update them.'),
+          h('button', { type: 'button', class: 'btn', 'data-action': 'rotate', onclick: function () {
+            openDialog({
+              title: 'Rotate the signing secret?', confirm: 'Rotate secret', danger: true,
+              body: [h('p', null, 'The current secret of ', h('strong', null, host), ' stops working immediately.'),
+                h('p', null, 'Until your receiver uses the new secret, it will reject our deliveries, and they will be retried.')],
+              onConfirm: function () { return api('POST', base + '/rotate-secret'); }
+            }).then(function (r) {
+              if (!r) return;
+              var s = r.secret; r.secret = null;
+              showSecret(s, 'New signing secret', 'Put this secret into your receiver now. The old one no longer signs deliveries.').then(function () { refreshed(r, 'Secret rotated'); });
+            });
+          } }, 'Rotate secret…')));
+
+      // Delete
+      var delCard = h('section', { class: 'card', 'aria-labelledby': 's5-h' }, h('div', { class: 'card-head' }, h('h2', { id: 's5-h' }, 'Delete endpoint')),
+        h('div', { class: 'card-body' }, h('p', { class: 'muted small' }, 'Deleting cannot be undone. Deliveries still pending are abandoned; past deliveries stay in the feed.'),
+          h('button', { type: 'button', class: 'btn btn-danger', 'data-action': 'delete', onclick: function () {
+            var cid = nextId('del');
+            var input = h('input', { id: cid, type: 'text', autocomplete: 'off', spellcheck: 'false' });
+            openDialog({
+              title: 'Delete this endpoint?', confirm: 'Delete endpoint', danger: true, focus: input,
+              body: [h('p', null, h('strong', { class: 'wrap-any' }, ep.url), ' will stop receiving events. There is no undo.'),
+                h('div', { class: 'field' }, h('label', { for: cid }, 'Type ', h('code', null, host), ' to confirm'), input)],
+              canConfirm: function () { return input.value.trim() === host; },
+              onConfirm: function () { return api('DELETE', base); }
+            }).then(function (r) {
+              if (!r) return;
+              toast({ title: 'Endpoint deleted' });
+              location.hash = '#/endpoints';
+            });
+          } }, 'Delete endpoint…')));
+
+      add(main, h('div', { class: 'grid-2' },
+        h('div', null, h('section', { class: 'card' }, f1), h('section', { class: 'card' }, f2)),
+        h('div', null, statusCard, secretCard, delCard)));
+    });
+  }
+
+  // ---------- Recovery ----------
+  function viewRecover(ctx) {
+    var id = ctx.segs[1];
+    setTitle('Recover');
+    loadEndpoint(ctx, id, function (ep) {
+      setTitle('Recover · ' + hostOf(ep.url));
+      add(main, endpointHeader(ep, 'recover'));
+      if (!state.canWrite) { add(main, readOnlyNotice()); return; }
+      var base = '/v1/webhooks/' + encodeURIComponent(ep.id);
+      var sinceDefault = ctx.params.get('since') || ep.failing_since || new Date(Date.now() - 86400000).toISOString();
+      var sinceIn = h('input', { type: 'datetime-local', id: nextId('since'), value: toLocalInput(new Date(sinceDefault)), step: '60' });
+      var untilIn = h('input', { type: 'datetime-local', id: nextId('until'), value: ctx.params.get('until') ? toLocalInput(new Date(ctx.params.get('until'))) : '', step: '60' });
+      var fSince = fieldBlock('From', sinceIn, 'Times are in your time zone (' + tz + ') and sent as UTC.');
+      var fUntil = fieldBlock('Until', untilIn, 'Leave empty for “now”.', h('span', { class: 'muted' }, ' (optional)'));
+      var typesBox = h('div', { class: 'chips' });
+      var typeBoxes = [];
+      (ep.events || []).forEach(function (n) {
+        var cid = nextId('rt');
+        var cb = h('input', { type: 'checkbox', id: cid, value: n });
+        typeBoxes.push(cb);
+        add(typesBox, h('div', { class: 'check chip' }, cb, h('label', { for: cid }, n)));
+      });
+      var fTypes = fieldBlock('Only these event types', typesBox, 'None checked means every type.', h('span', { class: 'muted' }, ' (optional)'));
+      var missingId = nextId('miss');
+      var missing = h('input', { type: 'checkbox', id: missingId, checked: ctx.params.get('include_missing') === '1' });
+      var fMissing = fieldBlock('Missed events', h('div', { class: 'check' }, missing, h('label', { for: missingId }, 'Also send events this endpoint never received: those published while it was disabled, of the types it subscribes to now.')), null);
+      var out = h('div', { 'aria-live': 'polite' });
+      var preview = h('button', { type: 'submit', class: 'btn' }, 'Preview');
+      var fields = { since: fSince, until: fUntil, event_types: fTypes, include_missing: fMissing };
+      var form = h('form', { novalidate: true, 'aria-labelledby': 'rc-h' },
+        h('div', { class: 'card-head' }, h('h2', { id: 'rc-h' }, 'Recover failed deliveries')),
+        h('div', { class: 'card-body' },
+          h('p', { class: 'muted small' }, 'Sends again every event in the window whose delivery to this endpoint failed for good. Events keep their original ids, so a receiver that de-duplicates on the event id will not process one twice.'),
+          fSince.el, fUntil.el, fTypes.el, fMissing.el, out),
+        h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'Preview first: it counts the matching events and sends nothing.'), preview));
+      function body(dry) {
+        var b = { since: fromLocalInput(sinceIn.value), dry_run: dry, include_missing: missing.checked };
+        var u = fromLocalInput(untilIn.value);
+        if (u) b.until = u;
+        var t = typeBoxes.filter(function (c) { return c.checked; }).map(function (c) { return c.value; });
+        if (t.length) b.event_types = t;
+        return b;
+      }
+      form.addEventListener('input', function () { clear(out); state.dirty = true; });
+      function fail(err, btn) {
+        btn.disabled = false; btn.removeAttribute('aria-busy');
+        if (err.code === 'VALIDATION_FAILED') applyFieldErrors(err, fields);
+        if (err.code === 'ENDPOINT_INACTIVE' || err.status === 409) {
+          var en = h('button', { type: 'button', class: 'btn btn-primary' }, 'Enable endpoint');
+          en.addEventListener('click', function () {
+            en.disabled = true;
+            api('PATCH', base, { active: true }).then(function () { toast({ title: 'Endpoint enabled' }); clear(out); form.requestSubmit(); }, function (e2) { en.disabled = false; errorToast(e2); });
+          });
+          add(out, h('div', { class: 'alert warn', role: 'alert' }, h('h3', null, 'This endpoint is disabled'), h('p', null, 'Nothing can be delivered to it. Enable it first, then recover.'), en));
+          return;
+        }
+        add(out, errorPanel(err));
+      }
+      form.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (preview.disabled) return;
+        clear(out); Object.keys(fields).forEach(function (k) { fields[k].error(null); });
+        var b = body(true);
+        if (!b.since) { fSince.error('Choose a start time.'); return; }
+        preview.disabled = true; preview.setAttribute('aria-busy', 'true');
+        api('POST', base + '/recover', b).then(function (r) {
+          preview.disabled = false; preview.removeAttribute('aria-busy');
+          if (!r.matched) {
+            add(out, h('div', { class: 'alert info', 'data-preview': '0' }, h('h3', null, '0 events match'), h('p', null, 'Nothing failed for good in this window. Try an earlier start, or include missed events.')));
+            return;
+          }
+          var go = h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'recover-run' }, 'Recover ' + plural(r.matched, 'event'));
+          add(out, h('div', { class: 'alert info', 'data-preview': String(r.matched) }, h('h3', null, plural(r.matched, 'event') + (r.matched === 1 ? ' matches' : ' match')),
+            h('p', null, 'They will be sent again to ', h('strong', null, hostOf(ep.url)), ' under their original event ids.'), go));
+          go.addEventListener('click', function () {
+            go.disabled = true; go.setAttribute('aria-busy', 'true');
+            api('POST', base + '/recover', body(false)).then(function (rr) {
+              state.dirty = false;
+              clear(out); add(out, recoveryProgress(ctx, rr));
+            }, function (err) { clear(out); fail(err, go); });
+          });
+          go.focus();
+        }, function (err) { fail(err, preview); });
+      });
+      add(main, h('section', { class: 'card' }, form));
+    });
+  }
+  function recoveryProgress(ctx, r) {
+    var box = h('div', { class: 'alert ok', 'data-recovery': r.recovery_id });
+    var line = h('p', { 'data-recovery-status': r.status });
+    function show(x) {
+      clear(line);
+      line.setAttribute('data-recovery-status', x.status);
+      add(line, [h('strong', null, x.status === 'done' ? 'Done. ' : x.status === 'running' ? 'Running… ' : 'Queued… '),
+        (x.enqueued != null ? x.enqueued : 0) + ' of ' + x.matched + ' events queued for delivery.']);
+    }
+    add(box, [h('h3', null, 'Recovery started'), line, h('p', { class: 'small' }, 'Recovery id ', h('code', null, r.recovery_id), ' ', copyBtn(r.recovery_id, 'recovery id')),
+      h('p', { class: 'small' }, h('a', { href: link('/deliveries', new URLSearchParams({ endpoint_id: r.endpoint_id })) }, 'Follow the deliveries →'))]);
+    show({ status: r.status, matched: r.matched, enqueued: 0 });
+    function poll() {
+      if (!alive(ctx)) return;
+      api('GET', '/v1/webhooks/recoveries/' + encodeURIComponent(r.recovery_id)).then(function (x) {
+        show(x);
+        if (x.status !== 'done') setTimeout(poll, 1000);
+      }, function (err) { if (alive(ctx)) add(box, errorPanel(err)); });
+    }
+    setTimeout(poll, 500);
+    return box;
+  }
+
+  // ---------- Deliveries feed ----------
+  var RANGES = { '1h': 3600e3, '24h': 86400e3, '7d': 7 * 86400e3, '30d': 30 * 86400e3 };
+  var STATUS = { '2xx': [200, 299], '3xx': [300, 399], '4xx': [400, 499], '5xx': [500, 599] };
+  var FILTER_KEYS = ['endpoint_id', 'event_type', 'outcome', 'status', 'range', 'since', 'until', 'event_id'];
+  function viewDeliveries(ctx) {
+    setTitle('Deliveries');
+    var p = ctx.params;
+    function navigate(changes) {
+      var n = new URLSearchParams(p.toString());
+      Object.keys(changes).forEach(function (k) { if (changes[k] == null || changes[k] === '') n.delete(k); else n.set(k, changes[k]); });
+      n.delete('cursor'); n.delete('prev');
+      location.hash = link('/deliveries', n);
+    }
+    var hasFilter = FILTER_KEYS.some(function (k) { return p.get(k); });
+    add(main, pageHead('Deliveries', 'Every attempt to deliver an event, newest first. Open one to see the request and the answer.', null));
+    // Filters
+    var epSel = h('select', { id: 'flt-ep' }, h('option', { value: '' }, 'All endpoints'));
+    var typeSel = h('select', { id: 'flt-type' }, h('option', { value: '' }, 'All event types'));
+    var outSel = h('select', { id: 'flt-out' }, h('option', { value: '' }, 'Any outcome'), h('option', { value: 'success' }, 'Delivered'), h('option', { value: 'retry' }, 'Retrying'), h('option', { value: 'dead' }, 'Failed'));
+    var stSel = h('select', { id: 'flt-st' }, h('option', { value: '' }, 'Any status'), Object.keys(STATUS).map(function (k) { return h('option', { value: k }, 'HTTP ' + k); }));
+    var rgSel = h('select', { id: 'flt-rg' }, h('option', { value: '' }, 'Any time'), h('option', { value: '1h' }, 'Last hour'), h('option', { value: '24h' }, 'Last 24 hours'), h('option', { value: '7d' }, 'Last 7 days'), h('option', { value: '30d' }, 'Last 30 days'), h('option', { value: 'custom' }, 'Custom range'));
+    outSel.value = p.get('outcome') || ''; stSel.value = p.get('status') || ''; rgSel.value = p.get('range') || '';
+    var filters = h('div', { class: 'filters', role: 'search', 'aria-label': 'Filter deliveries' },
+      h('div', { class: 'field' }, h('label', { for: 'flt-ep' }, 'Endpoint'), epSel),
+      h('div', { class: 'field' }, h('label', { for: 'flt-type' }, 'Event type'), typeSel),
+      h('div', { class: 'field' }, h('label', { for: 'flt-out' }, 'Outcome'), outSel),
+      h('div', { class: 'field' }, h('label', { for: 'flt-st' }, 'Response status'), stSel),
+      h('div', { class: 'field' }, h('label', { for: 'flt-rg' }, 'Time'), rgSel));
+    var customRow = null;
+    if (p.get('range') === 'custom') {
+      var cs = h('input', { type: 'datetime-local', id: 'flt-since', value: p.get('since') ? toLocalInput(new Date(p.get('since'))) : '' });
+      var cu = h('input', { type: 'datetime-local', id: 'flt-until', value: p.get('until') ? toLocalInput(new Date(p.get('until'))) : '' });
+      var apply = h('button', { type: 'button', class: 'btn' }, 'Apply');
+      apply.addEventListener('click', function () { navigate({ since: fromLocalInput(cs.value), until: fromLocalInput(cu.value) }); });
+      customRow = h('div', { class: 'filters' }, h('div', { class: 'field' }, h('label', { for: 'flt-since' }, 'From (' + tz + ')'), cs),
+        h('div', { class: 'field' }, h('label', { for: 'flt-until' }, 'Until'), cu), h('div', { class: 'field' }, apply));
+    }
+    epSel.addEventListener('change', function () { navigate({ endpoint_id: epSel.value }); });
+    typeSel.addEventListener('change', function () { navigate({ event_type: typeSel.value }); });
+    outSel.addEventListener('change', function () { navigate({ outcome: outSel.value }); });
+    stSel.addEventListener('change', function () { navigate({ status: stSel.value }); });
+    rgSel.addEventListener('change', function () {
+      var v = rgSel.value;
+      if (RANGES[v]) navigate({ range: v, since: new Date(Date.now() - RANGES[v]).toISOString(), until: null });
+      else if (v === 'custom') navigate({ range: 'custom' });
+      else navigate({ range: null, since: null, until: null });
+    });
+    var chipRow = null;
+    if (p.get('event_id')) {
+      chipRow = h('div', { class: 'card-body' }, h('span', { class: 'chip' }, 'Event ', p.get('event_id')), ' ',
+        h('button', { type: 'button', class: 'btn btn-sm', onclick: function () { navigate({ event_id: null }); } }, 'Show all events'));
+    }
+    var refresh = h('button', { type: 'button', class: 'btn btn-sm', 'data-action': 'refresh' }, '↻ Refresh');
+    refresh.addEventListener('click', function () { render(); });
+    var clearBtn = hasFilter ? h('a', { class: 'btn btn-sm', href: '#/deliveries' }, 'Clear filters') : null;
+    var totalLine = h('span', { class: 'muted small', 'data-total': '' });
+    var listBox = h('div');
+    var tb = h('tbody'); skeletonRows(tb, 6, 5);
+    add(listBox, h('div', { class: 'table-wrap' }, h('table', { 'aria-hidden': 'true' }, tb)));
+    var pager = h('div', { class: 'pager' });
+    var card = h('section', { class: 'card', 'aria-label': 'Delivery attempts' },
+      h('div', { class: 'card-head' }, h('h2', null, 'Attempts'), h('div', { class: 'page-actions' }, totalLine, clearBtn, refresh)),
+      filters, customRow, chipRow, listBox, h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'Refresh to see new attempts; pages stay put until you do.'), pager));
+    add(main, card);
+
+    // Options
+    loadTypes().then(function (types) {
+      types.concat([{ name: 'webhook.test' }]).forEach(function (t) { add(typeSel, h('option', { value: t.name }, t.name)); });
+      typeSel.value = p.get('event_type') || '';
+    }, function () { /* the list still works */ });
+    api('GET', '/v1/webhooks?limit=100').then(function (r) {
+      var found = false;
+      (r.data || []).forEach(function (ep) { if (ep.id === p.get('endpoint_id')) found = true; add(epSel, h('option', { value: ep.id }, hostOf(ep.url) + (ep.description ? ' — ' + ep.description : ''))); });
+      if (p.get('endpoint_id') && !found) add(epSel, h('option', { value: p.get('endpoint_id') }, 'Deleted endpoint ' + p.get('endpoint_id').slice(0, 8) + '…'));
+      epSel.value = p.get('endpoint_id') || '';
+    }, function () { /* ignore */ });
+
+    var q = { limit: 50, endpoint_id: p.get('endpoint_id'), event_type: p.get('event_type'), outcome: p.get('outcome'), event_id: p.get('event_id'), since: p.get('since'), until: p.get('until'), cursor: p.get('cursor') };
+    if (STATUS[p.get('status')]) { q.http_status_min = STATUS[p.get('status')][0]; q.http_status_max = STATUS[p.get('status')][1]; }
+    api('GET', '/v1/webhooks/deliveries' + qs(q)).then(function (r) {
+      if (!alive(ctx)) return;
+      var list = r.data || [], meta = r.meta || {};
+      var prev = p.getAll('prev');
+      var offset = prev.length * 50;
+      totalLine.textContent = list.length ? 'Showing ' + (offset + 1) + '–' + (offset + list.length) + ' of ' + (meta.total != null ? meta.total : '?') : (meta.total || 0) + ' attempts';
+      clear(listBox);
+      if (!list.length) {
+        add(listBox, hasFilter
+          ? h('div', { class: 'empty', 'data-empty': 'filtered' }, h('h3', null, 'No deliveries match these filters'), h('p', { class: 'muted small' }, 'There was no delivery activity matching them in this range.'), h('div', { class: 'form-actions' }, h('a', { class: 'btn', href: '#/deliveries' }, 'Clear filters')))
+          : h('div', { class: 'empty', 'data-empty': 'deliveries' }, h('h3', null, 'No deliveries yet'), h('p', { class: 'muted small' }, state.canWrite ? 'Send a test event from an endpoint to see your first delivery here.' : 'Deliveries appear here once events are sent.'),
+            h('div', { class: 'form-actions' }, h('a', { class: 'btn', href: '#/endpoints' }, 'Go to endpoints'))));
+      } else add(listBox, deliveriesTable(list, { host: true, label: 'Delivery attempts' }));
+      if (prev.length) {
+        var pp = new URLSearchParams(p.toString()); pp.delete('prev'); pp.delete('cursor');
+        var stack = prev.slice(0, -1), last = prev[prev.length - 1];
+        stack.forEach(function (c) { pp.append('prev', c); });
+        if (last) pp.set('cursor', last);
+        add(pager, h('a', { class: 'btn btn-sm', href: link('/deliveries', pp), rel: 'prev' }, '← Previous'));
+      }
+      if (meta.next_cursor) {
+        var np = new URLSearchParams(p.toString()); np.delete('cursor');
+        np.append('prev', p.get('cursor') || '');
+        np.set('cursor', meta.next_cursor);
+        add(pager, h('a', { class: 'btn btn-sm', href: link('/deliveries', np), rel: 'next' }, 'Next →'));
+      }
+      markReady();
+    }, function (err) {
+      if (!alive(ctx)) return;
+      clear(listBox); add(listBox, h('div', { class: 'card-body' }, errorPanel(err, render)));
+      markReady();
+    });
+  }
+
+  // ---------- Attempt detail ----------
+  function viewAttempt(ctx) {
+    var id = ctx.segs[1];
+    setTitle('Delivery attempt');
+    var holder = h('div', null, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('span', { class: 'skeleton' }))));
+    add(main, holder);
+    api('GET', '/v1/webhooks/deliveries/' + encodeURIComponent(id)).then(function (d) {
+      if (!alive(ctx)) return;
+      holder.remove();
+      renderAttempt(ctx, d);
+      markReady();
+    }, function (err) {
+      if (!alive(ctx)) return;
+      clear(holder);
+      add(holder, err.status === 404 ? h('div', { class: 'card' }, h('div', { class: 'empty' }, h('h1', null, 'Delivery not found'),
+        h('p', { class: 'muted' }, 'Attempt records are kept for a limited time.'), h('div', { class: 'form-actions' }, h('a', { class: 'btn btn-primary', href: '#/deliveries' }, 'All deliveries'))))
+        : errorPanel(err, render));
+      markReady();
+    });
+  }
+  function kvRow(dl, label, value, copy) {
+    add(dl, [h('dt', null, label), h('dd', null, value, copy ? copyBtn(copy[0], copy[1]) : null)]);
+  }
+  function renderAttempt(ctx, d) {
+    setTitle(d.event_type + ' attempt ' + d.attempt);
+    var actions = [];
+    if (state.canWrite) {
+      actions.push(h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'replay', onclick: function (e) { replay(d, e.currentTarget); } }, 'Replay…'));
+      if (d.event_type !== 'webhook.test') actions.push(h('a', { class: 'btn', href: link('/endpoints/' + encodeURIComponent(d.endpoint_id) + '/recover', new URLSearchParams({ since: d.occurred_at })), 'data-action': 'recover' }, 'Recover all failed since…'));
+    }
+    add(main, pageHead(h('div', { class: 'title-row' }, h('h1', null, h('code', null, d.event_type), ' · attempt ' + d.attempt), outcomeBadge(d)),
+      h('span', null, 'To ', h('span', { class: 'wrap-any' }, d.url), ' · ', timeEl(d.occurred_at, true)),
+      actions, [h('a', { href: '#/deliveries' }, 'Deliveries'), ' / Attempt']));
+    var replayOut = h('div', { 'aria-live': 'polite', id: 'replay-out' });
+    add(main, replayOut);
+
+    // Response
+    var resp = h('dl', { class: 'kv' });
+    kvRow(resp, 'Outcome', h('span', { 'data-outcome': d.outcome }, d.outcome === 'success' ? 'Delivered' : d.outcome === 'retry' ? 'Failed; will be retried' : 'Failed; no more attempts'));
+    kvRow(resp, 'HTTP status', d.response_status == null ? 'No response' : String(d.response_status));
+    kvRow(resp, 'Response time', d.response_time_ms + ' ms');
+    if (d.error) kvRow(resp, 'Error', h('span', { class: 'wrap-any', 'data-error': '' }, d.error));
+    if (d.next_attempt_at) kvRow(resp, 'Next attempt', timeEl(d.next_attempt_at, true));
+    var respCard = h('section', { class: 'card', 'aria-labelledby': 'rs-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'rs-h' }, 'Response')),
+      h('div', { class: 'card-body' }, resp,
+        h('h3', { class: 'small muted' }, 'Body (first 1 KiB)'),
+        d.response_body_excerpt ? h('pre', { class: 'code', 'data-excerpt': '' }, prettyMaybeJson(d.response_body_excerpt)) : h('p', { class: 'muted small' }, 'No response body.')));
+
+    // Request
+    var req = h('dl', { class: 'kv' });
+    kvRow(req, 'Attempt id', h('code', { class: 'wrap-any' }, d.id), [d.id, 'attempt id']);
+    kvRow(req, 'Event id', h('code', { class: 'wrap-any' }, d.event_id), [d.event_id, 'event id']);
+    kvRow(req, 'Endpoint', h('a', { href: '#/endpoints/' + encodeURIComponent(d.endpoint_id) }, h('code', { class: 'wrap-any' }, d.endpoint_id)), [d.endpoint_id, 'endpoint id']);
+    kvRow(req, 'URL', h('span', { class: 'wrap-any' }, d.url));
+    if (d.sequence != null) kvRow(req, 'Sequence', String(d.sequence));
+    if (d.ordering_key) kvRow(req, 'Ordering key', h('code', null, d.ordering_key));
+    kvRow(req, 'Body SHA-256', h('code', { class: 'wrap-any', 'data-sha': '' }, d.request_body_sha256), [d.request_body_sha256, 'body SHA-256']);
+    kvRow(req, 'Body size', d.request_body_bytes + ' bytes');
+    var headers = d.request_headers || {};
+    var hk = Object.keys(headers);
+    var htable = hk.length ? h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Request headers' },
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Header'), h('th', { scope: 'col' }, 'Value'))),
+      h('tbody', null, hk.map(function (k) { return h('tr', null, h('td', { class: 'nowrap' }, h('code', null, k)), h('td', { class: 'wrap-any' }, h('code', null, String(headers[k])))); }))))
+      : h('p', { class: 'muted small' }, 'Nothing was sent.');
+    var reqCard = h('section', { class: 'card', 'aria-labelledby': 'rq-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'rq-h' }, 'Request')),
+      h('div', { class: 'card-body' }, req, h('p', { class: 'hint' }, 'To check what you received, hash the raw body with SHA-256 and compare.')), htable);
+
+    // Payload
+    var payBody = h('div', { class: 'card-body' });
+    var payCard = h('section', { class: 'card', 'aria-labelledby': 'pl-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'pl-h' }, 'Payload')), payBody);
+    if (d.sequence == null) add(payBody, h('p', { class: 'muted small' }, d.event_type === 'webhook.test' ? 'Test events are not stored; the payload was the standard test message.' : 'The payload is not available for this attempt.'));
+    else {
+      add(payBody, h('span', { class: 'skeleton' }));
+      api('GET', '/v1/webhooks/' + encodeURIComponent(d.endpoint_id) + '/events' + qs({ after_sequence: d.sequence - 1, limit: 1 })).then(function (r) {
+        if (!alive(ctx)) return;
+        clear(payBody);
+        var ev = (r.data || [])[0];
+        if (!ev || ev.sequence !== d.sequence) { add(payBody, h('p', { class: 'muted small' }, 'No longer retained: event payloads are kept for a limited time.')); return; }
+        var txt = JSON.stringify(ev.body, null, 2);
+        add(payBody, [h('div', { class: 'form-actions' }, h('span', { class: 'muted small' }, 'The envelope as delivered'), copyBtn(txt, 'payload')), h('pre', { class: 'code', 'data-payload': '' }, txt)]);
+      }, function (err) {
+        if (!alive(ctx)) return;
+        clear(payBody);
+        add(payBody, err.status === 404 ? h('p', { class: 'muted small' }, 'The endpoint was deleted, so its payloads can no longer be read.') : errorPanel(err));
+      });
+    }
+
+    // Other attempts of the same event
+    var others = h('section', { class: 'card', 'aria-labelledby': 'oa-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'oa-h' }, 'All attempts of this event')), h('div', { class: 'card-body' }, h('span', { class: 'skeleton' })));
+    api('GET', '/v1/webhooks/deliveries' + qs({ event_id: d.event_id, endpoint_id: d.endpoint_id, limit: 20 })).then(function (r) {
+      if (!alive(ctx)) return;
+      others.replaceChild(deliveriesTable(r.data || [], { label: 'All attempts of this event' }), others.lastChild);
+    }, function () { others.remove(); });
+
+    add(main, h('div', { class: 'grid-2' }, h('div', null, respCard, payCard), h('div', null, reqCard, others)));
+  }
+  function replay(d, btn) {
+    var rid = nextId('reason');
+    var reason = h('textarea', { id: rid, rows: '2' });
+    var counter = h('span', { class: 'counter' }, '0 / 500');
+    reason.addEventListener('input', function () { counter.textContent = chars(reason.value) + ' / 500'; });
+    openDialog({
+      title: 'Replay this delivery?', confirm: 'Replay',
+      body: [h('p', null, 'We send the same data to ', h('strong', { class: 'wrap-any' }, hostOf(d.url)), ' again as a ', h('strong', null, 'new event with a new event id'), '. A receiver that de-duplicates on the event id will process it again.'),
+        h('p', { class: 'muted small' }, 'To send failed events again under their original ids instead, use Recover.'),
+        h('div', { class: 'field' }, h('label', { for: rid }, 'Reason ', h('span', { class: 'muted' }, '(optional, kept in the audit log)'), counter), reason)],
+      canConfirm: function () { return chars(reason.value) <= 500; },
+      onConfirm: function () { return api('POST', '/v1/webhooks/deliveries/' + encodeURIComponent(d.id) + '/replay', reason.value.trim() ? { reason: reason.value } : {}); }
+    }).then(function (r) {
+      if (!r) return;
+      var out = byId('replay-out');
+      if (!out) return;
+      clear(out);
+      add(out, h('div', { class: 'alert ok', role: 'status', 'data-replayed': r.new_event_id }, h('h3', null, 'Replay queued'),
+        h('p', null, 'New event ', h('code', { class: 'wrap-any' }, r.new_event_id), ' ', copyBtn(r.new_event_id, 'new event id')),
+        h('p', { class: 'small' }, h('a', { href: link('/deliveries', new URLSearchParams({ event_id: r.new_event_id })) }, 'Follow its attempts →'))));
+    }).catch(function () { /* handled in dialog */ });
+    // 429: show how long to wait
+    void btn;
+  }
+
+  // ---------- Catalog ----------
+  function viewCatalog(ctx) {
+    setTitle('Event catalog');
+    var qv = ctx.params.get('q') || '';
+    var search = h('input', { type: 'search', id: 'cat-q', value: qv, placeholder: 'Search by name or description', autocomplete: 'off' });
+    add(main, pageHead('Event catalog', 'The event types you can subscribe an endpoint to.', null));
+    var listCol = h('div', null, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('label', { for: 'cat-q', class: 'label' }, 'Search event types'), search)));
+    var results = h('div', { 'aria-live': 'polite' }, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('span', { class: 'skeleton' }))));
+    add(listCol, results);
+    add(main, h('div', { class: 'grid-2' }, listCol, h('div', null, signaturePanel())));
+    loadTypes().then(function (types) {
+      if (!alive(ctx)) return;
+      function draw() {
+        var q = search.value.trim().toLowerCase();
+        clear(results);
+        var groups = groupTypes(types.filter(function (t) { return !q || (t.name + ' ' + (t.description || '')).toLowerCase().indexOf(q) >= 0; }));
+        if (!groups.length) { add(results, h('div', { class: 'card' }, h('div', { class: 'empty' }, h('h3', null, 'No event type matches “' + search.value + '”'), h('p', { class: 'muted small' }, 'Try another word.')))); return; }
+        groups.forEach(function (g) {
+          var gid = nextId('cg');
+          add(results, h('section', { class: 'card', 'aria-labelledby': gid, 'data-group': g.name },
+            h('div', { class: 'card-head' }, h('h2', { id: gid }, g.name === 'operational' ? 'Operational events' : g.name), h('span', { class: 'muted small' }, g.name === 'operational' ? 'Sent by Herald about your endpoints' : plural(g.types.length, 'type'))),
+            h('div', { class: 'card-body' }, g.types.map(typeEntry))));
+        });
+      }
+      var timer = null;
+      search.addEventListener('input', function () {
+        clearTimeout(timer);
+        timer = setTimeout(function () {
+          var n = new URLSearchParams(); if (search.value) n.set('q', search.value);
+          history.replaceState(null, '', location.pathname + link('/catalog', n));
+          draw();
+        }, 120);
+      });
+      draw();
+      markReady();
+    }, function (err) {
+      if (!alive(ctx)) return;
+      clear(results); add(results, errorPanel(err, render, 'Could not load the event catalog.'));
+      markReady();
+    });
+  }
+  function typeEntry(t) {
+    var box = h('div', { class: 'field', 'data-type': t.name },
+      h('div', { class: 'title-row' }, h('h3', null, h('code', null, t.name)), copyBtn(t.name, t.name), t.deprecated ? badge('warn', '!', 'Deprecated') : null),
+      t.description ? h('p', { class: 'muted small' }, t.description) : null);
+    if (t.schema && t.schema.properties) {
+      var req = t.schema.required || [];
+      add(box, h('ul', { class: 'small' }, Object.keys(t.schema.properties).map(function (k) {
+        var s = t.schema.properties[k] || {};
+        return h('li', null, h('code', null, k), ' ', h('span', { class: 'muted' }, (s.type || 'any') + (req.indexOf(k) >= 0 ? ', required' : '')), s.description ? ' — ' + s.description : null);
+      })));
+    }
+    if (t.example != null) {
+      var ex = JSON.stringify(t.example, null, 2);
+      add(box, [h('div', { class: 'form-actions' }, h('span', { class: 'muted small' }, 'Example data'), copyBtn(ex, 'example of ' + t.name)), h('pre', { class: 'code' }, ex)]);
+    }
+    return box;
+  }
+  function signaturePanel() {
+    function row(name, text) { return [h('dt', null, h('code', null, name)), h('dd', { class: 'small' }, text)]; }
+    return h('section', { class: 'card', 'aria-labelledby': 'sig-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'sig-h' }, 'Verifying signatures')),
+      h('div', { class: 'card-body' },
+        h('p', { class: 'small' }, 'Every delivery is a POST with a JSON body and these headers:'),
+        h('dl', { class: 'kv' },
+          row('webhook-id', 'The event id; de-duplicate on it.'),
+          row('webhook-timestamp', 'Unix seconds of the attempt.'),
+          row('webhook-signature', 'Standard Webhooks signature. Verify with the official libraries and the secret written whsec_<your secret>.'),
+          row('X-AmCore-Signature', 't=<unix seconds>,v1=<hex HMAC-SHA256 of "t\\n" + raw body>, keyed with your secret’s decoded bytes.'),
+          row('X-AmCore-Sequence', 'The delivery’s number for this endpoint: a gap means you missed one.')),
+        h('p', { class: 'small' }, 'Reject timestamps more than 5 minutes from your clock and compare signatures in constant time.'),
+        h('p', { class: 'small' }, h('a', { href: '/openapi.json' }, 'OpenAPI document'), ' describes the API.')));
+  }
+
+  document.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape') { var t = document.querySelector('.toast.error .btn-ghost'); if (t && !document.querySelector('dialog[open]')) t.click(); }
+  });
+  boot();
+}());

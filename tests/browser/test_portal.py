@@ -1,0 +1,456 @@
+"""The portal in a real browser (Chromium via Playwright) against a real `herald serve`.
+
+Run with scripts/test-portal, which runs this file once on SQLite and once on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import string
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page, expect
+
+from conftest import ROOT, wait_until
+
+PORTAL = ROOT / "crates" / "api" / "portal"
+ASSETS = ["index.html", "portal.js", "portal.css", "favicon.svg"]
+# Names of every control that changes something (and of the tabs that lead only to them).
+WRITE_CONTROLS = re.compile(
+    r"^\W*(add endpoint|create|save|delete|disable|enable|rotate|replay|send test|recover|preview|settings)", re.I)
+_axe = Axe()
+
+
+def axe_scan(page: Page, name: str):
+    """No serious or critical axe-core violation on the page as it is now."""
+    results = _axe.run(page)
+    bad = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
+    detail = "\n".join(
+        f"  {v['impact']}: {v['id']} — {v['help']} ({', '.join(n['target'][0] for n in v['nodes'][:4])})" for v in bad)
+    assert not bad, f"axe found serious/critical violations on the {name} page:\n{detail}"
+    print(f"axe {name}: {len(results.response['violations'])} violations, none serious or critical")
+
+
+def shot(page: Page, shots_dir: Path, name: str, backend: str):
+    path = shots_dir / f"{backend}-{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def ready(page: Page):
+    expect(page.locator("body[data-ready]")).to_have_count(1)
+
+
+def go(page: Page, hash_: str):
+    page.evaluate("h => { location.hash = h; }", hash_)
+
+
+def assert_no_write_controls(page: Page, where: str):
+    for role in ("button", "link"):
+        found = page.get_by_role(role, name=WRITE_CONTROLS)
+        names = [found.nth(i).inner_text() for i in range(found.count())]
+        assert not names, f"read-only session shows changing {role}s on {where}: {names}"
+    assert page.locator("main form").count() == 0 or where == "catalog", f"a form on {where} in a read-only session"
+
+
+# ---------- Static checks: headers, inline code, weight ----------
+
+class _Inline(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.problems = []
+
+    def handle_starttag(self, tag, attrs):
+        names = [a for a, _ in attrs]
+        if tag == "script" and "src" not in names:
+            self.problems.append("inline <script>")
+        if tag == "style":
+            self.problems.append("<style> element")
+        for a in names:
+            if a.startswith("on"):
+                self.problems.append(f"{a}= attribute on <{tag}>")
+            if a == "style":
+                self.problems.append(f"style= attribute on <{tag}>")
+
+
+def test_portal_is_served_with_strict_csp_and_no_inline_code(herald):
+    with urllib.request.urlopen(herald.base + "/portal/") as r:
+        html = r.read().decode()
+        csp = r.headers.get("Content-Security-Policy", "")
+        assert r.status == 200
+        assert r.headers.get_content_type() == "text/html"
+        assert "default-src 'self'" in csp, csp
+        assert "frame-ancestors 'none'" in csp, csp
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, csp
+        assert r.headers.get("X-Content-Type-Options", "").lower() == "nosniff"
+        assert r.headers.get("Referrer-Policy", "").lower() == "no-referrer"
+    parser = _Inline()
+    parser.feed(html)
+    assert not parser.problems, parser.problems
+    assert 'src="portal.js"' in html and 'href="portal.css"' in html
+    # The served files are exactly the committed ones, and each carries the CSP too.
+    for name in ASSETS[1:]:
+        with urllib.request.urlopen(f"{herald.base}/portal/{name}") as r:
+            assert r.read() == (PORTAL / name).read_bytes(), name
+            assert "default-src 'self'" in r.headers.get("Content-Security-Policy", ""), name
+    # Untrusted text is only ever set as text: no HTML-parsing sinks in the script.
+    js = (PORTAL / "portal.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in js, f"portal.js uses {sink}"
+    assert not re.search(r"^\s*(import|export)\s", js, re.M), "portal.js must be one classic script"
+
+
+def test_page_weight_budget(herald):
+    total_gz = 0
+    sizes = {}
+    for name in ASSETS:
+        raw = (PORTAL / name).read_bytes()
+        gz = len(gzip.compress(raw, 9))
+        req = urllib.request.Request(f"{herald.base}/portal/{name if name != 'index.html' else ''}",
+                                     headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req) as r:
+            wire = len(r.read())
+            enc = r.headers.get("Content-Encoding")
+        sizes[name] = (len(raw), gz, wire, enc)
+        total_gz += gz
+    for name, (raw, gz, wire, enc) in sizes.items():
+        print(f"  {name:12} {raw:7} bytes raw, {gz:6} gzip, {wire:6} on the wire ({enc or 'identity'})")
+    print(f"  total gzip {total_gz} bytes ({total_gz / 1024:.1f} KiB)")
+    assert total_gz < 150 * 1024, f"first load {total_gz} bytes gzip is over the 150 KB budget"
+    assert sizes["portal.js"][1] < 60 * 1024, "portal.js over the 60 KB gzip budget"
+
+
+# ---------- Session pages ----------
+
+def test_missing_and_unknown_tokens_get_plain_pages(new_page, herald):
+    page = new_page()
+    page.goto(herald.base + "/portal/")
+    expect(page.get_by_role("heading", name="No portal session")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Portal")).to_be_hidden()
+
+    page = new_page()
+    token = "am_live_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+    page.goto(f"{herald.base}/portal/#token={token}")
+    expect(page.get_by_role("heading", name="This portal link has expired.")).to_be_visible()
+    expect(page.get_by_text("Open it again from")).to_be_visible()
+    assert "token" not in page.url, "the token must leave the address bar"
+    axe_scan(page, "expired")
+
+
+def test_expiry_warning_and_401_later_in_session(new_page, herald):
+    org = herald.new_org("Short Session Co")
+    s = herald.session(org["id"], ttl_seconds=60, return_url="https://platform.example/webhooks",
+                       theme={"name": "Acme Cloud", "accent_color": "#0f766e"})
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+    banner = page.locator("#session-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("This session ends in 1 minute")
+    expect(page.get_by_role("link", name="← Back to Acme Cloud")).to_have_attribute(
+        "href", "https://platform.example/webhooks")
+    # The accent comes from the theme, via CSSOM (no inline style attribute).
+    accent = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()")
+    assert accent == "#0f766e"
+    # A 401 later in the session (the server's answer once the link expires) shows the expiry page,
+    # still knowing where "back" leads.
+    page.route(re.compile(r"/v1/webhooks\?"), lambda route: route.fulfill(
+        status=401, content_type="application/json",
+        body='{"success":false,"error":{"code":"UNAUTHORIZED","message":"authentication failed","request_id":"01JTBQH2FZ8K1RXC0WJ4Z9P3VM"}}'))
+    go(page, "#/deliveries")
+    expect(page.get_by_role("heading", name="This portal link has expired.")).to_be_visible()
+    expect(page.get_by_role("link", name="Back to Acme Cloud", exact=True)).to_have_attribute(
+        "href", "https://platform.example/webhooks")
+
+
+# ---------- The main walk ----------
+
+def test_walk_create_test_publish_replay_edit_disable_delete(new_page, herald, receiver, shots_dir, backend_name):
+    org = herald.new_org("Walk Co")
+    s = herald.session(org["id"], ttl_seconds=3600, return_url="https://platform.example/settings/webhooks",
+                       theme={"name": "Acme Cloud", "accent_color": "#2f5bd3"})
+    assert s["read_only"] is False
+    token = s["token"]
+    page = new_page()
+    loaded = []
+    page.on("requestfinished", lambda req: loaded.append(req))
+
+    # Open the session link: the token leaves the URL, the empty list leads somewhere.
+    page.goto(s["url"])
+    ready(page)
+    assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('herald.portal.token')") == token
+    expect(page.get_by_role("heading", name="No endpoints yet")).to_be_visible()
+    tti = page.evaluate("performance.getEntriesByName('portal:interactive')[0].startTime")
+    wire = 0
+    for req in loaded:
+        sz = req.sizes()
+        wire += sz["responseBodySize"] + sz["responseHeadersSize"]
+    print(f"\nfirst load: {len(loaded)} requests, {wire} bytes over the wire; interactive after {tti:.0f} ms")
+    expect(page.locator("[data-count]")).to_have_text("0 of 50 endpoints")
+    axe_scan(page, "endpoints (empty)")
+    shot(page, shots_dir, "endpoints-empty", backend_name)
+
+    # Create an endpoint.
+    page.locator("[data-empty=endpoints]").get_by_role("link", name="Add endpoint").click()
+    url_input = page.get_by_label("Endpoint URL")
+    expect(url_input).to_have_value("https://")
+    axe_scan(page, "create endpoint")
+    shot(page, shots_dir, "create", backend_name)
+    hook_url = receiver.url + "/hooks"
+    url_input.fill(hook_url)
+    page.get_by_label("Description").fill("Billing <b>service</b>")
+    expect(page.get_by_text("22 / 200")).to_be_visible()
+    page.get_by_role("checkbox", name="wallet.balance_low", exact=True).check()
+    page.get_by_role("button", name="Create endpoint").click()
+
+    # The secret, once, in a modal that Esc does not close.
+    dialog = page.locator("dialog[data-secret-dialog]")
+    expect(dialog).to_be_visible()
+    secret = dialog.locator("input[data-secret]").input_value()
+    assert len(base64.b64decode(secret, validate=True)) == 32
+    expect(dialog.get_by_label("Standard Webhooks form")).to_have_value("whsec_" + secret)
+    page.keyboard.press("Escape")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Copy signing secret").click()
+    expect(page.locator("#announce")).to_have_text("signing secret copied to clipboard")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    dialog.get_by_role("button", name="I have stored it").click()
+    expect(dialog).to_have_count(0)
+    stored = page.evaluate("JSON.stringify(sessionStorage) + JSON.stringify(localStorage) + location.href")
+    assert secret not in stored, "the secret must not be kept anywhere"
+
+    # The endpoint's page; untrusted text stays text.
+    expect(page.get_by_role("heading", name="Endpoint created")).to_be_visible()
+    expect(page.get_by_text("Billing <b>service</b>", exact=True)).to_be_visible()
+    assert page.locator("main b").count() == 0
+    endpoint_id = page.url.split("#/endpoints/")[1].split("?")[0]
+    status, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert status == 200 and ep["url"] == hook_url and ep["events"] == ["wallet.balance_low"]
+
+    # Send a test: success, and the receiver got it.
+    page.locator("[data-action=send-test]").click()
+    expect(page.locator("[data-test-outcome]")).to_have_attribute("data-test-outcome", "success")
+    expect(page.locator("[data-test-outcome]")).to_contain_text("success")
+    wait_until(lambda: receiver.of_type("webhook.test", "/hooks"), what="the test delivery")
+    axe_scan(page, "endpoint detail")
+
+    # Publish an event for the organization; it reaches the receiver.
+    pub = herald.publish(org["id"], "wallet.balance_low", {"balance": "3.20", "note": "<script>x</script>"})
+    assert pub["endpoints"] == 1
+    original = wait_until(lambda: receiver.of_type("wallet.balance_low", "/hooks"), what="the published event")[0]
+    assert original["json"]["id"] == pub["event_id"]
+    wait_until(lambda: herald.request("GET", f"/v1/webhooks/deliveries?endpoint_id={endpoint_id}", token=token)[1]
+               ["meta"]["total"] == 2, what="two delivery records")
+    page.reload()
+    ready(page)
+    expect(page.locator("[data-delivery-id]")).to_have_count(2)
+    shot(page, shots_dir, "endpoint-detail", backend_name)
+
+    # The deliveries feed shows the attempt (refresh is manual, so pages stay put).
+    page.get_by_role("navigation", name="Portal").get_by_role("link", name="Deliveries").click()
+    rows = page.locator("table[aria-label='Delivery attempts'] tbody tr")
+    for _ in range(50):
+        if rows.filter(has_text="wallet.balance_low").count():
+            break
+        page.get_by_role("button", name="Refresh").click()
+        page.wait_for_timeout(200)
+    expect(rows.filter(has_text="wallet.balance_low")).to_have_count(1)
+    expect(page.locator("[data-total]")).to_have_text("Showing 1–2 of 2")
+    axe_scan(page, "deliveries")
+    feed_shot = shot(page, shots_dir, "deliveries", backend_name)
+    # A filter narrows the feed and lives in the URL; clearing it brings everything back.
+    page.get_by_label("Event type").select_option("webhook.test")
+    expect(page).to_have_url(re.compile(r"event_type=webhook\.test"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("webhook.test")
+    page.get_by_label("Outcome").select_option("dead")
+    expect(page.locator("[data-empty=filtered]")).to_be_visible()
+    page.get_by_role("link", name="Clear filters").first.click()
+    expect(rows).to_have_count(2)
+
+    # The attempt's detail: ids, digest of exactly what the receiver got, headers, payload.
+    rows.filter(has_text="wallet.balance_low").get_by_role("link").click()
+    expect(page.get_by_role("heading", name=re.compile("wallet.balance_low · attempt 1"))).to_be_visible()
+    expect(page.locator("[data-sha]")).to_have_text(hashlib.sha256(original["body"]).hexdigest())
+    expect(page.locator("main")).to_contain_text(pub["event_id"])
+    expect(page.get_by_role("table", name="Request headers")).to_contain_text("X-AmCore-Signature")
+    expect(page.locator("[data-payload]")).to_contain_text('"balance": "3.20"')
+    expect(page.locator("[data-payload]")).to_contain_text("<script>x</script>")
+    expect(page.locator("[data-excerpt]")).to_contain_text('"ok": true')
+    axe_scan(page, "attempt detail")
+    shot(page, shots_dir, "attempt", backend_name)
+
+    # Replay it: a new event id, the same data; the receiver gets both.
+    page.get_by_role("button", name="Replay…").click()
+    rdialog = page.get_by_role("dialog", name="Replay this delivery?")
+    expect(rdialog).to_contain_text("new event id")
+    rdialog.get_by_label(re.compile("Reason")).fill("browser test replay")
+    rdialog.get_by_role("button", name="Replay", exact=True).click()
+    replayed = page.locator("[data-replayed]")
+    expect(replayed).to_be_visible()
+    new_id = replayed.get_attribute("data-replayed")
+    assert new_id.startswith("evt_") and new_id != pub["event_id"]
+    both = wait_until(lambda: len(receiver.of_type("wallet.balance_low", "/hooks")) >= 2 and
+                      receiver.of_type("wallet.balance_low", "/hooks"), what="the replay")
+    assert {r["json"]["id"] for r in both} == {pub["event_id"], new_id}
+    assert both[0]["json"]["data"] == both[1]["json"]["data"]
+
+    # Edit its events in Settings: Save stays disabled until something changes.
+    go(page, f"#/endpoints/{endpoint_id}/settings")
+    save_events = page.get_by_role("button", name="Save events")
+    expect(save_events).to_be_disabled()
+    axe_scan(page, "settings")
+    shot(page, shots_dir, "settings", backend_name)
+    page.get_by_role("checkbox", name="wallet.balance_zero", exact=True).check()
+    expect(save_events).to_be_enabled()
+    save_events.click()
+    expect(page.get_by_role("status").filter(has_text="Events saved")).to_be_visible()
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert sorted(ep["events"]) == ["wallet.balance_low", "wallet.balance_zero"]
+
+    # Disable it, after a confirmation.
+    page.locator("[data-action=disable]").click()
+    ddialog = page.get_by_role("dialog", name=re.compile("Disable 127.0.0.1"))
+    expect(ddialog).to_contain_text("waiting for a retry will end as failed")
+    ddialog.get_by_role("button", name="Disable endpoint").click()
+    expect(page.locator("main [data-action=enable]")).to_be_visible()
+    expect(page.get_by_text("Disabled manually").first).to_be_visible()
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["active"] is False and ep["disabled_reason"] == "manual"
+
+    # Delete it: the dialog asks for the host.
+    page.locator("[data-action=delete]").click()
+    xdialog = page.get_by_role("dialog", name="Delete this endpoint?")
+    confirm = xdialog.get_by_role("button", name="Delete endpoint")
+    expect(confirm).to_be_disabled()
+    xdialog.get_by_label("Type 127.0.0.1 to confirm").fill("127.0.0.")
+    expect(confirm).to_be_disabled()
+    xdialog.get_by_label("Type 127.0.0.1 to confirm").fill("127.0.0.1")
+    confirm.click()
+    expect(page.get_by_role("heading", name="No endpoints yet")).to_be_visible()
+    status, _, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert status == 404
+
+    # The event catalog, grouped and searchable.
+    page.get_by_role("link", name="Event catalog").click()
+    expect(page.locator("[data-group=wallet]")).to_be_visible()
+    expect(page.locator("[data-group=operational]")).to_contain_text("delivery.exhausted")
+    axe_scan(page, "catalog")
+    shot(page, shots_dir, "catalog", backend_name)
+    page.get_by_label("Search event types").fill("zero")
+    expect(page.locator("[data-type]")).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"#/catalog\?q=zero"))
+
+    docs_png = os.environ.get("PORTAL_DOCS_SCREENSHOT", str(ROOT / "docs" / "portal.png"))
+    if docs_png and backend_name == "sqlite":
+        shutil.copyfile(feed_shot, docs_png)
+
+    # The session token never reaches the server's log.
+    assert token not in herald.log_text()
+
+
+def test_create_form_shows_field_errors_and_keeps_input(new_page, herald):
+    org = herald.new_org("Validation Co")
+    s = herald.session(org["id"])
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+    go(page, "#/endpoints/new")
+    url_input = page.get_by_label("Endpoint URL")
+    url_input.fill("http://example.com/hook")
+    expect(page.get_by_text("⚠ Must start with https://")).to_be_visible()
+    page.get_by_role("button", name="Create endpoint").click()
+    url_error = page.locator(".field-error").filter(has_text="https")
+    expect(url_error).to_be_visible()
+    expect(page.locator(".field-error").filter(has_text="at least 1 event type")).to_be_visible()
+    expect(url_input).to_have_value("http://example.com/hook")
+    expect(url_input).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_role("alert").filter(has_text="Request id")).to_be_visible()
+    axe_scan(page, "create (with errors)")
+
+
+def test_recovery_preview_then_run(new_page, herald, receiver, shots_dir, backend_name):
+    org = herald.new_org("Recovery Co")
+    s = herald.session(org["id"])
+    receiver.flaky_ok = False
+    status, ep, _ = herald.request("POST", "/v1/webhooks", {"url": receiver.url + "/flaky", "events": ["campaign.approved"]},
+                                   token=s["token"])
+    assert status == 201, ep
+    pub = herald.publish(org["id"], "campaign.approved", {"campaign": "c-1"})
+
+    def dead():
+        _, r, _ = herald.request("GET", f"/v1/webhooks/deliveries?endpoint_id={ep['id']}&outcome=dead", token=s["token"])
+        return r["meta"]["total"] >= 1
+    wait_until(dead, timeout=30, interval=0.3, what="the delivery to die")
+    receiver.flaky_ok = True
+
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+    expect(page.get_by_text("Failing since")).to_be_visible()
+    go(page, f"#/endpoints/{ep['id']}/recover")
+    expect(page.get_by_role("heading", name="Recover failed deliveries")).to_be_visible()
+    axe_scan(page, "recovery")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("[data-preview]")).to_have_attribute("data-preview", "1")
+    expect(page.get_by_role("heading", name="1 event matches")).to_be_visible()
+    shot(page, shots_dir, "recovery", backend_name)
+    before = len(receiver.of_type("campaign.approved", "/flaky"))
+    page.get_by_role("button", name="Recover 1 event").click()
+    expect(page.locator("[data-recovery-status]")).to_have_attribute("data-recovery-status", "done", timeout=20000)
+    got = wait_until(lambda: receiver.of_type("campaign.approved", "/flaky")[before:], what="the recovered delivery")
+    assert got[0]["json"]["id"] == pub["event_id"], "recovery keeps the original event id"
+
+
+def test_read_only_session_shows_no_changing_control(new_page, herald, receiver):
+    org = herald.new_org("Read Only Co")
+    rw = herald.session(org["id"])
+    status, ep, _ = herald.request("POST", "/v1/webhooks", {"url": receiver.url + "/ro", "events": ["lookup.completed"]},
+                                   token=rw["token"])
+    assert status == 201
+    status, test, _ = herald.request("POST", f"/v1/webhooks/{ep['id']}/test", token=rw["token"])
+    assert status == 200 and test["outcome"] == "success"
+    ro = herald.session(org["id"], read_only=True)
+    assert ro["read_only"] is True
+
+    page = new_page()
+    page.goto(ro["url"])
+    ready(page)
+    expect(page.locator("#ro-label")).to_have_text("Read-only")
+    expect(page.locator("[data-endpoint-id]")).to_have_count(1)
+    assert_no_write_controls(page, "endpoints")
+    pages = [
+        (f"#/endpoints/{ep['id']}", lambda: expect(page.get_by_role("heading", name="Recent attempts")).to_be_visible()),
+        (f"#/endpoints/{ep['id']}/settings", lambda: expect(page.get_by_role("heading", name="Read-only session")).to_be_visible()),
+        (f"#/endpoints/{ep['id']}/recover", lambda: expect(page.get_by_role("heading", name="Read-only session")).to_be_visible()),
+        ("#/endpoints/new", lambda: expect(page.get_by_role("heading", name="Read-only session")).to_be_visible()),
+        ("#/deliveries", lambda: expect(page.locator("[data-delivery-id]")).to_have_count(1)),
+        (f"#/deliveries/{test['delivery_id']}", lambda: expect(page.get_by_role("heading", name="Request", exact=True)).to_be_visible()),
+        ("#/catalog", lambda: expect(page.locator("[data-group=wallet]")).to_be_visible()),
+    ]
+    for hash_, loaded in pages:
+        go(page, hash_)
+        loaded()
+        assert_no_write_controls(page, hash_)
+    # The same pages in a read-write session do show those controls (so the check above can fail).
+    page2 = new_page()
+    page2.goto(rw["url"])
+    ready(page2)
+    go(page2, f"#/deliveries/{test['delivery_id']}")
+    expect(page2.get_by_role("button", name="Replay…")).to_be_visible()
+    # Writes with a read-only token are refused by the server too.
+    status, body, _ = herald.request("DELETE", f"/v1/webhooks/{ep['id']}", token=ro["token"])
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN"
