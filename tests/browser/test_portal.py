@@ -39,7 +39,8 @@ def axe_scan(page: Page, name: str):
     detail = "\n".join(
         f"  {v['impact']}: {v['id']} — {v['help']} ({', '.join(n['target'][0] for n in v['nodes'][:4])})" for v in bad)
     assert not bad, f"axe found serious/critical violations on the {name} page:\n{detail}"
-    print(f"axe {name}: {len(results.response['violations'])} violations, none serious or critical")
+    minor = ", ".join(f"{v['id']} ({v.get('impact')})" for v in results.response["violations"])
+    print(f"axe {name}: no serious or critical violation" + (f"; minor: {minor}" if minor else ""))
 
 
 def shot(page: Page, shots_dir: Path, name: str, backend: str):

@@ -213,7 +213,7 @@
   }
   function errorPanel(err, retry, title) {
     if (state.expired) return h('div');
-    var d = h('div', { class: 'alert', role: 'alert' }, h('h3', null, title || err.message));
+    var d = h('div', { class: 'alert', role: 'alert' }, h('h2', null, title || err.message));
     if (title) add(d, h('p', null, err.message));
     if (err.details && err.code !== 'VALIDATION_FAILED') add(d, detailsList(err.details));
     if (err.details && err.code === 'VALIDATION_FAILED') add(d, detailsList(err.details));
@@ -289,7 +289,8 @@
     byId('brand-org').textContent = me.org_name || '';
     document.title = 'Webhooks · ' + (me.org_name || name);
     var logo = byId('brand-logo'), lu = th.logo_url && parseUrl(th.logo_url);
-    if (lu && lu.protocol === 'https:') { logo.src = lu.href; logo.alt = name + ' logo'; logo.hidden = false; }
+    if (lu && lu.protocol === 'https:') { logo.src = lu.href; logo.alt = name + ' logo'; logo.hidden = false; byId('brand-mark').hidden = true; }
+    else byId('brand-mark').textContent = Array.from(name)[0].toUpperCase();
     if (th.accent_color) applyAccent(th.accent_color);
     byId('ro-label').hidden = !me.read_only;
     var back = byId('back-link'), ru = returnUrl();
@@ -481,7 +482,7 @@
   }
   function outcomeCell(d) {
     var bits = ['attempt ' + d.attempt];
-    if (d.outcome === 'retry' && d.next_attempt_at) bits.push('next ' + relText(d.next_attempt_at));
+    if (d.outcome === 'retry' && d.next_attempt_at) bits.push(new Date(d.next_attempt_at).getTime() > Date.now() ? 'next ' + relText(d.next_attempt_at) : 'next attempt due now');
     return h('div', { class: 'status-line', 'data-outcome': d.outcome }, outcomeBadge(d), h('span', { class: 'small muted' }, bits.join(' · ')));
   }
   function eventsSummary(events) {
@@ -575,7 +576,7 @@
     var tbody = h('tbody');
     var card = h('div', { class: 'card' },
       h('div', { class: 'card-head' }, h('h2', null, 'Your endpoints'), countLine),
-      h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Endpoints' },
+      h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Endpoints', class: 'stack' },
         h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Endpoint'), h('th', { scope: 'col', class: 'hide-sm' }, 'Events'), h('th', { scope: 'col', class: 'hide-sm' }, 'Updated'))),
         tbody)));
     add(main, [head, card]);
@@ -817,7 +818,7 @@
           submit.disabled = false; submit.removeAttribute('aria-busy');
           if (err.code === 'VALIDATION_FAILED') {
             var allShown = applyFieldErrors(err, fields);
-            add(formErr, h('div', { class: 'alert', role: 'alert' }, h('h3', null, 'Some fields need attention.'), allShown ? null : detailsList(err.details || {}), errMeta(err)));
+            add(formErr, h('div', { class: 'alert', role: 'alert' }, h('h2', null, 'Some fields need attention.'), allShown ? null : detailsList(err.details || {}), errMeta(err)));
           } else add(formErr, errorPanel(err));
           formErr.scrollIntoView({ block: 'nearest' });
         });
@@ -831,7 +832,7 @@
     });
   }
   function readOnlyNotice() {
-    return h('div', { class: 'alert info' }, h('h3', null, 'Read-only session'), h('p', null, 'This portal link lets you look, not change. Ask for a link with edit access from ' + platformName() + '.'));
+    return h('div', { class: 'alert info' }, h('h2', null, 'Read-only session'), h('p', null, 'This portal link lets you look, not change. Ask for a link with edit access from ' + platformName() + '.'));
   }
 
   // ---------- Endpoint detail ----------
@@ -877,10 +878,10 @@
       setTitle(hostOf(ep.url));
       add(main, endpointHeader(ep, 'overview'));
       if (ctx.params.get('created') && state.canWrite) {
-        add(main, h('div', { class: 'alert ok', role: 'status' }, h('h3', null, 'Endpoint created'), h('p', null, 'Send a test event to check that your receiver gets deliveries and verifies their signature.')));
+        add(main, h('div', { class: 'alert ok', role: 'status' }, h('h2', null, 'Endpoint created'), h('p', null, 'Send a test event to check that your receiver gets deliveries and verifies their signature.')));
       }
       if (!ep.active) {
-        add(main, h('div', { class: 'alert warn' }, h('h3', null, 'This endpoint receives no new events'),
+        add(main, h('div', { class: 'alert warn' }, h('h2', null, 'This endpoint receives no new events'),
           h('p', null, ep.disabled_reason === 'gone' ? 'Its receiver answered 410 Gone, which means it no longer wants deliveries.'
             : ep.disabled_reason === 'failing' ? 'Its deliveries failed for too long. Herald retests it periodically and turns it back on when it answers again.'
               : 'It was disabled by your team.'),
@@ -947,7 +948,7 @@
         h('td', { class: 'nowrap small' }, timeEl(d.occurred_at))));
     });
     rowLinks(tbody);
-    return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': (opts && opts.label) || 'Delivery attempts' },
+    return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': (opts && opts.label) || 'Delivery attempts', class: 'stack' },
       h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Event'),
         opts && opts.host ? h('th', { scope: 'col' }, 'Endpoint') : null,
         h('th', { scope: 'col', class: 'num' }, 'HTTP'), h('th', { scope: 'col', class: 'num hide-sm' }, 'Duration'), h('th', { scope: 'col' }, 'Time'))),
@@ -1156,7 +1157,7 @@
             en.disabled = true;
             api('PATCH', base, { active: true }).then(function () { toast({ title: 'Endpoint enabled' }); clear(out); form.requestSubmit(); }, function (e2) { en.disabled = false; errorToast(e2); });
           });
-          add(out, h('div', { class: 'alert warn', role: 'alert' }, h('h3', null, 'This endpoint is disabled'), h('p', null, 'Nothing can be delivered to it. Enable it first, then recover.'), en));
+          add(out, h('div', { class: 'alert warn', role: 'alert' }, h('h2', null, 'This endpoint is disabled'), h('p', null, 'Nothing can be delivered to it. Enable it first, then recover.'), en));
           return;
         }
         add(out, errorPanel(err));
@@ -1171,11 +1172,11 @@
         api('POST', base + '/recover', b).then(function (r) {
           preview.disabled = false; preview.removeAttribute('aria-busy');
           if (!r.matched) {
-            add(out, h('div', { class: 'alert info', 'data-preview': '0' }, h('h3', null, '0 events match'), h('p', null, 'Nothing failed for good in this window. Try an earlier start, or include missed events.')));
+            add(out, h('div', { class: 'alert info', 'data-preview': '0' }, h('h2', null, '0 events match'), h('p', null, 'Nothing failed for good in this window. Try an earlier start, or include missed events.')));
             return;
           }
           var go = h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'recover-run' }, 'Recover ' + plural(r.matched, 'event'));
-          add(out, h('div', { class: 'alert info', 'data-preview': String(r.matched) }, h('h3', null, plural(r.matched, 'event') + (r.matched === 1 ? ' matches' : ' match')),
+          add(out, h('div', { class: 'alert info', 'data-preview': String(r.matched) }, h('h2', null, plural(r.matched, 'event') + (r.matched === 1 ? ' matches' : ' match')),
             h('p', null, 'They will be sent again to ', h('strong', null, hostOf(ep.url)), ' under their original event ids.'), go));
           go.addEventListener('click', function () {
             go.disabled = true; go.setAttribute('aria-busy', 'true');
@@ -1199,7 +1200,7 @@
       add(line, [h('strong', null, x.status === 'done' ? 'Done. ' : x.status === 'running' ? 'Running… ' : 'Queued… '),
         (x.enqueued != null ? x.enqueued : 0) + ' of ' + x.matched + ' events queued for delivery.']);
     }
-    add(box, [h('h3', null, 'Recovery started'), line, h('p', { class: 'small' }, 'Recovery id ', h('code', null, r.recovery_id), ' ', copyBtn(r.recovery_id, 'recovery id')),
+    add(box, [h('h2', null, 'Recovery started'), line, h('p', { class: 'small' }, 'Recovery id ', h('code', null, r.recovery_id), ' ', copyBtn(r.recovery_id, 'recovery id')),
       h('p', { class: 'small' }, h('a', { href: link('/deliveries', new URLSearchParams({ endpoint_id: r.endpoint_id })) }, 'Follow the deliveries →'))]);
     show({ status: r.status, matched: r.matched, enqueued: 0 });
     function poll() {
@@ -1439,7 +1440,7 @@
       var out = byId('replay-out');
       if (!out) return;
       clear(out);
-      add(out, h('div', { class: 'alert ok', role: 'status', 'data-replayed': r.new_event_id }, h('h3', null, 'Replay queued'),
+      add(out, h('div', { class: 'alert ok', role: 'status', 'data-replayed': r.new_event_id }, h('h2', null, 'Replay queued'),
         h('p', null, 'New event ', h('code', { class: 'wrap-any' }, r.new_event_id), ' ', copyBtn(r.new_event_id, 'new event id')),
         h('p', { class: 'small' }, h('a', { href: link('/deliveries', new URLSearchParams({ event_id: r.new_event_id })) }, 'Follow its attempts →'))));
     }).catch(function () { /* handled in dialog */ });
