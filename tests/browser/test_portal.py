@@ -455,3 +455,81 @@ def test_read_only_session_shows_no_changing_control(new_page, herald, receiver)
     # Writes with a read-only token are refused by the server too.
     status, body, _ = herald.request("DELETE", f"/v1/webhooks/{ep['id']}", token=ro["token"])
     assert status == 403 and body["error"]["code"] == "FORBIDDEN"
+
+
+# ---------- Review regressions: hostile text, odd addresses, a second link, embedding ----------
+
+HOSTILE = '<img src=x id=pwn onerror="window.PWN=1"><b id=pwnb>b</b>'
+
+
+def assert_not_injected(page: Page, where: str):
+    found = page.evaluate("() => ({pwn: window.PWN || 0, el: !!document.querySelector('#pwn, #pwnb, img[src=\"x\"]')})")
+    assert found == {"pwn": 0, "el": False}, f"markup from data became elements on {where}: {found}"
+
+
+def test_hostile_text_stays_text_and_urls_show_as_stored(new_page, herald):
+    org = herald.new_org("Org " + HOSTILE)
+    s = herald.session(org["id"], return_url="https://platform.example/back",
+                       theme={"name": "Plat " + HOSTILE, "accent_color": "#123456"})
+    # The parser would lower-case and punycode these hosts; the portal must show what was stored.
+    urls = ["https://Example.COM/Hooks?a=<b>", "https://b\u00fccher.example/x"]
+    ids = []
+    for url in urls:
+        status, ep, _ = herald.request("POST", "/v1/webhooks", {"url": url, "description": HOSTILE,
+                                                               "events": ["lookup.completed"]}, token=s["token"])
+        assert status == 201, ep
+        ids.append(ep["id"])
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+    expect(page.locator("[data-endpoint-id]")).to_have_count(2)
+    assert_not_injected(page, "endpoints")
+    for ep_id, url in zip(ids, urls):
+        expect(page.locator(f"[data-endpoint-id='{ep_id}'] a[data-rowlink]")).to_have_text(url)
+    for ep_id, url in zip(ids, urls):
+        go(page, f"#/endpoints/{ep_id}")
+        expect(page.locator("main h1")).to_have_text(url)
+        expect(page.locator("main .page-head .sub")).to_contain_text(HOSTILE)
+        assert_not_injected(page, f"endpoint {url}")
+    expect(page.locator("#brand-name")).to_have_text("Plat " + HOSTILE)
+    expect(page.locator("#brand-org")).to_have_text("Org " + HOSTILE)
+    # "Back" leaves an embedding frame for the whole window: the platform's page would refuse a frame.
+    expect(page.locator("#back-link")).to_have_attribute("target", "_top")
+
+
+def test_malformed_escape_in_the_address_is_not_found(new_page, herald):
+    org = herald.new_org("Odd Address Co")
+    s = herald.session(org["id"])
+    page = new_page()  # fails the test on an uncaught exception ("URI malformed")
+    page.goto(s["url"])
+    ready(page)
+    go(page, "#/endpoints/%E0%A4%A")
+    expect(page.get_by_role("heading", name="Endpoint not found")).to_be_visible()
+    go(page, "#/deliveries/%")
+    expect(page.get_by_role("heading", name="Delivery not found")).to_be_visible()
+
+
+def test_a_second_link_in_the_same_tab_takes_its_token(new_page, herald):
+    org = herald.new_org("Second Link Co")
+    ro = herald.session(org["id"], read_only=True)
+    rw = herald.session(org["id"], return_url="https://platform.example/back")
+    page = new_page()
+    page.goto(ro["url"])
+    ready(page)
+    expect(page.locator("#ro-label")).to_be_visible()
+    # Only the fragment differs, so the browser does not load the page again (an iframe whose src
+    # the platform sets to a fresh link behaves the same).
+    page.goto(rw["url"])
+    expect(page.locator("#ro-label")).to_be_hidden()
+    expect(page.get_by_role("link", name="+ Add endpoint").first).to_be_visible()
+    assert "token" not in page.url, f"the new token stayed in the address bar: {page.url}"
+    assert page.evaluate("sessionStorage.getItem('herald.portal.token')") == rw["token"]
+    # The same after the first session has expired (a 401 page), which is when platforms re-mint.
+    page.evaluate("sessionStorage.setItem('herald.portal.token', 'am_live_' + 'x'.repeat(40))")
+    page.reload()
+    expect(page.get_by_role("heading", name="This portal link has expired.")).to_be_visible()
+    page.goto(rw["url"])
+    ready(page)
+    expect(page.get_by_role("link", name="+ Add endpoint").first).to_be_visible()
+    assert "token" not in page.url
+    expect(page.locator("#back-link")).to_have_attribute("target", "_top")

@@ -77,10 +77,11 @@
   function parseUrl(u) { try { return new URL(u); } catch (e) { return null; } }
   function hostOf(u) { var p = parseUrl(u); return p ? p.hostname : u; }
   function urlNode(u) {
-    var p = parseUrl(u);
-    if (!p) return h('span', null, u);
-    var rest = u.slice(u.indexOf(p.host) + p.host.length);
-    return h('span', { class: 'wrap-any' }, h('span', { class: 'muted' }, p.protocol + '//'), h('strong', null, p.host), rest);
+    // Split the text as stored, never the parsed form: the parser lower-cases and punycodes the
+    // host, so looking it up in the original would cut the URL at the wrong place.
+    var m = parseUrl(u) && /^([a-z][a-z0-9+.-]*:\/\/)([^\/?#]*)([\s\S]*)$/i.exec(u);
+    if (!m) return h('span', null, u);
+    return h('span', { class: 'wrap-any' }, h('span', { class: 'muted' }, m[1]), h('strong', null, m[2]), m[3]);
   }
   function chars(s) { return Array.from(s || '').length; }
   function toLocalInput(d) {
@@ -260,7 +261,7 @@
       h('div', { class: 'empty-ico', 'aria-hidden': 'true' }, '⏱'),
       h('h1', null, title),
       h('p', { class: 'muted' }, text)));
-    if (back) add(card.firstChild, h('div', { class: 'form-actions' }, h('a', { class: 'btn btn-primary', href: back, rel: 'noopener noreferrer' }, 'Back to ' + platformName())));
+    if (back) add(card.firstChild, h('div', { class: 'form-actions' }, h('a', { class: 'btn btn-primary', href: back, target: '_top', rel: 'noopener noreferrer' }, 'Back to ' + platformName())));
     add(main, card);
     document.title = title;
   }
@@ -274,7 +275,7 @@
       var dlg = h('dialog', { 'aria-labelledby': 'exp-t' },
         h('div', { class: 'dlg-head' }, h('h2', { id: 'exp-t' }, 'This portal link has expired.')),
         h('div', { class: 'dlg-body' }, h('p', null, text), h('p', { class: 'muted' }, 'Your changes were not saved. They are still on the page, so you can copy them before you leave.')),
-        h('div', { class: 'dlg-foot' }, back ? h('a', { class: 'btn', href: back, rel: 'noopener noreferrer' }, 'Back to ' + platformName()) : null,
+        h('div', { class: 'dlg-foot' }, back ? h('a', { class: 'btn', href: back, target: '_top', rel: 'noopener noreferrer' }, 'Back to ' + platformName()) : null,
           h('button', { type: 'button', class: 'btn btn-primary', onclick: function () { dlg.close(); } }, 'Keep this page open')));
       document.body.appendChild(dlg);
       dlg.showModal();
@@ -330,17 +331,33 @@
       if (left <= 0) add(b, 'This session has ended. Open the portal again from ' + platformName() + ' to continue.');
       else add(b, h('strong', null, 'This session ends in ' + plural(mins, 'minute') + '. '), 'Save what you are working on; then open the portal again from ' + platformName() + '.');
       var ru = returnUrl();
-      if (ru) add(b, h('a', { href: ru, rel: 'noopener noreferrer' }, 'Back to ' + platformName()));
+      if (ru) add(b, h('a', { href: ru, target: '_top', rel: 'noopener noreferrer' }, 'Back to ' + platformName()));
       b.hidden = false;
     }
     tick();
     setInterval(tick, 10000);
   }
 
+  function hasToken(hash) { return /(^|&)token=/.test(hash); }
+  // A new portal link opened where the portal already runs (the platform sets an iframe's src
+  // again, or pastes a fresh link into the tab) only changes the fragment: the page is not
+  // loaded again. Take the new token, drop it from the address bar, and start over with it.
+  window.addEventListener('hashchange', function () {
+    var hash = location.hash.slice(1);
+    if (!hasToken(hash)) return;
+    var p = new URLSearchParams(hash), token = p.get('token'), th = p.get('theme');
+    try {
+      if (th === 'light' || th === 'dark') sessionStorage.setItem(THEME_KEY, th);
+      if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+      history.replaceState(null, '', location.pathname + location.search + '#/endpoints');
+    } catch (e) { /* storage off: the token stays in the fragment, where boot() reads it */ }
+    location.reload();
+  });
+
   function boot() {
     var hash = location.hash.slice(1);
     var token = null;
-    if (/(^|&)token=/.test(hash)) {
+    if (hasToken(hash)) {
       var p = new URLSearchParams(hash);
       token = p.get('token');
       var th = p.get('theme');
@@ -385,7 +402,11 @@
     var q = raw.indexOf('?');
     var path = q >= 0 ? raw.slice(0, q) : raw;
     var params = new URLSearchParams(q >= 0 ? raw.slice(q + 1) : '');
-    return { segs: path.split('/').filter(Boolean).map(decodeURIComponent), params: params };
+    return { segs: path.split('/').filter(Boolean).map(safeDecode), params: params };
+  }
+  function safeDecode(seg) {
+    // A malformed escape (#/endpoints/%E0%A4%A) must lead to "not found", not to an exception.
+    try { return decodeURIComponent(seg); } catch (e) { return seg; }
   }
   function link(path, params) {
     var s = params ? params.toString() : '';
