@@ -1685,6 +1685,8 @@ export interface operations {
                 event_type?: string;
                 /** @description `success`, `retry` or `dead` */
                 outcome?: string;
+                /** @description Only this event's attempts (`evt_<uuid>`) */
+                event_id?: string;
                 /** @description At or after (inclusive) */
                 since?: string;
                 /** @description Before (exclusive) */

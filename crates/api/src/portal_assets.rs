@@ -26,7 +26,10 @@ struct Asset {
     cache_control: &'static str,
     raw: &'static [u8],
     gzipped: Vec<u8>,
+    /// The strong validator of the plain bytes, and of the gzipped ones (each encoding is its
+    /// own representation).
     etag: HeaderValue,
+    gzipped_etag: HeaderValue,
 }
 
 impl Asset {
@@ -38,14 +41,17 @@ impl Asset {
             .and_then(|()| encoder.finish())
             .unwrap_or_default();
         let digest = hex::encode(Sha256::digest(raw));
-        let etag = HeaderValue::from_str(&format!("\"{}\"", &digest[..32]))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"portal\""));
+        let tag = |suffix: &str| {
+            HeaderValue::from_str(&format!("\"{}{suffix}\"", &digest[..32]))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"portal\""))
+        };
         Self {
             content_type,
             cache_control,
             raw,
             gzipped,
-            etag,
+            etag: tag(""),
+            gzipped_etag: tag("-gzip"),
         }
     }
 }
@@ -130,13 +136,17 @@ fn serve(asset: &'static Asset, request_headers: &HeaderMap, state: &AppState) -
         header::CACHE_CONTROL,
         HeaderValue::from_static(asset.cache_control),
     );
-    headers.insert(header::ETAG, asset.etag.clone());
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    if let Ok(policy) = HeaderValue::from_str(&content_security_policy(
+    // The setting was checked at start; were it ever unusable, the page is not framable
+    // rather than served without a policy.
+    let policy = HeaderValue::from_str(&content_security_policy(
         &state.config.portal_frame_ancestors,
-    )) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    ))
+    .unwrap_or_else(|_| {
+        HeaderValue::from_str(&content_security_policy("'none'"))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+    });
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -149,27 +159,114 @@ fn serve(asset: &'static Asset, request_headers: &HeaderMap, state: &AppState) -
         HeaderName::from_static("cross-origin-opener-policy"),
         HeaderValue::from_static("same-origin"),
     );
-    let revalidated = request_headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|tags| tags.as_bytes() == asset.etag.as_bytes());
-    if revalidated {
+    let gzip = accepts_gzip(request_headers) && !asset.gzipped.is_empty();
+    let etag = if gzip {
+        &asset.gzipped_etag
+    } else {
+        &asset.etag
+    };
+    headers.insert(header::ETAG, etag.clone());
+    if matches_etag(request_headers, etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
-    let accepts_gzip = request_headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value.split(',').any(|coding| {
-                coding
-                    .split(';')
-                    .next()
-                    .is_some_and(|name| name.trim() == "gzip")
-            })
-        });
-    if accepts_gzip && !asset.gzipped.is_empty() {
+    if gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         (headers, asset.gzipped.as_slice()).into_response()
     } else {
         (headers, asset.raw).into_response()
+    }
+}
+
+/// Whether `Accept-Encoding` admits gzip: named (any case) or `*`, with a weight above 0.
+fn accepts_gzip(request_headers: &HeaderMap) -> bool {
+    let Some(value) = request_headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let weight_of = |wanted: &str| {
+        value.split(',').find_map(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next()?.trim();
+            if !name.eq_ignore_ascii_case(wanted) {
+                return None;
+            }
+            let weight = parts
+                .filter_map(|parameter| parameter.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some(weight)
+        })
+    };
+    weight_of("gzip")
+        .or_else(|| weight_of("*"))
+        .is_some_and(|weight| weight > 0.0)
+}
+
+/// Whether `If-None-Match` names `etag` (weakly, as RFC 9110 asks for this header) or is `*`.
+fn matches_etag(request_headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Some(value) = request_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let ours = etag.to_str().unwrap_or_default();
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: header::HeaderName, value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn gzip_is_sent_only_where_it_is_acceptable() {
+        for accepted in ["gzip", "GZIP", "br, gzip;q=0.5", "*", "deflate, *;q=0.1"] {
+            assert!(
+                accepts_gzip(&with(header::ACCEPT_ENCODING, accepted)),
+                "{accepted}"
+            );
+        }
+        for refused in [
+            "gzip;q=0",
+            "gzip; q=0, identity",
+            "br",
+            "identity",
+            "*;q=0",
+            "gzipx",
+        ] {
+            assert!(
+                !accepts_gzip(&with(header::ACCEPT_ENCODING, refused)),
+                "{refused}"
+            );
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_reads_lists() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        for matching in ["\"abc\"", "W/\"abc\"", "\"x\", \"abc\"", "*"] {
+            assert!(
+                matches_etag(&with(header::IF_NONE_MATCH, matching), &etag),
+                "{matching}"
+            );
+        }
+        for other in ["\"abcd\"", "\"abc-gzip\"", "abc"] {
+            assert!(
+                !matches_etag(&with(header::IF_NONE_MATCH, other), &etag),
+                "{other}"
+            );
+        }
     }
 }

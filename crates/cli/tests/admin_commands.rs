@@ -1,7 +1,8 @@
 //! The admin commands and the admin API apply one set of rules (issue 12): `herald events
 //! publish` refuses what `POST /admin/v1/events` refuses, with the same error envelope (less
 //! the request id), and a database that cannot be reached is `UNAVAILABLE` for both;
-//! `herald endpoints recover` starts the recovery the API starts and refuses what it refuses.
+//! `herald endpoints recover` starts the recovery the API starts and refuses what it refuses;
+//! `herald portal` mints a session the API accepts.
 
 mod support;
 
@@ -17,21 +18,13 @@ const MAX_EVENT_BYTES: &str = "1024";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_error() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let pki = TestPki::new();
-    let ca_path = pki.write_root(dir.path());
-    let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let http = http_client();
-    let herald = Launcher::new(
-        "herald",
-        &database_url,
-        &ca_path,
-        dir.path().join("herald.log"),
-    )
-    .env("HERALD_MAX_EVENT_BYTES", MAX_EVENT_BYTES)
-    .start(&http)
-    .await;
-    let tenant = Tenant::create(&http, &herald, "rules").await;
+    let running = Running::start("rules").await;
+    let (database_url, http, herald, tenant) = (
+        &running.database_url,
+        &running.http,
+        &running.herald,
+        &running.tenant,
+    );
     let oversized = json!({ "pad": "x".repeat(2_000) }).to_string();
     let long_key = "k".repeat(256);
     let long_ordering_key = "k".repeat(129);
@@ -87,7 +80,7 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
         if let Some((_, flag, value)) = field {
             args.extend([flag, value]);
         }
-        let output = herald_command(&args, &database_url);
+        let output = herald_command(&args, database_url);
         assert!(!output.status.success(), "{case}: the command must fail");
         assert_eq!(
             envelope(&output),
@@ -108,7 +101,7 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
             "--data",
             "{\"n\": 2}",
         ],
-        &database_url,
+        database_url,
     );
     assert!(
         published.status.success(),
@@ -119,20 +112,13 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_endpoints_recover_starts_what_the_api_starts_and_refuses_what_it_refuses() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let pki = TestPki::new();
-    let ca_path = pki.write_root(dir.path());
-    let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let http = http_client();
-    let herald = Launcher::new(
-        "herald",
-        &database_url,
-        &ca_path,
-        dir.path().join("herald.log"),
-    )
-    .start(&http)
-    .await;
-    let tenant = Tenant::create(&http, &herald, "recover").await;
+    let running = Running::start("recover").await;
+    let (database_url, http, herald, tenant) = (
+        &running.database_url,
+        &running.http,
+        &running.herald,
+        &running.tenant,
+    );
     let created = http
         .post(format!("{}/v1/webhooks", herald.base))
         .bearer_auth(&tenant.api_key)
@@ -155,7 +141,7 @@ async fn herald_endpoints_recover_starts_what_the_api_starts_and_refuses_what_it
         ];
         args.push(since);
         args.extend_from_slice(extra);
-        herald_command(&args, &database_url)
+        herald_command(&args, database_url)
     };
     let long_ago = "2026-01-01T00:00:00Z";
     let recent = chrono_free_recent();
@@ -191,7 +177,7 @@ async fn herald_endpoints_recover_starts_what_the_api_starts_and_refuses_what_it
     let output = recover(long_ago, &[]);
     assert!(!output.status.success());
     let api = api_error(
-        &http,
+        http,
         &herald.base,
         &tenant.api_key,
         &endpoint_id,
@@ -216,7 +202,7 @@ async fn herald_endpoints_recover_starts_what_the_api_starts_and_refuses_what_it
     let output = recover(&recent, &[]);
     assert!(!output.status.success());
     let api = api_error(
-        &http,
+        http,
         &herald.base,
         &tenant.api_key,
         &endpoint_id,
@@ -267,6 +253,81 @@ async fn api_error(
     envelope
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_portal_mints_a_session_the_api_accepts_and_refuses_what_the_api_refuses() {
+    let running = Running::start("portal").await;
+    let (database_url, http, herald, tenant) = (
+        &running.database_url,
+        &running.http,
+        &running.herald,
+        &running.tenant,
+    );
+
+    // A read-only session for ten minutes, linked under the public URL given.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    let output = command
+        .args([
+            "portal",
+            "--org",
+            &tenant.org_id,
+            "--ttl",
+            "600",
+            "--read-only",
+        ])
+        .env("HERALD_DATABASE_URL", database_url)
+        .env("HERALD_PUBLIC_URL", "https://webhooks.example.com/")
+        .env("HERALD_LOG", "error")
+        .output()
+        .expect("run herald portal");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let session: Value = serde_json::from_slice(&output.stdout).expect("the session as JSON");
+    let token = session["token"].as_str().expect("a token");
+    assert_eq!(
+        session["url"],
+        json!(format!(
+            "https://webhooks.example.com/portal/#token={token}"
+        ))
+    );
+    assert_eq!(session["read_only"], json!(true));
+    let me: Value = http
+        .get(format!("{}/v1/me", herald.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /v1/me")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(me["org_id"], json!(tenant.org_id));
+    assert_eq!(me["scopes"], json!(["webhooks:read"]));
+    assert_eq!(me["expires_at"], session["expires_at"]);
+
+    // Out of bounds, or for an organization that does not exist: refused as the API refuses.
+    let too_short = herald_command(
+        &["portal", "--org", &tenant.org_id, "--ttl", "59"],
+        database_url,
+    );
+    assert!(!too_short.status.success());
+    assert!(
+        String::from_utf8_lossy(&too_short.stderr).contains("--ttl must be between 60 and 86400"),
+        "{}",
+        String::from_utf8_lossy(&too_short.stderr)
+    );
+    let unknown = herald_command(
+        &["portal", "--org", "01a20000-0000-7000-8000-000000000000"],
+        database_url,
+    );
+    assert!(!unknown.status.success());
+    assert_eq!(
+        envelope(&unknown),
+        json!({"success": false, "error": {"code": "NOT_FOUND", "message": "not found"}})
+    );
+}
+
 #[test]
 fn a_database_that_cannot_be_reached_is_unavailable_as_on_the_admin_api() {
     // Nothing listens on port 1: the connection is refused at once.
@@ -289,6 +350,42 @@ fn a_database_that_cannot_be_reached_is_unavailable_as_on_the_admin_api() {
         json!({"success": false, "error": {"code": "UNAVAILABLE", "message": "service unavailable"}}),
         "the admin API answers a database outage with 503 UNAVAILABLE"
     );
+}
+
+/// A `herald serve` on a fresh SQLite database with the test's event cap, and a tenant in it.
+struct Running {
+    database_url: String,
+    http: reqwest::Client,
+    herald: support::Herald,
+    tenant: Tenant,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn start(tenant: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let pki = TestPki::new();
+        let ca_path = pki.write_root(dir.path());
+        let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+        let http = http_client();
+        let herald = Launcher::new(
+            "herald",
+            &database_url,
+            &ca_path,
+            dir.path().join("herald.log"),
+        )
+        .env("HERALD_MAX_EVENT_BYTES", MAX_EVENT_BYTES)
+        .start(&http)
+        .await;
+        let tenant = Tenant::create(&http, &herald, tenant).await;
+        Self {
+            database_url,
+            http,
+            herald,
+            tenant,
+            _dir: dir,
+        }
+    }
 }
 
 /// Runs `herald ARGS` on `database_url` with the test's event cap (and, on PostgreSQL, which

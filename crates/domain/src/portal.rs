@@ -102,10 +102,19 @@ pub fn check_theme_name(text: &str) -> Result<(), String> {
             "must be 1 to {MAX_THEME_NAME_CHARS} characters, not blank"
         ));
     }
-    if text.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
+    if text
+        .chars()
+        .any(|c| c.is_control() || is_format_character(c))
+    {
+        return Err("must not contain control or bidirectional formatting characters".to_owned());
     }
     Ok(())
+}
+
+/// Invisible characters that reorder or hide text (Unicode bidirectional controls, zero-width
+/// characters): a name shown as "Back to …" must read as it is.
+fn is_format_character(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -161,5 +170,8 @@ mod tests {
         assert!(check_theme_name(" ").is_err());
         assert!(check_theme_name(&"x".repeat(101)).is_err());
         assert!(check_theme_name("a\u{0007}").is_err());
+        assert!(check_theme_name("Acme \u{202E}moc.live").is_err());
+        assert!(check_theme_name("Zero\u{200B}width").is_err());
+        assert!(check_theme_name("Café Ünïcode 東京").is_ok());
     }
 }

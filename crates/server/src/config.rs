@@ -492,7 +492,17 @@ pub fn public_url(setting: Option<&str>, listen: &SocketAddr) -> anyhow::Result<
     if url.query().is_some() || url.fragment().is_some() {
         bail!("HERALD_PUBLIC_URL must not have a query or a fragment");
     }
-    Ok(text.trim_end_matches('/').to_owned())
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("HERALD_PUBLIC_URL must not contain user-info");
+    }
+    // The portal calls `/v1` and lives at `/portal/` from the host's root.
+    if url.path() != "/" {
+        bail!(
+            "HERALD_PUBLIC_URL must be an origin without a path, e.g. https://webhooks.example.com"
+        );
+    }
+    // The parsed form, not the text: the parser drops tabs and newlines, lower-cases the host.
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// `HERALD_PORTAL_FRAME_ANCESTORS`: CSP source expressions separated by spaces. A `;` or `,`
@@ -526,6 +536,55 @@ pub fn decode_secrets_key(text: &str) -> anyhow::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_public_url_defaults_to_the_listen_address_and_loses_its_trailing_slash() {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
+        assert_eq!(
+            public_url(None, &listen).expect("default"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            public_url(Some("https://Hooks.Example.com:8443/"), &listen).expect("valid"),
+            "https://hooks.example.com:8443"
+        );
+        assert_eq!(
+            public_url(Some("https://hooks.exa\tmple.com"), &listen).expect("valid"),
+            "https://hooks.example.com",
+            "the link is built from the parsed URL, not the text"
+        );
+        for bad in [
+            "https://hooks.example.com/herald/",
+            "https://user:pw@hooks.example.com",
+            "hooks.example.com",
+            "ftp://hooks.example.com",
+            "https://hooks.example.com/?a=1",
+            "https://hooks.example.com/#x",
+        ] {
+            assert!(
+                public_url(Some(bad), &listen).is_err(),
+                "{bad} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn frame_ancestors_cannot_write_other_directives() {
+        assert_eq!(frame_ancestors("'none'").expect("valid"), "'none'");
+        assert_eq!(
+            frame_ancestors("  https://a.example.com   https://b.example.com ").expect("valid"),
+            "https://a.example.com https://b.example.com"
+        );
+        for bad in [
+            "",
+            "   ",
+            "'self'; script-src *",
+            "https://a.example.com,x",
+            "a\u{7f}",
+        ] {
+            assert!(frame_ancestors(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn the_retry_schedule_is_a_list_of_durations() {

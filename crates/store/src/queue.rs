@@ -220,6 +220,8 @@ pub struct AttemptFilter {
     pub endpoint_id: Option<EndpointId>,
     /// Only this event type.
     pub event_type: Option<String>,
+    /// Only this event's attempts.
+    pub event_id: Option<EventId>,
     /// Only this outcome.
     pub outcome: Option<Outcome>,
     /// At or after this instant.

@@ -4,6 +4,10 @@
 //!
 //! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).
 
+#[allow(
+    dead_code,
+    reason = "this test needs only the database helpers of the shared support module"
+)]
 mod support;
 
 use std::sync::Arc;
@@ -68,7 +72,10 @@ async fn sessions_are_kept_whole_and_purged(store: Arc<dyn Store>) {
         Some(settings.clone()),
     );
     for (key, hash) in [(&plain, [1_u8; 32]), (&old, [2; 32]), (&recent, [3; 32])] {
-        store.create_api_key(key, &hash).await.expect("creating a key");
+        store
+            .create_api_key(key, &hash)
+            .await
+            .expect("creating a key");
     }
 
     // Act
@@ -89,13 +96,27 @@ async fn sessions_are_kept_whole_and_purged(store: Arc<dyn Store>) {
         vec![plain.id],
         "sessions are not listed with the keys"
     );
-    assert!(store.find_api_key(&[1; 32]).await.expect("reading").is_some());
     assert!(
-        store.find_api_key(&[2; 32]).await.expect("reading").is_none(),
+        store
+            .find_api_key(&[1; 32])
+            .await
+            .expect("reading")
+            .is_some()
+    );
+    assert!(
+        store
+            .find_api_key(&[2; 32])
+            .await
+            .expect("reading")
+            .is_none(),
         "a session expired two days ago is purged"
     );
     assert!(
-        store.find_api_key(&[3; 32]).await.expect("reading").is_some(),
+        store
+            .find_api_key(&[3; 32])
+            .await
+            .expect("reading")
+            .is_some(),
         "a session expired an hour ago is kept for a day"
     );
 }

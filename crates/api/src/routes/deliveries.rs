@@ -160,6 +160,7 @@ pub struct ReplayRequest {
         ("endpoint_id" = Option<String>, Query, format = Uuid, description = "Only this endpoint"),
         ("event_type" = Option<String>, Query, description = "A catalog type or `webhook.test`"),
         ("outcome" = Option<String>, Query, description = "`success`, `retry` or `dead`"),
+        ("event_id" = Option<String>, Query, description = "Only this event's attempts (`evt_<uuid>`)"),
         ("since" = Option<String>, Query, format = DateTime, description = "At or after (inclusive)"),
         ("until" = Option<String>, Query, format = DateTime, description = "Before (exclusive)"),
         ("http_status_min" = Option<u16>, Query, minimum = 100, maximum = 599, description = "Lowest response status"),
@@ -212,6 +213,12 @@ pub fn read_filter(
             filter.event_type = Some(text);
         } else {
             reject("event_type", &format!("unknown event type: {text}"));
+        }
+    }
+    if let Some(text) = query.take("event_id") {
+        match text.parse::<EventId>() {
+            Ok(id) => filter.event_id = Some(id),
+            Err(_) => reject("event_id", "must be an event id (evt_<uuid>)"),
         }
     }
     if let Some(text) = query.take("outcome") {

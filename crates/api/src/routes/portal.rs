@@ -26,6 +26,8 @@ use crate::wire::path_id;
 /// A portal session as minted: the link to open, and the token behind it.
 #[derive(Debug, Serialize)]
 pub struct PortalSessionResponse {
+    /// The session's id: `POST /admin/v1/keys/{id}/revoke` ends it before it expires.
+    pub id: String,
     /// `<HERALD_PUBLIC_URL>/portal/#token=<token>`: the fragment never reaches a server.
     pub url: String,
     /// The session's bearer token, shown this once.
@@ -182,6 +184,7 @@ pub async fn mint_portal_session(
     };
     store.create_api_key(&key, &token.hash()).await?;
     Ok(PortalSessionResponse {
+        id: key.id.to_string(),
         url: format!("{public_url}/portal/#token={}", token.expose()),
         token: token.expose().to_owned(),
         expires_at: expires_at.to_string(),

@@ -125,6 +125,27 @@ async fn each_filter_narrows_the_feed(backend: Backend) {
         is("response_status", json!(200)),
     )
     .await;
+    // Every attempt of one event: the `wallet.balance_low` event went to both endpoints.
+    let event_id = feed
+        .records
+        .iter()
+        .find(|record| record["endpoint_id"] == json!(failing_id))
+        .map(|record| string_at(record, "event_id"))
+        .expect("the failing endpoint's record");
+    check_filter(
+        &feed,
+        &format!("event_id={event_id}"),
+        is("event_id", json!(event_id)),
+    )
+    .await;
+    let of_event = feed
+        .app
+        .get(
+            &feed.org.key,
+            &format!("/v1/webhooks/deliveries?event_id={event_id}"),
+        )
+        .await;
+    assert_eq!(of_event.body["meta"]["total"], json!(2), "{of_event}");
     check_filter(
         &feed,
         &format!("endpoint_id={ok_id}&event_type=wallet.balance_low"),
@@ -166,6 +187,8 @@ async fn invalid_filters_are_rejected_naming_the_parameter(backend: Backend) {
         ("endpoint_id=nope", "endpoint_id"),
         ("event_type=wallet.balanse_low", "event_type"),
         ("outcome=nope", "outcome"),
+        ("event_id=nope", "event_id"),
+        ("event_id=01a20000-0000-7000-8000-000000000000", "event_id"),
         ("since=yesterday", "since"),
         ("until=2026-13-01T00:00:00Z", "until"),
         ("http_status_min=99", "http_status_min"),

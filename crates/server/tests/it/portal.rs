@@ -19,6 +19,7 @@ backend_tests!(
     session_requests_are_validated,
     me_describes_an_api_key,
     sessions_are_not_listed_with_the_keys,
+    a_session_can_be_revoked_before_it_expires,
     the_catalog_lists_every_type_with_its_meaning,
     the_portal_is_served_under_a_strict_policy,
 );
@@ -61,6 +62,7 @@ async fn a_session_is_an_organization_credential_that_expires(backend: Backend) 
     let lasts = expires_at.unix_seconds() - before.unix_seconds();
     assert!((3_599..=3_601).contains(&lasts), "lasts {lasts} s");
 
+    assert!(!string_at(&session, "id").is_empty());
     let me = app.get(&token, "/v1/me").await;
     me.assert_status(StatusCode::OK);
     assert_eq!(me.body["org_id"], json!(org.id.to_string()));
@@ -266,6 +268,31 @@ async fn sessions_are_not_listed_with_the_keys(backend: Backend) {
     assert_eq!(ids, vec![&json!(org.key_id.to_string())], "{keys}");
 }
 
+async fn a_session_can_be_revoked_before_it_expires(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let org = app.org_with_key().await;
+    let session = mint(&app, &org.id.to_string(), &json!({})).await;
+    let token = string_at(&session, "token");
+    app.get(&token, "/v1/me")
+        .await
+        .assert_status(StatusCode::OK);
+
+    // Act: a leaked link is ended with the key revocation the admin API already has.
+    let revoked = app
+        .admin_post(
+            &format!("/admin/v1/keys/{}/revoke", string_at(&session, "id")),
+            &json!({}),
+        )
+        .await;
+
+    // Assert
+    revoked.assert_status(StatusCode::OK);
+    app.get(&token, "/v1/me")
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
 async fn the_catalog_lists_every_type_with_its_meaning(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
@@ -371,16 +398,27 @@ async fn the_portal_is_served_under_a_strict_policy(backend: Backend) {
     );
     assert!(gzipped.headers.contains_key(CONTENT_SECURITY_POLICY));
 
-    // A revisit with the same ETag costs a 304 and no body.
+    // A revisit with the same ETag costs a 304 and no body; the plain bytes are another
+    // representation, with their own ETag.
     let etag = gzipped.headers[ETAG].clone();
     let revisit = app
+        .send(
+            app.request(Method::GET, "/portal/portal.js")
+                .header(ACCEPT_ENCODING, "gzip")
+                .header(IF_NONE_MATCH, etag.clone()),
+        )
+        .await;
+    assert_eq!(revisit.status, StatusCode::NOT_MODIFIED);
+    assert!(revisit.text.is_empty());
+    let plain = app
         .send(
             app.request(Method::GET, "/portal/portal.js")
                 .header(IF_NONE_MATCH, etag),
         )
         .await;
-    assert_eq!(revisit.status, StatusCode::NOT_MODIFIED);
-    assert!(revisit.text.is_empty());
+    plain.assert_status(StatusCode::OK);
+    assert!(!plain.headers.contains_key(CONTENT_ENCODING));
+    assert_ne!(plain.headers[ETAG], gzipped.headers[ETAG]);
 
     // Anything else under /portal is the API's 404 envelope.
     app.send(app.request(Method::GET, "/portal/secrets.txt"))

@@ -517,6 +517,9 @@ fn push_filters<'a>(query: &mut Statement<'a>, org_id: OrgId, filter: &'a Attemp
     if let Some(event_type) = &filter.event_type {
         query.push(" AND event_type = ").push_bind(event_type);
     }
+    if let Some(event_id) = filter.event_id {
+        query.push(" AND event_id = ").push_bind(event_id.as_uuid());
+    }
     if let Some(outcome) = filter.outcome {
         query.push(" AND outcome = ").push_bind(outcome.as_str());
     }
