@@ -263,6 +263,14 @@ export interface components {
             /** @description 1 to 50 distinct event types from the catalog. */
             events: string[];
             /**
+             * @description Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names
+             *     are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
+             *     printable characters. Stored sealed; answers show every value as `"<redacted>"`.
+             */
+            headers?: {
+                [key: string]: string;
+            } | null;
+            /**
              * @description An absolute `https` URL, at most 2048 characters, without user-info.
              * @example https://example.com/webhooks
              */
@@ -386,6 +394,10 @@ export interface components {
              *     and so does setting the endpoint active. Read-only.
              */
             failing_since?: string | null;
+            /** @description The custom headers sent with every delivery, each value shown as `"<redacted>"`. */
+            headers: {
+                [key: string]: string;
+            };
             /**
              * Format: uuid
              * @description The endpoint's id.
@@ -711,6 +723,13 @@ export interface components {
             description?: string | null;
             /** @description The new, whole set of event types. May be omitted, but not `null`. */
             events?: string[];
+            /**
+             * @description The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value
+             *     of that header, so a read set can be sent back with one value changed.
+             */
+            headers?: {
+                [key: string]: string;
+            };
             /** @description A new URL, under the create rules. May be omitted, but not `null`. */
             url?: string;
         };

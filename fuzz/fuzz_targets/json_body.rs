@@ -22,8 +22,15 @@ use herald_fuzz::ready;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
-const CREATE_FIELDS: [&str; 4] = ["url", "events", "description", "api_version"];
-const UPDATE_FIELDS: [&str; 5] = ["url", "events", "description", "active", "api_version"];
+const CREATE_FIELDS: [&str; 5] = ["url", "events", "description", "api_version", "headers"];
+const UPDATE_FIELDS: [&str; 6] = [
+    "url",
+    "events",
+    "description",
+    "active",
+    "api_version",
+    "headers",
+];
 
 fuzz_target!(|input: &[u8]| {
     let Some((&selector, body)) = input.split_first() else {

@@ -3,6 +3,7 @@
 //! the caller's; this module only reports.
 
 use bytes::Bytes;
+use herald_domain::custom_headers::{CustomHeaders, REDACTED};
 use herald_domain::{Attempt, AttemptId, DeliveryId, Endpoint, Event, Outcome, Secret, Timestamp};
 use sha2::{Digest, Sha256};
 
@@ -27,6 +28,8 @@ pub struct AttemptPlan<'a> {
     pub org_secret: Option<&'a Secret>,
     /// The delivery's number in its endpoint's sequence (none for a test send).
     pub sequence: Option<u64>,
+    /// The endpoint's custom headers, sent after Herald's own.
+    pub custom_headers: &'a CustomHeaders,
 }
 
 /// The record of an attempt (with `outcome` provisional: `Success` or `Dead`, and `Retry`
@@ -49,7 +52,7 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         Ok(body) => body,
         Err(unsupported) => return not_sent(plan, occurred_at, unsupported.to_string()),
     };
-    let headers = signed_headers(&OutgoingDelivery {
+    let mut headers: Vec<(&str, String)> = signed_headers(&OutgoingDelivery {
         event_id: plan.event.id,
         event_type: &plan.event.event_type,
         attempt: plan.attempt_number,
@@ -60,13 +63,20 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         sequence: plan.sequence,
         ordering_key: plan.event.ordering_key.as_deref(),
     });
+    // The record shows what was sent, except the custom headers' values, which may be
+    // credentials: stored and shown as "<redacted>", like every answer shows them.
+    let mut recorded: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect();
+    for (name, value) in plan.custom_headers.pairs() {
+        headers.push((name.as_str(), value.clone()));
+        recorded.push((name.clone(), REDACTED.to_owned()));
+    }
     let request = SentRequest {
         body_sha256: hex::encode(Sha256::digest(&body)),
         body_bytes: body.len() as u64,
-        headers: headers
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), value.clone()))
-            .collect(),
+        headers: recorded,
     };
     let outcome = client
         .send(&plan.endpoint.url, &headers, Bytes::from(body))

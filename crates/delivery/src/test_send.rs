@@ -1,6 +1,7 @@
 //! The test operation's single attempt (docs/api.md#send-a-test): a synthetic `webhook.test`
 //! event, enveloped and signed exactly like a real delivery, sent once, never retried.
 
+use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::{
     Attempt, DeliveryId, Endpoint, Event, EventId, EventOrigin, Outcome, Secret, TEST_EVENT_TYPE,
     Timestamp,
@@ -34,6 +35,7 @@ pub async fn send_test(
     endpoint: &Endpoint,
     endpoint_secret: &Secret,
     org_secret: Option<&Secret>,
+    custom_headers: &CustomHeaders,
 ) -> Attempt {
     let plan = AttemptPlan {
         delivery_id: DeliveryId::new(),
@@ -43,6 +45,7 @@ pub async fn send_test(
         endpoint_secret,
         org_secret,
         sequence: None,
+        custom_headers,
     };
     let report = execute(client, plan).await;
     let mut attempt = report.attempt;

@@ -50,6 +50,8 @@ pub struct Endpoint {
     pub deleted_at: Option<Timestamp>,
     /// Why it is inactive, and since when its deliveries fail.
     pub health: EndpointHealth,
+    /// The names of its custom headers (their values are sealed apart, like the secret).
+    pub header_names: Vec<String>,
 }
 
 /// What an endpoint's deliveries have been doing lately, kept by Herald (read-only on the API).

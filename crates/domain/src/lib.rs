@@ -12,6 +12,7 @@
 //! - [`delivery`]: events, attempts and their outcomes.
 //! - [`envelope`]: the body of a delivery, one renderer per API version. Pure.
 //! - [`endpoint`]: the endpoint object and its validation rules.
+//! - [`custom_headers`]: an endpoint's custom headers, their rules and their redaction.
 //! - [`org`]: organizations, API keys and audit records.
 //! - [`portal`]: portal sessions, the portal's short-lived credentials.
 //! - [`publish`]: what an event must be to be published.
@@ -21,6 +22,7 @@
 //! - [`secret`]: signing secrets and API-key tokens.
 
 pub mod catalog;
+pub mod custom_headers;
 pub mod delivery;
 pub mod endpoint;
 pub mod envelope;

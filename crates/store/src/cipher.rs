@@ -26,26 +26,36 @@ impl SecretCipher {
 
     /// Encrypts a secret for storage.
     pub fn seal(&self, secret: &Secret) -> Vec<u8> {
+        self.seal_bytes(secret.expose_bytes().as_slice())
+    }
+
+    /// Encrypts any confidential bytes for storage (custom header values, as JSON).
+    pub fn seal_bytes(&self, plaintext: &[u8]) -> Vec<u8> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
             .aead
-            .encrypt(&nonce, secret.expose_bytes().as_slice())
-            .expect("encrypting 32 bytes in memory cannot fail");
+            .encrypt(&nonce, plaintext)
+            .expect("encrypting bytes in memory cannot fail");
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
         sealed
     }
 
-    /// Decrypts a stored secret; a wrong key or tampered bytes are `StoreError::Corrupt`.
-    pub fn open(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
+    /// Decrypts what [`SecretCipher::seal_bytes`] sealed; a wrong key or tampered bytes are
+    /// `StoreError::Corrupt`.
+    pub fn open_bytes(&self, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         if sealed.len() <= NONCE_LEN {
             return Err(StoreError::Corrupt("sealed secret too short"));
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let plaintext = self
-            .aead
+        self.aead
             .decrypt(XNonce::from_slice(nonce), ciphertext)
-            .map_err(|_| StoreError::Corrupt("secret does not decrypt under the configured key"))?;
+            .map_err(|_| StoreError::Corrupt("secret does not decrypt under the configured key"))
+    }
+
+    /// Decrypts a stored secret; a wrong key or tampered bytes are `StoreError::Corrupt`.
+    pub fn open(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
+        let plaintext = self.open_bytes(sealed)?;
         let bytes: [u8; 32] = plaintext
             .try_into()
             .map_err(|_| StoreError::Corrupt("decrypted secret is not 32 bytes"))?;

@@ -50,6 +50,7 @@ mod statement;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::recovery::Recovery;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
@@ -108,6 +109,8 @@ pub struct EndpointPatch {
     pub events: Option<Vec<String>>,
     /// Enable or disable delivery.
     pub active: Option<bool>,
+    /// The new, whole set of custom headers (`"<redacted>"` values already resolved).
+    pub headers: Option<CustomHeaders>,
 }
 
 /// A rate limit: at most `limit` operations per `period`, smoothly refilled.
@@ -176,6 +179,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         endpoint: &Endpoint,
         secret: &Secret,
+        headers: &CustomHeaders,
         cap: u32,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
@@ -220,6 +224,12 @@ pub trait Store: Send + Sync + 'static {
         org_id: OrgId,
         endpoint_id: EndpointId,
     ) -> Result<Secret, StoreError>;
+    /// A live endpoint's custom headers, opened.
+    async fn get_endpoint_headers(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<CustomHeaders, StoreError>;
 
     /// Stores an audit record on its own (changes Herald makes by itself).
     async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError>;

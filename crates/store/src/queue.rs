@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::{Attempt, Endpoint, EndpointId, Event, EventId, Outcome, Secret, Timestamp};
 use uuid::Uuid;
 
@@ -38,6 +39,8 @@ pub struct ClaimedDelivery {
     pub endpoint_secret: Secret,
     /// The organization's webhook secret, if it has one.
     pub org_secret: Option<Secret>,
+    /// The endpoint's custom headers, opened.
+    pub custom_headers: CustomHeaders,
     /// The claim's token: recording the attempt needs it.
     pub lease: LeaseToken,
 }
@@ -95,6 +98,8 @@ pub struct ProbeTarget {
     pub endpoint_secret: Secret,
     /// The organization's webhook secret, if it has one.
     pub org_secret: Option<Secret>,
+    /// Its custom headers, opened: a probe is sent as a delivery would be.
+    pub custom_headers: CustomHeaders,
 }
 
 /// Proof of one claim. Each claim stamps its deliveries with a fresh token; recording an

@@ -5,6 +5,7 @@
 
 use std::str::FromStr;
 
+use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::scope::Scope;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
@@ -73,7 +74,7 @@ impl_read_row!(PgRow);
 
 /// The columns [`endpoint_from_row`] reads.
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at, \
-     disabled_reason, failing_since";
+     disabled_reason, failing_since, header_names";
 
 /// The columns [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, \
@@ -93,7 +94,8 @@ pub(crate) const CLAIMED_DETAILS: &str =
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
             e.created_at AS event_created_at,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
-            p.deleted_at, p.disabled_reason, p.failing_since, p.secret, o.webhook_secret
+            p.deleted_at, p.disabled_reason, p.failing_since, p.header_names, p.secret, p.headers,
+            o.webhook_secret
      FROM deliveries d
      JOIN events e ON e.id = d.event_id
      JOIN endpoints p ON p.id = d.endpoint_id
@@ -120,6 +122,7 @@ pub(crate) fn claimed_from_row(
             .optional_bytes("webhook_secret")?
             .map(|sealed| cipher.open(&sealed))
             .transpose()?,
+        custom_headers: open_custom_headers(row.optional_bytes("headers")?, cipher)?,
         lease,
     })
 }
@@ -151,7 +154,46 @@ pub(crate) fn endpoint_from_row(row: &impl ReadRow) -> Result<Endpoint, StoreErr
                 .transpose()?,
             failing_since: row.optional_integer("failing_since")?.map(instant),
         },
+        header_names: row
+            .optional_text("header_names")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("endpoint header names are not a JSON array"))?
+            .unwrap_or_default(),
     })
+}
+
+/// The stored forms of an endpoint's custom headers: the names as JSON and the whole set
+/// sealed, both `None` when there are none.
+pub(crate) fn sealed_custom_headers(
+    headers: &CustomHeaders,
+    cipher: &SecretCipher,
+) -> (Option<String>, Option<Vec<u8>>) {
+    if headers.is_empty() {
+        return (None, None);
+    }
+    let names = serde_json::Value::from(headers.names()).to_string();
+    let pairs: Vec<[&str; 2]> = headers
+        .pairs()
+        .iter()
+        .map(|(name, value)| [name.as_str(), value.as_str()])
+        .collect();
+    let plaintext = serde_json::to_vec(&pairs).unwrap_or_default();
+    (Some(names), Some(cipher.seal_bytes(&plaintext)))
+}
+
+/// Opens the sealed `headers` column (`None`: the endpoint has none).
+pub(crate) fn open_custom_headers(
+    sealed: Option<Vec<u8>>,
+    cipher: &SecretCipher,
+) -> Result<CustomHeaders, StoreError> {
+    let Some(sealed) = sealed else {
+        return Ok(CustomHeaders::default());
+    };
+    let plaintext = cipher.open_bytes(&sealed)?;
+    let pairs: Vec<(String, String)> = serde_json::from_slice(&plaintext)
+        .map_err(|_| StoreError::Corrupt("sealed custom headers are not JSON pairs"))?;
+    Ok(CustomHeaders::from_checked(pairs))
 }
 
 pub(crate) fn api_key_from_row(row: &impl ReadRow) -> Result<ApiKey, StoreError> {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::operational::{self, EnabledBy, OPERATOR_HOOK, OPERATOR_ORG};
 use herald_domain::recovery::Recovery;
 use herald_domain::scope::Scope;
@@ -26,7 +27,7 @@ pub(crate) use delivery::{resolve_scope, write_attempts};
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::rows::{
     ENDPOINT_COLUMNS, ReadRow, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
-    org_from_row,
+    open_custom_headers, org_from_row, sealed_custom_headers,
 };
 use crate::statement::Statement;
 use crate::{
@@ -172,6 +173,7 @@ impl<B: Backend> Store for B {
         &self,
         endpoint: &Endpoint,
         secret: &Secret,
+        headers: &CustomHeaders,
         cap: u32,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
@@ -182,8 +184,8 @@ impl<B: Backend> Store for B {
         }
         let insert = Statement::new(
             "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
-                                    created_at, updated_at, deleted_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                                    created_at, updated_at, deleted_at, header_names, headers)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
         )
         .bind(endpoint.id.as_uuid())
         .bind(endpoint.org_id.as_uuid())
@@ -195,7 +197,8 @@ impl<B: Backend> Store for B {
         .bind(self.cipher().seal(secret))
         .bind(endpoint.created_at.as_micros())
         .bind(endpoint.updated_at.as_micros());
-        tx.execute(insert).await?;
+        let (names, sealed) = sealed_custom_headers(headers, self.cipher());
+        tx.execute(insert.bind(names).bind(sealed)).await?;
         commit_audited(tx, audit).await
     }
 
@@ -262,6 +265,8 @@ impl<B: Backend> Store for B {
                 disabled_reason = CASE WHEN ? THEN ? ELSE disabled_reason END,
                 disabled_at = CASE WHEN ? THEN ? ELSE disabled_at END,
                 failing_since = CASE WHEN ? THEN NULL ELSE failing_since END,
+                header_names = CASE WHEN ? THEN ? ELSE header_names END,
+                headers = CASE WHEN ? THEN ? ELSE headers END,
                 {}
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL
              RETURNING {ENDPOINT_COLUMNS}",
@@ -285,10 +290,20 @@ impl<B: Backend> Store for B {
             Some(false) => Some(audit.occurred_at.as_micros()),
             Some(true) | None => None,
         })
-        .bind(patch.active == Some(true))
-        .bind(audit.occurred_at.as_micros())
-        .bind(endpoint_id.as_uuid())
-        .bind(org_id.as_uuid());
+        .bind(patch.active == Some(true));
+        let (names, sealed) = patch
+            .headers
+            .as_ref()
+            .map(|headers| sealed_custom_headers(headers, self.cipher()))
+            .unwrap_or_default();
+        let update = update
+            .bind(patch.headers.is_some())
+            .bind(names)
+            .bind(patch.headers.is_some())
+            .bind(sealed)
+            .bind(audit.occurred_at.as_micros())
+            .bind(endpoint_id.as_uuid())
+            .bind(org_id.as_uuid());
         let Some(row) = tx.fetch_first(update).await? else {
             return tx.refuse(StoreError::NotFound).await;
         };
@@ -363,6 +378,20 @@ impl<B: Backend> Store for B {
         .bind(org_id.as_uuid());
         let row = only(self.run(Pool::Read, select).await?)?;
         self.cipher().open(&row.bytes("secret")?)
+    }
+
+    async fn get_endpoint_headers(
+        &self,
+        org_id: OrgId,
+        endpoint_id: EndpointId,
+    ) -> Result<CustomHeaders, StoreError> {
+        let select = Statement::new(
+            "SELECT headers FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(org_id.as_uuid());
+        let row = only(self.run(Pool::Read, select).await?)?;
+        open_custom_headers(row.optional_bytes("headers")?, self.cipher())
     }
 
     async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError> {

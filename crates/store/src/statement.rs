@@ -206,6 +206,7 @@ arg_from!(Text:
 arg_from!(Bytes:
     &'a [u8] => |value| Some(Cow::Borrowed(value)),
     Vec<u8> => |value| Some(Cow::Owned(value)),
+    Option<Vec<u8>> => |value| value.map(Cow::Owned),
 );
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! Endpoint management: `/v1/webhooks` and `/v1/webhooks/{id}` (docs/api.md#endpoints).
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use herald_domain::custom_headers::{CustomHeaders, REDACTED};
 use herald_domain::endpoint::{normalize_description, validate_events, validate_url};
 use herald_domain::{
     AuditAction, AuditId, AuditRecord, DisabledReason, Endpoint, EndpointHealth, EndpointId,
@@ -37,6 +40,10 @@ pub struct CreateEndpointRequest {
     /// A supported API version; the newest by default. May be omitted, but not `null`.
     #[schema(nullable = false)]
     pub api_version: Option<String>,
+    /// Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names
+    /// are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
+    /// printable characters. Stored sealed; answers show every value as `"<redacted>"`.
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// Body of `PATCH /v1/webhooks/{id}`; absent fields are unchanged.
@@ -55,6 +62,10 @@ pub struct UpdateEndpointRequest {
     /// Enable or disable delivery. May be omitted, but not `null`.
     #[schema(nullable = false)]
     pub active: Option<bool>,
+    /// The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value
+    /// of that header, so a read set can be sent back with one value changed.
+    #[schema(nullable = false)]
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// The endpoint object.
@@ -94,6 +105,8 @@ pub struct EndpointResponse {
     /// and so does setting the endpoint active. Read-only.
     #[schema(format = DateTime)]
     pub failing_since: Option<String>,
+    /// The custom headers sent with every delivery, each value shown as `"<redacted>"`.
+    pub headers: BTreeMap<String, &'static str>,
 }
 
 impl From<Endpoint> for EndpointResponse {
@@ -111,6 +124,11 @@ impl From<Endpoint> for EndpointResponse {
             deleted_at: endpoint.deleted_at.map(|at| at.to_string()),
             disabled_reason: endpoint.health.disabled_reason.map(DisabledReason::as_str),
             failing_since: endpoint.health.failing_since.map(|at| at.to_string()),
+            headers: endpoint
+                .header_names
+                .into_iter()
+                .map(|name| (name, REDACTED))
+                .collect(),
         }
     }
 }
@@ -154,6 +172,7 @@ pub(crate) async fn create_endpoint(
         events,
         description,
         api_version,
+        headers,
     } = read_create_body(body, config)?;
 
     let now = Timestamp::now();
@@ -169,12 +188,13 @@ pub(crate) async fn create_endpoint(
         updated_at: now,
         deleted_at: None,
         health: EndpointHealth::default(),
+        header_names: headers.names(),
     };
     let secret = Secret::generate();
     let audit = audit_record(&auth, AuditAction::EndpointCreated, &endpoint.id, now);
     state
         .store
-        .create_endpoint(&endpoint, &secret, config.endpoint_cap, &audit)
+        .create_endpoint(&endpoint, &secret, &headers, config.endpoint_cap, &audit)
         .await
         .map_err(|error| match error {
             herald_store::StoreError::LimitExceeded => ApiError::LimitExceeded {
@@ -248,7 +268,17 @@ pub(crate) async fn update_endpoint(
     JsonObject(body): JsonObject,
 ) -> Result<Json<EndpointResponse>, ApiError> {
     let endpoint_id: EndpointId = path_id(&id)?;
-    let patch = read_update_body(body, &state.config)?;
+    // `"<redacted>"` values keep stored ones: read those only when one was sent.
+    let stored = match body.get("headers") {
+        Some(headers) if CustomHeaders::placeholders(headers) => Some(
+            state
+                .store
+                .get_endpoint_headers(auth.org_id(), endpoint_id)
+                .await?,
+        ),
+        _ => None,
+    };
+    let patch = read_update_body_with(body, &state.config, stored.as_ref())?;
 
     let audit = audit_record(
         &auth,
@@ -325,6 +355,8 @@ pub struct NewEndpointFields {
     pub description: Option<String>,
     /// The pinned API version (the newest when not given).
     pub api_version: String,
+    /// The custom headers (none when not given).
+    pub headers: CustomHeaders,
 }
 
 /// Reads the body of `POST /v1/webhooks`, checking every rule of docs/api.md#validation-rules and
@@ -366,8 +398,14 @@ pub fn read_create_body(
         .map(|()| version),
         None => Some(config.api_versions.default_version().to_owned()),
     };
+    let headers = match fields.take_value("headers") {
+        None | Some(Value::Null) => Some(CustomHeaders::default()),
+        Some(value) => check(&mut fields, "headers", CustomHeaders::parse(&value)),
+    };
     fields.finish()?;
-    let (Some(url), Some(events), Some(api_version)) = (url, events, api_version) else {
+    let (Some(url), Some(events), Some(api_version), Some(headers)) =
+        (url, events, api_version, headers)
+    else {
         return Err(ApiError::Internal(
             "validated fields missing after a clean finish".into(),
         ));
@@ -377,14 +415,26 @@ pub fn read_create_body(
         events,
         description,
         api_version,
+        headers,
     })
 }
 
 /// Reads the body of `PATCH /v1/webhooks/{id}` into a patch, under the same rules as create.
-/// Pure, so the fuzz targets can call it.
+/// Pure, so the fuzz targets can call it; a `"<redacted>"` header value is refused here, as
+/// no stored set is given (see [`read_update_body_with`]).
 pub fn read_update_body(
     body: Map<String, Value>,
     config: &ApiConfig,
+) -> Result<EndpointPatch, ApiError> {
+    read_update_body_with(body, config, None)
+}
+
+/// [`read_update_body`], with the endpoint's stored custom headers, which `"<redacted>"`
+/// values keep.
+pub fn read_update_body_with(
+    body: Map<String, Value>,
+    config: &ApiConfig,
+    stored: Option<&CustomHeaders>,
 ) -> Result<EndpointPatch, ApiError> {
     let mut fields = Fields::new(body);
     let mut patch = EndpointPatch {
@@ -410,6 +460,18 @@ pub fn read_update_body(
         None => None,
     };
     patch.active = fields.optional_bool("active");
+    patch.headers = match fields.take_value("headers") {
+        None => None,
+        Some(Value::Null) => {
+            fields.error("headers", "must be an object; {} removes every header");
+            None
+        }
+        Some(value) => {
+            let none = CustomHeaders::default();
+            let parsed = CustomHeaders::parse_update(&value, stored.unwrap_or(&none));
+            check(&mut fields, "headers", parsed)
+        }
+    };
     if fields.take_value("api_version").is_some() {
         fields.error(
             "api_version",

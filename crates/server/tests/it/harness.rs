@@ -304,12 +304,18 @@ impl TestApp {
     }
 
     pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
+        self.stored_endpoint_bytes("secret").await
+    }
+
+    /// The non-null values of the endpoints' binary `column`, exactly as stored.
+    pub(crate) async fn stored_endpoint_bytes(&self, column: &str) -> Vec<Vec<u8>> {
+        let query = format!("SELECT {column} FROM endpoints WHERE {column} IS NOT NULL");
         match self.backend {
             Backend::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.database_url)
                     .await
                     .expect("opening the test database");
-                let secrets = sqlx::query_scalar("SELECT secret FROM endpoints")
+                let secrets = sqlx::query_scalar(&query)
                     .fetch_all(&pool)
                     .await
                     .expect("reading stored secrets");
@@ -323,7 +329,7 @@ impl TestApp {
                 let pool = sqlx::SqlitePool::connect_with(options)
                     .await
                     .expect("opening the test database");
-                let secrets = sqlx::query_scalar("SELECT secret FROM endpoints")
+                let secrets = sqlx::query_scalar(&query)
                     .fetch_all(&pool)
                     .await
                     .expect("reading stored secrets");

@@ -37,6 +37,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod connections;
+mod custom_headers;
 mod delivery;
 mod delivery_feed;
 mod endpoint_cap;

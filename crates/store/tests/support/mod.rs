@@ -124,6 +124,7 @@ pub(crate) async fn create_endpoint(
         updated_at: now,
         deleted_at: None,
         health: herald_domain::EndpointHealth::default(),
+        header_names: Vec::new(),
     };
     let audit = AuditRecord {
         id: AuditId::new(),
@@ -136,7 +137,13 @@ pub(crate) async fn create_endpoint(
         reason: None,
     };
     store
-        .create_endpoint(&endpoint, &Secret::generate(), 50, &audit)
+        .create_endpoint(
+            &endpoint,
+            &Secret::generate(),
+            &herald_domain::custom_headers::CustomHeaders::default(),
+            50,
+            &audit,
+        )
         .await
         .expect("creating an endpoint");
     endpoint.id

@@ -44,9 +44,11 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             updated_at: now,
             deleted_at: None,
             health: herald_domain::EndpointHealth::default(),
+            header_names: Vec::new(),
         },
         endpoint_secret: Secret::generate(),
         org_secret: None,
+        custom_headers: herald_domain::custom_headers::CustomHeaders::default(),
         lease: LeaseToken::new(),
     }
 }
@@ -63,6 +65,7 @@ fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> 
         endpoint_secret: &delivery.endpoint_secret,
         org_secret: None,
         sequence: delivery.sequence,
+        custom_headers: &delivery.custom_headers,
     };
     let mut report = not_sent(plan, Timestamp::now(), String::new());
     let class = match status {
