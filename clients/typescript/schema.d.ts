@@ -254,10 +254,28 @@ export interface components {
             /** @description Always `true`. */
             success: boolean;
         };
+        /** @description A client certificate as sent: write-only. */
+        ClientCertificateRequest: {
+            /** @description PEM certificates, the leaf first. */
+            cert_pem: string;
+            /** @description The leaf's private key, PEM, unencrypted (PKCS#8, PKCS#1 RSA or SEC1 EC). */
+            key_pem: string;
+        };
+        /** @description What answers show of a client certificate. */
+        ClientCertificateResponse: {
+            /**
+             * Format: date-time
+             * @description When the leaf certificate expires.
+             */
+            not_after: string;
+            /** @description The leaf certificate's subject, RFC 4514. */
+            subject: string;
+        };
         /** @description Body of `POST /v1/webhooks`. Unknown fields are refused. */
         CreateEndpointRequest: {
             /** @description A supported API version; the newest by default. May be omitted, but not `null`. */
             api_version?: string;
+            client_certificate?: null | components["schemas"]["ClientCertificateRequest"];
             /** @description At most 200 characters; whitespace-only is stored as `null`. */
             description?: string | null;
             /** @description 1 to 50 distinct event types from the catalog. */
@@ -368,6 +386,7 @@ export interface components {
             active: boolean;
             /** @description The delivery envelope version. */
             api_version: string;
+            client_certificate?: null | components["schemas"]["ClientCertificateResponse"];
             /**
              * Format: date-time
              * @description When it was created.
@@ -719,6 +738,7 @@ export interface components {
         UpdateEndpointRequest: {
             /** @description Enable or disable delivery. May be omitted, but not `null`. */
             active?: boolean;
+            client_certificate?: null | components["schemas"]["ClientCertificateRequest"];
             /** @description A new description; empty after trimming (or `null`) clears it. */
             description?: string | null;
             /** @description The new, whole set of event types. May be omitted, but not `null`. */

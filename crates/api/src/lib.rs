@@ -9,6 +9,7 @@
 //! - [`request_id`]: the `X-Request-Id` middleware.
 //! - [`publisher`]: group commit of published events.
 //! - [`metrics`]: `GET /metrics` and the API's counters.
+//! - [`client_certificate`]: checking an endpoint's client certificate pair (rustls, x509-cert).
 //! - [`docs`]: the OpenAPI document's fixed parts.
 //! - [`portal_assets`]: the portal's embedded files, served under `/portal/` with their CSP.
 //! - [`state`]: [`AppState`] and [`ApiConfig`].
@@ -16,6 +17,7 @@
 //! The API never dials receivers itself: it records work in the store, and the delivery
 //! worker claims it from there.
 
+pub mod client_certificate;
 pub mod docs;
 pub mod error;
 pub mod extract;

@@ -3,8 +3,11 @@
 //! the caller's; this module only reports.
 
 use bytes::Bytes;
-use herald_domain::custom_headers::{CustomHeaders, REDACTED};
-use herald_domain::{Attempt, AttemptId, DeliveryId, Endpoint, Event, Outcome, Secret, Timestamp};
+use herald_domain::custom_headers::REDACTED;
+use herald_domain::{
+    Attempt, AttemptId, DeliveryId, Endpoint, EndpointCredentials, Event, Outcome, Secret,
+    Timestamp,
+};
 use sha2::{Digest, Sha256};
 
 use crate::client::{AttemptOutcome, DeliveryClient, OutcomeClass};
@@ -28,8 +31,8 @@ pub struct AttemptPlan<'a> {
     pub org_secret: Option<&'a Secret>,
     /// The delivery's number in its endpoint's sequence (none for a test send).
     pub sequence: Option<u64>,
-    /// The endpoint's custom headers, sent after Herald's own.
-    pub custom_headers: &'a CustomHeaders,
+    /// The endpoint's custom headers (sent after Herald's own) and client certificate.
+    pub credentials: &'a EndpointCredentials,
 }
 
 /// The record of an attempt (with `outcome` provisional: `Success` or `Dead`, and `Retry`
@@ -69,7 +72,7 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         .iter()
         .map(|(name, value)| ((*name).to_owned(), value.clone()))
         .collect();
-    for (name, value) in plan.custom_headers.pairs() {
+    for (name, value) in plan.credentials.custom_headers.pairs() {
         headers.push((name.as_str(), value.clone()));
         recorded.push((name.clone(), REDACTED.to_owned()));
     }
@@ -79,7 +82,12 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         headers: recorded,
     };
     let outcome = client
-        .send(&plan.endpoint.url, &headers, Bytes::from(body))
+        .send_with(
+            &plan.endpoint.url,
+            &headers,
+            Bytes::from(body),
+            plan.credentials.client_certificate.as_ref(),
+        )
         .await;
     report(plan, started, request, outcome)
 }

@@ -124,7 +124,7 @@ async fn probe(
         endpoint,
         &target.endpoint_secret,
         target.org_secret.as_ref(),
-        &target.custom_headers,
+        &target.credentials,
     )
     .await;
     if let Err(error) = store.record_test_attempt(&event, &attempt).await {

@@ -1,10 +1,9 @@
 //! The test operation's single attempt (docs/api.md#send-a-test): a synthetic `webhook.test`
 //! event, enveloped and signed exactly like a real delivery, sent once, never retried.
 
-use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::{
-    Attempt, DeliveryId, Endpoint, Event, EventId, EventOrigin, Outcome, Secret, TEST_EVENT_TYPE,
-    Timestamp,
+    Attempt, DeliveryId, Endpoint, EndpointCredentials, Event, EventId, EventOrigin, Outcome,
+    Secret, TEST_EVENT_TYPE, Timestamp,
 };
 
 use crate::attempt::{AttemptPlan, execute};
@@ -35,7 +34,7 @@ pub async fn send_test(
     endpoint: &Endpoint,
     endpoint_secret: &Secret,
     org_secret: Option<&Secret>,
-    custom_headers: &CustomHeaders,
+    credentials: &EndpointCredentials,
 ) -> Attempt {
     let plan = AttemptPlan {
         delivery_id: DeliveryId::new(),
@@ -45,7 +44,7 @@ pub async fn send_test(
         endpoint_secret,
         org_secret,
         sequence: None,
-        custom_headers,
+        credentials,
     };
     let report = execute(client, plan).await;
     let mut attempt = report.attempt;

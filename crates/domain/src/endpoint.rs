@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use url::{Host, Url};
 
 use crate::catalog::{EventCatalog, TEST_EVENT_TYPE};
+use crate::client_certificate::{CertificateSummary, ClientCertificate};
+use crate::custom_headers::CustomHeaders;
 use crate::ids::{EndpointId, OrgId};
 use crate::net::AddressPolicy;
 use crate::time::Timestamp;
@@ -52,6 +54,18 @@ pub struct Endpoint {
     pub health: EndpointHealth,
     /// The names of its custom headers (their values are sealed apart, like the secret).
     pub header_names: Vec<String>,
+    /// What answers show of its client certificate, if it has one (the pair is sealed apart).
+    pub client_certificate: Option<CertificateSummary>,
+}
+
+/// What an attempt presents to the receiver besides its signature: the endpoint's custom
+/// headers and client certificate, opened. Kept apart from [`Endpoint`], like the secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointCredentials {
+    /// Sent after Herald's own headers.
+    pub custom_headers: CustomHeaders,
+    /// Presented when the receiver asks for a client certificate.
+    pub client_certificate: Option<ClientCertificate>,
 }
 
 /// What an endpoint's deliveries have been doing lately, kept by Herald (read-only on the API).

@@ -12,6 +12,7 @@
 //! - [`delivery`]: events, attempts and their outcomes.
 //! - [`envelope`]: the body of a delivery, one renderer per API version. Pure.
 //! - [`endpoint`]: the endpoint object and its validation rules.
+//! - [`client_certificate`]: an endpoint's client certificate for mutual TLS.
 //! - [`custom_headers`]: an endpoint's custom headers, their rules and their redaction.
 //! - [`org`]: organizations, API keys and audit records.
 //! - [`portal`]: portal sessions, the portal's short-lived credentials.
@@ -22,6 +23,7 @@
 //! - [`secret`]: signing secrets and API-key tokens.
 
 pub mod catalog;
+pub mod client_certificate;
 pub mod custom_headers;
 pub mod delivery;
 pub mod endpoint;
@@ -39,7 +41,7 @@ pub mod time;
 
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use delivery::{Attempt, Event, EventOrigin, Outcome};
-pub use endpoint::{DisabledReason, Endpoint, EndpointHealth, FieldErrors};
+pub use endpoint::{DisabledReason, Endpoint, EndpointCredentials, EndpointHealth, FieldErrors};
 pub use ids::{ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId, RecoveryId};
 pub use net::AddressPolicy;
 pub use org::{ApiKey, AuditAction, AuditRecord, Org};

@@ -26,9 +26,9 @@ impl TestSender for DeliveryTestSender {
             .get_endpoint_secret(endpoint.org_id, endpoint.id)
             .await?;
         let org_secret = self.store.get_org_secret(endpoint.org_id).await?;
-        let custom_headers = self
+        let credentials = self
             .store
-            .get_endpoint_headers(endpoint.org_id, endpoint.id)
+            .get_endpoint_credentials(endpoint.org_id, endpoint.id)
             .await?;
         let event = test_event(endpoint);
         let attempt = send_test(
@@ -37,7 +37,7 @@ impl TestSender for DeliveryTestSender {
             endpoint,
             &endpoint_secret,
             org_secret.as_ref(),
-            &custom_headers,
+            &credentials,
         )
         .await;
         self.store.record_test_attempt(&event, &attempt).await?;

@@ -50,12 +50,13 @@ mod statement;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::client_certificate::{CertificateSummary, ClientCertificate};
 use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::recovery::Recovery;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointId, Event, EventId, Org,
-    OrgId, RecoveryId, Secret, Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointCredentials, EndpointId,
+    Event, EventId, Org, OrgId, RecoveryId, Secret, Timestamp,
 };
 
 pub use cipher::SecretCipher;
@@ -111,6 +112,8 @@ pub struct EndpointPatch {
     pub active: Option<bool>,
     /// The new, whole set of custom headers (`"<redacted>"` values already resolved).
     pub headers: Option<CustomHeaders>,
+    /// A new client certificate with its summary; `Some(None)` removes it.
+    pub client_certificate: Option<Option<(ClientCertificate, CertificateSummary)>>,
 }
 
 /// A rate limit: at most `limit` operations per `period`, smoothly refilled.
@@ -179,7 +182,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         endpoint: &Endpoint,
         secret: &Secret,
-        headers: &CustomHeaders,
+        credentials: &EndpointCredentials,
         cap: u32,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
@@ -224,12 +227,12 @@ pub trait Store: Send + Sync + 'static {
         org_id: OrgId,
         endpoint_id: EndpointId,
     ) -> Result<Secret, StoreError>;
-    /// A live endpoint's custom headers, opened.
-    async fn get_endpoint_headers(
+    /// A live endpoint's custom headers and client certificate, opened.
+    async fn get_endpoint_credentials(
         &self,
         org_id: OrgId,
         endpoint_id: EndpointId,
-    ) -> Result<CustomHeaders, StoreError>;
+    ) -> Result<EndpointCredentials, StoreError>;
 
     /// Stores an audit record on its own (changes Herald makes by itself).
     async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError>;

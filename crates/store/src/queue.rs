@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use herald_domain::custom_headers::CustomHeaders;
-use herald_domain::{Attempt, Endpoint, EndpointId, Event, EventId, Outcome, Secret, Timestamp};
+use herald_domain::{
+    Attempt, Endpoint, EndpointCredentials, EndpointId, Event, EventId, Outcome, Secret, Timestamp,
+};
 use uuid::Uuid;
 
 /// The answer for one published event.
@@ -39,8 +40,8 @@ pub struct ClaimedDelivery {
     pub endpoint_secret: Secret,
     /// The organization's webhook secret, if it has one.
     pub org_secret: Option<Secret>,
-    /// The endpoint's custom headers, opened.
-    pub custom_headers: CustomHeaders,
+    /// The endpoint's custom headers and client certificate, opened.
+    pub credentials: EndpointCredentials,
     /// The claim's token: recording the attempt needs it.
     pub lease: LeaseToken,
 }
@@ -98,8 +99,8 @@ pub struct ProbeTarget {
     pub endpoint_secret: Secret,
     /// The organization's webhook secret, if it has one.
     pub org_secret: Option<Secret>,
-    /// Its custom headers, opened: a probe is sent as a delivery would be.
-    pub custom_headers: CustomHeaders,
+    /// Its custom headers and client certificate, opened: a probe is sent as a delivery is.
+    pub credentials: EndpointCredentials,
 }
 
 /// Proof of one claim. Each claim stamps its deliveries with a fresh token; recording an

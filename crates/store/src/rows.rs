@@ -5,12 +5,13 @@
 
 use std::str::FromStr;
 
+use herald_domain::client_certificate::{CertificateSummary, ClientCertificate};
 use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::scope::Scope;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
-    DisabledReason, Endpoint, EndpointHealth, EndpointId, Event, EventId, EventOrigin, Org, OrgId,
-    Outcome, Timestamp,
+    DisabledReason, Endpoint, EndpointCredentials, EndpointHealth, EndpointId, Event, EventId,
+    EventOrigin, Org, OrgId, Outcome, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -74,7 +75,7 @@ impl_read_row!(PgRow);
 
 /// The columns [`endpoint_from_row`] reads.
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at, \
-     disabled_reason, failing_since, header_names";
+     disabled_reason, failing_since, header_names, client_certificate_subject, client_certificate_not_after";
 
 /// The columns [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, \
@@ -94,7 +95,8 @@ pub(crate) const CLAIMED_DETAILS: &str =
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
             e.created_at AS event_created_at,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
-            p.deleted_at, p.disabled_reason, p.failing_since, p.header_names, p.secret, p.headers,
+            p.deleted_at, p.disabled_reason, p.failing_since, p.header_names, p.client_certificate_subject,
+            p.client_certificate_not_after, p.secret, p.headers, p.client_certificate,
             o.webhook_secret
      FROM deliveries d
      JOIN events e ON e.id = d.event_id
@@ -122,7 +124,7 @@ pub(crate) fn claimed_from_row(
             .optional_bytes("webhook_secret")?
             .map(|sealed| cipher.open(&sealed))
             .transpose()?,
-        custom_headers: open_custom_headers(row.optional_bytes("headers")?, cipher)?,
+        credentials: open_credentials(row, cipher)?,
         lease,
     })
 }
@@ -160,6 +162,57 @@ pub(crate) fn endpoint_from_row(row: &impl ReadRow) -> Result<Endpoint, StoreErr
             .transpose()
             .map_err(|_| StoreError::Corrupt("endpoint header names are not a JSON array"))?
             .unwrap_or_default(),
+        client_certificate: match row.optional_text("client_certificate_subject")? {
+            Some(subject) => Some(CertificateSummary {
+                subject,
+                not_after: instant(row.integer("client_certificate_not_after")?),
+            }),
+            None => None,
+        },
+    })
+}
+
+/// The sealed form of a client certificate pair (`None` when there is none).
+pub(crate) fn sealed_client_certificate(
+    certificate: Option<&ClientCertificate>,
+    cipher: &SecretCipher,
+) -> Option<Vec<u8>> {
+    let certificate = certificate?;
+    let plaintext = serde_json::json!({
+        "cert_pem": certificate.cert_pem(),
+        "key_pem": certificate.expose_key_pem(),
+    });
+    Some(cipher.seal_bytes(plaintext.to_string().as_bytes()))
+}
+
+/// An endpoint's credentials from the sealed `headers` and `client_certificate` columns of
+/// `row`.
+pub(crate) fn open_credentials(
+    row: &impl ReadRow,
+    cipher: &SecretCipher,
+) -> Result<EndpointCredentials, StoreError> {
+    let client_certificate = match row.optional_bytes("client_certificate")? {
+        None => None,
+        Some(sealed) => {
+            let plaintext = cipher.open_bytes(&sealed)?;
+            let pair: serde_json::Value = serde_json::from_slice(&plaintext)
+                .map_err(|_| StoreError::Corrupt("a sealed client certificate is not JSON"))?;
+            let (Some(cert_pem), Some(key_pem)) =
+                (pair["cert_pem"].as_str(), pair["key_pem"].as_str())
+            else {
+                return Err(StoreError::Corrupt(
+                    "a sealed client certificate lacks its parts",
+                ));
+            };
+            Some(ClientCertificate::new(
+                cert_pem.to_owned(),
+                key_pem.to_owned(),
+            ))
+        }
+    };
+    Ok(EndpointCredentials {
+        custom_headers: open_custom_headers(row.optional_bytes("headers")?, cipher)?,
+        client_certificate,
     })
 }
 
@@ -183,7 +236,7 @@ pub(crate) fn sealed_custom_headers(
 }
 
 /// Opens the sealed `headers` column (`None`: the endpoint has none).
-pub(crate) fn open_custom_headers(
+fn open_custom_headers(
     sealed: Option<Vec<u8>>,
     cipher: &SecretCipher,
 ) -> Result<CustomHeaders, StoreError> {

@@ -7,14 +7,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_domain::custom_headers::CustomHeaders;
 use herald_domain::operational::{self, EnabledBy, OPERATOR_HOOK, OPERATOR_ORG};
 use herald_domain::recovery::Recovery;
 use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
-    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, DisabledReason, Endpoint, EndpointId, Event,
-    EventId, Org, OrgId, RecoveryId, Secret, Timestamp,
+    ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, DisabledReason, Endpoint,
+    EndpointCredentials, EndpointId, Event, EventId, Org, OrgId, RecoveryId, Secret, Timestamp,
 };
 
 mod delivery;
@@ -27,7 +26,7 @@ pub(crate) use delivery::{resolve_scope, write_attempts};
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::rows::{
     ENDPOINT_COLUMNS, ReadRow, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
-    open_custom_headers, org_from_row, sealed_custom_headers,
+    open_credentials, org_from_row, sealed_client_certificate, sealed_custom_headers,
 };
 use crate::statement::Statement;
 use crate::{
@@ -173,7 +172,7 @@ impl<B: Backend> Store for B {
         &self,
         endpoint: &Endpoint,
         secret: &Secret,
-        headers: &CustomHeaders,
+        credentials: &EndpointCredentials,
         cap: u32,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
@@ -184,8 +183,10 @@ impl<B: Backend> Store for B {
         }
         let insert = Statement::new(
             "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
-                                    created_at, updated_at, deleted_at, header_names, headers)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                                    created_at, updated_at, deleted_at, header_names, headers,
+                                    client_certificate, client_certificate_subject,
+                                    client_certificate_not_after)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
         )
         .bind(endpoint.id.as_uuid())
         .bind(endpoint.org_id.as_uuid())
@@ -197,8 +198,17 @@ impl<B: Backend> Store for B {
         .bind(self.cipher().seal(secret))
         .bind(endpoint.created_at.as_micros())
         .bind(endpoint.updated_at.as_micros());
-        let (names, sealed) = sealed_custom_headers(headers, self.cipher());
-        tx.execute(insert.bind(names).bind(sealed)).await?;
+        let (names, sealed) = sealed_custom_headers(&credentials.custom_headers, self.cipher());
+        let certificate =
+            sealed_client_certificate(credentials.client_certificate.as_ref(), self.cipher());
+        let summary = endpoint.client_certificate.as_ref();
+        let insert = insert
+            .bind(names)
+            .bind(sealed)
+            .bind(certificate)
+            .bind(summary.map(|summary| summary.subject.clone()))
+            .bind(summary.map(|summary| summary.not_after.as_micros()));
+        tx.execute(insert).await?;
         commit_audited(tx, audit).await
     }
 
@@ -267,6 +277,10 @@ impl<B: Backend> Store for B {
                 failing_since = CASE WHEN ? THEN NULL ELSE failing_since END,
                 header_names = CASE WHEN ? THEN ? ELSE header_names END,
                 headers = CASE WHEN ? THEN ? ELSE headers END,
+                client_certificate = CASE WHEN ? THEN ? ELSE client_certificate END,
+                client_certificate_subject = CASE WHEN ? THEN ? ELSE client_certificate_subject END,
+                client_certificate_not_after =
+                    CASE WHEN ? THEN ? ELSE client_certificate_not_after END,
                 {}
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL
              RETURNING {ENDPOINT_COLUMNS}",
@@ -300,7 +314,19 @@ impl<B: Backend> Store for B {
             .bind(patch.headers.is_some())
             .bind(names)
             .bind(patch.headers.is_some())
-            .bind(sealed)
+            .bind(sealed);
+        let replaced = patch.client_certificate.as_ref();
+        let new_pair = replaced.and_then(Option::as_ref);
+        let update = update
+            .bind(replaced.is_some())
+            .bind(sealed_client_certificate(
+                new_pair.map(|(pair, _)| pair),
+                self.cipher(),
+            ))
+            .bind(replaced.is_some())
+            .bind(new_pair.map(|(_, summary)| summary.subject.clone()))
+            .bind(replaced.is_some())
+            .bind(new_pair.map(|(_, summary)| summary.not_after.as_micros()))
             .bind(audit.occurred_at.as_micros())
             .bind(endpoint_id.as_uuid())
             .bind(org_id.as_uuid());
@@ -380,18 +406,19 @@ impl<B: Backend> Store for B {
         self.cipher().open(&row.bytes("secret")?)
     }
 
-    async fn get_endpoint_headers(
+    async fn get_endpoint_credentials(
         &self,
         org_id: OrgId,
         endpoint_id: EndpointId,
-    ) -> Result<CustomHeaders, StoreError> {
+    ) -> Result<EndpointCredentials, StoreError> {
         let select = Statement::new(
-            "SELECT headers FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+            "SELECT headers, client_certificate FROM endpoints
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
         )
         .bind(endpoint_id.as_uuid())
         .bind(org_id.as_uuid());
         let row = only(self.run(Pool::Read, select).await?)?;
-        open_custom_headers(row.optional_bytes("headers")?, self.cipher())
+        open_credentials(&row, self.cipher())
     }
 
     async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError> {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use axum_server::tls_rustls::RustlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate authority trusted by test clients through `extra_root_certs_pem`.
 pub struct TestCa {
@@ -78,6 +80,46 @@ impl TestCa {
 }
 
 impl Leaf {
+    /// The certificate, PEM.
+    pub fn certificate_pem(&self) -> &str {
+        &self.certificate_pem
+    }
+
+    /// The private key, PEM (PKCS#8).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The TLS configuration of a receiver that serves this leaf and demands a client
+    /// certificate signed by the CA whose root is `client_root_pem` (mutual TLS).
+    pub fn rustls_config_requiring_clients(self, client_root_pem: &[u8]) -> RustlsConfig {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for root in CertificateDer::pem_slice_iter(client_root_pem) {
+            roots
+                .add(root.expect("a root made here"))
+                .expect("a usable root");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::clone(&provider),
+        )
+        .build()
+        .expect("a client verifier");
+        let chain = CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("a leaf made here");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("its key");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the default versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .expect("a server configuration");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        RustlsConfig::from_config(std::sync::Arc::new(config))
+    }
+
     /// The TLS configuration of a receiver that serves this leaf.
     pub async fn rustls_config(self) -> RustlsConfig {
         RustlsConfig::from_pem(self.certificate_pem.into_bytes(), self.key_pem.into_bytes())

@@ -103,6 +103,7 @@ impl Receiver {
     pub fn builder(ca: &TestCa) -> ReceiverBuilder {
         ReceiverBuilder {
             leaf: ca.loopback_leaf(),
+            client_roots: None,
             bind: "127.0.0.1:0".parse().expect("socket address"),
             redirect_to: None,
             sequence: Vec::new(),
@@ -128,6 +129,7 @@ impl Receiver {
 /// Options of a [`Receiver`].
 pub struct ReceiverBuilder {
     leaf: Leaf,
+    client_roots: Option<Vec<u8>>,
     bind: SocketAddr,
     redirect_to: Option<String>,
     sequence: Vec<u16>,
@@ -137,6 +139,13 @@ impl ReceiverBuilder {
     /// Serve this certificate instead of the loopback leaf.
     pub fn leaf(mut self, leaf: Leaf) -> Self {
         self.leaf = leaf;
+        self
+    }
+
+    /// Demand a client certificate signed by the CA whose root is `root_pem` (mutual TLS):
+    /// a client without one fails the handshake.
+    pub fn require_client_certificates(mut self, root_pem: Vec<u8>) -> Self {
+        self.client_roots = Some(root_pem);
         self
     }
 
@@ -160,7 +169,10 @@ impl ReceiverBuilder {
 
     /// Binds, then serves in the background.
     pub async fn spawn(self) -> Receiver {
-        let tls = self.leaf.rustls_config().await;
+        let tls = match &self.client_roots {
+            Some(roots) => self.leaf.rustls_config_requiring_clients(roots),
+            None => self.leaf.rustls_config().await,
+        };
         let state = ReceiverState {
             log: Arc::default(),
             redirect_to: self.redirect_to,

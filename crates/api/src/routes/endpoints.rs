@@ -5,17 +5,19 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use herald_domain::client_certificate::{CertificateSummary, ClientCertificate};
 use herald_domain::custom_headers::{CustomHeaders, REDACTED};
 use herald_domain::endpoint::{normalize_description, validate_events, validate_url};
 use herald_domain::{
-    AuditAction, AuditId, AuditRecord, DisabledReason, Endpoint, EndpointHealth, EndpointId,
-    FieldErrors, Secret, Timestamp,
+    AuditAction, AuditId, AuditRecord, DisabledReason, Endpoint, EndpointCredentials,
+    EndpointHealth, EndpointId, FieldErrors, Secret, Timestamp,
 };
 use herald_store::EndpointPatch;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use crate::client_certificate::check_client_certificate;
 use crate::docs::{CommonErrors, EndpointList};
 use crate::error::ApiError;
 use crate::extract::{
@@ -44,6 +46,29 @@ pub struct CreateEndpointRequest {
     /// are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
     /// printable characters. Stored sealed; answers show every value as `"<redacted>"`.
     pub headers: Option<BTreeMap<String, String>>,
+    /// A client certificate presented when the receiver asks (mutual TLS): a PEM certificate
+    /// chain and its unencrypted private key. Write-only; answers show its subject and expiry.
+    pub client_certificate: Option<ClientCertificateRequest>,
+}
+
+/// A client certificate as sent: write-only.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificateRequest {
+    /// PEM certificates, the leaf first.
+    pub cert_pem: String,
+    /// The leaf's private key, PEM, unencrypted (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_pem: String,
+}
+
+/// What answers show of a client certificate.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientCertificateResponse {
+    /// The leaf certificate's subject, RFC 4514.
+    pub subject: String,
+    /// When the leaf certificate expires.
+    #[schema(format = DateTime)]
+    pub not_after: String,
 }
 
 /// Body of `PATCH /v1/webhooks/{id}`; absent fields are unchanged.
@@ -66,6 +91,8 @@ pub struct UpdateEndpointRequest {
     /// of that header, so a read set can be sent back with one value changed.
     #[schema(nullable = false)]
     pub headers: Option<BTreeMap<String, String>>,
+    /// A new client certificate; `null` removes it.
+    pub client_certificate: Option<ClientCertificateRequest>,
 }
 
 /// The endpoint object.
@@ -107,6 +134,8 @@ pub struct EndpointResponse {
     pub failing_since: Option<String>,
     /// The custom headers sent with every delivery, each value shown as `"<redacted>"`.
     pub headers: BTreeMap<String, &'static str>,
+    /// The client certificate presented for mutual TLS, or `null`.
+    pub client_certificate: Option<ClientCertificateResponse>,
 }
 
 impl From<Endpoint> for EndpointResponse {
@@ -129,6 +158,12 @@ impl From<Endpoint> for EndpointResponse {
                 .into_iter()
                 .map(|name| (name, REDACTED))
                 .collect(),
+            client_certificate: endpoint.client_certificate.map(|summary| {
+                ClientCertificateResponse {
+                    subject: summary.subject,
+                    not_after: summary.not_after.to_string(),
+                }
+            }),
         }
     }
 }
@@ -173,6 +208,7 @@ pub(crate) async fn create_endpoint(
         description,
         api_version,
         headers,
+        client_certificate,
     } = read_create_body(body, config)?;
 
     let now = Timestamp::now();
@@ -189,12 +225,25 @@ pub(crate) async fn create_endpoint(
         deleted_at: None,
         health: EndpointHealth::default(),
         header_names: headers.names(),
+        client_certificate: client_certificate
+            .as_ref()
+            .map(|(_, summary)| summary.clone()),
+    };
+    let credentials = EndpointCredentials {
+        custom_headers: headers,
+        client_certificate: client_certificate.map(|(pair, _)| pair),
     };
     let secret = Secret::generate();
     let audit = audit_record(&auth, AuditAction::EndpointCreated, &endpoint.id, now);
     state
         .store
-        .create_endpoint(&endpoint, &secret, &headers, config.endpoint_cap, &audit)
+        .create_endpoint(
+            &endpoint,
+            &secret,
+            &credentials,
+            config.endpoint_cap,
+            &audit,
+        )
         .await
         .map_err(|error| match error {
             herald_store::StoreError::LimitExceeded => ApiError::LimitExceeded {
@@ -273,8 +322,9 @@ pub(crate) async fn update_endpoint(
         Some(headers) if CustomHeaders::placeholders(headers) => Some(
             state
                 .store
-                .get_endpoint_headers(auth.org_id(), endpoint_id)
-                .await?,
+                .get_endpoint_credentials(auth.org_id(), endpoint_id)
+                .await?
+                .custom_headers,
         ),
         _ => None,
     };
@@ -357,6 +407,8 @@ pub struct NewEndpointFields {
     pub api_version: String,
     /// The custom headers (none when not given).
     pub headers: CustomHeaders,
+    /// The client certificate and what answers show of it, when given.
+    pub client_certificate: Option<(ClientCertificate, CertificateSummary)>,
 }
 
 /// Reads the body of `POST /v1/webhooks`, checking every rule of docs/api.md#validation-rules and
@@ -402,9 +454,17 @@ pub fn read_create_body(
         None | Some(Value::Null) => Some(CustomHeaders::default()),
         Some(value) => check(&mut fields, "headers", CustomHeaders::parse(&value)),
     };
+    let client_certificate = match fields.take_value("client_certificate") {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => check(
+            &mut fields,
+            "client_certificate",
+            read_client_certificate(&value).map(Some),
+        ),
+    };
     fields.finish()?;
-    let (Some(url), Some(events), Some(api_version), Some(headers)) =
-        (url, events, api_version, headers)
+    let (Some(url), Some(events), Some(api_version), Some(headers), Some(client_certificate)) =
+        (url, events, api_version, headers, client_certificate)
     else {
         return Err(ApiError::Internal(
             "validated fields missing after a clean finish".into(),
@@ -416,6 +476,7 @@ pub fn read_create_body(
         description,
         api_version,
         headers,
+        client_certificate,
     })
 }
 
@@ -472,6 +533,15 @@ pub fn read_update_body_with(
             check(&mut fields, "headers", parsed)
         }
     };
+    patch.client_certificate = match fields.take_value("client_certificate") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(value) => check(
+            &mut fields,
+            "client_certificate",
+            read_client_certificate(&value).map(Some),
+        ),
+    };
     if fields.take_value("api_version").is_some() {
         fields.error(
             "api_version",
@@ -480,6 +550,29 @@ pub fn read_update_body_with(
     }
     fields.finish()?;
     Ok(patch)
+}
+
+/// Reads `{"cert_pem", "key_pem"}` and checks the pair.
+fn read_client_certificate(
+    value: &Value,
+) -> Result<(ClientCertificate, CertificateSummary), String> {
+    let Value::Object(members) = value else {
+        return Err("must be an object with cert_pem and key_pem, or null".to_owned());
+    };
+    if let Some(unknown) = members
+        .keys()
+        .find(|name| !matches!(name.as_str(), "cert_pem" | "key_pem"))
+    {
+        return Err(format!(
+            "unknown field {unknown}: only cert_pem and key_pem"
+        ));
+    }
+    let (Some(Value::String(cert_pem)), Some(Value::String(key_pem))) =
+        (members.get("cert_pem"), members.get("key_pem"))
+    else {
+        return Err("must have cert_pem and key_pem, both PEM strings".to_owned());
+    };
+    check_client_certificate(cert_pem, key_pem)
 }
 
 /// Records a rule's verdict on `field`, passing the value through when it holds.

@@ -8,7 +8,7 @@ use std::error::Error;
 use std::io;
 use std::time::Duration;
 
-use rustls::CertificateError;
+use rustls::{AlertDescription, CertificateError};
 
 use crate::ssrf::ResolveError;
 
@@ -23,6 +23,11 @@ pub(super) fn request_error(
             return resolve.to_string();
         }
         if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return format!("tls: {}", tls_reason(tls));
+        }
+        // An alert read after the handshake (TLS 1.3 reports a refused client certificate
+        // there) arrives as an I/O error wrapping rustls's, whose `source` skips it.
+        if let Some(tls) = cause.downcast_ref::<io::Error>().and_then(tls_in_io) {
             return format!("tls: {}", tls_reason(tls));
         }
     }
@@ -41,6 +46,15 @@ pub(super) fn request_error(
     let root = chain(error)
         .last()
         .map_or_else(|| error.to_string(), ToString::to_string);
+    // The same alert when only its text survived the layers between rustls and reqwest.
+    if root.contains("CertificateRequired") {
+        return format!(
+            "tls: {}",
+            tls_reason(&rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            ))
+        );
+    }
     if error.is_connect() {
         format!("connect failed: {root}")
     } else if error.is_body() || error.is_decode() {
@@ -101,9 +115,29 @@ fn io_reason(error: &io::Error) -> Option<&'static str> {
     Some(reason)
 }
 
+/// The rustls error an I/O error carries, however deeply wrapped in other I/O errors.
+fn tls_in_io(error: &io::Error) -> Option<&rustls::Error> {
+    let inner = error.get_ref()?;
+    inner
+        .downcast_ref::<rustls::Error>()
+        .or_else(|| inner.downcast_ref::<io::Error>().and_then(tls_in_io))
+}
+
 fn tls_reason(error: &rustls::Error) -> String {
     match error {
         rustls::Error::InvalidCertificate(certificate) => certificate_reason(certificate),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the receiver requires a client certificate, and the endpoint has none".to_owned()
+        }
+        rustls::Error::AlertReceived(
+            alert @ (AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::AccessDenied),
+        ) => format!("the receiver refused the endpoint's client certificate (alert {alert:?})"),
         rustls::Error::AlertReceived(alert) => format!("receiver sent alert {alert:?}"),
         rustls::Error::PeerIncompatible(reason) => format!("receiver incompatible: {reason:?}"),
         rustls::Error::NoApplicationProtocol => "no common application protocol".to_owned(),
@@ -181,6 +215,24 @@ mod tests {
         assert_eq!(
             found.map(tls_reason).as_deref(),
             Some("certificate issuer unknown")
+        );
+    }
+
+    #[test]
+    fn a_refused_or_missing_client_certificate_reads_as_such() {
+        let nested = io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        ));
+        let found = tls_in_io(&nested).map(tls_reason);
+        assert_eq!(
+            found.as_deref(),
+            Some("the receiver requires a client certificate, and the endpoint has none")
+        );
+        let refused = tls_reason(&rustls::Error::AlertReceived(AlertDescription::UnknownCA));
+        assert!(
+            refused.contains("refused the endpoint's client certificate"),
+            "{refused}"
         );
     }
 }

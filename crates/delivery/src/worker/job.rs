@@ -58,7 +58,7 @@ pub async fn attempt_delivery(
         endpoint_secret: &delivery.endpoint_secret,
         org_secret: delivery.org_secret.as_ref(),
         sequence: delivery.sequence,
-        custom_headers: &delivery.custom_headers,
+        credentials: &delivery.credentials,
     };
     // An endpoint deleted or disabled after publish gets no attempt, only a record of why.
     if let Some(reason) = why_withheld(&delivery.endpoint) {

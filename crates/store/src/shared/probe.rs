@@ -16,7 +16,7 @@ use super::recovery::{audited, insert_recovery};
 use crate::StoreError;
 use crate::backend::{Backend, WriteTransaction};
 use crate::queue::ProbeTarget;
-use crate::rows::{ENDPOINT_COLUMNS, ReadRow, endpoint_from_row, open_custom_headers};
+use crate::rows::{ENDPOINT_COLUMNS, ReadRow, endpoint_from_row, open_credentials};
 use crate::shared::insert_audit;
 use crate::statement::Statement;
 
@@ -41,7 +41,7 @@ pub(super) async fn take_due_probes<B: Backend>(
         "UPDATE endpoints SET probed_at = ?
          WHERE id IN (SELECT id FROM endpoints WHERE {due} ORDER BY disabled_at LIMIT ?{})
            AND {due}
-         RETURNING {ENDPOINT_COLUMNS}, secret, headers",
+         RETURNING {ENDPOINT_COLUMNS}, secret, headers, client_certificate",
         B::DIALECT.skip_locked()
     ))
     .bind(now.as_micros())
@@ -76,7 +76,7 @@ pub(super) async fn take_due_probes<B: Backend>(
         targets.push(ProbeTarget {
             endpoint_secret: store.cipher().open(&row.bytes("secret")?)?,
             org_secret: org_secret.clone(),
-            custom_headers: open_custom_headers(row.optional_bytes("headers")?, store.cipher())?,
+            credentials: open_credentials(row, store.cipher())?,
             endpoint,
         });
     }

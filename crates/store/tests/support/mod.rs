@@ -125,6 +125,7 @@ pub(crate) async fn create_endpoint(
         deleted_at: None,
         health: herald_domain::EndpointHealth::default(),
         header_names: Vec::new(),
+        client_certificate: None,
     };
     let audit = AuditRecord {
         id: AuditId::new(),
@@ -140,7 +141,7 @@ pub(crate) async fn create_endpoint(
         .create_endpoint(
             &endpoint,
             &Secret::generate(),
-            &herald_domain::custom_headers::CustomHeaders::default(),
+            &herald_domain::EndpointCredentials::default(),
             50,
             &audit,
         )

@@ -45,10 +45,11 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             deleted_at: None,
             health: herald_domain::EndpointHealth::default(),
             header_names: Vec::new(),
+            client_certificate: None,
         },
         endpoint_secret: Secret::generate(),
         org_secret: None,
-        custom_headers: herald_domain::custom_headers::CustomHeaders::default(),
+        credentials: herald_domain::EndpointCredentials::default(),
         lease: LeaseToken::new(),
     }
 }
@@ -65,7 +66,7 @@ fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> 
         endpoint_secret: &delivery.endpoint_secret,
         org_secret: None,
         sequence: delivery.sequence,
-        custom_headers: &delivery.custom_headers,
+        credentials: &delivery.credentials,
     };
     let mut report = not_sent(plan, Timestamp::now(), String::new());
     let class = match status {
