@@ -118,14 +118,7 @@ async fn probe(
 ) {
     let endpoint = &target.endpoint;
     let event = test_event(endpoint);
-    let attempt = send_test(
-        client,
-        &event,
-        endpoint,
-        &target.endpoint_secret,
-        target.org_secret.as_ref(),
-    )
-    .await;
+    let attempt = send_test(client, &event, endpoint, &target.signing).await;
     if let Err(error) = store.record_test_attempt(&event, &attempt).await {
         tracing::warn!(endpoint_id = %endpoint.id, error = %error, "recording a probe failed");
     }

@@ -2,8 +2,8 @@
 //! event, enveloped and signed exactly like a real delivery, sent once, never retried.
 
 use herald_domain::{
-    Attempt, DeliveryId, Endpoint, Event, EventId, EventOrigin, Outcome, Secret, TEST_EVENT_TYPE,
-    Timestamp,
+    Attempt, DeliveryId, Endpoint, Event, EventId, EventOrigin, Outcome, SigningMaterial,
+    TEST_EVENT_TYPE, Timestamp,
 };
 
 use crate::attempt::{AttemptPlan, execute};
@@ -32,16 +32,14 @@ pub async fn send_test(
     client: &DeliveryClient,
     event: &Event,
     endpoint: &Endpoint,
-    endpoint_secret: &Secret,
-    org_secret: Option<&Secret>,
+    signing: &SigningMaterial,
 ) -> Attempt {
     let plan = AttemptPlan {
         delivery_id: DeliveryId::new(),
         attempt_number: 1,
         event,
         endpoint,
-        endpoint_secret,
-        org_secret,
+        signing,
         sequence: None,
     };
     let report = execute(client, plan).await;

@@ -1,10 +1,10 @@
-//! Encryption of secrets at rest with XChaCha20-Poly1305 (RustCrypto). A stored secret is
+//! Encryption of secrets (and organizations' signing keys) at rest with XChaCha20-Poly1305 (RustCrypto). A stored secret is
 //! `nonce (24 bytes) || ciphertext+tag`; the random 192-bit nonce makes reuse negligible
 //! without any counter state shared between nodes.
 
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
-use herald_domain::Secret;
+use herald_domain::{OrgSigningKey, Secret};
 
 use crate::StoreError;
 
@@ -26,18 +26,36 @@ impl SecretCipher {
 
     /// Encrypts a secret for storage.
     pub fn seal(&self, secret: &Secret) -> Vec<u8> {
+        self.seal_bytes(secret.expose_bytes())
+    }
+
+    /// Decrypts a stored secret; a wrong key or tampered bytes are `StoreError::Corrupt`.
+    pub fn open(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
+        self.open_bytes(sealed).map(Secret::from_bytes)
+    }
+
+    /// Encrypts an organization's Ed25519 signing key (its 32-byte seed) for storage.
+    pub fn seal_signing_key(&self, key: &OrgSigningKey) -> Vec<u8> {
+        self.seal_bytes(key.expose_seed())
+    }
+
+    /// Decrypts a stored signing key's seed, as [`SecretCipher::open`] does a secret.
+    pub fn open_signing_key_seed(&self, sealed: &[u8]) -> Result<[u8; 32], StoreError> {
+        self.open_bytes(sealed)
+    }
+
+    fn seal_bytes(&self, bytes: &[u8; 32]) -> Vec<u8> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
             .aead
-            .encrypt(&nonce, secret.expose_bytes().as_slice())
+            .encrypt(&nonce, bytes.as_slice())
             .expect("encrypting 32 bytes in memory cannot fail");
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&ciphertext);
         sealed
     }
 
-    /// Decrypts a stored secret; a wrong key or tampered bytes are `StoreError::Corrupt`.
-    pub fn open(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
+    fn open_bytes(&self, sealed: &[u8]) -> Result<[u8; 32], StoreError> {
         if sealed.len() <= NONCE_LEN {
             return Err(StoreError::Corrupt("sealed secret too short"));
         }
@@ -46,10 +64,9 @@ impl SecretCipher {
             .aead
             .decrypt(XNonce::from_slice(nonce), ciphertext)
             .map_err(|_| StoreError::Corrupt("secret does not decrypt under the configured key"))?;
-        let bytes: [u8; 32] = plaintext
+        plaintext
             .try_into()
-            .map_err(|_| StoreError::Corrupt("decrypted secret is not 32 bytes"))?;
-        Ok(Secret::from_bytes(bytes))
+            .map_err(|_| StoreError::Corrupt("decrypted secret is not 32 bytes"))
     }
 }
 

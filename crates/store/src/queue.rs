@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use herald_domain::{Attempt, Endpoint, EndpointId, Event, EventId, Outcome, Secret, Timestamp};
+use herald_domain::{
+    Attempt, Endpoint, EndpointId, Event, EventId, Outcome, Secret, SigningMaterial, Timestamp,
+};
 use uuid::Uuid;
 
 /// The answer for one published event.
@@ -34,10 +36,8 @@ pub struct ClaimedDelivery {
     pub event: Event,
     /// The endpoint as it is now (it may have become inactive or deleted since publish).
     pub endpoint: Endpoint,
-    /// The endpoint's current secret.
-    pub endpoint_secret: Secret,
-    /// The organization's webhook secret, if it has one.
-    pub org_secret: Option<Secret>,
+    /// What signs the attempt: the endpoint's secrets, the organization's secret and key.
+    pub signing: SigningMaterial,
     /// The claim's token: recording the attempt needs it.
     pub lease: LeaseToken,
 }
@@ -91,10 +91,8 @@ pub struct OperatorHook {
 pub struct ProbeTarget {
     /// The endpoint (inactive, disabled for `failing`).
     pub endpoint: Endpoint,
-    /// Its current secret.
-    pub endpoint_secret: Secret,
-    /// The organization's webhook secret, if it has one.
-    pub org_secret: Option<Secret>,
+    /// What signs the probe, as it signs a delivery.
+    pub signing: SigningMaterial,
 }
 
 /// Proof of one claim. Each claim stamps its deliveries with a fresh token; recording an

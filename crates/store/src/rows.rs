@@ -9,14 +9,13 @@ use herald_domain::scope::Scope;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
     DisabledReason, Endpoint, EndpointHealth, EndpointId, Event, EventId, EventOrigin, Org, OrgId,
-    Outcome, Timestamp,
+    Outcome, SigningMaterial, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
-use crate::cipher::SecretCipher;
 use crate::queue::{ClaimedDelivery, LeaseToken};
 use crate::{StoreError, map_error};
 
@@ -93,17 +92,19 @@ pub(crate) const CLAIMED_DETAILS: &str =
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
             e.created_at AS event_created_at,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
-            p.deleted_at, p.disabled_reason, p.failing_since, p.secret, o.webhook_secret
+            p.deleted_at, p.disabled_reason, p.failing_since, p.secret, p.previous_secret,
+            p.previous_secret_until, o.webhook_secret
      FROM deliveries d
      JOIN events e ON e.id = d.event_id
      JOIN endpoints p ON p.id = d.endpoint_id
      JOIN orgs o ON o.id = d.org_id
      WHERE d.id IN (";
 
-/// A row of [`CLAIMED_DETAILS`], with the secrets opened.
+/// A row of [`CLAIMED_DETAILS`], with what signs it (read from the row by
+/// `shared::claimed_from_rows`).
 pub(crate) fn claimed_from_row(
     row: &impl ReadRow,
-    cipher: &SecretCipher,
+    signing: SigningMaterial,
     lease: LeaseToken,
 ) -> Result<ClaimedDelivery, StoreError> {
     let attempts = row.integer("attempts")?;
@@ -115,11 +116,7 @@ pub(crate) fn claimed_from_row(
         sequence: row.optional_integer("sequence")?.map(i64::unsigned_abs),
         event: event_from_row(row, "event_")?,
         endpoint: endpoint_from_row(row)?,
-        endpoint_secret: cipher.open(&row.bytes("secret")?)?,
-        org_secret: row
-            .optional_bytes("webhook_secret")?
-            .map(|sealed| cipher.open(&sealed))
-            .transpose()?,
+        signing,
         lease,
     })
 }

@@ -2,7 +2,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use herald_domain::{
-    DeliveryId, Endpoint, EndpointId, Event, EventId, EventOrigin, OrgId, Secret, Timestamp,
+    DeliveryId, Endpoint, EndpointId, Event, EventId, EventOrigin, OrgId, OrgSigningKey, Secret,
+    SigningMaterial, Timestamp,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -45,8 +46,12 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             deleted_at: None,
             health: herald_domain::EndpointHealth::default(),
         },
-        endpoint_secret: Secret::generate(),
-        org_secret: None,
+        signing: SigningMaterial {
+            endpoint_secret: Secret::generate(),
+            previous_secret: None,
+            org_secret: None,
+            org_signing_key: std::sync::Arc::new(OrgSigningKey::generate(org_id, now)),
+        },
         lease: LeaseToken::new(),
     }
 }
@@ -60,8 +65,7 @@ fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> 
         attempt_number,
         event: &delivery.event,
         endpoint: &delivery.endpoint,
-        endpoint_secret: &delivery.endpoint_secret,
-        org_secret: None,
+        signing: &delivery.signing,
         sequence: delivery.sequence,
     };
     let mut report = not_sent(plan, Timestamp::now(), String::new());
