@@ -38,6 +38,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhook-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the organization's public keys for verifying `v1a` signatures. */
+        get: operations["list_webhook_keys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhook-secret/rotate": {
         parameters: {
             query?: never;
@@ -203,7 +220,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Mint a new endpoint secret; the old one stops signing at once. */
+        /** Mint a new endpoint secret; the previous one signs too until the grace period ends. */
         post: operations["rotate_endpoint_secret"];
         delete?: never;
         options?: never;
@@ -671,6 +688,25 @@ export interface components {
             /** @description The fresh event id of the replay. */
             new_event_id: string;
         };
+        /** @description Body of `POST /v1/webhooks/{id}/rotate-secret`; may be omitted. */
+        RotateSecretRequest: {
+            /**
+             * Format: int32
+             * @description How long, in seconds, deliveries are still signed with the previous secret as well
+             *     (0 to 604800, 7 days; default 0: the previous secret stops signing at once).
+             */
+            grace_period_seconds?: number;
+        };
+        /** @description The answer of a rotation: the endpoint, its new secret, and the end of the grace period. */
+        RotatedSecretResponse: components["schemas"]["EndpointWithSecretResponse"] & {
+            /**
+             * Format: date-time
+             * @description Until when deliveries also carry a signature made with the previous secret: the rotation
+             *     time plus the grace period. Without a grace period it is the rotation time itself (the
+             *     endpoint's new `updated_at`): the previous secret signs nothing after it.
+             */
+            previous_valid_until: string;
+        };
         /** @description One event fanned out to the endpoint. */
         SequencedEvent: {
             /**
@@ -752,6 +788,36 @@ export interface components {
             };
             /** @description A new URL, under the create rules. May be omitted, but not `null`. */
             url?: string;
+        };
+        /** @description One Ed25519 public key, in the members of a JSON Web Key (RFC 8037). */
+        WebhookKey: {
+            /**
+             * @description Always `EdDSA`.
+             * @example EdDSA
+             */
+            alg: string;
+            /**
+             * Format: date-time
+             * @description When the key was made.
+             */
+            created_at: string;
+            /**
+             * @description Always `Ed25519`.
+             * @example Ed25519
+             */
+            crv: string;
+            /** @description The key's id; stable for the life of the key. */
+            kid: string;
+            /**
+             * @description Base64url (no padding) of the 32-byte public key.
+             * @example A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg
+             */
+            x: string;
+        };
+        /** @description The organization's public signing keys. */
+        WebhookKeysResponse: {
+            /** @description Every key whose `v1a` signatures a receiver may meet; today, one per organization. */
+            keys: components["schemas"]["WebhookKey"][];
         };
     };
     responses: never;
@@ -966,6 +1032,194 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MeResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    list_webhook_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The organization's Ed25519 public keys */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookKeysResponse"];
                 };
             };
             /** @description Invalid input */
@@ -3474,7 +3728,12 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description Optional: a grace period. The body may be omitted. */
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["RotateSecretRequest"];
+            };
+        };
         responses: {
             /** @description The endpoint with its new secret, shown this once */
             200: {
@@ -3482,7 +3741,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["EndpointWithSecretResponse"];
+                    "application/json": components["schemas"]["RotatedSecretResponse"];
                 };
             };
             /** @description Invalid input */

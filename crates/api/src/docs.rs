@@ -27,7 +27,7 @@ use crate::wire::ListMeta;
 pub(crate) struct ApiDoc;
 
 /// Operations whose request body may be omitted altogether.
-const OPTIONAL_BODIES: [&str; 1] = ["replay_delivery"];
+const OPTIONAL_BODIES: [&str; 2] = ["replay_delivery", "rotate_endpoint_secret"];
 
 /// Completes the document once the router has added every path: marks the bodies that may
 /// be omitted as not required. utoipa's own way to say so, `Option<T>`, would also declare a

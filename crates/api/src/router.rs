@@ -18,6 +18,7 @@ use crate::extract::body_limit;
 use crate::request_id;
 use crate::routes::{
     admin, catch_up, deliveries, endpoints, event_types, health, org_secret, portal, recoveries,
+    signing,
 };
 use crate::state::AppState;
 
@@ -33,7 +34,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             endpoints::update_endpoint,
             endpoints::delete_endpoint
         ))
-        .routes(routes!(endpoints::rotate_endpoint_secret))
+        .routes(routes!(signing::rotate_endpoint_secret))
         .routes(routes!(deliveries::test_endpoint))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::get_delivery))
@@ -42,6 +43,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(recoveries::recover_endpoint))
         .routes(routes!(recoveries::get_recovery))
         .routes(routes!(org_secret::rotate_org_secret))
+        .routes(routes!(signing::list_webhook_keys))
         .routes(routes!(event_types::list_event_types))
         .routes(routes!(portal::get_me))
         .split_for_parts();

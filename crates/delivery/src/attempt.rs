@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use herald_domain::custom_headers::REDACTED;
 use herald_domain::{
-    Attempt, AttemptId, DeliveryId, Endpoint, EndpointCredentials, Event, Outcome, Secret,
+    Attempt, AttemptId, DeliveryId, Endpoint, EndpointCredentials, Event, Outcome, SigningMaterial,
     Timestamp,
 };
 use sha2::{Digest, Sha256};
@@ -25,10 +25,8 @@ pub struct AttemptPlan<'a> {
     pub event: &'a Event,
     /// The endpoint, as it is now.
     pub endpoint: &'a Endpoint,
-    /// The endpoint's current secret.
-    pub endpoint_secret: &'a Secret,
-    /// The organization's secret, if any.
-    pub org_secret: Option<&'a Secret>,
+    /// What signs it.
+    pub signing: &'a SigningMaterial,
     /// The delivery's number in its endpoint's sequence (none for a test send).
     pub sequence: Option<u64>,
     /// The endpoint's custom headers (sent after Herald's own) and client certificate.
@@ -61,8 +59,7 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         attempt: plan.attempt_number,
         timestamp: occurred_at,
         body: &body,
-        endpoint_secret: plan.endpoint_secret,
-        org_secret: plan.org_secret,
+        signing: plan.signing,
         sequence: plan.sequence,
         ordering_key: plan.event.ordering_key.as_deref(),
     });

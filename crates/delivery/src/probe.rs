@@ -122,8 +122,7 @@ async fn probe(
         client,
         &event,
         endpoint,
-        &target.endpoint_secret,
-        target.org_secret.as_ref(),
+        &target.signing,
         &target.credentials,
     )
     .await;

@@ -1,16 +1,24 @@
 //! Signatures and the headers of a delivery on the wire (docs/api.md#headers and
 //! docs/api.md#signatures).
 //!
-//! Everything here is pure: it turns secrets, a timestamp and the exact body bytes into header
-//! values. The two signature schemes themselves, Herald's own `X-AmCore-Signature` and the
-//! Standard Webhooks `webhook-signature`, live in `herald-verify`, the crate receivers verify
-//! with, so sender and receivers share one implementation; this module binds them to the
-//! domain's `Secret` and `Timestamp` and assembles the headers of an attempt. It must not read
-//! the clock, the network or storage.
+//! Everything here is pure: it turns secrets, a signing key, a timestamp and the exact body
+//! bytes into header values. The signature schemes themselves, Herald's own `X-AmCore-Signature`
+//! and the Standard Webhooks `webhook-signature` (`v1` HMAC and `v1a` Ed25519 entries), live in
+//! `herald-verify`, the crate receivers verify with, so sender and receivers share one
+//! implementation; this module binds them to the domain's `SigningMaterial` and `Timestamp` and
+//! assembles the headers of an attempt. It must not read the clock, the network or storage.
+//!
+//! Which signatures an attempt carries, in this order:
+//!
+//! - `X-AmCore-Signature: t=<t>,v1=<endpoint secret>[,v1=<previous secret>][,v1=<org secret>]`;
+//! - `webhook-signature: v1,<endpoint secret>[ v1,<previous secret>] v1a,<organization key>`,
+//!
+//! where the previous secret signs only while its grace period runs at the attempt's timestamp.
+//! The one costly step is the Ed25519 signature (tens of microseconds); the key comes opened.
 
 use std::time::Duration;
 
-use herald_domain::{EventId, Secret, Timestamp};
+use herald_domain::{EventId, Secret, SigningMaterial, Timestamp};
 pub use herald_verify::VerifyError;
 pub use herald_verify::header::{
     DELIVERY_ATTEMPT, EVENT_ID, EVENT_TYPE, ORDERING_KEY, SEQUENCE, SIGNATURE, WEBHOOK_ID,
@@ -38,10 +46,8 @@ pub struct OutgoingDelivery<'a> {
     pub timestamp: Timestamp,
     /// The body bytes exactly as they will be sent.
     pub body: &'a [u8],
-    /// The endpoint's secret; signs both schemes.
-    pub endpoint_secret: &'a Secret,
-    /// The organization's secret, when one exists; adds a second `v1` to `X-AmCore-Signature`.
-    pub org_secret: Option<&'a Secret>,
+    /// What signs it: the endpoint's secrets, the organization's secret and key.
+    pub signing: &'a SigningMaterial,
     /// The delivery's number in its endpoint's sequence (none for a test send).
     pub sequence: Option<u64>,
     /// The event's ordering key, if any.
@@ -53,20 +59,12 @@ pub fn signature_v1(secret: &Secret, unix_seconds: i64, body: &[u8]) -> String {
     herald_verify::sign_v1(secret.expose_bytes(), unix_seconds, body)
 }
 
-/// The `X-AmCore-Signature` value: `t=<t>,v1=<hex>`, plus `,v1=<hex>` for the org secret.
-pub fn amcore_signature_header(
-    unix_seconds: i64,
-    body: &[u8],
-    endpoint_secret: &Secret,
-    org_secret: Option<&Secret>,
-) -> String {
-    let mut header = format!(
-        "t={unix_seconds},v1={}",
-        signature_v1(endpoint_secret, unix_seconds, body)
-    );
-    if let Some(org_secret) = org_secret {
+/// The `X-AmCore-Signature` value: `t=<t>` and one `,v1=<hex>` per secret, in order.
+pub fn amcore_signature_header(unix_seconds: i64, body: &[u8], secrets: &[&Secret]) -> String {
+    let mut header = format!("t={unix_seconds}");
+    for secret in secrets {
         header.push_str(",v1=");
-        header.push_str(&signature_v1(org_secret, unix_seconds, body));
+        header.push_str(&signature_v1(secret, unix_seconds, body));
     }
     header
 }
@@ -87,23 +85,41 @@ pub fn standard_webhooks_signature(
 pub fn signed_headers(delivery: &OutgoingDelivery<'_>) -> Vec<(&'static str, String)> {
     let unix_seconds = delivery.timestamp.unix_seconds();
     let event_id = delivery.event_id.to_string();
-    let webhook_signature = standard_webhooks_signature(
-        delivery.endpoint_secret,
+    let signing = delivery.signing;
+    let mut endpoint_secrets = vec![&signing.endpoint_secret];
+    if let Some(previous) = signing
+        .previous_secret
+        .as_ref()
+        .filter(|previous| previous.signs_at(delivery.timestamp))
+    {
+        endpoint_secrets.push(&previous.secret);
+    }
+    let mut webhook_signature = String::with_capacity(200);
+    for secret in &endpoint_secrets {
+        webhook_signature.push_str(&standard_webhooks_signature(
+            secret,
+            &event_id,
+            unix_seconds,
+            delivery.body,
+        ));
+        webhook_signature.push(' ');
+    }
+    webhook_signature.push_str(&herald_verify::sign_v1a(
+        signing.org_signing_key.signing_key(),
         &event_id,
         unix_seconds,
         delivery.body,
-    );
+    ));
+    let mut amcore_secrets = endpoint_secrets;
+    if let Some(org_secret) = &signing.org_secret {
+        amcore_secrets.push(org_secret);
+    }
     let mut headers = vec![
         (CONTENT_TYPE, "application/json".to_owned()),
         (USER_AGENT, user_agent()),
         (
             SIGNATURE,
-            amcore_signature_header(
-                unix_seconds,
-                delivery.body,
-                delivery.endpoint_secret,
-                delivery.org_secret,
-            ),
+            amcore_signature_header(unix_seconds, delivery.body, &amcore_secrets),
         ),
         (EVENT_ID, event_id.clone()),
         (EVENT_TYPE, delivery.event_type.to_owned()),

@@ -3,7 +3,7 @@
 
 use herald_domain::{
     Attempt, DeliveryId, Endpoint, EndpointCredentials, Event, EventId, EventOrigin, Outcome,
-    Secret, TEST_EVENT_TYPE, Timestamp,
+    SigningMaterial, TEST_EVENT_TYPE, Timestamp,
 };
 
 use crate::attempt::{AttemptPlan, execute};
@@ -32,8 +32,7 @@ pub async fn send_test(
     client: &DeliveryClient,
     event: &Event,
     endpoint: &Endpoint,
-    endpoint_secret: &Secret,
-    org_secret: Option<&Secret>,
+    signing: &SigningMaterial,
     credentials: &EndpointCredentials,
 ) -> Attempt {
     let plan = AttemptPlan {
@@ -41,8 +40,7 @@ pub async fn send_test(
         attempt_number: 1,
         event,
         endpoint,
-        endpoint_secret,
-        org_secret,
+        signing,
         sequence: None,
         credentials,
     };

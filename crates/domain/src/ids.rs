@@ -101,6 +101,10 @@ uuid_id!(
     AuditId
 );
 uuid_id!(
+    /// An organization's Ed25519 signing key: the `kid` of `GET /v1/webhook-keys`.
+    SigningKeyId
+);
+uuid_id!(
     /// One recovery: a request to deliver an endpoint's failed or missed events again.
     RecoveryId
 );

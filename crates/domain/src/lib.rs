@@ -21,6 +21,7 @@
 //! - [`operational`]: the events Herald publishes about endpoints and deliveries.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
+//! - [`signing`]: rotation with overlap and the organizations' Ed25519 signing keys.
 
 pub mod catalog;
 pub mod client_certificate;
@@ -37,14 +38,18 @@ pub mod publish;
 pub mod recovery;
 pub mod scope;
 pub mod secret;
+pub mod signing;
 pub mod time;
 
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use delivery::{Attempt, Event, EventOrigin, Outcome};
 pub use endpoint::{DisabledReason, Endpoint, EndpointCredentials, EndpointHealth, FieldErrors};
-pub use ids::{ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId, RecoveryId};
+pub use ids::{
+    ApiKeyId, AttemptId, AuditId, DeliveryId, EndpointId, EventId, OrgId, RecoveryId, SigningKeyId,
+};
 pub use net::AddressPolicy;
 pub use org::{ApiKey, AuditAction, AuditRecord, Org};
 pub use scope::Scope;
 pub use secret::{ApiKeyToken, Secret};
+pub use signing::{OrgSigningKey, PreviousSecret, SigningMaterial};
 pub use time::Timestamp;

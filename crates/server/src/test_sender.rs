@@ -21,25 +21,16 @@ pub struct DeliveryTestSender {
 #[async_trait]
 impl TestSender for DeliveryTestSender {
     async fn send_test(&self, endpoint: &Endpoint) -> Result<Attempt, StoreError> {
-        let endpoint_secret = self
+        let signing = self
             .store
-            .get_endpoint_secret(endpoint.org_id, endpoint.id)
+            .get_signing_material(endpoint.org_id, endpoint.id)
             .await?;
-        let org_secret = self.store.get_org_secret(endpoint.org_id).await?;
         let credentials = self
             .store
             .get_endpoint_credentials(endpoint.org_id, endpoint.id)
             .await?;
         let event = test_event(endpoint);
-        let attempt = send_test(
-            &self.client,
-            &event,
-            endpoint,
-            &endpoint_secret,
-            org_secret.as_ref(),
-            &credentials,
-        )
-        .await;
+        let attempt = send_test(&self.client, &event, endpoint, &signing, &credentials).await;
         self.store.record_test_attempt(&event, &attempt).await?;
         Ok(attempt)
     }

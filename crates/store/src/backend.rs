@@ -15,6 +15,7 @@ use herald_domain::{OrgId, Timestamp};
 use crate::health::WriteHealth;
 use crate::queue::{AttemptRecording, ClaimRequest, ClaimedDelivery};
 use crate::rows::ReadRow;
+use crate::shared::SigningKeyCache;
 use crate::sql::Dialect;
 use crate::statement::Statement;
 use crate::{SecretCipher, StoreError};
@@ -32,6 +33,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Seals and opens secrets.
     fn cipher(&self) -> &SecretCipher;
+    /// The organizations' signing keys this process has opened.
+    fn signing_keys(&self) -> &SigningKeyCache;
     /// The record of whether writes succeed.
     fn health(&self) -> &WriteHealth;
 

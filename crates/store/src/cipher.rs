@@ -1,10 +1,10 @@
-//! Encryption of secrets at rest with XChaCha20-Poly1305 (RustCrypto). A stored secret is
+//! Encryption of secrets (and organizations' signing keys) at rest with XChaCha20-Poly1305 (RustCrypto). A stored secret is
 //! `nonce (24 bytes) || ciphertext+tag`; the random 192-bit nonce makes reuse negligible
 //! without any counter state shared between nodes.
 
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
-use herald_domain::Secret;
+use herald_domain::{OrgSigningKey, Secret};
 
 use crate::StoreError;
 
@@ -29,7 +29,23 @@ impl SecretCipher {
         self.seal_bytes(secret.expose_bytes().as_slice())
     }
 
-    /// Encrypts any confidential bytes for storage (custom header values, as JSON).
+    /// Decrypts a stored secret; a wrong key or tampered bytes are `StoreError::Corrupt`.
+    pub fn open(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
+        self.open_32(sealed).map(Secret::from_bytes)
+    }
+
+    /// Encrypts an organization's Ed25519 signing key (its 32-byte seed) for storage.
+    pub fn seal_signing_key(&self, key: &OrgSigningKey) -> Vec<u8> {
+        self.seal_bytes(key.expose_seed().as_slice())
+    }
+
+    /// Decrypts a stored signing key's seed, as [`SecretCipher::open`] does a secret.
+    pub fn open_signing_key_seed(&self, sealed: &[u8]) -> Result<[u8; 32], StoreError> {
+        self.open_32(sealed)
+    }
+
+    /// Encrypts any confidential bytes for storage (custom headers and client certificates,
+    /// as JSON).
     pub fn seal_bytes(&self, plaintext: &[u8]) -> Vec<u8> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
@@ -53,13 +69,11 @@ impl SecretCipher {
             .map_err(|_| StoreError::Corrupt("secret does not decrypt under the configured key"))
     }
 
-    /// Decrypts a stored secret; a wrong key or tampered bytes are `StoreError::Corrupt`.
-    pub fn open(&self, sealed: &[u8]) -> Result<Secret, StoreError> {
-        let plaintext = self.open_bytes(sealed)?;
-        let bytes: [u8; 32] = plaintext
+    /// Decrypts 32 sealed bytes (a secret or a key's seed).
+    fn open_32(&self, sealed: &[u8]) -> Result<[u8; 32], StoreError> {
+        self.open_bytes(sealed)?
             .try_into()
-            .map_err(|_| StoreError::Corrupt("decrypted secret is not 32 bytes"))?;
-        Ok(Secret::from_bytes(bytes))
+            .map_err(|_| StoreError::Corrupt("decrypted secret is not 32 bytes"))
     }
 }
 

@@ -47,6 +47,7 @@ mod sql;
 pub mod sqlite;
 mod statement;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,7 +57,7 @@ use herald_domain::recovery::Recovery;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, Endpoint, EndpointCredentials, EndpointId,
-    Event, EventId, Org, OrgId, RecoveryId, Secret, Timestamp,
+    Event, EventId, Org, OrgId, OrgSigningKey, RecoveryId, Secret, SigningMaterial, Timestamp,
 };
 
 pub use cipher::SecretCipher;
@@ -213,26 +214,34 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: EndpointId,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
-    /// Replaces a live endpoint's secret, moves `updated_at`, and returns the endpoint.
+    /// Replaces a live endpoint's secret, moves `updated_at`, and returns the endpoint. With
+    /// `previous_valid_until`, the replaced secret goes on signing deliveries beside the new one
+    /// until then (a rotation with overlap); without, it stops at once, and so does any
+    /// previous secret of an earlier rotation.
     async fn rotate_endpoint_secret(
         &self,
         org_id: OrgId,
         endpoint_id: EndpointId,
         secret: &Secret,
+        previous_valid_until: Option<Timestamp>,
         audit: &AuditRecord,
     ) -> Result<Endpoint, StoreError>;
-    /// A live endpoint's current secret.
-    async fn get_endpoint_secret(
+    /// What signs deliveries to a live endpoint now: its secrets, its organization's secret and
+    /// signing key (made if the organization has none yet).
+    async fn get_signing_material(
         &self,
         org_id: OrgId,
         endpoint_id: EndpointId,
-    ) -> Result<Secret, StoreError>;
+    ) -> Result<SigningMaterial, StoreError>;
     /// A live endpoint's custom headers and client certificate, opened.
     async fn get_endpoint_credentials(
         &self,
         org_id: OrgId,
         endpoint_id: EndpointId,
     ) -> Result<EndpointCredentials, StoreError>;
+    /// The organization's Ed25519 signing key, made and stored on its first need. Concurrent
+    /// first uses, from any number of nodes, all end with the same one key.
+    async fn org_signing_key(&self, org_id: OrgId) -> Result<Arc<OrgSigningKey>, StoreError>;
 
     /// Stores an audit record on its own (changes Herald makes by itself).
     async fn append_audit_record(&self, audit: &AuditRecord) -> Result<(), StoreError>;

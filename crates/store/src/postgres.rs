@@ -24,7 +24,8 @@ use sqlx::{Connection, Postgres, Transaction};
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::health::WriteHealth;
 use crate::queue::LeaseToken;
-use crate::rows::{ReadRow, claimed_from_row};
+use crate::rows::ReadRow;
+use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
 use crate::statement::Statement;
@@ -59,6 +60,8 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: PgPool,
     cipher: SecretCipher,
+    /// The organizations' signing keys this process has opened (they never change).
+    signing_keys: Arc<SigningKeyCache>,
     /// Whether writes succeed (a server out of disk answers reads and refuses writes).
     health: Arc<WriteHealth>,
 }
@@ -96,6 +99,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             cipher,
+            signing_keys: Arc::default(),
             health: Arc::default(),
         })
     }
@@ -109,6 +113,10 @@ impl Backend for PostgresStore {
 
     fn cipher(&self) -> &SecretCipher {
         &self.cipher
+    }
+
+    fn signing_keys(&self) -> &SigningKeyCache {
+        &self.signing_keys
     }
 
     fn health(&self) -> &WriteHealth {
@@ -182,9 +190,7 @@ impl Backend for PostgresStore {
         }
         let rows = tx.fetch(sql::claimed_details(claimed.into_iter())).await?;
         tx.commit().await.map_err(map_error)?;
-        rows.iter()
-            .map(|row| claimed_from_row(row, &self.cipher, lease))
-            .collect()
+        claimed_from_rows(self, &rows, lease).await
     }
 
     /// Every delivery is settled by the statement, which checks the row's lease token.

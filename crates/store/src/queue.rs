@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use herald_domain::{
-    Attempt, Endpoint, EndpointCredentials, EndpointId, Event, EventId, Outcome, Secret, Timestamp,
+    Attempt, Endpoint, EndpointCredentials, EndpointId, Event, EventId, Outcome, Secret,
+    SigningMaterial, Timestamp,
 };
 use uuid::Uuid;
 
@@ -36,10 +37,8 @@ pub struct ClaimedDelivery {
     pub event: Event,
     /// The endpoint as it is now (it may have become inactive or deleted since publish).
     pub endpoint: Endpoint,
-    /// The endpoint's current secret.
-    pub endpoint_secret: Secret,
-    /// The organization's webhook secret, if it has one.
-    pub org_secret: Option<Secret>,
+    /// What signs the attempt: the endpoint's secrets, the organization's secret and key.
+    pub signing: SigningMaterial,
     /// The endpoint's custom headers and client certificate, opened.
     pub credentials: EndpointCredentials,
     /// The claim's token: recording the attempt needs it.
@@ -95,10 +94,8 @@ pub struct OperatorHook {
 pub struct ProbeTarget {
     /// The endpoint (inactive, disabled for `failing`).
     pub endpoint: Endpoint,
-    /// Its current secret.
-    pub endpoint_secret: Secret,
-    /// The organization's webhook secret, if it has one.
-    pub org_secret: Option<Secret>,
+    /// What signs the probe, as it signs a delivery.
+    pub signing: SigningMaterial,
     /// Its custom headers and client certificate, opened: a probe is sent as a delivery is.
     pub credentials: EndpointCredentials,
 }

@@ -11,7 +11,7 @@ use herald_domain::scope::Scope;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
     DisabledReason, Endpoint, EndpointCredentials, EndpointHealth, EndpointId, Event, EventId,
-    EventOrigin, Org, OrgId, Outcome, Timestamp,
+    EventOrigin, Org, OrgId, Outcome, SigningMaterial, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -96,18 +96,20 @@ pub(crate) const CLAIMED_DETAILS: &str =
             e.created_at AS event_created_at,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
             p.deleted_at, p.disabled_reason, p.failing_since, p.header_names, p.client_certificate_subject,
-            p.client_certificate_not_after, p.secret, p.headers, p.client_certificate,
-            o.webhook_secret
+            p.client_certificate_not_after, p.secret, p.previous_secret, p.previous_secret_until,
+            p.headers, p.client_certificate, o.webhook_secret
      FROM deliveries d
      JOIN events e ON e.id = d.event_id
      JOIN endpoints p ON p.id = d.endpoint_id
      JOIN orgs o ON o.id = d.org_id
      WHERE d.id IN (";
 
-/// A row of [`CLAIMED_DETAILS`], with the secrets opened.
+/// A row of [`CLAIMED_DETAILS`], with what signs it (read from the row by
+/// `shared::claimed_from_rows`).
 pub(crate) fn claimed_from_row(
     row: &impl ReadRow,
-    cipher: &SecretCipher,
+    signing: SigningMaterial,
+    credentials: EndpointCredentials,
     lease: LeaseToken,
 ) -> Result<ClaimedDelivery, StoreError> {
     let attempts = row.integer("attempts")?;
@@ -119,12 +121,8 @@ pub(crate) fn claimed_from_row(
         sequence: row.optional_integer("sequence")?.map(i64::unsigned_abs),
         event: event_from_row(row, "event_")?,
         endpoint: endpoint_from_row(row)?,
-        endpoint_secret: cipher.open(&row.bytes("secret")?)?,
-        org_secret: row
-            .optional_bytes("webhook_secret")?
-            .map(|sealed| cipher.open(&sealed))
-            .transpose()?,
-        credentials: open_credentials(row, cipher)?,
+        signing,
+        credentials,
         lease,
     })
 }

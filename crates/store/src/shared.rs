@@ -4,6 +4,7 @@
 //! backend takes a [`Lock`] (a no-op on SQLite, whose one writer already excludes the rest).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,15 +14,18 @@ use herald_domain::scope::Scope;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditRecord, DisabledReason, Endpoint,
-    EndpointCredentials, EndpointId, Event, EventId, Org, OrgId, RecoveryId, Secret, Timestamp,
+    EndpointCredentials, EndpointId, Event, EventId, Org, OrgId, OrgSigningKey, RecoveryId, Secret,
+    SigningMaterial, Timestamp,
 };
 
 mod delivery;
 mod ordering;
 mod probe;
 mod recovery;
+mod signing;
 
 pub(crate) use delivery::{resolve_scope, write_attempts};
+pub(crate) use signing::SigningKeyCache;
 
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::rows::{
@@ -377,14 +381,24 @@ impl<B: Backend> Store for B {
         org_id: OrgId,
         endpoint_id: EndpointId,
         secret: &Secret,
+        previous_valid_until: Option<Timestamp>,
         audit: &AuditRecord,
     ) -> Result<Endpoint, StoreError> {
+        // The right-hand `secret` is the value before this update on both backends, so the
+        // replaced secret moves to `previous_secret` still sealed, never decrypted. Without a
+        // grace period the previous one (of an earlier rotation too) is cleared at once.
+        let previous = if previous_valid_until.is_some() {
+            "previous_secret = secret"
+        } else {
+            "previous_secret = NULL"
+        };
         let update = Statement::new(format!(
-            "UPDATE endpoints SET secret = ?, {}
+            "UPDATE endpoints SET {previous}, previous_secret_until = ?, secret = ?, {}
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL
              RETURNING {ENDPOINT_COLUMNS}",
             updated_at::<B>()
         ))
+        .bind(previous_valid_until.map(|until| until.as_micros()))
         .bind(self.cipher().seal(secret))
         .bind(audit.occurred_at.as_micros())
         .bind(endpoint_id.as_uuid())
@@ -392,18 +406,16 @@ impl<B: Backend> Store for B {
         update_audited(self, update, audit).await
     }
 
-    async fn get_endpoint_secret(
+    async fn get_signing_material(
         &self,
         org_id: OrgId,
         endpoint_id: EndpointId,
-    ) -> Result<Secret, StoreError> {
-        let select = Statement::new(
-            "SELECT secret FROM endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
-        )
-        .bind(endpoint_id.as_uuid())
-        .bind(org_id.as_uuid());
-        let row = only(self.run(Pool::Read, select).await?)?;
-        self.cipher().open(&row.bytes("secret")?)
+    ) -> Result<SigningMaterial, StoreError> {
+        signing::get_signing_material(self, org_id, endpoint_id).await
+    }
+
+    async fn org_signing_key(&self, org_id: OrgId) -> Result<Arc<OrgSigningKey>, StoreError> {
+        signing::org_signing_key(self, org_id).await
     }
 
     async fn get_endpoint_credentials(
@@ -462,8 +474,17 @@ impl<B: Backend> Store for B {
     }
 
     async fn publish_events(&self, events: &[Event]) -> Result<Vec<PublishedEvent>, StoreError> {
-        self.health()
-            .observe(delivery::publish_events(self, events).await)
+        let published = self
+            .health()
+            .observe(delivery::publish_events(self, events).await)?;
+        // The first delivery of an organization is its signing key's first need: made now, while
+        // writes succeed, a claim only reads it, and claims go on when the disk is full. A
+        // failure here is left to the claim, which makes the key itself when none exists.
+        let orgs: BTreeSet<OrgId> = events.iter().map(|event| event.org_id).collect();
+        for org_id in orgs {
+            let _ = signing::org_signing_key(self, org_id).await;
+        }
+        Ok(published)
     }
 
     async fn enqueue_replay(
@@ -557,7 +578,13 @@ impl<B: Backend> Store for B {
                 }
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        if hook.is_some() {
+            // Operational events are fanned out inside the store, not published: the hook's
+            // signing key is made here, so no claim of its deliveries has to write.
+            signing::org_signing_key(self, OPERATOR_ORG).await?;
+        }
+        Ok(())
     }
 
     async fn claim_due_deliveries(
@@ -650,6 +677,27 @@ fn live_endpoints(org_id: OrgId) -> Statement<'static> {
 /// value, the change's instant.
 fn updated_at<B: Backend>() -> String {
     format!("updated_at = {}(?, updated_at + 1)", B::DIALECT.greatest())
+}
+
+/// The claimed deliveries of [`CLAIMED_DETAILS`](crate::rows) rows, each with what signs it.
+pub(crate) async fn claimed_from_rows<B: Backend>(
+    store: &B,
+    rows: &[B::Row],
+    lease: crate::LeaseToken,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let now = Timestamp::now();
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let signing = signing::signing_material_from_row(store, row, now).await?;
+        let credentials = crate::rows::open_credentials(row, store.cipher())?;
+        claimed.push(crate::rows::claimed_from_row(
+            row,
+            signing,
+            credentials,
+            lease,
+        )?);
+    }
+    Ok(claimed)
 }
 
 /// The only row of a result; none is `NotFound`.

@@ -33,7 +33,8 @@ use writer::WriteTx;
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::health::WriteHealth;
 use crate::queue::LeaseToken;
-use crate::rows::{ReadRow, claimed_from_row};
+use crate::rows::ReadRow;
+use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
 use crate::statement::Statement;
@@ -54,6 +55,8 @@ pub struct SqliteStore {
     /// touch are cached in two connections, not in every reader.
     claim_reader: SqlitePool,
     cipher: SecretCipher,
+    /// The organizations' signing keys this process has opened (they never change).
+    signing_keys: Arc<SigningKeyCache>,
     /// The deliveries this process's worker holds (an embedded database has one Herald).
     leases: Arc<LeaseTable>,
     /// Whether writes succeed (a full disk makes them fail while reads go on).
@@ -106,6 +109,7 @@ impl SqliteStore {
             reader,
             claim_reader,
             cipher,
+            signing_keys: Arc::default(),
             leases: Arc::default(),
             health: Arc::default(),
         })
@@ -120,6 +124,10 @@ impl Backend for SqliteStore {
 
     fn cipher(&self) -> &SecretCipher {
         &self.cipher
+    }
+
+    fn signing_keys(&self) -> &SigningKeyCache {
+        &self.signing_keys
     }
 
     fn health(&self) -> &WriteHealth {
@@ -165,10 +173,7 @@ impl Backend for SqliteStore {
         // what the attempt must use).
         let details = sql::claimed_details(leased.iter().copied());
         let claimed = match self.run(Pool::Claim, details).await {
-            Ok(rows) => rows
-                .iter()
-                .map(|row| claimed_from_row(row, &self.cipher, token))
-                .collect(),
+            Ok(rows) => claimed_from_rows(self, &rows, token).await,
             Err(error) => Err(error),
         };
         if claimed.is_err() {

@@ -6,23 +6,28 @@
 //!   lowercase hex of HMAC-SHA256 keyed with a secret's 32 decoded bytes over `"<t>\n<body>"`.
 //!   The first `v1` is made with the endpoint secret, a second one with the organization secret
 //!   when the organization has one. [`verify_amcore`] checks it.
+//!   During a rotation's grace period, a `v1` made with the previous endpoint secret follows the
+//!   first one.
 //! - The Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
-//!   `webhook-signature: v1,<base64>`, an HMAC-SHA256 over `"<id>.<t>.<body>"` keyed with the
-//!   endpoint secret. [`verify_standard_webhooks`] checks them.
+//!   `webhook-signature: v1,<base64> [v1,<base64>] v1a,<base64>`: each `v1` an HMAC-SHA256 over
+//!   `"<id>.<t>.<body>"` keyed with the endpoint secret (then the previous one, during a grace
+//!   period), checked by [`verify_standard_webhooks`]; `v1a` an Ed25519 signature of the same
+//!   content with the organization's key, checked with its public key alone by [`verify_v1a`].
 //!
-//! Both verifiers reject a timestamp further than the tolerance from the receiver's clock
-//! ([`DEFAULT_TOLERANCE`] is 5 minutes) and compare signatures in constant time. They are pure:
+//! Every verifier rejects a timestamp further than the tolerance from the receiver's clock
+//! ([`DEFAULT_TOLERANCE`] is 5 minutes); the HMAC ones compare signatures in constant time. They are pure:
 //! the caller passes the current time, so tests can pin it ([`unix_now`] reads the clock).
 //!
-//! The crate owns the two signature schemes and the header names. It must not grow an HTTP
+//! The crate owns the signature schemes and the header names. It must not grow an HTTP
 //! framework, an async runtime or a dependency on the rest of Herald: receivers depend on it,
-//! and `herald-delivery` signs with [`sign_v1`] and [`sign_standard_webhooks`].
+//! and `herald-delivery` signs with [`sign_v1`], [`sign_standard_webhooks`] and [`sign_v1a`].
 //!
 //! # Layout
 //!
 //! - [`secret`]: [`Secret`], parsed from the base64 Herald shows (or `whsec_…`).
 //! - [`amcore`]: `X-AmCore-Signature`, signing and verification.
 //! - [`standard`]: the Standard Webhooks signature, signing and verification.
+//! - [`asymmetric`]: the Standard Webhooks Ed25519 signature (`v1a`), signing and verification.
 //! - [`header`]: the header names of a delivery.
 //!
 //! # Example
@@ -58,11 +63,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod amcore;
+pub mod asymmetric;
 pub mod header;
 pub mod secret;
 pub mod standard;
 
 pub use amcore::{sign_v1, verify_amcore};
+pub use asymmetric::{public_key_from_base64url, sign_v1a, verify_v1a};
+pub use ed25519_dalek::SigningKey;
 pub use secret::{Secret, SecretError};
 pub use standard::{sign_standard_webhooks, verify_standard_webhooks};
 
@@ -95,6 +103,10 @@ pub enum VerifyError {
     /// changed, or it was signed with another secret.
     #[error("no matching signature")]
     NoMatchingSignature,
+    /// The public key given to [`verify_v1a`] is not an Ed25519 public key (not 32 bytes of
+    /// base64url, or not a point of the curve): a configuration mistake of the receiver.
+    #[error("invalid public key")]
+    InvalidPublicKey,
 }
 
 /// The current time in Unix seconds, to pass as `now`.
@@ -111,6 +123,18 @@ fn check_tolerance(timestamp: i64, now: i64, tolerance: Duration) -> Result<(), 
         return Err(VerifyError::TimestampOutOfTolerance);
     }
     Ok(())
+}
+
+/// The answer of a check against one key: verified at `timestamp`, or no matching signature.
+fn single_key_verdict(matches: bool, timestamp: i64) -> Result<Verified, VerifyError> {
+    if matches {
+        Ok(Verified {
+            timestamp,
+            secret_index: 0,
+        })
+    } else {
+        Err(VerifyError::NoMatchingSignature)
+    }
 }
 
 /// Parses a timestamp as Herald writes it: decimal digits only, no sign, no spaces.

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use crate::{Secret, Verified, VerifyError, check_tolerance, parse_timestamp};
+use crate::{Secret, Verified, VerifyError, check_tolerance, parse_timestamp, single_key_verdict};
 
 /// The `webhook-signature` value for one message: `v1,<base64 HMAC over "<id>.<t>.<body>">`.
 ///
@@ -33,8 +33,10 @@ pub fn sign_standard_webhooks(key: &[u8], msg_id: &str, timestamp: i64, body: &[
 /// `webhook-timestamp` and `webhook-signature`. The signature header may list several
 /// space-separated `<version>,<base64>` entries; the delivery is accepted when the timestamp is
 /// within `tolerance` of `now` and any `v1` entry matches (constant-time). Entries of other
-/// versions are skipped. Herald makes this signature with the endpoint secret only, so there is
-/// one secret to pass, and [`Verified::secret_index`] is always 0.
+/// versions (`v1a`, [`crate::verify_v1a`]) are skipped. Herald makes these signatures with the
+/// endpoint secret, and during a rotation's grace period with the previous one too, so a
+/// receiver holding either secret is accepted; there is one secret to pass, and
+/// [`Verified::secret_index`] is always 0.
 ///
 /// # Errors
 ///
@@ -54,7 +56,7 @@ pub fn verify_standard_webhooks(
         return Err(VerifyError::Malformed);
     }
     let timestamp = parse_timestamp(timestamp)?;
-    let signatures = parse_signatures(signature_header)?;
+    let signatures = entries(signature_header, "v1")?;
     check_tolerance(timestamp, now, tolerance)?;
     let expected = mac_standard(secret.as_bytes(), msg_id, timestamp, body);
     let matches = signatures.iter().any(|candidate| {
@@ -62,23 +64,16 @@ pub fn verify_standard_webhooks(
             .decode(candidate)
             .is_ok_and(|bytes| bool::from(expected.as_slice().ct_eq(&bytes)))
     });
-    if matches {
-        Ok(Verified {
-            timestamp,
-            secret_index: 0,
-        })
-    } else {
-        Err(VerifyError::NoMatchingSignature)
-    }
+    single_key_verdict(matches, timestamp)
 }
 
-/// The base64 parts of the `v1` entries of a `webhook-signature` value.
-fn parse_signatures(header: &str) -> Result<Vec<&str>, VerifyError> {
+/// The base64 parts of the `version` entries (`v1`, or `v1a`) of a `webhook-signature` value.
+/// Entries of other versions are skipped; a header with none of `version` is malformed.
+pub(crate) fn entries<'a>(header: &'a str, version: &str) -> Result<Vec<&'a str>, VerifyError> {
     let mut signatures = Vec::new();
     for entry in header.split(' ').filter(|entry| !entry.is_empty()) {
         match entry.split_once(',') {
-            Some(("v1", signature)) => signatures.push(signature),
-            // Other versions (`v1a` is the specification's asymmetric one) are not ours to check.
+            Some((tag, signature)) if tag == version => signatures.push(signature),
             Some(_) => {}
             None => return Err(VerifyError::Malformed),
         }

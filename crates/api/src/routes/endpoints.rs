@@ -181,7 +181,8 @@ pub struct EndpointWithSecretResponse {
 }
 
 impl EndpointWithSecretResponse {
-    fn new(endpoint: Endpoint, secret: &Secret) -> Self {
+    /// The answer for `endpoint` and the secret it was just given.
+    pub(crate) fn new(endpoint: Endpoint, secret: &Secret) -> Self {
         Self {
             endpoint: endpoint.into(),
             secret: secret.expose_base64(),
@@ -366,32 +367,6 @@ pub(crate) async fn delete_endpoint(
         .delete_endpoint(auth.org_id(), endpoint_id, &audit)
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Mint a new endpoint secret; the old one stops signing at once.
-#[utoipa::path(
-    post, path = "/v1/webhooks/{id}/rotate-secret", tag = "endpoints", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The endpoint's id")),
-    responses((status = 200, description = "The endpoint with its new secret, shown this once", body = EndpointWithSecretResponse), CommonErrors)
-)]
-pub(crate) async fn rotate_endpoint_secret(
-    State(state): State<AppState>,
-    auth: Authorized<WriteWebhooks>,
-    PathId(id): PathId,
-) -> Result<Json<EndpointWithSecretResponse>, ApiError> {
-    let endpoint_id: EndpointId = path_id(&id)?;
-    let secret = Secret::generate();
-    let audit = audit_record(
-        &auth,
-        AuditAction::EndpointSecretRotated,
-        &endpoint_id,
-        Timestamp::now(),
-    );
-    let endpoint = state
-        .store
-        .rotate_endpoint_secret(auth.org_id(), endpoint_id, &secret, &audit)
-        .await?;
-    Ok(Json(EndpointWithSecretResponse::new(endpoint, &secret)))
 }
 
 /// The fields of a create request, every rule checked.

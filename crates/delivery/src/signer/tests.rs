@@ -1,7 +1,9 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use herald_domain::{OrgId, OrgSigningKey, PreviousSecret, SigningKeyId};
 use proptest::prelude::*;
 
 use super::*;
@@ -65,8 +67,8 @@ fn amcore_header_carries_one_v1_per_secret() {
     let endpoint_secret = fixed_secret();
     let org_secret = Secret::generate();
 
-    let single = amcore_signature_header(T, BODY, &endpoint_secret, None);
-    let double = amcore_signature_header(T, BODY, &endpoint_secret, Some(&org_secret));
+    let single = amcore_signature_header(T, BODY, &[&endpoint_secret]);
+    let double = amcore_signature_header(T, BODY, &[&endpoint_secret, &org_secret]);
 
     assert_eq!(
         single,
@@ -86,9 +88,43 @@ fn amcore_header_carries_one_v1_per_secret() {
     );
 }
 
+/// The Ed25519 key whose seed is the bytes 0..32 (the verify crate's vectors use it too).
+fn fixed_signing_key() -> Arc<OrgSigningKey> {
+    let seed = *fixed_secret().expose_bytes();
+    Arc::new(OrgSigningKey::from_seed(
+        SigningKeyId::new(),
+        OrgId::new(),
+        at(T),
+        &seed,
+    ))
+}
+
+fn signing(previous_secret: Option<PreviousSecret>, org_secret: Option<Secret>) -> SigningMaterial {
+    SigningMaterial {
+        endpoint_secret: fixed_secret(),
+        previous_secret,
+        org_secret,
+        org_signing_key: fixed_signing_key(),
+    }
+}
+
+fn headers_at(signing: &SigningMaterial, unix_seconds: i64) -> HashMap<&'static str, String> {
+    let delivery = OutgoingDelivery {
+        event_id: EVENT.parse().expect("valid event id"),
+        event_type: "wallet.balance_low",
+        attempt: 1,
+        timestamp: at(unix_seconds),
+        body: BODY,
+        signing,
+        sequence: None,
+        ordering_key: None,
+    };
+    signed_headers(&delivery).into_iter().collect()
+}
+
 #[test]
 fn signed_headers_are_the_section_seven_set() {
-    let endpoint_secret = fixed_secret();
+    let signing = signing(None, None);
     let event_id: EventId = EVENT.parse().expect("valid event id");
     let delivery = OutgoingDelivery {
         event_id,
@@ -96,8 +132,7 @@ fn signed_headers_are_the_section_seven_set() {
         attempt: 3,
         timestamp: at(T),
         body: BODY,
-        endpoint_secret: &endpoint_secret,
-        org_secret: None,
+        signing: &signing,
         sequence: None,
         ordering_key: None,
     };
@@ -124,14 +159,107 @@ fn signed_headers_are_the_section_seven_set() {
     assert_eq!(headers[EVENT_TYPE], "wallet.balance_low");
     assert_eq!(headers[DELIVERY_ATTEMPT], "3");
     assert_eq!(headers[WEBHOOK_TIMESTAMP], T.to_string());
+    // The `v1a` entry was computed with Python's `cryptography` package.
     assert_eq!(
         headers[WEBHOOK_SIGNATURE],
-        "v1,eOU9rMmqsNkc4FQetFsueQAEwlsGr9HD8GTsUIPiWkU="
+        "v1,eOU9rMmqsNkc4FQetFsueQAEwlsGr9HD8GTsUIPiWkU= \
+         v1a,jMkPpA8FWLMcihI/Cmsy/ASguGg0HdJLLG3IZ4NAaAh/zE3Iy4Lq0JMh2C9g9JkJlde6P1icIhC67Af88gAnAA=="
     );
     assert_eq!(
         headers[SIGNATURE],
         format!("t={T},v1=5ddf79ccc03de5dfd8cd567df4e7dfa28305ae19da4ef65ceeb131e8c008b4b4")
     );
+}
+
+#[test]
+fn a_previous_secret_signs_both_headers_until_its_grace_period_ends() {
+    let previous = Secret::generate();
+    let org_secret = Secret::generate();
+    let signing = signing(
+        Some(PreviousSecret {
+            secret: previous.clone(),
+            valid_until: at(T + 2),
+        }),
+        Some(org_secret.clone()),
+    );
+
+    let during = headers_at(&signing, T + 1);
+    let at_end = headers_at(&signing, T + 2);
+
+    // During: current, previous, then the organization's `v1`; current, previous, then `v1a`.
+    let current_v1 = signature_v1(&fixed_secret(), T + 1, BODY);
+    let previous_v1 = signature_v1(&previous, T + 1, BODY);
+    let org_v1 = signature_v1(&org_secret, T + 1, BODY);
+    assert_eq!(
+        during[SIGNATURE],
+        format!("t={},v1={current_v1},v1={previous_v1},v1={org_v1}", T + 1)
+    );
+    let entries: Vec<&str> = during[WEBHOOK_SIGNATURE].split(' ').collect();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert_eq!(
+        entries[0],
+        standard_webhooks_signature(&fixed_secret(), EVENT, T + 1, BODY)
+    );
+    assert_eq!(
+        entries[1],
+        standard_webhooks_signature(&previous, EVENT, T + 1, BODY)
+    );
+    assert!(entries[2].starts_with("v1a,"), "{entries:?}");
+    for secret in [&fixed_secret(), &previous, &org_secret] {
+        assert_eq!(
+            verify_v1(
+                secret,
+                &during[SIGNATURE],
+                BODY,
+                at(T + 1),
+                DEFAULT_TOLERANCE
+            ),
+            Ok(())
+        );
+    }
+
+    // From the end of the grace period on, the previous secret signs nothing.
+    assert_eq!(at_end[WEBHOOK_SIGNATURE].matches("v1,").count(), 1);
+    assert_eq!(at_end[SIGNATURE].matches("v1=").count(), 2);
+    assert_eq!(
+        verify_v1(
+            &previous,
+            &at_end[SIGNATURE],
+            BODY,
+            at(T + 2),
+            DEFAULT_TOLERANCE
+        ),
+        Err(VerifyError::NoMatchingSignature)
+    );
+}
+
+#[test]
+fn every_attempt_carries_a_v1a_that_verifies_with_the_public_key_alone() {
+    let signing = signing(None, None);
+    let headers = headers_at(&signing, T);
+
+    let public_key = signing.org_signing_key.public_key();
+    let verified = herald_verify::verify_v1a(
+        &headers[WEBHOOK_ID],
+        &headers[WEBHOOK_TIMESTAMP],
+        &headers[WEBHOOK_SIGNATURE],
+        BODY,
+        &public_key,
+        T,
+        DEFAULT_TOLERANCE,
+    );
+    let tampered = herald_verify::verify_v1a(
+        &headers[WEBHOOK_ID],
+        &headers[WEBHOOK_TIMESTAMP],
+        &headers[WEBHOOK_SIGNATURE],
+        b"{}",
+        &public_key,
+        T,
+        DEFAULT_TOLERANCE,
+    );
+
+    assert!(verified.is_ok(), "{verified:?}");
+    assert_eq!(tampered, Err(VerifyError::NoMatchingSignature));
 }
 
 fn check(header: &str, expected: Result<(), VerifyError>) {
@@ -183,7 +311,7 @@ proptest! {
         skew in -300i64..=300,
     ) {
         let secret = Secret::from_bytes(key);
-        let header = amcore_signature_header(unix_seconds, &body, &secret, None);
+        let header = amcore_signature_header(unix_seconds, &body, &[&secret]);
         let now = at(unix_seconds + skew);
         prop_assert_eq!(verify_v1(&secret, &header, &body, now, DEFAULT_TOLERANCE), Ok(()));
     }

@@ -55,8 +55,7 @@ pub async fn attempt_delivery(
         attempt_number: delivery.attempt_number,
         event: &delivery.event,
         endpoint: &delivery.endpoint,
-        endpoint_secret: &delivery.endpoint_secret,
-        org_secret: delivery.org_secret.as_ref(),
+        signing: &delivery.signing,
         sequence: delivery.sequence,
         credentials: &delivery.credentials,
     };

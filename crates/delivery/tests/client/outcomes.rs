@@ -1,5 +1,6 @@
 //! What one attempt reports for each way a real HTTPS receiver can answer (or not).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -7,7 +8,7 @@ use herald_delivery::signer::{self, DEFAULT_TOLERANCE};
 use herald_delivery::{
     ClientConfig, DeliveryClient, OutcomeClass, OutgoingDelivery, signed_headers, verify_v1,
 };
-use herald_domain::{EventId, Secret, Timestamp};
+use herald_domain::{EventId, OrgId, OrgSigningKey, Secret, SigningMaterial, Timestamp};
 use tokio::io::AsyncReadExt;
 
 use crate::receiver::{Receiver, TestCa, client, loopback_policy};
@@ -25,14 +26,19 @@ async fn success_records_status_excerpt_and_signed_headers() {
     let receiver = Receiver::spawn(&ca).await;
     let secret = Secret::generate();
     let now = Timestamp::now();
+    let signing = SigningMaterial {
+        endpoint_secret: secret.clone(),
+        previous_secret: None,
+        org_secret: None,
+        org_signing_key: Arc::new(OrgSigningKey::generate(OrgId::new(), now)),
+    };
     let headers = signed_headers(&OutgoingDelivery {
         event_id: EventId::new(),
         event_type: "wallet.balance_low",
         attempt: 1,
         timestamp: now,
         body: BODY,
-        endpoint_secret: &secret,
-        org_secret: None,
+        signing: &signing,
         sequence: None,
         ordering_key: None,
     });

@@ -211,6 +211,18 @@ fn routes(id: &str) -> Vec<Route> {
             "org:admin:write",
             None,
         ),
+        route(
+            Method::POST,
+            format!("{one}/rotate-secret"),
+            "webhooks:write",
+            Some(json!({"grace_period_seconds": 60})),
+        ),
+        route(
+            Method::GET,
+            "/v1/webhook-keys".into(),
+            "webhooks:read",
+            None,
+        ),
         route(Method::GET, "/v1/event-types".into(), "webhooks:read", None),
         route(Method::DELETE, one, "webhooks:write", None),
     ]

@@ -76,10 +76,20 @@ async fn delivery_is_a_post_with_the_contract_envelope_and_headers(backend: Back
         "signed at {timestamp}, now {now}"
     );
     let standard = header(delivery, "webhook-signature");
-    let encoded = standard
+    let (hmac, ed25519) = standard
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("webhook-signature {standard} holds two entries"));
+    let encoded = hmac
         .strip_prefix("v1,")
         .unwrap_or_else(|| panic!("webhook-signature {standard} starts with v1,"));
     assert_eq!(STANDARD.decode(encoded).map(|mac| mac.len()), Ok(32));
+    let encoded = ed25519
+        .strip_prefix("v1a,")
+        .unwrap_or_else(|| panic!("webhook-signature {standard} ends with v1a,"));
+    assert_eq!(
+        STANDARD.decode(encoded).map(|signature| signature.len()),
+        Ok(64)
+    );
 }
 
 async fn published_data_reaches_the_receiver_byte_for_byte(backend: Backend) {

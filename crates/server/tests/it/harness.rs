@@ -34,7 +34,7 @@ mod tuning;
 
 pub(crate) use delivery::{
     Subscribed, assert_event_id, delivering, header, metric, received_json, subscribed,
-    verify_delivery, wait_for_received, wait_until, wait_within,
+    verify_delivery, verify_delivery_with, wait_for_received, wait_until, wait_within,
 };
 pub(crate) use raw::{RawConnection, raw_exchange};
 pub(crate) use reply::{
@@ -304,23 +304,31 @@ impl TestApp {
     }
 
     pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
-        self.stored_endpoint_bytes("secret").await
+        self.stored_bytes("SELECT secret FROM endpoints").await
     }
 
     /// The non-null values of the endpoints' binary `column`, exactly as stored.
     pub(crate) async fn stored_endpoint_bytes(&self, column: &str) -> Vec<Vec<u8>> {
-        let query = format!("SELECT {column} FROM endpoints WHERE {column} IS NOT NULL");
+        self.stored_bytes(&format!(
+            "SELECT {column} FROM endpoints WHERE {column} IS NOT NULL"
+        ))
+        .await
+    }
+
+    /// The one bytes column `query` selects, read straight from the database, to prove what is
+    /// stored (and what is not).
+    pub(crate) async fn stored_bytes(&self, query: &str) -> Vec<Vec<u8>> {
         match self.backend {
             Backend::Postgres => {
                 let pool = sqlx::PgPool::connect(&self.database_url)
                     .await
                     .expect("opening the test database");
-                let secrets = sqlx::query_scalar(&query)
+                let values = sqlx::query_scalar(query)
                     .fetch_all(&pool)
                     .await
-                    .expect("reading stored secrets");
+                    .expect("reading stored values");
                 pool.close().await;
-                secrets
+                values
             }
             Backend::Sqlite => {
                 let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -329,12 +337,12 @@ impl TestApp {
                 let pool = sqlx::SqlitePool::connect_with(options)
                     .await
                     .expect("opening the test database");
-                let secrets = sqlx::query_scalar(&query)
+                let values = sqlx::query_scalar(query)
                     .fetch_all(&pool)
                     .await
-                    .expect("reading stored secrets");
+                    .expect("reading stored values");
                 pool.close().await;
-                secrets
+                values
             }
         }
     }

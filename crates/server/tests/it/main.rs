@@ -61,5 +61,6 @@ mod replay;
 mod retention;
 mod retries;
 mod secrets;
+mod signing;
 mod test_send;
 mod unreadable_requests;

@@ -16,7 +16,7 @@ backend_tests!(
 
 /// Every organization operation: endpoint management (issue 2), then deliveries, test and
 /// replay, then recovery. A route is added here in the same change that builds it.
-const EXPECTED_OPERATIONS: [(&str, &str); 16] = [
+const EXPECTED_OPERATIONS: [(&str, &str); 17] = [
     ("POST", "/v1/webhooks"),
     ("GET", "/v1/webhooks"),
     ("GET", "/v1/webhooks/{id}"),
@@ -24,6 +24,7 @@ const EXPECTED_OPERATIONS: [(&str, &str); 16] = [
     ("DELETE", "/v1/webhooks/{id}"),
     ("POST", "/v1/webhooks/{id}/rotate-secret"),
     ("POST", "/v1/webhook-secret/rotate"),
+    ("GET", "/v1/webhook-keys"),
     ("POST", "/v1/webhooks/{id}/test"),
     ("GET", "/v1/webhooks/deliveries"),
     ("GET", "/v1/webhooks/deliveries/{id}"),

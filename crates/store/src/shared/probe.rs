@@ -8,11 +8,13 @@ use std::time::Duration;
 use herald_domain::operational::{self, EnabledBy};
 use herald_domain::recovery::{Recovery, RecoveryScope, RecoveryStatus};
 use herald_domain::{
-    AuditAction, AuditId, AuditRecord, DisabledReason, EndpointId, OrgId, RecoveryId, Timestamp,
+    AuditAction, AuditId, AuditRecord, DisabledReason, EndpointId, OrgId, RecoveryId,
+    SigningMaterial, Timestamp,
 };
 
 use super::delivery::fan_out;
 use super::recovery::{audited, insert_recovery};
+use super::signing::{org_signing_key, previous_secret_from_row};
 use crate::StoreError;
 use crate::backend::{Backend, WriteTransaction};
 use crate::queue::ProbeTarget;
@@ -41,7 +43,8 @@ pub(super) async fn take_due_probes<B: Backend>(
         "UPDATE endpoints SET probed_at = ?
          WHERE id IN (SELECT id FROM endpoints WHERE {due} ORDER BY disabled_at LIMIT ?{})
            AND {due}
-         RETURNING {ENDPOINT_COLUMNS}, secret, headers, client_certificate",
+         RETURNING {ENDPOINT_COLUMNS}, secret, previous_secret, previous_secret_until, headers,
+                   client_certificate",
         B::DIALECT.skip_locked()
     ))
     .bind(now.as_micros())
@@ -55,7 +58,7 @@ pub(super) async fn take_due_probes<B: Backend>(
     let mut tx = store.begin().await?;
     let rows = tx.fetch(take).await?;
     let mut org_secrets = HashMap::new();
-    let mut targets = Vec::with_capacity(rows.len());
+    let mut taken = Vec::with_capacity(rows.len());
     for row in &rows {
         let endpoint = endpoint_from_row(row)?;
         let org_secret = match org_secrets.get(&endpoint.org_id) {
@@ -73,14 +76,32 @@ pub(super) async fn take_due_probes<B: Backend>(
                 org_secrets.entry(endpoint.org_id).or_insert(secret)
             }
         };
-        targets.push(ProbeTarget {
-            endpoint_secret: store.cipher().open(&row.bytes("secret")?)?,
-            org_secret: org_secret.clone(),
-            credentials: open_credentials(row, store.cipher())?,
-            endpoint,
-        });
+        let secrets = (
+            store.cipher().open(&row.bytes("secret")?)?,
+            previous_secret_from_row(store, row, now)?,
+            org_secret.clone(),
+        );
+        let credentials = open_credentials(row, store.cipher())?;
+        taken.push((endpoint, secrets, credentials));
     }
     tx.commit().await?;
+    // The organizations' keys are read (or made) after the commit: making one writes, and the
+    // probes' transaction is no place to wait for that.
+    let mut targets = Vec::with_capacity(taken.len());
+    for (endpoint, (endpoint_secret, previous_secret, org_secret), credentials) in taken {
+        let org_signing_key = org_signing_key(store, endpoint.org_id).await?;
+        let signing = SigningMaterial {
+            endpoint_secret,
+            previous_secret,
+            org_secret,
+            org_signing_key,
+        };
+        targets.push(ProbeTarget {
+            endpoint,
+            signing,
+            credentials,
+        });
+    }
     Ok(targets)
 }
 

@@ -147,6 +147,8 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             VerifyError::TimestampOutOfTolerance | VerifyError::NoMatchingSignature => {
                 StatusCode::UNAUTHORIZED
             }
+            // Only a public-key check can meet a bad key, and this one checks secrets.
+            VerifyError::InvalidPublicKey => StatusCode::INTERNAL_SERVER_ERROR,
         };
     }
     let event: Event = match serde_json::from_slice(&body) {

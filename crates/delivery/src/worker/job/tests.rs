@@ -2,7 +2,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use herald_domain::{
-    DeliveryId, Endpoint, EndpointId, Event, EventId, EventOrigin, OrgId, Secret, Timestamp,
+    DeliveryId, Endpoint, EndpointId, Event, EventId, EventOrigin, OrgId, OrgSigningKey, Secret,
+    SigningMaterial, Timestamp,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -47,8 +48,12 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             header_names: Vec::new(),
             client_certificate: None,
         },
-        endpoint_secret: Secret::generate(),
-        org_secret: None,
+        signing: SigningMaterial {
+            endpoint_secret: Secret::generate(),
+            previous_secret: None,
+            org_secret: None,
+            org_signing_key: std::sync::Arc::new(OrgSigningKey::generate(org_id, now)),
+        },
         credentials: herald_domain::EndpointCredentials::default(),
         lease: LeaseToken::new(),
     }
@@ -63,8 +68,7 @@ fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> 
         attempt_number,
         event: &delivery.event,
         endpoint: &delivery.endpoint,
-        endpoint_secret: &delivery.endpoint_secret,
-        org_secret: None,
+        signing: &delivery.signing,
         sequence: delivery.sequence,
         credentials: &delivery.credentials,
     };

@@ -141,6 +141,19 @@ pub(crate) async fn verify_delivery(
     org_secret: Option<&str>,
     now: Option<i64>,
 ) -> Verdict {
+    let held = json!({"org_secret": org_secret, "now": now});
+    verify_delivery_with(received, body, endpoint_secret, &held).await
+}
+
+/// [`verify_delivery`] with more of what a receiver may hold, merged into the verifier's input:
+/// `previous_secret` (a rotation's grace period) and `public_key` (the `x` of
+/// `GET /v1/webhook-keys`, to check `v1a`).
+pub(crate) async fn verify_delivery_with(
+    received: &Received,
+    body: &[u8],
+    endpoint_secret: &str,
+    extra: &Value,
+) -> Verdict {
     let headers: serde_json::Map<String, Value> = received
         .headers
         .iter()
@@ -149,13 +162,18 @@ pub(crate) async fn verify_delivery(
             (name.as_str().to_owned(), Value::String(text.to_owned()))
         })
         .collect();
-    let capture = json!({
+    let mut capture = json!({
         "headers": headers,
         "body": String::from_utf8(body.to_vec()).expect("the delivery body is UTF-8"),
         "endpoint_secret": endpoint_secret,
-        "org_secret": org_secret,
-        "now": now,
     });
+    if let (Some(capture), Some(extra)) = (capture.as_object_mut(), extra.as_object()) {
+        capture.extend(extra.clone());
+    }
+    run_verifier(&capture).await
+}
+
+async fn run_verifier(capture: &Value) -> Verdict {
     let mut child = tokio::process::Command::new("python3")
         .arg(VERIFIER)
         .stdin(Stdio::piped())
