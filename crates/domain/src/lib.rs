@@ -20,6 +20,7 @@
 //! - [`operational`]: the events Herald publishes about endpoints and deliveries.
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
+//! - [`trace`]: W3C trace context, kept with an event and sent with each attempt.
 
 pub mod catalog;
 pub mod custom_headers;
@@ -36,6 +37,7 @@ pub mod recovery;
 pub mod scope;
 pub mod secret;
 pub mod time;
+pub mod trace;
 
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use delivery::{Attempt, Event, EventOrigin, Outcome};
@@ -46,3 +48,4 @@ pub use org::{ApiKey, AuditAction, AuditRecord, Org};
 pub use scope::Scope;
 pub use secret::{ApiKeyToken, Secret};
 pub use time::Timestamp;
+pub use trace::TraceParent;

@@ -10,3 +10,4 @@ pub mod health;
 pub mod org_secret;
 pub mod portal;
 pub mod recoveries;
+pub mod stats;

@@ -60,5 +60,7 @@ mod replay;
 mod retention;
 mod retries;
 mod secrets;
+mod stats;
 mod test_send;
+mod trace_context;
 mod unreadable_requests;
