@@ -25,8 +25,9 @@ pub(super) async fn endpoint_stats<B: Backend>(
         "SELECT COUNT(*) FILTER (WHERE outcome = 'success') AS success,
                 COUNT(*) FILTER (WHERE outcome = 'retry') AS retry,
                 COUNT(*) FILTER (WHERE outcome = 'dead') AS dead,
-                (SELECT MAX(occurred_at) FROM attempts
-                  WHERE endpoint_id = ? AND outcome = 'success') AS last_success_at,
+                (SELECT occurred_at FROM attempts
+                  WHERE endpoint_id = ? AND outcome = 'success'
+                  ORDER BY occurred_at DESC LIMIT 1) AS last_success_at,
                 (SELECT COUNT(*) FROM deliveries
                   WHERE endpoint_id = ? AND status = 'pending') AS pending
          FROM attempts
