@@ -228,6 +228,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks/{id}/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An endpoint's delivery stats over the last hour, day or week. */
+        get: operations["get_endpoint_stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/{id}/test": {
         parameters: {
             query?: never;
@@ -249,6 +266,24 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description An endpoint's attempts in the window, by outcome. */
+        AttemptCounts: {
+            /**
+             * Format: int64
+             * @description Failed attempts that ended their delivery.
+             */
+            dead: number;
+            /**
+             * Format: int64
+             * @description Failed attempts after which another was scheduled.
+             */
+            retry: number;
+            /**
+             * Format: int64
+             * @description Attempts answered with a 2xx in time.
+             */
+            success: number;
+        };
         /** @description The page's bounds. */
         CatchUpMeta: {
             /**
@@ -452,6 +487,33 @@ export interface components {
             /** @description Where deliveries go. */
             url: string;
         };
+        /** @description An endpoint's stats. */
+        EndpointStatsResponse: {
+            /** @description The window's attempts by outcome, as the deliveries feed lists them. */
+            attempts: components["schemas"]["AttemptCounts"];
+            /**
+             * Format: date-time
+             * @description The first failure of the endpoint's current streak of failures, or `null`.
+             */
+            failing_since?: string | null;
+            /**
+             * Format: date-time
+             * @description The newest successful attempt still retained, or `null`.
+             */
+            last_success_at?: string | null;
+            /**
+             * @description Nearest-rank percentiles of the response times of the window's newest 10,000 attempts
+             *     (all of them below that), failures included.
+             */
+            latency_ms: components["schemas"]["LatencyPercentiles"];
+            /**
+             * Format: int64
+             * @description The endpoint's deliveries waiting for an attempt now.
+             */
+            pending: number;
+            /** @description The window: `1h`, `24h` or `7d`, ending now. */
+            window: string;
+        };
         /** @description The endpoint object plus its new secret: the answer of create and rotate only. */
         EndpointWithSecretResponse: components["schemas"]["EndpointResponse"] & {
             /** @description Standard base64 of 32 random bytes; shown this once. */
@@ -500,6 +562,24 @@ export interface components {
             name: string;
             /** @description JSON Schema (2020-12) of the event's `data`, when the catalog gives one. */
             schema?: Record<string, never> | null;
+        };
+        /** @description Response-time percentiles of the window's attempts, `null` when it has none. */
+        LatencyPercentiles: {
+            /**
+             * Format: int64
+             * @description The median, in milliseconds.
+             */
+            p50?: number | null;
+            /**
+             * Format: int64
+             * @description The 95th percentile, in milliseconds.
+             */
+            p95?: number | null;
+            /**
+             * Format: int64
+             * @description The 99th percentile, in milliseconds.
+             */
+            p99?: number | null;
         };
         /** @description The `meta` member of every list response. */
         ListMeta: {
@@ -3742,6 +3822,200 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RotatedSecretResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    get_endpoint_stats: {
+        parameters: {
+            query?: {
+                /** @description `1h`, `24h` (default) or `7d` */
+                window?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The endpoint's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint's stats */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EndpointStatsResponse"];
                 };
             };
             /** @description Invalid input */

@@ -18,7 +18,7 @@ use crate::extract::body_limit;
 use crate::request_id;
 use crate::routes::{
     admin, catch_up, deliveries, endpoints, event_types, health, org_secret, portal, recoveries,
-    signing,
+    signing, stats,
 };
 use crate::state::AppState;
 
@@ -40,6 +40,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(deliveries::get_delivery))
         .routes(routes!(deliveries::replay_delivery))
         .routes(routes!(catch_up::list_endpoint_events))
+        .routes(routes!(stats::get_endpoint_stats))
         .routes(routes!(recoveries::recover_endpoint))
         .routes(routes!(recoveries::get_recovery))
         .routes(routes!(org_secret::rotate_org_secret))

@@ -1,9 +1,11 @@
 //! One attempt, start to finish: render the envelope, sign it, send it through the client, and
 //! describe the result as an [`Attempt`] record. Deciding what happens next (retry, dead) is
-//! the caller's; this module only reports.
+//! the caller's; this module only reports. Every attempt sends the event's trace context
+//! (`herald_domain::trace`) as a `traceparent` of its own.
 
 use bytes::Bytes;
 use herald_domain::custom_headers::REDACTED;
+use herald_domain::trace::{TRACEPARENT, TraceParent};
 use herald_domain::{
     Attempt, AttemptId, DeliveryId, Endpoint, EndpointCredentials, Event, Outcome, SigningMaterial,
     Timestamp,
@@ -63,6 +65,9 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         sequence: plan.sequence,
         ordering_key: plan.event.ordering_key.as_deref(),
     });
+    // Each attempt is a span of the event's trace, named by the attempt's own id.
+    let traceparent = TraceParent::of_attempt(plan.event, started.0);
+    headers.push((TRACEPARENT, traceparent.header_value()));
     // The record shows what was sent, except the custom headers' values, which may be
     // credentials: stored and shown as "<redacted>", like every answer shows them.
     let mut recorded: Vec<(String, String)> = headers

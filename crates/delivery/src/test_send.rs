@@ -24,6 +24,7 @@ pub fn test_event(endpoint: &Endpoint) -> Event {
         ordering_key: None,
         origin: EventOrigin::Test,
         created_at: Timestamp::now(),
+        traceparent: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::ids::{AttemptId, DeliveryId, EndpointId, EventId, OrgId};
 use crate::time::Timestamp;
+use crate::trace::TraceParent;
 
 /// How an event came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,10 @@ pub struct Event {
     pub origin: EventOrigin,
     /// When it was accepted.
     pub created_at: Timestamp,
+    /// The publisher's trace context (its `traceparent`, when valid): every attempt of the
+    /// event's deliveries sends a `traceparent` in that trace. `None`: the event is a trace
+    /// of its own (`TraceParent::of_attempt`).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// The outcome of one attempt.

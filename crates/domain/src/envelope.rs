@@ -48,6 +48,7 @@ mod tests {
             ordering_key: None,
             origin: EventOrigin::Publish,
             created_at: Timestamp::from_micros(1_777_204_800_000_000),
+            traceparent: None,
         };
         let body = render("2026-04-01", &event).expect("supported");
         let parsed: serde_json::Value = serde_json::from_slice(&body).expect("valid json");

@@ -22,6 +22,7 @@
 //! - [`net`]: which IP addresses count as public, and the operator's allow-list.
 //! - [`secret`]: signing secrets and API-key tokens.
 //! - [`signing`]: rotation with overlap and the organizations' Ed25519 signing keys.
+//! - [`trace`]: W3C trace context, kept with an event and sent with each attempt.
 
 pub mod catalog;
 pub mod client_certificate;
@@ -40,6 +41,7 @@ pub mod scope;
 pub mod secret;
 pub mod signing;
 pub mod time;
+pub mod trace;
 
 pub use catalog::{ApiVersions, EventCatalog, TEST_EVENT_TYPE};
 pub use delivery::{Attempt, Event, EventOrigin, Outcome};
@@ -53,3 +55,4 @@ pub use scope::Scope;
 pub use secret::{ApiKeyToken, Secret};
 pub use signing::{OrgSigningKey, PreviousSecret, SigningMaterial};
 pub use time::Timestamp;
+pub use trace::TraceParent;

@@ -146,6 +146,7 @@ fn operational_event(
         ordering_key: None,
         origin: EventOrigin::Herald,
         created_at: at,
+        traceparent: None,
     }
 }
 

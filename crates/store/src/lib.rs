@@ -70,6 +70,29 @@ pub use queue::{
 };
 pub use sqlite::SqliteStore;
 
+/// What `Store::endpoint_stats` counts: the window's attempts by outcome, the newest of their
+/// latencies, and the endpoint's state now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointStats {
+    /// Attempts in the window that succeeded.
+    pub success: u64,
+    /// Attempts in the window that failed with another attempt scheduled.
+    pub retry: u64,
+    /// Attempts in the window that failed for good.
+    pub dead: u64,
+    /// The endpoint's pending deliveries now.
+    pub pending: u64,
+    /// The newest success ever recorded (within retention).
+    pub last_success_at: Option<Timestamp>,
+    /// The response times of the window's newest attempts (at most
+    /// [`MAX_LATENCY_SAMPLE`]), in no particular order.
+    pub latencies_ms: Vec<u64>,
+}
+
+/// The most attempts whose latencies [`EndpointStats`] carries: enough for a p99 of a
+/// hundred values, and a bounded read however busy the endpoint.
+pub const MAX_LATENCY_SAMPLE: u32 = 10_000;
+
 /// What went wrong in storage, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -359,6 +382,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Sequenced>, StoreError>;
     /// One event of the organization, if still retained.
     async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError>;
+    /// The stats of one endpoint (the caller checked it is the organization's) over its
+    /// attempts since `since`.
+    async fn endpoint_stats(
+        &self,
+        endpoint_id: EndpointId,
+        since: Timestamp,
+    ) -> Result<EndpointStats, StoreError>;
     /// Counts of the delivery queue.
     async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
     /// Deletes events created before `events_before` whose deliveries are finished, and

@@ -11,7 +11,7 @@ use herald_domain::scope::Scope;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
     DisabledReason, Endpoint, EndpointCredentials, EndpointHealth, EndpointId, Event, EventId,
-    EventOrigin, Org, OrgId, Outcome, SigningMaterial, Timestamp,
+    EventOrigin, Org, OrgId, Outcome, SigningMaterial, Timestamp, TraceParent,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -84,7 +84,7 @@ pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, 
 
 /// The columns [`event_from_row`] reads.
 pub(crate) const EVENT_COLUMNS: &str =
-    "id, org_id, event_type, data, idempotency_key, origin, created_at, ordering_key";
+    "id, org_id, event_type, data, idempotency_key, origin, created_at, ordering_key, traceparent";
 
 /// The start of the query that reads claimed deliveries with everything needed to attempt
 /// them; the caller appends the claimed ids and `)`.
@@ -93,7 +93,7 @@ pub(crate) const CLAIMED_DETAILS: &str =
             d.sequence AS sequence, e.ordering_key AS event_ordering_key,
             e.id AS event_id, e.org_id AS event_org_id, e.event_type AS event_event_type,
             e.data AS event_data, e.idempotency_key AS event_idempotency_key, e.origin AS event_origin,
-            e.created_at AS event_created_at,
+            e.created_at AS event_created_at, e.traceparent AS event_traceparent,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
             p.deleted_at, p.disabled_reason, p.failing_since, p.header_names, p.client_certificate_subject,
             p.client_certificate_not_after, p.secret, p.previous_secret, p.previous_secret_until,
@@ -305,6 +305,13 @@ pub(crate) fn event_from_row(row: &impl ReadRow, prefix: &str) -> Result<Event, 
         origin: EventOrigin::parse(&row.text(&column("origin"))?)
             .ok_or(StoreError::Corrupt("unknown event origin"))?,
         created_at: instant(row.integer(&column("created_at"))?),
+        traceparent: row
+            .optional_text(&column("traceparent"))?
+            .map(|text| {
+                TraceParent::parse(&text)
+                    .ok_or(StoreError::Corrupt("stored traceparent is invalid"))
+            })
+            .transpose()?,
     })
 }
 

@@ -23,6 +23,7 @@ mod ordering;
 mod probe;
 mod recovery;
 mod signing;
+mod stats;
 
 pub(crate) use delivery::{resolve_scope, write_attempts};
 pub(crate) use signing::SigningKeyCache;
@@ -34,9 +35,9 @@ use crate::rows::{
 };
 use crate::statement::Statement;
 use crate::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, OperatorHook,
-    Page, PageRequest, ProbeTarget, PublishedEvent, PurgeReport, QueueStats, RateDecision,
-    RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, EndpointStats,
+    OperatorHook, Page, PageRequest, ProbeTarget, PublishedEvent, PurgeReport, QueueStats,
+    RateDecision, RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
 };
 
 const API_KEY_COLUMNS: &str =
@@ -636,6 +637,14 @@ impl<B: Backend> Store for B {
 
     async fn get_event(&self, org_id: OrgId, event_id: EventId) -> Result<Event, StoreError> {
         delivery::get_event(self, org_id, event_id).await
+    }
+
+    async fn endpoint_stats(
+        &self,
+        endpoint_id: EndpointId,
+        since: Timestamp,
+    ) -> Result<EndpointStats, StoreError> {
+        stats::endpoint_stats(self, endpoint_id, since).await
     }
 
     async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {

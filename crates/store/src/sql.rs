@@ -238,6 +238,7 @@ pub(crate) fn insert_events<'a>(events: &[&'a Event]) -> Statement<'a> {
             event.origin.as_str().into(),
             event.created_at.as_micros().into(),
             event.ordering_key.as_deref().into(),
+            event.traceparent.map(|parent| parent.header_value()).into(),
         ]
     });
     query.persistent(worth_preparing(events.len()))

@@ -129,6 +129,7 @@ async fn lease_lapse_and_takeover(store: Arc<dyn Store>) {
         ordering_key: None,
         origin: EventOrigin::Publish,
         created_at: now,
+        traceparent: None,
     };
     let published = store.publish_events(&[event]).await.expect("publishing");
     assert_eq!(published[0].endpoints, 2);

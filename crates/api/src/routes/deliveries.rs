@@ -327,6 +327,7 @@ pub(crate) async fn replay_delivery(
         ordering_key: original.ordering_key,
         origin: EventOrigin::Replay,
         created_at: now,
+        traceparent: None,
     };
     let mut audit = audit_record(&auth, AuditAction::DeliveryReplayed, &attempt_id, now);
     audit.reason = reason;

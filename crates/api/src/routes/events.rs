@@ -1,13 +1,17 @@
 //! Publishing (docs/api.md#publishing-events): the platform's admin API for events. The 202 is sent
-//! only after the events and their fan-out are committed.
+//! only after the events and their fan-out are committed. A valid `traceparent` on the request
+//! is kept with its events (docs/api.md#trace-context).
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use herald_domain::publish::{
     check_event_data, check_event_type, check_idempotency_key, check_ordering_key,
 };
-use herald_domain::{Event, EventCatalog, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
+use herald_domain::trace::TRACEPARENT;
+use herald_domain::{
+    Event, EventCatalog, EventId, EventOrigin, FieldErrors, OrgId, Timestamp, TraceParent,
+};
 use herald_store::{PublishedEvent, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -84,18 +88,20 @@ struct RawBatchData<'a> {
 pub(crate) async fn publish_event(
     State(state): State<AppState>,
     _admin: Admin,
+    headers: HeaderMap,
     JsonObjectWithBytes { map: body, bytes }: JsonObjectWithBytes,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     let raw_data = serde_json::from_slice::<RawEventData<'_>>(&bytes)
         .ok()
         .and_then(|raw| raw.data);
-    let event = prepare_event(
+    let mut event = prepare_event(
         state.store.as_ref(),
         PublishRules::of(&state),
         body,
         raw_data.map(RawValue::get),
     )
     .await?;
+    event.traceparent = publisher_trace(&headers);
     let mut published = publish(&state, &[event]).await?;
     let first = published
         .pop()
@@ -127,6 +133,7 @@ pub async fn prepare_event(
 pub(crate) async fn publish_batch(
     State(state): State<AppState>,
     _admin: Admin,
+    headers: HeaderMap,
     JsonObjectWithBytes { map: body, bytes }: JsonObjectWithBytes,
 ) -> Result<(StatusCode, Json<BatchPublishResponse>), ApiError> {
     // A batch that does not have this shape is refused below anyway, so it falls back to
@@ -178,6 +185,11 @@ pub(crate) async fn publish_batch(
         format!("events[{index}].org_id")
     })
     .await?;
+    // One request, one trace: every event of the batch joins it.
+    let traceparent = publisher_trace(&headers);
+    for event in &mut events {
+        event.traceparent = traceparent;
+    }
     let published = publish(&state, &events).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -274,7 +286,18 @@ fn read_event(
         ordering_key,
         origin: EventOrigin::Publish,
         created_at: Timestamp::now(),
+        traceparent: None,
     })
+}
+
+/// The request's W3C `traceparent`, when it has exactly one and it is valid. Anything else
+/// is ignored, never refused: a tracing header must not stop a publish (docs/api.md#trace-context).
+fn publisher_trace(headers: &HeaderMap) -> Option<TraceParent> {
+    let mut values = headers.get_all(TRACEPARENT).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => TraceParent::parse(value.to_str().ok()?),
+        _ => None,
+    }
 }
 
 async fn check_orgs_exist(

@@ -11,3 +11,4 @@ pub mod org_secret;
 pub mod portal;
 pub mod recoveries;
 pub mod signing;
+pub mod stats;

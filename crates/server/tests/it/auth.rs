@@ -193,6 +193,7 @@ fn routes(id: &str) -> Vec<Route> {
         ),
         route(Method::GET, "/v1/webhooks".into(), "webhooks:read", None),
         route(Method::GET, one.clone(), "webhooks:read", None),
+        route(Method::GET, format!("{one}/stats"), "webhooks:read", None),
         route(
             Method::PATCH,
             one.clone(),

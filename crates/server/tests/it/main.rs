@@ -62,5 +62,7 @@ mod retention;
 mod retries;
 mod secrets;
 mod signing;
+mod stats;
 mod test_send;
+mod trace_context;
 mod unreadable_requests;

@@ -16,7 +16,7 @@ backend_tests!(
 
 /// Every organization operation: endpoint management (issue 2), then deliveries, test and
 /// replay, then recovery. A route is added here in the same change that builds it.
-const EXPECTED_OPERATIONS: [(&str, &str); 17] = [
+const EXPECTED_OPERATIONS: [(&str, &str); 18] = [
     ("POST", "/v1/webhooks"),
     ("GET", "/v1/webhooks"),
     ("GET", "/v1/webhooks/{id}"),
@@ -32,6 +32,7 @@ const EXPECTED_OPERATIONS: [(&str, &str); 17] = [
     ("POST", "/v1/webhooks/{id}/recover"),
     ("GET", "/v1/webhooks/recoveries/{id}"),
     ("GET", "/v1/webhooks/{id}/events"),
+    ("GET", "/v1/webhooks/{id}/stats"),
     ("GET", "/v1/event-types"),
     ("GET", "/v1/me"),
 ];

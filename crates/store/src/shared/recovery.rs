@@ -160,7 +160,7 @@ pub(super) async fn advance_recoveries<B: Backend>(
         Some(endpoint) => {
             let mut chunk = matches(
                 "SELECT e.id, e.org_id, e.event_type, e.data, e.idempotency_key, e.origin, \
-                 e.created_at, e.ordering_key, d.id AS delivery_id, \
+                 e.created_at, e.ordering_key, e.traceparent, d.id AS delivery_id, \
                  d.ordering_key AS delivery_ordering_key, d.sequence AS delivery_sequence",
                 &recovery.scope,
                 endpoint,

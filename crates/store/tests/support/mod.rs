@@ -100,6 +100,7 @@ pub(crate) fn event(org_id: OrgId, created_at: Timestamp) -> Event {
         ordering_key: None,
         origin: EventOrigin::Publish,
         created_at,
+        traceparent: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             ordering_key: None,
             origin: EventOrigin::Publish,
             created_at: now,
+            traceparent: None,
         },
         endpoint: Endpoint {
             id: EndpointId::new(),
