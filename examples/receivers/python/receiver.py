@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""A complete HTTPS webhook receiver for Herald, with nothing but the standard library.
+"""A complete HTTPS webhook receiver for Herald, with nothing but the standard library
+(and `cryptography`, only to verify v1a with a public key).
 
 It serves POST /webhooks over TLS and, for each request:
-  1. verifies X-AmCore-Signature over the raw body bytes: HMAC-SHA256 keyed with the
-     secret's 32 decoded bytes over "<t>\\n<body>", compared in constant time, with the
-     timestamp at most 5 minutes from this machine's clock;
+  1. verifies the signature over the raw body bytes, with the timestamp at most 5 minutes
+     from this machine's clock. With WEBHOOK_SECRET: X-AmCore-Signature, HMAC-SHA256 keyed
+     with the secret's 32 decoded bytes over "<t>\\n<body>", compared in constant time. With
+     WEBHOOK_PUBLIC_KEY instead: the v1a entry of webhook-signature, an Ed25519 signature
+     over "<webhook-id>.<webhook-timestamp>.<body>", holding no secret at all;
   2. dedupes on the event id taken from the signed body (a retry of an event already taken
      is answered 200 and not processed again);
   3. queues the event for a worker thread and answers 204 at once.
@@ -13,8 +16,11 @@ The worker keeps the highest X-AmCore-Sequence it has processed (in memory) and,
 delivery skips ahead, logs the gap and first processes the missed events, fetched from
 Herald's catch-up feed. docs/receiving.md explains each step.
 
-Configuration, from the environment:
+Configuration, from the environment (exactly one of the first two):
   WEBHOOK_SECRET   the endpoint secret as Herald showed it (base64; "whsec_..." also accepted)
+  WEBHOOK_PUBLIC_KEY
+                   the organization's public key: the "x" of GET /v1/webhook-keys (base64url);
+                   needs `pip install cryptography`
   TLS_CERT_FILE    PEM certificate chain to serve with
   TLS_KEY_FILE     PEM private key
   PORT             port to listen on, default 8443
@@ -107,6 +113,51 @@ def verify_amcore(header, body, secrets, now, tolerance=TOLERANCE_SECONDS):
     raise Rejected(401, "no matching signature")
 
 
+def parse_public_key(text):
+    """The Ed25519 public key from the "x" of GET /v1/webhook-keys (base64url, no padding)."""
+    # Imported here so that a receiver verifying with a secret needs only the standard library.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    text = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("WEBHOOK_PUBLIC_KEY is not base64url") from error
+    if len(raw) != 32:
+        raise ValueError(f"WEBHOOK_PUBLIC_KEY decodes to {len(raw)} bytes, not 32")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify_v1a(msg_id, timestamp, header, body, public_key, now, tolerance=TOLERANCE_SECONDS):
+    """Checks the v1a entries of webhook-signature ("v1,<b64> v1a,<b64> ..."); returns the
+    signed timestamp.
+
+    Accepts when the timestamp is within `tolerance` seconds of `now` and any v1a entry is an
+    Ed25519 signature of "<webhook-id>.<webhook-timestamp>.<body>" by `public_key`. The v1
+    entries need the endpoint secret and are skipped. A public-key check has nothing secret to
+    leak, so it needs no constant-time comparison.
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    if not msg_id or timestamp is None or header is None:
+        raise Rejected(400, "missing webhook-id, webhook-timestamp or webhook-signature")
+    if not re.fullmatch(r"[0-9]{1,18}", timestamp):
+        raise Rejected(400, "malformed webhook-timestamp")
+    signatures = [entry[len("v1a,"):] for entry in header.split() if entry.startswith("v1a,")]
+    if not signatures:
+        raise Rejected(400, "no v1a signature")
+    if abs(now - int(timestamp)) > tolerance:
+        raise Rejected(401, "timestamp outside tolerance")
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    for signature in signatures:
+        try:
+            public_key.verify(base64.b64decode(signature, validate=True), content)
+            return int(timestamp)
+        except (binascii.Error, InvalidSignature):
+            continue
+    raise Rejected(401, "no matching signature")
+
+
 class SeenEvents:
     """The most recent REMEMBERED_EVENTS event ids, shared by the request threads."""
 
@@ -132,7 +183,8 @@ class SeenEvents:
 class Receiver(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so Herald reuses its connection
     timeout = 10  # seconds a client may stall before its connection is dropped
-    secret = b""
+    secret = None  # 32 bytes, or
+    public_key = None  # an Ed25519PublicKey: exactly one is set
     seen = SeenEvents()
     work = queue.Queue(maxsize=QUEUE_CAPACITY)
 
@@ -178,9 +230,15 @@ class Receiver(BaseHTTPRequestHandler):
             self.close_connection = True
             raise Rejected(413, "body too large")
         body = self.rfile.read(int(length))
-        verify_amcore(
-            self.headers.get("X-AmCore-Signature"), body, [self.secret], int(time.time())
-        )
+        if self.public_key is not None:
+            verify_v1a(
+                self.headers.get("webhook-id"), self.headers.get("webhook-timestamp"),
+                self.headers.get("webhook-signature"), body, self.public_key, int(time.time()),
+            )
+        else:
+            verify_amcore(
+                self.headers.get("X-AmCore-Signature"), body, [self.secret], int(time.time())
+            )
         try:
             event = json.loads(body)
             if not isinstance(event["id"], str) or not isinstance(event["type"], str):
@@ -276,11 +334,19 @@ def main():
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
+    secret, public_key = os.environ.get("WEBHOOK_SECRET"), os.environ.get("WEBHOOK_PUBLIC_KEY")
     try:
-        Receiver.secret = parse_secret(os.environ["WEBHOOK_SECRET"])
+        if bool(secret) == bool(public_key):
+            raise ValueError("set exactly one of WEBHOOK_SECRET and WEBHOOK_PUBLIC_KEY")
+        if public_key:
+            Receiver.public_key = parse_public_key(public_key)
+        else:
+            Receiver.secret = parse_secret(secret)
         cert_file, key_file = os.environ["TLS_CERT_FILE"], os.environ["TLS_KEY_FILE"]
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, ImportError) as error:
         sys.exit(f"configuration: {error} (see the docstring)")
+    log.info("verifying %s", "v1a with WEBHOOK_PUBLIC_KEY" if public_key
+             else "X-AmCore-Signature with WEBHOOK_SECRET")
     feed = None
     settings = [os.environ.get(name) for name in
                 ("HERALD_API_URL", "HERALD_API_KEY", "HERALD_ENDPOINT_ID")]

@@ -1,9 +1,12 @@
 // A complete HTTPS webhook receiver for Herald, on Node's standard library only.
 //
 // It serves POST /webhooks over TLS and, for each request:
-//   1. verifies X-AmCore-Signature over the raw body bytes: HMAC-SHA256 keyed with the
-//      secret's 32 decoded bytes over "<t>\n<body>", compared with crypto.timingSafeEqual,
-//      with the timestamp at most 5 minutes from this machine's clock;
+//   1. verifies the signature over the raw body bytes, with the timestamp at most 5 minutes
+//      from this machine's clock. With WEBHOOK_SECRET: X-AmCore-Signature, HMAC-SHA256 keyed
+//      with the secret's 32 decoded bytes over "<t>\n<body>", compared with
+//      crypto.timingSafeEqual. With WEBHOOK_PUBLIC_KEY instead: the v1a entry of
+//      webhook-signature, an Ed25519 signature over "<webhook-id>.<webhook-timestamp>.<body>",
+//      holding no secret at all;
 //   2. dedupes on the event id taken from the signed body (a retry of an event already taken
 //      is answered 200 and not processed again);
 //   3. answers 204 at once and processes the event afterwards, one at a time.
@@ -12,8 +15,10 @@
 // skips ahead, logs the gap and first processes the missed events, fetched from Herald's
 // catch-up feed. docs/receiving.md explains each step.
 //
-// Configuration, from the environment:
+// Configuration, from the environment (exactly one of the first two):
 //   WEBHOOK_SECRET   the endpoint secret as Herald showed it (base64; "whsec_..." also accepted)
+//   WEBHOOK_PUBLIC_KEY
+//                    the organization's public key: the "x" of GET /v1/webhook-keys (base64url)
 //   TLS_CERT_FILE    PEM certificate chain to serve with
 //   TLS_KEY_FILE     PEM private key
 //   PORT             port to listen on, default 8443
@@ -24,7 +29,7 @@
 //
 // Build and run: npm ci && npm run build && node dist/receiver.js
 
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { type KeyObject, createHmac, createPublicKey, timingSafeEqual, verify } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer } from "node:https";
@@ -123,6 +128,63 @@ export function verifyAmcore(
   throw new Rejected(401, "no matching signature");
 }
 
+/** The Ed25519 public key from the "x" of GET /v1/webhook-keys (base64url, no padding). */
+export function parsePublicKey(text: string): KeyObject {
+  const x = text.trim().replace(/=+$/, "");
+  if (!/^[A-Za-z0-9_-]{43}$/.test(x)) {
+    throw new Error("WEBHOOK_PUBLIC_KEY must be the base64url of 32 bytes");
+  }
+  return createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
+}
+
+/**
+ * Checks the v1a entries of webhook-signature ("v1,<b64> v1a,<b64> ...") and returns the signed
+ * timestamp.
+ *
+ * Accepts when the timestamp is within `toleranceSeconds` of `now` and any v1a entry is an
+ * Ed25519 signature of "<webhook-id>.<webhook-timestamp>.<body>" by `publicKey`. The v1 entries
+ * need the endpoint secret and are skipped. A public-key check has nothing secret to leak, so it
+ * needs no constant-time comparison.
+ */
+export function verifyV1a(
+  msgId: string | undefined,
+  timestamp: string | undefined,
+  header: string | undefined,
+  body: Buffer,
+  publicKey: KeyObject,
+  now: number,
+  toleranceSeconds: number = TOLERANCE_SECONDS,
+): number {
+  if (!msgId || timestamp === undefined || header === undefined) {
+    throw new Rejected(400, "missing webhook-id, webhook-timestamp or webhook-signature");
+  }
+  if (!/^[0-9]{1,15}$/.test(timestamp)) {
+    throw new Rejected(400, "malformed webhook-timestamp");
+  }
+  const signatures = header
+    .split(" ")
+    .filter((entry) => entry.startsWith("v1a,"))
+    .map((entry) => entry.slice("v1a,".length));
+  if (signatures.length === 0) {
+    throw new Rejected(400, "no v1a signature");
+  }
+  if (Math.abs(now - Number(timestamp)) > toleranceSeconds) {
+    throw new Rejected(401, "timestamp outside tolerance");
+  }
+  const content = Buffer.concat([Buffer.from(`${msgId}.${timestamp}.`), body]);
+  // Buffer.from(text, "base64") skips characters it does not know, so check the shape first.
+  const matches = signatures
+    .filter((signature) => /^[A-Za-z0-9+/]{86}==$/.test(signature))
+    .some((signature) => verify(null, content, publicKey, Buffer.from(signature, "base64")));
+  if (!matches) {
+    throw new Rejected(401, "no matching signature");
+  }
+  return Number(timestamp);
+}
+
+/** What a delivery is verified with: the endpoint secret, or the organization's public key. */
+export type VerifyingKey = { secret: Buffer } | { publicKey: KeyObject };
+
 /** The most recent REMEMBERED_EVENTS event ids (a Map keeps insertion order). */
 export class SeenEvents {
   private readonly ids = new Map<string, true>();
@@ -166,16 +228,28 @@ function readBody(request: IncomingMessage): Promise<Buffer> {
   });
 }
 
+/** A request header as one string; repeated headers joined with `separator`. */
+function headerOf(request: IncomingMessage, name: string, separator: string): string | undefined {
+  const value = request.headers[name];
+  return Array.isArray(value) ? value.join(separator) : value;
+}
+
 /** Verifies first, and only then parses. */
-async function verifiedEvent(request: IncomingMessage, secret: Buffer): Promise<HeraldEvent> {
+async function verifiedEvent(request: IncomingMessage, key: VerifyingKey): Promise<HeraldEvent> {
   const body = await readBody(request);
-  const header = request.headers["x-amcore-signature"];
-  verifyAmcore(
-    Array.isArray(header) ? header.join(",") : header,
-    body,
-    [secret],
-    Math.floor(Date.now() / 1000),
-  );
+  const now = Math.floor(Date.now() / 1000);
+  if ("publicKey" in key) {
+    verifyV1a(
+      headerOf(request, "webhook-id", ","),
+      headerOf(request, "webhook-timestamp", ","),
+      headerOf(request, "webhook-signature", " "),
+      body,
+      key.publicKey,
+      now,
+    );
+  } else {
+    verifyAmcore(headerOf(request, "x-amcore-signature", ","), body, [key.secret], now);
+  }
   let event: unknown;
   try {
     event = JSON.parse(body.toString("utf8"));
@@ -303,7 +377,7 @@ function sequenceOf(request: IncomingMessage): number | undefined {
   return typeof header === "string" && /^[0-9]{1,15}$/.test(header) ? Number(header) : undefined;
 }
 
-function receiver(secret: Buffer, feed: Feed | undefined) {
+function receiver(key: VerifyingKey, feed: Feed | undefined) {
   const seen = new SeenEvents();
   const worker = new Worker(seen, feed);
   return async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
@@ -313,7 +387,7 @@ function receiver(secret: Buffer, feed: Feed | undefined) {
     }
     let event: HeraldEvent;
     try {
-      event = await verifiedEvent(request, secret);
+      event = await verifiedEvent(request, key);
     } catch (error) {
       const status = error instanceof Rejected ? error.status : 400;
       log(`rejected reason=${error instanceof Error ? error.message : String(error)}`);
@@ -341,7 +415,18 @@ function main(): void {
     }
     return value;
   };
-  const secret = parseSecret(required("WEBHOOK_SECRET"));
+  const { WEBHOOK_SECRET: secret, WEBHOOK_PUBLIC_KEY: publicKey } = process.env;
+  if (!secret === !publicKey) {
+    throw new Error("set exactly one of WEBHOOK_SECRET and WEBHOOK_PUBLIC_KEY");
+  }
+  const key: VerifyingKey = publicKey
+    ? { publicKey: parsePublicKey(publicKey) }
+    : { secret: parseSecret(secret ?? "") };
+  log(
+    publicKey
+      ? "verifying v1a with WEBHOOK_PUBLIC_KEY"
+      : "verifying X-AmCore-Signature with WEBHOOK_SECRET",
+  );
   const host = process.env.HOST ?? "127.0.0.1";
   const port = Number(process.env.PORT ?? "8443");
   const { HERALD_API_URL: apiUrl, HERALD_API_KEY: apiKey, HERALD_ENDPOINT_ID: endpointId } =
@@ -354,7 +439,7 @@ function main(): void {
   }
   const server = createServer(
     { cert: readFileSync(required("TLS_CERT_FILE")), key: readFileSync(required("TLS_KEY_FILE")) },
-    receiver(secret, feed),
+    receiver(key, feed),
   );
   // Drop clients that stall, as Herald's own 15-second deadline would.
   server.requestTimeout = 10_000;

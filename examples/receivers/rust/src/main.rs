@@ -1,17 +1,20 @@
 //! A complete HTTPS webhook receiver for Herald, verifying with `herald-verify`.
 //!
-//! It serves `POST /webhooks` over TLS, verifies `X-AmCore-Signature` (5-minute tolerance,
-//! constant-time comparison), dedupes on the event id, answers as soon as the event is queued,
+//! It serves `POST /webhooks` over TLS, verifies `X-AmCore-Signature` with the endpoint secret
+//! (5-minute tolerance, constant-time comparison) or, given the organization's public key
+//! instead, the `v1a` Ed25519 entry of `webhook-signature` (the same tolerance; no secret held),
+//! dedupes on the event id, answers as soon as the event is queued,
 //! and logs one line per verdict (`accepted`, `duplicate`, `rejected`) on stderr. It keeps the
 //! highest `X-AmCore-Sequence` it has processed (in memory) and, when a delivery skips ahead,
 //! logs the gap and fetches the missed events from Herald's catch-up feed.
 //! docs/receiving.md explains each step; receiver.rs holds the route, catch_up.rs the feed.
 //!
-//! Configuration, from the environment:
+//! Configuration, from the environment (exactly one of the first two):
 //!
 //! | variable | meaning |
 //! |---|---|
 //! | `WEBHOOK_SECRET` | the endpoint secret as Herald showed it (base64; `whsec_…` also accepted) |
+//! | `WEBHOOK_PUBLIC_KEY` | the organization's public key: the `x` of `GET /v1/webhook-keys` (base64url) |
 //! | `TLS_CERT_FILE`, `TLS_KEY_FILE` | PEM certificate chain and private key to serve with |
 //! | `PORT` | port to listen on, default 8443 |
 //! | `HOST` | address to listen on, default 127.0.0.1 |
@@ -25,7 +28,10 @@ use anyhow::Context as _;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use catch_up::Feed;
-use herald_verify::Secret;
+use herald_verify::{
+    DEFAULT_TOLERANCE, Secret, VerifyError, public_key_from_base64url, verify_v1a,
+};
+use receiver::Key;
 use tokio::sync::mpsc;
 
 mod catch_up;
@@ -52,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let (sender, queue) = mpsc::channel(QUEUE_CAPACITY);
     let seen = receiver::Seen::default();
     tokio::spawn(receiver::process_events(queue, seen.clone(), config.feed));
-    let app = receiver::router(receiver::AppState::new(config.secret, seen, sender));
+    let app = receiver::router(receiver::AppState::new(config.key, seen, sender));
 
     let handle = Handle::new();
     tokio::spawn(shut_down_on_signal(handle.clone()));
@@ -66,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// The receiver's settings, read once at start.
 struct Config {
-    secret: Secret,
+    /// The endpoint secret or the organization's public key.
+    key: Key,
     address: SocketAddr,
     cert_file: PathBuf,
     key_file: PathBuf,
@@ -76,8 +83,22 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let secret = Secret::from_base64(&required("WEBHOOK_SECRET")?)
-            .context("WEBHOOK_SECRET must be the endpoint secret Herald showed")?;
+        let key = match (setting("WEBHOOK_SECRET"), setting("WEBHOOK_PUBLIC_KEY")) {
+            (Some(secret), None) => {
+                tracing::info!("verifying X-AmCore-Signature with WEBHOOK_SECRET");
+                Key::Secret(
+                    Secret::from_base64(&secret)
+                        .context("WEBHOOK_SECRET must be the endpoint secret Herald showed")?,
+                )
+            }
+            (None, Some(public_key)) => {
+                tracing::info!("verifying v1a with WEBHOOK_PUBLIC_KEY");
+                Key::PublicKey(public_key_from(&public_key).context(
+                    "WEBHOOK_PUBLIC_KEY must be the x of a key listed by GET /v1/webhook-keys",
+                )?)
+            }
+            _ => anyhow::bail!("set exactly one of WEBHOOK_SECRET and WEBHOOK_PUBLIC_KEY"),
+        };
         let host: IpAddr = optional("HOST", "127.0.0.1")
             .parse()
             .context("HOST must be an IP address")?;
@@ -98,12 +119,23 @@ impl Config {
             }
         };
         Ok(Self {
-            secret,
+            key,
             feed,
             address: SocketAddr::new(host, port),
             cert_file: required("TLS_CERT_FILE")?.into(),
             key_file: required("TLS_KEY_FILE")?.into(),
         })
+    }
+}
+
+/// The 32 bytes of an Ed25519 public key from its base64url text, checked to be a valid key.
+fn public_key_from(text: &str) -> Result<[u8; 32], VerifyError> {
+    let public_key = public_key_from_base64url(text)?;
+    // `verify_v1a` checks the key before anything else: with an empty delivery it answers
+    // `Malformed` for a valid key and `InvalidPublicKey` for 32 bytes that are not one.
+    match verify_v1a("", "", "", b"", &public_key, 0, DEFAULT_TOLERANCE) {
+        Err(VerifyError::InvalidPublicKey) => Err(VerifyError::InvalidPublicKey),
+        _ => Ok(public_key),
     }
 }
 

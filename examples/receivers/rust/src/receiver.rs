@@ -15,7 +15,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use herald_verify::{DEFAULT_TOLERANCE, Secret, VerifyError, header, unix_now, verify_amcore};
+use herald_verify::{
+    DEFAULT_TOLERANCE, Secret, Verified, VerifyError, header, unix_now, verify_amcore, verify_v1a,
+};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -49,20 +51,59 @@ pub(crate) struct Delivery {
 /// The ids of events already taken, shared by the route and the worker.
 pub(crate) type Seen = Arc<Mutex<SeenEvents>>;
 
-/// What the route needs: the secret, the ids already seen, and the queue to the worker.
+/// What deliveries are verified with.
+pub(crate) enum Key {
+    /// The endpoint secret: `X-AmCore-Signature` (HMAC-SHA256, compared in constant time).
+    Secret(Secret),
+    /// The organization's Ed25519 public key (`GET /v1/webhook-keys`): the `v1a` entry of
+    /// `webhook-signature`. The receiver then holds no secret at all.
+    PublicKey([u8; 32]),
+}
+
+impl Key {
+    /// Verifies the delivery's signature headers over the raw `body`, with a 5-minute tolerance.
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .ok_or(VerifyError::Malformed)
+        };
+        match self {
+            Self::Secret(secret) => verify_amcore(
+                text(header::SIGNATURE)?,
+                body,
+                &[secret],
+                unix_now(),
+                DEFAULT_TOLERANCE,
+            ),
+            Self::PublicKey(public_key) => verify_v1a(
+                text(header::WEBHOOK_ID)?,
+                text(header::WEBHOOK_TIMESTAMP)?,
+                text(header::WEBHOOK_SIGNATURE)?,
+                body,
+                public_key,
+                unix_now(),
+                DEFAULT_TOLERANCE,
+            ),
+        }
+    }
+}
+
+/// What the route needs: the key, the ids already seen, and the queue to the worker.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    secret: Arc<Secret>,
+    key: Arc<Key>,
     seen: Seen,
     queue: mpsc::Sender<Delivery>,
 }
 
 impl AppState {
-    /// State verifying with `secret`, remembering ids in `seen` and handing accepted
-    /// deliveries to `queue`.
-    pub(crate) fn new(secret: Secret, seen: Seen, queue: mpsc::Sender<Delivery>) -> Self {
+    /// State verifying with `key`, remembering ids in `seen` and handing accepted deliveries to
+    /// `queue`.
+    pub(crate) fn new(key: Key, seen: Seen, queue: mpsc::Sender<Delivery>) -> Self {
         Self {
-            secret: Arc::new(secret),
+            key: Arc::new(key),
             seen,
             queue,
         }
@@ -125,29 +166,16 @@ fn process(event: &Event) {
 }
 
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    // 1. Verify the signature over the raw bytes, before parsing anything.
-    let Some(signature) = headers
-        .get(header::SIGNATURE)
-        .and_then(|value| value.to_str().ok())
-    else {
-        tracing::warn!(reason = "missing X-AmCore-Signature", "rejected");
-        return StatusCode::BAD_REQUEST;
-    };
-    let verified = verify_amcore(
-        signature,
-        &body,
-        &[&state.secret],
-        unix_now(),
-        DEFAULT_TOLERANCE,
-    );
-    if let Err(error) = verified {
+    // 1. Verify the signature over the raw bytes, before parsing anything. A missing or
+    // malformed header is a 400, a stale or wrong signature a 401.
+    if let Err(error) = state.key.verify(&headers, &body) {
         tracing::warn!(reason = %error, "rejected");
         return match error {
             VerifyError::Malformed => StatusCode::BAD_REQUEST,
             VerifyError::TimestampOutOfTolerance | VerifyError::NoMatchingSignature => {
                 StatusCode::UNAUTHORIZED
             }
-            // Only a public-key check can meet a bad key, and this one checks secrets.
+            // The key was checked at start (main.rs), so this does not happen.
             VerifyError::InvalidPublicKey => StatusCode::INTERNAL_SERVER_ERROR,
         };
     }
@@ -224,7 +252,7 @@ impl SeenEvents {
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
-    use herald_verify::sign_v1;
+    use herald_verify::{SigningKey, sign_v1, sign_v1a};
     use tower::ServiceExt as _;
 
     use super::*;
@@ -260,9 +288,81 @@ mod tests {
     fn app() -> (Router, mpsc::Receiver<Delivery>) {
         let (sender, receiver) = mpsc::channel(8);
         (
-            router(AppState::new(secret(), Seen::default(), sender)),
+            router(AppState::new(
+                Key::Secret(secret()),
+                Seen::default(),
+                sender,
+            )),
             receiver,
         )
+    }
+
+    fn signing_key() -> SigningKey {
+        SigningKey::from_bytes(&[9; 32])
+    }
+
+    /// The Standard Webhooks headers of `BODY`'s event, with `entries` as `webhook-signature`.
+    async fn send_v1a(app: &Router, timestamp: i64, entries: &str, body: &str) -> StatusCode {
+        let request = Request::post("/webhooks")
+            .header(header::WEBHOOK_ID, "evt_1")
+            .header(header::WEBHOOK_TIMESTAMP, timestamp.to_string())
+            .header(header::WEBHOOK_SIGNATURE, entries)
+            .body(Body::from(body.to_owned()))
+            .expect("valid request");
+        app.clone()
+            .oneshot(request)
+            .await
+            .expect("infallible")
+            .status()
+    }
+
+    #[tokio::test]
+    async fn with_a_public_key_only_a_valid_v1a_is_accepted() {
+        let (sender, mut queue) = mpsc::channel(8);
+        let public_key = signing_key().verifying_key().to_bytes();
+        let app = router(AppState::new(
+            Key::PublicKey(public_key),
+            Seen::default(),
+            sender,
+        ));
+        let now = unix_now();
+        let v1a = |key: &SigningKey, timestamp| sign_v1a(key, "evt_1", timestamp, BODY.as_bytes());
+        let other_key = SigningKey::from_bytes(&[8; 32]);
+
+        let cases = [
+            (now, v1a(&other_key, now), BODY, StatusCode::UNAUTHORIZED),
+            (
+                now,
+                v1a(&signing_key(), now),
+                &BODY.replace("3.20", "9.99"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                now - 600,
+                v1a(&signing_key(), now - 600),
+                BODY,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (now, "v1,AAAA".to_owned(), BODY, StatusCode::BAD_REQUEST),
+            (
+                now,
+                format!("v1,AAAA {}", v1a(&signing_key(), now)),
+                BODY,
+                StatusCode::NO_CONTENT,
+            ),
+        ];
+        for (timestamp, entries, body, expected) in cases {
+            assert_eq!(
+                send_v1a(&app, timestamp, &entries, body).await,
+                expected,
+                "{entries}"
+            );
+        }
+        assert_eq!(
+            queue.recv().await.map(|delivery| delivery.event.id),
+            Some("evt_1".to_owned())
+        );
+        assert!(queue.try_recv().is_err(), "nothing rejected is queued");
     }
 
     #[tokio::test]
