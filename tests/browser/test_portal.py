@@ -616,6 +616,7 @@ def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver,
     save = hform.get_by_role("button", name="Save headers")
     expect(save).to_be_disabled()
     axe_scan(page, "settings (advanced)")
+    hform.scroll_into_view_if_needed()
     shot(page, shots_dir, "settings-advanced", backend_name)
     hform.locator("[data-header-row='X-Tenant'] [data-header-value]").fill("green")
     expect(save).to_be_enabled()
@@ -678,6 +679,8 @@ def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver,
     go(page, f"#/endpoints/{endpoint_id}")
     expect(page.locator("[data-cert] [data-cert-subject]")).to_contain_text("CN=herald-client")
     expect(page.locator("[data-cert]")).to_contain_text("Expires in 10 days")
+    page.locator("[data-cert]").scroll_into_view_if_needed()
+    page.evaluate("document.querySelectorAll('.toast').forEach(t => t.remove())")
     shot(page, shots_dir, "endpoint-cert", backend_name)
 
     # Read-only: the new information is there, none of the new controls.
@@ -721,3 +724,13 @@ def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver,
     go(rpage, "#/catalog")
     expect(rpage.locator("[data-kid]")).to_have_text(k["kid"])
     assert_no_write_controls(rpage, "catalog")
+
+    # Stats that fail to load degrade to a plain note (and a retry on the overview).
+    rpage.route(re.compile(r"/stats\?"), lambda route: route.fulfill(
+        status=500, content_type="application/json",
+        body='{"success":false,"error":{"code":"INTERNAL","message":"boom","request_id":"r-1"}}'))
+    go(rpage, "#/endpoints")
+    expect(rpage.locator("[data-ep-stats]")).to_have_text("Stats unavailable")
+    go(rpage, f"#/endpoints/{endpoint_id}")
+    expect(rpage.locator("[data-stats-error]")).to_be_visible()
+    expect(rpage.locator("[data-header-names]")).to_contain_text("X-Api-Key")

@@ -889,10 +889,10 @@
 
   // ---------- Custom headers ----------
   var MAX_HEADERS = 20, REDACTED = '<redacted>';
-  function headersEditor(initial, onChange) {
+  function headersEditor(initial, onChange, label) {
     var rows = [], list = h('div', { class: 'hdr-list' });
     var addBtn = h('button', { type: 'button', class: 'btn btn-sm', 'data-action': 'add-header' }, '+ Add header');
-    var f = fieldBlock('Custom headers', h('div', null, list, addBtn),
+    var f = fieldBlock(label || 'Custom headers', h('div', null, list, addBtn),
       'Sent with every delivery, after our own headers: for example the API key your gateway asks for. Values are stored encrypted and never shown again. Up to ' + MAX_HEADERS + '.');
     function sync() { addBtn.disabled = rows.length >= MAX_HEADERS; if (onChange) onChange(); }
     function addRow(name, existing) {
@@ -947,7 +947,7 @@
       var picker = eventPicker(types, [], dirty, 'Events to send');
       var evField = fieldBlock('Events to send', picker.el, 'Choose at least one. New types in a group are not added automatically.');
       var hdrs = headersEditor({}, dirty);
-      var adv = h('details', { class: 'advanced' }, h('summary', null, 'Advanced: custom headers'), hdrs.field.el);
+      var adv = h('details', { class: 'advanced' }, h('summary', null, 'Advanced'), hdrs.field.el);
       var formErr = h('div');
       var submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create endpoint');
       var form = h('form', { novalidate: true, 'aria-label': 'New endpoint' },
@@ -1268,7 +1268,7 @@
       // Advanced: custom headers and client certificate
       var err6 = h('div');
       var save6 = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true }, 'Save headers');
-      var hed = headersEditor(ep.headers || {}, function () { var c = hed && hed.changed(); save6.disabled = !c; if (c) state.dirty = true; });
+      var hed = headersEditor(ep.headers || {}, function () { var c = hed && hed.changed(); save6.disabled = !c; if (c) state.dirty = true; }, 'Headers sent with each delivery');
       var f6 = h('form', { novalidate: true, 'aria-labelledby': 's6-h', 'data-form': 'headers' },
         h('div', { class: 'card-body' }, h('h3', { id: 's6-h' }, 'Custom headers'), err6, hed.field.el),
         h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'The whole set is saved: a removed header is no longer sent.'), save6));
