@@ -646,6 +646,7 @@ def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver,
     rdialog.get_by_label("Immediately (no overlap)").check()
     expect(rdialog.locator("[data-grace-warning]")).to_contain_text("Receivers that have not switched will break")
     axe_scan(page, "rotate dialog")
+    shot(page, shots_dir, "rotate-dialog", backend_name)
     rdialog.get_by_label("24 hours (recommended)").check()
     expect(rdialog.locator("[data-grace-warning]")).to_be_hidden()
     rdialog.get_by_role("button", name="Rotate secret").click()
