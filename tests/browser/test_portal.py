@@ -533,3 +533,205 @@ def test_a_second_link_in_the_same_tab_takes_its_token(new_page, herald):
     expect(page.get_by_role("link", name="+ Add endpoint").first).to_be_visible()
     assert "token" not in page.url
     expect(page.locator("#back-link")).to_have_attribute("target", "_top")
+
+
+# ---------- Stats, custom headers, rotation with overlap, signing keys, client certificates ----------
+
+def _last(receiver, event_type: str, path: str) -> dict:
+    got = receiver.of_type(event_type, path)
+    assert got, f"no {event_type} at {path}"
+    return got[-1]
+
+
+def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver, ca, shots_dir, backend_name):
+    import datetime
+    org = herald.new_org("Advanced Co")
+    s = herald.session(org["id"])
+    token = s["token"]
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+
+    # Create with a custom header in the Advanced section.
+    go(page, "#/endpoints/new")
+    page.get_by_label("Endpoint URL").fill(receiver.url + "/adv")
+    page.get_by_role("checkbox", name="wallet.balance_low", exact=True).check()
+    adv = page.locator("details.advanced")
+    adv.locator("summary").click()
+    adv.get_by_role("button", name="+ Add header").click()
+    adv.locator("[data-header-name]").nth(0).fill("X-Api-Key")
+    adv.locator("[data-header-value]").nth(0).fill("k-secret-1")
+    adv.get_by_role("button", name="+ Add header").click()
+    adv.locator("[data-header-name]").nth(1).fill("X-Tenant")
+    adv.locator("[data-header-value]").nth(1).fill("blue")
+    axe_scan(page, "create (advanced open)")
+    shot(page, shots_dir, "create-advanced", backend_name)
+    page.get_by_role("button", name="Create endpoint").click()
+    dialog = page.locator("dialog[data-secret-dialog]")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="I have stored it").click()
+    expect(page.get_by_role("heading", name="Endpoint created")).to_be_visible()
+    endpoint_id = page.url.split("#/endpoints/")[1].split("?")[0]
+
+    # The overview lists the header names, never a value; stats start empty.
+    names = page.locator("[data-header-names]")
+    expect(names).to_contain_text("X-Api-Key")
+    expect(names).to_contain_text("X-Tenant")
+    assert "k-secret-1" not in page.content()
+    expect(page.locator("[data-stats-empty]")).to_be_visible()
+
+    # A test send carries the header with its value; the stats card counts it.
+    page.locator("[data-action=send-test]").click()
+    expect(page.locator("[data-test-outcome]")).to_have_attribute("data-test-outcome", "success")
+    got = _last(receiver, "webhook.test", "/adv")
+    assert got["headers"].get("x-api-key") == "k-secret-1" and got["headers"].get("x-tenant") == "blue"
+    expect(page.locator("[data-stat=success]")).to_contain_text("1 delivered")
+    expect(page.locator("[data-latency]")).to_contain_text("p50 ")
+    # The window switch lives in the URL and survives a reload.
+    page.get_by_role("button", name="1 h", exact=True).click()
+    expect(page).to_have_url(re.compile(r"window=1h"))
+    expect(page.get_by_role("button", name="1 h", exact=True)).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("[data-stat=success]")).to_contain_text("1 delivered")
+    page.reload()
+    ready(page)
+    expect(page.get_by_role("button", name="1 h", exact=True)).to_have_attribute("aria-pressed", "true")
+    page.get_by_role("button", name="7 d", exact=True).click()
+    expect(page).to_have_url(re.compile(r"window=7d"))
+    expect(page.locator("[data-stat=success]")).to_contain_text("1 delivered")
+    expect(page.locator("[data-stat=dead]")).to_contain_text("0 failed")
+    axe_scan(page, "endpoint overview (stats)")
+    shot(page, shots_dir, "endpoint-stats", backend_name)
+
+    # The list shows each endpoint's last 24 h, loaded after the table.
+    go(page, "#/endpoints")
+    expect(page.locator(f"[data-endpoint-id='{endpoint_id}'] [data-ep-stats]")).to_contain_text("1 delivered · 0 failed")
+    expect(page.locator(f"[data-endpoint-id='{endpoint_id}'] [data-ep-stats]")).to_contain_text("Last success")
+    shot(page, shots_dir, "endpoints-stats", backend_name)
+
+    # Settings: editing one header keeps the other's hidden value.
+    go(page, f"#/endpoints/{endpoint_id}/settings")
+    hform = page.locator("form[data-form=headers]")
+    expect(hform.locator("[data-header-name]")).to_have_count(2)
+    expect(hform.get_by_text("Value hidden; leave as is to keep it").first).to_be_visible()
+    save = hform.get_by_role("button", name="Save headers")
+    expect(save).to_be_disabled()
+    axe_scan(page, "settings (advanced)")
+    hform.scroll_into_view_if_needed()
+    shot(page, shots_dir, "settings-advanced", backend_name)
+    hform.locator("[data-header-row='X-Tenant'] [data-header-value]").fill("green")
+    expect(save).to_be_enabled()
+    save.click()
+    expect(page.get_by_role("status").filter(has_text="Headers saved")).to_be_visible()
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["headers"] == {"X-Api-Key": "<redacted>", "X-Tenant": "<redacted>"}, ep["headers"]
+    status, t, _ = herald.request("POST", f"/v1/webhooks/{endpoint_id}/test", token=token)
+    assert status == 200 and t["outcome"] == "success", t
+    got = _last(receiver, "webhook.test", "/adv")
+    assert got["headers"].get("x-api-key") == "k-secret-1" and got["headers"].get("x-tenant") == "green"
+
+    # A 422 on headers shows under the section.
+    hform = page.locator("form[data-form=headers]")
+    hform.get_by_role("button", name="+ Add header").click()
+    hform.locator("[data-header-name]").nth(2).fill("Content-Type")
+    hform.locator("[data-header-value]").nth(2).fill("text/plain")
+    hform.get_by_role("button", name="Save headers").click()
+    expect(hform.locator(".field-error")).to_contain_text("Content-Type")
+    hform.get_by_role("button", name="Remove header Content-Type").click()
+
+    # Rotate with 24 h of overlap: the next delivery carries two v1 signatures.
+    page.locator("[data-action=rotate]").click()
+    rdialog = page.get_by_role("dialog", name="Rotate the signing secret?")
+    expect(rdialog.get_by_label("24 hours (recommended)")).to_be_checked()
+    expect(rdialog.locator("[data-grace-warning]")).to_be_hidden()
+    rdialog.get_by_label("Immediately (no overlap)").check()
+    expect(rdialog.locator("[data-grace-warning]")).to_contain_text("Receivers that have not switched will break")
+    axe_scan(page, "rotate dialog")
+    shot(page, shots_dir, "rotate-dialog", backend_name)
+    rdialog.get_by_label("24 hours (recommended)").check()
+    expect(rdialog.locator("[data-grace-warning]")).to_be_hidden()
+    rdialog.get_by_role("button", name="Rotate secret").click()
+    sdialog = page.locator("dialog[data-secret-dialog]")
+    expect(sdialog).to_be_visible()
+    until = sdialog.locator("[data-previous-valid-until]").get_attribute("data-previous-valid-until")
+    left = datetime.datetime.fromisoformat(until.replace("Z", "+00:00")) - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(hours=23) < left <= datetime.timedelta(hours=24, minutes=1), until
+    expect(sdialog).to_contain_text("The previous secret also signs deliveries until")
+    sdialog.get_by_role("button", name="I have stored it").click()
+    expect(sdialog).to_have_count(0)
+    status, t, _ = herald.request("POST", f"/v1/webhooks/{endpoint_id}/test", token=token)
+    assert status == 200 and t["outcome"] == "success", t
+    sig = _last(receiver, "webhook.test", "/adv")["headers"]["webhook-signature"]
+    assert len([e for e in sig.split(" ") if e.startswith("v1,")]) == 2, sig
+
+    # A client certificate, pasted (certificate) and read from a file (key), expiring in 10 days.
+    leaf = ca.issue_cert("client.example", common_name="herald-client", organization_name="Acme Test",
+                         not_after=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10))
+    cform = page.locator("form[data-form=certificate]")
+    csave = cform.get_by_role("button", name="Save certificate")
+    expect(csave).to_be_disabled()
+    cform.get_by_label("Certificate (PEM)").fill(leaf.cert_chain_pems[0].bytes().decode())
+    cform.locator("input[type=file]").nth(1).set_input_files(
+        files=[{"name": "client.key", "mimeType": "text/plain", "buffer": leaf.private_key_pem.bytes()}])
+    expect(cform.get_by_label("Private key (PEM)")).to_have_value(re.compile("BEGIN EC PRIVATE KEY"))
+    csave.click()
+    expect(page.get_by_role("status").filter(has_text="Client certificate saved")).to_be_visible()
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["client_certificate"] and "CN=herald-client" in ep["client_certificate"]["subject"], ep
+    go(page, f"#/endpoints/{endpoint_id}")
+    expect(page.locator("[data-cert] [data-cert-subject]")).to_contain_text("CN=herald-client")
+    expect(page.locator("[data-cert]")).to_contain_text("Expires in 10 days")
+    page.locator("[data-cert]").scroll_into_view_if_needed()
+    page.evaluate("document.querySelectorAll('.toast').forEach(t => t.remove())")
+    shot(page, shots_dir, "endpoint-cert", backend_name)
+
+    # Read-only: the new information is there, none of the new controls.
+    ro = herald.session(org["id"], read_only=True)
+    rpage = new_page()
+    rpage.goto(ro["url"])
+    ready(rpage)
+    expect(rpage.locator("[data-ep-stats]")).to_contain_text("delivered")
+    go(rpage, f"#/endpoints/{endpoint_id}")
+    expect(rpage.locator("[data-header-names]")).to_contain_text("X-Api-Key")
+    expect(rpage.locator("[data-cert-subject]")).to_contain_text("CN=herald-client")
+    expect(rpage.locator("[data-stat=success]")).to_be_visible()
+    assert_no_write_controls(rpage, "endpoint overview")
+    for ctl in ("[data-action=add-header]", "[data-action=remove-cert]", "[data-action=rotate]", "textarea", "input[type=file]"):
+        assert rpage.locator(ctl).count() == 0, f"read-only overview shows {ctl}"
+    axe_scan(rpage, "endpoint overview (read-only)")
+
+    # Remove the certificate, after a confirmation.
+    go(page, f"#/endpoints/{endpoint_id}/settings")
+    page.locator("[data-action=remove-cert]").click()
+    xdialog = page.get_by_role("dialog", name="Remove the client certificate?")
+    expect(xdialog).to_contain_text("CN=herald-client")
+    xdialog.get_by_role("button", name="Remove certificate").click()
+    expect(page.get_by_role("status").filter(has_text="Client certificate removed")).to_be_visible()
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["client_certificate"] is None
+
+    # The catalog's signature panel lists the organization's public keys.
+    status, keys, _ = herald.request("GET", "/v1/webhook-keys", token=token)
+    assert status == 200 and keys["keys"], keys
+    k = keys["keys"][0]
+    go(page, "#/catalog")
+    box = page.locator(f"[data-key='{k['kid']}']")
+    expect(box.locator("[data-kid]")).to_have_text(k["kid"])
+    expect(box.locator("[data-key-x]")).to_have_text(k["x"])
+    expect(page.locator("main")).to_contain_text("v1a")
+    box.get_by_role("button", name="Copy public key").click()
+    assert page.evaluate("navigator.clipboard.readText()") == k["x"]
+    axe_scan(page, "catalog (signing keys)")
+    shot(page, shots_dir, "catalog-keys", backend_name)
+    go(rpage, "#/catalog")
+    expect(rpage.locator("[data-kid]")).to_have_text(k["kid"])
+    assert_no_write_controls(rpage, "catalog")
+
+    # Stats that fail to load degrade to a plain note (and a retry on the overview).
+    rpage.route(re.compile(r"/stats\?"), lambda route: route.fulfill(
+        status=500, content_type="application/json",
+        body='{"success":false,"error":{"code":"INTERNAL","message":"boom","request_id":"r-1"}}'))
+    go(rpage, "#/endpoints")
+    expect(rpage.locator("[data-ep-stats]")).to_have_text("Stats unavailable")
+    go(rpage, f"#/endpoints/{endpoint_id}")
+    expect(rpage.locator("[data-stats-error]")).to_be_visible()
+    expect(rpage.locator("[data-header-names]")).to_contain_text("X-Api-Key")

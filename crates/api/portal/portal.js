@@ -416,6 +416,7 @@
     if (state.expired) return;
     state.seq += 1;
     state.dirty = false;
+    statQ.length = 0;
     var r = route(), ctx = { seq: state.seq, params: r.params, segs: r.segs };
     var s = r.segs, view;
     if (s[0] === 'endpoints' && !s[1]) view = viewEndpoints;
@@ -514,6 +515,91 @@
   }
   function statusText(d) { return d.response_status == null ? 'no response' : String(d.response_status); }
 
+  // ---------- Stats ----------
+  var statQ = [], statRun = 0;
+  var WINDOWS = [['1h', '1 h', 'the last hour'], ['24h', '24 h', 'the last 24 hours'], ['7d', '7 d', 'the last 7 days']];
+  function loadStats(id, win) { return api('GET', '/v1/webhooks/' + encodeURIComponent(id) + '/stats' + qs({ window: win })); }
+  // The list asks for each row's stats lazily, at most 5 at a time.
+  function queueStats(id, cb) { statQ.push({ id: id, cb: cb }); pumpStats(); }
+  function pumpStats() { while (statRun < 5 && statQ.length) runStat(statQ.shift()); }
+  function runStat(j) {
+    statRun += 1;
+    function fin() { statRun -= 1; pumpStats(); }
+    loadStats(j.id, '24h').then(function (r) { j.cb(r); }, function () { j.cb(null); }).then(fin, fin);
+  }
+  function listStats(r) {
+    if (!r) return h('span', { class: 'small muted' }, 'Stats unavailable');
+    var a = r.attempts || {}, failed = (a.retry || 0) + (a.dead || 0);
+    return h('div', { class: 'small' },
+      h('div', null, h('span', { 'data-delivered': '' }, (a.success || 0) + ' delivered'), ' · ', h('span', { class: failed ? 'warn-text' : null }, failed + ' failed')),
+      h('div', { class: 'muted' }, r.last_success_at ? ['Last success ', timeEl(r.last_success_at)] : 'No success recorded'));
+  }
+  function statsCard(ctx, ep) {
+    var win = ctx.params.get('window'), seq = 0;
+    if (!WINDOWS.some(function (w) { return w[0] === win; })) win = '24h';
+    var body = h('div', { class: 'card-body', 'data-stats': '' });
+    var sub = h('span', { class: 'muted small' });
+    var sw = h('div', { class: 'seg', role: 'group', 'aria-label': 'Time range' });
+    var btns = WINDOWS.map(function (w) {
+      var b = h('button', { type: 'button', class: 'btn btn-sm', 'data-window': w[0], title: 'Attempts in ' + w[2] }, w[1]);
+      b.addEventListener('click', function () {
+        if (win === w[0]) return;
+        win = w[0];
+        var p = new URLSearchParams(ctx.params); p.set('window', win); p.delete('created');
+        history.replaceState(null, '', location.pathname + location.search + link('/endpoints/' + encodeURIComponent(ep.id), p));
+        load();
+      });
+      add(sw, b);
+      return b;
+    });
+    function load() {
+      var mine = ++seq;
+      btns.forEach(function (b) { b.setAttribute('aria-pressed', String(b.getAttribute('data-window') === win)); });
+      WINDOWS.forEach(function (w) { if (w[0] === win) sub.textContent = 'Attempts in ' + w[2]; });
+      clear(body); add(body, [h('span', { class: 'skeleton' }), h('br'), h('span', { class: 'skeleton' })]);
+      loadStats(ep.id, win).then(function (r) {
+        if (alive(ctx) && mine === seq) drawStats(body, r);
+      }, function (err) {
+        if (!alive(ctx) || mine !== seq) return;
+        clear(body);
+        add(body, [h('p', { class: 'muted small', 'data-stats-error': '' }, 'Statistics are not available right now. ' + err.message),
+          h('button', { type: 'button', class: 'btn btn-sm', onclick: load }, 'Try again')]);
+      });
+    }
+    load();
+    var card = h('section', { class: 'card', 'aria-labelledby': 'st-h' },
+      h('div', { class: 'card-head' }, h('div', null, h('h2', { id: 'st-h' }, 'Delivery stats'), sub), sw), body);
+    card.reload = load;
+    return card;
+  }
+  function drawStats(body, r) {
+    clear(body);
+    var a = r.attempts || {}, total = 0;
+    var parts = [['ok', '✓', a.success || 0, 'delivered', 'success'], ['warn', '↻', a.retry || 0, 'failed, retry scheduled', 'retry'], ['bad', '✕', a.dead || 0, 'failed, no more retries', 'dead']];
+    var bar = h('div', { class: 'stat-bar', 'aria-hidden': 'true' });
+    var legend = h('ul', { class: 'stat-legend' });
+    parts.forEach(function (p) {
+      total += p[2];
+      if (p[2]) { var seg = h('span', { class: 'seg-' + p[0] }); seg.style.flexGrow = String(p[2]); add(bar, seg); }
+      add(legend, h('li', { 'data-stat': p[4] }, h('span', { class: 'badge b-' + p[0] }, h('span', { class: 'ico', 'aria-hidden': 'true' }, p[1]), String(p[2])), ' ' + p[3]));
+    });
+    add(body, total ? [bar, legend] : h('p', { class: 'muted small', 'data-stats-empty': '' }, 'No delivery activity in this range.'));
+    var l = r.latency_ms || {};
+    function ms(v) { return v == null ? '—' : v + ' ms'; }
+    var dl = h('dl', { class: 'kv' },
+      h('dt', null, 'Response time'), h('dd', { 'data-latency': '' }, 'p50 ' + ms(l.p50) + ' · p95 ' + ms(l.p95) + ' · p99 ' + ms(l.p99)),
+      h('dt', null, 'Waiting now'), h('dd', { 'data-pending': '' }, r.pending ? plural(r.pending, 'delivery', 'deliveries') + ' waiting for an attempt' : 'Nothing waiting'),
+      h('dt', null, 'Last success'), h('dd', null, r.last_success_at ? timeEl(r.last_success_at, true) : h('span', { class: 'muted' }, 'None recorded')));
+    if (r.failing_since) add(dl, [h('dt', null, 'Failing since'), h('dd', null, timeEl(r.failing_since, true))]);
+    add(body, dl);
+  }
+  function certWarn(iso) {
+    var left = new Date(iso).getTime() - Date.now();
+    if (left <= 0) return badge('bad', '✕', 'Expired');
+    if (left < 30 * 86400000) return badge('warn', '⚠', 'Expires ' + relText(iso));
+    return null;
+  }
+
   // ---------- Dialogs ----------
   function openDialog(opts) {
     // opts: title, body (nodes), confirm, danger, canConfirm(), onConfirm() -> Promise, focus (element)
@@ -557,7 +643,7 @@
     });
   }
 
-  function showSecret(secret, title, intro) {
+  function showSecret(secret, title, intro, extra) {
     return new Promise(function (resolve) {
       var tid = nextId('sec'), sid = nextId('sec'), wid = nextId('sec');
       var acknowledged = false;
@@ -565,7 +651,7 @@
       var dlg = h('dialog', { 'aria-labelledby': tid, class: 'secret-dialog', 'data-secret-dialog': '' },
         h('div', { class: 'dlg-head' }, h('h2', { id: tid }, title)),
         h('div', { class: 'dlg-body' },
-          h('p', null, intro),
+          h('p', null, intro), extra,
           h('div', { class: 'alert warn' }, h('strong', null, 'This secret will not be shown again. '), 'Herald keeps it only to sign deliveries and cannot reveal it later. If you lose it, rotate the secret.'),
           h('label', { for: sid, class: 'label' }, 'Signing secret'),
           h('div', { class: 'secret-box' }, h('input', { id: sid, type: 'text', readonly: true, value: secret, spellcheck: 'false', autocomplete: 'off', 'data-secret': '' }), copyBtn(secret, 'signing secret')),
@@ -598,10 +684,10 @@
     var card = h('div', { class: 'card' },
       h('div', { class: 'card-head' }, h('h2', null, 'Your endpoints'), countLine),
       h('div', { class: 'table-wrap' }, h('table', { 'aria-label': 'Endpoints', class: 'stack' },
-        h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Endpoint'), h('th', { scope: 'col', class: 'hide-sm' }, 'Events'), h('th', { scope: 'col', class: 'hide-sm' }, 'Updated'))),
+        h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Endpoint'), h('th', { scope: 'col', class: 'hide-sm' }, 'Events'), h('th', { scope: 'col' }, 'Last 24 h'), h('th', { scope: 'col', class: 'hide-sm' }, 'Updated'))),
         tbody)));
     add(main, [head, card]);
-    skeletonRows(tbody, 4, 3);
+    skeletonRows(tbody, 5, 3);
     api('GET', '/v1/webhooks?limit=100').then(function (res) {
       if (!alive(ctx)) return;
       var list = res.data || [], total = res.meta && typeof res.meta.total === 'number' ? res.meta.total : list.length;
@@ -620,11 +706,14 @@
       }
       list.forEach(function (ep) {
         var href = '#/endpoints/' + encodeURIComponent(ep.id);
+        var stats = h('td', { 'data-ep-stats': '' }, h('span', { class: 'skeleton' }));
+        queueStats(ep.id, function (r) { if (alive(ctx)) { clear(stats); add(stats, listStats(r)); } });
         add(tbody, h('tr', { class: 'rowlink', 'data-endpoint-id': ep.id },
           h('td', null, healthCell(ep)),
           h('td', null, h('div', { class: 'ep-url' }, h('a', { href: href, 'data-rowlink': '' }, urlNode(ep.url))),
             ep.description ? h('div', { class: 'ep-desc' }, ep.description) : null),
           h('td', { class: 'hide-sm', title: (ep.events || []).join(', ') }, h('span', { class: 'small' }, eventsSummary(ep.events))),
+          stats,
           h('td', { class: 'hide-sm nowrap small' }, timeEl(ep.updated_at))));
       });
       rowLinks(tbody);
@@ -798,6 +887,50 @@
     return { input: ta, field: f };
   }
 
+  // ---------- Custom headers ----------
+  var MAX_HEADERS = 20, REDACTED = '<redacted>';
+  function headersEditor(initial, onChange, label) {
+    var rows = [], list = h('div', { class: 'hdr-list' });
+    var addBtn = h('button', { type: 'button', class: 'btn btn-sm', 'data-action': 'add-header' }, '+ Add header');
+    var f = fieldBlock(label || 'Custom headers', h('div', null, list, addBtn),
+      'Sent with every delivery, after our own headers: for example the API key your gateway asks for. Values are stored encrypted and never shown again. Up to ' + MAX_HEADERS + '.');
+    function sync() { addBtn.disabled = rows.length >= MAX_HEADERS; if (onChange) onChange(); }
+    function addRow(name, existing) {
+      var nid = nextId('hn'), vid = nextId('hv'), hid = nextId('hh');
+      var nameIn = h('input', { type: 'text', id: nid, value: name || '', autocomplete: 'off', spellcheck: 'false', maxlength: '64', readonly: !!existing, 'data-header-name': '' });
+      var valIn = h('input', { type: 'text', id: vid, autocomplete: 'off', spellcheck: 'false', maxlength: '1024', placeholder: existing ? 'value hidden' : null, 'aria-describedby': existing ? hid : null, 'data-header-value': '' });
+      var rm = h('button', { type: 'button', class: 'btn btn-sm', 'aria-label': 'Remove header ' + (name || (rows.length + 1)) }, 'Remove');
+      var row = { name: nameIn, value: valIn, existing: !!existing };
+      var el = h('div', { class: 'hdr-row', 'data-header-row': name || '' },
+        h('div', { class: 'hdr-cell' }, h('label', { for: nid, class: 'small' }, 'Name'), nameIn),
+        h('div', { class: 'hdr-cell' }, h('label', { for: vid, class: 'small' }, 'Value'), valIn,
+          existing ? h('div', { class: 'hint', id: hid }, 'Value hidden; leave as is to keep it, or type a new one.') : null),
+        rm);
+      nameIn.addEventListener('input', function () { rm.setAttribute('aria-label', 'Remove header ' + (nameIn.value.trim() || (rows.indexOf(row) + 1))); sync(); });
+      valIn.addEventListener('input', sync);
+      rm.addEventListener('click', function () { rows.splice(rows.indexOf(row), 1); el.remove(); sync(); addBtn.focus(); });
+      rows.push(row); add(list, el);
+      return row;
+    }
+    Object.keys(initial || {}).forEach(function (n) { addRow(n, true); });
+    addBtn.addEventListener('click', function () { if (rows.length < MAX_HEADERS) { addRow('', false).name.focus(); sync(); } });
+    sync();
+    function value() {
+      var o = {};
+      rows.forEach(function (r) {
+        var k = r.name.value.trim(), v = r.value.value;
+        if (!k && !v) return;
+        o[k] = v === '' && r.existing ? REDACTED : v;
+      });
+      return o;
+    }
+    return {
+      field: f, value: value,
+      changed: function () { return JSON.stringify(value()) !== JSON.stringify(initial || {}); }
+    };
+  }
+  function hasDetail(err, name) { return Object.keys(err.details || {}).some(function (k) { return k.split(/[.[]/)[0] === name; }); }
+
   // ---------- Create ----------
   function viewCreate(ctx) {
     setTitle('Add endpoint');
@@ -813,14 +946,16 @@
       var desc = descInput('', dirty);
       var picker = eventPicker(types, [], dirty, 'Events to send');
       var evField = fieldBlock('Events to send', picker.el, 'Choose at least one. New types in a group are not added automatically.');
+      var hdrs = headersEditor({}, dirty);
+      var adv = h('details', { class: 'advanced' }, h('summary', null, 'Advanced'), hdrs.field.el);
       var formErr = h('div');
       var submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create endpoint');
       var form = h('form', { novalidate: true, 'aria-label': 'New endpoint' },
-        h('div', { class: 'card-body' }, formErr, url.field.el, desc.field.el, evField.el),
+        h('div', { class: 'card-body' }, formErr, url.field.el, desc.field.el, evField.el, adv),
         h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'A signing secret is created with the endpoint and shown once.'),
           h('div', { class: 'form-actions' }, h('a', { class: 'btn', href: '#/endpoints' }, 'Cancel'), submit)));
       clear(holder); add(holder, form);
-      var fields = { url: url.field, description: desc.field, events: evField };
+      var fields = { url: url.field, description: desc.field, events: evField, headers: hdrs.field };
       form.addEventListener('submit', function (e) {
         e.preventDefault();
         if (submit.disabled) return;
@@ -828,6 +963,8 @@
         submit.disabled = true; submit.setAttribute('aria-busy', 'true');
         var body = { url: url.input.value.trim(), events: picker.values() };
         if (desc.input.value.trim()) body.description = desc.input.value;
+        var hv = hdrs.value();
+        if (Object.keys(hv).length) body.headers = hv;
         api('POST', '/v1/webhooks', body).then(function (ep) {
           state.dirty = false;
           var secret = ep.secret;
@@ -838,6 +975,7 @@
         }, function (err) {
           submit.disabled = false; submit.removeAttribute('aria-busy');
           if (err.code === 'VALIDATION_FAILED') {
+            if (hasDetail(err, 'headers')) adv.open = true;
             var allShown = applyFieldErrors(err, fields);
             add(formErr, h('div', { class: 'alert', role: 'alert' }, h('h2', null, 'Some fields need attention.'), allShown ? null : detailsList(err.details || {}), errMeta(err)));
           } else add(formErr, errorPanel(err));
@@ -912,8 +1050,9 @@
       var left = h('div'), right = h('div');
       add(grid, [left, right]);
       add(main, grid);
-      add(left, recentAttempts(ctx, ep));
-      if (state.canWrite) add(right, testCard(ep));
+      var sc = statsCard(ctx, ep);
+      add(left, [sc, recentAttempts(ctx, ep)]);
+      if (state.canWrite) add(right, testCard(ep, function () { if (alive(ctx)) sc.reload(); }));
       add(right, detailsCard(ep));
     });
   }
@@ -926,9 +1065,17 @@
       h('dt', null, 'Created'), h('dd', null, timeEl(ep.created_at, true)),
       h('dt', null, 'Last updated'), h('dd', null, timeEl(ep.updated_at, true)));
     if (ep.failing_since) add(dl, [h('dt', null, 'Failing since'), h('dd', null, timeEl(ep.failing_since, true))]);
+    var names = Object.keys(ep.headers || {}), cert = ep.client_certificate;
+    add(dl, [h('dt', null, 'Custom headers'), h('dd', { 'data-header-names': '' }, names.length
+      ? h('div', { class: 'chips' }, names.map(function (n) { return h('span', { class: 'chip' }, n); }))
+      : h('span', { class: 'muted' }, 'None'))]);
+    add(dl, [h('dt', null, 'Client certificate'), h('dd', { 'data-cert': '' }, cert
+      ? h('div', null, h('div', { class: 'wrap-any', 'data-cert-subject': '' }, cert.subject),
+        h('div', { class: 'small' }, 'Expires ', timeEl(cert.not_after, true), ' ', certWarn(cert.not_after)))
+      : h('span', { class: 'muted' }, 'None'))]);
     return h('section', { class: 'card', 'aria-labelledby': 'det-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'det-h' }, 'Details')), h('div', { class: 'card-body' }, dl));
   }
-  function testCard(ep) {
+  function testCard(ep, onDone) {
     var out = h('div', { class: 'outcome', 'aria-live': 'polite' });
     var btn = h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'send-test' }, 'Send test event');
     btn.addEventListener('click', function () {
@@ -946,6 +1093,7 @@
         add(out, dl);
         if (r.response_body_excerpt) add(out, [h('div', { class: 'hint' }, 'Response body (first 1 KiB)'), h('pre', { class: 'code' }, prettyMaybeJson(r.response_body_excerpt))]);
         add(out, h('p', { class: 'small' }, h('a', { href: '#/deliveries/' + encodeURIComponent(r.delivery_id) }, 'View this attempt')));
+        if (onDone) onDone();
       }, function (err) {
         btn.disabled = false; btn.removeAttribute('aria-busy'); clear(out);
         add(out, errorPanel(err));
@@ -1086,19 +1234,56 @@
 
       // Secret
       var secretCard = h('section', { class: 'card', 'aria-labelledby': 's4-h' }, h('div', { class: 'card-head' }, h('h2', { id: 's4-h' }, 'Signing secret')),
-        h('div', { class: 'card-body' }, h('p', { class: 'muted small' }, 'Rotating creates a new secret and stops the current one at once. Receivers that still use the old secret will reject deliveries until you update them.'),
+        h('div', { class: 'card-body' }, h('p', { class: 'muted small' }, 'Rotating creates a new secret. The old one can keep signing for a while, so your receivers switch without rejecting deliveries.'),
           h('button', { type: 'button', class: 'btn', 'data-action': 'rotate', onclick: function () {
+            var gname = nextId('grace'), radios = [], chosen = 86400;
+            var warnBox = h('div', { class: 'alert warn', hidden: true, 'data-grace-warning': '' },
+              h('p', null, h('strong', null, 'Receivers that have not switched will break. '), 'The old secret stops at once: until a receiver uses the new one, it rejects our deliveries and they are retried.'));
+            var fs = h('fieldset', null, h('legend', null, 'Keep the old secret valid for'),
+              [[0, 'Immediately (no overlap)'], [3600, '1 hour'], [86400, '24 hours (recommended)'], [604800, '7 days']].map(function (c) {
+                var rid = nextId('gr');
+                var r = h('input', { type: 'radio', name: gname, id: rid, value: String(c[0]), checked: c[0] === 86400 });
+                radios.push(r);
+                return h('div', { class: 'check' }, r, h('label', { for: rid }, c[1]));
+              }));
+            function grace() { var r = radios.filter(function (x) { return x.checked; })[0]; return r ? +r.value : 86400; }
+            fs.addEventListener('change', function () { warnBox.hidden = grace() !== 0; });
             openDialog({
               title: 'Rotate the signing secret?', confirm: 'Rotate secret', danger: true,
-              body: [h('p', null, 'The current secret of ', h('strong', null, host), ' stops working immediately.'),
-                h('p', null, 'Until your receiver uses the new secret, it will reject our deliveries, and they will be retried.')],
-              onConfirm: function () { return api('POST', base + '/rotate-secret'); }
+              body: [h('p', null, 'A new secret is created for ', h('strong', null, host), ' and shown once.'), fs,
+                h('p', { class: 'hint' }, 'Until then every delivery is signed with both secrets, so receivers keep working while you update them.'), warnBox],
+              onConfirm: function () { chosen = grace(); return api('POST', base + '/rotate-secret', { grace_period_seconds: chosen }); }
             }).then(function (r) {
               if (!r) return;
-              var s = r.secret; r.secret = null;
-              showSecret(s, 'New signing secret', 'Put this secret into your receiver now. The old one no longer signs deliveries.').then(function () { refreshed(r, 'Secret rotated'); });
+              var s = r.secret, until = r.previous_valid_until; r.secret = null;
+              var note = chosen && until
+                ? h('p', { 'data-previous-valid-until': until }, 'The previous secret also signs deliveries until ', h('strong', null, fmtAbs(until)), ' (' + fmtUtc(until) + '). Update your receivers before then.')
+                : h('p', { 'data-previous-valid-until': until || '' }, 'The previous secret no longer signs deliveries.');
+              showSecret(s, 'New signing secret', 'Put this secret into your receiver now.', note).then(function () {
+                refreshed(r, chosen && until ? 'Secret rotated; the old one works until ' + fmtAbs(until) : 'Secret rotated');
+              });
             });
           } }, 'Rotate secret…')));
+
+      // Advanced: custom headers and client certificate
+      var err6 = h('div');
+      var save6 = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true }, 'Save headers');
+      var hed = headersEditor(ep.headers || {}, function () { var c = hed && hed.changed(); save6.disabled = !c; if (c) state.dirty = true; }, 'Headers sent with each delivery');
+      var f6 = h('form', { novalidate: true, 'aria-labelledby': 's6-h', 'data-form': 'headers' },
+        h('div', { class: 'card-body' }, h('h3', { id: 's6-h' }, 'Custom headers'), err6, hed.field.el),
+        h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'The whole set is saved: a removed header is no longer sent.'), save6));
+      f6.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (save6.disabled) return;
+        save6.disabled = true; save6.setAttribute('aria-busy', 'true'); clear(err6); hed.field.error(null);
+        api('PATCH', base, { headers: hed.value() }).then(function (n) { state.dirty = false; refreshed(n, 'Headers saved'); }, function (err) {
+          save6.disabled = false; save6.removeAttribute('aria-busy');
+          if (err.code === 'VALIDATION_FAILED') applyFieldErrors(err, { headers: hed.field });
+          add(err6, errorPanel(err));
+        });
+      });
+      var advCard = h('section', { class: 'card', 'aria-labelledby': 's7-h' }, h('div', { class: 'card-head' }, h('h2', { id: 's7-h' }, 'Advanced')),
+        f6, certForm(ep, base, host, refreshed));
 
       // Delete
       var delCard = h('section', { class: 'card', 'aria-labelledby': 's5-h' }, h('div', { class: 'card-head' }, h('h2', { id: 's5-h' }, 'Delete endpoint')),
@@ -1120,9 +1305,66 @@
           } }, 'Delete endpoint…')));
 
       add(main, h('div', { class: 'grid-2' },
-        h('div', null, h('section', { class: 'card' }, f1), h('section', { class: 'card' }, f2)),
+        h('div', null, h('section', { class: 'card' }, f1), h('section', { class: 'card' }, f2), advCard),
         h('div', null, statusCard, secretCard, delCard)));
     });
+  }
+
+  function certForm(ep, base, host, refreshed) {
+    var cur = ep.client_certificate, err = h('div');
+    var save = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true }, cur ? 'Replace certificate' : 'Save certificate');
+    function pem(label, ph, hint) {
+      var id = nextId('pem'), fid = nextId('pemf');
+      var ta = h('textarea', { id: id, rows: '4', class: 'pem', placeholder: ph, spellcheck: 'false', autocomplete: 'off', 'data-pem': label });
+      var file = h('input', { type: 'file', id: fid, accept: '.pem,.crt,.cer,.key,text/plain' });
+      file.addEventListener('change', function () {
+        var fl = file.files && file.files[0];
+        if (!fl) return;
+        if (fl.size > 65536) { fb.error('That file is too large for a PEM file (at most 32 KiB is accepted).'); return; }
+        var rd = new FileReader();
+        rd.addEventListener('load', function () { ta.value = String(rd.result); fb.error(null); sync(); });
+        rd.addEventListener('error', function () { fb.error('The file could not be read.'); });
+        rd.readAsText(fl);
+      });
+      var fb = fieldBlock(label, ta, hint);
+      add(fb.el, h('div', { class: 'file-row small' }, h('label', { for: fid }, 'Or read it from a file: '), file));
+      return { ta: ta, fb: fb };
+    }
+    var c = pem('Certificate (PEM)', '-----BEGIN CERTIFICATE-----', 'The leaf certificate first, then any intermediates.');
+    var k = pem('Private key (PEM)', '-----BEGIN PRIVATE KEY-----', 'Unencrypted PKCS#8, PKCS#1 RSA or SEC1 EC key of the leaf. Stored encrypted; it is never shown again.');
+    function sync() { var on = !!(c.ta.value.trim() && k.ta.value.trim()); save.disabled = !on; if (on) state.dirty = true; }
+    c.ta.addEventListener('input', sync); k.ta.addEventListener('input', sync);
+    var now = h('div', null);
+    if (cur) {
+      add(now, [h('dl', { class: 'kv' },
+        h('dt', null, 'Subject'), h('dd', { class: 'wrap-any', 'data-cert-subject': '' }, cur.subject),
+        h('dt', null, 'Expires'), h('dd', null, timeEl(cur.not_after, true), certWarn(cur.not_after))),
+        h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'btn btn-danger', 'data-action': 'remove-cert', onclick: function () {
+          openDialog({
+            title: 'Remove the client certificate?', confirm: 'Remove certificate', danger: true,
+            body: [h('p', null, 'Herald will stop presenting ', h('strong', { class: 'wrap-any' }, cur.subject), ' to ', h('strong', null, host), '.'),
+              h('p', null, 'If the receiver requires a client certificate, its deliveries will fail until you add one again.')],
+            onConfirm: function () { return api('PATCH', base, { client_certificate: null }); }
+          }).then(function (n) { if (n) refreshed(n, 'Client certificate removed'); });
+        } }, 'Remove certificate…'))]);
+    } else add(now, h('p', { class: 'muted small' }, 'None. Add one if the receiver’s gateway asks for mutual TLS.'));
+    var form = h('form', { novalidate: true, 'aria-labelledby': 's8-h', 'data-form': 'certificate' },
+      h('div', { class: 'card-body' }, h('h3', { id: 's8-h' }, 'Client certificate'), now, err,
+        h('p', { class: 'small' }, cur ? 'Replace it with a new pair:' : 'Paste the certificate and its key, or choose their files:'), c.fb.el, k.fb.el),
+      h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'Presented when the receiver asks for one.'), save));
+    form.addEventListener('submit', function (e) {
+      e.preventDefault();
+      if (save.disabled) return;
+      save.disabled = true; save.setAttribute('aria-busy', 'true'); clear(err); c.fb.error(null);
+      api('PATCH', base, { client_certificate: { cert_pem: c.ta.value, key_pem: k.ta.value } }).then(function (n) {
+        c.ta.value = ''; k.ta.value = ''; state.dirty = false; refreshed(n, 'Client certificate saved');
+      }, function (e2) {
+        save.disabled = false; save.removeAttribute('aria-busy');
+        if (e2.code === 'VALIDATION_FAILED') applyFieldErrors(e2, { client_certificate: c.fb });
+        add(err, errorPanel(e2));
+      });
+    });
+    return form;
   }
 
   // ---------- Recovery ----------
@@ -1529,16 +1771,42 @@
   }
   function signaturePanel() {
     function row(name, text) { return [h('dt', null, h('code', null, name)), h('dd', { class: 'small' }, text)]; }
+    var keys = h('div', { 'data-keys': '' }, h('span', { class: 'skeleton' }));
+    api('GET', '/v1/webhook-keys').then(function (r) {
+      clear(keys);
+      var list = (r && r.keys) || [];
+      if (!list.length) add(keys, h('p', { class: 'muted small' }, 'No signing key yet.'));
+      list.forEach(function (k) {
+        var jwk = JSON.stringify({ kty: 'OKP', crv: k.crv, x: k.x, kid: k.kid, alg: k.alg, use: 'sig' });
+        add(keys, h('div', { class: 'key-box', 'data-key': k.kid },
+          h('dl', { class: 'kv' },
+            h('dt', null, 'Key id (kid)'), h('dd', null, h('code', { class: 'wrap-any', 'data-kid': '' }, k.kid), copyBtn(k.kid, 'key id')),
+            h('dt', null, 'Public key (x)'), h('dd', null, h('code', { class: 'wrap-any', 'data-key-x': '' }, k.x), copyBtn(k.x, 'public key')),
+            h('dt', null, 'Algorithm'), h('dd', null, k.alg + ' · ' + k.crv),
+            h('dt', null, 'Created'), h('dd', null, timeEl(k.created_at, true))),
+          h('div', { class: 'form-actions' }, h('span', { class: 'muted small' }, 'As a JSON Web Key'), copyBtn(jwk, 'key as JWK'))));
+      });
+    }, function (err) {
+      clear(keys);
+      add(keys, h('p', { class: 'muted small', 'data-keys-error': '' }, 'The public keys could not be loaded. ' + err.message));
+    });
     return h('section', { class: 'card', 'aria-labelledby': 'sig-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'sig-h' }, 'Verifying signatures')),
       h('div', { class: 'card-body' },
         h('p', { class: 'small' }, 'Every delivery is a POST with a JSON body and these headers:'),
         h('dl', { class: 'kv' },
           row('webhook-id', 'The event id; de-duplicate on it.'),
           row('webhook-timestamp', 'Unix seconds of the attempt.'),
-          row('webhook-signature', 'Standard Webhooks signature. Verify with the official libraries and the secret written whsec_<your secret>.'),
+          row('webhook-signature', 'Space-separated signatures of "<webhook-id>.<webhook-timestamp>.<raw body>". Verify any one of them.'),
           row('X-AmCore-Signature', 't=<unix seconds>,v1=<hex HMAC-SHA256 of "t\\n" + raw body>, keyed with your secret’s decoded bytes.'),
           row('X-AmCore-Sequence', 'The delivery’s number for this endpoint: a gap means you missed one.')),
-        h('p', { class: 'small' }, 'Reject timestamps more than 5 minutes from your clock and compare signatures in constant time.'),
+        h('h3', null, 'Two kinds of signature'),
+        h('dl', { class: 'kv' },
+          row('v1', 'HMAC-SHA256 with the endpoint’s secret. Verify with the official Standard Webhooks libraries and the secret written whsec_<your secret>. Whoever holds the secret can also forge deliveries, so keep it like a password. During a rotation with overlap a second v1 follows, made with the previous secret.'),
+          row('v1a', 'Ed25519 with your organization’s signing key. Verify with the public key below: no secret is needed, so it can go to serverless functions, third-party gateways or many services at once, and none of them can forge a delivery.')),
+        h('h3', null, 'Public signing keys'),
+        h('p', { class: 'small muted' }, 'Accept a v1a made by any key listed here. Also available from GET /v1/webhook-keys.'),
+        keys,
+        h('p', { class: 'small' }, 'Reject timestamps more than 5 minutes from your clock and compare HMAC signatures in constant time.'),
         h('p', { class: 'small' }, h('a', { href: '/openapi.json' }, 'OpenAPI document'), ' describes the API.')));
   }
 
