@@ -4,8 +4,9 @@
 //! The listener is bound before the server task starts, so the first request simply queues
 //! in the accept backlog: no test ever waits or sleeps for readiness. Dropping a [`TestApp`]
 //! shuts its server down. Nothing here reaches into the server's internals, except
-//! [`TestApp::stored_endpoint_secrets`], which reads the database file to prove secrets are
-//! not stored in the clear.
+//! [`TestApp::stored_bytes`] (and its `stored_endpoint_*` forms), which read the database to
+//! prove secrets, custom headers and client certificates are not stored in the clear, and
+//! [`TestApp::run_sql`], which moves stored instants into the past instead of waiting.
 //!
 //! Delivery tests add, in submodules: settings applied to the checked configuration
 //! (`tuning`: trusted roots, millisecond retry schedules, timeouts, retention), and
@@ -273,7 +274,6 @@ impl TestApp {
         reply.body
     }
 
-    /// The `secret` column of every endpoint row, exactly as stored.
     /// Runs one SQL statement on the app's database behind its back, e.g. to move a stored
     /// instant into the past instead of waiting for it.
     pub(crate) async fn run_sql(&self, statement: &str) {
@@ -303,6 +303,7 @@ impl TestApp {
         }
     }
 
+    /// The `secret` column of every endpoint row, exactly as stored.
     pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
         self.stored_bytes("SELECT secret FROM endpoints").await
     }
