@@ -5,7 +5,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use rand::Rng as _;
 use rand::rngs::OsRng;
+use zeroize::Zeroize as _;
 
 use crate::{FieldErrors, OrgId, Secret, SigningKeyId, Timestamp};
 
@@ -80,7 +83,10 @@ impl fmt::Debug for PreviousSecret {
 
 /// An organization's Ed25519 signing key. Made on the organization's first need, sealed at rest,
 /// and never shown: only its public half leaves Herald (`GET /v1/webhook-keys`).
-#[derive(Clone)]
+///
+/// Signing is aws-lc's (its x86-64 assembly takes about half of ed25519-dalek's time, and every
+/// delivery pays for one signature); Ed25519 is deterministic (RFC 8032), so the signatures
+/// are the very bytes any other implementation makes, which the tests check against dalek.
 pub struct OrgSigningKey {
     /// The key's id, the `kid` receivers select it by.
     pub id: SigningKeyId,
@@ -88,18 +94,16 @@ pub struct OrgSigningKey {
     pub org_id: OrgId,
     /// When it was made.
     pub created_at: Timestamp,
-    key: ed25519_dalek::SigningKey,
+    seed: [u8; 32],
+    key_pair: Ed25519KeyPair,
 }
 
 impl OrgSigningKey {
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate(org_id: OrgId, created_at: Timestamp) -> Self {
-        Self {
-            id: SigningKeyId::new(),
-            org_id,
-            created_at,
-            key: ed25519_dalek::SigningKey::generate(&mut OsRng),
-        }
+        let mut seed = [0_u8; 32];
+        OsRng.fill(&mut seed);
+        Self::from_seed(SigningKeyId::new(), org_id, created_at, &seed)
     }
 
     /// A key read back from storage: its 32-byte seed (RFC 8032's private key).
@@ -109,27 +113,45 @@ impl OrgSigningKey {
         created_at: Timestamp,
         seed: &[u8; 32],
     ) -> Self {
+        #[expect(
+            clippy::expect_used,
+            reason = "every 32-byte string is an Ed25519 seed: aws-lc refuses only other lengths"
+        )]
+        let key_pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .expect("a 32-byte Ed25519 seed is always accepted");
         Self {
             id,
             org_id,
             created_at,
-            key: ed25519_dalek::SigningKey::from_bytes(seed),
+            seed: *seed,
+            key_pair,
         }
     }
 
     /// The 32-byte seed, for sealing; nothing else may read it.
     pub fn expose_seed(&self) -> &[u8; 32] {
-        self.key.as_bytes()
+        &self.seed
     }
 
-    /// The private key, for signing.
-    pub fn signing_key(&self) -> &ed25519_dalek::SigningKey {
-        &self.key
+    /// The Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut signature = [0_u8; 64];
+        signature.copy_from_slice(self.key_pair.sign(message).as_ref());
+        signature
     }
 
     /// The 32-byte public key (a JWK's `x`, decoded).
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        let mut public_key = [0_u8; 32];
+        public_key.copy_from_slice(self.key_pair.public_key().as_ref());
+        public_key
+    }
+}
+
+impl Drop for OrgSigningKey {
+    fn drop(&mut self) {
+        // aws-lc wipes its own copy; this one is ours.
+        self.seed.zeroize();
     }
 }
 
@@ -198,6 +220,24 @@ mod tests {
             valid_until: Timestamp::now(),
         };
         assert!(!format!("{previous:?}").contains(&previous.secret.expose_base64()));
+    }
+
+    #[test]
+    fn signatures_and_public_keys_are_those_of_an_independent_implementation() {
+        let key = OrgSigningKey::generate(OrgId::new(), Timestamp::now());
+        let dalek = ed25519_dalek::SigningKey::from_bytes(key.expose_seed());
+        assert_eq!(key.public_key(), dalek.verifying_key().to_bytes());
+        for message in [&b""[..], b"evt_1.1777204800.{}", &[0xA5; 5000]] {
+            let signature = key.sign(message);
+            assert_eq!(
+                signature,
+                ed25519_dalek::Signer::sign(&dalek, message).to_bytes()
+            );
+            dalek
+                .verifying_key()
+                .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+                .expect("dalek verifies aws-lc's signature");
+        }
     }
 
     #[test]

@@ -20,8 +20,16 @@ pub const VERSION: &str = "v1a";
 
 /// The `webhook-signature` entry for one message: `v1a,<base64 Ed25519 over "<id>.<t>.<body>">`.
 pub fn sign_v1a(key: &SigningKey, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let signature = key.sign(&signed_content(msg_id, timestamp, body));
-    format!("{VERSION},{}", STANDARD.encode(signature.to_bytes()))
+    v1a_entry(
+        &key.sign(&signed_content(msg_id, timestamp, body))
+            .to_bytes(),
+    )
+}
+
+/// The `webhook-signature` entry of an Ed25519 signature made elsewhere over
+/// [`signed_content`]: `v1a,<standard base64>`.
+pub fn v1a_entry(signature: &[u8; 64]) -> String {
+    format!("{VERSION},{}", STANDARD.encode(signature))
 }
 
 /// Decodes a public key as `GET /v1/webhook-keys` lists it: the base64url (no padding) `x` of
@@ -81,8 +89,8 @@ pub fn verify_v1a(
 }
 
 /// The Standard Webhooks signed content, `"<id>.<timestamp>.<body>"`, in one buffer: Ed25519
-/// hashes its message twice, so it cannot be fed in pieces.
-fn signed_content(msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+/// hashes its message twice, so it cannot be fed in pieces. What `v1a` signs.
+pub fn signed_content(msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     let timestamp = timestamp.to_string();
     let mut content = Vec::with_capacity(msg_id.len() + timestamp.len() + body.len() + 2);
     content.extend_from_slice(msg_id.as_bytes());

@@ -69,7 +69,7 @@ pub mod secret;
 pub mod standard;
 
 pub use amcore::{sign_v1, verify_amcore};
-pub use asymmetric::{public_key_from_base64url, sign_v1a, verify_v1a};
+pub use asymmetric::{public_key_from_base64url, sign_v1a, signed_content, v1a_entry, verify_v1a};
 pub use ed25519_dalek::SigningKey;
 pub use secret::{Secret, SecretError};
 pub use standard::{sign_standard_webhooks, verify_standard_webhooks};
