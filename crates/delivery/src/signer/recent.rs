@@ -26,6 +26,10 @@ use herald_domain::{OrgSigningKey, SigningKeyId};
 /// hundred events and still find the first one's signature.
 const SLOTS: usize = 1024;
 
+/// The table is split into this many parts, each under its own lock, because a fan-out's
+/// deliveries of one event all look up the same moment.
+const SHARDS: usize = 16;
+
 /// The longest signed content kept; longer ones are signed every time.
 const LARGEST_KEPT: usize = 4096;
 
@@ -38,8 +42,9 @@ pub(super) static RECENT_SIGNATURES: RecentSignatures = RecentSignatures::new();
 
 /// A fixed table of recent `v1a` signatures (see the module's documentation).
 pub(super) struct RecentSignatures {
-    /// Empty until the first signature, then [`SLOTS`] long.
-    slots: Mutex<Vec<Option<Kept>>>,
+    /// Slot `n` is entry `n / SHARDS` of shard `n % SHARDS`; each shard is empty until its
+    /// first signature, then `SLOTS / SHARDS` long.
+    shards: [Mutex<Vec<Option<Kept>>>; SHARDS],
 }
 
 /// One signature made, with what it was made of.
@@ -52,7 +57,7 @@ struct Kept {
 impl RecentSignatures {
     const fn new() -> Self {
         Self {
-            slots: Mutex::new(Vec::new()),
+            shards: [const { Mutex::new(Vec::new()) }; SHARDS],
         }
     }
 
@@ -63,9 +68,11 @@ impl RecentSignatures {
             return key.sign(&content);
         }
         let slot = slot_of(key.id, &content);
+        let shard = &self.shards[slot % SHARDS];
+        let entry = slot / SHARDS;
         {
-            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(Some(kept)) = slots.get(slot)
+            let entries = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(Some(kept)) = entries.get(entry)
                 && kept.key == key.id
                 && kept.content == content
             {
@@ -74,11 +81,11 @@ impl RecentSignatures {
         }
         // Signed outside the lock: other deliveries' lookups need not wait for it.
         let signature = key.sign(&content);
-        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.is_empty() {
-            slots.resize_with(SLOTS, || None);
+        let mut entries = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.is_empty() {
+            entries.resize_with(SLOTS / SHARDS, || None);
         }
-        slots[slot] = Some(Kept {
+        entries[entry] = Some(Kept {
             key: key.id,
             content,
             signature,
@@ -130,8 +137,10 @@ mod tests {
         let key = OrgSigningKey::generate(OrgId::new(), Timestamp::now());
         let long = content("evt_a", 1, &"x".repeat(LARGEST_KEPT));
         assert_eq!(recent.sign(&key, long.clone()), key.sign(&long));
-        let slots = recent.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        assert!(slots.iter().flatten().next().is_none());
+        for shard in &recent.shards {
+            let entries = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            assert!(entries.iter().flatten().next().is_none());
+        }
     }
 
     #[test]
@@ -140,8 +149,11 @@ mod tests {
         let key = OrgSigningKey::generate(OrgId::new(), Timestamp::now());
         let bytes = content("evt_a", 1, "{}");
         let signature = recent.sign(&key, bytes.clone());
-        let slots = recent.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept = slots[slot_of(key.id, &bytes)]
+        let slot = slot_of(key.id, &bytes);
+        let entries = recent.shards[slot % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let kept = entries[slot / SHARDS]
             .as_ref()
             .expect("the signature was kept");
         assert_eq!(
