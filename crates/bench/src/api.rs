@@ -23,6 +23,8 @@ pub(crate) const MAX_BATCH_SIZE: usize = 500;
 pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
+    /// The custom headers every endpoint created through it carries (`--endpoint-headers`).
+    endpoint_headers: serde_json::Map<String, Value>,
 }
 
 /// An organization with the API key that manages its endpoints.
@@ -34,8 +36,9 @@ pub(crate) struct Org {
 }
 
 impl Api {
-    /// A client of the Herald at `base` (`http://127.0.0.1:<port>`).
-    pub(crate) fn new(base: &str) -> anyhow::Result<Self> {
+    /// A client of the Herald at `base` (`http://127.0.0.1:<port>`) whose endpoints carry
+    /// `endpoint_headers` custom headers.
+    pub(crate) fn new(base: &str, endpoint_headers: u8) -> anyhow::Result<Self> {
         #[expect(
             clippy::disallowed_methods,
             reason = "the harness measures Herald from outside: a client of its API on loopback, not a delivery"
@@ -45,9 +48,18 @@ impl Api {
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the API client")?;
+        let endpoint_headers = (1..=endpoint_headers)
+            .map(|n| {
+                (
+                    format!("X-Bench-Header-{n}"),
+                    Value::String(format!("{n:02}-abcdefghijklmnopqrstuvwxyz-0123")),
+                )
+            })
+            .collect();
         Ok(Self {
             http,
             base: base.to_owned(),
+            endpoint_headers,
         })
     }
 
@@ -76,7 +88,10 @@ impl Api {
 
     /// Registers `url` for [`EVENT_TYPE`] through the organization API; the endpoint's id.
     pub(crate) async fn create_endpoint(&self, org: &Org, url: &str) -> anyhow::Result<String> {
-        let body = json!({ "url": url, "events": [EVENT_TYPE] });
+        let mut body = json!({ "url": url, "events": [EVENT_TYPE] });
+        if !self.endpoint_headers.is_empty() {
+            body["headers"] = Value::Object(self.endpoint_headers.clone());
+        }
         let endpoint = self
             .org_call(
                 org,

@@ -65,6 +65,11 @@ struct Args {
     #[arg(long)]
     events: Option<usize>,
 
+    /// Give every endpoint the harness creates this many custom headers (0 to 20, each a
+    /// 32-character value), to measure what they cost per delivery.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=20))]
+    endpoint_headers: u8,
+
     /// Use this `herald` binary instead of building one with `cargo build --release`.
     #[arg(long)]
     herald: Option<PathBuf>,
@@ -106,14 +111,16 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         Some(path) => path,
         None => herald::build_release().await?,
     };
-    let mut report = Report::begin(args.backend, &scale, &binary);
+    let mut report = Report::begin(args.backend, &scale, args.endpoint_headers, &binary);
     eprintln!(
-        "herald-bench: {} backend, {} deliveries per workload, herald at {}",
+        "herald-bench: {} backend, {} deliveries per workload, {} custom headers per endpoint, \
+         herald at {}",
         args.backend,
         scale.events,
+        args.endpoint_headers,
         binary.display()
     );
-    let mut bench = Bench::new(args.backend, binary, scale).await?;
+    let mut bench = Bench::new(args.backend, binary, scale, args.endpoint_headers).await?;
     for workload in workloads {
         eprintln!("herald-bench: running {workload}");
         let result = bench.run(workload).await;

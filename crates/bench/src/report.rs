@@ -23,6 +23,8 @@ pub(crate) struct Report {
     scale: usize,
     /// Whether targets are judged: only at the default scale.
     judged: bool,
+    /// Custom headers on every endpoint (`--endpoint-headers`).
+    endpoint_headers: u8,
     herald_binary: PathBuf,
     machine: Machine,
     commit: Commit,
@@ -152,7 +154,12 @@ impl Verdict {
 
 impl Report {
     /// Starts a report: the machine and commit are read now.
-    pub(crate) fn begin(backend: Backend, scale: &Scale, binary: &Path) -> Self {
+    pub(crate) fn begin(
+        backend: Backend,
+        scale: &Scale,
+        endpoint_headers: u8,
+        binary: &Path,
+    ) -> Self {
         Self {
             harness: "herald-bench",
             started_at_unix: SystemTime::now()
@@ -161,6 +168,7 @@ impl Report {
             backend,
             scale: scale.events,
             judged: scale.judged(),
+            endpoint_headers,
             herald_binary: binary.to_owned(),
             machine: Machine::read(),
             commit: Commit::read(),

@@ -21,6 +21,8 @@ pub(crate) struct Launch {
     pub(crate) backend: Backend,
     /// The PEM of the receivers' CA, for `HERALD_EXTRA_ROOT_CERTS`.
     pub(crate) ca_path: PathBuf,
+    /// How many custom headers each endpoint the harness creates carries.
+    pub(crate) endpoint_headers: u8,
 }
 
 /// What a Herald process used over its life.
@@ -63,7 +65,7 @@ impl Session {
             settings,
         )
         .await?;
-        let api = Api::new(&herald.base)?;
+        let api = Api::new(&herald.base, launch.endpoint_headers)?;
         eprintln!(
             "herald-bench:   herald pid {} at {}",
             herald.pid(),
