@@ -23,6 +23,8 @@ pub(crate) struct Report {
     scale: usize,
     /// Whether targets are judged: only at the default scale.
     judged: bool,
+    /// Whether Herald exported traces to the harness's OTLP sink (`--otlp`).
+    otlp: bool,
     herald_binary: PathBuf,
     machine: Machine,
     commit: Commit,
@@ -152,7 +154,7 @@ impl Verdict {
 
 impl Report {
     /// Starts a report: the machine and commit are read now.
-    pub(crate) fn begin(backend: Backend, scale: &Scale, binary: &Path) -> Self {
+    pub(crate) fn begin(backend: Backend, scale: &Scale, binary: &Path, otlp: bool) -> Self {
         Self {
             harness: "herald-bench",
             started_at_unix: SystemTime::now()
@@ -161,6 +163,7 @@ impl Report {
             backend,
             scale: scale.events,
             judged: scale.judged(),
+            otlp,
             herald_binary: binary.to_owned(),
             machine: Machine::read(),
             commit: Commit::read(),

@@ -21,6 +21,8 @@ pub(crate) struct Launch {
     pub(crate) backend: Backend,
     /// The PEM of the receivers' CA, for `HERALD_EXTRA_ROOT_CERTS`.
     pub(crate) ca_path: PathBuf,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, when traces are exported (`--otlp`).
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// What a Herald process used over its life.
@@ -59,6 +61,7 @@ impl Session {
             &launch.binary,
             &database,
             &launch.ca_path,
+            launch.otlp_endpoint.as_deref(),
             &directory.path().join("herald.log"),
             settings,
         )

@@ -225,6 +225,7 @@ impl Bench {
         backend: Backend,
         binary: PathBuf,
         scale: Scale,
+        otlp_endpoint: Option<String>,
     ) -> anyhow::Result<Self> {
         let pki = Pki::generate().await?;
         let ca_directory = tempfile::Builder::new()
@@ -238,6 +239,7 @@ impl Bench {
                 binary,
                 backend,
                 ca_path,
+                otlp_endpoint,
             },
             scale,
             pki,

@@ -11,7 +11,7 @@
 //! Delivery tests add, in submodules: settings applied to the checked configuration
 //! (`tuning`: trusted roots, millisecond retry schedules, timeouts, retention), and
 //! publishing, feed and metrics helpers with bounded waits and the independent verifier
-//! (`delivery`).
+//! (`delivery`), and the process's trace export pipeline and OTLP receiver (`telemetry`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
