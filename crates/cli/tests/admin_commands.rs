@@ -1,6 +1,7 @@
 //! The admin commands and the admin API apply one set of rules (issue 12): `herald events
 //! publish` refuses what `POST /admin/v1/events` refuses, with the same error envelope (less
 //! the request id), and a database that cannot be reached is `UNAVAILABLE` for both;
+//! `herald events publish --traceparent` takes what the API's header takes and refuses the rest;
 //! `herald endpoints recover` starts the recovery the API starts and refuses what it refuses;
 //! `herald portal` mints a session the API accepts.
 
@@ -107,6 +108,43 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
         published.status.success(),
         "a valid event is published: {}",
         String::from_utf8_lossy(&published.stderr)
+    );
+
+    // `--traceparent` takes what the API's header takes, and refuses (where the API ignores)
+    // anything else, naming the flag's field.
+    let publish_traced = |traceparent: &str| {
+        herald_command(
+            &[
+                "events",
+                "publish",
+                "--org",
+                &tenant.org_id,
+                "--type",
+                EVENT_TYPE,
+                "--data",
+                "{\"n\": 3}",
+                "--traceparent",
+                traceparent,
+            ],
+            database_url,
+        )
+    };
+    let traced = publish_traced("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert!(
+        traced.status.success(),
+        "a valid traceparent is taken: {}",
+        String::from_utf8_lossy(&traced.stderr)
+    );
+    let refused = publish_traced("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01");
+    assert!(
+        !refused.status.success(),
+        "an invalid traceparent is refused"
+    );
+    let error = envelope(&refused);
+    assert_eq!(error["error"]["code"], "VALIDATION_FAILED", "{error}");
+    assert!(
+        error["error"]["details"]["traceparent"].is_string(),
+        "{error}"
     );
 }
 
