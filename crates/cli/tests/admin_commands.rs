@@ -68,20 +68,13 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
             .remove("request_id");
 
         // The command's answer, on the same database.
-        let mut args = vec![
-            "events",
-            "publish",
-            "--org",
+        let extra = field.map(|(_, flag, value)| vec![flag, value]);
+        let output = herald_publish(
             &tenant.org_id,
-            "--type",
-            EVENT_TYPE,
-            "--data",
             data,
-        ];
-        if let Some((_, flag, value)) = field {
-            args.extend([flag, value]);
-        }
-        let output = herald_command(&args, database_url);
+            &extra.unwrap_or_default(),
+            database_url,
+        );
         assert!(!output.status.success(), "{case}: the command must fail");
         assert_eq!(
             envelope(&output),
@@ -91,19 +84,7 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
     }
 
     // A valid event goes through the same path.
-    let published = herald_command(
-        &[
-            "events",
-            "publish",
-            "--org",
-            &tenant.org_id,
-            "--type",
-            EVENT_TYPE,
-            "--data",
-            "{\"n\": 2}",
-        ],
-        database_url,
-    );
+    let published = herald_publish(&tenant.org_id, "{\"n\": 2}", &[], database_url);
     assert!(
         published.status.success(),
         "a valid event is published: {}",
@@ -113,19 +94,10 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
     // `--traceparent` takes what the API's header takes, and refuses (where the API ignores)
     // anything else, naming the flag's field.
     let publish_traced = |traceparent: &str| {
-        herald_command(
-            &[
-                "events",
-                "publish",
-                "--org",
-                &tenant.org_id,
-                "--type",
-                EVENT_TYPE,
-                "--data",
-                "{\"n\": 3}",
-                "--traceparent",
-                traceparent,
-            ],
+        herald_publish(
+            &tenant.org_id,
+            "{\"n\": 3}",
+            &["--traceparent", traceparent],
             database_url,
         )
     };
@@ -445,6 +417,16 @@ fn herald_command(args: &[&str], database_url: &str) -> Output {
         .env("HERALD_LOG", "error")
         .output()
         .expect("run herald")
+}
+
+/// Runs `herald events publish` of an `EVENT_TYPE` event with `data` for `org_id`,
+/// with `extra` flags.
+fn herald_publish(org_id: &str, data: &str, extra: &[&str], database_url: &str) -> Output {
+    let mut args = vec![
+        "events", "publish", "--org", org_id, "--type", EVENT_TYPE, "--data", data,
+    ];
+    args.extend_from_slice(extra);
+    herald_command(&args, database_url)
 }
 
 /// The error envelope a failed command printed on stderr (`Error: {…}`).
