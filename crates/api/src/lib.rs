@@ -7,6 +7,8 @@
 //! - [`extract`]: authentication with scopes, JSON bodies, query strings.
 //! - [`error`]: [`ApiError`] and the error envelope, the one `IntoResponse` for failures.
 //! - [`request_id`]: the `X-Request-Id` middleware.
+//! - `telemetry`: the request's span (OpenTelemetry HTTP server conventions, the caller's
+//!   `traceparent` as its parent) and the `traceparent` a publish keeps.
 //! - [`publisher`]: group commit of published events.
 //! - [`metrics`]: `GET /metrics` and the API's counters.
 //! - [`client_certificate`]: checking an endpoint's client certificate pair (rustls, x509-cert).
@@ -28,6 +30,7 @@ pub mod request_id;
 pub mod router;
 pub mod routes;
 pub mod state;
+mod telemetry;
 pub mod wire;
 
 pub use error::ApiError;

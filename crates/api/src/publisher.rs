@@ -3,11 +3,13 @@
 //! one fsync covers every request that arrived while the previous commit was in progress, so
 //! throughput grows with concurrency instead of being capped by the disk's sync rate.
 
+use std::fmt;
 use std::sync::Arc;
 
 use herald_domain::Event;
 use herald_store::{PublishedEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 /// Most events one gathered transaction holds.
 const MAX_EVENTS_PER_COMMIT: usize = 2_000;
@@ -35,14 +37,65 @@ impl Publisher {
     /// Publishes `events` and returns once they and their fan-out are committed, with one
     /// answer per event in order.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<PublishedEvent>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(PublishRequest { events, reply })
-            .await
-            .map_err(|_| StoreError::Corrupt("the publisher has stopped"))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Corrupt("the publisher dropped a request"))?
+        // The publish's span, a child of the request's (so in the caller's trace): from the
+        // hand-over to the commit that covered these events. A debug span: exported when
+        // tracing is on, and with tracing off and `info` logging disabled at its call site,
+        // its fields never formatted.
+        let span = tracing::debug_span!(
+            "publish",
+            "herald.org.id" = %OrgIds(&events),
+            "herald.event.count" = events.len(),
+            "herald.event.ids" = %EventIds(&events),
+        );
+        async {
+            let (reply, answer) = oneshot::channel();
+            self.requests
+                .send(PublishRequest { events, reply })
+                .await
+                .map_err(|_| StoreError::Corrupt("the publisher has stopped"))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Corrupt("the publisher dropped a request"))?
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The events' ids, comma-separated, for the publish span.
+struct EventIds<'a>(&'a [Event]);
+
+impl fmt::Display for EventIds<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, event) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", event.id)?;
+        }
+        Ok(())
+    }
+}
+
+/// The events' organizations, each once, comma-separated (a batch of the admin API may
+/// publish for several).
+struct OrgIds<'a>(&'a [Event]);
+
+impl fmt::Display for OrgIds<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, event) in self.0.iter().enumerate() {
+            if self.0[..index]
+                .iter()
+                .any(|earlier| earlier.org_id == event.org_id)
+            {
+                continue;
+            }
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", event.org_id)?;
+        }
+        Ok(())
     }
 }
 

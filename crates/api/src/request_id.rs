@@ -22,19 +22,18 @@ pub fn current() -> String {
         .unwrap_or_else(|_| Ulid::new().to_string())
 }
 
-/// Middleware: assigns the id, runs the request inside its scope and span, sets the header
-/// and logs one line per request.
+/// Middleware: assigns the id, runs the request inside its scope and span (the request's
+/// trace span, `telemetry.rs`), sets the header and logs one line per request.
 pub(crate) async fn assign(request: Request, next: Next) -> Response {
     let request_id = Ulid::new().to_string();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
+    let span = crate::telemetry::request_span(&request_id, &request);
     let started = Instant::now();
     let mut response = REQUEST_ID
         .scope(request_id.clone(), next.run(request))
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
+    crate::telemetry::record_status(&span, status);
     span.in_scope(|| {
         tracing::info!(
             status,

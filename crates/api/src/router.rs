@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .route_layer(middleware::from_fn(crate::telemetry::record_route))
         .layer(body_limit(max_body_bytes))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)

@@ -98,6 +98,7 @@ impl Herald {
         binary: &Path,
         database: &Database,
         ca_path: &Path,
+        otlp_endpoint: Option<&str>,
         log_path: &Path,
         settings: HeraldSettings,
     ) -> anyhow::Result<Self> {
@@ -117,11 +118,16 @@ impl Herald {
                 .open(log_path)
                 .context("opening the herald log")?;
             let mut command = Command::new(binary);
-            // Only the settings below apply: nothing inherited from the caller's environment.
+            // Only the settings below apply: nothing inherited from the caller's environment,
+            // trace export included.
             for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with("HERALD_") {
+                let name_text = name.to_string_lossy();
+                if name_text.starts_with("HERALD_") || name_text.starts_with("OTEL_") {
                     command.env_remove(name);
                 }
+            }
+            if let Some(endpoint) = otlp_endpoint {
+                command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
             }
             command
                 .arg("serve")

@@ -40,6 +40,7 @@ use clap::Parser;
 use crate::database::Backend;
 use crate::report::{Report, Verdict};
 use crate::workloads::{Bench, Scale, Workload};
+use herald_testkit::OtlpReceiver;
 
 /// Runs Herald's benchmark workloads against a release `herald serve`.
 #[derive(Debug, Parser)]
@@ -77,6 +78,12 @@ struct Args {
     /// Where to write the JSON report; by default under `<target dir>/herald-bench/`.
     #[arg(long)]
     output: Option<PathBuf>,
+
+    /// Export traces: every Herald started gets `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at an
+    /// in-process OTLP sink (http/protobuf, the test kit's receiver), to compare with a run
+    /// without it (docs/operations.md#tracing). Without it, no `OTEL_*` variable reaches Herald.
+    #[arg(long)]
+    otlp: bool,
 }
 
 /// The workspace this harness was built in: where `herald` is built and whose commit is
@@ -111,16 +118,40 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         Some(path) => path,
         None => herald::build_release().await?,
     };
-    let mut report = Report::begin(args.backend, &scale, args.endpoint_headers, &binary);
+    let otlp = if args.otlp {
+        Some(OtlpReceiver::start().context("starting the OTLP sink")?)
+    } else {
+        None
+    };
+    let mut report = Report::begin(
+        args.backend,
+        &scale,
+        args.endpoint_headers,
+        &binary,
+        otlp.is_some(),
+    );
     eprintln!(
         "herald-bench: {} backend, {} deliveries per workload, {} custom headers per endpoint, \
-         herald at {}",
+         herald at {}{}",
         args.backend,
         scale.events,
         args.endpoint_headers,
-        binary.display()
+        binary.display(),
+        if otlp.is_some() {
+            ", exporting traces"
+        } else {
+            ""
+        }
     );
-    let mut bench = Bench::new(args.backend, binary, scale, args.endpoint_headers).await?;
+    let otlp_endpoint = otlp.as_ref().map(OtlpReceiver::base_url);
+    let mut bench = Bench::new(
+        args.backend,
+        binary,
+        scale,
+        args.endpoint_headers,
+        otlp_endpoint,
+    )
+    .await?;
     for workload in workloads {
         eprintln!("herald-bench: running {workload}");
         let result = bench.run(workload).await;
@@ -130,6 +161,12 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         Some(path) => path,
         None => report::default_output_path(args.backend),
     };
+    if let Some(otlp) = &otlp {
+        eprintln!(
+            "herald-bench: the OTLP sink received {} spans",
+            otlp.spans().len()
+        );
+    }
     report.print_table();
     report
         .write_json(&output)

@@ -25,6 +25,8 @@ pub(crate) struct Report {
     judged: bool,
     /// Custom headers on every endpoint (`--endpoint-headers`).
     endpoint_headers: u8,
+    /// Whether Herald exported traces to the harness's OTLP sink (`--otlp`).
+    otlp: bool,
     herald_binary: PathBuf,
     machine: Machine,
     commit: Commit,
@@ -159,6 +161,7 @@ impl Report {
         scale: &Scale,
         endpoint_headers: u8,
         binary: &Path,
+        otlp: bool,
     ) -> Self {
         Self {
             harness: "herald-bench",
@@ -169,6 +172,7 @@ impl Report {
             scale: scale.events,
             judged: scale.judged(),
             endpoint_headers,
+            otlp,
             herald_binary: binary.to_owned(),
             machine: Machine::read(),
             commit: Commit::read(),

@@ -23,6 +23,8 @@ pub(crate) struct Launch {
     pub(crate) ca_path: PathBuf,
     /// How many custom headers each endpoint the harness creates carries.
     pub(crate) endpoint_headers: u8,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, when traces are exported (`--otlp`).
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// What a Herald process used over its life.
@@ -61,6 +63,7 @@ impl Session {
             &launch.binary,
             &database,
             &launch.ca_path,
+            launch.otlp_endpoint.as_deref(),
             &directory.path().join("herald.log"),
             settings,
         )

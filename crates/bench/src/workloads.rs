@@ -226,6 +226,7 @@ impl Bench {
         binary: PathBuf,
         scale: Scale,
         endpoint_headers: u8,
+        otlp_endpoint: Option<String>,
     ) -> anyhow::Result<Self> {
         let pki = Pki::generate().await?;
         let ca_directory = tempfile::Builder::new()
@@ -240,6 +241,7 @@ impl Bench {
                 backend,
                 ca_path,
                 endpoint_headers,
+                otlp_endpoint,
             },
             scale,
             pki,

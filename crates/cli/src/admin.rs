@@ -21,6 +21,7 @@ use herald_domain::publish::DEFAULT_MAX_EVENT_BYTES;
 use herald_domain::scope::parse_scopes;
 use herald_domain::{
     ApiKeyId, AuditAction, AuditId, AuditRecord, EndpointId, EventCatalog, OrgId, Timestamp,
+    TraceParent,
 };
 use herald_server::StorageArgs;
 use herald_store::{Store, StoreError};
@@ -137,6 +138,10 @@ pub(crate) enum EventsCommand {
         /// Deliveries of one key to one endpoint go one at a time, in publish order.
         #[arg(long)]
         ordering_key: Option<String>,
+        /// A W3C `traceparent` (`00-<trace id>-<span id>-<flags>`) the event keeps, as the
+        /// API's header: every attempt joins that trace. An invalid value is refused.
+        #[arg(long)]
+        traceparent: Option<String>,
         /// The event-type catalog, comma-separated; when unset, the default catalog of 17 types.
         #[arg(long, env = "HERALD_EVENT_TYPES")]
         event_types: Option<String>,
@@ -155,10 +160,25 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         data,
         idempotency_key,
         ordering_key,
+        traceparent,
         event_types,
         max_event_bytes,
         storage,
     } = command;
+    // Checked like the API's header, but refused rather than ignored: a header may come from
+    // any HTTP stack and must not stop a publish, while an operator typing a flag wants to
+    // know it did nothing.
+    let traceparent = traceparent
+        .map(|text| {
+            TraceParent::parse(&text).ok_or_else(|| {
+                api_error(&ApiError::field(
+                    "traceparent",
+                    "must be a W3C traceparent of version 00: \
+                     00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>, ids not all zeros",
+                ))
+            })
+        })
+        .transpose()?;
     let catalog = EventCatalog::from_setting(event_types.as_deref());
     // The object the admin API takes, checked by the same function: the same event is
     // accepted or refused alike, with the same error. `data` is stored as given, so
@@ -185,9 +205,10 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         catalog: &catalog,
         max_event_bytes,
     };
-    let event = prepare_event(store.as_ref(), rules, body, Some(data))
+    let mut event = prepare_event(store.as_ref(), rules, body, Some(data))
         .await
         .map_err(|error| api_error(&error))?;
+    event.traceparent = traceparent;
     let published = store
         .publish_events(std::slice::from_ref(&event))
         .await

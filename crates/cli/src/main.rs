@@ -4,8 +4,11 @@
 mod admin;
 
 use clap::{Parser, Subcommand};
+use herald_server::telemetry::{Telemetry, TelemetryConfig};
 use herald_server::{ServeArgs, StorageArgs};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// mimalloc instead of the system allocator: the delivery path allocates and frees many small
 /// buffers on several threads (HTTP/2 frames, headers, rows), where glibc's malloc spent a
@@ -44,14 +47,23 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // Only `serve` exports traces. The pipeline is built inside the runtime (a gRPC exporter's
+    // connection runs on it) and before logging starts (its layer is part of the subscriber).
+    let telemetry = match &cli.command {
+        Command::Serve(_) => {
+            let _runtime = runtime.enter();
+            Telemetry::start(&TelemetryConfig::from_env()?)?
+        }
+        _ => None,
+    };
+    init_logging(telemetry.as_ref());
+    let finished = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(*args).await,
+            Command::Serve(args) => serve(*args, telemetry.as_ref()).await,
             Command::Migrate(storage) => {
                 herald_server::storage::open_store(&storage).await?;
                 Ok(())
@@ -62,12 +74,19 @@ fn main() -> anyhow::Result<()> {
             Command::Endpoints(command) => admin::run_endpoints(command).await,
             Command::Portal(args) => admin::run_portal(args).await,
         }
-    })
+    });
+    // The last step of a graceful shutdown: the spans of the final batch go out. A
+    // collector that cannot take them costs those spans, not the exit status.
+    if let Some(Err(error)) = telemetry.map(Telemetry::shutdown) {
+        tracing::warn!(error = %format!("{error:#}"), "exporting the last spans failed");
+    }
+    finished
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, telemetry: Option<&Telemetry>) -> anyhow::Result<()> {
     let listen = args.listen;
-    let config = args.into_config()?;
+    let mut config = args.into_config()?;
+    config.worker.tracer = telemetry.map(Telemetry::delivery_tracer);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| anyhow::anyhow!("binding {listen}: {error}"))?;
@@ -94,17 +113,20 @@ async fn shutdown_signal() {
 }
 
 /// Logs go to stderr; `HERALD_LOG` (or `RUST_LOG`) filters, `HERALD_LOG_FORMAT=json` makes
-/// them structured.
-fn init_logging() {
+/// them structured. With trace export on, the OpenTelemetry layer sits beside the log, with a
+/// filter of its own: `HERALD_LOG` chooses what is logged, not what is traced.
+fn init_logging(telemetry: Option<&Telemetry>) {
     let filter = std::env::var("HERALD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info,sqlx=warn".to_owned());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    if std::env::var("HERALD_LOG_FORMAT").is_ok_and(|format| format == "json") {
-        builder.json().init();
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = if std::env::var("HERALD_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        log.json().boxed()
     } else {
-        builder.init();
-    }
+        log.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(log.with_filter(EnvFilter::new(filter)))
+        .with(telemetry.map(Telemetry::layer))
+        .init();
 }

@@ -1,6 +1,7 @@
 //! The admin commands and the admin API apply one set of rules (issue 12): `herald events
 //! publish` refuses what `POST /admin/v1/events` refuses, with the same error envelope (less
 //! the request id), and a database that cannot be reached is `UNAVAILABLE` for both;
+//! `herald events publish --traceparent` takes what the API's header takes and refuses the rest;
 //! `herald endpoints recover` starts the recovery the API starts and refuses what it refuses;
 //! `herald portal` mints a session the API accepts.
 
@@ -67,20 +68,13 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
             .remove("request_id");
 
         // The command's answer, on the same database.
-        let mut args = vec![
-            "events",
-            "publish",
-            "--org",
+        let extra = field.map(|(_, flag, value)| vec![flag, value]);
+        let output = herald_publish(
             &tenant.org_id,
-            "--type",
-            EVENT_TYPE,
-            "--data",
             data,
-        ];
-        if let Some((_, flag, value)) = field {
-            args.extend([flag, value]);
-        }
-        let output = herald_command(&args, database_url);
+            &extra.unwrap_or_default(),
+            database_url,
+        );
         assert!(!output.status.success(), "{case}: the command must fail");
         assert_eq!(
             envelope(&output),
@@ -90,23 +84,39 @@ async fn herald_events_publish_refuses_what_the_admin_api_refuses_with_the_same_
     }
 
     // A valid event goes through the same path.
-    let published = herald_command(
-        &[
-            "events",
-            "publish",
-            "--org",
-            &tenant.org_id,
-            "--type",
-            EVENT_TYPE,
-            "--data",
-            "{\"n\": 2}",
-        ],
-        database_url,
-    );
+    let published = herald_publish(&tenant.org_id, "{\"n\": 2}", &[], database_url);
     assert!(
         published.status.success(),
         "a valid event is published: {}",
         String::from_utf8_lossy(&published.stderr)
+    );
+
+    // `--traceparent` takes what the API's header takes, and refuses (where the API ignores)
+    // anything else, naming the flag's field.
+    let publish_traced = |traceparent: &str| {
+        herald_publish(
+            &tenant.org_id,
+            "{\"n\": 3}",
+            &["--traceparent", traceparent],
+            database_url,
+        )
+    };
+    let traced = publish_traced("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert!(
+        traced.status.success(),
+        "a valid traceparent is taken: {}",
+        String::from_utf8_lossy(&traced.stderr)
+    );
+    let refused = publish_traced("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01");
+    assert!(
+        !refused.status.success(),
+        "an invalid traceparent is refused"
+    );
+    let error = envelope(&refused);
+    assert_eq!(error["error"]["code"], "VALIDATION_FAILED", "{error}");
+    assert!(
+        error["error"]["details"]["traceparent"].is_string(),
+        "{error}"
     );
 }
 
@@ -407,6 +417,16 @@ fn herald_command(args: &[&str], database_url: &str) -> Output {
         .env("HERALD_LOG", "error")
         .output()
         .expect("run herald")
+}
+
+/// Runs `herald events publish` of an `EVENT_TYPE` event with `data` for `org_id`,
+/// with `extra` flags.
+fn herald_publish(org_id: &str, data: &str, extra: &[&str], database_url: &str) -> Output {
+    let mut args = vec![
+        "events", "publish", "--org", org_id, "--type", EVENT_TYPE, "--data", data,
+    ];
+    args.extend_from_slice(extra);
+    herald_command(&args, database_url)
 }
 
 /// The error envelope a failed command printed on stderr (`Error: {…}`).

@@ -15,6 +15,7 @@
 //! - [`recovery`]: advances recoveries, a chunk of matches at a time.
 //! - [`test_send`]: the synchronous `webhook.test` attempt of the test operation.
 //! - [`metrics`]: attempts by outcome and attempt latency.
+//! - [`telemetry`]: the OpenTelemetry spans of attempts and claims, when export is on.
 
 pub mod attempt;
 pub mod client;
@@ -28,6 +29,7 @@ pub mod retention;
 pub mod retry;
 pub mod signer;
 pub mod ssrf;
+pub mod telemetry;
 pub mod test_send;
 pub mod worker;
 
@@ -36,4 +38,5 @@ pub use metrics::DeliveryMetrics;
 pub use retry::{MAX_ATTEMPTS, RetrySchedule, parse_retry_after};
 pub use signer::{OutgoingDelivery, VerifyError, signed_headers, verify_v1};
 pub use ssrf::{BlockedTarget, PolicyResolver, ResolveError, check_url_target};
+pub use telemetry::DeliveryTracer;
 pub use worker::{Worker, WorkerConfig};

@@ -53,6 +53,7 @@ use self::slots::{EndpointSlots, ROUNDS_ASSIGNED};
 use crate::client::DeliveryClient;
 use crate::metrics::DeliveryMetrics;
 use crate::retry::RetrySchedule;
+use crate::telemetry::DeliveryTracer;
 
 pub use self::job::attempt_delivery;
 
@@ -80,6 +81,8 @@ pub struct WorkerConfig {
     pub auto_disable_after: Duration,
     /// How long in-flight attempts may take to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Exports a span per attempt and per claim; `None` (tracing off) costs nothing.
+    pub tracer: Option<DeliveryTracer>,
 }
 
 impl WorkerConfig {
@@ -112,6 +115,7 @@ impl Default for WorkerConfig {
             claims_in_flight: 1,
             auto_disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             shutdown_grace: Duration::from_secs(20),
+            tracer: None,
         }
     }
 }
@@ -247,12 +251,17 @@ impl<'a> Dispatcher<'a> {
                 break;
             };
             let store = Arc::clone(&self.worker.store);
+            let tracer = self.worker.config.tracer.clone();
             let request = Arc::new(request);
             let handle = self.claims.spawn({
                 let request = Arc::clone(&request);
                 async move {
                     let started = Instant::now();
+                    let started_at = tracer.as_ref().map(|_| std::time::SystemTime::now());
                     let claimed = store.claim_due_deliveries(&request).await;
+                    if let (Some(tracer), Some(started_at)) = (&tracer, started_at) {
+                        tracer.record_claim(started_at, &request, &claimed);
+                    }
                     ClaimAnswer {
                         took: started.elapsed(),
                         claimed,
@@ -327,6 +336,7 @@ impl<'a> Dispatcher<'a> {
                 record_tx: self.recorder.results(),
                 slots: Arc::clone(&self.slots),
                 unsaturated: Arc::clone(&self.unsaturated),
+                tracer: self.worker.config.tracer.clone(),
             };
             self.tasks.spawn(job.run(delivery, semaphore));
         }

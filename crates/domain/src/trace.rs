@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
 use crate::delivery::Event;
 use crate::ids::AttemptId;
 
@@ -62,10 +64,7 @@ impl TraceParent {
     /// span id is the last 8 bytes of the attempt's id, random in a UUIDv7 and never all
     /// zeros (its variant bits), so each attempt is a new span the delivery record names.
     pub fn of_attempt(event: &Event, attempt_id: AttemptId) -> Self {
-        let (trace_id, flags) = match &event.traceparent {
-            Some(publisher) => (publisher.trace_id, publisher.flags),
-            None => (*event.id.as_uuid().as_bytes(), SAMPLED),
-        };
+        let (trace_id, flags) = trace_of(event);
         let mut parent_id = [0u8; 8];
         parent_id.copy_from_slice(&attempt_id.as_uuid().as_bytes()[8..]);
         Self {
@@ -73,6 +72,40 @@ impl TraceParent {
             parent_id,
             flags,
         }
+    }
+
+    /// The trace id every attempt of `event` sends, as 32 lowercase hex digits (for logs).
+    pub fn trace_id_hex_of(event: &Event) -> String {
+        let mut text = String::with_capacity(32);
+        push_hex(&mut text, &trace_of(event).0);
+        text
+    }
+
+    /// The trace id's 16 bytes.
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The parent id's 8 bytes: the publisher's span, or, for an attempt's header, the
+    /// attempt's own span.
+    pub fn parent_id(&self) -> [u8; 8] {
+        self.parent_id
+    }
+
+    /// The trace flags (bit 0: sampled).
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
+    /// This context as OpenTelemetry's remote parent: the span of whoever sent it.
+    pub fn remote_span_context(&self) -> SpanContext {
+        SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.parent_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        )
     }
 
     /// The trace id, as 32 lowercase hex digits.
@@ -104,6 +137,15 @@ impl fmt::Display for TraceParent {
 impl fmt::Debug for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TraceParent({self})")
+    }
+}
+
+/// The trace of `event`'s attempts and its flags: the publisher's, or the event id's own,
+/// sampled (see [`TraceParent::of_attempt`]).
+fn trace_of(event: &Event) -> ([u8; 16], u8) {
+    match &event.traceparent {
+        Some(publisher) => (publisher.trace_id, publisher.flags),
+        None => (*event.id.as_uuid().as_bytes(), SAMPLED),
     }
 }
 

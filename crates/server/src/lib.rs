@@ -6,6 +6,7 @@
 //! - [`storage`]: opening SQLite or PostgreSQL, and the embedded default's key file.
 //! - [`bootstrap`]: the `default` organization and key on first start.
 //! - [`test_sender`]: lends the delivery client to the API's test operation.
+//! - [`telemetry`]: OpenTelemetry trace export over OTLP, configured by `OTEL_*`.
 //! - [`http`]: the accept loop and its limits: connection cap, header and idle timeouts.
 //! - [`run`]: serve the API, run the delivery worker and the retention purge on a given
 //!   listener until a shutdown signal, then drain.
@@ -14,6 +15,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod http;
 pub mod storage;
+pub mod telemetry;
 pub mod test_sender;
 
 use std::future::Future;

@@ -7,6 +7,8 @@
 //! - [`receiver`]: real HTTPS receivers (axum behind axum-server's rustls acceptor), bound
 //!   before they are spawned so no test waits for readiness; the scripted [`Receiver`] logs
 //!   what it receives.
+//! - [`otlp`]: an in-process OTLP receiver (`POST /v1/traces`, http/protobuf) that decodes
+//!   and keeps the spans Herald exports.
 //! - [`postgres`]: a fresh PostgreSQL database dropped afterwards, and a private cluster a
 //!   test may stop and start.
 //! - [`disk`]: a small real file system to fill.
@@ -16,8 +18,10 @@
 pub mod ca;
 pub mod disk;
 pub mod fault;
+pub mod otlp;
 pub mod postgres;
 pub mod receiver;
 
 pub use ca::TestCa;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use receiver::{Received, Receiver};

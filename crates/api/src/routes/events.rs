@@ -8,10 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use herald_domain::publish::{
     check_event_data, check_event_type, check_idempotency_key, check_ordering_key,
 };
-use herald_domain::trace::TRACEPARENT;
-use herald_domain::{
-    Event, EventCatalog, EventId, EventOrigin, FieldErrors, OrgId, Timestamp, TraceParent,
-};
+use herald_domain::{Event, EventCatalog, EventId, EventOrigin, FieldErrors, OrgId, Timestamp};
 use herald_store::{PublishedEvent, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -20,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::extract::{Admin, Fields, JsonObjectWithBytes};
 use crate::state::AppState;
+use crate::telemetry::publisher_trace;
 
 pub use herald_domain::publish::MAX_BATCH;
 
@@ -288,16 +286,6 @@ fn read_event(
         created_at: Timestamp::now(),
         traceparent: None,
     })
-}
-
-/// The request's W3C `traceparent`, when it has exactly one and it is valid. Anything else
-/// is ignored, never refused: a tracing header must not stop a publish (docs/api.md#trace-context).
-fn publisher_trace(headers: &HeaderMap) -> Option<TraceParent> {
-    let mut values = headers.get_all(TRACEPARENT).iter();
-    match (values.next(), values.next()) {
-        (Some(value), None) => TraceParent::parse(value.to_str().ok()?),
-        _ => None,
-    }
 }
 
 async fn check_orgs_exist(

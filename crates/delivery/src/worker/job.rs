@@ -4,15 +4,18 @@
 
 use std::sync::Arc;
 
+use herald_domain::trace::TraceParent;
 use herald_domain::{Endpoint, Outcome, Timestamp};
 use herald_store::{AttemptRecording, ClaimedDelivery, LeaseToken};
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tracing::Instrument as _;
 
 use super::slots::EndpointSlots;
 use crate::attempt::{AttemptPlan, AttemptReport, execute, not_sent};
 use crate::client::{DeliveryClient, OutcomeClass};
 use crate::retry::RetrySchedule;
+use crate::telemetry::DeliveryTracer;
 
 /// One delivery's task.
 pub(super) struct Job {
@@ -23,6 +26,8 @@ pub(super) struct Job {
     pub(super) slots: Arc<EndpointSlots>,
     /// Signalled when the endpoint drops to its low water, so the dispatcher refills it.
     pub(super) unsaturated: Arc<Notify>,
+    /// Exports the attempt's span, when tracing is on.
+    pub(super) tracer: Option<DeliveryTracer>,
 }
 
 impl Job {
@@ -31,8 +36,22 @@ impl Job {
         let permit = endpoint_slot.acquire_owned().await;
         // Boxed, so the attempt's state (the HTTP exchange, kilobytes) is allocated only once
         // the task holds a slot: the many tasks claimed ahead and waiting stay small.
-        let recording = Box::pin(attempt_delivery(&self.client, &self.schedule, &delivery)).await;
+        // The attempt's log lines carry its trace id. A debug span: with the default `info`
+        // logging it is disabled at its call site, and its fields are never formatted.
+        let span = tracing::debug_span!(
+            "attempt",
+            trace_id = %TraceParent::trace_id_hex_of(&delivery.event),
+            endpoint_id = %endpoint_id,
+            event_id = %delivery.event.id,
+            attempt = delivery.attempt_number,
+        );
+        let recording = Box::pin(attempt_delivery(&self.client, &self.schedule, &delivery))
+            .instrument(span)
+            .await;
         drop(permit);
+        if let Some(tracer) = &self.tracer {
+            tracer.record_attempt(&delivery.event, &recording.attempt);
+        }
         let delivered = recording.attempt.outcome == Outcome::Success;
         if self.slots.release(endpoint_id, delivered) {
             self.unsaturated.notify_one();

@@ -11,7 +11,7 @@
 //! Delivery tests add, in submodules: settings applied to the checked configuration
 //! (`tuning`: trusted roots, millisecond retry schedules, timeouts, retention), and
 //! publishing, feed and metrics helpers with bounded waits and the independent verifier
-//! (`delivery`).
+//! (`delivery`), and the process's trace export pipeline and OTLP receiver (`telemetry`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 mod delivery;
 mod raw;
 mod reply;
+mod telemetry;
 mod tuning;
 
 pub(crate) use delivery::{
@@ -41,6 +42,7 @@ pub(crate) use raw::{RawConnection, raw_exchange};
 pub(crate) use reply::{
     Reply, endpoint_body, endpoint_body_with, endpoint_path, parse_id, string_at, timestamp_at,
 };
+pub(crate) use telemetry::otlp_receiver;
 
 /// The admin token every test app is configured with, unless built without one.
 pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

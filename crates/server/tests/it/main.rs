@@ -51,6 +51,7 @@ mod metrics;
 mod openapi;
 mod operational;
 mod ordering;
+mod otel;
 mod pagination;
 mod portal;
 mod publish;

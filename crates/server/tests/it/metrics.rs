@@ -1,11 +1,13 @@
 //! `GET /metrics` (docs/api.md#health-readiness-and-metrics): Prometheus text with publishing,
-//! attempt outcomes and latency, and the queue gauges read from storage at scrape time.
+//! attempt outcomes and latency, and the queue gauges read from storage at scrape time; and
+//! the committed Grafana dashboard (docs/grafana/herald-dashboard.json) queries only those.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use herald_testkit::{Receiver, TestCa};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Backend, delivering, metric, wait_until};
 
@@ -54,6 +56,19 @@ async fn metrics_count_publishing_attempts_and_the_queue(backend: Backend) {
         text.contains("herald_delivery_attempt_duration_seconds_bucket{le="),
         "{text}"
     );
+    // Every metric the committed Grafana dashboard queries is one `/metrics` shows.
+    for name in dashboard_metric_names() {
+        let sampled = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .any(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            });
+        assert!(
+            sampled,
+            "the dashboard queries {name}, which /metrics lacks:\n{text}"
+        );
+    }
     let reply = app.send(app.request(Method::GET, "/metrics")).await;
     reply.assert_status(StatusCode::OK);
     let content_type = reply
@@ -62,4 +77,31 @@ async fn metrics_count_publishing_attempts_and_the_queue(backend: Backend) {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+}
+
+/// The metric names in the queries of `docs/grafana/herald-dashboard.json`: every word of an
+/// `expr` that starts with `herald_`.
+fn dashboard_metric_names() -> BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana/herald-dashboard.json"
+    );
+    let text = std::fs::read_to_string(path).expect("reading the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut names = BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for target in panels
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"].as_str().expect("a Prometheus query");
+        let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        names.extend(
+            words
+                .filter(|word| word.starts_with("herald_"))
+                .map(str::to_owned),
+        );
+    }
+    assert!(names.len() >= 8, "the dashboard queries {names:?}");
+    names
 }

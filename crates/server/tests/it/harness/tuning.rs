@@ -1,5 +1,5 @@
 //! Delivery settings of a test app: trusted roots, the retry schedule, timeouts, auto-disable,
-//! probing, the operator's hook and retention; and the API server's connection limits. They are applied to the checked
+//! probing, the operator's hook, retention and trace export; and the API server's connection limits. They are applied to the checked
 //! [`Config`] after `into_config()`, because tests need sub-second durations that the day- and
 //! second-granular flags cannot express.
 //!
@@ -35,6 +35,7 @@ pub(super) struct Tuning {
     probe_interval: Option<Duration>,
     probe_for: Option<Duration>,
     operator_hook: Option<(String, [u8; 32])>,
+    export_traces: bool,
 }
 
 impl TestAppBuilder {
@@ -116,6 +117,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Exports traces to the test process's OTLP receiver (`harness::otlp_receiver`), as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` would.
+    pub(crate) fn export_traces(mut self) -> Self {
+        self.tuning.export_traces = true;
+        self
+    }
+
     /// Most API connections open at once.
     pub(crate) fn max_connections(mut self, connections: usize) -> Self {
         self.tuning.max_connections = Some(connections);
@@ -166,6 +174,9 @@ impl Tuning {
         }
         if let Some(probe_for) = self.probe_for {
             config.probe.probe_for = probe_for;
+        }
+        if self.export_traces {
+            config.worker.tracer = Some(super::telemetry::delivery_tracer());
         }
         if let Some((url, secret)) = self.operator_hook {
             config.operator_hook = Some(OperatorHook {
