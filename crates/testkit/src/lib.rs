@@ -7,6 +7,8 @@
 //! - [`receiver`]: real HTTPS receivers (axum behind axum-server's rustls acceptor), bound
 //!   before they are spawned so no test waits for readiness; the scripted [`Receiver`] logs
 //!   what it receives.
+//! - [`proxy`]: a real HTTP CONNECT proxy ([`ConnectProxy`]) that records each CONNECT,
+//!   optionally refuses or demands credentials, and tunnels bytes; for the egress proxy tests.
 //! - [`postgres`]: a fresh PostgreSQL database dropped afterwards, and a private cluster a
 //!   test may stop and start.
 //! - [`disk`]: a small real file system to fill.
@@ -17,7 +19,9 @@ pub mod ca;
 pub mod disk;
 pub mod fault;
 pub mod postgres;
+pub mod proxy;
 pub mod receiver;
 
 pub use ca::TestCa;
+pub use proxy::{ConnectProxy, ConnectRequest};
 pub use receiver::{Received, Receiver};
