@@ -79,6 +79,21 @@ impl ConnectProxy {
     }
 }
 
+impl ConnectProxy {
+    /// Panics unless at least one CONNECT arrived and every one asked for `target` (e.g. a
+    /// receiver's `127.0.0.1:<port>`): the checked address, never a name.
+    #[track_caller]
+    pub fn assert_only_asked_for(&self, target: SocketAddr) {
+        let targets = self.targets();
+        assert!(!targets.is_empty(), "the proxy saw no CONNECT");
+        let expected = target.to_string();
+        assert!(
+            targets.iter().all(|asked| *asked == expected),
+            "the proxy was asked for {targets:?}, not only {expected}"
+        );
+    }
+}
+
 impl ConnectProxyBuilder {
     /// Answer every CONNECT with `status` (e.g. 403) instead of tunnelling.
     pub fn refuse(mut self, status: StatusCode) -> Self {

@@ -184,12 +184,7 @@ async fn a_receiver_demanding_mutual_tls_gets_the_endpoints_certificate_through_
     assert_eq!(without.response_status, None, "{without:?}");
     assert_eq!(with.class, OutcomeClass::Success, "{:?}", with.error);
     assert_eq!(receiver.received().len(), 1);
-    let expected = format!("127.0.0.1:{}", receiver.address.port());
-    assert!(
-        proxy.targets().iter().all(|target| *target == expected),
-        "{:?}",
-        proxy.targets()
-    );
+    proxy.assert_only_asked_for(receiver.address);
 }
 
 #[tokio::test]

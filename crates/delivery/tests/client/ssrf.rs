@@ -261,13 +261,7 @@ async fn allow_list_lets_a_loopback_receiver_through_the_egress_proxy_by_address
 
     send_to_every_loopback_spelling(&client, &receiver).await;
     // Only checked addresses were asked for, never a name: the proxy resolves nothing.
-    let targets = proxy.targets();
-    assert!(!targets.is_empty());
-    let expected = format!("127.0.0.1:{}", receiver.address.port());
-    assert!(
-        targets.iter().all(|target| *target == expected),
-        "{targets:?}"
-    );
+    proxy.assert_only_asked_for(receiver.address);
 }
 
 /// Sends to `receiver` by address and by each spelling of `localhost`, and expects every one
