@@ -256,49 +256,38 @@ impl DeliveryClient {
         body: Bytes,
         certificate: Option<&ClientCertificate>,
     ) -> AttemptOutcome {
-        match &self.route {
+        let (http, extra_root_certs_pem, with_certificate) = match &self.route {
             Route::Direct {
                 http,
                 extra_root_certs_pem,
                 with_certificate,
-            } => {
-                let started = Instant::now();
-                let http = match certificate {
-                    None => http.clone(),
-                    Some(certificate) => match self.direct_client_with(
-                        extra_root_certs_pem.as_deref().map(Vec::as_slice),
-                        with_certificate,
-                        certificate,
-                    ) {
-                        Ok(http) => http,
-                        Err(reason) => return AttemptOutcome::failed(started, reason),
-                    },
-                };
-                self.send_direct(started, &http, url, headers, body).await
-            }
+            } => (http, extra_root_certs_pem, with_certificate),
+            // Boxed so that the proxy route's larger future does not grow every direct
+            // attempt's task.
             Route::Proxied(route) => {
-                self.send_proxied(route, url, headers, body, certificate)
-                    .await
+                return Box::pin(self.send_proxied(route, url, headers, body, certificate)).await;
             }
-        }
-    }
-
-    async fn send_direct(
-        &self,
-        started: Instant,
-        http: &reqwest::Client,
-        url: &str,
-        headers: &[(&str, String)],
-        body: Bytes,
-    ) -> AttemptOutcome {
-        let request = match prepare(http, &self.policy, url, headers, body) {
+        };
+        let started = Instant::now();
+        let http = match certificate {
+            None => http.clone(),
+            Some(certificate) => match self.direct_client_with(
+                extra_root_certs_pem.as_deref().map(Vec::as_slice),
+                with_certificate,
+                certificate,
+            ) {
+                Ok(http) => http,
+                Err(reason) => return AttemptOutcome::failed(started, reason),
+            },
+        };
+        let request = match prepare(&http, &self.policy, url, headers, body) {
             Ok(request) => request,
             Err(reason) => return AttemptOutcome::failed(started, reason),
         };
         let host = request.url().host_str().unwrap_or_default().to_owned();
         let mut progress = Progress::default();
         let finished =
-            tokio::time::timeout(self.total_timeout, exchange(http, request, &mut progress)).await;
+            tokio::time::timeout(self.total_timeout, exchange(&http, request, &mut progress)).await;
         self.conclude(started, &host, progress, finished, |error| {
             describe::request_error(error, self.connect_timeout, self.total_timeout)
         })
