@@ -11,15 +11,30 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Backend, delivering, endpoint_path, has_outcome, timestamp_at, wait_for_received,
+    Backend, Reply, TestApp, delivering, endpoint_path, has_outcome, timestamp_at,
+    wait_for_received,
 };
 
 backend_tests!(
     deliveries_retries_and_tests_leave_through_the_egress_proxy,
+    a_receiver_demanding_mutual_tls_gets_the_endpoints_certificate_through_the_proxy,
     a_refused_connect_fails_the_attempt_and_it_is_retried_on_schedule,
 );
 
 const EVENT: &str = "wallet.balance_low";
+
+/// `POST /v1/webhooks/{id}/test` of `endpoint`, checked to be a 200.
+async fn send_test(app: &TestApp, key: &str, endpoint: &Value) -> Reply {
+    let tested = app
+        .post(
+            key,
+            &format!("{}/test", endpoint_path(endpoint)),
+            &json!({}),
+        )
+        .await;
+    tested.assert_status(StatusCode::OK);
+    tested
+}
 
 async fn deliveries_retries_and_tests_leave_through_the_egress_proxy(backend: Backend) {
     // Arrange: a receiver that fails its first request, reached by name through the proxy.
@@ -48,13 +63,7 @@ async fn deliveries_retries_and_tests_leave_through_the_egress_proxy(backend: Ba
             has_outcome(records, "success")
         })
         .await;
-    let tested = app
-        .post(
-            &org.key,
-            &format!("{}/test", endpoint_path(&endpoint)),
-            &json!({}),
-        )
-        .await;
+    let tested = send_test(&app, &org.key, &endpoint).await;
 
     // Assert: the receiver got all three, and the proxy was only ever asked for the address.
     let outcomes: Vec<(Value, Value)> = records
@@ -66,10 +75,47 @@ async fn deliveries_retries_and_tests_leave_through_the_egress_proxy(backend: Ba
         outcomes,
         [(json!("retry"), json!(500)), (json!("success"), json!(200))]
     );
-    tested.assert_status(StatusCode::OK);
     assert_eq!(tested.body["outcome"], json!("success"), "{tested}");
     let received = wait_for_received(&receiver, 3).await;
     assert_eq!(received.len(), 3);
+    proxy.assert_only_asked_for(receiver.address);
+}
+
+async fn a_receiver_demanding_mutual_tls_gets_the_endpoints_certificate_through_the_proxy(
+    backend: Backend,
+) {
+    // Arrange: a receiver that admits only clients its own CA signed, and an endpoint holding
+    // a certificate that CA signed.
+    let ca = TestCa::new();
+    let client_ca = TestCa::new();
+    let receiver = Receiver::builder(&ca)
+        .require_client_certificates(client_ca.root_pem())
+        .spawn()
+        .await;
+    let proxy = ConnectProxy::spawn().await;
+    let app = delivering(backend, &ca)
+        .egress_proxy(&proxy.url())
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    let leaf = client_ca.leaf(&["herald-client.example"]);
+    let endpoint = app
+        .create_endpoint(
+            &org.key,
+            &json!({
+                "url": receiver.url_for_host("localhost", "/ok"),
+                "events": [EVENT],
+                "client_certificate": {"cert_pem": leaf.certificate_pem(), "key_pem": leaf.key_pem()},
+            }),
+        )
+        .await;
+
+    // Act
+    let tested = send_test(&app, &org.key, &endpoint).await;
+
+    // Assert
+    assert_eq!(tested.body["outcome"], json!("success"), "{tested}");
+    wait_for_received(&receiver, 1).await;
     proxy.assert_only_asked_for(receiver.address);
 }
 
