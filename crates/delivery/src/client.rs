@@ -1,26 +1,36 @@
-//! The only outbound HTTP client (docs/api.md#delivery-rules): one pooled `reqwest::Client` over
-//! rustls, behind the SSRF guard, that never follows a redirect.
+//! The only outbound HTTP client (docs/api.md#delivery-rules): behind the SSRF guard, over
+//! rustls, pooled, never following a redirect. It has two routes, chosen once when it is built:
+//! direct, one `reqwest::Client` whose resolver checks every address; or, when the operator set
+//! `HERALD_EGRESS_PROXY`, through that HTTP CONNECT proxy ([`proxied`] over [`tunnel`]), asking
+//! it to CONNECT to addresses checked the same way. Both share the URL check, the headers, the
+//! deadline, the error words ([`describe`]) and the outcome ([`progress`]).
 //!
 //! [`DeliveryClient::send`] makes one attempt and always answers with an [`AttemptOutcome`]; it
 //! never returns an error, because every way an attempt can fail is a fact to record. It must
 //! not decide retries (that is [`crate::retry`] and the worker) and must not buffer a response
 //! body beyond the 1 KiB excerpt.
 
+mod certificates;
 mod describe;
+mod egress_proxy;
+mod progress;
+mod proxied;
+mod tunnel;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_domain::AddressPolicy;
 use herald_domain::client_certificate::ClientCertificate;
-use herald_domain::{AddressPolicy, Timestamp};
-use http::StatusCode;
-use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use sha2::{Digest, Sha256};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::error::Elapsed;
 use url::Url;
 
-use crate::retry::parse_retry_after;
+use self::certificates::CertificateClients;
+pub use self::egress_proxy::{EgressProxy, EgressProxyError};
+use self::progress::Progress;
+use self::proxied::ProxiedRoute;
 use crate::signer::user_agent;
 use crate::ssrf::{PolicyResolver, check_url_target};
 
@@ -39,6 +49,9 @@ pub struct ClientConfig {
     pub extra_root_certs_pem: Option<Vec<u8>>,
     /// Which addresses may be dialled.
     pub policy: AddressPolicy,
+    /// `HERALD_EGRESS_PROXY`: every attempt goes through this CONNECT proxy; `None` dials
+    /// endpoints directly.
+    pub egress_proxy: Option<EgressProxy>,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +61,7 @@ impl Default for ClientConfig {
             total_timeout: Duration::from_secs(15),
             extra_root_certs_pem: None,
             policy: AddressPolicy::default(),
+            egress_proxy: None,
         }
     }
 }
@@ -64,6 +78,15 @@ pub enum ClientError {
     /// The HTTP client could not be built.
     #[error("cannot build the http client")]
     Build(#[source] reqwest::Error),
+    /// The extra root certificate PEM does not parse (egress proxy route).
+    #[error("invalid extra root certificates")]
+    RootCertificatePem(#[source] rustls::pki_types::pem::Error),
+    /// An extra root certificate is not one rustls can trust (egress proxy route).
+    #[error("invalid extra root certificate")]
+    RootCertificate(#[source] rustls::Error),
+    /// The TLS configuration could not be built (egress proxy route).
+    #[error("cannot build the tls configuration")]
+    Tls(#[source] rustls::Error),
 }
 
 /// How an attempt ended, as the worker acts on it.
@@ -99,74 +122,86 @@ pub struct AttemptOutcome {
 /// the clients built for endpoints' client certificates).
 #[derive(Debug, Clone)]
 pub struct DeliveryClient {
-    http: reqwest::Client,
+    route: Route,
     policy: Arc<AddressPolicy>,
     connect_timeout: Duration,
     total_timeout: Duration,
-    extra_root_certs_pem: Option<Arc<Vec<u8>>>,
-    /// One client per distinct client certificate (a TLS identity is a client's, not a
-    /// request's), keyed by the SHA-256 of the pair.
-    with_certificate: Arc<Mutex<HashMap<[u8; 32], reqwest::Client>>>,
 }
 
-/// Most clients kept for client certificates; past it the cache starts over (each holds its
-/// own connection pool, so it must not grow without bound).
-const MAX_CERTIFICATE_CLIENTS: usize = 256;
+/// Where attempts go; chosen once, at build time, so an attempt pays for one `match`.
+#[derive(Debug, Clone)]
+enum Route {
+    /// Straight to the endpoint: reqwest, its resolver the SSRF policy's.
+    Direct {
+        http: reqwest::Client,
+        extra_root_certs_pem: Option<Arc<Vec<u8>>>,
+        /// One client per distinct client certificate (a TLS identity is a client's, not a
+        /// request's).
+        with_certificate: Arc<CertificateClients<reqwest::Client>>,
+    },
+    /// Through the operator's egress proxy (boxed: its pooled client is large, and a
+    /// `DeliveryClient` is cloned only at start).
+    Proxied(Box<ProxiedRoute>),
+}
 
 impl DeliveryClient {
     /// Builds the one client: rustls with TLS 1.2 or newer, HTTP/1.1 and HTTP/2 by ALPN,
     /// pooled connections, no redirects, no proxy from the environment, and every host name
-    /// resolved through [`PolicyResolver`].
+    /// resolved through [`PolicyResolver`]; through `config.egress_proxy` when set.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let policy = Arc::new(config.policy);
-        let extra_root_certs_pem = config.extra_root_certs_pem.map(Arc::new);
-        let http = build_http(
-            &policy,
-            config.connect_timeout,
-            extra_root_certs_pem.as_deref().map(Vec::as_slice),
-            None,
-        )?;
+        let route = match config.egress_proxy {
+            None => {
+                let extra_root_certs_pem = config.extra_root_certs_pem.map(Arc::new);
+                let http = build_http(
+                    &policy,
+                    config.connect_timeout,
+                    extra_root_certs_pem.as_deref().map(Vec::as_slice),
+                    None,
+                )?;
+                Route::Direct {
+                    http,
+                    extra_root_certs_pem,
+                    with_certificate: Arc::default(),
+                }
+            }
+            Some(proxy) => Route::Proxied(Box::new(ProxiedRoute::new(
+                proxy,
+                Arc::clone(&policy),
+                config.extra_root_certs_pem.as_deref(),
+                config.connect_timeout,
+            )?)),
+        };
         Ok(Self {
-            http,
+            route,
             policy,
             connect_timeout: config.connect_timeout,
             total_timeout: config.total_timeout,
-            extra_root_certs_pem,
-            with_certificate: Arc::default(),
         })
     }
 
-    /// The client that presents `certificate`, built on first use.
-    fn client_with(&self, certificate: &ClientCertificate) -> Result<reqwest::Client, String> {
-        let mut digest = Sha256::new();
-        digest.update(certificate.cert_pem().as_bytes());
-        digest.update([0]);
-        digest.update(certificate.expose_key_pem().as_bytes());
-        let key: [u8; 32] = digest.finalize().into();
-        let mut clients = self
-            .with_certificate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
-        }
-        let mut pem = certificate.expose_key_pem().as_bytes().to_vec();
-        pem.push(b'\n');
-        pem.extend_from_slice(certificate.cert_pem().as_bytes());
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|_| "client certificate unusable: the stored pair does not load".to_owned())?;
-        let client = build_http(
-            &self.policy,
-            self.connect_timeout,
-            self.extra_root_certs_pem.as_deref().map(Vec::as_slice),
-            Some(identity),
-        )
-        .map_err(|error| format!("client certificate unusable: {error}"))?;
-        if clients.len() >= MAX_CERTIFICATE_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(key, client.clone());
-        Ok(client)
+    /// The direct client that presents `certificate`, built on first use.
+    fn direct_client_with(
+        &self,
+        extra_root_certs_pem: Option<&[u8]>,
+        with_certificate: &CertificateClients<reqwest::Client>,
+        certificate: &ClientCertificate,
+    ) -> Result<reqwest::Client, String> {
+        with_certificate.get_or_build(certificate, |certificate| {
+            let mut pem = certificate.expose_key_pem().as_bytes().to_vec();
+            pem.push(b'\n');
+            pem.extend_from_slice(certificate.cert_pem().as_bytes());
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                "client certificate unusable: the stored pair does not load".to_owned()
+            })?;
+            build_http(
+                &self.policy,
+                self.connect_timeout,
+                extra_root_certs_pem,
+                Some(identity),
+            )
+            .map_err(|error| format!("client certificate unusable: {error}"))
+        })
     }
 }
 
@@ -221,10 +256,26 @@ impl DeliveryClient {
         body: Bytes,
         certificate: Option<&ClientCertificate>,
     ) -> AttemptOutcome {
+        let (http, extra_root_certs_pem, with_certificate) = match &self.route {
+            Route::Direct {
+                http,
+                extra_root_certs_pem,
+                with_certificate,
+            } => (http, extra_root_certs_pem, with_certificate),
+            // Boxed so that the proxy route's larger future does not grow every direct
+            // attempt's task.
+            Route::Proxied(route) => {
+                return Box::pin(self.send_proxied(route, url, headers, body, certificate)).await;
+            }
+        };
         let started = Instant::now();
         let http = match certificate {
-            None => self.http.clone(),
-            Some(certificate) => match self.client_with(certificate) {
+            None => http.clone(),
+            Some(certificate) => match self.direct_client_with(
+                extra_root_certs_pem.as_deref().map(Vec::as_slice),
+                with_certificate,
+                certificate,
+            ) {
                 Ok(http) => http,
                 Err(reason) => return AttemptOutcome::failed(started, reason),
             },
@@ -237,16 +288,56 @@ impl DeliveryClient {
         let mut progress = Progress::default();
         let finished =
             tokio::time::timeout(self.total_timeout, exchange(&http, request, &mut progress)).await;
+        self.conclude(started, &host, progress, finished, |error| {
+            describe::request_error(error, self.connect_timeout, self.total_timeout)
+        })
+    }
+
+    async fn send_proxied(
+        &self,
+        route: &ProxiedRoute,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        certificate: Option<&ClientCertificate>,
+    ) -> AttemptOutcome {
+        let started = Instant::now();
+        let prepared = route.client_for(certificate).and_then(|http| {
+            let url = checked_url(url, &self.policy)?;
+            let request = http.request(&url, header_map(headers)?, body)?;
+            Ok((http, url, request))
+        });
+        let (http, url, request) = match prepared {
+            Ok(prepared) => prepared,
+            Err(reason) => return AttemptOutcome::failed(started, reason),
+        };
+        let mut progress = Progress::default();
+        let finished =
+            tokio::time::timeout(self.total_timeout, http.exchange(request, &mut progress)).await;
+        self.conclude(
+            started,
+            url.host_str().unwrap_or_default(),
+            progress,
+            finished,
+            describe::proxied_error,
+        )
+    }
+
+    /// The outcome of an exchange that ran (or was cut short by the total deadline), logged.
+    fn conclude<E>(
+        &self,
+        started: Instant,
+        host: &str,
+        progress: Progress,
+        finished: Result<Result<(), E>, Elapsed>,
+        describe: impl FnOnce(&E) -> String,
+    ) -> AttemptOutcome {
         let error = match finished {
             Err(_elapsed) => Some(format!(
                 "timeout after {}",
                 describe::seconds(self.total_timeout)
             )),
-            Ok(Err(error)) => Some(describe::request_error(
-                &error,
-                self.connect_timeout,
-                self.total_timeout,
-            )),
+            Ok(Err(error)) => Some(describe(&error)),
             Ok(Ok(())) => None,
         };
         let outcome = progress.into_outcome(started, error);
@@ -269,8 +360,24 @@ fn prepare(
     headers: &[(&str, String)],
     body: Bytes,
 ) -> Result<reqwest::Request, String> {
+    let url = checked_url(url, policy)?;
+    let header_map = header_map(headers)?;
+    http.post(url)
+        .headers(header_map)
+        .body(body)
+        .build()
+        .map_err(|error| format!("invalid request: {error}"))
+}
+
+/// Parses `url` and refuses it when its scheme or IP-literal host is not allowed.
+fn checked_url(url: &str, policy: &AddressPolicy) -> Result<Url, String> {
     let url = Url::parse(url).map_err(|error| format!("invalid url: {error}"))?;
     check_url_target(&url, policy).map_err(|blocked| blocked.to_string())?;
+    Ok(url)
+}
+
+/// The attempt's headers as a map, or which one is invalid.
+fn header_map(headers: &[(&str, String)]) -> Result<HeaderMap, String> {
     let mut header_map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         let header_name = HeaderName::from_bytes(name.as_bytes())
@@ -279,11 +386,7 @@ fn prepare(
             HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
         header_map.insert(header_name, header_value);
     }
-    http.post(url)
-        .headers(header_map)
-        .body(body)
-        .build()
-        .map_err(|error| format!("invalid request: {error}"))
+    Ok(header_map)
 }
 
 /// Sends the request and reads at most [`EXCERPT_LIMIT`] body bytes, recording progress as
@@ -294,83 +397,14 @@ async fn exchange(
     progress: &mut Progress,
 ) -> Result<(), reqwest::Error> {
     let mut response = http.execute(request).await?;
-    let status = response.status();
-    progress.status = Some(status);
-    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
-        progress.retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, Timestamp::now()));
-    }
-    while progress.excerpt.len() < EXCERPT_LIMIT {
+    progress.record_head(response.status(), response.headers());
+    while progress.wants_body() {
         let Some(chunk) = response.chunk().await? else {
             break;
         };
-        let room = EXCERPT_LIMIT - progress.excerpt.len();
-        progress
-            .excerpt
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        progress.record_body(&chunk);
     }
     // Dropping the response here abandons the rest of the body (and, on HTTP/1.1, the
     // connection), which is what keeps a 50 MB answer from ever being read.
     Ok(())
-}
-
-/// What an attempt has learned so far.
-#[derive(Debug, Default)]
-struct Progress {
-    status: Option<StatusCode>,
-    retry_after: Option<Duration>,
-    excerpt: Vec<u8>,
-}
-
-impl Progress {
-    fn into_outcome(self, started: Instant, error: Option<String>) -> AttemptOutcome {
-        let response_time_ms = elapsed_ms(started);
-        let excerpt = self
-            .status
-            .map(|_| describe::excerpt_text(&self.excerpt, EXCERPT_LIMIT));
-        let response_status = self.status.map(|status| status.as_u16());
-        let (class, error) = match (self.status, error) {
-            (_, Some(error)) => (OutcomeClass::Failure, Some(error)),
-            (Some(status), None) if status.is_success() => (OutcomeClass::Success, None),
-            (Some(StatusCode::GONE), None) => (OutcomeClass::Gone, Some("http 410".to_owned())),
-            (Some(status), None) if status.is_redirection() => (
-                OutcomeClass::Failure,
-                Some(format!("redirect not followed ({})", status.as_u16())),
-            ),
-            (Some(status), None) => (
-                OutcomeClass::Failure,
-                Some(format!("http {}", status.as_u16())),
-            ),
-            (None, None) => (OutcomeClass::Failure, Some("no response".to_owned())),
-        };
-        AttemptOutcome {
-            response_status,
-            response_time_ms,
-            response_body_excerpt: excerpt,
-            retry_after: self.retry_after,
-            error,
-            class,
-        }
-    }
-}
-
-impl AttemptOutcome {
-    /// An attempt that never reached the network.
-    fn failed(started: Instant, reason: String) -> Self {
-        Self {
-            response_status: None,
-            response_time_ms: elapsed_ms(started),
-            response_body_excerpt: None,
-            retry_after: None,
-            error: Some(reason),
-            class: OutcomeClass::Failure,
-        }
-    }
-}
-
-fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -10,7 +10,7 @@
 //! - [`ssrf`]: the attempt-time address guard, a DNS resolver that checks every address it
 //!   returns, and the check of IP-literal URL hosts.
 //! - [`client`]: [`DeliveryClient`], the only outbound HTTP client, which turns one attempt into
-//!   an [`AttemptOutcome`].
+//!   an [`AttemptOutcome`], directly or through the operator's [`EgressProxy`].
 //! - [`retention`]: the purge of expired events and attempts.
 //! - [`recovery`]: advances recoveries, a chunk of matches at a time.
 //! - [`test_send`]: the synchronous `webhook.test` attempt of the test operation.
@@ -33,10 +33,13 @@ pub mod telemetry;
 pub mod test_send;
 pub mod worker;
 
-pub use client::{AttemptOutcome, ClientConfig, ClientError, DeliveryClient, OutcomeClass};
+pub use client::{
+    AttemptOutcome, ClientConfig, ClientError, DeliveryClient, EgressProxy, EgressProxyError,
+    OutcomeClass,
+};
 pub use metrics::DeliveryMetrics;
 pub use retry::{MAX_ATTEMPTS, RetrySchedule, parse_retry_after};
 pub use signer::{OutgoingDelivery, VerifyError, signed_headers, verify_v1};
-pub use ssrf::{BlockedTarget, PolicyResolver, ResolveError, check_url_target};
+pub use ssrf::{BlockedTarget, PolicyResolver, ResolveError, check_url_target, checked_addresses};
 pub use telemetry::DeliveryTracer;
 pub use worker::{Worker, WorkerConfig};

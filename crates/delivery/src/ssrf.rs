@@ -7,6 +7,12 @@
 //! and connect. IP-literal hosts skip any resolver inside hyper, so [`check_url_target`] judges
 //! them from the parsed URL (the `url` crate has already folded spellings such as `2130706433`,
 //! `0x7f.1` and `0177.0.0.1` to `127.0.0.1`). Every failure closes the door; none is retried.
+//!
+//! Through the egress proxy the same two doors are guarded the same way: the URL is judged by
+//! [`check_url_target`] before the request, and the tunnel connector asks [`checked_addresses`]
+//! (the same [`resolve_checked`] that [`PolicyResolver`] runs) for the addresses it may ask the
+//! proxy to CONNECT to, so the proxy is only ever given an address that was checked, never a
+//! name to resolve.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +114,25 @@ pub async fn resolve_checked(
     Ok(addresses)
 }
 
+/// The addresses a connector holding only a URI's host may dial (the egress proxy's tunnel): an
+/// IP-literal host (`[::1]` bracketed or not) is checked by the policy without resolution, a
+/// name is resolved and checked by [`resolve_checked`].
+pub async fn checked_addresses(
+    host: &str,
+    policy: &AddressPolicy,
+) -> Result<Vec<IpAddr>, ResolveError> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(address) = bare.parse::<IpAddr>() {
+        policy.check(address)?;
+        return Ok(vec![address]);
+    }
+    let addresses = resolve_checked(bare, policy).await?;
+    Ok(addresses.iter().map(SocketAddr::ip).collect())
+}
+
 /// Refuses a URL whose scheme is not HTTP(S) or whose IP-literal host the policy does not admit.
 /// Host names pass here; [`PolicyResolver`] judges what they resolve to.
 pub fn check_url_target(url: &Url, policy: &AddressPolicy) -> Result<(), BlockedTarget> {
@@ -202,6 +227,29 @@ mod tests {
             .await
             .expect("allow-listed");
         assert!(addresses.iter().all(|address| address.ip().is_loopback()));
+    }
+
+    #[tokio::test]
+    async fn checked_addresses_judge_literals_and_names_alike() {
+        let policy = AddressPolicy::default();
+        for host in ["127.0.0.1", "[::1]", "localhost"] {
+            let error = checked_addresses(host, &policy)
+                .await
+                .expect_err("loopback is blocked");
+            assert!(
+                error.to_string().starts_with("blocked: loopback address "),
+                "{host}: {error}"
+            );
+        }
+        let allowed = AddressPolicy::parse_allow_list("127.0.0.0/8, ::1/128").expect("valid list");
+        assert_eq!(
+            checked_addresses("[::1]", &allowed).await.expect("allowed"),
+            [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
+        );
+        let named = checked_addresses("localhost", &allowed)
+            .await
+            .expect("allowed");
+        assert!(named.iter().all(IpAddr::is_loopback), "{named:?}");
     }
 
     #[tokio::test]

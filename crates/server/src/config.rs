@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use herald_api::ApiConfig;
 use herald_delivery::probe::ProbeConfig;
 use herald_delivery::retention::RetentionConfig;
-use herald_delivery::{RetrySchedule, WorkerConfig};
+use herald_delivery::{EgressProxy, RetrySchedule, WorkerConfig};
 use herald_domain::secret::{SecretText, redact_url_password};
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog, Secret};
 use herald_store::{OperatorHook, RateLimit};
@@ -68,6 +68,12 @@ pub struct ServeArgs {
     /// A PEM file of extra trusted root certificates for deliveries.
     #[arg(long, env = "HERALD_EXTRA_ROOT_CERTS")]
     pub extra_root_certs: Option<PathBuf>,
+
+    /// An HTTP CONNECT proxy every delivery leaves through (static egress IPs),
+    /// `http://[user:password@]host:port`. Herald still resolves and checks each endpoint itself
+    /// and asks the proxy for the checked address.
+    #[arg(long, env = "HERALD_EGRESS_PROXY", hide_env_values = true)]
+    pub egress_proxy: Option<SecretText>,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
@@ -211,6 +217,8 @@ pub struct Config {
     pub operator_hook: Option<OperatorHook>,
     /// Extra trusted roots for deliveries, PEM.
     pub extra_root_certs: Option<PathBuf>,
+    /// The CONNECT proxy every delivery leaves through, if configured.
+    pub egress_proxy: Option<EgressProxy>,
     /// How long in-flight work may take after shutdown is asked for.
     pub shutdown_grace: Duration,
     /// The delivery worker's settings (the retry schedule among them).
@@ -308,6 +316,7 @@ impl ServeArgs {
             &address_policy,
             api_versions.default_version(),
         )?;
+        let egress_proxy = egress_proxy(self.egress_proxy.as_ref())?;
         let public_url = public_url(self.public_url.as_deref(), &self.listen)?;
         let portal_frame_ancestors = frame_ancestors(&self.portal_frame_ancestors)?;
         let retention = RetentionConfig {
@@ -340,6 +349,7 @@ impl ServeArgs {
                 portal_frame_ancestors,
             },
             extra_root_certs: self.extra_root_certs,
+            egress_proxy,
             shutdown_grace,
             worker,
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
@@ -469,6 +479,21 @@ fn operator_hook(
             }))
         }
     }
+}
+
+/// `HERALD_EGRESS_PROXY`: an `http://host:port` CONNECT proxy, or none when unset or empty.
+/// The message of a refusal never repeats the setting, which may hold a password.
+fn egress_proxy(setting: Option<&SecretText>) -> anyhow::Result<Option<EgressProxy>> {
+    let Some(text) = setting
+        .map(SecretText::expose)
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+    else {
+        return Ok(None);
+    };
+    EgressProxy::parse(text)
+        .map(Some)
+        .map_err(|error| anyhow::anyhow!("HERALD_EGRESS_PROXY {error}"))
 }
 
 fn split_list(text: &str) -> Vec<String> {
@@ -682,6 +707,33 @@ mod tests {
     }
 
     #[test]
+    fn the_egress_proxy_must_be_an_http_connect_proxy_url() {
+        let setting = |text: &str| Some(SecretText::new(text));
+        assert_eq!(egress_proxy(None).expect("unset"), None);
+        assert_eq!(egress_proxy(setting(" ").as_ref()).expect("empty"), None);
+        let proxy = egress_proxy(setting("http://proxy.internal:3128").as_ref())
+            .expect("valid")
+            .expect("configured");
+        assert_eq!((proxy.host(), proxy.port()), ("proxy.internal", 3128));
+        for bad in [
+            "https://herald:hunter2@proxy.internal:3128",
+            "socks5://proxy.internal:1080",
+            "proxy.internal:3128",
+            "http://herald:hunter2@proxy.internal:3128/path",
+        ] {
+            let error = egress_proxy(setting(bad).as_ref())
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                error.starts_with("HERALD_EGRESS_PROXY must be ")
+                    && error.contains("http://host:port"),
+                "{bad}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[test]
     fn auto_disable_after_is_a_duration_and_the_old_days_setting_still_counts() {
         let day = Duration::from_secs(24 * 60 * 60);
         assert_eq!(auto_disable_after(None, None).expect("default"), day * 5);
@@ -708,6 +760,7 @@ mod tests {
     fn debug_of_the_configuration_shows_no_secret() {
         const ADMIN_TOKEN: &str = "admin-token-do-not-print";
         const DATABASE_PASSWORD: &str = "database-password-do-not-print";
+        const PROXY_PASSWORD: &str = "proxy-password-do-not-print";
         let secrets_key = STANDARD.encode([42_u8; 32]);
         let operator_secret = STANDARD.encode([43_u8; 32]);
         let mut args = ServeArgs::from_defaults();
@@ -717,6 +770,9 @@ mod tests {
         args.storage.secrets_key = Some(SecretText::new(secrets_key.clone()));
         args.operator_webhook_url = Some("https://ops.example.com/hook".to_owned());
         args.operator_webhook_secret = Some(SecretText::new(operator_secret.clone()));
+        args.egress_proxy = Some(SecretText::new(format!(
+            "http://herald:{PROXY_PASSWORD}@proxy.internal:3128"
+        )));
         let config = args.clone().into_config().expect("a valid configuration");
         for (name, text) in [
             ("ServeArgs", format!("{args:?}")),
@@ -729,6 +785,7 @@ mod tests {
                 DATABASE_PASSWORD,
                 secrets_key.as_str(),
                 operator_secret.as_str(),
+                PROXY_PASSWORD,
             ] {
                 assert!(
                     !text.contains(secret),

@@ -68,11 +68,19 @@ pub async fn run(
         ),
         None => None,
     };
+    if let Some(proxy) = &config.egress_proxy {
+        tracing::info!(
+            proxy_host = proxy.host(),
+            proxy_port = proxy.port(),
+            "deliveries leave through the egress proxy (HERALD_EGRESS_PROXY)"
+        );
+    }
     let client = DeliveryClient::new(ClientConfig {
         connect_timeout: config.connect_timeout,
         total_timeout: config.request_timeout,
         extra_root_certs_pem,
         policy: config.api.address_policy.clone(),
+        egress_proxy: config.egress_proxy.clone(),
     })
     .context("building the delivery client")?;
 

@@ -9,6 +9,8 @@
 //!   what it receives.
 //! - [`otlp`]: an in-process OTLP receiver (`POST /v1/traces`, http/protobuf) that decodes
 //!   and keeps the spans Herald exports.
+//! - [`proxy`]: a real HTTP CONNECT proxy ([`ConnectProxy`]) that records each CONNECT,
+//!   optionally refuses or demands credentials, and tunnels bytes; for the egress proxy tests.
 //! - [`postgres`]: a fresh PostgreSQL database dropped afterwards, and a private cluster a
 //!   test may stop and start.
 //! - [`disk`]: a small real file system to fill.
@@ -20,8 +22,10 @@ pub mod disk;
 pub mod fault;
 pub mod otlp;
 pub mod postgres;
+pub mod proxy;
 pub mod receiver;
 
 pub use ca::TestCa;
 pub use otlp::{OtlpReceiver, ReceivedSpan};
+pub use proxy::{ConnectProxy, ConnectRequest};
 pub use receiver::{Received, Receiver};

@@ -2,7 +2,9 @@
 //! `tls: certificate not valid for name localhost`, ...).
 //!
 //! Classification walks the typed source chain (our resolver's error, `rustls::Error`,
-//! `io::ErrorKind`, reqwest's own predicates) and never inspects error text.
+//! `io::ErrorKind`, the egress proxy tunnel's error, the HTTP client's own predicates) and
+//! inspects error text only for a refused client certificate whose alert lost its type. Both
+//! routes, direct and through the egress proxy, describe the same failure in the same words.
 
 use std::error::Error;
 use std::io;
@@ -10,6 +12,8 @@ use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
 
+use super::proxied::ProxiedError;
+use super::tunnel::TunnelError;
 use crate::ssrf::ResolveError;
 
 /// The plain-words reason for a failed request.
@@ -18,18 +22,8 @@ pub(super) fn request_error(
     connect_timeout: Duration,
     total_timeout: Duration,
 ) -> String {
-    for cause in chain(error) {
-        if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
-            return resolve.to_string();
-        }
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return format!("tls: {}", tls_reason(tls));
-        }
-        // An alert read after the handshake (TLS 1.3 reports a refused client certificate
-        // there) arrives as an I/O error wrapping rustls's, whose `source` skips it.
-        if let Some(tls) = cause.downcast_ref::<io::Error>().and_then(tls_in_io) {
-            return format!("tls: {}", tls_reason(tls));
-        }
+    if let Some(reason) = chain(error).find_map(typed_reason) {
+        return reason;
     }
     if error.is_timeout() {
         return if error.is_connect() {
@@ -38,22 +32,12 @@ pub(super) fn request_error(
             format!("timeout after {}", seconds(total_timeout))
         };
     }
-    for cause in chain(error) {
-        if let Some(reason) = cause.downcast_ref::<io::Error>().and_then(io_reason) {
-            return reason.to_owned();
-        }
+    if let Some(reason) = chain(error).find_map(io_cause) {
+        return reason.to_owned();
     }
-    let root = chain(error)
-        .last()
-        .map_or_else(|| error.to_string(), ToString::to_string);
-    // The same alert when only its text survived the layers between rustls and reqwest.
-    if root.contains("CertificateRequired") {
-        return format!(
-            "tls: {}",
-            tls_reason(&rustls::Error::AlertReceived(
-                AlertDescription::CertificateRequired
-            ))
-        );
+    let root = root_text(error);
+    if let Some(reason) = certificate_required_in_text(&root) {
+        return reason;
     }
     if error.is_connect() {
         format!("connect failed: {root}")
@@ -62,6 +46,93 @@ pub(super) fn request_error(
     } else {
         format!("request failed: {root}")
     }
+}
+
+/// The plain-words reason for a failed request through the egress proxy: the same words as
+/// [`request_error`] for the same failure (`blocked: …`, `dns: …`, `tls: …`, `connection
+/// reset`, `connect timeout after 5s`), and `proxy: …` for the proxy's own failures, e.g.
+/// `proxy: CONNECT refused with 403` or `proxy: connect refused`.
+pub(super) fn proxied_error(error: &ProxiedError) -> String {
+    let tunnel_or_typed = |cause: &(dyn Error + 'static)| match cause.downcast_ref::<TunnelError>()
+    {
+        Some(tunnel) => tunnel_reason(tunnel),
+        None => typed_reason(cause),
+    };
+    if let Some(reason) = chain(error).find_map(tunnel_or_typed) {
+        return reason;
+    }
+    if let Some(reason) = chain(error).find_map(io_cause) {
+        return reason.to_owned();
+    }
+    let root = root_text(error);
+    if let Some(reason) = certificate_required_in_text(&root) {
+        return reason;
+    }
+    match error {
+        ProxiedError::Request(request) if request.is_connect() => {
+            format!("connect failed: {root}")
+        }
+        ProxiedError::Body(_) => format!("response body: {root}"),
+        ProxiedError::Request(_) => format!("request failed: {root}"),
+    }
+}
+
+/// The words for one typed cause that reads the same on either route: our resolver's refusal
+/// and TLS failures.
+fn typed_reason(cause: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
+        return Some(resolve.to_string());
+    }
+    if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+        return Some(format!("tls: {}", tls_reason(tls)));
+    }
+    // An alert read after the handshake (TLS 1.3 reports a refused client certificate
+    // there) arrives as an I/O error wrapping rustls's, whose `source` skips it.
+    cause
+        .downcast_ref::<io::Error>()
+        .and_then(tls_in_io)
+        .map(|tls| format!("tls: {}", tls_reason(tls)))
+}
+
+/// The words for a tunnel's failure, or `None` where its cause speaks (a TLS handshake whose
+/// rustls or I/O error reads as on the direct path).
+fn tunnel_reason(error: &TunnelError) -> Option<String> {
+    match error {
+        TunnelError::Resolve(resolve) => Some(resolve.to_string()),
+        TunnelError::Timeout(limit) => Some(format!("connect timeout after {}", seconds(*limit))),
+        TunnelError::ProxyConnect(io) => Some(format!(
+            "proxy: {}",
+            io_reason(io).unwrap_or("cannot connect to the proxy")
+        )),
+        TunnelError::ProxyExchange(exchange) => Some(match chain(exchange).find_map(io_cause) {
+            Some(reason) => format!("proxy: CONNECT failed: {reason}"),
+            None => format!("proxy: CONNECT failed: {}", root_text(exchange)),
+        }),
+        TunnelError::Refused(_) | TunnelError::Target | TunnelError::ServerName(_) => {
+            Some(error.to_string())
+        }
+        TunnelError::Tls(_) => None,
+    }
+}
+
+/// The innermost cause's text.
+fn root_text(error: &(dyn Error + 'static)) -> String {
+    chain(error)
+        .last()
+        .map_or_else(|| error.to_string(), ToString::to_string)
+}
+
+/// A refused or missing client certificate when only its alert's name survived the layers
+/// between rustls and the HTTP client.
+fn certificate_required_in_text(root: &str) -> Option<String> {
+    root.contains("CertificateRequired").then(|| {
+        format!(
+            "tls: {}",
+            tls_reason(&rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            ))
+        )
+    })
 }
 
 /// A duration the way error strings show it: `15s`, or `1500ms` when not whole seconds.
@@ -97,6 +168,10 @@ fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn 
             None => current.source(),
         },
     )
+}
+
+fn io_cause(cause: &(dyn Error + 'static)) -> Option<&'static str> {
+    cause.downcast_ref::<io::Error>().and_then(io_reason)
 }
 
 fn io_reason(error: &io::Error) -> Option<&'static str> {

@@ -1,6 +1,8 @@
-//! The delivery client against real local HTTPS receivers: outcomes, timeouts, TLS and the
-//! SSRF guard. One binary, one module per concern, and the receiver harness beside them.
+//! The delivery client against real local HTTPS receivers: outcomes, timeouts, TLS, the SSRF
+//! guard and the egress proxy. One binary, one module per concern, and the receiver harness
+//! beside them.
 
+mod egress_proxy;
 mod outcomes;
 mod receiver;
 mod ssrf;

@@ -331,6 +331,7 @@ async fn full_accept_queue_is_a_connect_timeout() {
         total_timeout: Duration::from_secs(5),
         extra_root_certs_pem: Some(ca.root_pem()),
         policy: loopback_policy(),
+        egress_proxy: None,
     })
     .expect("build client");
     let started = Instant::now();

@@ -1,15 +1,17 @@
 //! The SSRF guard as the client enforces it: with the default policy every non-public target is
-//! refused before a socket opens, and the allow-list is the one way through.
+//! refused before a socket opens, and the allow-list is the one way through. Each case runs
+//! twice, directly and through an egress proxy, with the same results, and the proxy is never
+//! asked to CONNECT to a refused target nor given a name to resolve.
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_delivery::{AttemptOutcome, ClientConfig, DeliveryClient, OutcomeClass};
+use herald_delivery::{AttemptOutcome, ClientConfig, DeliveryClient, EgressProxy, OutcomeClass};
 use herald_domain::AddressPolicy;
 
-use crate::receiver::{Receiver, TestCa, client};
+use crate::receiver::{ConnectProxy, Receiver, TestCa, client, proxied_client};
 
 /// Listeners on the loopback ports the blocked targets name, to prove nobody connects.
 struct Tripwire {
@@ -47,9 +49,12 @@ impl Tripwire {
     }
 }
 
-fn default_client() -> DeliveryClient {
+/// A client with `policy`, through the proxy at `proxy_url` when given.
+fn policy_client(policy: AddressPolicy, proxy_url: Option<&str>) -> DeliveryClient {
     DeliveryClient::new(ClientConfig {
         total_timeout: Duration::from_secs(5),
+        policy,
+        egress_proxy: proxy_url.map(|url| EgressProxy::parse(url).expect("a valid proxy url")),
         ..ClientConfig::default()
     })
     .expect("build client")
@@ -75,13 +80,48 @@ async fn check(client: &DeliveryClient, url: &str, expected: &str) {
 #[tokio::test]
 async fn default_policy_blocks_every_non_public_target() {
     let tripwire = Tripwire::new();
+    let client = policy_client(AddressPolicy::default(), None);
+
+    for (url, expected) in &blocked_targets(&tripwire) {
+        check(&client, url, expected).await;
+    }
+
+    tripwire.assert_untouched();
+}
+
+#[tokio::test]
+async fn default_policy_blocks_the_same_targets_through_the_egress_proxy() {
+    let tripwire = Tripwire::new();
+    let proxy = ConnectProxy::spawn().await;
+    let client = policy_client(AddressPolicy::default(), Some(&proxy.url()));
+
+    for (url, expected) in &blocked_targets(&tripwire) {
+        check(&client, url, expected).await;
+    }
+    check(
+        &client,
+        "https://no-such-host.invalid/",
+        "dns: no-such-host.invalid did not resolve",
+    )
+    .await;
+
+    assert_eq!(
+        proxy.connects(),
+        [],
+        "the proxy was asked for a refused target"
+    );
+    tripwire.assert_untouched();
+}
+
+/// Every non-public target spelling, with the error the client must give for it; the loopback
+/// ones name the tripwire's ports.
+fn blocked_targets(tripwire: &Tripwire) -> Vec<(String, &'static str)> {
     let p4 = tripwire.port_v4();
     let p6 = tripwire.port_v6();
-    let client = default_client();
     let loopback = "blocked: loopback address 127.0.0.1";
     let loopback_name = "blocked: loopback address *";
 
-    let table: Vec<(String, &str)> = vec![
+    vec![
         (format!("https://127.0.0.1:{p4}/"), loopback),
         (format!("http://127.0.0.1:{p4}/"), loopback),
         (format!("https://127.1:{p4}/"), loopback),
@@ -188,18 +228,12 @@ async fn default_policy_blocks_every_non_public_target() {
             "ftp://example.com/".to_owned(),
             "blocked: scheme ftp is not allowed",
         ),
-    ];
-
-    for (url, expected) in &table {
-        check(&client, url, expected).await;
-    }
-
-    tripwire.assert_untouched();
+    ]
 }
 
 #[tokio::test]
 async fn unknown_name_fails_closed() {
-    let client = default_client();
+    let client = policy_client(AddressPolicy::default(), None);
 
     check(
         &client,
@@ -215,13 +249,31 @@ async fn allow_list_lets_a_loopback_receiver_through() {
     let receiver = Receiver::spawn(&ca).await;
     let client = client(&ca, Duration::from_secs(15));
 
+    send_to_every_loopback_spelling(&client, &receiver).await;
+}
+
+#[tokio::test]
+async fn allow_list_lets_a_loopback_receiver_through_the_egress_proxy_by_address() {
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let proxy = ConnectProxy::spawn().await;
+    let client = proxied_client(&ca, Duration::from_secs(15), &proxy.url());
+
+    send_to_every_loopback_spelling(&client, &receiver).await;
+    // Only checked addresses were asked for, never a name: the proxy resolves nothing.
+    proxy.assert_only_asked_for(receiver.address);
+}
+
+/// Sends to `receiver` by address and by each spelling of `localhost`, and expects every one
+/// to arrive.
+async fn send_to_every_loopback_spelling(client: &DeliveryClient, receiver: &Receiver) {
     for url in [
         receiver.url("/ok"),
         receiver.url_for_host("localhost", "/ok"),
         receiver.url_for_host("localhost.", "/ok"),
         receiver.url_for_host("LOCALHOST", "/ok"),
     ] {
-        let outcome = send(&client, &url).await;
+        let outcome = send(client, &url).await;
         assert_eq!(
             outcome.class,
             OutcomeClass::Success,
@@ -230,6 +282,28 @@ async fn allow_list_lets_a_loopback_receiver_through() {
         );
     }
     assert_eq!(receiver.received().len(), 4);
+}
+
+#[tokio::test]
+async fn allow_list_reaches_an_ipv6_loopback_receiver_through_the_egress_proxy() {
+    let ca = TestCa::new();
+    let receiver = Receiver::builder(&ca)
+        .bind("[::1]:0".parse().expect("socket address"))
+        .spawn()
+        .await;
+    let proxy = ConnectProxy::spawn().await;
+
+    let outcome = send(
+        &proxied_client(&ca, Duration::from_secs(15), &proxy.url()),
+        &receiver.url("/ok"),
+    )
+    .await;
+
+    assert_eq!(outcome.class, OutcomeClass::Success, "{:?}", outcome.error);
+    assert_eq!(
+        proxy.targets(),
+        [format!("[::1]:{}", receiver.address.port())]
+    );
 }
 
 #[tokio::test]
@@ -248,32 +322,34 @@ async fn allow_list_reaches_an_ipv6_loopback_receiver() {
 #[tokio::test]
 async fn allow_list_admits_only_what_it_lists() {
     let tripwire = Tripwire::new();
-    let client = DeliveryClient::new(ClientConfig {
-        total_timeout: Duration::from_secs(5),
-        policy: AddressPolicy::parse_allow_list("127.0.0.2/32").expect("valid allow-list"),
-        ..ClientConfig::default()
-    })
-    .expect("build client");
+    let proxy = ConnectProxy::spawn().await;
+    let policy = || AddressPolicy::parse_allow_list("127.0.0.2/32").expect("valid allow-list");
 
-    let p4 = tripwire.port_v4();
-    check(
-        &client,
-        &format!("https://127.0.0.1:{p4}/"),
-        "blocked: loopback address 127.0.0.1",
-    )
-    .await;
-    check(
-        &client,
-        &format!("https://localhost:{p4}/"),
-        "blocked: loopback address *",
-    )
-    .await;
-    check(
-        &client,
-        "https://10.0.0.1/",
-        "blocked: private address 10.0.0.1",
-    )
-    .await;
+    for client in [
+        policy_client(policy(), None),
+        policy_client(policy(), Some(&proxy.url())),
+    ] {
+        let p4 = tripwire.port_v4();
+        check(
+            &client,
+            &format!("https://127.0.0.1:{p4}/"),
+            "blocked: loopback address 127.0.0.1",
+        )
+        .await;
+        check(
+            &client,
+            &format!("https://localhost:{p4}/"),
+            "blocked: loopback address *",
+        )
+        .await;
+        check(
+            &client,
+            "https://10.0.0.1/",
+            "blocked: private address 10.0.0.1",
+        )
+        .await;
+    }
 
+    assert_eq!(proxy.connects(), []);
     tripwire.assert_untouched();
 }

@@ -35,8 +35,8 @@ mod telemetry;
 mod tuning;
 
 pub(crate) use delivery::{
-    Subscribed, assert_event_id, delivering, header, metric, received_json, subscribed,
-    verify_delivery, verify_delivery_with, wait_for_received, wait_until, wait_within,
+    Subscribed, assert_event_id, delivering, has_outcome, header, metric, received_json,
+    subscribed, verify_delivery, verify_delivery_with, wait_for_received, wait_until, wait_within,
 };
 pub(crate) use raw::{RawConnection, raw_exchange};
 pub(crate) use reply::{
@@ -76,6 +76,8 @@ pub(crate) struct TestAppBuilder {
     api_versions: String,
     deprecated_api_versions: String,
     portal_frame_ancestors: Option<String>,
+    /// `HERALD_EGRESS_PROXY`, parsed as the operator's setting is.
+    egress_proxy: Option<String>,
     /// Delivery settings applied to the checked configuration.
     tuning: tuning::Tuning,
 }
@@ -135,6 +137,7 @@ impl TestApp {
             api_versions: herald_domain::catalog::DEFAULT_API_VERSION.to_owned(),
             deprecated_api_versions: String::new(),
             portal_frame_ancestors: None,
+            egress_proxy: None,
             tuning: tuning::Tuning::default(),
         }
     }
@@ -400,6 +403,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// `HERALD_EGRESS_PROXY`: every delivery leaves through the CONNECT proxy at `url`.
+    pub(crate) fn egress_proxy(mut self, url: &str) -> Self {
+        self.egress_proxy = Some(url.to_owned());
+        self
+    }
+
     /// Leaves `HERALD_ADMIN_TOKEN` unset, which turns the admin API off.
     pub(crate) fn without_admin_token(mut self) -> Self {
         self.admin_token = None;
@@ -479,6 +488,7 @@ impl TestAppBuilder {
             admin_token: self.admin_token.map(SecretText::new),
             allow_networks: self.allow_networks,
             extra_root_certs: None,
+            egress_proxy: self.egress_proxy.map(SecretText::new),
             max_body_bytes: self.max_body_bytes,
             write_rate_per_minute: self.write_rate_per_minute,
             event_types: self.event_types,

@@ -41,6 +41,7 @@ mod connections;
 mod custom_headers;
 mod delivery;
 mod delivery_feed;
+mod egress_proxy;
 mod endpoint_cap;
 mod endpoints_create;
 mod endpoints_manage;

@@ -8,8 +8,8 @@ use herald_testkit::{Receiver, TestCa};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Backend, TestApp, TestOrg, delivering, endpoint_path, header, string_at, timestamp_at,
-    wait_for_received, wait_until,
+    Backend, TestApp, TestOrg, delivering, endpoint_path, has_outcome, header, string_at,
+    timestamp_at, wait_for_received, wait_until,
 };
 
 backend_tests!(
@@ -26,12 +26,6 @@ const EVENT: &str = "wallet.balance_low";
 
 fn millis(delays: &[u64]) -> Vec<Duration> {
     delays.iter().copied().map(Duration::from_millis).collect()
-}
-
-fn has_outcome(records: &[Value], outcome: &str) -> bool {
-    records
-        .iter()
-        .any(|record| record["outcome"] == json!(outcome))
 }
 
 async fn failed_attempt_is_retried_and_then_succeeds(backend: Backend) {

@@ -93,6 +93,13 @@ pub(crate) async fn wait_for_received(receiver: &Receiver, count: usize) -> Vec<
     .await
 }
 
+/// Whether any of the feed's `records` has `outcome` (`success`, `retry`, `dead`).
+pub(crate) fn has_outcome(records: &[Value], outcome: &str) -> bool {
+    records
+        .iter()
+        .any(|record| record["outcome"] == json!(outcome))
+}
+
 /// Asserts the wire form of an event id: `evt_<uuid>`.
 #[track_caller]
 pub(crate) fn assert_event_id(id: &str) {
