@@ -88,6 +88,8 @@ pub async fn run(
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
     let api_metrics = ApiMetricHandles::register(&mut registry).finish(registry);
     let wakeup = Arc::new(Notify::new());
+    // Other nodes' publishes wake this node's worker too (PostgreSQL's LISTEN/NOTIFY).
+    store.wake_on_new_deliveries(Arc::clone(&wakeup));
     let recovery_wakeup = Arc::new(Notify::new());
     let state = AppState {
         store: Arc::clone(&store),

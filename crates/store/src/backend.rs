@@ -9,8 +9,11 @@
 //! and claims lease in the rows. Each implementation says, at each method, why it does what it
 //! does.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use herald_domain::{OrgId, Timestamp};
+use tokio::sync::Notify;
 
 use crate::health::WriteHealth;
 use crate::queue::{AttemptRecording, ClaimRequest, ClaimedDelivery};
@@ -62,6 +65,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn forget_leases(&self);
     /// Deliveries that are due in their rows but leased, so not due in fact.
     fn leased_but_due(&self, now: Timestamp) -> u64;
+    /// Wakes `wakeup` whenever another process stores deliveries (see [`crate::Store`]).
+    fn wake_on_new_deliveries(&self, wakeup: Arc<Notify>);
 }
 
 /// Which connections a read outside a transaction runs on. Writes always run in a

@@ -358,6 +358,10 @@ pub trait Store: Send + Sync + 'static {
     /// Releases every lease: for single-process backends at startup, when no other worker
     /// can hold one.
     async fn release_all_leases(&self) -> Result<(), StoreError>;
+    /// Wakes `wakeup` whenever another process (another node on the same PostgreSQL database)
+    /// stores deliveries, for as long as the runtime runs; a hint, not a guarantee, so the
+    /// worker keeps polling. Nothing on SQLite, which has one process.
+    fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>);
     /// The organization's attempts matching `filter`, newest first.
     async fn list_attempts(
         &self,
@@ -409,11 +413,14 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
             StoreError::Conflict
         }
         // PostgreSQL's connection-exception (08…) and operator-intervention (57P…) classes:
-        // the server is going away or gone, which retrying later can fix.
+        // the server is going away or gone, which retrying later can fix; and 57014, a
+        // statement cancelled by the statement timeout: a database too loaded to answer in
+        // time, like SQLite's lock held too long, not a fault of the request (a 503 with
+        // `Retry-After`, never a 500).
         sqlx::Error::Database(ref database)
-            if database
-                .code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            if database.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code == "57014"
+            }) =>
         {
             StoreError::Unavailable(error)
         }

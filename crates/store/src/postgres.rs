@@ -7,11 +7,14 @@
 //! with a lease, so no live node is ever handed a delivery another node holds.
 //!
 //! Everything else is written once in [`shared`](crate::shared); this module holds those
-//! locks ([`Backend::lock`], [`Backend::read_rate_limit`]) and the claim.
+//! locks ([`Backend::lock`], [`Backend::read_rate_limit`]), the claim, and the listener that
+//! wakes this node when another stores deliveries ([`listen`]).
 //!
 //! The pool is bounded and acquiring a connection times out quickly, so while the database is
 //! unreachable requests fail fast with `StoreError::Unavailable` (503) instead of hanging;
 //! each connection carries a statement timeout for the same reason.
+
+mod listen;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -210,6 +213,12 @@ impl Backend for PostgresStore {
     /// A leased row's due time is its lease's end: it is not due.
     fn leased_but_due(&self, _now: Timestamp) -> u64 {
         0
+    }
+
+    /// Every node LISTENs for the deliveries any node stores ([`listen`]).
+    fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>) {
+        // The task lives as long as the runtime: the handle is not needed to stop it.
+        drop(listen::spawn(&self.pool, wakeup));
     }
 }
 

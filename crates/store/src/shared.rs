@@ -608,6 +608,10 @@ impl<B: Backend> Store for B {
         delivery::release_all_leases(self).await
     }
 
+    fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>) {
+        Backend::wake_on_new_deliveries(self, wakeup);
+    }
+
     async fn list_attempts(
         &self,
         org_id: OrgId,

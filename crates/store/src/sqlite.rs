@@ -229,6 +229,9 @@ impl Backend for SqliteStore {
     fn leased_but_due(&self, now: Timestamp) -> u64 {
         self.leases.live(now)
     }
+
+    /// One process: its publishers wake its worker in memory.
+    fn wake_on_new_deliveries(&self, _wakeup: Arc<tokio::sync::Notify>) {}
 }
 
 impl SqliteStore {

@@ -63,6 +63,21 @@ pub(crate) struct TestDatabase {
     pub(crate) name: String,
 }
 
+#[allow(
+    dead_code,
+    reason = "not every test file opens a second store on the scenario's database"
+)]
+impl TestDatabase {
+    /// The URL of the scenario's database, for a second store on it (another node).
+    pub(crate) fn url(&self) -> String {
+        let (server, _maintenance) = self
+            .admin_url
+            .rsplit_once('/')
+            .expect("the maintenance URL names a database");
+        format!("{server}/{}", self.name)
+    }
+}
+
 /// Runs `scenario` on a fresh database, which it is told about, dropped afterwards whatever
 /// the outcome.
 #[allow(

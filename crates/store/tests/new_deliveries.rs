@@ -1,0 +1,61 @@
+//! Several nodes on one PostgreSQL database learn of each other's deliveries at once: a store
+//! that stores deliveries wakes every store that listens (LISTEN/NOTIFY, migration 0017),
+//! instead of leaving them to their next poll. Storing anything else wakes no one.
+//!
+//! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_domain::{Org, OrgId, Timestamp};
+use herald_store::Store;
+use herald_store::postgres::{PostgresOptions, PostgresStore};
+use tokio::sync::Notify;
+use tokio::time::timeout;
+
+use support::{cipher, create_endpoint, event, on_postgres_database};
+
+/// Far longer than a notification takes on loopback, short enough for a failing test.
+const WAKE_WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn postgres_a_publish_on_one_node_wakes_another() {
+    on_postgres_database(|publishing, database| async move {
+        let listening = PostgresStore::open(&database.url(), &PostgresOptions::default(), cipher())
+            .await
+            .expect("opening the second node's store");
+        let wakeup = Arc::new(Notify::new());
+        listening.wake_on_new_deliveries(Arc::clone(&wakeup));
+        // Once listening, the node looks for work it may have missed before.
+        timeout(WAKE_WITHIN, wakeup.notified())
+            .await
+            .expect("the listener wakes the worker once it listens");
+
+        let now = Timestamp::now();
+        let org = Org {
+            id: OrgId::new(),
+            name: "Two nodes".to_owned(),
+            created_at: now,
+        };
+        publishing.create_org(&org).await.expect("creating the org");
+        create_endpoint(publishing.as_ref(), org.id, now).await;
+        assert!(
+            timeout(Duration::from_millis(500), wakeup.notified())
+                .await
+                .is_err(),
+            "an organization and an endpoint are no deliveries"
+        );
+
+        let published = publishing
+            .publish_events(&[event(org.id, now)])
+            .await
+            .expect("publishing on the first node");
+        assert_eq!(published[0].endpoints, 1);
+        timeout(WAKE_WITHIN, wakeup.notified())
+            .await
+            .expect("the second node is woken by the first node's publish");
+    })
+    .await;
+}
