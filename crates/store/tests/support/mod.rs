@@ -19,6 +19,7 @@ use herald_store::{
 };
 
 pub(crate) const EVENT_TYPE: &str = "wallet.balance_low";
+#[allow(dead_code, reason = "only the files that claim use it")]
 pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
 #[allow(
@@ -166,6 +167,7 @@ pub(crate) async fn create_endpoint(
     endpoint.id
 }
 
+#[allow(dead_code, reason = "only the files that claim use it")]
 pub(crate) async fn claim(
     store: &dyn Store,
     now: Timestamp,
@@ -183,6 +185,7 @@ pub(crate) async fn claim(
         .expect("claiming")
 }
 
+#[allow(dead_code, reason = "only the files that claim use it")]
 pub(crate) fn recording(
     delivery: &ClaimedDelivery,
     outcome: Outcome,
