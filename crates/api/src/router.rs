@@ -17,8 +17,8 @@ use crate::error::ApiError;
 use crate::extract::body_limit;
 use crate::request_id;
 use crate::routes::{
-    admin, catch_up, deliveries, endpoints, event_types, health, org_secret, portal, recoveries,
-    signing, stats,
+    admin, catch_up, deliveries, endpoints, event_types, filters, health, org_secret, portal,
+    recoveries, signing, stats,
 };
 use crate::state::AppState;
 
@@ -36,6 +36,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(signing::rotate_endpoint_secret))
         .routes(routes!(deliveries::test_endpoint))
+        .routes(routes!(filters::test_filter))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::get_delivery))
         .routes(routes!(deliveries::replay_delivery))
