@@ -141,6 +141,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks/filters/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Try a filter on an event. */
+        post: operations["test_filter"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/recoveries/{id}": {
         parameters: {
             query?: never;
@@ -330,8 +347,16 @@ export interface components {
             client_certificate?: null | components["schemas"]["ClientCertificateRequest"];
             /** @description At most 200 characters; whitespace-only is stored as `null`. */
             description?: string | null;
-            /** @description 1 to 50 distinct event types from the catalog. */
+            /**
+             * @description 1 to 50 distinct entries: event types from the catalog, `prefix.*` wildcards (every
+             *     type whose name starts with `prefix.`) or `*` (every type).
+             */
             events: string[];
+            /**
+             * @description Which subscribed events are delivered: a filter (docs/api.md#filters), at most 4 KiB
+             *     serialized and 8 levels deep, matched against `{"type", "data"}` of each event.
+             */
+            filter?: Record<string, never> | null;
             /**
              * @description Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names
              *     are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
@@ -457,7 +482,7 @@ export interface components {
              *     organization); `null` while it is active. Read-only.
              */
             disabled_reason?: string | null;
-            /** @description Subscribed event types. */
+            /** @description Subscribed event types and wildcards, as written. */
             events: string[];
             /**
              * Format: date-time
@@ -465,6 +490,8 @@ export interface components {
              *     and so does setting the endpoint active. Read-only.
              */
             failing_since?: string | null;
+            /** @description The filter, as written, or `null` (every subscribed event is delivered). */
+            filter?: Record<string, never> | null;
             /** @description The custom headers sent with every delivery, each value shown as `"<redacted>"`. */
             headers: {
                 [key: string]: string;
@@ -813,6 +840,25 @@ export interface components {
             /** @description The event's type. */
             type: string;
         };
+        /** @description The event a filter is tried on. */
+        TestFilterEvent: {
+            /** @description The event's `data`, a JSON object. */
+            data: Record<string, never>;
+            /** @description A catalog type. */
+            type: string;
+        };
+        /** @description Body of `POST /v1/webhooks/filters/test`. Unknown fields are refused. */
+        TestFilterRequest: {
+            /** @description The event to try it on. */
+            event: components["schemas"]["TestFilterEvent"];
+            /** @description The filter to try, under the rules of an endpoint's `filter`. */
+            filter: Record<string, never>;
+        };
+        /** @description Whether the filter takes the event. */
+        TestFilterResponse: {
+            /** @description `true` when an endpoint with this filter would get the event. */
+            matches: boolean;
+        };
         /** @description The answer of the test operation: the single attempt's outcome. */
         TestResponse: {
             /**
@@ -859,6 +905,8 @@ export interface components {
             description?: string | null;
             /** @description The new, whole set of event types. May be omitted, but not `null`. */
             events?: string[];
+            /** @description A new filter; `null` removes it, so every subscribed event is delivered. */
+            filter?: Record<string, never> | null;
             /**
              * @description The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value
              *     of that header, so a read set can be sent back with one value changed.
@@ -2469,6 +2517,198 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReplayResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    test_filter: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TestFilterRequest"];
+            };
+        };
+        responses: {
+            /** @description Whether the filter takes the event */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TestFilterResponse"];
                 };
             };
             /** @description Invalid input */
