@@ -7,8 +7,8 @@
 
 #![no_main]
 
-use herald_domain::catalog::{CatalogFormat, TEST_EVENT_TYPE};
 use herald_domain::EventCatalog;
+use herald_domain::catalog::{CatalogFormat, TEST_EVENT_TYPE};
 use herald_domain::filter::{Filter, MAX_FILTER_BYTES, event_document};
 use herald_domain::operational::OPERATIONAL_EVENT_TYPES;
 use libfuzzer_sys::fuzz_target;
