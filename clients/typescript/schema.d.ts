@@ -280,7 +280,408 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    "api_key.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * api_key.created
+         * @description An API key of the organization was created.
+         */
+        post: operations["webhook_api_key_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "api_key.revoked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * api_key.revoked
+         * @description An API key of the organization was revoked.
+         */
+        post: operations["webhook_api_key_revoked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "api_key.rotated": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * api_key.rotated
+         * @description An API key of the organization was rotated.
+         */
+        post: operations["webhook_api_key_rotated"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "brand.vetted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * brand.vetted
+         * @description A brand passed vetting and may run campaigns.
+         */
+        post: operations["webhook_brand_vetted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "brand.vetting_failed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * brand.vetting_failed
+         * @description A brand failed vetting; the data says why.
+         */
+        post: operations["webhook_brand_vetting_failed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "campaign.approved": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * campaign.approved
+         * @description A campaign was approved and may send.
+         */
+        post: operations["webhook_campaign_approved"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "campaign.rejected": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * campaign.rejected
+         * @description A campaign was rejected; the data says why.
+         */
+        post: operations["webhook_campaign_rejected"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "campaign.shared": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * campaign.shared
+         * @description A campaign was shared with a partner.
+         */
+        post: operations["webhook_campaign_shared"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "consent_pending.confirmed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * consent_pending.confirmed
+         * @description A pending consent was confirmed by its subject.
+         */
+        post: operations["webhook_consent_pending_confirmed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "consent_pending.expired": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * consent_pending.expired
+         * @description A pending consent expired unconfirmed.
+         */
+        post: operations["webhook_consent_pending_expired"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "delivery.exhausted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * delivery.exhausted
+         * @description A delivery failed its last attempt (or its receiver answered 410) and will not be retried.
+         */
+        post: operations["webhook_delivery_exhausted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "endpoint.disabled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * endpoint.disabled
+         * @description Herald disabled one of your endpoints (repeated failures or 410 Gone), or it was disabled by hand.
+         */
+        post: operations["webhook_endpoint_disabled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "endpoint.enabled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * endpoint.enabled
+         * @description One of your endpoints was enabled again, by hand or after a successful probe.
+         */
+        post: operations["webhook_endpoint_enabled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "lookup.completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * lookup.completed
+         * @description A number lookup completed; the data holds its result.
+         */
+        post: operations["webhook_lookup_completed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "phone_number.bulk_order.completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * phone_number.bulk_order.completed
+         * @description A bulk phone-number order completed.
+         */
+        post: operations["webhook_phone_number_bulk_order_completed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "phone_number.campaign.assigned": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * phone_number.campaign.assigned
+         * @description A phone number was assigned to a campaign.
+         */
+        post: operations["webhook_phone_number_campaign_assigned"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.canceled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * subscription.canceled
+         * @description A subscription was canceled.
+         */
+        post: operations["webhook_subscription_canceled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.past_due": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * subscription.past_due
+         * @description A subscription payment failed and is past due.
+         */
+        post: operations["webhook_subscription_past_due"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "wallet.balance_low": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * wallet.balance_low
+         * @description The wallet balance fell below its low-balance threshold.
+         */
+        post: operations["webhook_wallet_balance_low"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "wallet.balance_zero": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * wallet.balance_zero
+         * @description The wallet balance reached zero; sending stops until a top-up.
+         */
+        post: operations["webhook_wallet_balance_zero"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         /** @description An endpoint's attempts in the window, by outcome. */
@@ -342,8 +743,11 @@ export interface components {
         };
         /** @description Body of `POST /v1/webhooks`. Unknown fields are refused. */
         CreateEndpointRequest: {
-            /** @description A supported API version; the newest by default. May be omitted, but not `null`. */
-            api_version?: string;
+            /**
+             * @description A supported API version; the newest by default. May be omitted, but not `null`.
+             * @enum {string}
+             */
+            api_version?: "2026-04-01";
             client_certificate?: null | components["schemas"]["ClientCertificateRequest"];
             /** @description At most 200 characters; whitespace-only is stored as `null`. */
             description?: string | null;
@@ -351,7 +755,7 @@ export interface components {
              * @description 1 to 50 distinct entries: event types from the catalog, `prefix.*` wildcards (every
              *     type whose name starts with `prefix.`) or `*` (every type).
              */
-            events: string[];
+            events: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "brand.*" | "campaign.*" | "wallet.*" | "subscription.*" | "api_key.*" | "phone_number.*" | "phone_number.bulk_order.*" | "phone_number.campaign.*" | "consent_pending.*" | "lookup.*" | "endpoint.*" | "delivery.*" | "*")[];
             /**
              * @description Which subscribed events are delivered: a filter (docs/api.md#filters), at most 4 KiB
              *     serialized and 8 levels deep, matched against `{"type", "data"}` of each event.
@@ -667,7 +1071,7 @@ export interface components {
             /** @description Count the matches and deliver nothing; `false` by default. */
             dry_run?: boolean | null;
             /** @description Only events of these types (1 to 50, from the catalog); every type by default. */
-            event_types?: string[] | null;
+            event_types?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted")[] | null;
             /**
              * @description Also events the endpoint never got (published while it was inactive, or of a type it
              *     subscribed to later); `false` by default.
@@ -904,7 +1308,7 @@ export interface components {
             /** @description A new description; empty after trimming (or `null`) clears it. */
             description?: string | null;
             /** @description The new, whole set of event types. May be omitted, but not `null`. */
-            events?: string[];
+            events?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "brand.*" | "campaign.*" | "wallet.*" | "subscription.*" | "api_key.*" | "phone_number.*" | "phone_number.bulk_order.*" | "phone_number.campaign.*" | "consent_pending.*" | "lookup.*" | "endpoint.*" | "delivery.*" | "*")[];
             /** @description A new filter; `null` removes it, so every subscribed event is delivered. */
             filter?: Record<string, never> | null;
             /**
@@ -2103,7 +2507,7 @@ export interface operations {
                 /** @description Only this endpoint */
                 endpoint_id?: string;
                 /** @description A catalog type or `webhook.test` */
-                event_type?: string;
+                event_type?: "brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "webhook.test";
                 /** @description `success`, `retry` or `dead` */
                 outcome?: string;
                 /** @description Only this event's attempts (`evt_<uuid>`) */
@@ -4616,6 +5020,726 @@ export interface operations {
                         success: boolean;
                     };
                 };
+            };
+        };
+    };
+    webhook_api_key_created: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "api_key.created";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_api_key_revoked: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "api_key.revoked";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_api_key_rotated: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "api_key.rotated";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_brand_vetted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "brand.vetted";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_brand_vetting_failed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "brand.vetting_failed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_campaign_approved: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "campaign.approved";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_campaign_rejected: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "campaign.rejected";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_campaign_shared: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "campaign.shared";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_consent_pending_confirmed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "consent_pending.confirmed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_consent_pending_expired: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "consent_pending.expired";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_delivery_exhausted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "delivery.exhausted";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_endpoint_disabled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "endpoint.disabled";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_endpoint_enabled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "endpoint.enabled";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_lookup_completed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "lookup.completed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_phone_number_bulk_order_completed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "phone_number.bulk_order.completed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_phone_number_campaign_assigned: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "phone_number.campaign.assigned";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_subscription_canceled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "subscription.canceled";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_subscription_past_due: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "subscription.past_due";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_wallet_balance_low: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "wallet.balance_low";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_wallet_balance_zero: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "wallet.balance_zero";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

@@ -306,6 +306,23 @@ impl EventCatalog {
         self.types.iter().map(|known| known.name.as_str()).collect()
     }
 
+    /// Every entry an endpoint's `events` may hold today: each type, each `prefix.*` that
+    /// covers at least one type (every dot-boundary prefix of every name), and `*`.
+    pub fn subscription_entries(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self.types.iter().map(|t| t.name.clone()).collect();
+        for definition in &self.types {
+            let name = definition.name.as_str();
+            for (end, _) in name.match_indices('.') {
+                let wildcard = format!("{}.*", &name[..end]);
+                if !entries.contains(&wildcard) {
+                    entries.push(wildcard);
+                }
+            }
+        }
+        entries.push("*".to_owned());
+        entries
+    }
+
     /// Whether any type has a schema (when none has, publishing checks nothing).
     pub fn has_schemas(&self) -> bool {
         !self.schemas.is_empty()
@@ -592,6 +609,33 @@ mod tests {
             CatalogFormat::Json,
             "event type a.b: example must be a JSON object",
         );
+    }
+
+    #[test]
+    fn subscription_entries_are_the_types_their_prefix_wildcards_and_star() {
+        let catalog = EventCatalog::new(vec!["a.b.c".to_owned(), "a.d".to_owned()]);
+        let entries = catalog.subscription_entries();
+        assert_eq!(
+            entries,
+            [
+                "a.b.c",
+                "a.d",
+                "endpoint.disabled",
+                "endpoint.enabled",
+                "delivery.exhausted",
+                "a.*",
+                "a.b.*",
+                "endpoint.*",
+                "delivery.*",
+                "*"
+            ]
+        );
+        for entry in &entries {
+            assert!(
+                crate::endpoint::validate_events(std::slice::from_ref(entry), &catalog).is_ok(),
+                "{entry}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ backend_tests!(
     malformed_filters_are_refused_with_the_pointer_of_the_fault,
     filters_test_answers_whether_a_filter_takes_an_event,
     recovering_missed_events_follows_wildcards_and_the_filter,
+    the_document_declares_the_catalog_as_enums_and_webhooks,
 );
 
 /// Two types with a schema, one without; `wallet.balance_low` requires a string `balance`.
@@ -752,6 +753,72 @@ async fn recovering_missed_events_follows_wildcards_and_the_filter(backend: Back
         delivered,
         BTreeSet::from(["wallet.balance_low".to_owned(), "brand.vetted".to_owned()])
     );
+}
+
+async fn the_document_declares_the_catalog_as_enums_and_webhooks(backend: Backend) {
+    // Arrange
+    let (_directory, path) = catalog_file(CATALOG);
+    let app = app_with_catalog(backend, &path, "warn").await;
+
+    // Act
+    let document = app
+        .send(app.request(reqwest::Method::GET, "/openapi.json"))
+        .await
+        .body;
+
+    // Assert
+    let schemas = &document["components"]["schemas"];
+    let events = &schemas["CreateEndpointRequest"]["properties"]["events"];
+    assert_eq!(
+        events["items"]["enum"],
+        json!([
+            "wallet.balance_low",
+            "wallet.balance_zero",
+            "brand.vetted",
+            "endpoint.disabled",
+            "endpoint.enabled",
+            "delivery.exhausted",
+            "wallet.*",
+            "brand.*",
+            "endpoint.*",
+            "delivery.*",
+            "*"
+        ])
+    );
+    assert_eq!(events["uniqueItems"], json!(true));
+    assert_eq!(
+        schemas["UpdateEndpointRequest"]["properties"]["events"]["items"],
+        events["items"]
+    );
+    assert_eq!(
+        schemas["CreateEndpointRequest"]["properties"]["api_version"]["enum"],
+        json!(["2026-04-01"])
+    );
+    let parameters = document["paths"]["/v1/webhooks/deliveries"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let event_type = parameters
+        .iter()
+        .find(|parameter| parameter["name"] == json!("event_type"))
+        .expect("the event_type parameter");
+    assert_eq!(event_type["schema"]["enum"][6], json!("webhook.test"));
+    let webhooks = document["webhooks"]
+        .as_object()
+        .expect("a webhooks section");
+    assert_eq!(webhooks.len(), 6);
+    let low = &webhooks["wallet.balance_low"]["post"];
+    let body = &low["requestBody"]["content"]["application/json"];
+    assert_eq!(
+        body["schema"]["properties"]["data"],
+        json!({"type": "object", "required": ["balance"],
+               "properties": {"balance": {"type": "string"}}})
+    );
+    assert_eq!(
+        body["schema"]["properties"]["type"],
+        json!({"type": "string", "const": "wallet.balance_low"})
+    );
+    assert_eq!(body["example"]["data"], json!({"balance": "3.20"}));
+    assert_eq!(webhooks["brand.vetted"]["post"]["deprecated"], json!(true));
 }
 
 /// A catalog file that does not parse, whose schema does not compile, or whose example breaks
