@@ -2117,7 +2117,7 @@ export interface operations {
             query?: {
                 /** @description Page size, default 50 */
                 limit?: number;
-                /** @description The `next_cursor` of the previous page */
+                /** @description The `next_cursor` of the previous page (22 characters of unpadded base64url) */
                 cursor?: string;
             };
             header?: never;
@@ -2502,7 +2502,7 @@ export interface operations {
             query?: {
                 /** @description Page size, default 50 */
                 limit?: number;
-                /** @description The `next_cursor` of the previous page */
+                /** @description The `next_cursor` of the previous page (22 characters of unpadded base64url) */
                 cursor?: string;
                 /** @description Only this endpoint */
                 endpoint_id?: string;

@@ -278,7 +278,7 @@ pub(crate) async fn create_endpoint(
     get, path = "/v1/webhooks", tag = "endpoints", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, default 50"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
     ),
     responses((status = 200, description = "A page of endpoints", body = EndpointList), CommonErrors)
 )]
