@@ -141,6 +141,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks/filters/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Try a filter on an event. */
+        post: operations["test_filter"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/webhooks/recoveries/{id}": {
         parameters: {
             query?: never;
@@ -263,7 +280,408 @@ export interface paths {
         trace?: never;
     };
 }
-export type webhooks = Record<string, never>;
+export interface webhooks {
+    "api_key.created": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * api_key.created
+         * @description An API key of the organization was created.
+         */
+        post: operations["webhook_api_key_created"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "api_key.revoked": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * api_key.revoked
+         * @description An API key of the organization was revoked.
+         */
+        post: operations["webhook_api_key_revoked"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "api_key.rotated": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * api_key.rotated
+         * @description An API key of the organization was rotated.
+         */
+        post: operations["webhook_api_key_rotated"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "brand.vetted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * brand.vetted
+         * @description A brand passed vetting and may run campaigns.
+         */
+        post: operations["webhook_brand_vetted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "brand.vetting_failed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * brand.vetting_failed
+         * @description A brand failed vetting; the data says why.
+         */
+        post: operations["webhook_brand_vetting_failed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "campaign.approved": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * campaign.approved
+         * @description A campaign was approved and may send.
+         */
+        post: operations["webhook_campaign_approved"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "campaign.rejected": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * campaign.rejected
+         * @description A campaign was rejected; the data says why.
+         */
+        post: operations["webhook_campaign_rejected"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "campaign.shared": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * campaign.shared
+         * @description A campaign was shared with a partner.
+         */
+        post: operations["webhook_campaign_shared"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "consent_pending.confirmed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * consent_pending.confirmed
+         * @description A pending consent was confirmed by its subject.
+         */
+        post: operations["webhook_consent_pending_confirmed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "consent_pending.expired": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * consent_pending.expired
+         * @description A pending consent expired unconfirmed.
+         */
+        post: operations["webhook_consent_pending_expired"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "delivery.exhausted": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * delivery.exhausted
+         * @description A delivery failed its last attempt (or its receiver answered 410) and will not be retried.
+         */
+        post: operations["webhook_delivery_exhausted"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "endpoint.disabled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * endpoint.disabled
+         * @description Herald disabled one of your endpoints (repeated failures or 410 Gone), or it was disabled by hand.
+         */
+        post: operations["webhook_endpoint_disabled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "endpoint.enabled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * endpoint.enabled
+         * @description One of your endpoints was enabled again, by hand or after a successful probe.
+         */
+        post: operations["webhook_endpoint_enabled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "lookup.completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * lookup.completed
+         * @description A number lookup completed; the data holds its result.
+         */
+        post: operations["webhook_lookup_completed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "phone_number.bulk_order.completed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * phone_number.bulk_order.completed
+         * @description A bulk phone-number order completed.
+         */
+        post: operations["webhook_phone_number_bulk_order_completed"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "phone_number.campaign.assigned": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * phone_number.campaign.assigned
+         * @description A phone number was assigned to a campaign.
+         */
+        post: operations["webhook_phone_number_campaign_assigned"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.canceled": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * subscription.canceled
+         * @description A subscription was canceled.
+         */
+        post: operations["webhook_subscription_canceled"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "subscription.past_due": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * subscription.past_due
+         * @description A subscription payment failed and is past due.
+         */
+        post: operations["webhook_subscription_past_due"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "wallet.balance_low": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * wallet.balance_low
+         * @description The wallet balance fell below its low-balance threshold.
+         */
+        post: operations["webhook_wallet_balance_low"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "wallet.balance_zero": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * wallet.balance_zero
+         * @description The wallet balance reached zero; sending stops until a top-up.
+         */
+        post: operations["webhook_wallet_balance_zero"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+}
 export interface components {
     schemas: {
         /** @description An endpoint's attempts in the window, by outcome. */
@@ -325,13 +743,24 @@ export interface components {
         };
         /** @description Body of `POST /v1/webhooks`. Unknown fields are refused. */
         CreateEndpointRequest: {
-            /** @description A supported API version; the newest by default. May be omitted, but not `null`. */
-            api_version?: string;
+            /**
+             * @description A supported API version; the newest by default. May be omitted, but not `null`.
+             * @enum {string}
+             */
+            api_version?: "2026-04-01";
             client_certificate?: null | components["schemas"]["ClientCertificateRequest"];
             /** @description At most 200 characters; whitespace-only is stored as `null`. */
             description?: string | null;
-            /** @description 1 to 50 distinct event types from the catalog. */
-            events: string[];
+            /**
+             * @description 1 to 50 distinct entries: event types from the catalog, `prefix.*` wildcards (every
+             *     type whose name starts with `prefix.`) or `*` (every type).
+             */
+            events: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "brand.*" | "campaign.*" | "wallet.*" | "subscription.*" | "api_key.*" | "phone_number.*" | "phone_number.bulk_order.*" | "phone_number.campaign.*" | "consent_pending.*" | "lookup.*" | "endpoint.*" | "delivery.*" | "*")[];
+            /**
+             * @description Which subscribed events are delivered: a filter (docs/api.md#filters), at most 4 KiB
+             *     serialized and 8 levels deep, matched against `{"type", "data"}` of each event.
+             */
+            filter?: Record<string, never> | null;
             /**
              * @description Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names
              *     are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
@@ -457,7 +886,7 @@ export interface components {
              *     organization); `null` while it is active. Read-only.
              */
             disabled_reason?: string | null;
-            /** @description Subscribed event types. */
+            /** @description Subscribed event types and wildcards, as written. */
             events: string[];
             /**
              * Format: date-time
@@ -465,6 +894,8 @@ export interface components {
              *     and so does setting the endpoint active. Read-only.
              */
             failing_since?: string | null;
+            /** @description The filter, as written, or `null` (every subscribed event is delivered). */
+            filter?: Record<string, never> | null;
             /** @description The custom headers sent with every delivery, each value shown as `"<redacted>"`. */
             headers: {
                 [key: string]: string;
@@ -640,7 +1071,7 @@ export interface components {
             /** @description Count the matches and deliver nothing; `false` by default. */
             dry_run?: boolean | null;
             /** @description Only events of these types (1 to 50, from the catalog); every type by default. */
-            event_types?: string[] | null;
+            event_types?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted")[] | null;
             /**
              * @description Also events the endpoint never got (published while it was inactive, or of a type it
              *     subscribed to later); `false` by default.
@@ -813,6 +1244,25 @@ export interface components {
             /** @description The event's type. */
             type: string;
         };
+        /** @description The event a filter is tried on. */
+        TestFilterEvent: {
+            /** @description The event's `data`, a JSON object. */
+            data: Record<string, never>;
+            /** @description A catalog type. */
+            type: string;
+        };
+        /** @description Body of `POST /v1/webhooks/filters/test`. Unknown fields are refused. */
+        TestFilterRequest: {
+            /** @description The event to try it on. */
+            event: components["schemas"]["TestFilterEvent"];
+            /** @description The filter to try, under the rules of an endpoint's `filter`. */
+            filter: Record<string, never>;
+        };
+        /** @description Whether the filter takes the event. */
+        TestFilterResponse: {
+            /** @description `true` when an endpoint with this filter would get the event. */
+            matches: boolean;
+        };
         /** @description The answer of the test operation: the single attempt's outcome. */
         TestResponse: {
             /**
@@ -858,7 +1308,9 @@ export interface components {
             /** @description A new description; empty after trimming (or `null`) clears it. */
             description?: string | null;
             /** @description The new, whole set of event types. May be omitted, but not `null`. */
-            events?: string[];
+            events?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "brand.*" | "campaign.*" | "wallet.*" | "subscription.*" | "api_key.*" | "phone_number.*" | "phone_number.bulk_order.*" | "phone_number.campaign.*" | "consent_pending.*" | "lookup.*" | "endpoint.*" | "delivery.*" | "*")[];
+            /** @description A new filter; `null` removes it, so every subscribed event is delivered. */
+            filter?: Record<string, never> | null;
             /**
              * @description The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value
              *     of that header, so a read set can be sent back with one value changed.
@@ -1665,7 +2117,7 @@ export interface operations {
             query?: {
                 /** @description Page size, default 50 */
                 limit?: number;
-                /** @description The `next_cursor` of the previous page */
+                /** @description The `next_cursor` of the previous page (22 characters of unpadded base64url) */
                 cursor?: string;
             };
             header?: never;
@@ -2050,12 +2502,12 @@ export interface operations {
             query?: {
                 /** @description Page size, default 50 */
                 limit?: number;
-                /** @description The `next_cursor` of the previous page */
+                /** @description The `next_cursor` of the previous page (22 characters of unpadded base64url) */
                 cursor?: string;
                 /** @description Only this endpoint */
                 endpoint_id?: string;
                 /** @description A catalog type or `webhook.test` */
-                event_type?: string;
+                event_type?: "brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "webhook.test";
                 /** @description `success`, `retry` or `dead` */
                 outcome?: string;
                 /** @description Only this event's attempts (`evt_<uuid>`) */
@@ -2469,6 +2921,198 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReplayResponse"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Authentication failed */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Missing required scope */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Limit exceeded, or endpoint inactive */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Event expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Payload too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Validation failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Rate limited */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+            /** @description Service unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description What went wrong. */
+                        error: components["schemas"]["ErrorBody"];
+                        /** @description Always `false`. */
+                        success: boolean;
+                    };
+                };
+            };
+        };
+    };
+    test_filter: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TestFilterRequest"];
+            };
+        };
+        responses: {
+            /** @description Whether the filter takes the event */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TestFilterResponse"];
                 };
             };
             /** @description Invalid input */
@@ -4376,6 +5020,726 @@ export interface operations {
                         success: boolean;
                     };
                 };
+            };
+        };
+    };
+    webhook_api_key_created: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "api_key.created";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_api_key_revoked: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "api_key.revoked";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_api_key_rotated: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "api_key.rotated";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_brand_vetted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "brand.vetted";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_brand_vetting_failed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "brand.vetting_failed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_campaign_approved: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "campaign.approved";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_campaign_rejected: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "campaign.rejected";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_campaign_shared: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "campaign.shared";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_consent_pending_confirmed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "consent_pending.confirmed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_consent_pending_expired: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "consent_pending.expired";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_delivery_exhausted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "delivery.exhausted";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_endpoint_disabled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "endpoint.disabled";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_endpoint_enabled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "endpoint.enabled";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_lookup_completed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "lookup.completed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_phone_number_bulk_order_completed: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "phone_number.bulk_order.completed";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_phone_number_campaign_assigned: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "phone_number.campaign.assigned";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_subscription_canceled: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "subscription.canceled";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_subscription_past_due: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "subscription.past_due";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_wallet_balance_low: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "wallet.balance_low";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhook_wallet_balance_zero: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @enum {string} */
+                    api_version: "2026-04-01";
+                    /** Format: date-time */
+                    created_at: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The event id; receivers dedupe on it */
+                    id: string;
+                    /** Format: uuid */
+                    org_id: string;
+                    /** @constant */
+                    type: "wallet.balance_zero";
+                };
+            };
+        };
+        responses: {
+            /** @description Any 2xx answer acknowledges the delivery */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

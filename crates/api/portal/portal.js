@@ -1073,6 +1073,9 @@
       ? h('div', null, h('div', { class: 'wrap-any', 'data-cert-subject': '' }, cert.subject),
         h('div', { class: 'small' }, 'Expires ', timeEl(cert.not_after, true), ' ', certWarn(cert.not_after)))
       : h('span', { class: 'muted' }, 'None'))]);
+    add(dl, [h('dt', null, 'Filter'), h('dd', { 'data-filter': '' }, ep.filter
+      ? h('pre', { class: 'wrap-any' }, h('code', null, JSON.stringify(ep.filter, null, 2)))
+      : h('span', { class: 'muted' }, 'None: every subscribed event'))]);
     return h('section', { class: 'card', 'aria-labelledby': 'det-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'det-h' }, 'Details')), h('div', { class: 'card-body' }, dl));
   }
   function testCard(ep, onDone) {

@@ -2,6 +2,10 @@
 //! The router and the document are built from the same `routes!` calls (see `router.rs`), so
 //! a route cannot exist without being documented.
 
+mod catalog;
+
+pub(crate) use catalog::with_catalog;
+
 use utoipa::openapi::Required;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};

@@ -11,12 +11,22 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use herald_domain::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The label of the schema violations counter: the event's type (a catalog type, so the
+/// label set stays as small as the catalog).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventTypeLabel {
+    /// The event's type.
+    pub event_type: String,
+}
 
 /// The API's own metrics and the registry every component registered into.
 #[derive(Debug, Clone)]
@@ -29,6 +39,7 @@ pub struct ApiMetrics {
     storage_up: Gauge,
     storage_writable: Gauge,
     storage_write_failures: Counter,
+    schema_violations: Family<EventTypeLabel, Counter>,
 }
 
 /// The API's handles, registered before the registry is frozen.
@@ -41,6 +52,7 @@ pub struct ApiMetricHandles {
     storage_up: Gauge,
     storage_writable: Gauge,
     storage_write_failures: Counter,
+    schema_violations: Family<EventTypeLabel, Counter>,
 }
 
 impl ApiMetricHandles {
@@ -54,6 +66,7 @@ impl ApiMetricHandles {
             storage_up: Gauge::default(),
             storage_writable: Gauge::default(),
             storage_write_failures: Counter::default(),
+            schema_violations: Family::default(),
         };
         registry.register(
             "herald_events_published",
@@ -90,6 +103,11 @@ impl ApiMetricHandles {
             "Writes storage refused for an outage (a full disk, an I/O error)",
             handles.storage_write_failures.clone(),
         );
+        registry.register(
+            "herald_schema_violations",
+            "Published events whose data broke their type's schema, by type (HERALD_SCHEMA_ENFORCEMENT warn or reject)",
+            handles.schema_violations.clone(),
+        );
         handles
     }
 
@@ -104,6 +122,7 @@ impl ApiMetricHandles {
             storage_up: self.storage_up,
             storage_writable: self.storage_writable,
             storage_write_failures: self.storage_write_failures,
+            schema_violations: self.schema_violations,
         }
     }
 }
@@ -112,6 +131,15 @@ impl ApiMetrics {
     /// Counts newly published events.
     pub fn count_published(&self, events: u64) {
         self.events_published.inc_by(events);
+    }
+
+    /// Counts one event whose `data` broke its type's schema.
+    pub fn count_schema_violation(&self, event_type: &str) {
+        self.schema_violations
+            .get_or_create(&EventTypeLabel {
+                event_type: event_type.to_owned(),
+            })
+            .inc();
     }
 }
 

@@ -17,8 +17,8 @@ use crate::error::ApiError;
 use crate::extract::body_limit;
 use crate::request_id;
 use crate::routes::{
-    admin, catch_up, deliveries, endpoints, event_types, health, org_secret, portal, recoveries,
-    signing, stats,
+    admin, catch_up, deliveries, endpoints, event_types, filters, health, org_secret, portal,
+    recoveries, signing, stats,
 };
 use crate::state::AppState;
 
@@ -36,6 +36,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(signing::rotate_endpoint_secret))
         .routes(routes!(deliveries::test_endpoint))
+        .routes(routes!(filters::test_filter))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::get_delivery))
         .routes(routes!(deliveries::replay_delivery))
@@ -56,7 +57,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// document.
 pub fn router(state: AppState) -> Router {
     let (organization, openapi) = organization_routes();
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(crate::docs::with_catalog(&openapi, &state.config));
     let max_body_bytes = state.config.body_limit;
     Router::new()
         .merge(organization)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::catalog::SchemaEnforcement;
 use herald_domain::secret::SecretText;
 use herald_domain::{AddressPolicy, ApiVersions, Attempt, Endpoint, EventCatalog};
 use herald_store::{RateLimit, Store, StoreError};
@@ -42,8 +43,10 @@ pub trait TestSender: Send + Sync + 'static {
 /// The API's settings, fixed at startup.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Event types that may be subscribed to and published.
+    /// Event types that may be subscribed to and published, with their schemas.
     pub catalog: EventCatalog,
+    /// What publishing does with `data` that breaks its type's schema.
+    pub schema_enforcement: SchemaEnforcement,
     /// API versions an endpoint may pin.
     pub api_versions: ApiVersions,
     /// Which endpoint hosts are acceptable.
@@ -73,6 +76,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             catalog: EventCatalog::default(),
+            schema_enforcement: SchemaEnforcement::default(),
             api_versions: ApiVersions::default(),
             address_policy: AddressPolicy::default(),
             endpoint_cap: herald_domain::endpoint::MAX_ENDPOINTS_PER_ORG,

@@ -8,22 +8,25 @@
     reason = "the admin commands' output is JSON on stdout"
 )]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use herald_api::ApiError;
 use herald_api::routes::admin::{ApiKeyResponse, OrgResponse, create_org, mint_api_key};
 use herald_api::routes::events::{PublishResponse, PublishRules, prepare_event};
 use herald_api::routes::portal::{PortalSessionRequest, mint_portal_session};
 use herald_api::routes::recoveries::{RecoverResponse, RecoveryRules, start_recovery};
+use herald_domain::catalog::SchemaEnforcement;
 use herald_domain::publish::DEFAULT_MAX_EVENT_BYTES;
 use herald_domain::scope::parse_scopes;
 use herald_domain::{
-    ApiKeyId, AuditAction, AuditId, AuditRecord, EndpointId, EventCatalog, OrgId, Timestamp,
-    TraceParent,
+    ApiKeyId, AuditAction, AuditId, AuditRecord, EndpointId, OrgId, Timestamp, TraceParent,
 };
 use herald_server::StorageArgs;
+use herald_server::config::load_catalog;
 use herald_store::{Store, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -105,6 +108,9 @@ pub(crate) enum EndpointsCommand {
         /// The event-type catalog, comma-separated, as `herald serve` has it.
         #[arg(long, env = "HERALD_EVENT_TYPES", hide = true)]
         event_types: Option<String>,
+        /// The catalog file, as `herald serve` has it.
+        #[arg(long, env = "HERALD_EVENT_CATALOG", hide = true)]
+        event_catalog: Option<PathBuf>,
         /// Days events are kept, as `herald serve` has it: `since` must be within them.
         #[arg(
             long,
@@ -145,6 +151,12 @@ pub(crate) enum EventsCommand {
         /// The event-type catalog, comma-separated; when unset, the default catalog of 17 types.
         #[arg(long, env = "HERALD_EVENT_TYPES")]
         event_types: Option<String>,
+        /// The catalog file, as `herald serve` has it (its schemas are checked as there).
+        #[arg(long, env = "HERALD_EVENT_CATALOG")]
+        event_catalog: Option<PathBuf>,
+        /// `off`, `warn` or `reject`, as `herald serve` has it.
+        #[arg(long, env = "HERALD_SCHEMA_ENFORCEMENT", default_value = "warn")]
+        schema_enforcement: String,
         /// The cap on `data`, in bytes, as `herald serve` has it.
         #[arg(long, env = "HERALD_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
         max_event_bytes: usize,
@@ -162,6 +174,8 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         ordering_key,
         traceparent,
         event_types,
+        event_catalog,
+        schema_enforcement,
         max_event_bytes,
         storage,
     } = command;
@@ -179,7 +193,9 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
             })
         })
         .transpose()?;
-    let catalog = EventCatalog::from_setting(event_types.as_deref());
+    let catalog = load_catalog(event_catalog.as_deref(), event_types.as_deref())?;
+    let schema_enforcement = SchemaEnforcement::parse(schema_enforcement.trim())
+        .context("HERALD_SCHEMA_ENFORCEMENT must be off, warn or reject")?;
     // The object the admin API takes, checked by the same function: the same event is
     // accepted or refused alike, with the same error. `data` is stored as given, so
     // receivers get the bytes the operator wrote.
@@ -204,6 +220,8 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
     let rules = PublishRules {
         catalog: &catalog,
         max_event_bytes,
+        schema_enforcement,
+        metrics: None,
     };
     let mut event = prepare_event(store.as_ref(), rules, body, Some(data))
         .await
@@ -229,10 +247,11 @@ pub(crate) async fn run_endpoints(command: EndpointsCommand) -> anyhow::Result<(
         include_missing,
         dry_run,
         event_types,
+        event_catalog,
         event_retention_days,
         storage,
     } = command;
-    let catalog = EventCatalog::from_setting(event_types.as_deref());
+    let catalog = load_catalog(event_catalog.as_deref(), event_types.as_deref())?;
     // The body the API takes, checked and started by the same function.
     let mut body = Map::new();
     body.insert("since".to_owned(), Value::String(since));

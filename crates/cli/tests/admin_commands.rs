@@ -3,7 +3,8 @@
 //! the request id), and a database that cannot be reached is `UNAVAILABLE` for both;
 //! `herald events publish --traceparent` takes what the API's header takes and refuses the rest;
 //! `herald endpoints recover` starts the recovery the API starts and refuses what it refuses;
-//! `herald portal` mints a session the API accepts.
+//! `herald portal` mints a session the API accepts. Both read the catalog file
+//! (`HERALD_EVENT_CATALOG`) and enforce its schemas alike.
 
 mod support;
 
@@ -396,6 +397,76 @@ impl Running {
             _dir: dir,
         }
     }
+}
+
+#[test]
+fn herald_events_publish_reads_the_catalog_file_and_enforces_its_schemas() {
+    // Arrange: an organization on a fresh database, and a catalog file with a schema.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let database_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let catalog = dir.path().join("catalog.yaml");
+    std::fs::write(
+        &catalog,
+        "- name: wallet.balance_low\n  description: Low.\n  schema: {properties: {balance: {type: string}}}\n",
+    )
+    .expect("writing the catalog file");
+    let created = herald_command(&["orgs", "create", "--name", "acme"], &database_url);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let org: Value = serde_json::from_slice(&created.stdout).expect("the organization");
+    let org_id = org["id"].as_str().expect("an id").to_owned();
+    let publish = |data: &str, enforcement: &str, catalog_text: Option<&str>| {
+        if let Some(text) = catalog_text {
+            std::fs::write(&catalog, text).expect("rewriting the catalog file");
+        }
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "events",
+                "publish",
+                "--org",
+                &org_id,
+                "--type",
+                "wallet.balance_low",
+            ])
+            .args(["--data", data])
+            .env_clear()
+            .env("HERALD_DATABASE_URL", &database_url)
+            .env("HERALD_EVENT_CATALOG", &catalog)
+            .env("HERALD_SCHEMA_ENFORCEMENT", enforcement)
+            .env("HERALD_LOG", "error")
+            .output()
+            .expect("run herald")
+    };
+
+    // Act
+    let refused = publish(r#"{"balance": 3}"#, "reject", None);
+    let warned = publish(r#"{"balance": 3}"#, "warn", None);
+    let broken = publish(
+        r#"{"balance": "3"}"#,
+        "reject",
+        Some("- name: wallet.balance_low\n  description: Low.\n  schema: {type: 7}\n"),
+    );
+
+    // Assert
+    assert!(!refused.status.success());
+    assert_eq!(
+        envelope(&refused)["error"]["details"]["data"],
+        json!(r#"/balance: value is not of type "string""#)
+    );
+    assert!(
+        warned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warned.stderr)
+    );
+    assert!(!broken.status.success());
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains("event type wallet.balance_low: schema does not compile"),
+        "{stderr}"
+    );
 }
 
 /// Runs `herald ARGS` on `database_url` with the test's event cap (and, on PostgreSQL, which

@@ -1,5 +1,16 @@
 //! The event-type catalog and the supported API versions. Both come from configuration; the
 //! defaults are the 17 types and version `2026-04-01` of docs/api.md#event-types-and-api-versions.
+//! A catalog file (docs/api.md#the-catalog-file) adds descriptions, JSON Schemas of `data`
+//! and examples: it is read here from its text (the server reads the file), and its schemas
+//! are compiled once, here, so that publishing only runs them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use jsonschema::Validator;
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::operational::OPERATIONAL_EVENT_TYPES;
 
@@ -66,22 +77,151 @@ pub fn describe(event_type: &str) -> Option<&'static str> {
 /// The default (and newest) API version.
 pub const DEFAULT_API_VERSION: &str = "2026-04-01";
 
-/// The event types organizations may subscribe to and the platform may publish.
+/// One type of the catalog: its name and what the catalog says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventCatalog {
-    types: Vec<String>,
+pub struct EventTypeDefinition {
+    /// The type's name, as subscribed to and published.
+    pub name: String,
+    /// What it means; `None` for a type configured by name only.
+    pub description: Option<String>,
+    /// JSON Schema (2020-12) of the event's `data`, when the catalog gives one.
+    pub schema: Option<Value>,
+    /// An example `data`, valid under `schema`.
+    pub example: Option<Value>,
+    /// Whether new integrations should avoid it (it is still published and subscribable).
+    pub deprecated: bool,
 }
+
+impl EventTypeDefinition {
+    /// A type known by name only, described when it is a default or operational type.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: describe(name).map(str::to_owned),
+            schema: None,
+            example: None,
+            deprecated: false,
+        }
+    }
+}
+
+/// The event types organizations may subscribe to and the platform may publish, with the
+/// compiled schemas of those that have one (compiled once, when the catalog is built).
+#[derive(Clone)]
+pub struct EventCatalog {
+    types: Vec<EventTypeDefinition>,
+    /// Type name → its compiled schema; empty when no type has a schema, so a publish
+    /// without schemas costs one emptiness check.
+    schemas: Arc<HashMap<String, Validator>>,
+}
+
+impl fmt::Debug for EventCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventCatalog")
+            .field("types", &self.names())
+            .field("schemas", &self.schemas.len())
+            .finish()
+    }
+}
+
+impl PartialEq for EventCatalog {
+    fn eq(&self, other: &Self) -> bool {
+        self.types == other.types
+    }
+}
+
+impl Eq for EventCatalog {}
+
+/// Why a catalog (file) is refused: the message names the type at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CatalogError(pub String);
+
+/// `data` breaks its type's schema: where (a JSON pointer into `data`) and which rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", if pointer.is_empty() { "(root)" } else { pointer.as_str() })]
+pub struct SchemaViolation {
+    /// RFC 6901 pointer into `data`; empty for `data` itself.
+    pub pointer: String,
+    /// The rule broken, without the offending value (which may be personal data).
+    pub message: String,
+}
+
+/// How the publish API treats `data` that breaks its type's schema
+/// (`HERALD_SCHEMA_ENFORCEMENT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SchemaEnforcement {
+    /// Schemas are not checked at publish.
+    Off,
+    /// Accepted, logged and counted (the default).
+    #[default]
+    Warn,
+    /// Refused with a 422 naming the pointer and the rule.
+    Reject,
+}
+
+impl SchemaEnforcement {
+    /// Reads the setting's spelling: `off`, `warn` or `reject`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "off" => Some(Self::Off),
+            "warn" => Some(Self::Warn),
+            "reject" => Some(Self::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// The syntax of a catalog file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogFormat {
+    /// JSON.
+    Json,
+    /// YAML (which also reads JSON).
+    Yaml,
+}
+
+/// One entry of a catalog file, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFileEntry {
+    name: String,
+    description: String,
+    #[serde(default)]
+    schema: Option<Value>,
+    #[serde(default)]
+    example: Option<Value>,
+    #[serde(default)]
+    deprecated: bool,
+}
+
+/// Longest event-type name, in bytes.
+pub const MAX_EVENT_TYPE_CHARS: usize = 100;
 
 impl EventCatalog {
     /// A catalog of these types and the operational ones, which are always there
     /// ([`crate::operational`]).
-    pub fn new(mut types: Vec<String>) -> Self {
+    pub fn new(types: Vec<String>) -> Self {
+        let definitions = types
+            .into_iter()
+            .map(|name| EventTypeDefinition::named(&name))
+            .collect();
+        Self::with_operational(definitions, HashMap::new())
+    }
+
+    fn with_operational(
+        mut types: Vec<EventTypeDefinition>,
+        schemas: HashMap<String, Validator>,
+    ) -> Self {
         for operational in OPERATIONAL_EVENT_TYPES {
-            if !types.iter().any(|known| known == operational) {
-                types.push(operational.to_owned());
+            if !types.iter().any(|known| known.name == operational) {
+                types.push(EventTypeDefinition::named(operational));
             }
         }
-        Self { types }
+        Self {
+            types,
+            schemas: Arc::new(schemas),
+        }
     }
 
     /// The catalog `HERALD_EVENT_TYPES` names (comma-separated, blanks ignored), or the default
@@ -99,14 +239,102 @@ impl EventCatalog {
         }
     }
 
+    /// Reads a catalog file (`HERALD_EVENT_CATALOG`, docs/api.md#the-catalog-file): a list of
+    /// `{name, description, schema?, example?, deprecated?}`. Every name is checked, every
+    /// schema compiled (JSON Schema 2020-12; a `$ref` outside the schema is never fetched)
+    /// and every example validated against its schema; the error names the type at fault.
+    pub fn from_file_text(text: &str, format: CatalogFormat) -> Result<Self, CatalogError> {
+        let entries: Vec<CatalogFileEntry> = match format {
+            CatalogFormat::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
+            CatalogFormat::Yaml => serde_yaml_ng::from_str(text).map_err(|e| e.to_string()),
+        }
+        .map_err(|error| CatalogError(format!("event catalog does not parse: {error}")))?;
+        if entries.is_empty() {
+            return Err(CatalogError(
+                "event catalog must list at least one event type".to_owned(),
+            ));
+        }
+        let mut types: Vec<EventTypeDefinition> = Vec::with_capacity(entries.len());
+        let mut schemas = HashMap::new();
+        for entry in entries {
+            let name = entry.name;
+            let refuse = |message: String| CatalogError(format!("event type {name}: {message}"));
+            check_type_name(&name).map_err(|m| refuse(m.to_owned()))?;
+            if types.iter().any(|known| known.name == name) {
+                return Err(refuse("listed twice".to_owned()));
+            }
+            if let Some(example) = &entry.example
+                && !example.is_object()
+            {
+                return Err(refuse(
+                    "example must be a JSON object, as data is".to_owned(),
+                ));
+            }
+            if let Some(schema) = &entry.schema {
+                let validator = compile_schema(schema)
+                    .map_err(|error| refuse(format!("schema does not compile: {error}")))?;
+                if let Some(example) = &entry.example
+                    && let Err(violation) = first_violation(&validator, example)
+                {
+                    return Err(refuse(format!("example breaks its schema: {violation}")));
+                }
+                schemas.insert(name.clone(), validator);
+            }
+            types.push(EventTypeDefinition {
+                name,
+                description: Some(entry.description),
+                schema: entry.schema,
+                example: entry.example,
+                deprecated: entry.deprecated,
+            });
+        }
+        Ok(Self::with_operational(types, schemas))
+    }
+
     /// Whether `event_type` is in the catalog (`webhook.test` never is).
     pub fn contains(&self, event_type: &str) -> bool {
-        event_type != TEST_EVENT_TYPE && self.types.iter().any(|known| known == event_type)
+        event_type != TEST_EVENT_TYPE && self.types.iter().any(|known| known.name == event_type)
     }
 
     /// Every type, in configuration order, the operational ones last.
-    pub fn types(&self) -> &[String] {
+    pub fn types(&self) -> &[EventTypeDefinition] {
         &self.types
+    }
+
+    /// Every type's name, in configuration order, the operational ones last.
+    pub fn names(&self) -> Vec<&str> {
+        self.types.iter().map(|known| known.name.as_str()).collect()
+    }
+
+    /// Every entry an endpoint's `events` may hold today: each type, each `prefix.*` that
+    /// covers at least one type (every dot-boundary prefix of every name), and `*`.
+    pub fn subscription_entries(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self.types.iter().map(|t| t.name.clone()).collect();
+        for definition in &self.types {
+            let name = definition.name.as_str();
+            for (end, _) in name.match_indices('.') {
+                let wildcard = format!("{}.*", &name[..end]);
+                if !entries.contains(&wildcard) {
+                    entries.push(wildcard);
+                }
+            }
+        }
+        entries.push("*".to_owned());
+        entries
+    }
+
+    /// Whether any type has a schema (when none has, publishing checks nothing).
+    pub fn has_schemas(&self) -> bool {
+        !self.schemas.is_empty()
+    }
+
+    /// Checks `data` against the schema of `event_type`; a type without a schema accepts
+    /// anything.
+    pub fn check_data(&self, event_type: &str, data: &Value) -> Result<(), SchemaViolation> {
+        match self.schemas.get(event_type) {
+            Some(validator) => first_violation(validator, data),
+            None => Ok(()),
+        }
     }
 }
 
@@ -119,6 +347,36 @@ impl Default for EventCatalog {
                 .collect(),
         )
     }
+}
+
+/// A catalog type's name: 1 to [`MAX_EVENT_TYPE_CHARS`] ASCII letters, digits, `_`, `-` and
+/// `.`, with no empty segment between dots. No `*`, so a wildcard is never a name.
+fn check_type_name(name: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if name.is_empty() || name.len() > MAX_EVENT_TYPE_CHARS || !name.chars().all(allowed) {
+        return Err("name must be 1 to 100 ASCII letters, digits, '_', '-' and '.'");
+    }
+    if name.split('.').any(str::is_empty) {
+        return Err("name must not have an empty segment between dots");
+    }
+    if name == TEST_EVENT_TYPE {
+        return Err("webhook.test is reserved for the test operation");
+    }
+    Ok(())
+}
+
+fn compile_schema(schema: &Value) -> Result<Validator, String> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(schema)
+        .map_err(|error| error.to_string())
+}
+
+fn first_violation(validator: &Validator, data: &Value) -> Result<(), SchemaViolation> {
+    validator.validate(data).map_err(|error| SchemaViolation {
+        pointer: error.instance_path().as_str().to_owned(),
+        message: error.masked().to_string(),
+    })
 }
 
 /// The API versions an endpoint may pin, newest last.
@@ -188,11 +446,11 @@ mod tests {
     #[test]
     fn default_catalog_has_seventeen_types_the_operational_ones_and_no_test_type() {
         let catalog = EventCatalog::default();
-        assert_eq!(catalog.types().len(), 17 + OPERATIONAL_EVENT_TYPES.len());
+        assert_eq!(catalog.names().len(), 17 + OPERATIONAL_EVENT_TYPES.len());
         assert!(catalog.contains("endpoint.disabled"));
         let configured = EventCatalog::from_setting(Some("a.b, endpoint.enabled"));
         assert_eq!(
-            configured.types(),
+            configured.names(),
             [
                 "a.b",
                 "endpoint.enabled",
@@ -221,5 +479,180 @@ mod tests {
             versions.check_new("2030-01-01"),
             Err(ApiVersionError::Unknown("2030-01-01".into()))
         );
+    }
+
+    const WALLET: &str = r#"
+- name: wallet.balance_low
+  description: The balance fell low.
+  schema:
+    type: object
+    required: [balance]
+    properties:
+      balance: {type: string}
+  example: {balance: "3.50"}
+- name: wallet.topped_up
+  description: Money came in.
+  deprecated: true
+"#;
+
+    fn refused(text: &str, format: CatalogFormat, expected: &str) {
+        let error = EventCatalog::from_file_text(text, format).expect_err(text);
+        assert!(
+            error.0.contains(expected),
+            "{text}: {error} should contain {expected}"
+        );
+    }
+
+    #[test]
+    fn a_yaml_catalog_file_gives_types_schemas_examples_and_the_operational_types() {
+        let catalog = EventCatalog::from_file_text(WALLET, CatalogFormat::Yaml).expect("valid");
+        assert_eq!(
+            catalog.names(),
+            [
+                "wallet.balance_low",
+                "wallet.topped_up",
+                "endpoint.disabled",
+                "endpoint.enabled",
+                "delivery.exhausted"
+            ]
+        );
+        let low = &catalog.types()[0];
+        assert_eq!(low.description.as_deref(), Some("The balance fell low."));
+        assert_eq!(low.example, Some(serde_json::json!({"balance": "3.50"})));
+        assert!(catalog.types()[1].deprecated);
+        assert!(catalog.has_schemas());
+        assert!(
+            catalog
+                .check_data("wallet.balance_low", &serde_json::json!({"balance": "1"}))
+                .is_ok()
+        );
+        let violation = catalog
+            .check_data("wallet.balance_low", &serde_json::json!({"balance": 1}))
+            .expect_err("a number is not a string");
+        assert_eq!(
+            violation.to_string(),
+            r#"/balance: value is not of type "string""#
+        );
+        let missing = catalog
+            .check_data("wallet.balance_low", &serde_json::json!({}))
+            .expect_err("balance is required");
+        assert_eq!(missing.pointer, "");
+        assert!(missing.to_string().starts_with("(root): "), "{missing}");
+        assert!(
+            catalog
+                .check_data("wallet.topped_up", &serde_json::json!({"any": 1}))
+                .is_ok()
+        );
+        assert!(!EventCatalog::default().has_schemas());
+    }
+
+    #[test]
+    fn a_json_catalog_file_reads_alike() {
+        let text = r#"[{"name": "a.b", "description": "A.", "schema": {"type": "object"}}]"#;
+        let catalog = EventCatalog::from_file_text(text, CatalogFormat::Json).expect("valid");
+        assert!(catalog.contains("a.b"));
+        assert!(EventCatalog::from_file_text(text, CatalogFormat::Yaml).is_ok());
+    }
+
+    #[test]
+    fn a_broken_catalog_file_is_refused_naming_the_type() {
+        refused("[", CatalogFormat::Json, "event catalog does not parse");
+        refused("a: b", CatalogFormat::Yaml, "event catalog does not parse");
+        refused("[]", CatalogFormat::Json, "at least one event type");
+        refused(
+            r#"[{"name": "a.b"}]"#,
+            CatalogFormat::Json,
+            "missing field `description`",
+        );
+        refused(
+            r#"[{"name": "a.b", "description": "x", "colour": 1}]"#,
+            CatalogFormat::Json,
+            "unknown field `colour`",
+        );
+        refused(
+            r#"[{"name": "a.*", "description": "x"}]"#,
+            CatalogFormat::Json,
+            "event type a.*: name must be",
+        );
+        refused(
+            r#"[{"name": "a..b", "description": "x"}]"#,
+            CatalogFormat::Json,
+            "event type a..b: name must not have an empty segment",
+        );
+        refused(
+            r#"[{"name": "webhook.test", "description": "x"}]"#,
+            CatalogFormat::Json,
+            "event type webhook.test: webhook.test is reserved",
+        );
+        refused(
+            r#"[{"name": "a.b", "description": "x"}, {"name": "a.b", "description": "y"}]"#,
+            CatalogFormat::Json,
+            "event type a.b: listed twice",
+        );
+        refused(
+            r#"[{"name": "a.b", "description": "x", "schema": {"type": "strin"}}]"#,
+            CatalogFormat::Json,
+            "event type a.b: schema does not compile",
+        );
+        refused(
+            r#"[{"name": "a.b", "description": "x", "schema": {"$ref": "https://example.com/s.json"}}]"#,
+            CatalogFormat::Json,
+            "event type a.b: schema does not compile",
+        );
+        refused(
+            r#"[{"name": "a.b", "description": "x", "schema": {"properties": {"n": {"type": "integer"}}}, "example": {"n": "1"}}]"#,
+            CatalogFormat::Json,
+            r#"event type a.b: example breaks its schema: /n: value is not of type "integer""#,
+        );
+        refused(
+            r#"[{"name": "a.b", "description": "x", "example": [1]}]"#,
+            CatalogFormat::Json,
+            "event type a.b: example must be a JSON object",
+        );
+    }
+
+    #[test]
+    fn subscription_entries_are_the_types_their_prefix_wildcards_and_star() {
+        let catalog = EventCatalog::new(vec!["a.b.c".to_owned(), "a.d".to_owned()]);
+        let entries = catalog.subscription_entries();
+        assert_eq!(
+            entries,
+            [
+                "a.b.c",
+                "a.d",
+                "endpoint.disabled",
+                "endpoint.enabled",
+                "delivery.exhausted",
+                "a.*",
+                "a.b.*",
+                "endpoint.*",
+                "delivery.*",
+                "*"
+            ]
+        );
+        for entry in &entries {
+            assert!(
+                crate::endpoint::validate_events(std::slice::from_ref(entry), &catalog).is_ok(),
+                "{entry}"
+            );
+        }
+    }
+
+    #[test]
+    fn enforcement_spellings() {
+        assert_eq!(
+            SchemaEnforcement::parse("off"),
+            Some(SchemaEnforcement::Off)
+        );
+        assert_eq!(
+            SchemaEnforcement::parse("warn"),
+            Some(SchemaEnforcement::Warn)
+        );
+        assert_eq!(
+            SchemaEnforcement::parse("reject"),
+            Some(SchemaEnforcement::Reject)
+        );
+        assert_eq!(SchemaEnforcement::parse("Reject"), None);
+        assert_eq!(SchemaEnforcement::default(), SchemaEnforcement::Warn);
     }
 }

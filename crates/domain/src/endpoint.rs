@@ -11,6 +11,7 @@ use url::{Host, Url};
 use crate::catalog::{EventCatalog, TEST_EVENT_TYPE};
 use crate::client_certificate::{CertificateSummary, ClientCertificate};
 use crate::custom_headers::CustomHeaders;
+use crate::filter::Filter;
 use crate::ids::{EndpointId, OrgId};
 use crate::net::AddressPolicy;
 use crate::time::Timestamp;
@@ -38,7 +39,8 @@ pub struct Endpoint {
     pub url: String,
     /// Free text, at most 200 characters; never whitespace-only.
     pub description: Option<String>,
-    /// The subscribed event types: 1 to 50, distinct, all in the catalog.
+    /// The subscribed event types: 1 to 50 distinct entries, each a catalog type, a
+    /// `prefix.*` wildcard or `*` ([`subscription_matches`]).
     pub events: Vec<String>,
     /// `false` stops delivery without deleting.
     pub active: bool,
@@ -56,6 +58,8 @@ pub struct Endpoint {
     pub header_names: Vec<String>,
     /// What answers show of its client certificate, if it has one (the pair is sealed apart).
     pub client_certificate: Option<CertificateSummary>,
+    /// Which of the subscribed events it takes; `None` takes them all.
+    pub filter: Option<Filter>,
 }
 
 /// What an attempt presents to the receiver besides its signature: the endpoint's custom
@@ -110,15 +114,52 @@ impl DisabledReason {
 }
 
 impl Endpoint {
-    /// Whether the endpoint takes new deliveries of `event_type`.
+    /// Whether the endpoint takes new deliveries of `event_type` (before its filter, if it
+    /// has one, looks at the event).
     pub fn subscribes_to(&self, event_type: &str) -> bool {
         self.active
             && self.deleted_at.is_none()
             && self
                 .events
                 .iter()
-                .any(|subscribed| subscribed == event_type)
+                .any(|subscribed| subscription_matches(subscribed, event_type))
     }
+}
+
+/// The subscription entry that takes every type but `webhook.test`.
+pub const ALL_EVENTS: &str = "*";
+
+/// Whether the subscription entry `subscribed` takes `event_type`: a type takes itself,
+/// `prefix.*` every type whose name starts with `prefix.`, `*` every type; none takes
+/// `webhook.test`. Resolved when an event is fanned out, so a type added to the catalog later
+/// reaches the wildcards that cover it.
+pub fn subscription_matches(subscribed: &str, event_type: &str) -> bool {
+    if event_type == TEST_EVENT_TYPE {
+        return false;
+    }
+    match subscribed.strip_suffix('*') {
+        None => subscribed == event_type,
+        Some(prefix) => event_type.starts_with(prefix),
+    }
+}
+
+/// Whether `entry` is a wildcard, and if so whether it is well formed (`*`, or a prefix of
+/// non-empty dot-separated segments followed by `.*`).
+fn check_wildcard(entry: &str) -> Option<Result<(), String>> {
+    if !entry.contains('*') {
+        return None;
+    }
+    let well_formed = entry == ALL_EVENTS
+        || entry
+            .strip_suffix(".*")
+            .is_some_and(|prefix| !prefix.contains('*') && !prefix.split('.').any(str::is_empty));
+    Some(if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid wildcard: {entry} (only a final .* after a prefix, or * alone)"
+        ))
+    })
 }
 
 /// Checks an endpoint URL: absolute `https`, at most 2048 characters, a host, no user-info,
@@ -178,7 +219,9 @@ fn check_ip(address: IpAddr, policy: &AddressPolicy) -> Result<(), String> {
         .map_err(|blocked| format!("must not target a non-public address ({})", blocked.address))
 }
 
-/// Checks a subscription list: 1 to 50 distinct catalog types, never `webhook.test`.
+/// Checks a subscription list: 1 to 50 distinct entries, each a catalog type or a wildcard
+/// (`prefix.*`, `*`) that covers at least one catalog type today (so a typo such as
+/// `walet.*` is refused like `walet.balance_low`), never `webhook.test`.
 pub fn validate_events(events: &[String], catalog: &EventCatalog) -> Result<Vec<String>, String> {
     if events.is_empty() {
         return Err("must contain at least 1 event type".to_owned());
@@ -193,8 +236,21 @@ pub fn validate_events(events: &[String], catalog: &EventCatalog) -> Result<Vec<
         if event_type == TEST_EVENT_TYPE {
             return Err(format!("{TEST_EVENT_TYPE} is not subscribable"));
         }
-        if !catalog.contains(event_type) {
-            return Err(format!("unknown event type: {event_type}"));
+        match check_wildcard(event_type) {
+            Some(Err(message)) => return Err(message),
+            Some(Ok(())) => {
+                let covers_one = catalog
+                    .types()
+                    .iter()
+                    .any(|known| subscription_matches(event_type, &known.name));
+                if !covers_one {
+                    return Err(format!("wildcard matches no event type: {event_type}"));
+                }
+            }
+            None if !catalog.contains(event_type) => {
+                return Err(format!("unknown event type: {event_type}"));
+            }
+            None => {}
         }
         if events[..index].contains(event_type) {
             return Err(format!("duplicate event type: {event_type}"));
@@ -325,6 +381,65 @@ mod tests {
             validate_events(&many, &catalog),
             Err("must contain at most 50 event types, got 51".into())
         );
+    }
+
+    #[test]
+    fn wildcard_rules() {
+        let catalog = EventCatalog::default();
+        let check = |entry: &str, expected: Result<(), &str>| {
+            let verdict = validate_events(&[entry.to_owned()], &catalog).map(|_| ());
+            assert_eq!(verdict, expected.map_err(str::to_owned), "{entry}");
+        };
+        check("*", Ok(()));
+        check("wallet.*", Ok(()));
+        check("phone_number.*", Ok(()));
+        check("phone_number.campaign.*", Ok(()));
+        check("endpoint.*", Ok(()));
+        check("walet.*", Err("wildcard matches no event type: walet.*"));
+        check(
+            "webhook.*",
+            Err("wildcard matches no event type: webhook.*"),
+        );
+        for malformed in [
+            "wallet*",
+            "*.*",
+            "wallet.*.*",
+            "wal*et.x",
+            ".*",
+            "a..*",
+            "**",
+        ] {
+            check(
+                malformed,
+                Err(&format!(
+                    "invalid wildcard: {malformed} (only a final .* after a prefix, or * alone)"
+                )),
+            );
+        }
+        assert_eq!(
+            validate_events(&["*".to_owned(), "*".to_owned()], &catalog),
+            Err("duplicate event type: *".into())
+        );
+    }
+
+    #[test]
+    fn wildcards_match_by_prefix_and_never_the_test_type() {
+        assert!(subscription_matches("*", "wallet.balance_low"));
+        assert!(subscription_matches("*", "anything.new"));
+        assert!(!subscription_matches("*", TEST_EVENT_TYPE));
+        assert!(!subscription_matches("webhook.*", TEST_EVENT_TYPE));
+        assert!(subscription_matches("wallet.*", "wallet.balance_low"));
+        assert!(subscription_matches("wallet.*", "wallet.deep.type"));
+        assert!(!subscription_matches("wallet.*", "wallets.balance_low"));
+        assert!(!subscription_matches("wallet.*", "wallet"));
+        assert!(subscription_matches(
+            "wallet.balance_low",
+            "wallet.balance_low"
+        ));
+        assert!(!subscription_matches(
+            "wallet.balance_low",
+            "wallet.balance_zero"
+        ));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`catalog`]: the event-type catalog and the supported API versions.
 //! - [`delivery`]: events, attempts and their outcomes.
 //! - [`envelope`]: the body of a delivery, one renderer per API version. Pure.
-//! - [`endpoint`]: the endpoint object and its validation rules.
+//! - [`endpoint`]: the endpoint object and its validation rules, wildcards included.
+//! - [`filter`]: an endpoint's payload filter: its language, its checks, its matching.
 //! - [`client_certificate`]: an endpoint's client certificate for mutual TLS.
 //! - [`custom_headers`]: an endpoint's custom headers, their rules and their redaction.
 //! - [`org`]: organizations, API keys and audit records.
@@ -30,6 +31,7 @@ pub mod custom_headers;
 pub mod delivery;
 pub mod endpoint;
 pub mod envelope;
+pub mod filter;
 pub mod ids;
 pub mod net;
 pub mod operational;

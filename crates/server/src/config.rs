@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -13,6 +13,7 @@ use herald_api::ApiConfig;
 use herald_delivery::probe::ProbeConfig;
 use herald_delivery::retention::RetentionConfig;
 use herald_delivery::{EgressProxy, RetrySchedule, WorkerConfig};
+use herald_domain::catalog::{CatalogFormat, SchemaEnforcement};
 use herald_domain::secret::{SecretText, redact_url_password};
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog, Secret};
 use herald_store::{OperatorHook, RateLimit};
@@ -90,6 +91,17 @@ pub struct ServeArgs {
     /// The event-type catalog, comma-separated; when unset, the default catalog of 17 types.
     #[arg(long, env = "HERALD_EVENT_TYPES")]
     pub event_types: Option<String>,
+
+    /// A catalog file (JSON, or YAML for `.yaml`/`.yml`): every event type with its description,
+    /// and optionally the JSON Schema of its `data`, an example and `deprecated`. Replaces
+    /// `HERALD_EVENT_TYPES`.
+    #[arg(long, env = "HERALD_EVENT_CATALOG")]
+    pub event_catalog: Option<PathBuf>,
+
+    /// What publishing does with `data` that breaks its type's schema: `off`, `warn` (accept,
+    /// log and count) or `reject` (422).
+    #[arg(long, env = "HERALD_SCHEMA_ENFORCEMENT", default_value = "warn")]
+    pub schema_enforcement: String,
 
     /// Supported API versions, comma-separated, oldest first.
     #[arg(long, env = "HERALD_API_VERSIONS", default_value = herald_domain::catalog::DEFAULT_API_VERSION)]
@@ -252,7 +264,9 @@ impl ServeArgs {
         let address_policy = AddressPolicy::parse_allow_list(&self.allow_networks)
             .map_err(anyhow::Error::msg)
             .context("HERALD_ALLOW_NETWORKS")?;
-        let catalog = EventCatalog::from_setting(self.event_types.as_deref());
+        let catalog = load_catalog(self.event_catalog.as_deref(), self.event_types.as_deref())?;
+        let schema_enforcement = SchemaEnforcement::parse(self.schema_enforcement.trim())
+            .context("HERALD_SCHEMA_ENFORCEMENT must be off, warn or reject")?;
         let supported = split_list(&self.api_versions);
         if supported.is_empty() {
             bail!("HERALD_API_VERSIONS must name at least one version");
@@ -330,6 +344,7 @@ impl ServeArgs {
             operator_hook,
             api: ApiConfig {
                 catalog,
+                schema_enforcement,
                 api_versions,
                 address_policy,
                 endpoint_cap: herald_domain::endpoint::MAX_ENDPOINTS_PER_ORG,
@@ -362,6 +377,27 @@ impl ServeArgs {
             },
         })
     }
+}
+
+/// The catalog `herald serve` and the admin commands work with: the catalog file
+/// (`HERALD_EVENT_CATALOG`) when one is named, checked whole (schemas compiled, examples
+/// validated), else the names of `HERALD_EVENT_TYPES`, else the default catalog. A file that
+/// cannot be read or is refused stops the caller with a message naming the file and the type.
+pub fn load_catalog(file: Option<&Path>, names: Option<&str>) -> anyhow::Result<EventCatalog> {
+    let Some(path) = file else {
+        return Ok(EventCatalog::from_setting(names));
+    };
+    if names.is_some() {
+        bail!("set HERALD_EVENT_CATALOG or HERALD_EVENT_TYPES, not both");
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("HERALD_EVENT_CATALOG: cannot read {}", path.display()))?;
+    let format = match path.extension().and_then(|extension| extension.to_str()) {
+        Some("yaml" | "yml") => CatalogFormat::Yaml,
+        _ => CatalogFormat::Json,
+    };
+    EventCatalog::from_file_text(&text, format)
+        .with_context(|| format!("HERALD_EVENT_CATALOG {}", path.display()))
 }
 
 /// The longest delay `HERALD_RETRY_SCHEDULE` accepts between two attempts.

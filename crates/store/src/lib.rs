@@ -53,6 +53,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_domain::client_certificate::{CertificateSummary, ClientCertificate};
 use herald_domain::custom_headers::CustomHeaders;
+use herald_domain::filter::Filter;
 use herald_domain::recovery::Recovery;
 use herald_domain::secret::ApiKeyHash;
 use herald_domain::{
@@ -138,6 +139,8 @@ pub struct EndpointPatch {
     pub headers: Option<CustomHeaders>,
     /// A new client certificate with its summary; `Some(None)` removes it.
     pub client_certificate: Option<Option<(ClientCertificate, CertificateSummary)>>,
+    /// A new filter, already checked; `Some(None)` removes it.
+    pub filter: Option<Option<Filter>>,
 }
 
 /// A rate limit: at most `limit` operations per `period`, smoothly refilled.

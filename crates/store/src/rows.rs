@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use herald_domain::client_certificate::{CertificateSummary, ClientCertificate};
 use herald_domain::custom_headers::CustomHeaders;
+use herald_domain::filter::Filter;
 use herald_domain::scope::Scope;
 use herald_domain::{
     ApiKey, ApiKeyId, Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId,
@@ -75,7 +76,8 @@ impl_read_row!(PgRow);
 
 /// The columns [`endpoint_from_row`] reads.
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, events, active, api_version, created_at, updated_at, deleted_at, \
-     disabled_reason, failing_since, header_names, client_certificate_subject, client_certificate_not_after";
+     disabled_reason, failing_since, header_names, client_certificate_subject, client_certificate_not_after, \
+     payload_filter";
 
 /// The columns [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, org_id, delivery_id, endpoint_id, event_id, event_type, url, attempt, \
@@ -87,7 +89,8 @@ pub(crate) const EVENT_COLUMNS: &str =
     "id, org_id, event_type, data, idempotency_key, origin, created_at, ordering_key, traceparent";
 
 /// The start of the query that reads claimed deliveries with everything needed to attempt
-/// them; the caller appends the claimed ids and `)`.
+/// them; the caller appends the claimed ids and `)`. An attempt has no use for the endpoint's
+/// filter (it was matched at fan-out), so it reads none and never parses one.
 pub(crate) const CLAIMED_DETAILS: &str =
     "SELECT d.id AS delivery_id, d.attempts AS attempts, d.schedule_base AS schedule_base,
             d.sequence AS sequence, e.ordering_key AS event_ordering_key,
@@ -96,7 +99,7 @@ pub(crate) const CLAIMED_DETAILS: &str =
             e.created_at AS event_created_at, e.traceparent AS event_traceparent,
             p.id, p.org_id, p.url, p.description, p.events, p.active, p.api_version, p.created_at, p.updated_at,
             p.deleted_at, p.disabled_reason, p.failing_since, p.header_names, p.client_certificate_subject,
-            p.client_certificate_not_after, p.secret, p.previous_secret, p.previous_secret_until,
+            p.client_certificate_not_after, CAST(NULL AS TEXT) AS payload_filter, p.secret, p.previous_secret, p.previous_secret_until,
             p.headers, p.client_certificate, o.webhook_secret
      FROM deliveries d
      JOIN events e ON e.id = d.event_id
@@ -167,7 +170,20 @@ pub(crate) fn endpoint_from_row(row: &impl ReadRow) -> Result<Endpoint, StoreErr
             }),
             None => None,
         },
+        filter: row
+            .optional_text("payload_filter")?
+            .map(|text| {
+                let value = serde_json::from_str(&text)
+                    .map_err(|_| StoreError::Corrupt("endpoint filter is not JSON"))?;
+                Filter::parse(&value).map_err(|_| StoreError::Corrupt("endpoint filter is invalid"))
+            })
+            .transpose()?,
     })
+}
+
+/// The stored form of an endpoint's filter.
+pub(crate) fn filter_json(filter: &Filter) -> String {
+    filter.as_json().to_string()
 }
 
 /// The sealed form of a client certificate pair (`None` when there is none).

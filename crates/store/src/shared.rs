@@ -31,7 +31,7 @@ pub(crate) use signing::SigningKeyCache;
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::rows::{
     ENDPOINT_COLUMNS, ReadRow, api_key_from_row, audit_from_row, endpoint_from_row, events_json,
-    open_credentials, org_from_row, sealed_client_certificate, sealed_custom_headers,
+    filter_json, open_credentials, org_from_row, sealed_client_certificate, sealed_custom_headers,
 };
 use crate::statement::Statement;
 use crate::{
@@ -190,8 +190,8 @@ impl<B: Backend> Store for B {
             "INSERT INTO endpoints (id, org_id, url, description, events, active, api_version, secret,
                                     created_at, updated_at, deleted_at, header_names, headers,
                                     client_certificate, client_certificate_subject,
-                                    client_certificate_not_after)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
+                                    client_certificate_not_after, payload_filter)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)",
         )
         .bind(endpoint.id.as_uuid())
         .bind(endpoint.org_id.as_uuid())
@@ -212,7 +212,8 @@ impl<B: Backend> Store for B {
             .bind(sealed)
             .bind(certificate)
             .bind(summary.map(|summary| summary.subject.clone()))
-            .bind(summary.map(|summary| summary.not_after.as_micros()));
+            .bind(summary.map(|summary| summary.not_after.as_micros()))
+            .bind(endpoint.filter.as_ref().map(filter_json));
         tx.execute(insert).await?;
         commit_audited(tx, audit).await
     }
@@ -286,6 +287,7 @@ impl<B: Backend> Store for B {
                 client_certificate_subject = CASE WHEN ? THEN ? ELSE client_certificate_subject END,
                 client_certificate_not_after =
                     CASE WHEN ? THEN ? ELSE client_certificate_not_after END,
+                payload_filter = CASE WHEN ? THEN ? ELSE payload_filter END,
                 {}
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL
              RETURNING {ENDPOINT_COLUMNS}",
@@ -332,6 +334,14 @@ impl<B: Backend> Store for B {
             .bind(new_pair.map(|(_, summary)| summary.subject.clone()))
             .bind(replaced.is_some())
             .bind(new_pair.map(|(_, summary)| summary.not_after.as_micros()))
+            .bind(patch.filter.is_some())
+            .bind(
+                patch
+                    .filter
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map(filter_json),
+            )
             .bind(audit.occurred_at.as_micros())
             .bind(endpoint_id.as_uuid())
             .bind(org_id.as_uuid());

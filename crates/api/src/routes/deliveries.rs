@@ -156,7 +156,7 @@ pub struct ReplayRequest {
     get, path = "/v1/webhooks/deliveries", tag = "deliveries", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
         ("endpoint_id" = Option<String>, Query, format = Uuid, description = "Only this endpoint"),
         ("event_type" = Option<String>, Query, description = "A catalog type or `webhook.test`"),
         ("outcome" = Option<String>, Query, description = "`success`, `retry` or `dead`"),

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use herald_domain::client_certificate::{CertificateSummary, ClientCertificate};
 use herald_domain::custom_headers::{CustomHeaders, REDACTED};
 use herald_domain::endpoint::{normalize_description, validate_events, validate_url};
+use herald_domain::filter::Filter;
 use herald_domain::{
     AuditAction, AuditId, AuditRecord, DisabledReason, Endpoint, EndpointCredentials,
     EndpointHealth, EndpointId, FieldErrors, Secret, Timestamp,
@@ -33,7 +34,8 @@ pub struct CreateEndpointRequest {
     /// An absolute `https` URL, at most 2048 characters, without user-info.
     #[schema(max_length = 2048, example = "https://example.com/webhooks")]
     pub url: String,
-    /// 1 to 50 distinct event types from the catalog.
+    /// 1 to 50 distinct entries: event types from the catalog, `prefix.*` wildcards (every
+    /// type whose name starts with `prefix.`) or `*` (every type).
     #[schema(min_items = 1, max_items = 50)]
     pub events: Vec<String>,
     /// At most 200 characters; whitespace-only is stored as `null`.
@@ -49,6 +51,10 @@ pub struct CreateEndpointRequest {
     /// A client certificate presented when the receiver asks (mutual TLS): a PEM certificate
     /// chain and its unencrypted private key. Write-only; answers show its subject and expiry.
     pub client_certificate: Option<ClientCertificateRequest>,
+    /// Which subscribed events are delivered: a filter (docs/api.md#filters), at most 4 KiB
+    /// serialized and 8 levels deep, matched against `{"type", "data"}` of each event.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
 }
 
 /// A client certificate as sent: write-only.
@@ -93,6 +99,9 @@ pub struct UpdateEndpointRequest {
     pub headers: Option<BTreeMap<String, String>>,
     /// A new client certificate; `null` removes it.
     pub client_certificate: Option<ClientCertificateRequest>,
+    /// A new filter; `null` removes it, so every subscribed event is delivered.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
 }
 
 /// The endpoint object.
@@ -108,7 +117,7 @@ pub struct EndpointResponse {
     pub url: String,
     /// Free text, or `null`.
     pub description: Option<String>,
-    /// Subscribed event types.
+    /// Subscribed event types and wildcards, as written.
     pub events: Vec<String>,
     /// Whether deliveries are sent.
     pub active: bool,
@@ -136,6 +145,9 @@ pub struct EndpointResponse {
     pub headers: BTreeMap<String, &'static str>,
     /// The client certificate presented for mutual TLS, or `null`.
     pub client_certificate: Option<ClientCertificateResponse>,
+    /// The filter, as written, or `null` (every subscribed event is delivered).
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
 }
 
 impl From<Endpoint> for EndpointResponse {
@@ -164,6 +176,7 @@ impl From<Endpoint> for EndpointResponse {
                     not_after: summary.not_after.to_string(),
                 }
             }),
+            filter: endpoint.filter.map(|filter| filter.as_json().clone()),
         }
     }
 }
@@ -210,6 +223,7 @@ pub(crate) async fn create_endpoint(
         api_version,
         headers,
         client_certificate,
+        filter,
     } = read_create_body(body, config)?;
 
     let now = Timestamp::now();
@@ -229,6 +243,7 @@ pub(crate) async fn create_endpoint(
         client_certificate: client_certificate
             .as_ref()
             .map(|(_, summary)| summary.clone()),
+        filter,
     };
     let credentials = EndpointCredentials {
         custom_headers: headers,
@@ -263,7 +278,7 @@ pub(crate) async fn create_endpoint(
     get, path = "/v1/webhooks", tag = "endpoints", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, default 50"),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
     ),
     responses((status = 200, description = "A page of endpoints", body = EndpointList), CommonErrors)
 )]
@@ -384,6 +399,8 @@ pub struct NewEndpointFields {
     pub headers: CustomHeaders,
     /// The client certificate and what answers show of it, when given.
     pub client_certificate: Option<(ClientCertificate, CertificateSummary)>,
+    /// The filter, when given (and not `null`).
+    pub filter: Option<Filter>,
 }
 
 /// Reads the body of `POST /v1/webhooks`, checking every rule of docs/api.md#validation-rules and
@@ -437,9 +454,26 @@ pub fn read_create_body(
             read_client_certificate(&value).map(Some),
         ),
     };
+    let filter = match fields.take_value("filter") {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => check(&mut fields, "filter", read_filter(&value).map(Some)),
+    };
     fields.finish()?;
-    let (Some(url), Some(events), Some(api_version), Some(headers), Some(client_certificate)) =
-        (url, events, api_version, headers, client_certificate)
+    let (
+        Some(url),
+        Some(events),
+        Some(api_version),
+        Some(headers),
+        Some(client_certificate),
+        Some(filter),
+    ) = (
+        url,
+        events,
+        api_version,
+        headers,
+        client_certificate,
+        filter,
+    )
     else {
         return Err(ApiError::Internal(
             "validated fields missing after a clean finish".into(),
@@ -452,6 +486,7 @@ pub fn read_create_body(
         api_version,
         headers,
         client_certificate,
+        filter,
     })
 }
 
@@ -517,6 +552,11 @@ pub fn read_update_body_with(
             read_client_certificate(&value).map(Some),
         ),
     };
+    patch.filter = match fields.take_value("filter") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(value) => check(&mut fields, "filter", read_filter(&value).map(Some)),
+    };
     if fields.take_value("api_version").is_some() {
         fields.error(
             "api_version",
@@ -548,6 +588,12 @@ fn read_client_certificate(
         return Err("must have cert_pem and key_pem, both PEM strings".to_owned());
     };
     check_client_certificate(cert_pem, key_pem)
+}
+
+/// Checks a filter; the message starts with the JSON pointer of the fault inside the filter
+/// (`/data/balance/$lt: must be a number or a string`).
+pub(crate) fn read_filter(value: &Value) -> Result<Filter, String> {
+    Filter::parse(value).map_err(|error| error.to_string())
 }
 
 /// Records a rule's verdict on `field`, passing the value through when it holds.

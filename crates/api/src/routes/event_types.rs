@@ -1,9 +1,9 @@
 //! The event catalog (docs/api.md#event-types-and-api-versions): every type an endpoint may
-//! subscribe to, with what it means. The operational types are always there.
+//! subscribe to, with what it means and, when the catalog file gives them, the schema of its
+//! `data` and an example. The operational types are always there.
 
 use axum::Json;
 use axum::extract::State;
-use herald_domain::catalog::describe;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -19,7 +19,7 @@ pub struct EventTypeResponse {
     /// The type's name, as subscribed to and published.
     pub name: String,
     /// What it means; `null` for a type configured by name only.
-    pub description: Option<&'static str>,
+    pub description: Option<String>,
     /// Whether new integrations should avoid it.
     pub deprecated: bool,
     /// JSON Schema (2020-12) of the event's `data`, when the catalog gives one.
@@ -44,12 +44,12 @@ pub(crate) async fn list_event_types(
         .catalog
         .types()
         .iter()
-        .map(|name| EventTypeResponse {
-            description: describe(name),
-            name: name.clone(),
-            deprecated: false,
-            schema: None,
-            example: None,
+        .map(|definition| EventTypeResponse {
+            name: definition.name.clone(),
+            description: definition.description.clone(),
+            deprecated: definition.deprecated,
+            schema: definition.schema.clone(),
+            example: definition.example.clone(),
         })
         .collect();
     let total = data.len();

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use herald_domain::catalog::SchemaEnforcement;
 use herald_domain::publish::{
     check_event_data, check_event_type, check_idempotency_key, check_ordering_key,
 };
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::extract::{Admin, Fields, JsonObjectWithBytes};
+use crate::metrics::ApiMetrics;
 use crate::state::AppState;
 use crate::telemetry::publisher_trace;
 
@@ -25,10 +27,14 @@ pub use herald_domain::publish::MAX_BATCH;
 /// `herald_domain::publish`.
 #[derive(Debug, Clone, Copy)]
 pub struct PublishRules<'a> {
-    /// The event types that may be published.
+    /// The event types that may be published, with their schemas.
     pub catalog: &'a EventCatalog,
     /// The cap on `data`, in bytes.
     pub max_event_bytes: usize,
+    /// What `data` that breaks its type's schema gets: nothing, a warning, or a 422.
+    pub schema_enforcement: SchemaEnforcement,
+    /// Where schema violations are counted (`None`: the CLI, which has no metrics).
+    pub metrics: Option<&'a ApiMetrics>,
 }
 
 impl<'a> PublishRules<'a> {
@@ -36,6 +42,31 @@ impl<'a> PublishRules<'a> {
         Self {
             catalog: &state.config.catalog,
             max_event_bytes: state.config.max_event_bytes,
+            schema_enforcement: state.config.schema_enforcement,
+            metrics: Some(&state.metrics),
+        }
+    }
+
+    /// Checks `data` against the schema of `event_type` as the enforcement setting says:
+    /// `Err` only under `reject`; a violation is logged and counted under `warn` and `reject`.
+    /// Costs one emptiness check when no type has a schema.
+    fn check_schema(&self, event_type: &str, data: &Value) -> Result<(), String> {
+        if self.schema_enforcement == SchemaEnforcement::Off || !self.catalog.has_schemas() {
+            return Ok(());
+        }
+        let Err(violation) = self.catalog.check_data(event_type, data) else {
+            return Ok(());
+        };
+        if let Some(metrics) = self.metrics {
+            metrics.count_schema_violation(event_type);
+        }
+        match self.schema_enforcement {
+            SchemaEnforcement::Reject => Err(violation.to_string()),
+            SchemaEnforcement::Off | SchemaEnforcement::Warn => {
+                // The rule and the pointer only: the offending value may be personal data.
+                tracing::warn!(event_type, %violation, "published data breaks its type's schema");
+                Ok(())
+            }
         }
     }
 }
@@ -226,11 +257,16 @@ fn read_event(
         }
     });
     let data = match fields.take_value("data") {
-        Some(Value::Object(data)) => {
+        Some(data @ Value::Object(_)) => {
             // Receivers get `data` byte for byte as the platform sent it (key order, number
             // spelling, escapes); re-serializing is only the fallback.
-            let text = raw_data.map_or_else(|| Value::Object(data).to_string(), str::to_owned);
-            match check_event_data(&text, rules.max_event_bytes) {
+            let text = raw_data.map_or_else(|| data.to_string(), str::to_owned);
+            let verdict = check_event_data(&text, rules.max_event_bytes).and_then(|()| {
+                event_type
+                    .as_deref()
+                    .map_or(Ok(()), |event_type| rules.check_schema(event_type, &data))
+            });
+            match verdict {
                 Ok(()) => Some(text),
                 Err(message) => {
                     fields.error("data", message);

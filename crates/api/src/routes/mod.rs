@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod event_types;
 pub mod events;
+pub mod filters;
 pub mod health;
 pub mod org_secret;
 pub mod portal;

@@ -225,6 +225,13 @@ fn routes(id: &str) -> Vec<Route> {
             None,
         ),
         route(Method::GET, "/v1/event-types".into(), "webhooks:read", None),
+        route(
+            Method::POST,
+            "/v1/webhooks/filters/test".into(),
+            "webhooks:read",
+            Some(json!({"filter": {"type": "wallet.balance_low"},
+                        "event": {"type": "wallet.balance_low", "data": {}}})),
+        ),
         route(Method::DELETE, one, "webhooks:write", None),
     ]
 }

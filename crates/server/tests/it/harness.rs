@@ -73,6 +73,8 @@ pub(crate) struct TestAppBuilder {
     write_rate_per_minute: u32,
     max_body_bytes: usize,
     event_types: Option<String>,
+    event_catalog: Option<PathBuf>,
+    schema_enforcement: Option<String>,
     api_versions: String,
     deprecated_api_versions: String,
     portal_frame_ancestors: Option<String>,
@@ -97,6 +99,9 @@ pub(crate) struct TestApp {
     server_failure: Arc<Mutex<Option<String>>>,
     /// Dropping the sender completes the server's shutdown future.
     shutdown: Option<oneshot::Sender<()>>,
+    /// The server's task, awaited by [`TestApp::restart`] so the next server finds the
+    /// database free.
+    server_task: Option<tokio::task::JoinHandle<()>>,
     /// Holds the database; removed when the app is dropped.
     _directory: TempDir,
     /// The PostgreSQL database of this app, dropped after the server (declared after
@@ -134,6 +139,8 @@ impl TestApp {
             write_rate_per_minute: 1_200,
             max_body_bytes: 256 * 1024,
             event_types: None,
+            event_catalog: None,
+            schema_enforcement: None,
             api_versions: herald_domain::catalog::DEFAULT_API_VERSION.to_owned(),
             deprecated_api_versions: String::new(),
             portal_frame_ancestors: None,
@@ -145,6 +152,19 @@ impl TestApp {
     /// A test app with the default options on `backend`.
     pub(crate) async fn spawn(backend: Backend) -> TestApp {
         TestApp::builder().backend(backend).spawn().await
+    }
+
+    /// Stops this server, waits until it has let go of the database, and starts a new one,
+    /// configured by `builder`, on the same database: a restart with new settings.
+    pub(crate) async fn restart(mut self, builder: TestAppBuilder) -> TestApp {
+        self.begin_shutdown();
+        if let Some(task) = self.server_task.take() {
+            task.await.expect("the server task ends without panicking");
+        }
+        builder
+            .backend(self.backend)
+            .start(self._directory, self.database_url, self._postgres_database)
+            .await
     }
 
     /// Tells the server to shut down, as SIGTERM does, while the app (and its client) stay.
@@ -385,6 +405,18 @@ impl TestAppBuilder {
         self
     }
 
+    /// `HERALD_EVENT_CATALOG`: a catalog file.
+    pub(crate) fn event_catalog(mut self, path: &std::path::Path) -> Self {
+        self.event_catalog = Some(path.to_owned());
+        self
+    }
+
+    /// `HERALD_SCHEMA_ENFORCEMENT`: `off`, `warn` or `reject`.
+    pub(crate) fn schema_enforcement(mut self, mode: &str) -> Self {
+        self.schema_enforcement = Some(mode.to_owned());
+        self
+    }
+
     /// Supported API versions, comma-separated, oldest first.
     pub(crate) fn api_versions(mut self, versions: &str) -> Self {
         versions.clone_into(&mut self.api_versions);
@@ -426,6 +458,17 @@ impl TestAppBuilder {
                 (database.url.clone(), Some(database))
             }
         };
+        self.start(directory, database_url, postgres_database).await
+    }
+
+    /// Starts Herald on a new loopback listener over the given database.
+    async fn start(
+        self,
+        directory: TempDir,
+        database_url: String,
+        postgres_database: Option<TestDatabase>,
+    ) -> TestApp {
+        let database_path = directory.path().join("herald.db");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding 127.0.0.1:0");
@@ -441,7 +484,7 @@ impl TestAppBuilder {
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let server_failure = Arc::new(Mutex::new(None));
         let failure_slot = Arc::clone(&server_failure);
-        tokio::spawn(async move {
+        let server_task = tokio::spawn(async move {
             // The sender is never used: dropping it (with the app, or in `begin_shutdown`) is
             // the signal.
             let shutdown = async move {
@@ -473,6 +516,7 @@ impl TestAppBuilder {
             client,
             server_failure,
             shutdown: Some(shutdown),
+            server_task: Some(server_task),
             _directory: directory,
         }
     }
@@ -492,6 +536,8 @@ impl TestAppBuilder {
             max_body_bytes: self.max_body_bytes,
             write_rate_per_minute: self.write_rate_per_minute,
             event_types: self.event_types,
+            event_catalog: self.event_catalog,
+            schema_enforcement: self.schema_enforcement.unwrap_or_else(|| "warn".to_owned()),
             api_versions: self.api_versions,
             deprecated_api_versions: self.deprecated_api_versions,
             shutdown_grace_seconds: 1,

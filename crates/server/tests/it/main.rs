@@ -36,6 +36,7 @@ mod admin;
 mod audit;
 mod auth;
 mod bad_input;
+mod catalog;
 mod client_certificates;
 mod connections;
 mod custom_headers;

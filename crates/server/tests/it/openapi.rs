@@ -16,7 +16,7 @@ backend_tests!(
 
 /// Every organization operation: endpoint management (issue 2), then deliveries, test and
 /// replay, then recovery. A route is added here in the same change that builds it.
-const EXPECTED_OPERATIONS: [(&str, &str); 18] = [
+const EXPECTED_OPERATIONS: [(&str, &str); 19] = [
     ("POST", "/v1/webhooks"),
     ("GET", "/v1/webhooks"),
     ("GET", "/v1/webhooks/{id}"),
@@ -26,6 +26,7 @@ const EXPECTED_OPERATIONS: [(&str, &str); 18] = [
     ("POST", "/v1/webhook-secret/rotate"),
     ("GET", "/v1/webhook-keys"),
     ("POST", "/v1/webhooks/{id}/test"),
+    ("POST", "/v1/webhooks/filters/test"),
     ("GET", "/v1/webhooks/deliveries"),
     ("GET", "/v1/webhooks/deliveries/{id}"),
     ("POST", "/v1/webhooks/deliveries/{id}/replay"),

@@ -1016,13 +1016,7 @@ async fn more_than_fifty_event_types_are_refused(backend: Backend) {
     // Arrange: the catalog's types, cycled to 51 entries.
     let (app, org, endpoint) = app_with_endpoint(backend).await;
     let catalog = herald_domain::EventCatalog::default();
-    let fifty_one: Vec<&str> = catalog
-        .types()
-        .iter()
-        .map(String::as_str)
-        .cycle()
-        .take(51)
-        .collect();
+    let fifty_one: Vec<&str> = catalog.names().into_iter().cycle().take(51).collect();
 
     // Act
     let too_many = app
@@ -1036,7 +1030,7 @@ async fn more_than_fifty_event_types_are_refused(backend: Backend) {
         .recover(
             &org.key,
             &endpoint,
-            &last_minute(&json!({"event_types": catalog.types()})),
+            &last_minute(&json!({"event_types": catalog.names()})),
         )
         .await;
 

@@ -5,6 +5,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use herald_domain::endpoint::subscription_matches;
+use herald_domain::filter::event_document;
 use herald_domain::operational::{self, OPERATOR_HOOK, OPERATOR_ORG};
 use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, DisabledReason, Endpoint,
@@ -127,9 +129,11 @@ pub(super) async fn fan_out<B: Backend>(
             slot.insert(types_taken::<B>(tx, event.org_id).await?);
         }
         if event.origin == EventOrigin::Herald
-            && !taken_types
-                .get(&event.org_id)
-                .is_some_and(|types| types.contains(&event.event_type))
+            && !taken_types.get(&event.org_id).is_some_and(|entries| {
+                entries
+                    .iter()
+                    .any(|entry| subscription_matches(entry, &event.event_type))
+            })
         {
             // An operational event nobody takes is not stored: a mass outage would otherwise
             // add a `delivery.exhausted` row per dead delivery that nothing reads.
@@ -140,11 +144,21 @@ pub(super) async fn fan_out<B: Backend>(
             slot.insert(live_active_endpoints(tx, event.org_id).await?);
         }
         let mut fanned_out = 0u32;
+        // Parsed once per event, and only when a subscribed endpoint has a filter: endpoints
+        // without one cost nothing more than the type match.
+        let mut document = None;
         for endpoint in endpoints_by_org.get(&event.org_id).into_iter().flatten() {
-            if endpoint.subscribes_to(&event.event_type) {
-                deliveries.push(NewDelivery::new(endpoint.org_id, event, endpoint.id));
-                fanned_out += 1;
+            if !endpoint.subscribes_to(&event.event_type) {
+                continue;
             }
+            if let Some(filter) = &endpoint.filter {
+                let document = document.get_or_insert_with(|| filter_document(event));
+                if !filter.matches(document) {
+                    continue;
+                }
+            }
+            deliveries.push(NewDelivery::new(endpoint.org_id, event, endpoint.id));
+            fanned_out += 1;
         }
         if event.origin == EventOrigin::Herald && event.org_id != OPERATOR_ORG {
             // The operator's hook takes every organization's operational events (its
@@ -167,9 +181,16 @@ pub(super) async fn fan_out<B: Backend>(
     Ok(published)
 }
 
-/// The event types an operational event of `org_id` may be taken for: those a live endpoint
-/// of the organization subscribes to, active or not (an inactive one may catch up on it by a
-/// recovery with `include_missing`), and the operator hook's.
+/// What an event's filters are matched against: `{"type", "data"}`, its `data` parsed from
+/// the stored text (which the publish API checked is a JSON object).
+pub(super) fn filter_document(event: &Event) -> serde_json::Value {
+    let data = serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+    event_document(&event.event_type, data)
+}
+
+/// The subscription entries (types and wildcards) an operational event of `org_id` may be
+/// taken for: those of the organization's live endpoints, active or not (an inactive one may
+/// catch up on it by a recovery with `include_missing`), and the operator hook's.
 async fn types_taken<B: Backend>(
     tx: &mut B::Tx,
     org_id: OrgId,

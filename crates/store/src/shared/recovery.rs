@@ -9,9 +9,11 @@
 
 use std::collections::BTreeSet;
 
+use herald_domain::endpoint::subscription_matches;
 use herald_domain::recovery::{Recovery, RecoveryScope, RecoveryStatus};
 use herald_domain::{AuditRecord, Endpoint, EndpointId, OrgId, RecoveryId, Timestamp};
 
+use super::delivery::filter_document;
 use super::{count, only};
 use crate::StoreError;
 use crate::backend::{Backend, Pool, WriteTransaction};
@@ -186,7 +188,7 @@ pub(super) async fn advance_recoveries<B: Backend>(
                 Some(row) => Some((row.integer("created_at")?, row.uuid("id")?)),
                 None => None,
             };
-            let requeued = requeue(&mut tx, &rows, endpoint.id, now).await?;
+            let requeued = requeue(&mut tx, &rows, endpoint, now).await?;
             (requeued, rows.len(), last)
         }
         None => (0, 0, None),
@@ -217,13 +219,15 @@ pub(super) async fn advance_recoveries<B: Backend>(
 
 /// Puts the matched rows back in the queue, due now: a dead delivery goes back to pending with
 /// a fresh schedule (its attempt count kept, so attempt numbers go on); an event the endpoint
-/// never got gets a new delivery. Returns how many.
+/// never got gets a new delivery, unless the endpoint's filter turns it away (as fan-out did:
+/// a missing event is often one the filter never took). Returns how many.
 async fn requeue<T: WriteTransaction>(
     tx: &mut T,
     rows: &[T::Row],
-    endpoint_id: EndpointId,
+    endpoint: &Endpoint,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
+    let endpoint_id = endpoint.id;
     let mut dead = Vec::new();
     let mut missing = Vec::new();
     for row in rows {
@@ -233,7 +237,16 @@ async fn requeue<T: WriteTransaction>(
                 ordering_key: row.optional_text("delivery_ordering_key")?,
                 sequence: row.optional_integer("delivery_sequence")?,
             }),
-            None => missing.push(event_from_row(row, "")?),
+            None => {
+                let event = event_from_row(row, "")?;
+                let taken = endpoint
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(&filter_document(&event)));
+                if taken {
+                    missing.push(event);
+                }
+            }
         }
     }
     let mut requeued = ordering::revive(tx, endpoint_id, &dead, now).await?;
@@ -271,29 +284,16 @@ fn matches<'a>(select: &str, scope: &'a RecoveryScope, endpoint: &'a Endpoint) -
             .push(")");
     }
     statement.push(" AND (d.status = 'dead'");
-    let missing_types: Vec<&String> = endpoint
-        .events
-        .iter()
-        .filter(|subscribed| {
-            scope
-                .event_types
-                .as_ref()
-                .is_none_or(|types| types.contains(subscribed))
-        })
-        .collect();
-    if scope.include_missing && !missing_types.is_empty() {
+    let taken = TakenTypes::of(endpoint, scope);
+    if scope.include_missing && !taken.is_empty() {
         // Only published events (the platform's and Herald's operational ones): a replay was
         // meant for the endpoint it was replayed to.
         statement
             .push(" OR (d.id IS NULL AND e.origin IN ('publish', 'herald') AND e.created_at > ")
             .push_bind(endpoint.created_at.as_micros())
-            .push(" AND e.event_type IN (")
-            .push_list(
-                missing_types
-                    .into_iter()
-                    .map(|event_type| event_type.as_str().into()),
-            )
-            .push("))");
+            .push(" AND ");
+        taken.push_condition(&mut statement);
+        statement.push(")");
     }
     statement.push(")");
     statement
@@ -353,4 +353,84 @@ fn recovery_from_row(row: &impl ReadRow) -> Result<Recovery, StoreError> {
             .optional_integer("finished_at")?
             .map(Timestamp::from_micros),
     })
+}
+
+/// The event types an endpoint takes now, as `matches` asks for them in SQL: its exact types,
+/// and its wildcards as name prefixes (`*` takes everything).
+struct TakenTypes<'a> {
+    names: Vec<&'a str>,
+    prefixes: Vec<&'a str>,
+    everything: bool,
+}
+
+impl<'a> TakenTypes<'a> {
+    /// What `endpoint` subscribes to, narrowed to the recovery's own list of types, if any.
+    fn of(endpoint: &'a Endpoint, scope: &'a RecoveryScope) -> Self {
+        if let Some(types) = &scope.event_types {
+            let names = types
+                .iter()
+                .filter(|event_type| {
+                    endpoint
+                        .events
+                        .iter()
+                        .any(|subscribed| subscription_matches(subscribed, event_type))
+                })
+                .map(String::as_str)
+                .collect();
+            return Self {
+                names,
+                prefixes: Vec::new(),
+                everything: false,
+            };
+        }
+        let mut taken = Self {
+            names: Vec::new(),
+            prefixes: Vec::new(),
+            everything: false,
+        };
+        for subscribed in &endpoint.events {
+            match subscribed.strip_suffix('*') {
+                None => taken.names.push(subscribed),
+                Some("") => taken.everything = true,
+                Some(prefix) => taken.prefixes.push(prefix),
+            }
+        }
+        taken
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.everything && self.names.is_empty() && self.prefixes.is_empty()
+    }
+
+    /// `(e.event_type IN (…) OR substr(e.event_type, 1, n) = ? …)`. The prefix length is a
+    /// literal: PostgreSQL finds no `substr` for a bound `BIGINT`. (`LIKE` is no substitute:
+    /// SQLite's ignores ASCII case.)
+    fn push_condition(&self, statement: &mut Statement<'a>) {
+        if self.everything {
+            statement.push("TRUE");
+            return;
+        }
+        statement.push("(");
+        let mut first = true;
+        if !self.names.is_empty() {
+            statement
+                .push("e.event_type IN (")
+                .push_list(self.names.iter().map(|name| (*name).into()))
+                .push(")");
+            first = false;
+        }
+        for prefix in &self.prefixes {
+            if !first {
+                statement.push(" OR ");
+            }
+            first = false;
+            statement
+                .push(&format!(
+                    "substr(e.event_type, 1, {}) = ",
+                    prefix.chars().count()
+                ))
+                .push_bind(*prefix);
+        }
+        statement.push(")");
+    }
 }

@@ -143,6 +143,7 @@ pub(crate) async fn create_endpoint(
         health: herald_domain::EndpointHealth::default(),
         header_names: Vec::new(),
         client_certificate: None,
+        filter: None,
     };
     let audit = AuditRecord {
         id: AuditId::new(),

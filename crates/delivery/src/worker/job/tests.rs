@@ -48,6 +48,7 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
             health: herald_domain::EndpointHealth::default(),
             header_names: Vec::new(),
             client_certificate: None,
+            filter: None,
         },
         signing: SigningMaterial {
             endpoint_secret: Secret::generate(),
