@@ -88,7 +88,20 @@ impl Api {
 
     /// Registers `url` for [`EVENT_TYPE`] through the organization API; the endpoint's id.
     pub(crate) async fn create_endpoint(&self, org: &Org, url: &str) -> anyhow::Result<String> {
+        self.create_filtered_endpoint(org, url, None).await
+    }
+
+    /// Registers `url` for [`EVENT_TYPE`] with a payload `filter`, if any; the endpoint's id.
+    pub(crate) async fn create_filtered_endpoint(
+        &self,
+        org: &Org,
+        url: &str,
+        filter: Option<&Value>,
+    ) -> anyhow::Result<String> {
         let mut body = json!({ "url": url, "events": [EVENT_TYPE] });
+        if let Some(filter) = filter {
+            body["filter"] = filter.clone();
+        }
         if !self.endpoint_headers.is_empty() {
             body["headers"] = Value::Object(self.endpoint_headers.clone());
         }

@@ -32,7 +32,7 @@ const EXIT_WITHIN: Duration = Duration::from_secs(15);
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// Settings that differ between workloads.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct HeraldSettings {
     /// `HERALD_REQUEST_TIMEOUT_SECONDS`, when not Herald's default of 15.
     pub(crate) request_timeout_seconds: Option<u64>,
@@ -40,6 +40,10 @@ pub(crate) struct HeraldSettings {
     pub(crate) retry_schedule: Option<&'static str>,
     /// `HERALD_AUTO_DISABLE_AFTER` (a duration), when not Herald's default of 5 days.
     pub(crate) auto_disable_after: Option<&'static str>,
+    /// `HERALD_EVENT_CATALOG`, when not the default catalog.
+    pub(crate) event_catalog: Option<PathBuf>,
+    /// `HERALD_SCHEMA_ENFORCEMENT`, when not Herald's default of `warn`.
+    pub(crate) schema_enforcement: Option<&'static str>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -156,6 +160,12 @@ impl Herald {
             }
             if let Some(after) = settings.auto_disable_after {
                 command.env("HERALD_AUTO_DISABLE_AFTER", after);
+            }
+            if let Some(catalog) = &settings.event_catalog {
+                command.env("HERALD_EVENT_CATALOG", catalog);
+            }
+            if let Some(enforcement) = settings.schema_enforcement {
+                command.env("HERALD_SCHEMA_ENFORCEMENT", enforcement);
             }
             let child = command
                 .stdin(Stdio::null())

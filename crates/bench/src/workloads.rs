@@ -2,6 +2,7 @@
 //! fresh database (through [`Session`]), bounds its publishing and its waiting by a deadline,
 //! and reports its figures, Herald's peak resident memory among them.
 
+mod catalog;
 mod ceiling;
 mod delivery;
 mod ingest;
@@ -58,6 +59,9 @@ pub(crate) enum Workload {
     /// Deliveries with ordering keys (100 keys, then one), against throughput's rate, with
     /// every key's receipts checked against publish order.
     Ordered,
+    /// The event catalog's costs: fan-out to 50 filtered endpoints against unfiltered, and
+    /// single publishes with schema enforcement `reject` against `off`.
+    Catalog,
 }
 
 /// How many events each workload handles, and for how long it may run.
@@ -93,7 +97,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -102,6 +106,7 @@ impl Workload {
         Self::Ceiling,
         Self::Recover,
         Self::Ordered,
+        Self::Catalog,
     ];
 
     /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling,
@@ -125,7 +130,7 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling, recover, ordered"
+                     latency, noisy, ceiling, recover, ordered, catalog"
                 ),
             }
         }
@@ -154,6 +159,7 @@ impl Workload {
             Self::Ceiling => "ceiling",
             Self::Recover => "recover",
             Self::Ordered => "ordered",
+            Self::Catalog => "catalog",
         }
     }
 }
@@ -262,6 +268,7 @@ impl Bench {
             Workload::Ceiling => ceiling::run(self).await,
             Workload::Recover => recover::run(self).await,
             Workload::Ordered => ordered::run(self).await,
+            Workload::Catalog => catalog::run(self).await,
         };
         let (figures, error) = match figures {
             Ok(figures) => {
@@ -403,6 +410,7 @@ mod tests {
         check("recover", &[Throughput, Recover]);
         check("recover,ceiling", &[Throughput, Ceiling, Recover]);
         check("ordered", &[Throughput, Ordered]);
+        check("catalog,fanout", &[Fanout, Catalog]);
         check("latency,all,latency", &Workload::ALL);
     }
 

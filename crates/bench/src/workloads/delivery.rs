@@ -10,6 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::api::MAX_BATCH_SIZE;
 use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver, Sample};
@@ -26,13 +28,16 @@ pub(super) const BULK_CLIENTS: usize = 4;
 
 /// A bulk run: `events` published in batches of 500 by 4 clients to an organization whose
 /// `healthy` endpoints answer at once and whose `hanging` endpoints never answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Bulk {
     pub(super) name: &'static str,
     pub(super) healthy: usize,
     pub(super) hanging: usize,
     pub(super) events: usize,
     pub(super) settings: HeraldSettings,
+    /// Every healthy endpoint has a payload filter: those of even index match every event,
+    /// the others none, so half of them receive the events.
+    pub(super) filtered: bool,
 }
 
 /// What a bulk run measured, over the healthy endpoints only.
@@ -72,6 +77,7 @@ pub(super) async fn throughput(bench: &mut Bench) -> anyhow::Result<Figures> {
             hanging: 0,
             events: bench.scale.events,
             settings: HeraldSettings::default(),
+            filtered: false,
         },
     )
     .await?;
@@ -100,6 +106,7 @@ pub(super) async fn fanout(bench: &mut Bench) -> anyhow::Result<Figures> {
             hanging: 0,
             events: bench.scale.events / endpoints,
             settings: HeraldSettings::default(),
+            filtered: false,
         },
     )
     .await?;
@@ -200,11 +207,25 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
         .collect::<anyhow::Result<_>>()?;
     let mut session = Session::start(&bench.launch, bulk.settings).await?;
     let org = session.api.create_org(bulk.name).await?;
-    for receiver in healthy.iter().chain(&hanging) {
+    // The bench's events carry `"n": <its number>` and `"currency": "EUR"` (api.rs).
+    let matching = json!({ "data": { "n": { "$gte": 0 }, "currency": "EUR" } });
+    let never = json!({ "data": { "currency": { "$in": ["USD", "GBP"] } } });
+    let mut subscribed = 0;
+    for (index, receiver) in healthy.iter().enumerate() {
+        let filter = bulk
+            .filtered
+            .then_some(if index % 2 == 0 { &matching } else { &never });
+        subscribed += usize::from(filter != Some(&never));
+        session
+            .api
+            .create_filtered_endpoint(&org, &receiver.url(), filter)
+            .await?;
+    }
+    for receiver in &hanging {
         session.api.create_endpoint(&org, &receiver.url()).await?;
     }
 
-    let expected = bulk.events * bulk.healthy;
+    let expected = bulk.events * subscribed;
     let deadline = bench.scale.deadline(expected);
     let publishing = publish(
         &session.api,

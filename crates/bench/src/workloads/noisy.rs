@@ -29,7 +29,8 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             healthy: ENDPOINTS,
             hanging: 0,
             events,
-            settings,
+            settings: settings.clone(),
+            filtered: false,
         },
     )
     .await?;
@@ -41,6 +42,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             hanging: ENDPOINTS,
             events,
             settings,
+            filtered: false,
         },
     )
     .await?;
