@@ -20,6 +20,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use percent_encoding::percent_decode_str;
 use tracing::{Level, Metadata};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::FilterFn;
@@ -122,9 +123,15 @@ impl TelemetryConfig {
         }
         let service_name = lookup("OTEL_SERVICE_NAME")
             .or_else(|| {
+                // Values are percent-encoded (the specification's W3C Baggage octet rule).
                 lookup("OTEL_RESOURCE_ATTRIBUTES")?
                     .split(',')
-                    .find_map(|pair| pair.trim().strip_prefix("service.name=").map(str::to_owned))
+                    .find_map(|pair| pair.trim().strip_prefix("service.name="))
+                    .map(|name| {
+                        percent_decode_str(name.trim())
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
             })
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
         Ok(Self {
@@ -277,6 +284,20 @@ mod tests {
                 ),
             ],
             Some(("http://collector:4317", Grpc, "hooks")),
+        );
+        check(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "service.name=herald%20eu%2Cwest",
+                ),
+            ],
+            Some((
+                "http://collector:4318/v1/traces",
+                HttpProtobuf,
+                "herald eu,west",
+            )),
         );
         check(
             &[
