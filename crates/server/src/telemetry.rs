@@ -20,6 +20,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use percent_encoding::percent_decode_str;
 use tracing::{Level, Metadata};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::FilterFn;
@@ -89,8 +90,13 @@ impl TelemetryConfig {
                  (http/json is not supported)"
             ),
         };
-        let disabled = lookup("OTEL_SDK_DISABLED").is_some_and(|value| value == "true")
-            || lookup("OTEL_TRACES_EXPORTER").is_some_and(|value| value == "none");
+        // The specification reads booleans and enumerations without case: `TRUE` and `None`
+        // turn export off as surely as `true` and `none` (an operator silencing a misbehaving
+        // collector must not find it still fed).
+        let disabled = lookup("OTEL_SDK_DISABLED")
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+            || lookup("OTEL_TRACES_EXPORTER")
+                .is_some_and(|value| value.trim().eq_ignore_ascii_case("none"));
         let traces_endpoint = match lookup("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             _ if disabled => None,
             Some(endpoint) => Some(endpoint),
@@ -99,11 +105,33 @@ impl TelemetryConfig {
                 OtlpProtocol::Grpc => base,
             }),
         };
+        // The http/protobuf exporter's client has no TLS: an `https://` (or scheme-less)
+        // endpoint would build, then fail every export without a word. Refused here, as the
+        // gRPC exporter refuses `https://` when it is built. The message does not repeat the
+        // URL, which may carry credentials.
+        if protocol == OtlpProtocol::HttpProtobuf
+            && let Some(endpoint) = &traces_endpoint
+            && !endpoint
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        {
+            bail!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) must be an http:// URL with \
+                 http/protobuf: Herald's exporter has no TLS; send to a collector nearby, which \
+                 forwards over TLS"
+            );
+        }
         let service_name = lookup("OTEL_SERVICE_NAME")
             .or_else(|| {
+                // Values are percent-encoded (the specification's W3C Baggage octet rule).
                 lookup("OTEL_RESOURCE_ATTRIBUTES")?
                     .split(',')
-                    .find_map(|pair| pair.trim().strip_prefix("service.name=").map(str::to_owned))
+                    .find_map(|pair| pair.trim().strip_prefix("service.name="))
+                    .map(|name| {
+                        percent_decode_str(name.trim())
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
             })
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
         Ok(Self {
@@ -260,6 +288,20 @@ mod tests {
         check(
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "service.name=herald%20eu%2Cwest",
+                ),
+            ],
+            Some((
+                "http://collector:4318/v1/traces",
+                HttpProtobuf,
+                "herald eu,west",
+            )),
+        );
+        check(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
                 ("OTEL_SDK_DISABLED", "true"),
             ],
             None,
@@ -270,6 +312,119 @@ mod tests {
                 ("OTEL_TRACES_EXPORTER", "none"),
             ],
             None,
+        );
+        // Booleans and enumerations are read without case (the specification's rule).
+        for (variable, value) in [
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_SDK_DISABLED", "True"),
+            ("OTEL_TRACES_EXPORTER", "NONE"),
+            ("OTEL_TRACES_EXPORTER", "None"),
+        ] {
+            check(
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                    (variable, value),
+                ],
+                None,
+            );
+        }
+        check(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_SDK_DISABLED", "false"),
+            ],
+            Some(("http://collector:4318/v1/traces", HttpProtobuf, "herald")),
+        );
+    }
+
+    /// A collector that takes connections and never answers (a hung one, or a black hole a
+    /// firewall made): ending spans costs the same as with a healthy one, for both
+    /// transports, and shutting down is bounded.
+    #[test]
+    fn a_collector_that_never_answers_slows_neither_spans_nor_shutdown() {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        use std::time::Instant;
+
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = hung.local_addr().expect("local address");
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in hung.incoming() {
+                held.push(stream);
+            }
+        });
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        for (protocol, endpoint) in [
+            (
+                OtlpProtocol::HttpProtobuf,
+                format!("http://{address}/v1/traces"),
+            ),
+            (OtlpProtocol::Grpc, format!("http://{address}")),
+        ] {
+            // The gRPC exporter's connection runs on the runtime, as `herald serve` builds it.
+            let _runtime = runtime.enter();
+            let telemetry = Telemetry::start(&TelemetryConfig {
+                traces_endpoint: Some(endpoint),
+                protocol,
+                service_name: DEFAULT_SERVICE_NAME.to_owned(),
+                batch_delay: Some(Duration::from_millis(10)),
+            })
+            .expect("a valid configuration")
+            .expect("export is on");
+            let tracer = telemetry.provider.tracer("test");
+
+            // Far more spans than the queue holds (2,048): the rest are dropped, not waited on.
+            let started = Instant::now();
+            for _ in 0..50_000 {
+                tracer.start("attempt").end();
+            }
+            let spent = started.elapsed();
+            assert!(spent < Duration::from_secs(3), "{protocol:?}: {spent:?}");
+
+            let started = Instant::now();
+            let _ = telemetry.shutdown();
+            let spent = started.elapsed();
+            assert!(spent < Duration::from_secs(12), "{protocol:?}: {spent:?}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_the_http_exporter_cannot_reach_is_refused_without_repeating_it() {
+        for (variable, endpoint) in [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://herald:hunter2@api.example.com",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://api.example.com/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector"),
+        ] {
+            let refused = TelemetryConfig::from_lookup(|name| {
+                (name == variable).then(|| endpoint.to_owned())
+            })
+            .expect_err(endpoint)
+            .to_string();
+            assert!(refused.contains("must be an http:// URL"), "{refused}");
+            assert!(!refused.contains("hunter2"), "{refused}");
+        }
+        // A scheme is read without case; gRPC's own builder judges its endpoints.
+        check(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTP://collector:4318")],
+            Some((
+                "HTTP://collector:4318/v1/traces",
+                OtlpProtocol::HttpProtobuf,
+                "herald",
+            )),
+        );
+        check(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            Some(("collector:4317", OtlpProtocol::Grpc, "herald")),
         );
     }
 

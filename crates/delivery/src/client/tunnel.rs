@@ -163,16 +163,25 @@ async fn open(settings: &TunnelSettings, uri: &Uri) -> Result<Tunnel, TunnelErro
 
 /// A tunnel to the first of `addresses` (in resolver order, as the direct path tries them)
 /// the proxy reaches; the last failure when none is reached.
+///
+/// Each address gets an even share of the connect timeout, as hyper's connector gives each
+/// address on the direct path: a CONNECT the proxy never answers (an address it can route to
+/// but not reach, such as IPv6 from an IPv4-only egress) leaves time for the next address
+/// instead of failing the attempt.
 async fn connect_first(
     settings: &TunnelSettings,
     addresses: &[IpAddr],
     port: u16,
 ) -> Result<Upgraded, TunnelError> {
+    let limit = settings.connect_timeout;
+    let share = limit / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
     let mut failure = None;
     for address in addresses {
-        match connect_through_proxy(settings, SocketAddr::new(*address, port)).await {
-            Ok(upgraded) => return Ok(upgraded),
-            Err(error) => failure = Some(error),
+        let target = SocketAddr::new(*address, port);
+        match tokio::time::timeout(share, connect_through_proxy(settings, target)).await {
+            Ok(Ok(upgraded)) => return Ok(upgraded),
+            Ok(Err(error)) => failure = Some(error),
+            Err(_elapsed) => failure = Some(TunnelError::Timeout(limit)),
         }
     }
     Err(failure.unwrap_or(TunnelError::Target))
@@ -316,5 +325,84 @@ impl Write for Tunnel {
             Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(context, buffers),
             Stream::Tls(stream) => Pin::new(&mut **stream).poll_write_vectored(context, buffers),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rustls::RootCertStore;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A proxy on loopback that leaves a CONNECT to `unreachable` unanswered (as a proxy does
+    /// while its own connection attempt hangs) and opens every other tunnel at once. It dials
+    /// nothing: the tunnels lead nowhere, which is enough to be opened.
+    async fn proxy_hanging_for(unreachable: IpAddr) -> EgressProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("local address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = [0_u8; 4096];
+                    let Ok(read) = stream.read(&mut head).await else {
+                        return;
+                    };
+                    let request = String::from_utf8_lossy(&head[..read]).into_owned();
+                    if !request.starts_with(&format!("CONNECT {unreachable}:")) {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await;
+                    }
+                    // Holds the connection (and the tunnel) open.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        EgressProxy::parse(&format!("http://{address}")).expect("a valid proxy url")
+    }
+
+    fn settings(proxy: EgressProxy, connect_timeout: Duration) -> TunnelSettings {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+        TunnelSettings {
+            proxy,
+            policy: Arc::new(AddressPolicy::default()),
+            tls: TlsConnector::from(Arc::new(tls)),
+            connect_timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_the_proxy_cannot_reach_leaves_time_for_the_next() {
+        // Arrange: a name's two addresses (documentation ranges, never dialled: the proxy is
+        // fake), the proxy hanging on the first.
+        let unreachable = IpAddr::from([192, 0, 2, 1]);
+        let reachable = IpAddr::from([198, 51, 100, 1]);
+        let settings = settings(proxy_hanging_for(unreachable).await, Duration::from_secs(2));
+        let started = Instant::now();
+
+        // Act: under the connect timeout, as the connector runs it.
+        let opened = tokio::time::timeout(
+            settings.connect_timeout,
+            connect_first(&settings, &[unreachable, reachable], 443),
+        )
+        .await;
+
+        // Assert: the second address got its tunnel within the connect timeout.
+        match opened {
+            Ok(Ok(_tunnel)) => {}
+            Ok(Err(error)) => panic!("no tunnel: {error}"),
+            Err(_elapsed) => panic!("the first address took the whole connect timeout"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

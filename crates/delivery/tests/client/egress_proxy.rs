@@ -7,11 +7,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_delivery::{AttemptOutcome, ClientConfig, DeliveryClient, EgressProxy, OutcomeClass};
+use herald_delivery::{AttemptOutcome, DeliveryClient, OutcomeClass};
 use herald_domain::client_certificate::ClientCertificate;
 use hyper::StatusCode;
 
-use crate::receiver::{ConnectProxy, Receiver, TestCa, client, loopback_policy, proxied_client};
+use crate::receiver::{
+    ConnectProxy, Receiver, TestCa, client, proxied_client, proxied_client_with_connect_timeout,
+};
 
 const BODY: &[u8] = br#"{"id":"evt_test","type":"wallet.balance_low"}"#;
 const TOTAL: Duration = Duration::from_secs(15);
@@ -22,14 +24,7 @@ fn body() -> Bytes {
 
 /// A client through `proxy_url` with a short connect timeout, for the proxy's own failures.
 fn impatient_client(ca: &TestCa, proxy_url: &str) -> DeliveryClient {
-    DeliveryClient::new(ClientConfig {
-        connect_timeout: Duration::from_millis(500),
-        total_timeout: Duration::from_secs(5),
-        extra_root_certs_pem: Some(ca.root_pem()),
-        policy: loopback_policy(),
-        egress_proxy: Some(EgressProxy::parse(proxy_url).expect("a valid proxy url")),
-    })
-    .expect("build client")
+    proxied_client_with_connect_timeout(ca, Duration::from_millis(500), proxy_url)
 }
 
 #[tokio::test]
@@ -155,6 +150,33 @@ async fn connections_through_the_proxy_are_reused() {
 
     assert_eq!(receiver.received().len(), 5);
     assert_eq!(proxy.targets().len(), 1, "one tunnel carried all five");
+}
+
+#[tokio::test]
+async fn a_tunnel_is_reused_only_for_the_host_and_port_it_was_opened_for() {
+    // Arrange: two receivers on one address and two ports, and one client for both.
+    let ca = TestCa::new();
+    let first = Receiver::spawn(&ca).await;
+    let second = Receiver::spawn(&ca).await;
+    let proxy = ConnectProxy::spawn().await;
+    let client = proxied_client(&ca, TOTAL, &proxy.url());
+
+    // Act: attempts alternate between the two, each while the other's tunnel is idle.
+    for _ in 0..3 {
+        for receiver in [&first, &second] {
+            let outcome = client.send(&receiver.url("/ok"), &[], body()).await;
+            assert_eq!(outcome.class, OutcomeClass::Success, "{:?}", outcome.error);
+        }
+    }
+
+    // Assert: each receiver got its own three, over one tunnel of its own.
+    assert_eq!(first.received().len(), 3);
+    assert_eq!(second.received().len(), 3);
+    let mut targets = proxy.targets();
+    targets.sort();
+    let mut expected = vec![first.address.to_string(), second.address.to_string()];
+    expected.sort();
+    assert_eq!(targets, expected);
 }
 
 #[tokio::test]

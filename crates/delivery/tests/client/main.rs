@@ -3,6 +3,7 @@
 //! beside them.
 
 mod egress_proxy;
+mod hostile_proxy;
 mod outcomes;
 mod receiver;
 mod ssrf;

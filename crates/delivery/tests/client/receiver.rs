@@ -39,3 +39,20 @@ pub(crate) fn proxied_client(
     })
     .expect("build client")
 }
+
+/// A client through `proxy_url` with a short `connect_timeout` (and a 5 s total), for the
+/// proxy's own failures.
+pub(crate) fn proxied_client_with_connect_timeout(
+    ca: &TestCa,
+    connect_timeout: Duration,
+    proxy_url: &str,
+) -> DeliveryClient {
+    DeliveryClient::new(ClientConfig {
+        connect_timeout,
+        total_timeout: Duration::from_secs(5),
+        extra_root_certs_pem: Some(ca.root_pem()),
+        policy: loopback_policy(),
+        egress_proxy: Some(EgressProxy::parse(proxy_url).expect("a valid proxy url")),
+    })
+    .expect("build client")
+}

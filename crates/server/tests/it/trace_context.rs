@@ -58,18 +58,14 @@ fn traceparent_of(received: &Received) -> (String, String, String) {
 }
 
 /// `POST /admin/v1/events` (or `/batch`) with `traceparent` when given.
-async fn publish_traced(
-    app: &TestApp,
-    path: &str,
-    body: &Value,
-    traceparent: Option<&str>,
-) -> Value {
+async fn publish_traced(app: &TestApp, path: &str, body: &Value, traceparents: &[&str]) -> Value {
     let mut request = app
         .request(Method::POST, path)
         .bearer_auth(ADMIN_TOKEN)
         .json(body);
-    if let Some(traceparent) = traceparent {
-        request = request.header("traceparent", traceparent);
+    // Each value is a header of its own: reqwest appends.
+    for traceparent in traceparents {
+        request = request.header("traceparent", *traceparent);
     }
     let reply = app.send(request).await;
     reply.assert_status(StatusCode::ACCEPTED);
@@ -99,7 +95,7 @@ async fn attempts_join_the_publishers_trace_with_a_span_each(backend: Backend) {
         &app,
         "/admin/v1/events",
         &event_body(&org.id.to_string(), 1),
-        Some(&publisher),
+        &[&publisher],
     )
     .await;
 
@@ -150,7 +146,7 @@ async fn a_batch_shares_the_requests_trace(backend: Backend) {
         &app,
         "/admin/v1/events/batch",
         &json!({"events": [event_body(&org_id, 1), event_body(&org_id, 2)]}),
-        Some(&format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-00")),
+        &[&format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-00")],
     )
     .await;
 
@@ -200,20 +196,30 @@ async fn an_invalid_traceparent_is_ignored(backend: Backend) {
     // Arrange
     let Subscribed { receiver, app, org } = subscribed(backend).await;
     let org_id = org.id.to_string();
-    let invalid = [
-        format!("00-{}-{PUBLISHER_SPAN}-01", "0".repeat(32)),
-        format!("00-{TRACE_ID}-{}-01", "0".repeat(16)),
-        format!("00-{}-{PUBLISHER_SPAN}-01", TRACE_ID.to_uppercase()),
-        format!("ff-{TRACE_ID}-{PUBLISHER_SPAN}-01"),
-        format!("00-{TRACE_ID}-{PUBLISHER_SPAN}"),
-        "not a trace".to_owned(),
+    let valid = format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-01");
+    let invalid: [Vec<String>; 9] = [
+        vec![format!("00-{}-{PUBLISHER_SPAN}-01", "0".repeat(32))],
+        vec![format!("00-{TRACE_ID}-{}-01", "0".repeat(16))],
+        vec![format!(
+            "00-{}-{PUBLISHER_SPAN}-01",
+            TRACE_ID.to_uppercase()
+        )],
+        vec![format!("ff-{TRACE_ID}-{PUBLISHER_SPAN}-01")],
+        vec![format!("00-{TRACE_ID}-{PUBLISHER_SPAN}")],
+        vec!["not a trace".to_owned()],
+        // A valid header followed by 6 KB more, and the header sent twice (which one is
+        // meant is unknowable, so neither is).
+        vec![format!("{valid}-{}", "a".repeat(6_000))],
+        vec![valid.clone(), valid.clone()],
+        vec![valid.clone(), "not a trace".to_owned()],
     ];
 
     // Act: each publish is accepted.
     let mut published = Vec::new();
-    for (n, traceparent) in (1..).zip(&invalid) {
+    for (n, traceparents) in (1..).zip(&invalid) {
         let body = event_body(&org_id, n);
-        published.push(publish_traced(&app, "/admin/v1/events", &body, Some(traceparent)).await);
+        let traceparents: Vec<&str> = traceparents.iter().map(String::as_str).collect();
+        published.push(publish_traced(&app, "/admin/v1/events", &body, &traceparents).await);
     }
 
     // Assert: each event is a trace of its own, never the invalid header's.
