@@ -178,7 +178,7 @@ async fn connect_first(
     let mut failure = None;
     for address in addresses {
         let target = SocketAddr::new(*address, port);
-        match tokio::time::timeout(share, connect_through_proxy(settings, target)).await {
+        match tokio::time::timeout(share, connect_through_proxy(settings, target, share)).await {
             Ok(Ok(upgraded)) => return Ok(upgraded),
             Ok(Err(error)) => failure = Some(error),
             Err(_elapsed) => failure = Some(TunnelError::Timeout(limit)),
@@ -187,20 +187,15 @@ async fn connect_first(
     Err(failure.unwrap_or(TunnelError::Target))
 }
 
-/// Opens TCP to the proxy and asks it to `CONNECT target`; the upgraded connection is the
-/// tunnel.
+/// Opens TCP to the proxy ([`dial_proxy`], within `budget`) and asks it to `CONNECT target`;
+/// the upgraded connection is the tunnel.
 async fn connect_through_proxy(
     settings: &TunnelSettings,
     target: SocketAddr,
+    budget: Duration,
 ) -> Result<Upgraded, TunnelError> {
     let proxy = &settings.proxy;
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the egress proxy the operator configured; the endpoint behind it was checked by the SSRF policy"
-    )]
-    let stream = TcpStream::connect((proxy.host(), proxy.port()))
-        .await
-        .map_err(TunnelError::ProxyConnect)?;
+    let stream = dial_proxy(proxy, budget).await?;
     // As reqwest sets it on the direct path: requests are written whole, so waiting to
     // coalesce small writes only adds latency.
     stream
@@ -239,6 +234,49 @@ async fn connect_through_proxy(
     hyper::upgrade::on(response)
         .await
         .map_err(TunnelError::ProxyExchange)
+}
+
+/// TCP to the proxy: its name's addresses in resolver order. When the name has several (proxies
+/// behind round-robin DNS), each gets an even share of `budget`, as each endpoint address does
+/// on the direct route, so one dead proxy does not spend the whole connect timeout while
+/// another would answer; a single address is bounded by the caller's timeout alone.
+async fn dial_proxy(proxy: &EgressProxy, budget: Duration) -> Result<TcpStream, TunnelError> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((proxy.host(), proxy.port()))
+        .await
+        .map_err(TunnelError::ProxyConnect)?
+        .collect();
+    dial_any(&addresses, budget).await
+}
+
+/// The first of `addresses` that accepts a connection, each tried within its share of
+/// `budget` when there are several; the last failure when none does.
+async fn dial_any(addresses: &[SocketAddr], budget: Duration) -> Result<TcpStream, TunnelError> {
+    let share = budget / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
+    let mut failure = io::Error::new(io::ErrorKind::NotFound, "the proxy's name has no address");
+    for address in addresses {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the egress proxy the operator configured; the endpoint behind it was checked by the SSRF policy"
+        )]
+        let connecting = TcpStream::connect(address);
+        let connected = if addresses.len() == 1 {
+            connecting.await
+        } else {
+            tokio::time::timeout(share, connecting)
+                .await
+                .unwrap_or_else(|_elapsed| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connecting to the proxy timed out",
+                    ))
+                })
+        };
+        match connected {
+            Ok(stream) => return Ok(stream),
+            Err(error) => failure = error,
+        }
+    }
+    Err(TunnelError::ProxyConnect(failure))
 }
 
 /// A connection to the endpoint through the proxy's tunnel.
@@ -379,6 +417,29 @@ mod tests {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout,
         }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_address_that_refuses_leaves_the_next_one_to_answer() {
+        // Arrange: a port nothing listens on (bound, then closed), then a listening proxy.
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let refused = closed.local_addr().expect("local address");
+        drop(closed);
+        let listening = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let answering = listening.local_addr().expect("local address");
+
+        // Act
+        let stream = dial_any(&[refused, answering], Duration::from_secs(2))
+            .await
+            .expect("the second address answers");
+
+        // Assert: connected to the listening one; with only the refusing one, the refusal.
+        assert_eq!(stream.peer_addr().expect("peer"), answering);
+        let only_refused = dial_any(&[refused], Duration::from_secs(2)).await;
+        assert!(
+            matches!(&only_refused, Err(TunnelError::ProxyConnect(error)) if error.kind() == io::ErrorKind::ConnectionRefused),
+            "{only_refused:?}"
+        );
     }
 
     #[tokio::test]
