@@ -161,7 +161,8 @@ impl Telemetry {
                 .with_endpoint(endpoint)
                 .build(),
         }
-        .with_context(|| format!("building the OTLP exporter for {endpoint}"))?;
+        // Not naming the endpoint: its URL may carry credentials.
+        .context("building the OTLP exporter for OTEL_EXPORTER_OTLP_ENDPOINT")?;
         let mut batch = BatchConfigBuilder::default();
         if let Some(delay) = config.batch_delay {
             batch = batch.with_scheduled_delay(delay);
