@@ -87,6 +87,7 @@ async fn serve(args: ServeArgs, telemetry: Option<&Telemetry>) -> anyhow::Result
     let listen = args.listen;
     let mut config = args.into_config()?;
     config.worker.tracer = telemetry.map(Telemetry::delivery_tracer);
+    config.trace_export_metrics = telemetry.map(Telemetry::export_metrics);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| anyhow::anyhow!("binding {listen}: {error}"))?;

@@ -243,6 +243,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The API server's connection limits.
     pub http: HttpConfig,
+    /// The trace exporter's failure counters, served on `/metrics` when export is on (set by
+    /// `herald serve` from its [`crate::telemetry::Telemetry`], like `worker.tracer`).
+    pub trace_export_metrics: Option<crate::telemetry::ExportMetrics>,
 }
 
 /// Parses only [`ServeArgs`], for [`ServeArgs::from_defaults`].
@@ -375,6 +378,7 @@ impl ServeArgs {
                 idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
                 max_connections,
             },
+            trace_export_metrics: None,
         })
     }
 }

@@ -86,6 +86,9 @@ pub async fn run(
 
     let mut registry = Registry::default();
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
+    if let Some(export_metrics) = &config.trace_export_metrics {
+        export_metrics.register(&mut registry);
+    }
     let api_metrics = ApiMetricHandles::register(&mut registry).finish(registry);
     let wakeup = Arc::new(Notify::new());
     // Other nodes' publishes wake this node's worker too (PostgreSQL's LISTEN/NOTIFY).

@@ -11,7 +11,8 @@
 //! process's subscriber, which `herald`'s `main` installs before it starts serving, and which
 //! flushes and shuts the pipeline down ([`Telemetry::shutdown`]) after `run` returned.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use herald_delivery::DeliveryTracer;
@@ -19,8 +20,14 @@ use herald_delivery::telemetry::AttemptIds;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData,
+    SpanExporter as ExportsSpans,
+};
 use percent_encoding::percent_decode_str;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tracing::{Level, Metadata};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::FilterFn;
@@ -65,6 +72,7 @@ pub enum OtlpProtocol {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    metrics: ExportMetrics,
 }
 
 impl TelemetryConfig {
@@ -167,6 +175,8 @@ impl Telemetry {
         if let Some(delay) = config.batch_delay {
             batch = batch.with_scheduled_delay(delay);
         }
+        let metrics = ExportMetrics::default();
+        let exporter = CountingExporter::new(exporter, metrics.clone());
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch.build())
             .build();
@@ -180,7 +190,12 @@ impl Telemetry {
                     .build(),
             )
             .build();
-        Ok(Some(Self { provider }))
+        Ok(Some(Self { provider, metrics }))
+    }
+
+    /// The exporter's failure counters, for `/metrics`.
+    pub fn export_metrics(&self) -> ExportMetrics {
+        self.metrics.clone()
     }
 
     /// The `tracing` layer that exports the API's spans (request, publish). Only Herald's own
@@ -213,6 +228,123 @@ impl Telemetry {
             .shutdown()
             .context("exporting the last spans to the collector")
     }
+}
+
+/// What the collector did not take: failed export calls and the spans they carried. The SDK
+/// keeps its own diagnostics to itself (its internal logs are off), so without these a
+/// collector that is down or refusing would lose every span silently.
+#[derive(Debug, Clone, Default)]
+pub struct ExportMetrics {
+    failed_exports: Counter,
+    spans_not_exported: Counter,
+}
+
+impl ExportMetrics {
+    /// Registers the counters: `herald_trace_export_failures_total` and
+    /// `herald_trace_spans_not_exported_total`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "herald_trace_export_failures",
+            "Calls that failed to export a batch of spans to the OTLP collector",
+            self.failed_exports.clone(),
+        );
+        registry.register(
+            "herald_trace_spans_not_exported",
+            "Spans in batches the OTLP collector did not take",
+            self.spans_not_exported.clone(),
+        );
+    }
+
+    fn failed(&self, spans: usize) {
+        self.failed_exports.inc();
+        self.spans_not_exported.inc_by(spans as u64);
+    }
+}
+
+/// How often, at most, a failing export is logged: a collector that is down fails every
+/// batch (every 5 s by default, more under load), and one line a minute says enough.
+const EXPORT_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The OTLP exporter, counting what it fails to export and warning about it now and then.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    metrics: ExportMetrics,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl<E> CountingExporter<E> {
+    fn new(inner: E, metrics: ExportMetrics) -> Self {
+        Self {
+            inner,
+            metrics,
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    fn failed(&self, spans: usize, error: &OTelSdkError) {
+        self.metrics.failed(spans);
+        let now = Instant::now();
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|last| now.duration_since(last) < EXPORT_WARNING_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        // The SDK's message may quote the collector's URL, which may carry credentials.
+        let error = without_credentials(&error.to_string());
+        tracing::warn!(
+            spans,
+            %error,
+            "exporting spans to the OTLP collector failed; they are dropped \
+             (herald_trace_export_failures_total counts every failure)"
+        );
+    }
+}
+
+impl<E: ExportsSpans> ExportsSpans for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(error) = &result {
+            self.failed(spans, error);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// `text` with the user information of every URL in it (`scheme://user:secret@host`) cut out.
+fn without_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let authority_start = scheme_end + 3;
+        out.push_str(&rest[..authority_start]);
+        rest = &rest[authority_start..];
+        let authority_len = rest
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == ')')
+            .unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_len].rfind('@') {
+            out.push_str("<redacted>@");
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Which `tracing` callsites the OpenTelemetry layer sees: the API's spans, and events of
@@ -427,6 +559,66 @@ mod tests {
             ],
             Some(("collector:4317", OtlpProtocol::Grpc, "herald")),
         );
+    }
+
+    /// A collector that is not there (nothing listens on its port): every failed export is
+    /// counted with its spans, for both transports; a healthy one is tested end to end
+    /// (`crates/server/tests/it/otel.rs`).
+    #[test]
+    fn failed_exports_are_counted_with_their_spans() {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            let address = {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                listener.local_addr().expect("local address")
+            };
+            let endpoint = match protocol {
+                OtlpProtocol::HttpProtobuf => format!("http://{address}/v1/traces"),
+                OtlpProtocol::Grpc => format!("http://{address}"),
+            };
+            let _runtime = runtime.enter();
+            let telemetry = Telemetry::start(&TelemetryConfig {
+                traces_endpoint: Some(endpoint),
+                protocol,
+                service_name: DEFAULT_SERVICE_NAME.to_owned(),
+                batch_delay: Some(Duration::from_secs(3_600)),
+            })
+            .expect("a valid configuration")
+            .expect("export is on");
+            let metrics = telemetry.export_metrics();
+            let tracer = telemetry.provider.tracer("test");
+            for _ in 0..7 {
+                tracer.start("attempt").end();
+            }
+            let _ = telemetry.flush();
+            assert_eq!(metrics.failed_exports.get(), 1, "{protocol:?}");
+            assert_eq!(metrics.spans_not_exported.get(), 7, "{protocol:?}");
+            let _ = telemetry.shutdown();
+        }
+    }
+
+    #[test]
+    fn credentials_in_an_export_error_are_cut_out() {
+        for (text, expected) in [
+            (
+                "error sending request for url (http://herald:hunter2@collector:4318/v1/traces)",
+                "error sending request for url (http://<redacted>@collector:4318/v1/traces)",
+            ),
+            (
+                "http://a@b then https://c:d@e",
+                "http://<redacted>@b then https://<redacted>@e",
+            ),
+            ("no url here", "no url here"),
+            (
+                "http://collector:4318/v1/traces",
+                "http://collector:4318/v1/traces",
+            ),
+            ("ends with http://", "ends with http://"),
+        ] {
+            assert_eq!(without_credentials(text), expected);
+        }
     }
 
     #[test]

@@ -136,6 +136,14 @@ async fn a_publish_and_each_attempt_are_exported_in_the_publishers_trace(backend
             .is_some_and(|rows| rows != "0")),
         "{claims:#?}"
     );
+    // The collector took every batch: the export failure counters are served, and zero.
+    let metrics = app.metrics().await;
+    for line in [
+        "herald_trace_export_failures_total 0",
+        "herald_trace_spans_not_exported_total 0",
+    ] {
+        assert!(metrics.lines().any(|served| served == line), "{metrics}");
+    }
 }
 
 /// The attempt spans among `spans`.

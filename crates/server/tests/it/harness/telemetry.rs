@@ -29,6 +29,11 @@ pub(super) fn delivery_tracer() -> DeliveryTracer {
     exported().telemetry.delivery_tracer()
 }
 
+/// The pipeline's failure counters, which an exporting app serves on `/metrics`.
+pub(super) fn export_metrics() -> herald_server::telemetry::ExportMetrics {
+    exported().telemetry.export_metrics()
+}
+
 fn exported() -> &'static Exported {
     EXPORTED.get_or_init(|| {
         let receiver = OtlpReceiver::start().expect("starting the OTLP receiver");

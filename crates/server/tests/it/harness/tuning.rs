@@ -177,6 +177,7 @@ impl Tuning {
         }
         if self.export_traces {
             config.worker.tracer = Some(super::telemetry::delivery_tracer());
+            config.trace_export_metrics = Some(super::telemetry::export_metrics());
         }
         if let Some((url, secret)) = self.operator_hook {
             config.operator_hook = Some(OperatorHook {
