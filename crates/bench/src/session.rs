@@ -102,6 +102,12 @@ impl Session {
         }
     }
 
+    /// Herald's CPU time so far, user and system, in seconds: read before and after a phase
+    /// to give that phase's cost.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        self.herald.cpu_seconds()
+    }
+
     /// Fails if Herald has exited, for waits that poll Herald itself rather than a condition.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         self.herald.check_running()

@@ -20,6 +20,7 @@ pub(super) async fn run(bench: &Bench) -> anyhow::Result<Figures> {
     let mut figures = Figures::default();
 
     let deadline = bench.scale.deadline(events);
+    let cpu_before = herald.session.cpu_seconds();
     let single = publish(&api, &org, 0..events, CLIENTS, 1, deadline).await?;
     let elapsed = single.finished - single.started;
     figures.metric(
@@ -35,6 +36,15 @@ pub(super) async fn run(bench: &Bench) -> anyhow::Result<Figures> {
     herald
         .await_deliveries(events, deadline, &mut figures)
         .await?;
+    // What one event costs Herald from its publish request to its delivery's record, the
+    // figure issue 19 judges single publishes by: CPU moves less between machines than a rate.
+    if let (Some(before), Some(after)) = (cpu_before, herald.session.cpu_seconds()) {
+        figures.metric(Metric::new(
+            "herald CPU per single-published event",
+            (after - before) * 1e3 / events as f64,
+            "ms",
+        ));
+    }
 
     let deadline = bench.scale.deadline(events);
     let batched = publish(
