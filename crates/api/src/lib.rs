@@ -10,6 +10,7 @@
 //! - `telemetry`: the request's span (OpenTelemetry HTTP server conventions, the caller's
 //!   `traceparent` as its parent) and the `traceparent` a publish keeps.
 //! - [`publisher`]: group commit of published events.
+//! - [`known_orgs`]: organizations already seen to exist, so publishes skip reading them.
 //! - [`metrics`]: `GET /metrics` and the API's counters.
 //! - [`client_certificate`]: checking an endpoint's client certificate pair (rustls, x509-cert).
 //! - [`docs`]: the OpenAPI document's fixed parts.
@@ -23,6 +24,7 @@ pub mod client_certificate;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod known_orgs;
 pub mod metrics;
 pub mod portal_assets;
 pub mod publisher;

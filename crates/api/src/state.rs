@@ -10,6 +10,7 @@ use herald_domain::{AddressPolicy, ApiVersions, Attempt, Endpoint, EventCatalog}
 use herald_store::{RateLimit, Store, StoreError};
 use tokio::sync::Notify;
 
+use crate::known_orgs::KnownOrgs;
 use crate::metrics::ApiMetrics;
 use crate::publisher::Publisher;
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     /// Commits published events, gathering concurrent requests into one transaction.
     pub publisher: Publisher,
+    /// Organizations already seen to exist, so publishes skip reading them.
+    pub known_orgs: Arc<KnownOrgs>,
 }
 
 /// Sends a synthetic `webhook.test` to an endpoint now and records the attempt. The API

@@ -222,6 +222,7 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         max_event_bytes,
         schema_enforcement,
         metrics: None,
+        known_orgs: None,
     };
     let mut event = prepare_event(store.as_ref(), rules, body, Some(data))
         .await

@@ -105,6 +105,7 @@ pub async fn run(
         recovery_wakeup: Arc::clone(&recovery_wakeup),
         metrics: api_metrics,
         publisher: Publisher::spawn(Arc::clone(&store)),
+        known_orgs: Arc::default(),
     };
 
     let stopping = CancellationToken::new();

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::extract::{Admin, Fields, JsonObjectWithBytes};
+use crate::known_orgs::KnownOrgs;
 use crate::metrics::ApiMetrics;
 use crate::state::AppState;
 use crate::telemetry::publisher_trace;
@@ -35,6 +36,9 @@ pub struct PublishRules<'a> {
     pub schema_enforcement: SchemaEnforcement,
     /// Where schema violations are counted (`None`: the CLI, which has no metrics).
     pub metrics: Option<&'a ApiMetrics>,
+    /// Organizations already seen to exist, whose publishes skip the storage read (`None`:
+    /// the CLI, which publishes once).
+    pub known_orgs: Option<&'a KnownOrgs>,
 }
 
 impl<'a> PublishRules<'a> {
@@ -44,6 +48,7 @@ impl<'a> PublishRules<'a> {
             max_event_bytes: state.config.max_event_bytes,
             schema_enforcement: state.config.schema_enforcement,
             metrics: Some(&state.metrics),
+            known_orgs: Some(&state.known_orgs),
         }
     }
 
@@ -154,7 +159,13 @@ pub async fn prepare_event(
         Some(event) if errors.is_empty() => event,
         _ => return Err(ApiError::Validation(errors)),
     };
-    check_orgs_exist(store, std::slice::from_ref(&event), |_| "org_id".to_owned()).await?;
+    check_orgs_exist(
+        store,
+        rules.known_orgs,
+        std::slice::from_ref(&event),
+        |_| "org_id".to_owned(),
+    )
+    .await?;
     Ok(event)
 }
 
@@ -210,9 +221,12 @@ pub(crate) async fn publish_batch(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    check_orgs_exist(state.store.as_ref(), &events, |index| {
-        format!("events[{index}].org_id")
-    })
+    check_orgs_exist(
+        state.store.as_ref(),
+        Some(&state.known_orgs),
+        &events,
+        |index| format!("events[{index}].org_id"),
+    )
     .await?;
     // One request, one trace: every event of the batch joins it.
     let traceparent = publisher_trace(&headers);
@@ -324,19 +338,28 @@ fn read_event(
     })
 }
 
+/// Refuses events whose organization does not exist, reading storage only for organizations
+/// not yet in `known_orgs` (and remembering those it finds there).
 async fn check_orgs_exist(
     store: &dyn Store,
+    known_orgs: Option<&KnownOrgs>,
     events: &[Event],
     field_of: impl Fn(usize) -> String,
 ) -> Result<(), ApiError> {
     let mut errors = FieldErrors::new();
     let mut known = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        if known.contains(&event.org_id) {
+        if known.contains(&event.org_id) || known_orgs.is_some_and(|set| set.contains(event.org_id))
+        {
             continue;
         }
         match store.get_org(event.org_id).await {
-            Ok(_) => known.push(event.org_id),
+            Ok(_) => {
+                known.push(event.org_id);
+                if let Some(set) = known_orgs {
+                    set.insert(event.org_id);
+                }
+            }
             Err(StoreError::NotFound) => {
                 errors.insert(
                     field_of(index),

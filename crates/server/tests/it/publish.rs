@@ -16,6 +16,7 @@ use crate::harness::{
 backend_tests!(
     publish_fans_out_to_live_active_subscribed_endpoints_only,
     publish_rejects_bad_events_naming_the_field,
+    organizations_seen_before_do_not_let_an_unknown_one_through,
     same_idempotency_key_returns_the_first_event_and_delivers_once,
     batch_publishes_every_event_in_order,
     batch_repeating_an_idempotency_key_publishes_it_once,
@@ -131,6 +132,27 @@ async fn publish_rejects_bad_events_naming_the_field(backend: Backend) {
 
         // Assert
         reply.assert_validation(field);
+    }
+}
+
+/// Publishes remember organizations they found (`crates/api/src/known_orgs.rs`); an unknown
+/// one is never remembered, single or batched, before or after known ones were published.
+async fn organizations_seen_before_do_not_let_an_unknown_one_through(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let org = app.create_org("acme").await.to_string();
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let event = |org: &str| json!({"org_id": org, "type": "wallet.balance_low", "data": {}});
+
+    for _ in 0..3 {
+        // Act and assert: the known one is taken each time, the unknown one refused each time.
+        let reply = app.admin_post("/admin/v1/events", &event(&org)).await;
+        reply.assert_status(StatusCode::ACCEPTED);
+        let reply = app.admin_post("/admin/v1/events", &event(&stranger)).await;
+        reply.assert_validation("org_id");
+        let batch = json!({"events": [event(&org), event(&stranger)]});
+        let reply = app.admin_post("/admin/v1/events/batch", &batch).await;
+        reply.assert_validation("events[1].org_id");
     }
 }
 
