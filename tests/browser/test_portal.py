@@ -867,6 +867,16 @@ def test_filter_is_tried_before_saving_then_saved_and_cleared(new_page, herald, 
     expect(catalog_tab.locator("details[data-type='wallet.balance_low']")).to_be_visible()
     catalog_tab.close()
     expect(page.get_by_label("Endpoint URL")).to_have_value(receiver.url + "/filtered")
+    # Embedded in a platform's page, the frame's storage is partitioned and a new tab gets none of
+    # it (simulated: a tab with an opener starts empty); the tab takes the token from its opener.
+    page.context.add_init_script("if (window.opener) { sessionStorage.clear(); }")
+    page.locator("details.advanced").locator(":scope > summary").click()
+    with page.context.expect_page() as opened:
+        page.get_by_role("link", name="See wallet.balance_low in the catalog").click()
+    catalog_tab = opened.value
+    expect(catalog_tab.locator("details[data-type='wallet.balance_low']")).to_have_attribute("open", "")
+    catalog_tab.close()
+    page.locator("details.advanced").locator(":scope > summary").click()
 
     # The sample event is the selected type's example from the catalog.
     adv = page.locator("details.advanced")

@@ -354,6 +354,17 @@
     location.reload();
   });
 
+  // A tab opened from the portal (the catalog links, rel=opener) gets a copy of its
+  // sessionStorage, except where the portal is embedded in another site's page: the frame's
+  // storage is partitioned then, and the new tab's copy is empty. Its opener is still this
+  // origin, so the token is taken from there.
+  function openerToken() {
+    try {
+      var o = window.opener;
+      if (!o || o.location.origin !== location.origin) return null;
+      return o.sessionStorage.getItem(TOKEN_KEY);
+    } catch (e) { return null; }
+  }
   function boot() {
     var hash = location.hash.slice(1);
     var token = null;
@@ -368,6 +379,10 @@
       history.replaceState(null, '', location.pathname + location.search + '#/endpoints');
     } else {
       try { token = sessionStorage.getItem(TOKEN_KEY); } catch (e) { token = null; }
+      if (!token) {
+        token = openerToken();
+        try { if (token) sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* memory only */ }
+      }
     }
     var theme = null;
     try { theme = sessionStorage.getItem(THEME_KEY); } catch (e) { theme = null; }
