@@ -895,7 +895,7 @@ def test_filter_is_tried_before_saving_then_saved_and_cleared(new_page, herald, 
     expect(verdict).to_have_attribute("data-verdict", "match")
     expect(verdict).to_contain_text("Matches")
     axe_scan(page, "create (filter tried)")
-    adv.scroll_into_view_if_needed()
+    box.evaluate("e => e.closest('.field').scrollIntoView({block: 'start'})")
     shot(page, shots_dir, "filter-match", backend_name)
     box.fill('{"data": {"currency": "USD"}}')
     expect(verdict).to_have_count(0)
@@ -915,6 +915,7 @@ def test_filter_is_tried_before_saving_then_saved_and_cleared(new_page, herald, 
     expect(filter_error.locator("[data-pointer]")).to_have_text("/data/balance/$between")
     expect(filter_error).to_contain_text("unknown operator $between")
     expect(box).to_have_attribute("aria-invalid", "true")
+    box.evaluate("e => e.closest('.field').scrollIntoView({block: 'start'})")
     shot(page, shots_dir, "filter-invalid", backend_name)
     # Not JSON at all is caught before any request.
     box.fill('{"data": ')
