@@ -27,6 +27,7 @@ import trustme
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
+CATALOG = Path(__file__).resolve().parent / "catalog.yaml"
 
 
 def free_port() -> int:
@@ -105,6 +106,7 @@ class Herald:
         self.admin_token = "adm_" + secrets.token_hex(16)
         self.log_path = workdir / "herald.log"
         env = dict(os.environ)
+        env.pop("HERALD_EVENT_TYPES", None)
         env.update({
             "HERALD_LISTEN": f"127.0.0.1:{self.port}",
             "HERALD_DATABASE_URL": database_url,
@@ -114,6 +116,8 @@ class Herald:
             "HERALD_EXTRA_ROOT_CERTS": str(ca_pem),
             "HERALD_PUBLIC_URL": self.base,
             "HERALD_RETRY_SCHEDULE": "1s,1s",
+            # A catalog file with schemas and examples, so the portal's catalog has them to show.
+            "HERALD_EVENT_CATALOG": str(CATALOG),
             "RUST_LOG": env.get("RUST_LOG", "info"),
         })
         self.log = open(self.log_path, "wb")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -22,7 +23,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page, expect
 
-from conftest import ROOT, wait_until
+from conftest import CATALOG, ROOT, wait_until
 
 PORTAL = ROOT / "crates" / "api" / "portal"
 ASSETS = ["index.html", "portal.js", "portal.css", "favicon.svg"]
@@ -557,7 +558,7 @@ def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver,
     page.get_by_label("Endpoint URL").fill(receiver.url + "/adv")
     page.get_by_role("checkbox", name="wallet.balance_low", exact=True).check()
     adv = page.locator("details.advanced")
-    adv.locator("summary").click()
+    adv.locator(":scope > summary").click()
     adv.get_by_role("button", name="+ Add header").click()
     adv.locator("[data-header-name]").nth(0).fill("X-Api-Key")
     adv.locator("[data-header-value]").nth(0).fill("k-secret-1")
@@ -735,3 +736,273 @@ def test_headers_stats_rotation_keys_and_certificate(new_page, herald, receiver,
     go(rpage, f"#/endpoints/{endpoint_id}")
     expect(rpage.locator("[data-stats-error]")).to_be_visible()
     expect(rpage.locator("[data-header-names]")).to_contain_text("X-Api-Key")
+
+
+# ---------- The event catalog, and a payload filter tried before it is saved ----------
+
+def test_catalog_shows_schemas_examples_and_search(new_page, herald, shots_dir, backend_name):
+    org = herald.new_org("Catalog Co")
+    s = herald.session(org["id"])
+    status, listed, _ = herald.request("GET", "/v1/event-types", token=s["token"])
+    assert status == 200, listed
+    types = {t["name"]: t for t in listed["data"]}
+    # The server read the test's catalog file: a schema and an example where it gives them.
+    low = types["wallet.balance_low"]
+    assert low["schema"]["required"] == ["balance"] and low["example"]["currency"] == "EUR", low
+    assert types["campaign.shared"]["deprecated"] is True
+    assert types["lookup.completed"]["schema"] is None and types["lookup.completed"]["example"] is None
+    assert "wallet.balance_low" in CATALOG.read_text()
+
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+    page.get_by_role("navigation", name="Portal").get_by_role("link", name="Event catalog").click()
+    entries = page.locator("details[data-type]")
+    expect(entries).to_have_count(len(types))
+    expect(page.locator("[data-catalog-count]")).to_have_text(f"{len(types)} event types")
+    expect(page.locator("[data-group=wallet]").get_by_role("heading", level=2)).to_have_text("wallet.*")
+    expect(page.locator("[data-group=operational]")).to_contain_text("endpoint.disabled")
+
+    # A type with a schema: its fields as a tree, the schema itself, the example with a copy button.
+    entry = page.locator("details[data-type='wallet.balance_low']")
+    expect(entry.locator(":scope > summary")).to_contain_text(low["description"])
+    expect(entry.locator(":scope > summary")).to_contain_text("Schema")
+    entry.locator(":scope > summary").click()
+    expect(page).to_have_url(re.compile(r"#/catalog\?type=wallet\.balance_low$"))
+    expect(entry.locator("[data-field=balance]")).to_contain_text("string")
+    expect(entry.locator("[data-field=balance]")).to_contain_text("required")
+    expect(entry.locator("[data-field=balance]")).to_contain_text("The balance, in the wallet's currency.")
+    expect(entry.locator("[data-field=currency]")).to_contain_text("optional")
+    expect(entry.locator("[data-field=currency]")).to_contain_text("length 3")
+    assert json.loads(entry.locator("[data-example]").inner_text()) == low["example"]
+    entry.get_by_role("button", name="Copy example of wallet.balance_low").click()
+    expect(page.locator("#announce")).to_have_text("example of wallet.balance_low copied to clipboard")
+    assert json.loads(page.evaluate("navigator.clipboard.readText()")) == low["example"]
+    raw = entry.locator("details[data-schema]")
+    expect(raw.locator("pre")).to_be_hidden()
+    raw.locator(":scope > summary").click()
+    assert json.loads(raw.locator("pre").inner_text()) == low["schema"]
+
+    # Nested fields; a type without a schema says so; a deprecated type is marked.
+    camp = page.locator("details[data-type='campaign.approved']")
+    camp.locator(":scope > summary").click()
+    expect(camp.locator("[data-field=limits] [data-field=daily]")).to_contain_text("integer")
+    expect(camp.locator("[data-field=limits] [data-field=channels]")).to_contain_text('array of string')
+    expect(camp.locator("[data-field=limits] [data-field=channels]")).to_contain_text('one of "sms", "mms"')
+    lookup = page.locator("details[data-type='lookup.completed']")
+    expect(lookup.locator(":scope > summary")).to_contain_text("No schema")
+    lookup.locator(":scope > summary").click()
+    expect(lookup.locator("[data-no-schema]")).to_contain_text("no schema for this type")
+    expect(lookup.locator("[data-no-example]")).to_be_visible()
+    shared = page.locator("details[data-type='campaign.shared']")
+    expect(shared.locator(":scope > summary")).to_contain_text("Deprecated")
+    expect(page.locator("details[data-type] summary").filter(has_text="Deprecated")).to_have_count(1)
+    entry.evaluate("e => e.scrollIntoView({block: 'start'})")
+    axe_scan(page, "catalog (types open)")
+    shot(page, shots_dir, "catalog-type", backend_name)
+
+    # The keyboard opens and closes a type.
+    brand = page.locator("details[data-type='brand.vetted']")
+    brand.locator(":scope > summary").focus()
+    page.keyboard.press("Enter")
+    expect(brand).to_have_attribute("open", "")
+    expect(brand.locator("[data-no-schema]")).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(brand.locator("[data-no-schema]")).to_be_hidden()
+
+    # Search narrows the list, lives in the address with the open type, and survives a reload.
+    search = page.get_by_label("Search event types")
+    search.fill("balance")
+    expect(entries).to_have_count(2)
+    expect(page.locator("[data-catalog-count]")).to_have_text(f"2 types of {len(types)} match")
+    expect(page).to_have_url(re.compile(r"q=balance"))
+    page.reload()
+    ready(page)
+    expect(entries).to_have_count(2)
+    expect(page.get_by_label("Search event types")).to_have_value("balance")
+    search = page.get_by_label("Search event types")
+    search.fill("no such thing")
+    expect(page.locator("[data-empty=catalog]")).to_contain_text("No event type matches")
+    page.get_by_role("button", name="Clear search").click()
+    expect(entries).to_have_count(len(types))
+    go(page, "#/catalog?type=campaign.approved")
+    page.reload()
+    ready(page)
+    expect(page.locator("details[data-type='campaign.approved']")).to_have_attribute("open", "")
+    expect(page.locator("details[data-type][open]")).to_have_count(1)
+
+    # 360 px wide, dark: the open type and its schema fit the width.
+    for scheme in ("dark", "light"):
+        small = new_page(viewport={"width": 360, "height": 780}, color_scheme=scheme)
+        small.goto(s["url"])
+        ready(small)
+        go(small, "#/catalog?type=campaign.approved")
+        camp = small.locator("details[data-type='campaign.approved']")
+        expect(camp).to_have_attribute("open", "")
+        camp.locator("details[data-schema] summary").click()
+        camp.scroll_into_view_if_needed()
+        wide = small.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 360, f"the catalog is {wide} px wide at 360 px ({scheme})"
+        axe_scan(small, f"catalog 360 px {scheme}")
+        shot(small, shots_dir, f"catalog-360-{scheme}", backend_name)
+
+
+def test_filter_is_tried_before_saving_then_saved_and_cleared(new_page, herald, receiver, shots_dir, backend_name):
+    org = herald.new_org("Filter Co")
+    s = herald.session(org["id"])
+    token = s["token"]
+    _, listed, _ = herald.request("GET", "/v1/event-types", token=token)
+    example = next(t for t in listed["data"] if t["name"] == "wallet.balance_low")["example"]
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+    go(page, "#/endpoints/new")
+    page.get_by_label("Endpoint URL").fill(receiver.url + "/filtered")
+    page.get_by_role("checkbox", name="wallet.balance_low", exact=True).check()
+
+    # The picker's catalog link opens a new tab that keeps the session (the form stays as it is).
+    with page.context.expect_page() as opened:
+        page.locator("[data-catalog-link]").click()
+    catalog_tab = opened.value
+    expect(catalog_tab.locator("details[data-type='wallet.balance_low']")).to_be_visible()
+    catalog_tab.close()
+    expect(page.get_by_label("Endpoint URL")).to_have_value(receiver.url + "/filtered")
+    # Embedded in a platform's page, the frame's storage is partitioned and a new tab gets none of
+    # it (simulated: a tab with an opener starts empty); the tab takes the token from its opener.
+    page.context.add_init_script("if (window.opener) { sessionStorage.clear(); }")
+    page.locator("details.advanced").locator(":scope > summary").click()
+    with page.context.expect_page() as opened:
+        page.get_by_role("link", name="See wallet.balance_low in the catalog").click()
+    catalog_tab = opened.value
+    expect(catalog_tab.locator("details[data-type='wallet.balance_low']")).to_have_attribute("open", "")
+    catalog_tab.close()
+    page.locator("details.advanced").locator(":scope > summary").click()
+
+    # The sample event is the selected type's example from the catalog.
+    adv = page.locator("details.advanced")
+    adv.locator(":scope > summary").click()
+    box = page.get_by_label("Payload filter")
+    sample_type = page.get_by_label("Sample event type")
+    sample = page.get_by_label("Sample event data")
+    expect(sample_type).to_have_value("wallet.balance_low")
+    assert json.loads(sample.input_value()) == example
+    verdict = page.locator("[data-verdict]")
+    try_it = page.get_by_role("button", name="Try the filter")
+
+    # A matching filter, then a non-matching one, then a malformed one: each verdict from the server.
+    box.fill('{"data": {"currency": "EUR"}}')
+    try_it.click()
+    expect(verdict).to_have_attribute("data-verdict", "match")
+    expect(verdict).to_contain_text("Matches")
+    axe_scan(page, "create (filter tried)")
+    box.evaluate("e => e.closest('.field').scrollIntoView({block: 'start'})")
+    shot(page, shots_dir, "filter-match", backend_name)
+    box.fill('{"data": {"currency": "USD"}}')
+    expect(verdict).to_have_count(0)
+    try_it.click()
+    expect(verdict).to_have_attribute("data-verdict", "no-match")
+    expect(verdict).to_contain_text("Does not match")
+    # An edited sample is what gets tried.
+    sample.fill('{"balance": "1.00", "currency": "USD"}')
+    try_it.click()
+    expect(verdict).to_have_attribute("data-verdict", "match")
+    page.get_by_role("button", name="Use the catalog example").click()
+    assert json.loads(sample.input_value()) == example
+    box.fill('{"data": {"balance": {"$between": [1, 2]}}}')
+    try_it.click()
+    expect(verdict).to_have_attribute("data-verdict", "invalid")
+    filter_error = adv.locator(".field-error").filter(has=page.locator("[data-pointer]"))
+    expect(filter_error.locator("[data-pointer]")).to_have_text("/data/balance/$between")
+    expect(filter_error).to_contain_text("unknown operator $between")
+    expect(box).to_have_attribute("aria-invalid", "true")
+    box.evaluate("e => e.closest('.field').scrollIntoView({block: 'start'})")
+    shot(page, shots_dir, "filter-invalid", backend_name)
+    # Not JSON at all is caught before any request.
+    box.fill('{"data": ')
+    try_it.click()
+    expect(adv.locator(".field-error").filter(has_text="Not valid JSON")).to_be_visible()
+    # Nothing was saved by trying.
+    _, eps, _ = herald.request("GET", "/v1/webhooks", token=token)
+    assert eps["meta"]["total"] == 0, eps
+
+    # Saving a malformed filter is the server's 422, shown with its pointer; nothing is created.
+    box.fill('{"data": {}}')
+    page.get_by_role("button", name="Create endpoint").click()
+    expect(adv.locator("[data-pointer]")).to_have_text("/data")
+    expect(adv.locator(".field-error").filter(has_text="must not be empty")).to_be_visible()
+    expect(page.get_by_role("alert").filter(has_text="Some fields need attention")).to_be_visible()
+    _, eps, _ = herald.request("GET", "/v1/webhooks", token=token)
+    assert eps["meta"]["total"] == 0, eps
+
+    # A good filter is saved with the endpoint, shown on it after a reload, and returned by the API.
+    wanted = {"data": {"currency": {"$in": ["EUR", "GBP"]}}}
+    box.fill(json.dumps(wanted))
+    page.get_by_role("button", name="Create endpoint").click()
+    dialog = page.locator("dialog[data-secret-dialog]")
+    dialog.get_by_role("button", name="I have stored it").click()
+    expect(page.get_by_role("heading", name="Endpoint created")).to_be_visible()
+    endpoint_id = page.url.split("#/endpoints/")[1].split("?")[0]
+    page.reload()
+    ready(page)
+    assert json.loads(page.locator("[data-filter] pre").inner_text()) == wanted
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["filter"] == wanted, ep
+    # And fan-out honours it.
+    assert herald.publish(org["id"], "wallet.balance_low", {"balance": "1.00", "currency": "USD"})["endpoints"] == 0
+    assert herald.publish(org["id"], "wallet.balance_low", {"balance": "1.00", "currency": "GBP"})["endpoints"] == 1
+
+    # Settings: the stored filter, tried and changed, then removed.
+    go(page, f"#/endpoints/{endpoint_id}/settings")
+    form = page.locator("form[data-form=filter]")
+    box = form.get_by_label("Payload filter")
+    save = form.get_by_role("button", name="Save filter")
+    assert json.loads(box.input_value()) == wanted
+    expect(save).to_be_disabled()
+    expect(form.get_by_label("Sample event type")).to_have_value("wallet.balance_low")
+    form.get_by_role("button", name="Try the filter").click()
+    expect(form.locator("[data-verdict]")).to_have_attribute("data-verdict", "match")
+    changed = {"data": {"currency": "USD"}}
+    box.fill(json.dumps(changed))
+    expect(save).to_be_enabled()
+    form.get_by_role("button", name="Try the filter").click()
+    expect(form.locator("[data-verdict]")).to_have_attribute("data-verdict", "no-match")
+    axe_scan(page, "settings (filter)")
+    form.scroll_into_view_if_needed()
+    shot(page, shots_dir, "settings-filter", backend_name)
+    box.fill('{"data": {"balance": {"$lt": true}}}')
+    save.click()
+    expect(form.locator("[data-pointer]")).to_have_text("/data/balance/$lt")
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["filter"] == wanted, "a refused filter must not replace the stored one"
+    box.fill(json.dumps(changed))
+    save.click()
+    expect(page.get_by_role("status").filter(has_text="Filter saved")).to_be_visible()
+    page.reload()
+    ready(page)
+    assert json.loads(page.locator("form[data-form=filter]").get_by_label("Payload filter").input_value()) == changed
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["filter"] == changed, ep
+    form = page.locator("form[data-form=filter]")
+    form.get_by_label("Payload filter").fill("")
+    form.get_by_role("button", name="Save filter").click()
+    expect(page.get_by_role("status").filter(has_text="Filter removed")).to_be_visible()
+    _, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert ep["filter"] is None, ep
+    go(page, f"#/endpoints/{endpoint_id}")
+    expect(page.locator("[data-filter]")).to_contain_text("None: every subscribed event")
+
+    # 360 px, dark: the filter section fits.
+    small = new_page(viewport={"width": 360, "height": 780}, color_scheme="dark")
+    small.goto(s["url"])
+    ready(small)
+    go(small, f"#/endpoints/{endpoint_id}/settings")
+    sform = small.locator("form[data-form=filter]")
+    sform.get_by_label("Payload filter").fill(json.dumps(changed))
+    sform.get_by_role("button", name="Try the filter").click()
+    expect(sform.locator("[data-verdict]")).to_have_attribute("data-verdict", "no-match")
+    sform.locator("details.filter-guide > summary").click()
+    sform.scroll_into_view_if_needed()
+    wide = small.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 360, f"settings are {wide} px wide at 360 px"
+    axe_scan(small, "settings (filter) 360 px dark")
+    shot(small, shots_dir, "settings-filter-360-dark", backend_name)

@@ -354,6 +354,17 @@
     location.reload();
   });
 
+  // A tab opened from the portal (the catalog links, rel=opener) gets a copy of its
+  // sessionStorage, except where the portal is embedded in another site's page: the frame's
+  // storage is partitioned then, and the new tab's copy is empty. Its opener is still this
+  // origin, so the token is taken from there.
+  function openerToken() {
+    try {
+      var o = window.opener;
+      if (!o || o.location.origin !== location.origin) return null;
+      return o.sessionStorage.getItem(TOKEN_KEY);
+    } catch (e) { return null; }
+  }
   function boot() {
     var hash = location.hash.slice(1);
     var token = null;
@@ -368,6 +379,10 @@
       history.replaceState(null, '', location.pathname + location.search + '#/endpoints');
     } else {
       try { token = sessionStorage.getItem(TOKEN_KEY); } catch (e) { token = null; }
+      if (!token) {
+        token = openerToken();
+        try { if (token) sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* memory only */ }
+      }
     }
     var theme = null;
     try { theme = sessionStorage.getItem(THEME_KEY); } catch (e) { theme = null; }
@@ -812,8 +827,11 @@
     });
     allBtn.addEventListener('click', function () { boxes.forEach(function (b) { if (!b.closest('[hidden]')) { b.checked = true; } }); sync(); });
     noneBtn.addEventListener('click', function () { boxes.forEach(function (b) { b.checked = false; }); sync(); });
+    // The catalog opens in a new tab (rel=opener lets it inherit this tab's session), so a
+    // half-filled form is not lost.
+    var catalogLink = h('a', { href: '#/catalog', target: '_blank', rel: 'opener', class: 'small', 'data-catalog-link': '', 'aria-label': 'See the catalog (opens in a new tab)' }, 'See the catalog ↗');
     var el = h('div', { class: 'picker', role: 'group', 'aria-label': label || 'Event types' },
-      h('div', { class: 'picker-top' }, search, allBtn, noneBtn, count), list);
+      h('div', { class: 'picker-top' }, search, allBtn, noneBtn, count, catalogLink), list);
     sync(true);
     return { el: el, values: values, focus: function () { (boxes[0] || search).focus(); } };
   }
@@ -829,7 +847,7 @@
     return {
       el: block, hint: hint,
       error: function (msg) {
-        err.hidden = !msg; err.textContent = msg || '';
+        err.hidden = !msg; clear(err); if (msg) add(err, msg);
         if (control.setAttribute) { if (msg) control.setAttribute('aria-invalid', 'true'); else control.removeAttribute('aria-invalid'); }
       }
     };
@@ -931,6 +949,169 @@
   }
   function hasDetail(err, name) { return Object.keys(err.details || {}).some(function (k) { return k.split(/[.[]/)[0] === name; }); }
 
+  // ---------- Payload filter ----------
+  // The endpoint's `filter` as JSON text, checked by the server when saved, and a tester that
+  // sends it with a sample event to POST /v1/webhooks/filters/test before anything is saved.
+  function pointerError(msg) {
+    // The server's message starts with the JSON pointer of the fault inside the filter
+    // (`/data/balance/$lt: must be a number or a string`): show the place apart from the rule.
+    var m = /^(\/[^\n]*?): ([\s\S]*)$/.exec(String(msg));
+    if (!m) return String(msg);
+    return h('span', null, 'At ', h('code', { class: 'wrap-any', 'data-pointer': m[1] }, m[1]), ': ' + m[2]);
+  }
+  function readJson(text) {
+    var t = text.trim();
+    if (!t) return { empty: true, value: null };
+    try { return { value: JSON.parse(t) }; } catch (e) { return { error: 'Not valid JSON: ' + e.message }; }
+  }
+  function filterGuide(onUse) {
+    var examples = [
+      ['Only low balances', { data: { balance: { $lt: 100 } } }],
+      ['Only some currencies', { data: { currency: { $in: ['EUR', 'USD'] } } }],
+      ['Either of two cases', { $or: [{ type: 'brand.vetted' }, { data: { balance: { $lt: 0 } } }] }]
+    ];
+    return h('details', { class: 'filter-guide' }, h('summary', null, 'How filters work'),
+      h('ul', { class: 'small' },
+        h('li', null, 'The filter is matched against ', h('code', null, '{"type": …, "data": …}'), ' of each event.'),
+        h('li', null, 'Field names descend: ', h('code', null, '{"data": {"currency": "EUR"}}'), ' matches when data.currency is "EUR". Several fields must all match.'),
+        h('li', null, 'Operators: ', h('code', null, '$eq $neq $gt $gte $lt $lte $in $nin $exists $startsWith $and $or $not'), '.'),
+        h('li', null, 'Values of different kinds never match: "50" is not 50.'),
+        h('li', null, 'At most 4 KiB and 8 levels deep.')),
+      examples.map(function (x) {
+        var txt = JSON.stringify(x[1]);
+        return h('div', { class: 'guide-ex' }, h('span', { class: 'small' }, x[0]), h('code', { class: 'wrap-any' }, txt),
+          h('button', { type: 'button', class: 'btn btn-sm', 'aria-label': 'Use the example: ' + x[0], onclick: function () { onUse(JSON.stringify(x[1], null, 2)); } }, 'Use'));
+      }));
+  }
+  function filterEditor(types, initial, onChange) {
+    var listed = types.filter(function (t) { return t.name !== 'webhook.test'; });
+    var byName = {};
+    listed.forEach(function (t) { byName[t.name] = t; });
+    var initialText = initial ? JSON.stringify(initial, null, 2) : '';
+    var ta = h('textarea', { id: nextId('flt'), rows: '5', class: 'code-input', spellcheck: 'false', autocomplete: 'off', autocapitalize: 'off', placeholder: '{"data": {"balance": {"$lt": 100}}}', 'data-filter-input': '' });
+    ta.value = initialText;
+    var field = fieldBlock('Payload filter', ta, 'JSON. Only the subscribed events it matches are sent; leave it empty to send every subscribed event.', h('span', { class: 'muted' }, ' (optional)'));
+    add(field.el, filterGuide(function (txt) { ta.value = txt; ta.dispatchEvent(new Event('input', { bubbles: true })); ta.focus(); }));
+
+    // The tester: a sample event, prefilled from the catalog's example of its type.
+    var sel = h('select', { id: nextId('fts'), 'data-sample-type': '' }, listed.map(function (t) { return h('option', { value: t.name }, t.name); }));
+    var selField = fieldBlock('Sample event type', sel, null);
+    var data = h('textarea', { id: nextId('ftd'), rows: '6', class: 'code-input', spellcheck: 'false', autocomplete: 'off', autocapitalize: 'off', 'data-sample-data': '' });
+    var dataField = fieldBlock('Sample event data', data, ' ');
+    var catLink = h('a', { target: '_blank', rel: 'opener', class: 'small' });
+    var resetBtn = h('button', { type: 'button', class: 'btn btn-sm', 'data-action': 'reset-sample' }, 'Use the catalog example');
+    var tryBtn = h('button', { type: 'button', class: 'btn', 'data-action': 'try-filter' }, 'Try the filter');
+    var verdict = h('div', { class: 'verdict', 'aria-live': 'polite', 'data-verdict-box': '' });
+    var typeChosen = false, sampleEdited = false, trySeq = 0;
+    function fillSample() {
+      var t = byName[sel.value];
+      data.value = t && t.example != null ? JSON.stringify(t.example, null, 2) : '{}';
+      sampleEdited = false;
+      dataField.hint.textContent = t && t.example != null
+        ? 'Prefilled from the catalog’s example of ' + t.name + '. Edit it to try other values.'
+        : 'The catalog has no example for ' + sel.value + ': write the event’s data here.';
+      resetBtn.hidden = !(t && t.example != null);
+      linkType();
+    }
+    function linkType() {
+      catLink.href = link('/catalog', new URLSearchParams({ type: sel.value }));
+      catLink.textContent = 'See ' + sel.value + ' in the catalog ↗';
+      catLink.setAttribute('aria-label', 'See ' + sel.value + ' in the catalog (opens in a new tab)');
+    }
+    function setType(name) {
+      if (!byName[name]) return;
+      sel.value = name;
+      fillSample();
+    }
+    // An edit makes the last verdict (or one still on its way) stale.
+    function stale() { trySeq += 1; clear(verdict); }
+    // A new type brings its example, unless the sample was edited ("Use the catalog example" then).
+    sel.addEventListener('change', function () {
+      typeChosen = true; dataField.error(null); selField.error(null);
+      if (sampleEdited) linkType(); else fillSample();
+      stale();
+    });
+    data.addEventListener('input', function () { sampleEdited = true; dataField.error(null); stale(); });
+    resetBtn.addEventListener('click', function () { fillSample(); dataField.error(null); stale(); data.focus(); });
+    ta.addEventListener('input', function () {
+      stale();
+      if (!readJson(ta.value).error) field.error(null);
+      if (onChange) onChange();
+    });
+    ta.addEventListener('blur', function () { var f = readJson(ta.value); if (f.error) field.error(f.error); });
+
+    function showVerdict(kind, icon, title, text) {
+      clear(verdict);
+      var look = { match: 'ok', 'no-match': 'off', none: 'neutral' }[kind] || 'bad';
+      add(verdict, h('div', { 'data-verdict': kind }, badge(look, icon, title), text ? h('span', { class: 'small' }, text) : null));
+    }
+    // Puts a 422's faults next to their fields; returns whether any was the filter's.
+    function showErrors(err) {
+      var d = err.details || {}, filterFault = false;
+      Object.keys(d).forEach(function (k) {
+        if (k === 'filter') { field.error(pointerError(d[k])); filterFault = true; }
+        else if (k === 'event.data') dataField.error(String(d[k]));
+        else if (k === 'event.type') selField.error(String(d[k]));
+      });
+      if (filterFault) ta.focus();
+      return filterFault;
+    }
+    tryBtn.addEventListener('click', function () {
+      if (tryBtn.disabled) return;
+      field.error(null); dataField.error(null); selField.error(null); clear(verdict);
+      var f = readJson(ta.value);
+      if (f.error) { field.error(f.error); showVerdict('invalid', '✕', 'Not tried', 'Fix the filter first.'); ta.focus(); return; }
+      if (f.empty) { showVerdict('none', '–', 'No filter', 'Without a filter every subscribed event is sent.'); return; }
+      var d = readJson(data.value);
+      if (d.error || d.empty) { dataField.error(d.error || 'Write the event’s data as a JSON object.'); data.focus(); return; }
+      tryBtn.disabled = true; tryBtn.setAttribute('aria-busy', 'true');
+      add(verdict, h('p', { class: 'muted small' }, 'Trying…'));
+      var mine = ++trySeq;
+      api('POST', '/v1/webhooks/filters/test', { filter: f.value, event: { type: sel.value, data: d.value } }).then(function (r) {
+        if (mine !== trySeq) return;
+        if (r.matches) showVerdict('match', '✓', 'Matches', 'An endpoint with this filter receives this ' + sel.value + ' event.');
+        else showVerdict('no-match', '✕', 'Does not match', 'This ' + sel.value + ' event would not be sent to the endpoint.');
+      }, function (err) {
+        if (mine !== trySeq) return;
+        clear(verdict);
+        if (err.code === 'VALIDATION_FAILED') {
+          var filterFault = showErrors(err);
+          showVerdict('invalid', '!', 'Not tried', filterFault ? 'The filter has a problem: see the message under it.' : 'The sample event has a problem: see the message under it.');
+        } else add(verdict, errorPanel(err));
+      }).then(function () { tryBtn.disabled = false; tryBtn.removeAttribute('aria-busy'); });
+    });
+
+    if (listed.length) fillSample();
+    var tester = h('fieldset', { class: 'filter-try', 'data-filter-try': '' }, h('legend', null, 'Try the filter'),
+      h('p', { class: 'muted small' }, 'Checks the filter above against a sample event, before you save. Nothing is sent to the endpoint.'),
+      selField.el, h('div', { class: 'form-actions sample-actions' }, resetBtn, catLink), dataField.el,
+      h('div', { class: 'form-actions' }, tryBtn), verdict);
+    return {
+      el: h('div', { class: 'filter-editor' }, field.el, tester),
+      field: field,
+      read: function () { return readJson(ta.value); },
+      changed: function () { return ta.value.trim() !== initialText.trim(); },
+      showErrors: showErrors,
+      // Follows the event picker: the sample is of the first subscribed type, until one is chosen.
+      suggest: function (names) {
+        if (typeChosen || sampleEdited) return;
+        var first = sampleTypeFor(names || [], listed);
+        if (first && first !== sel.value) setType(first);
+      }
+    };
+  }
+  // The first catalog type an endpoint's `events` cover: a name, or a wildcard's first type.
+  function sampleTypeFor(events, listed) {
+    for (var i = 0; i < events.length; i++) {
+      var e = events[i];
+      for (var j = 0; j < listed.length; j++) {
+        var n = listed[j].name;
+        if (e === n || e === '*' || (e.slice(-2) === '.*' && n.indexOf(e.slice(0, -1)) === 0)) return n;
+      }
+    }
+    return null;
+  }
+
   // ---------- Create ----------
   function viewCreate(ctx) {
     setTitle('Add endpoint');
@@ -944,10 +1125,11 @@
       function dirty() { state.dirty = true; }
       var url = urlInput('https://', dirty);
       var desc = descInput('', dirty);
-      var picker = eventPicker(types, [], dirty, 'Events to send');
+      var filt = filterEditor(types, null, dirty);
+      var picker = eventPicker(types, [], function (vals) { dirty(); filt.suggest(vals); }, 'Events to send');
       var evField = fieldBlock('Events to send', picker.el, 'Choose at least one. New types in a group are not added automatically.');
       var hdrs = headersEditor({}, dirty);
-      var adv = h('details', { class: 'advanced' }, h('summary', null, 'Advanced'), hdrs.field.el);
+      var adv = h('details', { class: 'advanced' }, h('summary', null, 'Advanced: payload filter, custom headers'), filt.el, hdrs.field.el);
       var formErr = h('div');
       var submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create endpoint');
       var form = h('form', { novalidate: true, 'aria-label': 'New endpoint' },
@@ -955,14 +1137,17 @@
         h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'A signing secret is created with the endpoint and shown once.'),
           h('div', { class: 'form-actions' }, h('a', { class: 'btn', href: '#/endpoints' }, 'Cancel'), submit)));
       clear(holder); add(holder, form);
-      var fields = { url: url.field, description: desc.field, events: evField, headers: hdrs.field };
+      var fields = { url: url.field, description: desc.field, events: evField, headers: hdrs.field, filter: filt.field };
       form.addEventListener('submit', function (e) {
         e.preventDefault();
         if (submit.disabled) return;
         clear(formErr);
+        var fv = filt.read();
+        if (fv.error) { adv.open = true; filt.field.error(fv.error); filt.field.el.querySelector('textarea').focus(); return; }
         submit.disabled = true; submit.setAttribute('aria-busy', 'true');
         var body = { url: url.input.value.trim(), events: picker.values() };
         if (desc.input.value.trim()) body.description = desc.input.value;
+        if (!fv.empty) body.filter = fv.value;
         var hv = hdrs.value();
         if (Object.keys(hv).length) body.headers = hv;
         api('POST', '/v1/webhooks', body).then(function (ep) {
@@ -975,8 +1160,9 @@
         }, function (err) {
           submit.disabled = false; submit.removeAttribute('aria-busy');
           if (err.code === 'VALIDATION_FAILED') {
-            if (hasDetail(err, 'headers')) adv.open = true;
+            if (hasDetail(err, 'headers') || hasDetail(err, 'filter')) adv.open = true;
             var allShown = applyFieldErrors(err, fields);
+            filt.showErrors(err);
             add(formErr, h('div', { class: 'alert', role: 'alert' }, h('h2', null, 'Some fields need attention.'), allShown ? null : detailsList(err.details || {}), errMeta(err)));
           } else add(formErr, errorPanel(err));
           formErr.scrollIntoView({ block: 'nearest' });
@@ -1074,7 +1260,7 @@
         h('div', { class: 'small' }, 'Expires ', timeEl(cert.not_after, true), ' ', certWarn(cert.not_after)))
       : h('span', { class: 'muted' }, 'None'))]);
     add(dl, [h('dt', null, 'Filter'), h('dd', { 'data-filter': '' }, ep.filter
-      ? h('pre', { class: 'wrap-any' }, h('code', null, JSON.stringify(ep.filter, null, 2)))
+      ? h('pre', { class: 'code filter-shown' }, JSON.stringify(ep.filter, null, 2))
       : h('span', { class: 'muted' }, 'None: every subscribed event'))]);
     return h('section', { class: 'card', 'aria-labelledby': 'det-h' }, h('div', { class: 'card-head' }, h('h2', { id: 'det-h' }, 'Details')), h('div', { class: 'card-body' }, dl));
   }
@@ -1210,6 +1396,38 @@
         });
       });
 
+      // Payload filter
+      var err9 = h('div');
+      var save9 = h('button', { type: 'submit', class: 'btn btn-primary', disabled: true }, 'Save filter');
+      var f9 = h('form', { novalidate: true, 'aria-labelledby': 's9-h', 'data-form': 'filter' },
+        h('div', { class: 'card-head' }, h('h2', { id: 's9-h' }, 'Payload filter')),
+        h('div', { class: 'card-body' }, err9, h('p', { class: 'muted small' }, 'Loading event types…')),
+        h('div', { class: 'card-foot' }, h('span', { class: 'muted small' }, 'Applies to events published after you save.'), save9));
+      var filt = null;
+      loadTypes().then(function (types) {
+        if (!alive(ctx)) return;
+        filt = filterEditor(types, ep.filter, function () { var c = filt.changed(); save9.disabled = !c; if (c) state.dirty = true; });
+        filt.suggest(ep.events);
+        var cb = f9.querySelector('.card-body');
+        clear(cb); add(cb, [err9, filt.el]);
+      }, function (err) { if (alive(ctx)) add(err9, errorPanel(err)); });
+      f9.addEventListener('submit', function (e) {
+        e.preventDefault();
+        if (save9.disabled || !filt) return;
+        clear(err9); filt.field.error(null);
+        var fv = filt.read();
+        if (fv.error) { filt.field.error(fv.error); return; }
+        save9.disabled = true; save9.setAttribute('aria-busy', 'true');
+        // An emptied field removes the filter: every subscribed event is sent again.
+        api('PATCH', base, { filter: fv.empty ? null : fv.value }).then(function (n) {
+          state.dirty = false; refreshed(n, fv.empty ? 'Filter removed' : 'Filter saved');
+        }, function (err) {
+          save9.disabled = false; save9.removeAttribute('aria-busy');
+          if (err.code === 'VALIDATION_FAILED') filt.showErrors(err);
+          add(err9, errorPanel(err));
+        });
+      });
+
       // Status
       var host = hostOf(ep.url);
       var statusBody = h('div', { class: 'card-body' });
@@ -1308,7 +1526,7 @@
           } }, 'Delete endpoint…')));
 
       add(main, h('div', { class: 'grid-2' },
-        h('div', null, h('section', { class: 'card' }, f1), h('section', { class: 'card' }, f2), advCard),
+        h('div', null, h('section', { class: 'card' }, f1), h('section', { class: 'card' }, f2), h('section', { class: 'card' }, f9), advCard),
         h('div', null, statusCard, secretCard, delCard)));
     });
   }
@@ -1717,60 +1935,141 @@
   // ---------- Catalog ----------
   function viewCatalog(ctx) {
     setTitle('Event catalog');
-    var qv = ctx.params.get('q') || '';
-    var search = h('input', { type: 'search', id: 'cat-q', value: qv, placeholder: 'Search by name or description', autocomplete: 'off' });
-    add(main, pageHead('Event catalog', 'The event types you can subscribe an endpoint to.', null));
-    var listCol = h('div', null, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('label', { for: 'cat-q', class: 'label' }, 'Search event types'), search)));
-    var results = h('div', { 'aria-live': 'polite' }, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('span', { class: 'skeleton' }))));
+    var qv = ctx.params.get('q') || '', opened = ctx.params.get('type');
+    var search = h('input', { type: 'search', id: 'cat-q', value: qv, placeholder: 'Search by name or description', autocomplete: 'off', 'aria-describedby': 'cat-count' });
+    var count = h('p', { class: 'hint', id: 'cat-count', 'aria-live': 'polite', 'data-catalog-count': '' });
+    add(main, pageHead('Event catalog', 'The event types you can subscribe an endpoint to. Open one to see the shape of its data and an example.', null));
+    var listCol = h('div', null, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('label', { for: 'cat-q', class: 'label' }, 'Search event types'), search, count)));
+    var results = h('div', { 'aria-busy': 'true' }, h('div', { class: 'card' }, h('div', { class: 'card-body' }, h('span', { class: 'skeleton' }), h('br'), h('span', { class: 'skeleton' }))));
     add(listCol, results);
     add(main, h('div', { class: 'grid-2' }, listCol, h('div', null, signaturePanel())));
+    // The search and the last opened type live in the address, so a reload or a shared link
+    // shows the same thing.
+    function remember(name, open) {
+      if (name && open) opened = name;
+      else if (name && opened === name) opened = null;
+      var n = new URLSearchParams();
+      if (search.value) n.set('q', search.value);
+      if (opened) n.set('type', opened);
+      history.replaceState(null, '', location.pathname + link('/catalog', n));
+    }
     loadTypes().then(function (types) {
       if (!alive(ctx)) return;
+      var listed = types.filter(function (t) { return t.name !== 'webhook.test'; });
       function draw() {
         var q = search.value.trim().toLowerCase();
         clear(results);
-        var groups = groupTypes(types.filter(function (t) { return !q || (t.name + ' ' + (t.description || '')).toLowerCase().indexOf(q) >= 0; }));
-        if (!groups.length) { add(results, h('div', { class: 'card' }, h('div', { class: 'empty' }, h('h3', null, 'No event type matches “' + search.value + '”'), h('p', { class: 'muted small' }, 'Try another word.')))); return; }
+        results.removeAttribute('aria-busy');
+        var hits = listed.filter(function (t) { return !q || (t.name + ' ' + (t.description || '')).toLowerCase().indexOf(q) >= 0; });
+        count.textContent = q ? plural(hits.length, 'type') + ' of ' + listed.length + ' match' : plural(listed.length, 'event type');
+        var groups = groupTypes(hits);
+        if (!groups.length) {
+          add(results, h('div', { class: 'card' }, h('div', { class: 'empty', 'data-empty': 'catalog' }, h('h2', null, 'No event type matches “' + search.value + '”'),
+            h('p', { class: 'muted small' }, 'Search looks at names and descriptions. Try another word.'),
+            h('div', { class: 'form-actions' }, h('button', { type: 'button', class: 'btn', onclick: function () { search.value = ''; remember(null, false); draw(); search.focus(); } }, 'Clear search')))));
+          return;
+        }
         groups.forEach(function (g) {
           var gid = nextId('cg');
           add(results, h('section', { class: 'card', 'aria-labelledby': gid, 'data-group': g.name },
-            h('div', { class: 'card-head' }, h('h2', { id: gid }, g.name === 'operational' ? 'Operational events' : g.name), h('span', { class: 'muted small' }, g.name === 'operational' ? 'Sent by Herald about your endpoints' : plural(g.types.length, 'type'))),
-            h('div', { class: 'card-body' }, g.types.map(typeEntry))));
+            h('div', { class: 'card-head' }, h('h2', { id: gid }, g.name === 'operational' ? 'Operational events' : g.name + '.*'),
+              h('span', { class: 'muted small' }, g.name === 'operational' ? 'Sent by Herald about your endpoints' : plural(g.types.length, 'type'))),
+            h('div', { class: 'type-list' }, g.types.map(function (t) { return typeEntry(t, t.name === opened, remember); }))));
         });
       }
       var timer = null;
       search.addEventListener('input', function () {
         clearTimeout(timer);
-        timer = setTimeout(function () {
-          var n = new URLSearchParams(); if (search.value) n.set('q', search.value);
-          history.replaceState(null, '', location.pathname + link('/catalog', n));
-          draw();
-        }, 120);
+        timer = setTimeout(function () { remember(null, false); draw(); }, 120);
       });
       draw();
+      var target = opened && results.querySelector('details[open]');
+      if (target) target.scrollIntoView({ block: 'start' });
       markReady();
     }, function (err) {
       if (!alive(ctx)) return;
+      results.removeAttribute('aria-busy');
       clear(results); add(results, errorPanel(err, render, 'Could not load the event catalog.'));
       markReady();
     });
   }
-  function typeEntry(t) {
-    var box = h('div', { class: 'field', 'data-type': t.name },
-      h('div', { class: 'title-row' }, h('h3', null, h('code', null, t.name)), copyBtn(t.name, t.name), t.deprecated ? badge('warn', '!', 'Deprecated') : null),
-      t.description ? h('p', { class: 'muted small' }, t.description) : null);
-    if (t.schema && t.schema.properties) {
-      var req = t.schema.required || [];
-      add(box, h('ul', { class: 'small' }, Object.keys(t.schema.properties).map(function (k) {
-        var s = t.schema.properties[k] || {};
-        return h('li', null, h('code', null, k), ' ', h('span', { class: 'muted' }, (s.type || 'any') + (req.indexOf(k) >= 0 ? ', required' : '')), s.description ? ' — ' + s.description : null);
-      })));
+  // One type as a disclosure: name, badges and description when closed; its data's fields, the
+  // JSON Schema and the example when open. Nothing is built until it is first opened.
+  function typeEntry(t, open, onToggle) {
+    var body = h('div', { class: 'type-body' });
+    var built = false;
+    var tags = h('span', { class: 'type-tags' },
+      t.deprecated ? badge('warn', '!', 'Deprecated') : null,
+      t.schema ? badge('neutral', '{ }', 'Schema') : badge('off', '–', 'No schema'));
+    var box = h('details', { class: 'type-entry', 'data-type': t.name, open: !!open },
+      h('summary', null, h('span', { class: 'type-name' }, h('code', null, t.name), tags),
+        h('span', { class: 'type-desc muted small' }, t.description || 'No description.')),
+      body);
+    function build() {
+      if (built) return;
+      built = true;
+      add(body, h('div', { class: 'form-actions' }, h('span', { class: 'muted small' }, 'Type name'), copyBtn(t.name, t.name)));
+      if (t.deprecated) add(body, h('p', { class: 'alert warn small', 'data-deprecated': '' }, 'Deprecated: it is still sent to endpoints that subscribe to it, but new integrations should not rely on it.'));
+      if (t.schema) {
+        add(body, h('h3', null, 'Data fields'));
+        var tree = schemaTree(t.schema, 0);
+        add(body, tree || h('p', { class: 'muted small' }, 'The schema does not list named fields; see it below.'));
+        var txt = JSON.stringify(t.schema, null, 2);
+        add(body, h('details', { class: 'schema-raw', 'data-schema': '' }, h('summary', null, 'JSON Schema (2020-12) of data'),
+          h('div', { class: 'form-actions' }, copyBtn(txt, 'schema of ' + t.name)), h('pre', { class: 'code', tabindex: '0' }, txt)));
+      } else {
+        add(body, h('p', { class: 'muted small', 'data-no-schema': '' }, 'The catalog has no schema for this type, so its data is neither described nor checked: expect any JSON object.'));
+      }
+      var ex = t.example != null ? JSON.stringify(t.example, null, 2) : null;
+      add(body, h('div', { class: 'title-row example-head' }, h('h3', null, 'Example data'), ex ? copyBtn(ex, 'example of ' + t.name) : null));
+      add(body, ex ? h('pre', { class: 'code', 'data-example': '', tabindex: '0' }, ex)
+        : h('p', { class: 'muted small', 'data-no-example': '' }, 'The catalog has no example for this type.'));
     }
-    if (t.example != null) {
-      var ex = JSON.stringify(t.example, null, 2);
-      add(box, [h('div', { class: 'form-actions' }, h('span', { class: 'muted small' }, 'Example data'), copyBtn(ex, 'example of ' + t.name)), h('pre', { class: 'code' }, ex)]);
-    }
+    if (open) build();
+    box.addEventListener('toggle', function () { if (box.open) build(); if (onToggle) onToggle(t.name, box.open); });
     return box;
+  }
+  // A readable outline of a JSON Schema's properties (nested objects and arrays of objects),
+  // or null when it names none. Keywords it does not know are left to the raw schema below it.
+  function schemaTree(schema, depth) {
+    if (!schema || typeof schema !== 'object' || depth > 6) return null;
+    var props = schema.properties;
+    if (schema.type === 'array' && schema.items && typeof schema.items === 'object') props = schema.items.properties;
+    if (!props || typeof props !== 'object' || !Object.keys(props).length) return null;
+    var req = Array.isArray(schema.required) ? schema.required : (schema.items && Array.isArray(schema.items.required) ? schema.items.required : []);
+    return h('ul', { class: 'schema-tree' }, Object.keys(props).map(function (k) {
+      var s = props[k] && typeof props[k] === 'object' ? props[k] : {};
+      var rules = schemaRules(s);
+      return h('li', { 'data-field': k },
+        h('code', { class: 'field-name' }, k), ' ',
+        h('span', { class: 'field-type' }, schemaType(s)),
+        req.indexOf(k) >= 0 ? h('span', { class: 'field-req' }, 'required') : h('span', { class: 'muted small' }, 'optional'),
+        s.description ? h('div', { class: 'small' }, s.description) : null,
+        rules.length ? h('div', { class: 'muted small' }, rules.join(' · ')) : null,
+        schemaTree(s, depth + 1));
+    }));
+  }
+  function schemaType(s) {
+    if (s.$ref) return 'see ' + s.$ref;
+    var t = Array.isArray(s.type) ? s.type.join(' or ') : (s.type || (s.enum ? 'value' : s.const !== undefined ? 'constant' : 'any'));
+    if (t === 'array' && s.items && s.items.type) t = 'array of ' + (Array.isArray(s.items.type) ? s.items.type.join(' or ') : s.items.type);
+    return t;
+  }
+  function schemaRules(s) {
+    var r = [];
+    if (Array.isArray(s.enum)) r.push('one of ' + s.enum.map(function (v) { return JSON.stringify(v); }).join(', '));
+    if (s.const !== undefined) r.push('always ' + JSON.stringify(s.const));
+    if (s.format) r.push('format ' + s.format);
+    if (s.pattern) r.push('pattern ' + s.pattern);
+    if (s.minLength != null && s.minLength === s.maxLength) r.push('length ' + s.minLength);
+    else if (s.minLength != null || s.maxLength != null) r.push('length ' + (s.minLength != null ? s.minLength : 0) + '–' + (s.maxLength != null ? s.maxLength : '∞'));
+    if (s.minimum != null) r.push('≥ ' + s.minimum);
+    if (s.maximum != null) r.push('≤ ' + s.maximum);
+    if (s.items && typeof s.items === 'object' && !s.items.properties) {
+      var each = schemaRules(s.items);
+      if (each.length) r.push('each ' + each.join(', '));
+    }
+    return r;
   }
   function signaturePanel() {
     function row(name, text) { return [h('dt', null, h('code', null, name)), h('dd', { class: 'small' }, text)]; }
