@@ -726,9 +726,9 @@ export interface components {
         };
         /** @description A client certificate as sent: write-only. */
         ClientCertificateRequest: {
-            /** @description PEM certificates, the leaf first. */
+            /** @description PEM certificates, the leaf first; at most 32 KiB. */
             cert_pem: string;
-            /** @description The leaf's private key, PEM, unencrypted (PKCS#8, PKCS#1 RSA or SEC1 EC). */
+            /** @description The leaf's private key, PEM, unencrypted (PKCS#8, PKCS#1 RSA or SEC1 EC); at most 32 KiB. */
             key_pem: string;
         };
         /** @description What answers show of a client certificate. */
@@ -761,16 +761,13 @@ export interface components {
              *     serialized and 8 levels deep, matched against `{"type", "data"}` of each event.
              */
             filter?: Record<string, never> | null;
-            /**
-             * @description Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names
-             *     are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
-             *     printable characters. Stored sealed; answers show every value as `"<redacted>"`.
-             */
+            /** @description Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024 printable characters. Stored sealed; answers show every value as `"<redacted>"`. */
             headers?: {
                 [key: string]: string;
             } | null;
             /**
-             * @description An absolute `https` URL, at most 2048 characters, without user-info.
+             * @description An absolute `https` URL, at most 2048 characters, without user-info, whose host is a
+             *     public name or address (the pattern says what a schema can; the rest is checked too).
              * @example https://example.com/webhooks
              */
             url: string;
@@ -1066,27 +1063,34 @@ export interface components {
             /** @description Standard base64 of 32 random bytes; shown this once. */
             webhook_secret: string;
         };
-        /** @description The body of a recovery request. */
+        /**
+         * @description The body of a recovery request. Unknown fields are refused; an optional field may be
+         *     omitted, but not `null`.
+         */
         RecoverRequest: {
             /** @description Count the matches and deliver nothing; `false` by default. */
-            dry_run?: boolean | null;
-            /** @description Only events of these types (1 to 50, from the catalog); every type by default. */
-            event_types?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted")[] | null;
+            dry_run?: boolean;
+            /**
+             * @description Only events of these types (1 to 50, from the catalog; a type listed twice counts
+             *     once); every type by default.
+             */
+            event_types?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted")[];
             /**
              * @description Also events the endpoint never got (published while it was inactive, or of a type it
              *     subscribed to later); `false` by default.
              */
-            include_missing?: boolean | null;
+            include_missing?: boolean;
             /**
              * Format: date-time
-             * @description Start of the window of event creation times, inclusive; within event retention.
+             * @description Start of the window of event creation times, inclusive; before `until` and within
+             *     event retention.
              */
             since: string;
             /**
              * Format: date-time
              * @description End of the window, exclusive; now by default.
              */
-            until?: string | null;
+            until?: string;
         };
         /** @description The answer of a recovery request. */
         RecoverResponse: {
@@ -1248,8 +1252,11 @@ export interface components {
         TestFilterEvent: {
             /** @description The event's `data`, a JSON object. */
             data: Record<string, never>;
-            /** @description A catalog type. */
-            type: string;
+            /**
+             * @description A catalog type.
+             * @enum {string}
+             */
+            type: "brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted";
         };
         /** @description Body of `POST /v1/webhooks/filters/test`. Unknown fields are refused. */
         TestFilterRequest: {
@@ -1311,10 +1318,7 @@ export interface components {
             events?: ("brand.vetted" | "brand.vetting_failed" | "campaign.approved" | "campaign.rejected" | "campaign.shared" | "wallet.balance_low" | "wallet.balance_zero" | "subscription.past_due" | "subscription.canceled" | "api_key.created" | "api_key.rotated" | "api_key.revoked" | "phone_number.bulk_order.completed" | "phone_number.campaign.assigned" | "consent_pending.confirmed" | "consent_pending.expired" | "lookup.completed" | "endpoint.disabled" | "endpoint.enabled" | "delivery.exhausted" | "brand.*" | "campaign.*" | "wallet.*" | "subscription.*" | "api_key.*" | "phone_number.*" | "phone_number.bulk_order.*" | "phone_number.campaign.*" | "consent_pending.*" | "lookup.*" | "endpoint.*" | "delivery.*" | "*")[];
             /** @description A new filter; `null` removes it, so every subscribed event is delivered. */
             filter?: Record<string, never> | null;
-            /**
-             * @description The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value
-             *     of that header, so a read set can be sent back with one value changed.
-             */
+            /** @description The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value of that header, so a read set can be sent back with one value changed. */
             headers?: {
                 [key: string]: string;
             };

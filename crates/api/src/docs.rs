@@ -2,9 +2,13 @@
 //! The router and the document are built from the same `routes!` calls (see `router.rs`), so
 //! a route cannot exist without being documented.
 
+mod bounds;
 mod catalog;
+mod links;
 
-pub(crate) use catalog::with_catalog;
+pub(crate) use bounds::{custom_headers_or_null_schema, custom_headers_schema};
+
+use crate::state::ApiConfig;
 
 use utoipa::openapi::Required;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -33,10 +37,11 @@ pub(crate) struct ApiDoc;
 /// Operations whose request body may be omitted altogether.
 const OPTIONAL_BODIES: [&str; 2] = ["replay_delivery", "rotate_endpoint_secret"];
 
-/// Completes the document once the router has added every path: marks the bodies that may
-/// be omitted as not required. utoipa's own way to say so, `Option<T>`, would also declare a
-/// JSON `null` body valid, and Herald refuses that (400) like any body that is not an object.
+/// Completes the document once the router has added every path: gives every `{id}` its
+/// UUID shape and marks the bodies that may be omitted as not required. utoipa's own way to say so, `Option<T>`, would also declare a JSON `null`
+/// body valid, and Herald refuses that (400) like any body that is not an object.
 pub(crate) fn finish(openapi: &mut utoipa::openapi::OpenApi) {
+    bounds::path_ids(openapi);
     for item in openapi.paths.paths.values_mut() {
         let operations = [&mut item.post, &mut item.put, &mut item.patch];
         for operation in operations.into_iter().flatten() {
@@ -52,6 +57,17 @@ pub(crate) fn finish(openapi: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// What `GET /openapi.json` serves: `openapi` with the deployment's catalog and versions, and
+/// the links between operations.
+pub(crate) fn document(
+    openapi: &utoipa::openapi::OpenApi,
+    config: &ApiConfig,
+) -> serde_json::Value {
+    let mut document = catalog::with_catalog(openapi, config);
+    links::add(&mut document);
+    document
 }
 
 struct BearerAuth;

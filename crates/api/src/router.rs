@@ -57,7 +57,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// document.
 pub fn router(state: AppState) -> Router {
     let (organization, openapi) = organization_routes();
-    let openapi = Arc::new(crate::docs::with_catalog(&openapi, &state.config));
+    let openapi = Arc::new(crate::docs::document(&openapi, &state.config));
     let max_body_bytes = state.config.body_limit;
     Router::new()
         .merge(organization)

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::state::ApiConfig;
 
 /// `openapi` (the fixed document) with the deployment's catalog and versions filled in.
-pub(crate) fn with_catalog(openapi: &utoipa::openapi::OpenApi, config: &ApiConfig) -> Value {
+pub(super) fn with_catalog(openapi: &utoipa::openapi::OpenApi, config: &ApiConfig) -> Value {
     let mut document = serde_json::to_value(openapi).unwrap_or(Value::Null);
     let names: Vec<String> = config
         .catalog
@@ -40,11 +40,16 @@ pub(crate) fn with_catalog(openapi: &utoipa::openapi::OpenApi, config: &ApiConfi
     )) {
         version["enum"] = json!(new_versions);
     }
+    // A recovery takes a type listed twice as once, so duplicates are valid there.
     if let Some(types) =
         document.pointer_mut(&format!("{schemas}/RecoverRequest/properties/event_types"))
     {
         types["items"] = json!({"type": "string", "enum": names});
-        types["uniqueItems"] = json!(true);
+    }
+    if let Some(event_type) =
+        document.pointer_mut(&format!("{schemas}/TestFilterEvent/properties/type"))
+    {
+        event_type["enum"] = json!(names);
     }
     let mut filterable = names;
     filterable.push(TEST_EVENT_TYPE.to_owned());

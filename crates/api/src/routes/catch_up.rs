@@ -71,7 +71,7 @@ pub struct CatchUpResponse {
     get, path = "/v1/webhooks/{id}/events", tag = "endpoints", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The endpoint's id"),
-        ("after_sequence" = Option<i64>, Query, minimum = 0, description = "Only later sequence numbers; default 0"),
+        ("after_sequence" = Option<i64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Only later sequence numbers; default 0"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50"),
     ),
     responses((status = 200, description = "A page of the endpoint's events", body = CatchUpResponse), CommonErrors)

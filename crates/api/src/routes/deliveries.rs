@@ -37,6 +37,7 @@ pub struct DeliveryResponse {
     #[schema(format = Uuid)]
     pub endpoint_id: String,
     /// The event, `evt_<uuid>`.
+    #[schema(pattern = r"^evt_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub event_id: String,
     /// The event's type.
     pub event_type: String,
@@ -102,6 +103,7 @@ impl From<Attempt> for DeliveryResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestResponse {
     /// The synthetic event's id.
+    #[schema(pattern = r"^evt_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub event_id: String,
     /// The attempt's id (in the deliveries feed).
     #[schema(format = Uuid)]
@@ -133,6 +135,7 @@ pub struct ReplayResponse {
     /// The event type.
     pub event_type: String,
     /// The fresh event id of the replay.
+    #[schema(pattern = r"^evt_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub new_event_id: String,
     /// The audit record of the replay.
     #[schema(format = Uuid)]
@@ -147,7 +150,7 @@ pub struct ReplayResponse {
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Why, for the audit trail; at most 500 characters.
-    #[schema(max_length = 500)]
+    #[schema(max_length = 500, pattern = r"^[^\u0000]*$")]
     pub reason: Option<String>,
 }
 
@@ -156,11 +159,11 @@ pub struct ReplayRequest {
     get, path = "/v1/webhooks/deliveries", tag = "deliveries", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size, default 50"),
-        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
-        ("endpoint_id" = Option<String>, Query, format = Uuid, description = "Only this endpoint"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", min_length = 22, max_length = 22, description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
+        ("endpoint_id" = Option<String>, Query, format = Uuid, pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", min_length = 36, max_length = 36, description = "Only this endpoint"),
         ("event_type" = Option<String>, Query, description = "A catalog type or `webhook.test`"),
-        ("outcome" = Option<String>, Query, description = "`success`, `retry` or `dead`"),
-        ("event_id" = Option<String>, Query, description = "Only this event's attempts (`evt_<uuid>`)"),
+        ("outcome" = Option<String>, Query, pattern = "^(success|retry|dead)$", min_length = 4, max_length = 7, description = "`success`, `retry` or `dead`"),
+        ("event_id" = Option<String>, Query, pattern = r"^evt_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", min_length = 40, max_length = 40, description = "Only this event's attempts (`evt_<uuid>`)"),
         ("since" = Option<String>, Query, format = DateTime, description = "At or after (inclusive)"),
         ("until" = Option<String>, Query, format = DateTime, description = "Before (exclusive)"),
         ("http_status_min" = Option<u16>, Query, minimum = 100, maximum = 599, description = "Lowest response status"),

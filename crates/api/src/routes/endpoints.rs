@@ -31,15 +31,20 @@ use crate::wire::{ListResponse, page_request, path_id};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpointRequest {
-    /// An absolute `https` URL, at most 2048 characters, without user-info.
-    #[schema(max_length = 2048, example = "https://example.com/webhooks")]
+    /// An absolute `https` URL, at most 2048 characters, without user-info, whose host is a
+    /// public name or address (the pattern says what a schema can; the rest is checked too).
+    #[schema(
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]://[^\u0000-\u0020\u007f-\u009f/][^\u0000-\u0020\u007f-\u009f]*$",
+        example = "https://example.com/webhooks"
+    )]
     pub url: String,
     /// 1 to 50 distinct entries: event types from the catalog, `prefix.*` wildcards (every
     /// type whose name starts with `prefix.`) or `*` (every type).
     #[schema(min_items = 1, max_items = 50)]
     pub events: Vec<String>,
     /// At most 200 characters; whitespace-only is stored as `null`.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     /// A supported API version; the newest by default. May be omitted, but not `null`.
     #[schema(nullable = false)]
@@ -47,6 +52,7 @@ pub struct CreateEndpointRequest {
     /// Up to 20 headers sent with every delivery (e.g. an API key a gateway demands): names
     /// are HTTP tokens of at most 64 characters, not ones Herald sets; values at most 1,024
     /// printable characters. Stored sealed; answers show every value as `"<redacted>"`.
+    #[schema(schema_with = crate::docs::custom_headers_or_null_schema)]
     pub headers: Option<BTreeMap<String, String>>,
     /// A client certificate presented when the receiver asks (mutual TLS): a PEM certificate
     /// chain and its unencrypted private key. Write-only; answers show its subject and expiry.
@@ -61,9 +67,11 @@ pub struct CreateEndpointRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCertificateRequest {
-    /// PEM certificates, the leaf first.
+    /// PEM certificates, the leaf first; at most 32 KiB.
+    #[schema(max_length = 32768)]
     pub cert_pem: String,
-    /// The leaf's private key, PEM, unencrypted (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    /// The leaf's private key, PEM, unencrypted (PKCS#8, PKCS#1 RSA or SEC1 EC); at most 32 KiB.
+    #[schema(max_length = 32768)]
     pub key_pem: String,
 }
 
@@ -82,20 +90,24 @@ pub struct ClientCertificateResponse {
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpointRequest {
     /// A new URL, under the create rules. May be omitted, but not `null`.
-    #[schema(max_length = 2048, nullable = false)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]://[^\u0000-\u0020\u007f-\u009f/][^\u0000-\u0020\u007f-\u009f]*$",
+        nullable = false
+    )]
     pub url: Option<String>,
     /// The new, whole set of event types. May be omitted, but not `null`.
     #[schema(min_items = 1, max_items = 50, nullable = false)]
     pub events: Option<Vec<String>>,
     /// A new description; empty after trimming (or `null`) clears it.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     /// Enable or disable delivery. May be omitted, but not `null`.
     #[schema(nullable = false)]
     pub active: Option<bool>,
     /// The new, whole set of custom headers; a value of `"<redacted>"` keeps the stored value
     /// of that header, so a read set can be sent back with one value changed.
-    #[schema(nullable = false)]
+    #[schema(schema_with = crate::docs::custom_headers_schema)]
     pub headers: Option<BTreeMap<String, String>>,
     /// A new client certificate; `null` removes it.
     pub client_certificate: Option<ClientCertificateRequest>,
@@ -278,7 +290,7 @@ pub(crate) async fn create_endpoint(
     get, path = "/v1/webhooks", tag = "endpoints", security(("bearer" = [])),
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, default 50"),
-        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
+        ("cursor" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$", min_length = 22, max_length = 22, description = "The `next_cursor` of the previous page (22 characters of unpadded base64url)"),
     ),
     responses((status = 200, description = "A page of endpoints", body = EndpointList), CommonErrors)
 )]

@@ -25,25 +25,32 @@ use crate::routes::endpoints::audit_record;
 use crate::state::AppState;
 use crate::wire::path_id;
 
-/// The body of a recovery request.
-#[derive(Debug, ToSchema)]
+/// The body of a recovery request. Unknown fields are refused; an optional field may be
+/// omitted, but not `null`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
     reason = "documents the request body; the handler reads it field by field"
 )]
 pub struct RecoverRequest {
-    /// Start of the window of event creation times, inclusive; within event retention.
+    /// Start of the window of event creation times, inclusive; before `until` and within
+    /// event retention.
     #[schema(format = DateTime)]
     since: String,
     /// End of the window, exclusive; now by default.
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, nullable = false)]
     until: Option<String>,
-    /// Only events of these types (1 to 50, from the catalog); every type by default.
+    /// Only events of these types (1 to 50, from the catalog; a type listed twice counts
+    /// once); every type by default.
+    #[schema(min_items = 1, max_items = 50, nullable = false)]
     event_types: Option<Vec<String>>,
     /// Also events the endpoint never got (published while it was inactive, or of a type it
     /// subscribed to later); `false` by default.
+    #[schema(nullable = false)]
     include_missing: Option<bool>,
     /// Count the matches and deliver nothing; `false` by default.
+    #[schema(nullable = false)]
     dry_run: Option<bool>,
 }
 

@@ -72,7 +72,7 @@ pub struct EndpointStatsResponse {
     get, path = "/v1/webhooks/{id}/stats", tag = "endpoints", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The endpoint's id"),
-        ("window" = Option<String>, Query, pattern = "^(1h|24h|7d)$", description = "`1h`, `24h` (default) or `7d`"),
+        ("window" = Option<String>, Query, pattern = "^(1h|24h|7d)$", min_length = 2, max_length = 3, description = "`1h`, `24h` (default) or `7d`"),
     ),
     responses((status = 200, description = "The endpoint's stats", body = EndpointStatsResponse), CommonErrors)
 )]

@@ -51,6 +51,7 @@ mod hostile;
 mod isolation;
 mod metrics;
 mod openapi;
+mod openapi_bounds;
 mod operational;
 mod ordering;
 mod otel;
