@@ -1006,3 +1006,99 @@ def test_filter_is_tried_before_saving_then_saved_and_cleared(new_page, herald, 
     assert wide <= 360, f"settings are {wide} px wide at 360 px"
     axe_scan(small, "settings (filter) 360 px dark")
     shot(small, shots_dir, "settings-filter-360-dark", backend_name)
+
+
+def _saved_events(herald, token: str, endpoint_id: str) -> list:
+    status, ep, _ = herald.request("GET", f"/v1/webhooks/{endpoint_id}", token=token)
+    assert status == 200
+    return ep["events"]
+
+
+def _save_events(page: Page, herald, token: str, endpoint_id: str) -> list:
+    """Saves the picker and returns the stored events once they have changed (an earlier save's
+    "Events saved" status may still be showing) and the settings are drawn again from them."""
+    before = _saved_events(herald, token, endpoint_id)
+    save = page.get_by_role("button", name="Save events")
+    save.click()
+    events = wait_until(lambda: (lambda now: now != before and now)(_saved_events(herald, token, endpoint_id)),
+                        what="the saved events")
+    # The button of the new drawing is disabled and was never busy.
+    expect(save).not_to_have_attribute("aria-busy", "true")
+    expect(save).to_be_disabled()
+    return events
+
+
+def test_picker_writes_wildcards_and_opens_them_checked(new_page, herald, receiver, shots_dir, backend_name):
+    org = herald.new_org("Wildcard Co")
+    s = herald.session(org["id"])
+    token = s["token"]
+    page = new_page()
+    page.goto(s["url"])
+    ready(page)
+
+    # The wallet group's box writes `wallet.*`, and says that later types are included.
+    go(page, "#/endpoints/new")
+    page.get_by_label("Endpoint URL").fill(receiver.url + "/wild")
+    wallet = page.locator("[data-group=wallet]")
+    wallet_box = page.get_by_role("checkbox", name=re.compile(r"^All wallet events"))
+    wallet_box.check()
+    expect(page.get_by_role("checkbox", name="wallet.balance_low", exact=True)).to_be_checked()
+    expect(wallet.locator("[data-wildcard-note]")).to_have_text("All wallet.* events, including types added later")
+    page.get_by_role("button", name="Create endpoint").click()
+    page.locator("dialog[data-secret-dialog]").get_by_role("button", name="I have stored it").click()
+    expect(page.get_by_role("heading", name="Endpoint created")).to_be_visible()
+    endpoint_id = page.url.split("#/endpoints/")[1].split("?")[0]
+    assert _saved_events(herald, token, endpoint_id) == ["wallet.*"]
+    expect(page.locator("[data-wildcard='wallet.*']")).to_contain_text("incl. future types")
+
+    # Reloaded, the settings show the group checked; unchecking one type spells out the rest.
+    go(page, f"#/endpoints/{endpoint_id}/settings")
+    page.reload()
+    ready(page)
+    save_events = page.get_by_role("button", name="Save events")
+    expect(wallet_box).to_be_checked()
+    expect(page.get_by_role("checkbox", name="wallet.balance_zero", exact=True)).to_be_checked()
+    expect(wallet.locator("[data-wildcard-note]")).to_be_visible()
+    all_events = page.get_by_role("checkbox", name="All events", exact=True)
+    expect(all_events).not_to_be_checked()
+    expect(save_events).to_be_disabled()
+    page.get_by_role("checkbox", name="wallet.balance_zero", exact=True).uncheck()
+    expect(wallet_box).not_to_be_checked()
+    expect(wallet.locator("[data-wildcard-note]")).to_be_hidden()
+    assert _save_events(page, herald, token, endpoint_id) == ["wallet.balance_low"]
+
+    # "All events", from the keyboard, writes `*`; reloaded, every box shows checked.
+    all_events.focus()
+    page.keyboard.press("Space")
+    expect(all_events).to_be_checked()
+    assert _save_events(page, herald, token, endpoint_id) == ["*"]
+    page.reload()
+    ready(page)
+    expect(all_events).to_be_checked()
+    expect(wallet_box).to_be_checked()
+    expect(page.get_by_role("checkbox", name="brand.vetted", exact=True)).to_be_checked()
+    expect(save_events).to_be_disabled()
+    axe_scan(page, "settings (all events)")
+
+    # Unchecking one type under `*`: its group becomes names, the other groups their wildcards.
+    page.get_by_role("checkbox", name="wallet.balance_zero", exact=True).uncheck()
+    expect(all_events).not_to_be_checked()
+    events = _save_events(page, herald, token, endpoint_id)
+    assert "wallet.balance_low" in events and "brand.*" in events and "phone_number.*" in events
+    assert not {"*", "wallet.*", "wallet.balance_zero", "brand.vetted"} & set(events), events
+
+    # The picker with a wildcard fits 360 px.
+    status, _, _ = herald.request("PATCH", f"/v1/webhooks/{endpoint_id}", token=token,
+                                  body={"events": ["wallet.*", "brand.vetted"]})
+    assert status == 200
+    small = new_page(viewport={"width": 360, "height": 780})
+    small.goto(s["url"])
+    ready(small)
+    go(small, f"#/endpoints/{endpoint_id}/settings")
+    swallet = small.locator("[data-group=wallet]")
+    expect(swallet.locator("[data-wildcard-note]")).to_be_visible()
+    swallet.scroll_into_view_if_needed()
+    wide = small.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 360, f"the picker is {wide} px wide at 360 px"
+    axe_scan(small, "settings (wildcard) 360 px")
+    shot(small, shots_dir, "picker-wildcard-360", backend_name)

@@ -767,52 +767,137 @@
     order.sort(function (a, b) { return a === 'operational' ? 1 : b === 'operational' ? -1 : a < b ? -1 : a > b ? 1 : 0; });
     return order.map(function (g) { return { name: g, types: groups[g] }; });
   }
+  // A type's wildcard prefix: its first dot segment (`wallet` for `wallet.balance_low`).
+  function prefixOf(name) { return name.split('.')[0]; }
+  // The prefixes a group's box writes as `prefix.*`, so that types added to the catalog later reach
+  // the endpoint too (the operational group spans `endpoint.*` and `delivery.*`). A prefix that also
+  // has types in another group would leak into it, and a name without a dot has no wildcard, so a
+  // group holding either writes names instead.
+  function groupPrefixes(groups) {
+    var owner = {};
+    groups.forEach(function (g) {
+      g.types.forEach(function (t) {
+        var p = t.name.indexOf('.') > 0 ? prefixOf(t.name) : '';
+        owner[p] = owner[p] === undefined || owner[p] === g.name ? g.name : null;
+      });
+    });
+    owner[''] = null;
+    groups.forEach(function (g) {
+      var ps = [];
+      g.types.forEach(function (t) { var p = t.name.indexOf('.') > 0 ? prefixOf(t.name) : ''; if (ps.indexOf(p) < 0) ps.push(p); });
+      g.prefixes = ps.every(function (p) { return owner[p] === g.name; }) ? ps : [];
+    });
+  }
+  // The picker keeps what the endpoint's `events` say (`*`, `prefix.*`, names) rather than a set of
+  // checked boxes: the boxes are drawn from it. Checking a group writes its wildcard, checking a
+  // type writes its name; unchecking one type of a wildcard (or of `*`) spells the rest out as names.
   function eventPicker(types, initial, onChange, label) {
-    var selected = {};
-    (initial || []).forEach(function (n) { selected[n] = true; });
-    var known = {};
+    var groups = groupTypes(types);
+    groupPrefixes(groups);
+    var known = {}, wildable = {};
     types.forEach(function (t) { known[t.name] = true; });
-    var extra = (initial || []).filter(function (n) { return !known[n]; });
+    groups.forEach(function (g) { g.prefixes.forEach(function (p) { wildable[p] = true; }); });
+    var star = false, wild = {}, named = {}, extra = [];
+    (initial || []).forEach(function (e) {
+      if (e === '*') star = true;
+      else if (e.slice(-2) === '.*' && wildable[e.slice(0, -2)]) wild[e.slice(0, -2)] = true;
+      else if (known[e] && e !== 'webhook.test') named[e] = true;
+      else { named[e] = true; extra.push(e); }
+    });
     var searchId = nextId('ps');
     var count = h('span', { class: 'picker-count', 'aria-live': 'polite' });
     var search = h('input', { type: 'search', id: searchId, placeholder: 'Search event types', 'aria-label': 'Search event types', autocomplete: 'off' });
     var allBtn = h('button', { type: 'button', class: 'btn btn-sm' }, 'Select all');
     var noneBtn = h('button', { type: 'button', class: 'btn btn-sm' }, 'Clear');
     var list = h('div', { class: 'picker-list' });
-    var boxes = [], groupBoxes = [];
-    var groups = groupTypes(types);
-    if (extra.length) groups.push({ name: 'other', types: extra.map(function (n) { return { name: n, description: n === '*' ? 'Every event type' : 'Not in the current catalog' }; }) });
+    var boxes = [], groupUis = [];
+    var aid = nextId('pa'), anid = nextId('pn');
+    var allBox = h('input', { type: 'checkbox', id: aid, 'aria-describedby': anid, 'data-all-events': '' });
+    var allNote = h('span', { class: 'picker-note', id: anid }, 'Every event type, including types added later');
+    allBox.addEventListener('change', function () {
+      if (allBox.checked) star = true;
+      else { star = false; wild = {}; named = {}; }
+      sync();
+    });
+    add(list, h('div', { class: 'picker-all check' }, allBox, h('div', null, h('label', { for: aid }, 'All events'), allNote)));
+    // Wildcards and `*` in force become what they stand for, one level down.
+    function expandStar() {
+      if (!star) return;
+      star = false;
+      groups.forEach(function (g) {
+        if (g.prefixes.length) g.prefixes.forEach(function (p) { wild[p] = true; });
+        else g.types.forEach(function (t) { named[t.name] = true; });
+      });
+    }
+    function expandWild(p) {
+      if (!wild[p]) return;
+      wild[p] = false;
+      types.forEach(function (t) { if (t.name !== 'webhook.test' && prefixOf(t.name) === p) named[t.name] = true; });
+    }
+    if (extra.length) groups.push({ name: 'other', other: true, prefixes: [], types: extra.map(function (n) { return { name: n, description: n.slice(-2) === '.*' ? 'Every type whose name starts with ' + n.slice(0, -1) : 'Not in the current catalog' }; }) });
     groups.forEach(function (g) {
-      var gid = nextId('pg');
-      var gbox = h('input', { type: 'checkbox', id: gid });
+      var gid = nextId('pg'), nid = nextId('pn');
+      var gbox = h('input', { type: 'checkbox', id: gid, 'aria-describedby': nid });
+      var note = h('span', { class: 'picker-note', id: nid, 'data-wildcard-note': '', hidden: true });
       var items = h('div', { class: 'picker-items' });
       var mine = [];
       g.types.forEach(function (t) {
         var id = nextId('pe'), did = nextId('pd');
-        var cb = h('input', { type: 'checkbox', id: id, value: t.name, checked: !!selected[t.name], 'aria-describedby': t.description ? did : null, 'data-event': t.name });
-        cb.addEventListener('change', function () { selected[t.name] = cb.checked; sync(); });
-        mine.push(cb); boxes.push(cb);
+        var cb = h('input', { type: 'checkbox', id: id, value: t.name, 'aria-describedby': t.description ? did : null, 'data-event': t.name });
+        cb.addEventListener('change', function () {
+          if (!cb.checked && !g.other) { expandStar(); expandWild(prefixOf(t.name)); }
+          named[t.name] = cb.checked;
+          sync();
+        });
+        mine.push(cb); boxes.push({ box: cb, other: !!g.other });
         var row = h('div', { class: 'check', 'data-name': (t.name + ' ' + (t.description || '')).toLowerCase() }, cb,
           h('div', null, h('label', { for: id }, h('code', null, t.name)), t.deprecated ? [' ', badge('warn', '!', 'Deprecated')] : null,
             t.description ? h('span', { class: 'desc', id: did }, t.description) : null));
         add(items, row);
       });
       gbox.addEventListener('change', function () {
-        mine.forEach(function (cb) { if (!cb.closest('[hidden]')) { cb.checked = gbox.checked; selected[cb.value] = gbox.checked; } });
+        if (!gbox.checked && !g.other) expandStar();
+        g.prefixes.forEach(function (p) { wild[p] = gbox.checked; });
+        g.types.forEach(function (t) { named[t.name] = gbox.checked && !g.prefixes.length; });
         sync();
       });
-      groupBoxes.push({ box: gbox, items: mine });
-      add(list, h('div', { class: 'picker-group', 'data-group': g.name }, h('div', { class: 'check' }, gbox, h('label', { for: gid }, 'All ' + groupTitle(g.name) + ' events (' + g.types.length + ')')), items));
+      groupUis.push({ g: g, box: gbox, items: mine, note: note });
+      add(list, h('div', { class: 'picker-group', 'data-group': g.name },
+        h('div', { class: 'check' }, gbox, h('div', null, h('label', { for: gid }, 'All ' + groupTitle(g.name) + ' events (' + g.types.length + ')'), note)), items));
     });
-    function values() { return boxes.filter(function (b) { return b.checked; }).map(function (b) { return b.value; }); }
-    function sync(silent) {
-      groupBoxes.forEach(function (g) {
-        var on = g.items.filter(function (b) { return b.checked; }).length;
-        g.box.checked = on === g.items.length; g.box.indeterminate = on > 0 && on < g.items.length;
+    function values() {
+      var out = star ? ['*'] : [];
+      groups.forEach(function (g) {
+        g.types.forEach(function (t) {
+          var p = prefixOf(t.name);
+          if (g.other) { if (named[t.name]) out.push(t.name); }
+          else if (star) return;
+          else if (wild[p]) { if (out.indexOf(p + '.*') < 0) out.push(p + '.*'); }
+          else if (named[t.name]) out.push(t.name);
+        });
       });
-      var n = values().length;
-      count.textContent = n + ' selected' + (n > MAX_EVENTS ? ' · at most ' + MAX_EVENTS : '');
-      if (!silent && onChange) onChange(values());
+      return out;
+    }
+    function sync(silent) {
+      boxes.forEach(function (b) {
+        b.box.checked = b.other ? !!named[b.box.value] : star || !!wild[prefixOf(b.box.value)] || !!named[b.box.value];
+      });
+      groupUis.forEach(function (u) {
+        var on = u.items.filter(function (b) { return b.checked; }).length;
+        var wildOn = !u.g.other && (star || (u.g.prefixes.length > 0 && u.g.prefixes.every(function (p) { return wild[p]; })));
+        var whole = wildOn || (!u.g.prefixes.length && on === u.items.length);
+        u.box.checked = whole; u.box.indeterminate = !whole && on > 0;
+        var text = '';
+        if (wildOn && !star) text = 'All ' + u.g.prefixes.map(function (p) { return p + '.*'; }).join(' and ') + ' events, including types added later';
+        else if (!wildOn && u.g.prefixes.length && on === u.items.length) text = 'These types only: check the group to include types added later';
+        u.note.textContent = text; u.note.hidden = !text;
+      });
+      var vals = values();
+      allBox.checked = star; allBox.indeterminate = !star && vals.length > 0;
+      allNote.hidden = !star;
+      var n = boxes.filter(function (b) { return b.box.checked; }).length;
+      count.textContent = (star ? 'All events' : n + ' selected') + (vals.length > MAX_EVENTS ? ' · at most ' + MAX_EVENTS + ' entries' : '');
+      if (!silent && onChange) onChange(vals);
     }
     search.addEventListener('input', function () {
       var q = search.value.trim().toLowerCase();
@@ -825,15 +910,16 @@
         g.hidden = !any;
       });
     });
-    allBtn.addEventListener('click', function () { boxes.forEach(function (b) { if (!b.closest('[hidden]')) { b.checked = true; } }); sync(); });
-    noneBtn.addEventListener('click', function () { boxes.forEach(function (b) { b.checked = false; }); sync(); });
+    // Select all takes the types the search shows, by name; "All events" is the wildcard.
+    allBtn.addEventListener('click', function () { boxes.forEach(function (b) { if (!b.box.closest('[hidden]')) named[b.box.value] = true; }); sync(); });
+    noneBtn.addEventListener('click', function () { star = false; wild = {}; named = {}; sync(); });
     // The catalog opens in a new tab (rel=opener lets it inherit this tab's session), so a
     // half-filled form is not lost.
     var catalogLink = h('a', { href: '#/catalog', target: '_blank', rel: 'opener', class: 'small', 'data-catalog-link': '', 'aria-label': 'See the catalog (opens in a new tab)' }, 'See the catalog ↗');
     var el = h('div', { class: 'picker', role: 'group', 'aria-label': label || 'Event types' },
       h('div', { class: 'picker-top' }, search, allBtn, noneBtn, count, catalogLink), list);
     sync(true);
-    return { el: el, values: values, focus: function () { (boxes[0] || search).focus(); } };
+    return { el: el, values: values, focus: function () { (boxes[0] ? boxes[0].box : search).focus(); } };
   }
 
   // ---------- Field errors ----------
@@ -1127,7 +1213,7 @@
       var desc = descInput('', dirty);
       var filt = filterEditor(types, null, dirty);
       var picker = eventPicker(types, [], function (vals) { dirty(); filt.suggest(vals); }, 'Events to send');
-      var evField = fieldBlock('Events to send', picker.el, 'Choose at least one. New types in a group are not added automatically.');
+      var evField = fieldBlock('Events to send', picker.el, 'Choose at least one. A checked group (or All events) also takes types added to it later; types checked one by one stay as they are.');
       var hdrs = headersEditor({}, dirty);
       var adv = h('details', { class: 'advanced' }, h('summary', null, 'Advanced: payload filter, custom headers'), filt.el, hdrs.field.el);
       var formErr = h('div');
@@ -1242,11 +1328,17 @@
       add(right, detailsCard(ep));
     });
   }
+  // A wildcard is shown as written, with what it stands for: it also covers types added later.
+  function eventChip(n) {
+    if (n === '*') return h('span', { class: 'chip', 'data-wildcard': n }, '* (all events, incl. future types)');
+    if (n.slice(-2) === '.*') return h('span', { class: 'chip', 'data-wildcard': n }, n + ' (all ' + n.slice(0, -2) + ' events, incl. future types)');
+    return h('span', { class: 'chip' }, n);
+  }
   function detailsCard(ep) {
     var dl = h('dl', { class: 'kv' },
       h('dt', null, 'Endpoint id'), h('dd', null, h('code', { class: 'wrap-any' }, ep.id), copyBtn(ep.id, 'endpoint id')),
       h('dt', null, 'URL'), h('dd', null, h('span', { class: 'wrap-any' }, ep.url), copyBtn(ep.url, 'URL')),
-      h('dt', null, 'Events'), h('dd', null, h('div', { class: 'chips' }, (ep.events || []).map(function (n) { return h('span', { class: 'chip' }, n === '*' ? '* (all events)' : n); }))),
+      h('dt', null, 'Events'), h('dd', null, h('div', { class: 'chips' }, (ep.events || []).map(eventChip))),
       h('dt', null, 'API version'), h('dd', null, h('code', null, ep.api_version)),
       h('dt', null, 'Created'), h('dd', null, timeEl(ep.created_at, true)),
       h('dt', null, 'Last updated'), h('dd', null, timeEl(ep.updated_at, true)));
