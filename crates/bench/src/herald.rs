@@ -44,6 +44,8 @@ pub(crate) struct HeraldSettings {
     pub(crate) event_catalog: Option<PathBuf>,
     /// `HERALD_SCHEMA_ENFORCEMENT`, when not Herald's default of `warn`.
     pub(crate) schema_enforcement: Option<&'static str>,
+    /// `HERALD_MAX_IN_FLIGHT`, when not Herald's default of 1,024.
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -104,7 +106,7 @@ impl Herald {
         ca_path: &Path,
         otlp_endpoint: Option<&str>,
         log_path: &Path,
-        settings: HeraldSettings,
+        settings: &HeraldSettings,
     ) -> anyhow::Result<Self> {
         #[expect(
             clippy::disallowed_methods,
@@ -166,6 +168,9 @@ impl Herald {
             }
             if let Some(enforcement) = settings.schema_enforcement {
                 command.env("HERALD_SCHEMA_ENFORCEMENT", enforcement);
+            }
+            if let Some(most) = settings.max_in_flight {
+                command.env("HERALD_MAX_IN_FLIGHT", most.to_string());
             }
             let child = command
                 .stdin(Stdio::null())
@@ -232,7 +237,7 @@ impl Herald {
     }
 
     /// SIGTERM to this process only, then a bounded wait; SIGKILL if it does not exit.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<ExitStatus> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         let sent = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

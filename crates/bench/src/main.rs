@@ -25,6 +25,7 @@
 mod api;
 mod database;
 mod herald;
+mod preload;
 mod receiver;
 mod report;
 mod session;
