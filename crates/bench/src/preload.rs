@@ -207,7 +207,7 @@ fn chunks(rows: u64) -> impl Iterator<Item = (u64, u64)> {
 }
 
 fn progress(done: u64, rows: u64, started: Instant) {
-    if done == rows || done % (CHUNK * 8) == 0 {
+    if done == rows || done.is_multiple_of(CHUNK * 8) {
         eprintln!(
             "herald-bench:   preloaded {done} of {rows} rows in {:.0} s",
             started.elapsed().as_secs_f64()
