@@ -153,15 +153,19 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         otlp_endpoint,
     )
     .await?;
-    for workload in workloads {
-        eprintln!("herald-bench: running {workload}");
-        let result = bench.run(workload).await;
-        report.add(result);
-    }
     let output = match args.output {
         Some(path) => path,
         None => report::default_output_path(args.backend),
     };
+    for workload in workloads {
+        eprintln!("herald-bench: running {workload}");
+        let result = bench.run(workload).await;
+        report.add(result);
+        // Written after every workload, so a long run stopped part way keeps what it measured.
+        report
+            .write_json(&output)
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
     if let Some(otlp) = &otlp {
         eprintln!(
             "herald-bench: the OTLP sink received {} spans",
