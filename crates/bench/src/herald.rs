@@ -215,13 +215,7 @@ impl Herald {
     /// in Linux's clock ticks of 1/100 s).
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // The fields after the command name, which is in parentheses and may hold spaces:
-        // state is the first, utime the 12th and stime the 13th.
-        let (_, fields) = stat.rsplit_once(')')?;
-        let mut fields = fields.split_whitespace().skip(11);
-        let user: u64 = fields.next()?.parse().ok()?;
-        let system: u64 = fields.next()?.parse().ok()?;
-        Some((user + system) as f64 / CLOCK_TICKS_PER_SECOND)
+        stat_cpu_seconds(&stat)
     }
 
     /// Fails if the process has exited although nobody here stopped it.
@@ -289,6 +283,18 @@ impl Drop for Herald {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The CPU time, user and system, in seconds, of a process's `/proc/<pid>/stat` line (in
+/// Linux's clock ticks of 1/100 s).
+pub(crate) fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // The fields after the command name, which is in parentheses and may hold spaces: state
+    // is the first, utime the 12th and stime the 13th.
+    let (_, fields) = stat.rsplit_once(')')?;
+    let mut fields = fields.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
 /// A port that was free a moment ago.

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 
 use crate::api::{Api, MAX_BATCH_SIZE};
 use crate::database::Backend;
-use crate::herald::HeraldSettings;
+use crate::herald::{HeraldSettings, stat_cpu_seconds};
 use crate::receiver::{Behaviour, Receiver};
 use crate::report::Metric;
 use crate::session::Session;
@@ -34,8 +34,6 @@ use super::{Bench, Figures, distinct};
 
 /// Endpoints of the organization.
 const ENDPOINTS: usize = 10;
-/// `USER_HZ`: the unit of `/proc/<pid>/stat` times.
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// Runs the workload.
 pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
@@ -188,7 +186,7 @@ fn postgres_cpu(database: &str) -> f64 {
     let Ok(processes) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
-    let ticks: u64 = processes
+    processes
         .filter_map(Result::ok)
         .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter_map(|entry| {
@@ -197,13 +195,7 @@ fn postgres_cpu(database: &str) -> f64 {
             if !title.starts_with("postgres: ") || !title.contains(database) {
                 return None;
             }
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (_, fields) = stat.rsplit_once(')')?;
-            let mut fields = fields.split_whitespace().skip(11);
-            let user: u64 = fields.next()?.parse().ok()?;
-            let system: u64 = fields.next()?.parse().ok()?;
-            Some(user + system)
+            stat_cpu_seconds(&std::fs::read_to_string(entry.path().join("stat")).ok()?)
         })
-        .sum();
-    ticks as f64 / CLOCK_TICKS_PER_SECOND
+        .sum()
 }
