@@ -179,6 +179,29 @@ impl Api {
         }
     }
 
+    /// How long one `GET /metrics` takes, its body read: the queue gauges are computed from
+    /// storage at each scrape.
+    pub(crate) async fn scrape_time(&self) -> anyhow::Result<Duration> {
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .context("GET /metrics")?;
+        if response.status() != StatusCode::OK {
+            bail!("/metrics answered {}", response.status());
+        }
+        response.bytes().await.context("reading /metrics")?;
+        Ok(started.elapsed())
+    }
+
+    /// A page of the organization's deliveries feed (`GET /v1/webhooks/deliveries?<query>`).
+    pub(crate) async fn list_deliveries(&self, org: &Org, query: &str) -> anyhow::Result<Value> {
+        self.org_get(org, &format!("/v1/webhooks/deliveries?{query}"))
+            .await
+    }
+
     /// Publishes event number `n` alone (`POST /admin/v1/events`); its id.
     pub(crate) async fn publish(&self, org: &Org, n: usize) -> anyhow::Result<String> {
         let answer = self

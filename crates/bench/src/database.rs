@@ -44,6 +44,12 @@ pub(crate) struct Database {
 }
 
 impl Database {
+    /// The PostgreSQL database's name (its backends' process titles carry it); `None` on
+    /// SQLite.
+    pub(crate) fn postgres_name(&self) -> Option<&str> {
+        self._postgres.as_ref().map(TestDatabase::name)
+    }
+
     /// Creates an empty database. SQLite's file lives in `directory`, which the caller keeps
     /// for as long as the database is used.
     pub(crate) async fn create(backend: Backend, directory: &Path) -> anyhow::Result<Self> {

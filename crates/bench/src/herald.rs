@@ -44,6 +44,8 @@ pub(crate) struct HeraldSettings {
     pub(crate) event_catalog: Option<PathBuf>,
     /// `HERALD_SCHEMA_ENFORCEMENT`, when not Herald's default of `warn`.
     pub(crate) schema_enforcement: Option<&'static str>,
+    /// `HERALD_MAX_IN_FLIGHT`, when not Herald's default of 1,024.
+    pub(crate) max_in_flight: Option<usize>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -104,7 +106,7 @@ impl Herald {
         ca_path: &Path,
         otlp_endpoint: Option<&str>,
         log_path: &Path,
-        settings: HeraldSettings,
+        settings: &HeraldSettings,
     ) -> anyhow::Result<Self> {
         #[expect(
             clippy::disallowed_methods,
@@ -167,6 +169,9 @@ impl Herald {
             if let Some(enforcement) = settings.schema_enforcement {
                 command.env("HERALD_SCHEMA_ENFORCEMENT", enforcement);
             }
+            if let Some(most) = settings.max_in_flight {
+                command.env("HERALD_MAX_IN_FLIGHT", most.to_string());
+            }
             let child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -210,13 +215,7 @@ impl Herald {
     /// in Linux's clock ticks of 1/100 s).
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // The fields after the command name, which is in parentheses and may hold spaces:
-        // state is the first, utime the 12th and stime the 13th.
-        let (_, fields) = stat.rsplit_once(')')?;
-        let mut fields = fields.split_whitespace().skip(11);
-        let user: u64 = fields.next()?.parse().ok()?;
-        let system: u64 = fields.next()?.parse().ok()?;
-        Some((user + system) as f64 / CLOCK_TICKS_PER_SECOND)
+        stat_cpu_seconds(&stat)
     }
 
     /// Fails if the process has exited although nobody here stopped it.
@@ -232,7 +231,7 @@ impl Herald {
     }
 
     /// SIGTERM to this process only, then a bounded wait; SIGKILL if it does not exit.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<ExitStatus> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         let sent = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -284,6 +283,18 @@ impl Drop for Herald {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The CPU time, user and system, in seconds, of a process's `/proc/<pid>/stat` line (in
+/// Linux's clock ticks of 1/100 s).
+pub(crate) fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // The fields after the command name, which is in parentheses and may hold spaces: state
+    // is the first, utime the 12th and stime the 13th.
+    let (_, fields) = stat.rsplit_once(')')?;
+    let mut fields = fields.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
 /// A port that was free a moment ago.

@@ -13,8 +13,13 @@
 //! - `main.rs`: the command line, the order of workloads and the exit status.
 //! - `workloads.rs`: what the workloads share (their names, their scale, the deadlines);
 //!   `workloads/` holds one file per workload (`delivery.rs` has throughput, fanout and
-//!   latency; `recover.rs` recovery; `ordered.rs` ordering keys) and `publish.rs`, publishing from many clients at once.
-//! - `session.rs`: one fresh database, one Herald process and the API client around it.
+//!   latency; `recover.rs` recovery; `ordered.rs` ordering keys; `backlog.rs`, `tenants.rs`,
+//!   `history.rs`, `nodes.rs` the scale workloads) and `publish.rs`, publishing from many
+//!   clients at once, `probe.rs`, ordinary API requests at a steady pace, `provision.rs`,
+//!   many organizations at once.
+//! - `preload.rs`: history written into Herald's schema by SQL while no Herald runs.
+//! - `session.rs`: one fresh database, the Herald process(es) on it and the API client around
+//!   it.
 //! - `herald.rs`: building, starting, measuring and stopping the `herald` process.
 //! - `database.rs`: a temporary SQLite directory or a PostgreSQL database made for one run.
 //! - `receiver.rs`: HTTPS receivers that answer at once (or hang) and record arrival times.
@@ -25,6 +30,7 @@
 mod api;
 mod database;
 mod herald;
+mod preload;
 mod receiver;
 mod report;
 mod session;
@@ -52,7 +58,8 @@ struct Args {
     backend: Backend,
 
     /// A workload name, a comma-separated list of them, or `all`: ingest, throughput, fanout,
-    /// latency, noisy, ceiling, recover, ordered.
+    /// latency, noisy, ceiling, recover, ordered, catalog, and the scale workloads backlog,
+    /// tenants, history, nodes (`scale` names those four).
     #[arg(long, default_value = "all")]
     workload: String,
 
@@ -152,15 +159,19 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         otlp_endpoint,
     )
     .await?;
-    for workload in workloads {
-        eprintln!("herald-bench: running {workload}");
-        let result = bench.run(workload).await;
-        report.add(result);
-    }
     let output = match args.output {
         Some(path) => path,
         None => report::default_output_path(args.backend),
     };
+    for workload in workloads {
+        eprintln!("herald-bench: running {workload}");
+        let result = bench.run(workload).await;
+        report.add(result);
+        // Written after every workload, so a long run stopped part way keeps what it measured.
+        report
+            .write_json(&output)
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
     if let Some(otlp) = &otlp {
         eprintln!(
             "herald-bench: the OTLP sink received {} spans",

@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Version};
+use axum::http::{HeaderMap, StatusCode, Uri, Version};
 use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
 use bytes::Bytes;
@@ -90,7 +90,8 @@ struct Log {
 #[derive(Clone)]
 struct ReceiverState {
     log: Arc<Log>,
-    behaviour: Behaviour,
+    /// Whether it hangs ([`Behaviour::Hang`]) rather than answers; switchable while it runs.
+    hanging: Arc<AtomicBool>,
     recording: bool,
 }
 
@@ -99,6 +100,7 @@ struct ReceiverState {
 pub(crate) struct Receiver {
     server: HttpsServer,
     log: Arc<Log>,
+    hanging: Arc<AtomicBool>,
 }
 
 impl Receiver {
@@ -120,21 +122,32 @@ impl Receiver {
     ) -> anyhow::Result<Self> {
         let state = ReceiverState {
             log: Arc::default(),
-            behaviour,
+            hanging: Arc::new(AtomicBool::new(behaviour == Behaviour::Hang)),
             recording,
         };
         let log = Arc::clone(&state.log);
+        let hanging = Arc::clone(&state.hanging);
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(state);
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = HttpsServer::spawn(loopback, tls, app).context("binding a receiver")?;
-        Ok(Self { server, log })
+        Ok(Self {
+            server,
+            log,
+            hanging,
+        })
     }
 
     /// `https://127.0.0.1:<port>/hook`.
     pub(crate) fn url(&self) -> String {
         format!("https://{}/hook", self.server.address)
+    }
+
+    /// Answers from now on (requests already hanging stay so), or hangs.
+    pub(crate) fn set_behaviour(&self, behaviour: Behaviour) {
+        self.hanging
+            .store(behaviour == Behaviour::Hang, Ordering::Relaxed);
     }
 
     /// Distinct events received so far.
@@ -156,7 +169,8 @@ impl Receiver {
         self.log.http2.load(Ordering::Relaxed)
     }
 
-    /// When each event first arrived.
+    /// When each event first arrived; for a URL with a query (`/hook?to=<tag>`, one of many
+    /// endpoints sharing this receiver), each event and query (`<event id>?to=<tag>`).
     pub(crate) fn arrivals(&self) -> HashMap<String, Instant> {
         self.log
             .arrivals
@@ -191,6 +205,7 @@ impl Drop for Receiver {
 async fn receive(
     State(state): State<ReceiverState>,
     version: Version,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
@@ -207,6 +222,12 @@ async fn receive(
         .get("x-amcore-event-id")
         .and_then(|value| value.to_str().ok())
     {
+        // One event goes to every endpoint of its organization; endpoints sharing this
+        // receiver are told apart by their tag.
+        let key = match uri.query() {
+            Some(tag) => format!("{event_id}?{tag}"),
+            None => event_id.to_owned(),
+        };
         if state.recording {
             let text = |name: &str| {
                 headers
@@ -224,7 +245,7 @@ async fn receive(
                 .arrivals
                 .lock()
                 .expect("the arrival log lock is never poisoned");
-            arrivals.entry(event_id.to_owned()).or_insert(arrived);
+            arrivals.entry(key).or_insert(arrived);
             log.receipts
                 .lock()
                 .expect("the receipt log lock is never poisoned")
@@ -233,13 +254,14 @@ async fn receive(
             log.arrivals
                 .lock()
                 .expect("the arrival log lock is never poisoned")
-                .entry(event_id.to_owned())
+                .entry(key)
                 .or_insert(arrived);
         }
     }
-    match state.behaviour {
-        Behaviour::Answer => StatusCode::OK,
-        Behaviour::Hang => std::future::pending().await,
+    if state.hanging.load(Ordering::Relaxed) {
+        std::future::pending().await
+    } else {
+        StatusCode::OK
     }
 }
 

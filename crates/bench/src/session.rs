@@ -2,6 +2,7 @@
 //! Every workload (and each half of `noisy`) gets its own session, so its peak memory and its
 //! figures owe nothing to the one before.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,15 +39,17 @@ pub(crate) struct Usage {
     pub(crate) wall_seconds: f64,
 }
 
-/// A running Herald on its own database. Fields drop in order: the process is killed before
-/// its database is dropped, and the database before its directory.
+/// A running Herald on its own database, and any further nodes on the same (PostgreSQL)
+/// database. Fields drop in order: the processes are killed before their database is dropped,
+/// and the database before its directory.
 #[derive(Debug)]
 pub(crate) struct Session {
     herald: Herald,
-    _database: Database,
-    _directory: TempDir,
+    nodes: Vec<Herald>,
+    database: Database,
+    directory: TempDir,
     started: Instant,
-    /// A client of this Herald.
+    /// A client of this Herald (the first node).
     pub(crate) api: Api,
 }
 
@@ -59,27 +62,91 @@ impl Session {
             .context("creating a temporary directory")?;
         let database = Database::create(launch.backend, directory.path()).await?;
         let started = Instant::now();
-        let herald = Herald::start(
-            &launch.binary,
-            &database,
-            &launch.ca_path,
-            launch.otlp_endpoint.as_deref(),
-            &directory.path().join("herald.log"),
-            settings,
-        )
-        .await?;
+        let herald = start_node(launch, &database, &directory, &settings, 0).await?;
         let api = Api::new(&herald.base, launch.endpoint_headers)?;
-        eprintln!(
-            "herald-bench:   herald pid {} at {}",
-            herald.pid(),
-            herald.base
-        );
         Ok(Self {
             herald,
+            nodes: Vec::new(),
             started,
-            _database: database,
-            _directory: directory,
+            database,
+            directory,
             api,
+        })
+    }
+
+    /// Stops this Herald (what it used is returned), then starts another with `settings` on
+    /// the same database: a backlog left by one process is drained by the next.
+    pub(crate) async fn restart(
+        &mut self,
+        launch: &Launch,
+        settings: HeraldSettings,
+    ) -> anyhow::Result<Usage> {
+        self.while_stopped(launch, settings, |_| async { Ok(()) })
+            .await
+            .map(|(usage, ())| usage)
+    }
+
+    /// Stops this Herald, runs `between` (with the database's URL) while none runs, then starts
+    /// Herald again with `settings`. What the first process used is returned, with what
+    /// `between` returned.
+    pub(crate) async fn while_stopped<F, Fut, T>(
+        &mut self,
+        launch: &Launch,
+        settings: HeraldSettings,
+        between: F,
+    ) -> anyhow::Result<(Usage, T)>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let usage = self.usage()?;
+        // One process at a time: SQLite's embedded database admits one Herald.
+        stop(&mut self.herald).await?;
+        let between = between(self.database.url.clone()).await?;
+        let herald = start_node(launch, &self.database, &self.directory, &settings, 0).await?;
+        self.herald = herald;
+        self.api = Api::new(&self.herald.base, launch.endpoint_headers)?;
+        self.started = Instant::now();
+        Ok((usage, between))
+    }
+
+    /// Starts `count` more `herald serve` nodes on this session's database (PostgreSQL only:
+    /// SQLite allows one process), each with `settings`; a client of each.
+    pub(crate) async fn add_nodes(
+        &mut self,
+        launch: &Launch,
+        settings: &HeraldSettings,
+        count: usize,
+    ) -> anyhow::Result<Vec<Api>> {
+        let mut apis = Vec::with_capacity(count);
+        for _ in 0..count {
+            let index = self.nodes.len() + 1;
+            let node = start_node(launch, &self.database, &self.directory, settings, index).await?;
+            apis.push(Api::new(&node.base, launch.endpoint_headers)?);
+            self.nodes.push(node);
+        }
+        Ok(apis)
+    }
+
+    /// CPU time every node of this session has used so far, in seconds.
+    pub(crate) fn nodes_cpu_seconds(&self) -> f64 {
+        std::iter::once(&self.herald)
+            .chain(&self.nodes)
+            .filter_map(Herald::cpu_seconds)
+            .sum()
+    }
+
+    /// The PostgreSQL database's name; `None` on SQLite.
+    pub(crate) fn postgres_name(&self) -> Option<&str> {
+        self.database.postgres_name()
+    }
+
+    fn usage(&mut self) -> anyhow::Result<Usage> {
+        self.herald.check_running()?;
+        Ok(Usage {
+            peak_rss_bytes: self.herald.peak_rss_bytes(),
+            cpu_seconds: self.herald.cpu_seconds(),
+            wall_seconds: self.started.elapsed().as_secs_f64(),
         })
     }
 
@@ -116,17 +183,49 @@ impl Session {
     /// Reads what Herald used, stops it and drops its database. The usage is read just before
     /// the stop, so it covers the whole workload and not the shutdown.
     pub(crate) async fn finish(mut self) -> anyhow::Result<Usage> {
-        self.herald.check_running()?;
-        let usage = Usage {
-            peak_rss_bytes: self.herald.peak_rss_bytes(),
-            cpu_seconds: self.herald.cpu_seconds(),
-            wall_seconds: self.started.elapsed().as_secs_f64(),
-        };
-        let Self { herald, .. } = self;
-        let status = herald.stop().await?;
-        if !status.success() {
-            eprintln!("herald-bench:   herald exited with {status} after SIGTERM");
+        let usage = self.usage()?;
+        for node in &mut self.nodes {
+            stop(node).await?;
         }
+        stop(&mut self.herald).await?;
         Ok(usage)
     }
+}
+
+/// Starts node `index` of a session (0 is the first), logging to its own file.
+async fn start_node(
+    launch: &Launch,
+    database: &Database,
+    directory: &TempDir,
+    settings: &HeraldSettings,
+    index: usize,
+) -> anyhow::Result<Herald> {
+    let log = match index {
+        0 => "herald.log".to_owned(),
+        n => format!("herald-{n}.log"),
+    };
+    let herald = Herald::start(
+        &launch.binary,
+        database,
+        &launch.ca_path,
+        launch.otlp_endpoint.as_deref(),
+        &directory.path().join(log),
+        settings,
+    )
+    .await?;
+    eprintln!(
+        "herald-bench:   herald pid {} at {}",
+        herald.pid(),
+        herald.base
+    );
+    Ok(herald)
+}
+
+/// SIGTERM, then a bounded wait.
+async fn stop(herald: &mut Herald) -> anyhow::Result<()> {
+    let status = herald.stop().await?;
+    if !status.success() {
+        eprintln!("herald-bench:   herald exited with {status} after SIGTERM");
+    }
+    Ok(())
 }

@@ -2,14 +2,20 @@
 //! fresh database (through [`Session`]), bounds its publishing and its waiting by a deadline,
 //! and reports its figures, Herald's peak resident memory among them.
 
+mod backlog;
 mod catalog;
 mod ceiling;
 mod delivery;
+mod history;
 mod ingest;
+mod nodes;
 mod noisy;
 mod ordered;
+mod probe;
+mod provision;
 mod publish;
 mod recover;
+mod tenants;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -62,6 +68,18 @@ pub(crate) enum Workload {
     /// The event catalog's costs: fan-out to 50 filtered endpoints against unfiltered, and
     /// single publishes with schema enforcement `reject` against `off`.
     Catalog,
+    /// A backlog of due deliveries across thousands of endpoints, drained: the rate per
+    /// tenth of the drain, the API's latency meanwhile, the `/metrics` scrape's time.
+    Backlog,
+    /// Thousands of organizations with three endpoints each, a steady publish rate spread
+    /// over them, against the same rate to one organization.
+    Tenants,
+    /// `throughput` and the deliveries feed on a database holding millions of attempt
+    /// records, against an empty one.
+    History,
+    /// One, two and three `herald serve` nodes on one PostgreSQL database: the rate, the
+    /// duplicates, and the rate per CPU-second of Herald and of PostgreSQL.
+    Nodes,
 }
 
 /// How many events each workload handles, and for how long it may run.
@@ -97,7 +115,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 13] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -107,7 +125,14 @@ impl Workload {
         Self::Recover,
         Self::Ordered,
         Self::Catalog,
+        Self::Backlog,
+        Self::Tenants,
+        Self::History,
+        Self::Nodes,
     ];
+
+    /// The scale workloads (issue 19), which `scale` names together.
+    const SCALE: [Self; 4] = [Self::Backlog, Self::Tenants, Self::History, Self::Nodes];
 
     /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling,
     /// recover and ordered workloads compare with Herald's throughput, so asking for any of
@@ -123,6 +148,10 @@ impl Workload {
                 workloads.extend(Self::ALL);
                 continue;
             }
+            if name == "scale" {
+                workloads.extend(Self::SCALE);
+                continue;
+            }
             match Self::ALL
                 .into_iter()
                 .find(|workload| workload.name() == name)
@@ -130,7 +159,8 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling, recover, ordered, catalog"
+                     latency, noisy, ceiling, recover, ordered, catalog, scale, backlog, tenants, \
+                     history, nodes"
                 ),
             }
         }
@@ -160,6 +190,10 @@ impl Workload {
             Self::Recover => "recover",
             Self::Ordered => "ordered",
             Self::Catalog => "catalog",
+            Self::Backlog => "backlog",
+            Self::Tenants => "tenants",
+            Self::History => "history",
+            Self::Nodes => "nodes",
         }
     }
 }
@@ -217,6 +251,18 @@ impl Scale {
         (self.events / 20).max(50)
     }
 
+    /// A scale workload's size: `full` at the default scale, in proportion to `--events`
+    /// otherwise, and `smoke` (also the least) for `--smoke`.
+    fn grown(&self, full: usize, smoke: usize) -> usize {
+        if self.events == SMOKE_SCALE {
+            return smoke;
+        }
+        (full as u128 * self.events as u128 / FULL_SCALE as u128)
+            .try_into()
+            .unwrap_or(usize::MAX)
+            .max(smoke)
+    }
+
     /// How long a phase handling `deliveries` may take before it is cut short: 30 s plus 4 ms
     /// a delivery, generous next to every target, so only a stall or a collapse reaches it.
     fn deadline(&self, deliveries: usize) -> Instant {
@@ -269,6 +315,10 @@ impl Bench {
             Workload::Recover => recover::run(self).await,
             Workload::Ordered => ordered::run(self).await,
             Workload::Catalog => catalog::run(self).await,
+            Workload::Backlog => backlog::run(self).await,
+            Workload::Tenants => tenants::run(self).await,
+            Workload::History => history::run(self).await,
+            Workload::Nodes => nodes::run(self).await,
         };
         let (figures, error) = match figures {
             Ok(figures) => {
@@ -412,6 +462,8 @@ mod tests {
         check("ordered", &[Throughput, Ordered]);
         check("catalog,fanout", &[Fanout, Catalog]);
         check("latency,all,latency", &Workload::ALL);
+        check("nodes, scale", &Workload::SCALE);
+        check("history,ingest", &[Ingest, History]);
     }
 
     #[test]

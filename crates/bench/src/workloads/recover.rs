@@ -14,8 +14,6 @@
 //! the recover request to the last receipt) against the throughput workload's in the same run,
 //! and the API's p99 during the recovery against its p99 while idle.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -29,6 +27,7 @@ use crate::session::Session;
 use crate::stats::{Percentiles, milliseconds, rate};
 
 use super::delivery::BULK_CLIENTS;
+use super::probe::{PROBES_PER_SECOND, Probe, Prober};
 use super::{Bench, Figures, protocol_note, publish};
 
 /// Herald's retry schedule here: one retry after 10 ms, so a failing delivery is dead after
@@ -45,22 +44,6 @@ const DEAD_SERIES: &str = r#"herald_delivery_attempts_total{outcome="dead"}"#;
 const METRICS_POLL: Duration = Duration::from_millis(50);
 /// How often the recovery's status is read while it runs.
 const STATUS_POLL: Duration = Duration::from_millis(100);
-/// Ordinary API requests a second, idle and during the recovery.
-const PROBES_PER_SECOND: u64 = 50;
-
-/// One ordinary API request: when it was sent, how long it took, and its error if it failed.
-#[derive(Debug)]
-struct Probe {
-    sent: Instant,
-    took: Duration,
-    error: Option<String>,
-}
-
-/// Ordinary API requests at a steady pace, in the background, until stopped.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<Probe>>,
-}
 
 /// Runs the workload.
 pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
@@ -309,52 +292,6 @@ async fn await_done(
             return Ok((None, recovery));
         }
         tokio::time::sleep(STATUS_POLL).await;
-    }
-}
-
-impl Prober {
-    /// Starts sending, each request on its tick however long the one before takes.
-    fn start(api: Api, org: Org, endpoint: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_millis(1000 / PROBES_PER_SECOND));
-            let mut requests = tokio::task::JoinSet::new();
-            let mut n = 0_usize;
-            while !stopped.load(Ordering::Relaxed) {
-                ticks.tick().await;
-                let (api, org, endpoint) = (api.clone(), org.clone(), endpoint.clone());
-                let list = n.is_multiple_of(2);
-                n += 1;
-                requests.spawn(async move {
-                    let sent = Instant::now();
-                    let answer = if list {
-                        api.list_endpoints(&org).await
-                    } else {
-                        api.get_endpoint(&org, &endpoint).await
-                    };
-                    Probe {
-                        sent,
-                        took: sent.elapsed(),
-                        error: answer.err().map(|error| format!("{error:#}")),
-                    }
-                });
-            }
-            let mut probes = Vec::with_capacity(n);
-            while let Some(probe) = requests.join_next().await {
-                if let Ok(probe) = probe {
-                    probes.push(probe);
-                }
-            }
-            probes
-        });
-        Self { stop, task }
-    }
-
-    /// Stops sending and waits for the requests in flight; every request sent.
-    async fn stop(self) -> anyhow::Result<Vec<Probe>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.context("the API prober panicked")
     }
 }
 
