@@ -111,10 +111,8 @@ pub async fn run(
     };
 
     // Everything below but the API runs on the background runtime (see `background`).
-    let background = background::Background::start(
-        background::default_threads(),
-        config.delivery_niceness,
-    )?;
+    let background =
+        background::Background::start(background::default_threads(), config.delivery_niceness)?;
     let stopping = CancellationToken::new();
     let recoveries = background.spawn(herald_delivery::recovery::run(
         Arc::clone(&store),
