@@ -100,8 +100,3 @@ fn lower_priority(niceness: i32) {
         );
     }
 }
-
-/// The thread's niceness, for tests.
-pub fn current_niceness() -> std::io::Result<i32> {
-    rustix::process::getpriority_process(Some(rustix::thread::gettid())).map_err(Into::into)
-}
