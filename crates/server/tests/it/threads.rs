@@ -26,6 +26,9 @@ async fn delivery_threads_run_nicer_than_the_api_and_the_database_threads(backen
 
     // Act
     let threads = threads();
+    // The suite may itself run niced (`nice cargo nextest …`): niceness is relative to it.
+    let base = niceness(&std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat"));
+    let lowered = (base + DEFAULT_NICENESS).min(19);
 
     // Assert
     let niceness_of = |name: &str| -> Vec<i32> {
@@ -41,19 +44,22 @@ async fn delivery_threads_run_nicer_than_the_api_and_the_database_threads(backen
         "no {THREAD_NAME} thread in {threads:?}"
     );
     assert!(
-        delivery.iter().all(|nice| *nice == DEFAULT_NICENESS),
-        "delivery threads at {delivery:?}, not {DEFAULT_NICENESS}"
+        delivery.iter().all(|nice| *nice == lowered),
+        "delivery threads at {delivery:?}, not {lowered}"
     );
     // The test's runtime serves the API, as `herald serve`'s main runtime does.
     let api = niceness_of("tokio-rt-worker");
     assert!(!api.is_empty(), "no API thread in {threads:?}");
-    assert!(api.iter().all(|nice| *nice == 0), "API threads at {api:?}");
+    assert!(
+        api.iter().all(|nice| *nice == base),
+        "API threads at {api:?}"
+    );
     if backend == Backend::Sqlite {
         // One thread per SQLite connection: 1 writer, 4 readers, 2 claim readers.
         let database = niceness_of("sqlx-sqlite-wor");
         assert_eq!(database.len(), 7, "SQLite connection threads: {threads:?}");
         assert!(
-            database.iter().all(|nice| *nice == 0),
+            database.iter().all(|nice| *nice == base),
             "SQLite connection threads at {database:?}"
         );
     }
@@ -70,15 +76,17 @@ fn threads() -> Vec<(String, i32)> {
         ) else {
             continue; // the thread ended meanwhile
         };
-        // `pid (comm) state ppid …`: the 19th field is the niceness; the name may hold spaces
-        // and parentheses, so fields are counted after the last `)`.
-        let after_name = &stat[stat.rfind(')').expect("stat has the name") + 2..];
-        let nice = after_name
-            .split(' ')
-            .nth(16)
-            .and_then(|field| field.parse().ok())
-            .expect("stat has the niceness");
-        threads.push((comm.trim_end().to_owned(), nice));
+        threads.push((comm.trim_end().to_owned(), niceness(&stat)));
     }
     threads
+}
+
+/// The niceness in a `/proc/…/stat` line: `pid (comm) state ppid …`, the 19th field. The
+/// name may hold spaces and parentheses, so fields are counted after the last `)`.
+fn niceness(stat: &str) -> i32 {
+    stat[stat.rfind(')').expect("stat has the name") + 2..]
+        .split(' ')
+        .nth(16)
+        .and_then(|field| field.parse().ok())
+        .expect("stat has the niceness")
 }
