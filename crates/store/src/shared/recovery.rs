@@ -2,10 +2,11 @@
 //! still at work), and putting its matches back in the queue a chunk at a time.
 //!
 //! A chunk is one transaction that takes the oldest unfinished recovery (skipping, on
-//! PostgreSQL, one another node is working on), puts up to `batch` of its matches back in the
-//! queue and moves its cursor: so each match is enqueued once, whichever node takes the chunk,
-//! and no transaction is ever large, so a recovery of 100,000 events neither blocks the API nor
-//! holds up other endpoints' deliveries.
+//! PostgreSQL, one another node is working on), looks at the next `batch` events of its
+//! window, puts those it matches back in the queue and moves its cursor past them: so each
+//! match is enqueued once, whichever node takes the chunk, and no transaction is ever large,
+//! so a recovery of 100,000 events neither blocks the API nor holds up other endpoints'
+//! deliveries.
 
 use std::collections::BTreeSet;
 
