@@ -12,8 +12,9 @@ use herald_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Matches one step puts back in the queue: enough that a large recovery moves fast, few
-/// enough that a step's transaction stays short.
+/// Events of the window one step looks at, and so the most matches it puts back in the
+/// queue: enough that a large recovery moves fast, few enough that a step's transaction stays
+/// short.
 pub const CHUNK: u32 = 500;
 
 /// How often an idle task looks for recoveries it was not told about.

@@ -18,6 +18,7 @@ use herald_domain::secret::{SecretText, redact_url_password};
 use herald_domain::{AddressPolicy, ApiVersions, EventCatalog, Secret};
 use herald_store::{OperatorHook, RateLimit};
 
+use crate::background;
 use crate::http::{self, HttpConfig};
 
 /// Settings shared by `herald serve` and the admin commands. `Debug` redacts the secrets key
@@ -170,6 +171,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = WorkerConfig::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
+    /// How many steps nicer (lower OS priority) than the API the delivery threads run, 0 to 19:
+    /// a busy worker then leaves the API a core when a request comes (docs/operations.md).
+    #[arg(long, env = "HERALD_DELIVERY_NICENESS")]
+    pub delivery_niceness: Option<String>,
+
     /// Most attempts in flight to one endpoint at once.
     #[arg(
         long,
@@ -235,6 +241,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The delivery worker's settings (the retry schedule among them).
     pub worker: WorkerConfig,
+    /// How many steps nicer than the API the background threads run (`crate::background`).
+    pub delivery_niceness: i32,
     /// The outbound client's timeouts (its policy and roots come from the fields above).
     pub connect_timeout: Duration,
     /// The whole-attempt deadline.
@@ -334,6 +342,7 @@ impl ServeArgs {
             api_versions.default_version(),
         )?;
         let egress_proxy = egress_proxy(self.egress_proxy.as_ref())?;
+        let delivery_niceness = delivery_niceness(self.delivery_niceness.as_deref())?;
         let public_url = public_url(self.public_url.as_deref(), &self.listen)?;
         let portal_frame_ancestors = frame_ancestors(&self.portal_frame_ancestors)?;
         let retention = RetentionConfig {
@@ -370,6 +379,7 @@ impl ServeArgs {
             egress_proxy,
             shutdown_grace,
             worker,
+            delivery_niceness,
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
             request_timeout,
             retention,
@@ -480,6 +490,22 @@ fn positive_duration(
         bail!("{name} must be more than 0");
     }
     Ok(duration)
+}
+
+/// `HERALD_DELIVERY_NICENESS`: a whole number from 0 to 19, or the default when unset.
+fn delivery_niceness(text: Option<&str>) -> anyhow::Result<i32> {
+    let Some(text) = text.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(background::DEFAULT_NICENESS);
+    };
+    text.parse::<i32>()
+        .ok()
+        .filter(|niceness| (0..=background::MAX_NICENESS).contains(niceness))
+        .with_context(|| {
+            format!(
+                "HERALD_DELIVERY_NICENESS must be a whole number from 0 to {}, not {text:?}",
+                background::MAX_NICENESS
+            )
+        })
 }
 
 /// `HERALD_OPERATOR_WEBHOOK_URL` and `HERALD_OPERATOR_WEBHOOK_SECRET`: both or neither; the
@@ -695,6 +721,27 @@ mod tests {
                 .to_string()
                 .contains("HERALD_PROBE_FOR")
         );
+    }
+
+    #[test]
+    fn the_delivery_niceness_is_0_to_19() {
+        assert_eq!(
+            delivery_niceness(None).expect("default"),
+            background::DEFAULT_NICENESS
+        );
+        assert_eq!(
+            delivery_niceness(Some(" ")).expect("empty"),
+            background::DEFAULT_NICENESS
+        );
+        assert_eq!(delivery_niceness(Some("0")).expect("off"), 0);
+        assert_eq!(delivery_niceness(Some(" 19 ")).expect("lowest"), 19);
+        for bad in ["-1", "20", "5.5", "low", "10x"] {
+            let error = delivery_niceness(Some(bad)).expect_err(bad).to_string();
+            assert!(
+                error.contains("HERALD_DELIVERY_NICENESS") && error.contains(bad),
+                "{bad:?}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! - [`config`]: flags and `HERALD_*` variables, checked once at startup.
+//! - [`background`]: the runtime of the delivery worker and the other background tasks,
+//!   apart from the API's, at a lower OS priority.
 //! - [`storage`]: opening SQLite or PostgreSQL, and the embedded default's key file.
 //! - [`bootstrap`]: the `default` organization and key on first start.
 //! - [`test_sender`]: lends the delivery client to the API's test operation.
@@ -11,6 +13,7 @@
 //! - [`run`]: serve the API, run the delivery worker and the retention purge on a given
 //!   listener until a shutdown signal, then drain.
 
+pub mod background;
 pub mod bootstrap;
 pub mod config;
 pub mod http;
@@ -108,14 +111,17 @@ pub async fn run(
         known_orgs: Arc::default(),
     };
 
+    // Everything below but the API runs on the background runtime (see `background`).
+    let background =
+        background::Background::start(background::default_threads(), config.delivery_niceness)?;
     let stopping = CancellationToken::new();
-    let recoveries = tokio::spawn(herald_delivery::recovery::run(
+    let recoveries = background.spawn(herald_delivery::recovery::run(
         Arc::clone(&store),
         Arc::clone(&recovery_wakeup),
         Arc::clone(&wakeup),
         stopping.clone(),
     ));
-    let probes = tokio::spawn(herald_delivery::probe::run(
+    let probes = background.spawn(herald_delivery::probe::run(
         Arc::clone(&store),
         client.clone(),
         config.probe.clone(),
@@ -129,8 +135,8 @@ pub async fn run(
         wakeup,
         Some(delivery_metrics),
     );
-    let worker = tokio::spawn(worker.run(stopping.clone()));
-    let retention = tokio::spawn(herald_delivery::retention::run(
+    let worker = background.spawn(worker.run(stopping.clone()));
+    let retention = background.spawn(herald_delivery::retention::run(
         Arc::clone(&store),
         config.retention.clone(),
         stopping.clone(),
@@ -160,6 +166,7 @@ pub async fn run(
     let _ = retention.await;
     let _ = recoveries.await;
     let _ = probes.await;
+    drop(background);
     // Only now may another Herald take the embedded database.
     drop(embedded_database_lock);
     tracing::info!("herald stopped");

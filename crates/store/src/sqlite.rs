@@ -80,30 +80,15 @@ impl SqliteStore {
             // Truncated to this after each checkpoint that resets it.
             .pragma("journal_size_limit", "67108864")
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await
-            .map_err(map_error)?;
+        let writer = open_pool(1, options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)
             .await
             .map_err(StoreError::Migration)?;
         let read_only = options.read_only(true);
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(read_only.clone())
-            .await
-            .map_err(map_error)?;
-        let claim_reader = SqlitePoolOptions::new()
-            // The worker runs up to two claims at once (herald_delivery::worker).
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(read_only)
-            .await
-            .map_err(map_error)?;
+        let reader = open_pool(4, read_only.clone()).await?;
+        // The worker runs up to two claims at once (herald_delivery::worker).
+        let claim_reader = open_pool(2, read_only).await?;
         Ok(Self {
             writer,
             reader,
@@ -114,6 +99,32 @@ impl SqliteStore {
             health: Arc::default(),
         })
     }
+}
+
+/// A pool of `size` connections, every one opened now and kept for the life of the process.
+///
+/// sqlx runs each SQLite connection on a thread of its own, started by the thread that opens
+/// the connection, and on Linux a thread inherits its starter's OS priority. Herald's delivery
+/// threads run at a lower priority than the API's (`herald_server::background`): a connection
+/// one of them opened would serve the API's queries at that priority. So all are opened here,
+/// at startup, and none is closed for idleness or age to be reopened later by whichever thread
+/// asks next. (SQLite's connections are local files: nothing gains from recycling them.)
+async fn open_pool(size: u32, options: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(size)
+        .min_connections(size)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(map_error)?;
+    // Held together, each acquire past the idle ones opens a connection on this thread.
+    let mut opened = Vec::new();
+    for _ in 0..size {
+        opened.push(pool.acquire().await.map_err(map_error)?);
+    }
+    Ok(pool)
 }
 
 #[async_trait]

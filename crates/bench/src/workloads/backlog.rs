@@ -15,7 +15,7 @@
 //! Figures: the drain's rate overall and in each tenth of it (by arrival order: the rate over
 //! the time the tenth's deliveries took), the first and last tenth against the median one
 //! (target ≥ 0.8: the rate must neither start low nor fall as the backlog shrinks); ordinary
-//! API requests at 50 a second, their p99 while the first Herald is idle on the empty database
+//! API requests at 200 a second, their p99 while the first Herald is idle on the empty database
 //! against their p99 during the drain (target ≤ 2×); and the `/metrics` scrape's time (median
 //! of five) on the empty queue, on the full backlog, at the start of the drain and at its end.
 

@@ -9,10 +9,12 @@
 //! arrived, each under an event id that was published.
 //!
 //! Meanwhile ordinary API requests (the endpoint list and the endpoint, alternately) are sent
-//! at a steady 50 a second, open loop, from just after the switch to the last receipt: first
-//! while Herald is idle, then through the recovery. The figures are the recovery's rate (from
-//! the recover request to the last receipt) against the throughput workload's in the same run,
-//! and the API's p99 during the recovery against its p99 while idle.
+//! at a steady 200 a second, open loop, from just after the switch to the last receipt: first
+//! while Herald is idle (1,000 requests), then through the recovery. The figures are the
+//! recovery's rate (from the recover request to the last receipt) against the throughput
+//! workload's in the same run, and the API's p99 during the recovery against its p99 while
+//! idle: each the nearest-rank 99th percentile of the answered requests sent in its window,
+//! timed from just before sending to the end of the answer's body.
 
 use std::time::{Duration, Instant};
 

@@ -68,5 +68,6 @@ mod secrets;
 mod signing;
 mod stats;
 mod test_send;
+mod threads;
 mod trace_context;
 mod unreadable_requests;
