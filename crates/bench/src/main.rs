@@ -52,7 +52,7 @@ struct Args {
     backend: Backend,
 
     /// A workload name, a comma-separated list of them, or `all`: ingest, throughput, fanout,
-    /// latency, noisy, ceiling, recover, ordered.
+    /// latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag.
     #[arg(long, default_value = "all")]
     workload: String,
 

@@ -62,6 +62,11 @@ pub(crate) enum Workload {
     /// The event catalog's costs: fan-out to 50 filtered endpoints against unfiltered, and
     /// single publishes with schema enforcement `reject` against `off`.
     Catalog,
+    /// `latency` after 100,000 deliveries through the same Herald and database.
+    Churned,
+    /// Single publishes from 32 clients fanned out to ten endpoints: receipt times while
+    /// publishing.
+    Fanlag,
 }
 
 /// How many events each workload handles, and for how long it may run.
@@ -97,7 +102,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 11] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -107,6 +112,8 @@ impl Workload {
         Self::Recover,
         Self::Ordered,
         Self::Catalog,
+        Self::Churned,
+        Self::Fanlag,
     ];
 
     /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling,
@@ -130,7 +137,7 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling, recover, ordered, catalog"
+                     latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag"
                 ),
             }
         }
@@ -160,6 +167,8 @@ impl Workload {
             Self::Recover => "recover",
             Self::Ordered => "ordered",
             Self::Catalog => "catalog",
+            Self::Churned => "churned",
+            Self::Fanlag => "fanlag",
         }
     }
 }
@@ -204,6 +213,17 @@ impl Scale {
     /// Events of the noisy workload: 5,000 at the default scale, each to 10 healthy endpoints.
     fn noisy_events(&self) -> usize {
         (self.events / 4).max(10)
+    }
+
+    /// Events of the fanlag workload: 5,000 at the default scale, each to 10 endpoints.
+    fn fanlag_events(&self) -> usize {
+        (self.events / 4).max(10)
+    }
+
+    /// Deliveries the churned workload pushes through before it measures latency: 100,000 at
+    /// the default scale.
+    fn churn_deliveries(&self) -> usize {
+        self.events.saturating_mul(5)
     }
 
     /// Ordinary API requests the recover workload times while Herald is idle, before the
@@ -269,6 +289,8 @@ impl Bench {
             Workload::Recover => recover::run(self).await,
             Workload::Ordered => ordered::run(self).await,
             Workload::Catalog => catalog::run(self).await,
+            Workload::Churned => delivery::churned(self).await,
+            Workload::Fanlag => delivery::fanlag(self).await,
         };
         let (figures, error) = match figures {
             Ok(figures) => {
