@@ -244,23 +244,6 @@ pub(crate) fn insert_events<'a>(events: &[&'a Event]) -> Statement<'a> {
     query.persistent(worth_preparing(events.len()))
 }
 
-/// `INSERT INTO endpoint_sequences … ON CONFLICT … RETURNING endpoint_id, last_sequence` for
-/// up to [`BULK_ROWS`] endpoints: adds each count to its endpoint's sequence (starting it at
-/// the count) and returns where each ended. Rows are locked in the order given.
-pub(crate) fn bump_sequences(counts: &[(EndpointId, i64)]) -> Statement<'static> {
-    let mut query =
-        Statement::new("INSERT INTO endpoint_sequences (endpoint_id, last_sequence) VALUES ");
-    query.push_rows(counts, |(endpoint_id, count)| {
-        [endpoint_id.as_uuid().into(), (*count).into()]
-    });
-    query.push(
-        " ON CONFLICT (endpoint_id) DO UPDATE \
-         SET last_sequence = endpoint_sequences.last_sequence + excluded.last_sequence \
-         RETURNING endpoint_id, last_sequence",
-    );
-    query.persistent(worth_preparing(counts.len()))
-}
-
 /// A delivery to insert: the event fanned out to one endpoint.
 pub(crate) struct NewDelivery<'a> {
     pub id: DeliveryId,

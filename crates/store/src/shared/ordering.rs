@@ -47,24 +47,21 @@ pub(crate) async fn insert_deliveries<T: WriteTransaction>(
     for delivery in deliveries.iter() {
         *counts.entry(delivery.endpoint_id).or_default() += 1;
     }
-    // One statement bumps every sequence (a round trip per endpoint held every lock taken
-    // before it for that long: a publish fanned out to ten endpoints held its first sequence
-    // row through ten round trips, and publishes to one organization queue on those rows).
-    // It takes the row locks in the order of its rows, endpoint order.
-    let counts: Vec<(EndpointId, i64)> = counts.into_iter().collect();
     let mut next: HashMap<EndpointId, i64> = HashMap::with_capacity(counts.len());
-    for chunk in counts.chunks(sql::BULK_ROWS) {
-        for row in tx.fetch(sql::bump_sequences(chunk)).await? {
-            let endpoint_id = EndpointId::from_uuid(row.uuid("endpoint_id")?);
-            let count = chunk
-                .iter()
-                .find(|(id, _)| *id == endpoint_id)
-                .map(|(_, count)| *count)
-                .ok_or(StoreError::Corrupt(
-                    "a sequence upsert returned another endpoint",
-                ))?;
-            next.insert(endpoint_id, row.integer("last_sequence")? - count + 1);
-        }
+    for (endpoint_id, count) in counts {
+        let bump = Statement::new(
+            "INSERT INTO endpoint_sequences (endpoint_id, last_sequence) VALUES (?, ?)
+             ON CONFLICT (endpoint_id) DO UPDATE
+             SET last_sequence = endpoint_sequences.last_sequence + excluded.last_sequence
+             RETURNING last_sequence",
+        )
+        .bind(endpoint_id.as_uuid())
+        .bind(count);
+        let row = tx
+            .fetch_first(bump)
+            .await?
+            .ok_or(StoreError::Corrupt("a sequence upsert returned nothing"))?;
+        next.insert(endpoint_id, row.integer("last_sequence")? - count + 1);
     }
     let mut keys_seen: HashSet<(EndpointId, &str)> = HashSet::new();
     for delivery in deliveries.iter_mut() {
