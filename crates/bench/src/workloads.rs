@@ -68,6 +68,11 @@ pub(crate) enum Workload {
     /// The event catalog's costs: fan-out to 50 filtered endpoints against unfiltered, and
     /// single publishes with schema enforcement `reject` against `off`.
     Catalog,
+    /// `latency` after 100,000 deliveries through the same Herald and database.
+    Churned,
+    /// Single publishes from 32 clients fanned out to ten endpoints: receipt times while
+    /// publishing.
+    Fanlag,
     /// A backlog of due deliveries across thousands of endpoints, drained: the rate per
     /// tenth of the drain, the API's latency meanwhile, the `/metrics` scrape's time.
     Backlog,
@@ -115,7 +120,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 15] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -125,6 +130,8 @@ impl Workload {
         Self::Recover,
         Self::Ordered,
         Self::Catalog,
+        Self::Churned,
+        Self::Fanlag,
         Self::Backlog,
         Self::Tenants,
         Self::History,
@@ -159,8 +166,8 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling, recover, ordered, catalog, scale, backlog, tenants, \
-                     history, nodes"
+                     latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag, scale, \
+                     backlog, tenants, history, nodes"
                 ),
             }
         }
@@ -190,6 +197,8 @@ impl Workload {
             Self::Recover => "recover",
             Self::Ordered => "ordered",
             Self::Catalog => "catalog",
+            Self::Churned => "churned",
+            Self::Fanlag => "fanlag",
             Self::Backlog => "backlog",
             Self::Tenants => "tenants",
             Self::History => "history",
@@ -238,6 +247,17 @@ impl Scale {
     /// Events of the noisy workload: 5,000 at the default scale, each to 10 healthy endpoints.
     fn noisy_events(&self) -> usize {
         (self.events / 4).max(10)
+    }
+
+    /// Events of the fanlag workload: 5,000 at the default scale, each to 10 endpoints.
+    fn fanlag_events(&self) -> usize {
+        (self.events / 4).max(10)
+    }
+
+    /// Deliveries the churned workload pushes through before it measures latency: 100,000 at
+    /// the default scale.
+    fn churn_deliveries(&self) -> usize {
+        self.events.saturating_mul(5)
     }
 
     /// Ordinary API requests the recover workload times while Herald is idle, before the
@@ -316,6 +336,8 @@ impl Bench {
             Workload::Recover => recover::run(self).await,
             Workload::Ordered => ordered::run(self).await,
             Workload::Catalog => catalog::run(self).await,
+            Workload::Churned => delivery::churned(self).await,
+            Workload::Fanlag => delivery::fanlag(self).await,
             Workload::Backlog => backlog::run(self).await,
             Workload::Tenants => tenants::run(self).await,
             Workload::History => history::run(self).await,

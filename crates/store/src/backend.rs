@@ -106,6 +106,11 @@ pub(crate) trait WriteTransaction: Send + Sized {
     /// Ends the transaction without its changes.
     async fn rollback(self) -> Result<(), StoreError>;
 
+    /// Says that the transaction stored pending deliveries, so that once it commits every
+    /// node is told (PostgreSQL); nothing by default (SQLite's one node is woken in memory by
+    /// its publishers).
+    fn announce_new_deliveries(&mut self) {}
+
     /// Runs a statement and returns its first row, if any.
     async fn fetch_first(
         &mut self,

@@ -14,7 +14,9 @@
 //! unreachable requests fail fast with `StoreError::Unavailable` (503) instead of hanging;
 //! each connection carries a statement timeout for the same reason.
 
+mod announce;
 mod listen;
+mod upkeep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use herald_domain::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Transaction};
 
+use self::announce::Announcer;
+use self::upkeep::Upkeep;
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::health::WriteHealth;
 use crate::queue::LeaseToken;
@@ -46,6 +50,10 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// Longest any one statement may run.
     pub statement_timeout: Duration,
+    /// Dead row versions in `deliveries` (beyond a twentieth of its live rows) at which the
+    /// store vacuums the table itself, for servers whose autovacuum does not ([`upkeep`]);
+    /// 0 never does.
+    pub vacuum_after_dead_rows: u64,
 }
 
 impl Default for PostgresOptions {
@@ -54,6 +62,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(15),
+            vacuum_after_dead_rows: 10_000,
         }
     }
 }
@@ -67,6 +76,19 @@ pub struct PostgresStore {
     signing_keys: Arc<SigningKeyCache>,
     /// Whether writes succeed (a server out of disk answers reads and refuses writes).
     health: Arc<WriteHealth>,
+    /// Tells every node of the deliveries this one stores.
+    announcer: Arc<Announcer>,
+    /// Vacuums the delivery queue when autovacuum does not.
+    upkeep: Arc<Upkeep>,
+}
+
+/// A write transaction, and whether it stored deliveries the nodes are told of once it
+/// commits ([`announce`]).
+#[derive(Debug)]
+pub(crate) struct PostgresTransaction {
+    tx: Transaction<'static, Postgres>,
+    announcer: Arc<Announcer>,
+    stored_deliveries: bool,
 }
 
 impl PostgresStore {
@@ -99,7 +121,13 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(StoreError::Migration)?;
+        let upkeep = Upkeep::new(
+            (*pool.connect_options()).clone(),
+            options.vacuum_after_dead_rows,
+        );
         Ok(Self {
+            announcer: Arc::new(Announcer::new(pool.clone())),
+            upkeep: Arc::new(upkeep),
             pool,
             cipher,
             signing_keys: Arc::default(),
@@ -111,7 +139,7 @@ impl PostgresStore {
 #[async_trait]
 impl Backend for PostgresStore {
     type Row = PgRow;
-    type Tx = Transaction<'static, Postgres>;
+    type Tx = PostgresTransaction;
     const DIALECT: Dialect = Dialect::Postgres;
 
     fn cipher(&self) -> &SecretCipher {
@@ -127,7 +155,11 @@ impl Backend for PostgresStore {
     }
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        self.pool.begin().await.map_err(map_error)
+        Ok(PostgresTransaction {
+            tx: self.pool.begin().await.map_err(map_error)?,
+            announcer: Arc::clone(&self.announcer),
+            stored_deliveries: false,
+        })
     }
 
     /// One pool serves reads, claims and writes alike: the server runs them side by side.
@@ -188,11 +220,11 @@ impl Backend for PostgresStore {
             .map(|row| row.uuid("id").map(herald_domain::DeliveryId::from_uuid))
             .collect::<Result<Vec<_>, _>>()?;
         if claimed.is_empty() {
-            tx.commit().await.map_err(map_error)?;
+            tx.commit().await?;
             return Ok(Vec::new());
         }
         let rows = tx.fetch(sql::claimed_details(claimed.into_iter())).await?;
-        tx.commit().await.map_err(map_error)?;
+        tx.commit().await?;
         claimed_from_rows(self, &rows, lease).await
     }
 
@@ -204,7 +236,9 @@ impl Backend for PostgresStore {
     ) -> Result<(), StoreError> {
         let settling: Vec<&AttemptRecording> = recordings.iter().collect();
         let check = LeaseCheck::InStatement;
-        write_attempts(self, recordings, &settling, check, disable_failing_before).await
+        write_attempts(self, recordings, &settling, check, disable_failing_before).await?;
+        self.upkeep.settled(recordings.len());
+        Ok(())
     }
 
     /// Leases live only in the rows.
@@ -223,19 +257,23 @@ impl Backend for PostgresStore {
 }
 
 #[async_trait]
-impl WriteTransaction for Transaction<'static, Postgres> {
+impl WriteTransaction for PostgresTransaction {
     type Row = PgRow;
 
     async fn execute(&mut self, statement: Statement<'_>) -> Result<u64, StoreError> {
-        statement.execute(&mut **self).await
+        statement.execute(&mut *self.tx).await
     }
 
     async fn fetch(&mut self, statement: Statement<'_>) -> Result<Vec<PgRow>, StoreError> {
-        statement.fetch_all(&mut **self).await
+        statement.fetch_all(&mut *self.tx).await
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        Transaction::commit(self).await.map_err(map_error)
+        self.tx.commit().await.map_err(map_error)?;
+        if self.stored_deliveries {
+            self.announcer.announce();
+        }
+        Ok(())
     }
 
     /// Drops the transaction: sqlx rolls it back before the connection serves again (and the
@@ -243,5 +281,9 @@ impl WriteTransaction for Transaction<'static, Postgres> {
     /// round trip of its own.
     async fn rollback(self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn announce_new_deliveries(&mut self) {
+        self.stored_deliveries = true;
     }
 }

@@ -1,5 +1,5 @@
 //! Several nodes on one PostgreSQL database learn of each other's deliveries at once: a store
-//! that stores deliveries wakes every store that listens (LISTEN/NOTIFY, migration 0017),
+//! that stores deliveries wakes every store that listens (LISTEN/NOTIFY, sent after the commit),
 //! instead of leaving them to their next poll. Storing anything else wakes no one.
 //!
 //! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).

@@ -19,7 +19,7 @@ use crate::report::{Metric, Target};
 use crate::session::Session;
 use crate::stats::rate;
 
-use super::delivery::{Bulk, bulk};
+use super::delivery::{Bulk, Publishers, bulk};
 use super::{Bench, Figures, publish};
 
 /// Endpoints of the fan-out comparison.
@@ -46,6 +46,7 @@ pub(super) async fn run(bench: &Bench) -> anyhow::Result<Figures> {
                 events,
                 settings: HeraldSettings::default(),
                 filtered,
+                publishers: Publishers::BATCHED,
             },
         )
         .await?;

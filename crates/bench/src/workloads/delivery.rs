@@ -1,7 +1,9 @@
 //! The delivery workloads: `throughput` (one endpoint), `fanout` (ten endpoints), both timed
-//! from the first publish to the last receipt, and `latency` (a steady 50 events a second to
-//! one endpoint, timed per event from its publish request to its receipt). [`bulk`] is the
-//! shared shape, which `noisy` uses too.
+//! from the first publish to the last receipt, `latency` (a steady 50 events a second to
+//! one endpoint, timed per event from its publish request to its receipt), `churned` (the same
+//! latency on a database that has already carried five times the scale's deliveries), and
+//! `fanlag` (single publishes from 32 clients fanned out to ten endpoints, timed per delivery
+//! while publishing goes on). [`bulk`] is the shared shape, which `noisy` uses too.
 //!
 //! Bulk runs publish in batches of 500 from 4 clients, so that publishing (which shares
 //! SQLite's one writer with the worker's recorder) outpaces delivery and the figure is
@@ -19,12 +21,42 @@ use crate::report::{Metric, Target};
 use crate::session::{Session, Usage};
 use crate::stats::{Percentiles, rate};
 
-use super::{Bench, Figures, Publishing, ThroughputReference, distinct, protocol_note, publish};
+use super::{
+    Bench, Figures, OneEndpoint, Publishing, ThroughputReference, distinct, protocol_note, publish,
+};
 
 /// Publishing rate of the latency workload.
 const LATENCY_EVENTS_PER_SECOND: u64 = 50;
 /// Concurrent publishing clients of a bulk run.
 pub(super) const BULK_CLIENTS: usize = 4;
+/// Concurrent publishing clients of `fanlag`, each publishing one event a request: how most
+/// platforms publish.
+const SINGLE_CLIENTS: usize = 32;
+/// Endpoints of the fan-out workloads.
+const FANOUT_ENDPOINTS: usize = 10;
+/// `fanlag`'s ceiling on the p99 publish-to-receipt time, in ms: deliveries keep up with
+/// publishing (doubled on PostgreSQL, like every latency target: 1 s, issue 19's target).
+const FANLAG_P99_MS: f64 = 500.0;
+
+/// How a bulk run publishes: this many concurrent clients, this many events a request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Publishers {
+    pub(super) clients: usize,
+    pub(super) per_request: usize,
+}
+
+impl Publishers {
+    /// Batches of 500 from 4 clients: publishing outpaces delivery.
+    pub(super) const BATCHED: Self = Self {
+        clients: BULK_CLIENTS,
+        per_request: MAX_BATCH_SIZE,
+    };
+    /// One event a request from 32 clients.
+    const SINGLE: Self = Self {
+        clients: SINGLE_CLIENTS,
+        per_request: 1,
+    };
+}
 
 /// A bulk run: `events` published in batches of 500 by 4 clients to an organization whose
 /// `healthy` endpoints answer at once and whose `hanging` endpoints never answer.
@@ -38,6 +70,8 @@ pub(super) struct Bulk {
     /// Every healthy endpoint has a payload filter: those of even index match every event,
     /// the others none, so half of them receive the events.
     pub(super) filtered: bool,
+    /// How the events are published.
+    pub(super) publishers: Publishers,
 }
 
 /// What a bulk run measured, over the healthy endpoints only.
@@ -78,10 +112,11 @@ pub(super) async fn throughput(bench: &mut Bench) -> anyhow::Result<Figures> {
             events: bench.scale.events,
             settings: HeraldSettings::default(),
             filtered: false,
+            publishers: Publishers::BATCHED,
         },
     )
     .await?;
-    let mut figures = bulk_figures(&run, Target::AtLeast(5_000.0));
+    let mut figures = bulk_figures(&run, Some(Target::AtLeast(5_000.0)), None);
     if let Some(sample) = run.sample.clone() {
         bench.throughput = Some(ThroughputReference {
             deliveries_per_second: run.deliveries_per_second,
@@ -97,7 +132,7 @@ pub(super) async fn throughput(bench: &mut Bench) -> anyhow::Result<Figures> {
 
 /// `fanout`: 2,000 events to ten endpoints.
 pub(super) async fn fanout(bench: &mut Bench) -> anyhow::Result<Figures> {
-    let endpoints = 10;
+    let endpoints = FANOUT_ENDPOINTS;
     let run = bulk(
         bench,
         Bulk {
@@ -107,10 +142,11 @@ pub(super) async fn fanout(bench: &mut Bench) -> anyhow::Result<Figures> {
             events: bench.scale.events / endpoints,
             settings: HeraldSettings::default(),
             filtered: false,
+            publishers: Publishers::BATCHED,
         },
     )
     .await?;
-    let mut figures = bulk_figures(&run, Target::AtLeast(8_000.0));
+    let mut figures = bulk_figures(&run, Some(Target::AtLeast(8_000.0)), None);
     figures.note(format!(
         "{} events to {endpoints} endpoints, published in batches of {MAX_BATCH_SIZE} by \
          {BULK_CLIENTS} clients",
@@ -121,15 +157,79 @@ pub(super) async fn fanout(bench: &mut Bench) -> anyhow::Result<Figures> {
 
 /// `latency`: 500 events at 50 a second to one endpoint, each published alone.
 pub(super) async fn latency(bench: &mut Bench) -> anyhow::Result<Figures> {
-    let events = bench.scale.latency_events();
     let mut herald = bench.one_endpoint("bench-latency").await?;
     let mut figures = Figures::default();
+    measure_latency(bench, &mut herald, 0, &mut figures).await?;
+    let receiver = herald.receiver;
+    figures.usage("", &herald.session.finish().await?);
+    figures.note(protocol_note(std::slice::from_ref(&receiver)));
+    Ok(figures)
+}
+
+/// `churned`: `latency` on a Herald whose database has already carried 100,000 deliveries (five
+/// times the scale), published in batches of 500 by 4 clients to the same endpoint and all
+/// delivered before the latency run starts. Every delivery leaves rows behind that the
+/// database must step over or clean up (on PostgreSQL, dead row versions until a vacuum), so
+/// this is the latency of a Herald that has been running a while, not of a fresh one.
+pub(super) async fn churned(bench: &mut Bench) -> anyhow::Result<Figures> {
+    let mut herald = bench.one_endpoint("bench-churned").await?;
+    let mut figures = Figures::default();
+    let churn = bench.scale.churn_deliveries();
+    let deadline = bench.scale.deadline(churn);
+    let publishing = publish(
+        &herald.session.api,
+        &herald.org,
+        0..churn,
+        BULK_CLIENTS,
+        MAX_BATCH_SIZE,
+        deadline,
+    )
+    .await?;
+    herald
+        .await_deliveries(churn, deadline, &mut figures)
+        .await?;
+    let took = herald
+        .receiver
+        .arrivals()
+        .values()
+        .max()
+        .map_or(Duration::ZERO, |last| {
+            last.saturating_duration_since(publishing.started)
+        });
+    figures.metric(Metric::new(
+        "churn delivery rate",
+        rate(herald.receiver.distinct(), took),
+        "deliveries/s",
+    ));
+    if figures.incomplete.is_none() {
+        measure_latency(bench, &mut herald, churn, &mut figures).await?;
+    }
+    let receiver = herald.receiver;
+    figures.usage("", &herald.session.finish().await?);
+    figures.note(format!(
+        "first {churn} events to the same endpoint in batches of {MAX_BATCH_SIZE} by \
+         {BULK_CLIENTS} clients, all delivered; then the latency run on the same database"
+    ));
+    figures.note(protocol_note(std::slice::from_ref(&receiver)));
+    Ok(figures)
+}
+
+/// Publishes `latency_events` events at 50 a second to `herald`'s endpoint, each alone and
+/// numbered from `first`, waits for their receipts, and adds their figures to `figures`.
+async fn measure_latency(
+    bench: &Bench,
+    herald: &mut OneEndpoint,
+    first: usize,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let events = bench.scale.latency_events();
+    let already = herald.receiver.distinct();
 
     // Open loop: each publish starts on its tick, however long the one before takes.
     let deadline = bench.scale.deadline(events);
     let mut ticks = tokio::time::interval(Duration::from_millis(1000 / LATENCY_EVENTS_PER_SECOND));
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..events {
+    for n in first..first + events {
         ticks.tick().await;
         let (api, org) = (herald.session.api.clone(), herald.org.clone());
         tasks.spawn(async move {
@@ -154,7 +254,7 @@ pub(super) async fn latency(bench: &mut Bench) -> anyhow::Result<Figures> {
         Err(_) => figures.stopped_short("publishing did not finish in time"),
     }
     herald
-        .await_deliveries(events, deadline, &mut figures)
+        .await_deliveries(already + events, deadline, figures)
         .await?;
     let arrivals = herald.receiver.arrivals();
     // Per event: from sending the publish request, and from reading its 202 (zero when the
@@ -187,13 +287,43 @@ pub(super) async fn latency(bench: &mut Bench) -> anyhow::Result<Figures> {
         figures.metric(Metric::new("202 to receipt p50", latency.p50_ms, "ms"));
         figures.metric(Metric::new("202 to receipt p99", latency.p99_ms, "ms"));
     }
-    let receiver = herald.receiver;
-    figures.usage("", &herald.session.finish().await?);
     figures.note(format!(
         "{events} events at {LATENCY_EVENTS_PER_SECOND}/s, each alone; latency runs from sending \
          the publish request to the receiver reading the delivery"
     ));
-    figures.note(protocol_note(std::slice::from_ref(&receiver)));
+    Ok(())
+}
+
+/// `fanlag`: 5,000 events (a quarter of the scale) published one a request by 32 clients to
+/// ten endpoints (50,000 deliveries): whether delivery keeps up with publishing, as each
+/// delivery's time from its publish request to its receipt shows.
+pub(super) async fn fanlag(bench: &mut Bench) -> anyhow::Result<Figures> {
+    let endpoints = FANOUT_ENDPOINTS;
+    let events = bench.scale.fanlag_events();
+    let run = bulk(
+        bench,
+        Bulk {
+            name: "bench-fanlag",
+            healthy: endpoints,
+            hanging: 0,
+            events,
+            settings: HeraldSettings::default(),
+            filtered: false,
+            publishers: Publishers::SINGLE,
+        },
+    )
+    .await?;
+    // The rate follows the publishers' pace here; the receipt times are the figure.
+    let mut figures = bulk_figures(&run, None, Some(Target::AtMost(FANLAG_P99_MS)));
+    figures.metric(Metric::new(
+        "events published",
+        rate(events, Duration::from_secs_f64(run.publish_seconds)),
+        "events/s",
+    ));
+    figures.note(format!(
+        "{events} events to {endpoints} endpoints, each published alone by {SINGLE_CLIENTS} \
+         clients; receipt times run from each event's publish request"
+    ));
     Ok(figures)
 }
 
@@ -231,8 +361,8 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
         &session.api,
         &org,
         0..bulk.events,
-        BULK_CLIENTS,
-        MAX_BATCH_SIZE,
+        bulk.publishers.clients,
+        bulk.publishers.per_request,
         deadline,
     )
     .await?;
@@ -259,8 +389,9 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
     })
 }
 
-/// The figures of a throughput-style run, its rate held to `target`.
-fn bulk_figures(run: &BulkRun, target: Target) -> Figures {
+/// The figures of a throughput-style run, its rate held to `rate_target` and its p99
+/// publish-to-receipt time to `p99_target`, when given.
+fn bulk_figures(run: &BulkRun, rate_target: Option<Target>, p99_target: Option<Target>) -> Figures {
     let mut figures = Figures::default();
     if run.delivered < run.expected {
         figures.stopped_short(format!(
@@ -268,9 +399,11 @@ fn bulk_figures(run: &BulkRun, target: Target) -> Figures {
             run.delivered, run.expected
         ));
     }
-    figures.metric(
-        Metric::new("delivery rate", run.deliveries_per_second, "deliveries/s").target(target),
-    );
+    let mut delivery_rate = Metric::new("delivery rate", run.deliveries_per_second, "deliveries/s");
+    if let Some(target) = rate_target {
+        delivery_rate = delivery_rate.target(target);
+    }
+    figures.metric(delivery_rate);
     figures.metric(Metric::new("publishing took", run.publish_seconds, "s"));
     figures.metric(Metric::new(
         "last receipt after publishing",
@@ -284,7 +417,11 @@ fn bulk_figures(run: &BulkRun, target: Target) -> Figures {
     ));
     if let Some(latency) = run.latency {
         figures.metric(Metric::new("publish to receipt p50", latency.p50_ms, "ms"));
-        figures.metric(Metric::new("publish to receipt p99", latency.p99_ms, "ms"));
+        let mut p99 = Metric::new("publish to receipt p99", latency.p99_ms, "ms");
+        if let Some(target) = p99_target {
+            p99 = p99.target(target);
+        }
+        figures.metric(p99);
     }
     figures.usage("", &run.usage);
     figures.note(run.protocol.clone());

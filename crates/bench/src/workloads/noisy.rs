@@ -7,7 +7,7 @@
 use crate::herald::HeraldSettings;
 use crate::report::{Metric, Target};
 
-use super::delivery::{Bulk, BulkRun, bulk};
+use super::delivery::{Bulk, BulkRun, Publishers, bulk};
 use super::{Bench, Figures};
 
 /// Endpoints of each kind.
@@ -31,6 +31,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             events,
             settings: settings.clone(),
             filtered: false,
+            publishers: Publishers::BATCHED,
         },
     )
     .await?;
@@ -43,6 +44,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             events,
             settings,
             filtered: false,
+            publishers: Publishers::BATCHED,
         },
     )
     .await?;

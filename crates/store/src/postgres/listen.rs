@@ -1,6 +1,6 @@
-//! Waking this node when another node stores deliveries: every statement that inserts rows into
-//! `deliveries` notifies the channel [`CHANNEL`] at commit (migration 0017's trigger), and each
-//! node keeps one connection LISTENing on it. Without it, a node learns of work published
+//! Waking this node when another node stores deliveries: after every transaction that stores
+//! pending deliveries commits, its node notifies the channel [`CHANNEL`] ([`announce`](super::announce)),
+//! and each node keeps one connection LISTENing on it. Without it, a node learns of work published
 //! through another node only at its next poll (200 ms by default), which is most of a
 //! several-node cluster's publish-to-receipt latency.
 //!
@@ -19,7 +19,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// The channel migration 0017's trigger notifies.
+/// The channel new deliveries are announced on.
 pub(super) const CHANNEL: &str = "herald_deliveries";
 
 /// How long to wait before listening again after the database refused.

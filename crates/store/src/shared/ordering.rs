@@ -78,6 +78,9 @@ pub(crate) async fn insert_deliveries<T: WriteTransaction>(
     for chunk in deliveries.chunks(sql::BULK_ROWS) {
         tx.execute(sql::insert_pending_deliveries(chunk)).await?;
     }
+    if !deliveries.is_empty() {
+        tx.announce_new_deliveries();
+    }
     Ok(())
 }
 
