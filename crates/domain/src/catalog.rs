@@ -375,8 +375,20 @@ fn compile_schema(schema: &Value) -> Result<Validator, String> {
 fn first_violation(validator: &Validator, data: &Value) -> Result<(), SchemaViolation> {
     validator.validate(data).map_err(|error| SchemaViolation {
         pointer: error.instance_path().as_str().to_owned(),
-        message: error.masked().to_string(),
+        message: masked_rule(&error),
     })
+}
+
+/// The rule `error` states, without the value that broke it. `masked()` alone is not enough
+/// for `propertyNames`: its message is the inner error's, unmasked, which quotes the
+/// offending property name, and a name can be personal data (a map keyed by e-mail).
+fn masked_rule(error: &jsonschema::ValidationError<'_>) -> String {
+    match error.kind() {
+        jsonschema::error::ValidationErrorKind::PropertyNames { error: name } => {
+            name.masked_with("a property name").to_string()
+        }
+        _ => error.masked().to_string(),
+    }
 }
 
 /// The API versions an endpoint may pin, newest last.
@@ -544,6 +556,28 @@ mod tests {
                 .is_ok()
         );
         assert!(!EventCatalog::default().has_schemas());
+    }
+
+    #[test]
+    fn a_violation_never_quotes_the_data_not_even_a_property_name() {
+        let text = r#"[{"name": "a.b", "description": "x", "schema": {
+            "propertyNames": {"maxLength": 5},
+            "properties": {"n": {"propertyNames": {"pattern": "^[a-z]+$"}}}}}]"#;
+        let catalog = EventCatalog::from_file_text(text, CatalogFormat::Json).expect("valid");
+        let long = catalog
+            .check_data("a.b", &serde_json::json!({"person@example.com": 1}))
+            .expect_err("the name is too long");
+        assert_eq!(
+            long.to_string(),
+            "(root): a property name is longer than 5 characters"
+        );
+        let odd = catalog
+            .check_data("a.b", &serde_json::json!({"n": {"Secret1": 1}}))
+            .expect_err("the name breaks the pattern");
+        assert_eq!(
+            odd.to_string(),
+            r#"/n: a property name does not match "^[a-z]+$""#
+        );
     }
 
     #[test]
