@@ -263,6 +263,16 @@ impl EventCatalog {
             if types.iter().any(|known| known.name == name) {
                 return Err(refuse("listed twice".to_owned()));
             }
+            if let Some(twin) = types
+                .iter()
+                .find(|known| webhook_operation_id(&known.name) == webhook_operation_id(&name))
+            {
+                return Err(refuse(format!(
+                    "name reads as {} once '.' and '-' become '_', as in the webhook operation {} of /openapi.json",
+                    twin.name,
+                    webhook_operation_id(&name)
+                )));
+            }
             if let Some(example) = &entry.example
                 && !example.is_object()
             {
@@ -347,6 +357,13 @@ impl Default for EventCatalog {
                 .collect(),
         )
     }
+}
+
+/// The `operationId` of the type's operation in the `webhooks` section of /openapi.json, from
+/// which receivers generate type names: an identifier, so `.` and `-` become `_`. Operation ids
+/// must be unique, so a catalog file may not hold two names that differ only there.
+pub fn webhook_operation_id(event_type: &str) -> String {
+    format!("webhook_{}", event_type.replace(['.', '-'], "_"))
 }
 
 /// A catalog type's name: 1 to [`MAX_EVENT_TYPE_CHARS`] ASCII letters, digits, `_`, `-` and
@@ -622,6 +639,11 @@ mod tests {
             r#"[{"name": "a.b", "description": "x"}, {"name": "a.b", "description": "y"}]"#,
             CatalogFormat::Json,
             "event type a.b: listed twice",
+        );
+        refused(
+            r#"[{"name": "a.b-c", "description": "x"}, {"name": "a_b.c", "description": "y"}]"#,
+            CatalogFormat::Json,
+            "event type a_b.c: name reads as a.b-c once '.' and '-' become '_', as in the webhook operation webhook_a_b_c",
         );
         refused(
             r#"[{"name": "a.b", "description": "x", "schema": {"type": "strin"}}]"#,
