@@ -225,18 +225,24 @@ impl EventCatalog {
     }
 
     /// The catalog `HERALD_EVENT_TYPES` names (comma-separated, blanks ignored), or the default
-    /// one when it is unset. `herald serve` and the admin commands read it here alike.
-    pub fn from_setting(setting: Option<&str>) -> Self {
-        match setting {
-            Some(list) => Self::new(
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|item| !item.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            None => Self::default(),
+    /// one when it is unset. `herald serve` and the admin commands read it here alike. The names
+    /// follow the catalog file's rules, so a `*`, a space or a name listed twice never reaches
+    /// the subscription rules or /openapi.json; the error names the type at fault.
+    pub fn from_setting(setting: Option<&str>) -> Result<Self, CatalogError> {
+        let Some(list) = setting else {
+            return Ok(Self::default());
+        };
+        let mut types: Vec<EventTypeDefinition> = Vec::new();
+        for name in list
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            check_new_name(name, &types)
+                .map_err(|message| CatalogError(format!("event type {name}: {message}")))?;
+            types.push(EventTypeDefinition::named(name));
         }
+        Ok(Self::with_operational(types, HashMap::new()))
     }
 
     /// Reads a catalog file (`HERALD_EVENT_CATALOG`, docs/api.md#the-catalog-file): a list of
@@ -259,10 +265,7 @@ impl EventCatalog {
         for entry in entries {
             let name = entry.name;
             let refuse = |message: String| CatalogError(format!("event type {name}: {message}"));
-            check_type_name(&name).map_err(|m| refuse(m.to_owned()))?;
-            if types.iter().any(|known| known.name == name) {
-                return Err(refuse("listed twice".to_owned()));
-            }
+            check_new_name(&name, &types).map_err(refuse)?;
             if let Some(example) = &entry.example
                 && !example.is_object()
             {
@@ -349,6 +352,33 @@ impl Default for EventCatalog {
     }
 }
 
+/// The `operationId` of the type's operation in the `webhooks` section of /openapi.json, from
+/// which receivers generate type names: an identifier, so `.` and `-` become `_`. Operation ids
+/// must be unique, so a catalog file may not hold two names that differ only there.
+pub fn webhook_operation_id(event_type: &str) -> String {
+    format!("webhook_{}", event_type.replace(['.', '-'], "_"))
+}
+
+/// Checks the name of a type joining `types`: well formed, not there yet, and not read as
+/// one already there once made an operation id ([`webhook_operation_id`]).
+fn check_new_name(name: &str, types: &[EventTypeDefinition]) -> Result<(), String> {
+    check_type_name(name).map_err(str::to_owned)?;
+    if types.iter().any(|known| known.name == name) {
+        return Err("listed twice".to_owned());
+    }
+    let operation_id = webhook_operation_id(name);
+    match types
+        .iter()
+        .find(|known| webhook_operation_id(&known.name) == operation_id)
+    {
+        Some(twin) => Err(format!(
+            "name reads as {} once '.' and '-' become '_', as in the webhook operation {operation_id} of /openapi.json",
+            twin.name
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A catalog type's name: 1 to [`MAX_EVENT_TYPE_CHARS`] ASCII letters, digits, `_`, `-` and
 /// `.`, with no empty segment between dots. No `*`, so a wildcard is never a name.
 fn check_type_name(name: &str) -> Result<(), &'static str> {
@@ -375,8 +405,20 @@ fn compile_schema(schema: &Value) -> Result<Validator, String> {
 fn first_violation(validator: &Validator, data: &Value) -> Result<(), SchemaViolation> {
     validator.validate(data).map_err(|error| SchemaViolation {
         pointer: error.instance_path().as_str().to_owned(),
-        message: error.masked().to_string(),
+        message: masked_rule(&error),
     })
+}
+
+/// The rule `error` states, without the value that broke it. `masked()` alone is not enough
+/// for `propertyNames`: its message is the inner error's, unmasked, which quotes the
+/// offending property name, and a name can be personal data (a map keyed by e-mail).
+fn masked_rule(error: &jsonschema::ValidationError<'_>) -> String {
+    match error.kind() {
+        jsonschema::error::ValidationErrorKind::PropertyNames { error: name } => {
+            name.masked_with("a property name").to_string()
+        }
+        _ => error.masked().to_string(),
+    }
 }
 
 /// The API versions an endpoint may pin, newest last.
@@ -448,7 +490,8 @@ mod tests {
         let catalog = EventCatalog::default();
         assert_eq!(catalog.names().len(), 17 + OPERATIONAL_EVENT_TYPES.len());
         assert!(catalog.contains("endpoint.disabled"));
-        let configured = EventCatalog::from_setting(Some("a.b, endpoint.enabled"));
+        let configured =
+            EventCatalog::from_setting(Some("a.b, endpoint.enabled")).expect("valid names");
         assert_eq!(
             configured.names(),
             [
@@ -461,6 +504,36 @@ mod tests {
         assert!(catalog.contains("wallet.balance_low"));
         assert!(!catalog.contains("wallet.balanse_low"));
         assert!(!catalog.contains(TEST_EVENT_TYPE));
+    }
+
+    #[test]
+    fn the_event_types_setting_follows_the_catalog_files_name_rules() {
+        for (setting, expected) in [
+            ("a.b, *", "event type *: name must be 1 to 100"),
+            ("a.*", "event type a.*: name must be 1 to 100"),
+            ("b c", "event type b c: name must be 1 to 100"),
+            (
+                "a..b",
+                "event type a..b: name must not have an empty segment",
+            ),
+            (
+                "webhook.test",
+                "event type webhook.test: webhook.test is reserved",
+            ),
+            ("a.b,a.b", "event type a.b: listed twice"),
+            ("a.b,a_b", "event type a_b: name reads as a.b once"),
+        ] {
+            let error = EventCatalog::from_setting(Some(setting)).expect_err(setting);
+            assert!(error.0.starts_with(expected), "{setting}: {error}");
+        }
+        assert_eq!(
+            EventCatalog::from_setting(None),
+            Ok(EventCatalog::default())
+        );
+        assert_eq!(
+            EventCatalog::from_setting(Some(" , a.b ,")).map(|c| c.names().len()),
+            Ok(1 + OPERATIONAL_EVENT_TYPES.len())
+        );
     }
 
     #[test]
@@ -547,6 +620,28 @@ mod tests {
     }
 
     #[test]
+    fn a_violation_never_quotes_the_data_not_even_a_property_name() {
+        let text = r#"[{"name": "a.b", "description": "x", "schema": {
+            "propertyNames": {"maxLength": 5},
+            "properties": {"n": {"propertyNames": {"pattern": "^[a-z]+$"}}}}}]"#;
+        let catalog = EventCatalog::from_file_text(text, CatalogFormat::Json).expect("valid");
+        let long = catalog
+            .check_data("a.b", &serde_json::json!({"person@example.com": 1}))
+            .expect_err("the name is too long");
+        assert_eq!(
+            long.to_string(),
+            "(root): a property name is longer than 5 characters"
+        );
+        let odd = catalog
+            .check_data("a.b", &serde_json::json!({"n": {"Secret1": 1}}))
+            .expect_err("the name breaks the pattern");
+        assert_eq!(
+            odd.to_string(),
+            r#"/n: a property name does not match "^[a-z]+$""#
+        );
+    }
+
+    #[test]
     fn a_json_catalog_file_reads_alike() {
         let text = r#"[{"name": "a.b", "description": "A.", "schema": {"type": "object"}}]"#;
         let catalog = EventCatalog::from_file_text(text, CatalogFormat::Json).expect("valid");
@@ -588,6 +683,11 @@ mod tests {
             r#"[{"name": "a.b", "description": "x"}, {"name": "a.b", "description": "y"}]"#,
             CatalogFormat::Json,
             "event type a.b: listed twice",
+        );
+        refused(
+            r#"[{"name": "a.b-c", "description": "x"}, {"name": "a_b.c", "description": "y"}]"#,
+            CatalogFormat::Json,
+            "event type a_b.c: name reads as a.b-c once '.' and '-' become '_', as in the webhook operation webhook_a_b_c",
         );
         refused(
             r#"[{"name": "a.b", "description": "x", "schema": {"type": "strin"}}]"#,

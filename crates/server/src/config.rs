@@ -399,7 +399,7 @@ impl ServeArgs {
 /// cannot be read or is refused stops the caller with a message naming the file and the type.
 pub fn load_catalog(file: Option<&Path>, names: Option<&str>) -> anyhow::Result<EventCatalog> {
     let Some(path) = file else {
-        return Ok(EventCatalog::from_setting(names));
+        return EventCatalog::from_setting(names).context("HERALD_EVENT_TYPES");
     };
     if names.is_some() {
         bail!("set HERALD_EVENT_CATALOG or HERALD_EVENT_TYPES, not both");

@@ -6,6 +6,7 @@
 //! types.
 
 use herald_domain::TEST_EVENT_TYPE;
+use herald_domain::catalog::webhook_operation_id;
 use serde_json::{Map, Value, json};
 
 use crate::state::ApiConfig;
@@ -87,7 +88,7 @@ fn webhooks(config: &ApiConfig, versions: &[String]) -> Value {
             },
         });
         let mut operation = json!({
-            "operationId": format!("webhook_{}", definition.name.replace(['.', '-'], "_")),
+            "operationId": webhook_operation_id(&definition.name),
             "summary": definition.name,
             "requestBody": {"required": true, "content": {"application/json": {"schema": envelope}}},
             "responses": {"200": {"description": "Any 2xx answer acknowledges the delivery"}},
