@@ -15,7 +15,25 @@
 # (a field the document bounds wrongly, an enum that misses a value) still fails the run.
 import json
 
+import hypothesis.internal.lambda_sources as _lambda_sources
 import schemathesis
+
+# A CPython 3.11 bug (gh-106905: `ast.parse` at a deep recursion level raises "SystemError:
+# AST constructor recursion depth mismatch") can strike Hypothesis while it parses a filter
+# lambda's source only to *name* the lambda in a strategy's repr, which then aborts an
+# operation's generation as a "Runtime Error" with no request sent. The name is cosmetic: fall
+# back to a plain one rather than lose the run to the interpreter.
+_describe_lambda = _lambda_sources.lambda_description
+
+
+def _lambda_description_or_plain(f):
+    try:
+        return _describe_lambda(f)
+    except SystemError:
+        return "lambda"
+
+
+_lambda_sources.lambda_description = _lambda_description_or_plain
 
 # Field -> message prefixes the schema cannot express; an empty tuple forgives any message
 # for that field (its whole language is beyond JSON Schema).
