@@ -1,9 +1,9 @@
 //! The process's threads (ARCHITECTURE.md, "Threads"): the delivery worker runs on threads of
-//! its own, `HERALD_DELIVERY_NICENESS` (10 by default) steps nicer than the API's, so a busy
+//! its own, `HERALD_DELIVERY_NICENESS` (set to 10 here; 0 by default) steps nicer than the API's, so a busy
 //! worker leaves the API a core; and the database's connection threads, which serve the API
 //! too, keep the API's priority. Read from `/proc/self/task`, as `ps -L` would show them.
 
-use herald_server::background::{DEFAULT_NICENESS, THREAD_NAME};
+use herald_server::background::{LOWERED_NICENESS_EXAMPLE, THREAD_NAME};
 use herald_testkit::{Receiver, TestCa};
 use serde_json::json;
 
@@ -15,7 +15,10 @@ async fn delivery_threads_run_nicer_than_the_api_and_the_database_threads(backen
     // Arrange: a delivery made, so the worker has claimed, sent and recorded through the store.
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
-    let app = delivering(backend, &ca).spawn().await;
+    let app = delivering(backend, &ca)
+        .delivery_niceness(LOWERED_NICENESS_EXAMPLE)
+        .spawn()
+        .await;
     let org = app.org_with_key().await;
     app.create_endpoint_at(&org.key, &receiver.url("/ok"), &["wallet.balance_low"])
         .await;
@@ -28,7 +31,7 @@ async fn delivery_threads_run_nicer_than_the_api_and_the_database_threads(backen
     let threads = threads();
     // The suite may itself run niced (`nice cargo nextest …`): niceness is relative to it.
     let base = niceness(&std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat"));
-    let lowered = (base + DEFAULT_NICENESS).min(19);
+    let lowered = (base + LOWERED_NICENESS_EXAMPLE).min(19);
 
     // Assert
     let niceness_of = |name: &str| -> Vec<i32> {

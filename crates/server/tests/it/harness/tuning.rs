@@ -36,6 +36,7 @@ pub(super) struct Tuning {
     probe_for: Option<Duration>,
     operator_hook: Option<(String, [u8; 32])>,
     export_traces: bool,
+    delivery_niceness: Option<i32>,
 }
 
 impl TestAppBuilder {
@@ -96,6 +97,12 @@ impl TestAppBuilder {
     /// How long a kept-alive connection may wait for its next request.
     pub(crate) fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.tuning.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How many steps nicer than the API's threads the delivery threads run.
+    pub(crate) fn delivery_niceness(mut self, niceness: i32) -> Self {
+        self.tuning.delivery_niceness = Some(niceness);
         self
     }
 
@@ -168,6 +175,9 @@ impl Tuning {
         }
         if let Some(connections) = self.max_connections {
             config.http.max_connections = connections;
+        }
+        if let Some(niceness) = self.delivery_niceness {
+            config.delivery_niceness = niceness;
         }
         if let Some(interval) = self.probe_interval {
             config.probe.interval = interval;
