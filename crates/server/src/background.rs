@@ -1,11 +1,12 @@
 //! The background runtime: the delivery worker, the recovery task, probing and the retention
-//! purge run on threads of their own, apart from the API's, at a lower OS priority.
+//! purge run on threads of their own, apart from the API's, at a lower OS priority when
+//! `HERALD_DELIVERY_NICENESS` asks for one (by default they keep the API's).
 //!
 //! Why: on one runtime, an API request's task queued behind the delivery tasks of a busy
 //! worker (a recovery, a backlog), which the operating system cannot see, let alone reorder;
 //! on a two-core machine the API's p99 during a recovery was 2.3–4.6 times its idle p99
 //! (BENCHMARKS.md, the `recover` workload). On their own threads the scheduler shares the cores
-//! between the two, and with the background threads `HERALD_DELIVERY_NICENESS` steps nicer
+//! between the two, and with the background threads set `HERALD_DELIVERY_NICENESS` steps nicer
 //! (lower priority) an API thread that wakes for a request preempts a busy delivery thread. An
 //! idle API takes nothing from delivery: niceness only matters while both want a core.
 //!
@@ -28,9 +29,6 @@ pub const THREAD_NAME: &str = "herald-delivery";
 /// the 3-node cluster test saw publishes wait past the statement timeout behind starved delivery
 /// threads. Lowering is an operator's choice for a host Herald has to itself.
 pub const DEFAULT_NICENESS: i32 = 0;
-
-/// The niceness the threads test sets, to see the lowering work.
-pub const LOWERED_NICENESS_EXAMPLE: i32 = 10;
 
 /// The largest `HERALD_DELIVERY_NICENESS` (Linux's lowest priority).
 pub const MAX_NICENESS: i32 = 19;

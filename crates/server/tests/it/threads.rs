@@ -3,11 +3,14 @@
 //! worker leaves the API a core; and the database's connection threads, which serve the API
 //! too, keep the API's priority. Read from `/proc/self/task`, as `ps -L` would show them.
 
-use herald_server::background::{LOWERED_NICENESS_EXAMPLE, THREAD_NAME};
+use herald_server::background::THREAD_NAME;
 use herald_testkit::{Receiver, TestCa};
 use serde_json::json;
 
 use crate::harness::{Backend, delivering, wait_for_received};
+
+/// The niceness this test asks for, to see the lowering work (the default, 0, lowers nothing).
+const LOWERED_NICENESS_EXAMPLE: i32 = 10;
 
 backend_tests!(delivery_threads_run_nicer_than_the_api_and_the_database_threads);
 
