@@ -159,16 +159,12 @@ impl Api {
     /// The value of one series of `GET /metrics`, e.g.
     /// `herald_delivery_attempts_total{outcome="dead"}`; zero while it has not appeared.
     pub(crate) async fn metric(&self, series: &str) -> anyhow::Result<f64> {
-        let response = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
+        let text = self
+            .get_metrics()
+            .await?
+            .text()
             .await
-            .context("GET /metrics")?;
-        if response.status() != StatusCode::OK {
-            bail!("/metrics answered {}", response.status());
-        }
-        let text = response.text().await.context("reading /metrics")?;
+            .context("reading /metrics")?;
         let value = text.lines().find_map(|line| {
             let value = line.strip_prefix(series)?.strip_prefix(' ')?;
             Some(value.trim().parse::<f64>())
@@ -183,6 +179,16 @@ impl Api {
     /// storage at each scrape.
     pub(crate) async fn scrape_time(&self) -> anyhow::Result<Duration> {
         let started = std::time::Instant::now();
+        self.get_metrics()
+            .await?
+            .bytes()
+            .await
+            .context("reading /metrics")?;
+        Ok(started.elapsed())
+    }
+
+    /// `GET /metrics`, its answer checked to be a 200; the body is the caller's to read.
+    async fn get_metrics(&self) -> anyhow::Result<reqwest::Response> {
         let response = self
             .http
             .get(format!("{}/metrics", self.base))
@@ -192,8 +198,7 @@ impl Api {
         if response.status() != StatusCode::OK {
             bail!("/metrics answered {}", response.status());
         }
-        response.bytes().await.context("reading /metrics")?;
-        Ok(started.elapsed())
+        Ok(response)
     }
 
     /// A page of the organization's deliveries feed (`GET /v1/webhooks/deliveries?<query>`).
