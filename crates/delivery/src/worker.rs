@@ -151,7 +151,7 @@ impl Worker {
     /// Claims and delivers until `shutdown` is cancelled, then lets in-flight attempts finish
     /// within the grace period and records their results.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut dispatcher = Dispatcher::new(&self);
+        let mut dispatcher = Dispatcher::new(&self, shutdown.clone());
         while !shutdown.is_cancelled() {
             dispatcher.forget_finished_tasks();
             dispatcher.start_claims();
@@ -197,10 +197,12 @@ struct Dispatcher<'a> {
     /// waiting for the next poll would leave it idle.
     unsaturated: Arc<Notify>,
     recorder: Recorder,
+    /// Cancelled at shutdown; tasks stop a run of an ordering key on it.
+    stop: CancellationToken,
 }
 
 impl<'a> Dispatcher<'a> {
-    fn new(worker: &'a Worker) -> Self {
+    fn new(worker: &'a Worker, stop: CancellationToken) -> Self {
         let config = &worker.config;
         Self {
             recorder: Recorder::spawn(
@@ -215,6 +217,7 @@ impl<'a> Dispatcher<'a> {
             claims: JoinSet::new(),
             plan: ClaimPlan::new(Instant::now()),
             worker,
+            stop,
         }
     }
 
@@ -337,6 +340,9 @@ impl<'a> Dispatcher<'a> {
                 slots: Arc::clone(&self.slots),
                 unsaturated: Arc::clone(&self.unsaturated),
                 tracer: self.worker.config.tracer.clone(),
+                store: Arc::clone(&self.worker.store),
+                lease: self.worker.config.lease,
+                stop: self.stop.clone(),
             };
             self.tasks.spawn(job.run(delivery, semaphore));
         }

@@ -19,6 +19,7 @@ use crate::health::WriteHealth;
 use crate::queue::{AttemptRecording, ClaimRequest, ClaimedDelivery};
 use crate::rows::ReadRow;
 use crate::shared::SigningKeyCache;
+use crate::shared::ordering::Behind;
 use crate::sql::Dialect;
 use crate::statement::Statement;
 use crate::{SecretCipher, StoreError};
@@ -54,6 +55,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Leases due deliveries as `request` asks and returns what to send for them.
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Leases, under a fresh token until `lease_until`, the parked run of deliveries
+    /// `behind` a delivery the caller holds ([`Behind::parked_run`]), leaving them parked, and
+    /// returns what to send for them (see [`crate::Store::claim_successors`]).
+    async fn claim_successors(
+        &self,
+        behind: &Behind<'_>,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Ends the leases of successors never sent (see [`crate::Store::release_unsent`]).
+    fn release_unsent(&self, unsent: &[ClaimedDelivery]);
     /// Stores attempts and moves on the deliveries whose lease they were made under
     /// ([`shared::write_attempts`](crate::shared) does the writing).
     async fn record_attempts(

@@ -66,7 +66,7 @@ pub use health::{PROBE_INTERVAL, WriteStatus};
 pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
-    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, FeedStatus,
+    AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, FeedStatus, HandOn,
     LeaseToken, OperatorHook, ProbeTarget, PublishedEvent, PurgeReport, QueueStats, Sequenced,
 };
 pub use sqlite::SqliteStore;
@@ -350,6 +350,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         request: &ClaimRequest,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// For the worker that holds `delivery`'s lease and whose attempt of it succeeded (not
+    /// yet recorded): leases up to `most` of the deliveries of its ordering key to its
+    /// endpoint that wait behind it, the next first, until `now + lease`, so that they can be
+    /// sent one after another without a claim each. Each is sent only after the one before it
+    /// succeeded, and recorded with [`AttemptRecording::successor`] naming the next. They stay
+    /// parked in their rows, so no claim takes them, and a worker that dies leaves them to the
+    /// ordinary release of its key. Nothing for a delivery without an ordering key.
+    async fn claim_successors(
+        &self,
+        delivery: &ClaimedDelivery,
+        most: u32,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Ends the leases of successors claimed and never sent (their worker stopped the run):
+    /// they are taken in turn again when the key is released. Nothing on PostgreSQL, where
+    /// the next claim of a parked delivery overwrites whatever token it carries.
+    fn release_unsent(&self, unsent: &[ClaimedDelivery]);
     /// Stores attempts and moves their deliveries on (rescheduled, finished, lease released),
     /// all in one transaction. An endpoint whose failures began before
     /// `disable_failing_before` is set inactive, with an audit record saying why.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_domain::Timestamp;
+use herald_domain::{DeliveryId, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Transaction};
 
@@ -32,6 +32,7 @@ use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::health::WriteHealth;
 use crate::queue::LeaseToken;
 use crate::rows::ReadRow;
+use crate::shared::ordering::Behind;
 use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
@@ -227,6 +228,42 @@ impl Backend for PostgresStore {
         tx.commit().await?;
         claimed_from_rows(self, &rows, lease).await
     }
+
+    /// The run is stamped with a fresh token in a transaction that need not be durable: a
+    /// token lost with a crash leaves a parked row, which is not due, and whoever takes it
+    /// next writes its own. The rows stay parked until the recording of the delivery before
+    /// each hands it its turn ([`crate::HandOn`]), so no claim takes them meanwhile.
+    async fn claim_successors(
+        &self,
+        behind: &Behind<'_>,
+        _now: Timestamp,
+        _lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let token = LeaseToken::new();
+        let mut tx = self.begin().await?;
+        tx.execute(Statement::new("SET LOCAL synchronous_commit = off"))
+            .await?;
+        let rows = tx.fetch(behind.select(" FOR UPDATE")).await?;
+        let run = Behind::parked_run(&rows)?;
+        if run.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let mut stamp = Statement::new("UPDATE deliveries SET lease_token = ");
+        stamp
+            .push_bind(token.as_uuid())
+            .push(" WHERE id IN (")
+            .push_list(run.iter().map(|id| (*id).into()))
+            .push(")");
+        tx.execute(stamp).await?;
+        tx.commit().await?;
+        let details = sql::claimed_details(run.into_iter().map(DeliveryId::from_uuid));
+        let rows = self.run(Pool::Claim, details).await?;
+        claimed_from_rows(self, &rows, token).await
+    }
+
+    /// A parked row's token is overwritten by the next claim of it: nothing to end.
+    fn release_unsent(&self, _unsent: &[ClaimedDelivery]) {}
 
     /// Every delivery is settled by the statement, which checks the row's lease token.
     async fn record_attempts(

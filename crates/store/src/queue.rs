@@ -139,6 +139,23 @@ pub struct AttemptRecording {
     pub exhausted: bool,
     /// The token of the claim the attempt was made under.
     pub lease: LeaseToken,
+    /// The next delivery of the attempt's ordering key, which the same worker claimed behind
+    /// it ([`Store::claim_successors`](crate::Store::claim_successors)) and sends next: when
+    /// this success is recorded, the key's turn passes to that delivery, leased, instead of
+    /// making it due for any claim. `None` for every other attempt.
+    pub successor: Option<HandOn>,
+}
+
+/// A delivery a worker claimed behind the one it was attempting, and the lease it holds it
+/// under: see [`AttemptRecording::successor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandOn {
+    /// The successor.
+    pub delivery_id: herald_domain::DeliveryId,
+    /// The token it was claimed with.
+    pub lease: LeaseToken,
+    /// When its lease lapses (and it is due again, should its worker have died).
+    pub lease_until: Timestamp,
 }
 
 /// Settings of a claim.

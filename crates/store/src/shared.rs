@@ -19,7 +19,7 @@ use herald_domain::{
 };
 
 mod delivery;
-mod ordering;
+pub(crate) mod ordering;
 mod probe;
 mod recovery;
 mod signing;
@@ -603,6 +603,32 @@ impl<B: Backend> Store for B {
         request: &ClaimRequest,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         self.claim(request).await
+    }
+
+    async fn claim_successors(
+        &self,
+        delivery: &ClaimedDelivery,
+        most: u32,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let (Some(key), Some(sequence)) = (&delivery.event.ordering_key, delivery.sequence) else {
+            return Ok(Vec::new());
+        };
+        let behind = ordering::Behind {
+            endpoint_id: delivery.endpoint.id,
+            key,
+            sequence,
+            most,
+        };
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let mut successors = Backend::claim_successors(self, &behind, now, now.add(lease)).await?;
+        successors.sort_by_key(|successor| successor.sequence);
+        Ok(successors)
+    }
+
+    fn release_unsent(&self, unsent: &[ClaimedDelivery]) {
+        Backend::release_unsent(self, unsent);
     }
 
     async fn record_attempts(

@@ -34,6 +34,7 @@ use crate::backend::{Backend, Lock, Pool, WriteTransaction};
 use crate::health::WriteHealth;
 use crate::queue::LeaseToken;
 use crate::rows::ReadRow;
+use crate::shared::ordering::Behind;
 use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
@@ -192,6 +193,49 @@ impl Backend for SqliteStore {
             self.leases.release(leased.iter().map(|id| (*id, token)));
         }
         claimed
+    }
+
+    /// Read from a claim reader and leased in memory, as a claim is (with the gate held from
+    /// the read to the leasing); the rows stay parked, so no claim reads them meanwhile.
+    async fn claim_successors(
+        &self,
+        behind: &Behind<'_>,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let token = LeaseToken::new();
+        let leased = {
+            let _claiming = self.leases.claiming().await;
+            let rows = self.run(Pool::Claim, behind.select("")).await?;
+            let run = Behind::parked_run(&rows)?;
+            self.leases.lease_run(
+                run.into_iter().map(DeliveryId::from_uuid),
+                behind.endpoint_id,
+                token,
+                now,
+                lease_until,
+            )
+        };
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let details = sql::claimed_details(leased.iter().copied());
+        let claimed = match self.run(Pool::Claim, details).await {
+            Ok(rows) => claimed_from_rows(self, &rows, token).await,
+            Err(error) => Err(error),
+        };
+        if claimed.is_err() {
+            self.leases.release(leased.iter().map(|id| (*id, token)));
+        }
+        claimed
+    }
+
+    fn release_unsent(&self, unsent: &[ClaimedDelivery]) {
+        self.leases.release(
+            unsent
+                .iter()
+                .map(|delivery| (delivery.delivery_id, delivery.lease)),
+        );
     }
 
     /// Only an attempt made under its delivery's current lease (checked against the lease

@@ -1,14 +1,26 @@
 //! One delivery's task: wait for a slot of its endpoint, attempt, decide what comes next
 //! (success, a retry along the schedule, or dead), and hand the result to the recorder. It
 //! never writes to the store itself: the recorder does, in batches.
+//!
+//! A delivery with an ordering key that succeeds is followed, in the same task and slot, by
+//! the next deliveries of its key ([`Store::claim_successors`], a few at a time): a key's
+//! deliveries go one at a time, so without this each would wait for its predecessor's
+//! recording and a claim, several database round trips between two requests. Each
+//! successor is sent only after the one before it succeeded, and its predecessor's
+//! recording names it ([`HandOn`]), so the store passes the key's turn to it rather than
+//! making it due for another claim (docs/api.md#ordering-and-sequence-numbers).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_domain::trace::TraceParent;
 use herald_domain::{Endpoint, Outcome, Timestamp};
-use herald_store::{AttemptRecording, ClaimedDelivery, LeaseToken};
+use herald_store::{AttemptRecording, ClaimedDelivery, HandOn, LeaseToken, Store};
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::slots::EndpointSlots;
@@ -16,6 +28,9 @@ use crate::attempt::{AttemptPlan, AttemptReport, execute, not_sent};
 use crate::client::{DeliveryClient, OutcomeClass};
 use crate::retry::RetrySchedule;
 use crate::telemetry::DeliveryTracer;
+
+/// Most successors of a key one claim takes: one claim per this many deliveries of a busy key.
+const SUCCESSORS_PER_CLAIM: u32 = 16;
 
 /// One delivery's task.
 pub(super) struct Job {
@@ -28,12 +43,54 @@ pub(super) struct Job {
     pub(super) unsaturated: Arc<Notify>,
     /// Exports the attempt's span, when tracing is on.
     pub(super) tracer: Option<DeliveryTracer>,
+    /// Where the successors of an ordering key are claimed.
+    pub(super) store: Arc<dyn Store>,
+    /// How long a claim of successors holds them.
+    pub(super) lease: Duration,
+    /// Cancelled at shutdown: a run of a key then stops before its next delivery.
+    pub(super) stop: CancellationToken,
 }
 
 impl Job {
     pub(super) async fn run(self, delivery: ClaimedDelivery, endpoint_slot: Arc<Semaphore>) {
         let endpoint_id = delivery.endpoint.id;
         let permit = endpoint_slot.acquire_owned().await;
+        let mut successors = Successors::default();
+        let mut delivery = delivery;
+        loop {
+            let mut recording = self.attempt(&delivery).await;
+            let delivered = recording.attempt.outcome == Outcome::Success;
+            let next = match delivered {
+                true => self.next_of_key(&delivery, &mut successors).await,
+                false => None,
+            };
+            if let Some(next) = &next {
+                recording.successor = Some(HandOn {
+                    delivery_id: next.delivery_id,
+                    lease: next.lease,
+                    lease_until: successors.lease_until,
+                });
+                // Assigned to the endpoint before this one is freed, so that the endpoint
+                // never looks emptier than it is.
+                self.slots.assign(endpoint_id);
+            }
+            if self.slots.release(endpoint_id, delivered) {
+                self.unsaturated.notify_one();
+            }
+            // A closed channel means the recorder is gone (shutdown); the lease will bring the
+            // delivery back.
+            let _ = self.record_tx.send(recording).await;
+            match next {
+                Some(next) => delivery = next,
+                None => break,
+            }
+        }
+        drop(permit);
+        successors.release_unsent(&*self.store);
+    }
+
+    /// Attempts `delivery` (the task holds its endpoint's slot) and exports its span.
+    async fn attempt(&self, delivery: &ClaimedDelivery) -> AttemptRecording {
         // Boxed, so the attempt's state (the HTTP exchange, kilobytes) is allocated only once
         // the task holds a slot: the many tasks claimed ahead and waiting stay small.
         // The attempt's log lines carry its trace id. A debug span: with the default `info`
@@ -41,24 +98,93 @@ impl Job {
         let span = tracing::debug_span!(
             "attempt",
             trace_id = %TraceParent::trace_id_hex_of(&delivery.event),
-            endpoint_id = %endpoint_id,
+            endpoint_id = %delivery.endpoint.id,
             event_id = %delivery.event.id,
             attempt = delivery.attempt_number,
         );
-        let recording = Box::pin(attempt_delivery(&self.client, &self.schedule, &delivery))
+        let recording = Box::pin(attempt_delivery(&self.client, &self.schedule, delivery))
             .instrument(span)
             .await;
-        drop(permit);
         if let Some(tracer) = &self.tracer {
             tracer.record_attempt(&delivery.event, &recording.attempt);
         }
-        let delivered = recording.attempt.outcome == Outcome::Success;
-        if self.slots.release(endpoint_id, delivered) {
-            self.unsaturated.notify_one();
+        recording
+    }
+
+    /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
+    /// next of those claimed behind it, claiming more when none is left. `None` for a
+    /// delivery without a key, when none waits, at shutdown, or once half the successors'
+    /// lease is gone: an attempt (at most a request timeout, a sixth of a lease) then still
+    /// ends well inside it. More are claimed only while no other delivery of the endpoint
+    /// waits for a slot, so a busy key gives its slot up every [`SUCCESSORS_PER_CLAIM`]
+    /// deliveries to the endpoint's other keys.
+    async fn next_of_key(
+        &self,
+        sent: &ClaimedDelivery,
+        successors: &mut Successors,
+    ) -> Option<ClaimedDelivery> {
+        if sent.event.ordering_key.is_none() || self.stop.is_cancelled() {
+            return None;
         }
-        // A closed channel means the recorder is gone (shutdown); the lease will bring the
-        // delivery back.
-        let _ = self.record_tx.send(recording).await;
+        if successors.waiting.is_empty() {
+            if successors.claims > 0 && self.slots.has_waiting(sent.endpoint.id) {
+                return None;
+            }
+            successors.claims += 1;
+            let now = Timestamp::now();
+            let claimed = self
+                .store
+                .claim_successors(sent, SUCCESSORS_PER_CLAIM, self.lease, now)
+                .await;
+            match claimed {
+                Ok(claimed) => {
+                    let lease =
+                        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+                    successors.waiting = claimed.into();
+                    successors.claimed_at = Instant::now();
+                    successors.lease_until = now.add(lease);
+                }
+                Err(error) => {
+                    // The key is released as it would be without a run: nothing is lost.
+                    tracing::warn!(error = %error, "claiming the next deliveries of an ordering key failed");
+                    return None;
+                }
+            }
+        }
+        if successors.claimed_at.elapsed() > self.lease / 2 {
+            return None;
+        }
+        successors.waiting.pop_front()
+    }
+}
+
+/// The deliveries of a key claimed behind the one a task is sending, in order.
+struct Successors {
+    waiting: VecDeque<ClaimedDelivery>,
+    /// Claims of successors made so far.
+    claims: u32,
+    claimed_at: Instant,
+    /// When their lease lapses.
+    lease_until: Timestamp,
+}
+
+impl Default for Successors {
+    fn default() -> Self {
+        Self {
+            waiting: VecDeque::new(),
+            claims: 0,
+            claimed_at: Instant::now(),
+            lease_until: Timestamp::from_micros(0),
+        }
+    }
+}
+
+impl Successors {
+    /// Gives back those never sent: the key's next release makes them due in turn.
+    fn release_unsent(self, store: &dyn Store) {
+        if !self.waiting.is_empty() {
+            store.release_unsent(&Vec::from(self.waiting));
+        }
     }
 }
 
@@ -166,6 +292,7 @@ fn decide(
         disable_endpoint,
         exhausted,
         lease,
+        successor: None,
     }
 }
 

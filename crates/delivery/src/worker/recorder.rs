@@ -133,12 +133,13 @@ async fn record_loop(
     }
 }
 
-/// Whether storing `recording` makes a delivery due: the next of its ordering key (it ended),
-/// or an operational event's (`delivery.exhausted`, or `endpoint.disabled` after a failure).
+/// Whether storing `recording` makes a delivery due: the next of its ordering key (it ended,
+/// and its worker is not sending that one itself), or an operational event's
+/// (`delivery.exhausted`, or `endpoint.disabled` after a failure).
 fn creates_due_work(recording: &AttemptRecording) -> bool {
     let attempt = &recording.attempt;
     let ended = attempt.outcome != Outcome::Retry;
-    (attempt.ordering_key.is_some() && ended)
+    (attempt.ordering_key.is_some() && ended && recording.successor.is_none())
         || recording.exhausted
         || recording.disable_endpoint.is_some()
 }

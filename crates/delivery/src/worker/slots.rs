@@ -134,6 +134,16 @@ impl EndpointSlots {
         reached_low_water
     }
 
+    /// Whether some of the endpoint's assigned deliveries wait for a slot: more are assigned
+    /// than it has slots.
+    pub(super) fn has_waiting(&self, endpoint_id: EndpointId) -> bool {
+        self.slots
+            .lock()
+            .expect("endpoint slots lock is never poisoned")
+            .get(&endpoint_id)
+            .is_some_and(|slot| slot.assigned > self.limit)
+    }
+
     /// Asks for a refill of an endpoint whose claim came back full (its backlog may go on)
     /// and that still has room for more.
     pub(super) fn refill_if_room(&self, endpoint_id: EndpointId) {
@@ -224,6 +234,20 @@ mod tests {
             !slots.release(endpoint, true),
             "an answering endpoint below its low water is not asked for again on each answer"
         );
+    }
+
+    #[test]
+    fn an_endpoint_has_deliveries_waiting_once_more_are_assigned_than_its_slots() {
+        let slots = EndpointSlots::new(2);
+        let endpoint = EndpointId::new();
+        slots.assign(endpoint);
+        slots.assign(endpoint);
+        assert!(!slots.has_waiting(endpoint), "two assigned, two slots");
+        slots.assign(endpoint);
+        assert!(slots.has_waiting(endpoint), "the third waits");
+        slots.release(endpoint, true);
+        assert!(!slots.has_waiting(endpoint));
+        assert!(!slots.has_waiting(EndpointId::new()), "an unknown endpoint");
     }
 
     #[test]

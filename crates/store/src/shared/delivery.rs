@@ -335,7 +335,13 @@ pub(crate) async fn write_attempts<B: Backend>(
                 operational.extend(operational::delivery_exhausted(&exhausted(recording)));
             }
             if let (Some(key), true) = (&attempt.ordering_key, ended(recording)) {
-                releases.push((attempt.endpoint_id, key.as_str(), attempt.occurred_at));
+                // The key's turn goes to the successor its worker is sending, if it named one
+                // after a success; else to whichever delivery of the key is next.
+                let next = match (&recording.successor, attempt.outcome) {
+                    (Some(successor), Outcome::Success) => Turn::HandOn(successor),
+                    _ => Turn::Release(key.as_str(), attempt.occurred_at),
+                };
+                releases.push((attempt.endpoint_id, next));
             }
         }
     }
@@ -372,14 +378,25 @@ pub(crate) async fn write_attempts<B: Backend>(
     }
     // The operational events' deliveries, and the locks the releases need, in one go (see
     // `ordering`'s comment: one round of sequence locks a transaction, in endpoint order).
-    let release_locks: BTreeSet<EndpointId> = releases.iter().map(|(id, _, _)| *id).collect();
+    let release_locks: BTreeSet<EndpointId> = releases.iter().map(|(id, _)| *id).collect();
     if !operational.is_empty() || !release_locks.is_empty() {
         fan_out::<B>(&mut tx, &operational, &release_locks).await?;
     }
-    for (endpoint_id, key, at) in releases {
-        ordering::release_next(&mut tx, endpoint_id, key, at).await?;
+    for (endpoint_id, next) in releases {
+        match next {
+            Turn::HandOn(successor) => ordering::hand_on(&mut tx, successor).await?,
+            Turn::Release(key, at) => ordering::release_next(&mut tx, endpoint_id, key, at).await?,
+        }
     }
     tx.commit().await
+}
+
+/// Who takes an ordering key's turn when a delivery of it ends.
+enum Turn<'a> {
+    /// The successor the delivery's worker claimed behind it and is sending.
+    HandOn(&'a crate::HandOn),
+    /// The key's next pending delivery, made due at this instant.
+    Release(&'a str, Timestamp),
 }
 
 /// Whether the delivery ended (success or dead) rather than waits for a retry.

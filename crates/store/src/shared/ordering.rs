@@ -84,6 +84,16 @@ pub(crate) async fn insert_deliveries<T: WriteTransaction>(
     Ok(())
 }
 
+/// Locks `endpoint_id`'s sequence row until the transaction ends, numbering nothing (see the
+/// module's comment): for a transaction that reads the endpoint's deliveries before it
+/// decides which to create.
+pub(crate) async fn lock_sequences<T: WriteTransaction>(
+    tx: &mut T,
+    endpoint_id: EndpointId,
+) -> Result<(), StoreError> {
+    insert_deliveries(tx, &mut [], &BTreeSet::from([endpoint_id])).await
+}
+
 /// Whether a delivery of `key` to `endpoint_id` is pending.
 async fn key_pending<T: WriteTransaction>(
     tx: &mut T,
@@ -123,6 +133,70 @@ pub(crate) async fn release_next<T: WriteTransaction>(
     Ok(())
 }
 
+/// The deliveries of one ordering key to one endpoint that wait behind a delivery a worker
+/// holds: what [`Store::claim_successors`](crate::Store::claim_successors) leases.
+pub(crate) struct Behind<'a> {
+    pub(crate) endpoint_id: EndpointId,
+    pub(crate) key: &'a str,
+    /// The held delivery's number: those behind it have higher ones.
+    pub(crate) sequence: u64,
+    pub(crate) most: u32,
+}
+
+impl Behind<'_> {
+    /// `SELECT id, endpoint_id, next_attempt_at …`: the pending deliveries behind, the next
+    /// first (on the index of pending keyed deliveries), with `suffix` (a row lock) appended.
+    pub(crate) fn select(&self, suffix: &str) -> Statement<'_> {
+        let mut select = Statement::new(
+            "SELECT id, endpoint_id, next_attempt_at FROM deliveries
+             WHERE endpoint_id = ? AND ordering_key = ? AND status = 'pending' AND sequence > ?
+             ORDER BY sequence LIMIT ?",
+        )
+        .bind(self.endpoint_id.as_uuid())
+        .bind(self.key)
+        .bind(i64::try_from(self.sequence).unwrap_or(i64::MAX))
+        .bind(i64::from(self.most));
+        select.push(suffix);
+        select
+    }
+
+    /// Of the rows [`Behind::select`] read, the ids of the leading run that is parked: all of
+    /// them while the held delivery is the key's one unparked delivery, as it is while its
+    /// worker holds it. Should one not be, the run stops before it, so nothing is ever sent
+    /// out of its turn.
+    pub(crate) fn parked_run<R: ReadRow>(rows: &[R]) -> Result<Vec<Uuid>, StoreError> {
+        let mut run = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.integer("next_attempt_at")? != sql::PARKED {
+                break;
+            }
+            run.push(row.uuid("id")?);
+        }
+        Ok(run)
+    }
+}
+
+/// Passes a key's turn from a delivery whose success is being recorded to the successor its
+/// worker claimed behind it and is sending ([`crate::HandOn`]): the successor stays leased,
+/// due only when its lease lapses, rather than made due for any claim as
+/// [`release_next`] would. Nothing if the successor is no longer parked: recorded already
+/// (in the same batch), or dead with its endpoint.
+pub(crate) async fn hand_on<T: WriteTransaction>(
+    tx: &mut T,
+    hand_on: &crate::HandOn,
+) -> Result<(), StoreError> {
+    let update = Statement::new(
+        "UPDATE deliveries SET next_attempt_at = ?, lease_token = ?
+         WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
+    )
+    .bind(hand_on.lease_until.as_micros())
+    .bind(hand_on.lease.as_uuid())
+    .bind(hand_on.delivery_id.as_uuid())
+    .bind(sql::PARKED);
+    tx.execute(update).await?;
+    Ok(())
+}
+
 /// A dead delivery a recovery puts back in the queue.
 pub(crate) struct Revived {
     pub(crate) id: Uuid,
@@ -139,8 +213,7 @@ pub(crate) async fn revive<T: WriteTransaction>(
     revived: &[Revived],
     now: Timestamp,
 ) -> Result<u64, StoreError> {
-    let lock = BTreeSet::from([endpoint_id]);
-    insert_deliveries(tx, &mut [], &lock).await?;
+    lock_sequences(tx, endpoint_id).await?;
     let mut due: Vec<Uuid> = Vec::with_capacity(revived.len());
     let mut parked: Vec<Uuid> = Vec::new();
     let mut first_of_key: HashMap<&str, &Revived> = HashMap::new();

@@ -161,6 +161,12 @@ pub(super) async fn advance_recoveries<B: Backend>(
     // An endpoint deleted since gets nothing more; its recovery is over.
     let (requeued, scanned, last) = match &endpoint {
         Some(endpoint) => {
+            // The endpoint's sequence row first, before the chunk reads what is missing: two
+            // recoveries of one endpoint advanced at once by two nodes then take turns, and
+            // the second reads (in a statement begun after the first committed) the
+            // deliveries the first inserted, rather than inserting its own for the same
+            // events. A publish creating deliveries for the endpoint takes the same lock.
+            ordering::lock_sequences(&mut tx, endpoint.id).await?;
             let rows = tx
                 .fetch(chunk(&recovery.scope, endpoint, cursor, batch))
                 .await?;

@@ -127,6 +127,41 @@ impl LeaseTable {
         taken
     }
 
+    /// Leases `run` (one endpoint's deliveries, in the order they are to be sent) under
+    /// `token` until `until`, up to the first one held already: a run is sent in order, so
+    /// nothing after a gap may be taken.
+    pub(super) fn lease_run(
+        &self,
+        run: impl IntoIterator<Item = DeliveryId>,
+        endpoint_id: EndpointId,
+        token: LeaseToken,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Vec<DeliveryId> {
+        let now = now.as_micros();
+        let mut leases = self.lock();
+        let mut taken = Vec::new();
+        for delivery_id in run {
+            if leases
+                .get(&delivery_id)
+                .is_some_and(|lease| lease.is_live(now))
+            {
+                break;
+            }
+            leases.insert(
+                delivery_id,
+                Lease {
+                    token,
+                    endpoint_id,
+                    until: until.as_micros(),
+                    settling: false,
+                },
+            );
+            taken.push(delivery_id);
+        }
+        taken
+    }
+
     /// Marks the leases of these attempts as settling, and says for each whether its lease is
     /// the delivery's current one (only those may move their delivery on).
     pub(super) fn begin_settling(

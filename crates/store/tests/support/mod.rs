@@ -223,5 +223,6 @@ pub(crate) fn recording(
         disable_endpoint: None,
         exhausted: false,
         lease: delivery.lease,
+        successor: None,
     }
 }
