@@ -65,6 +65,29 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// What to send for the deliveries just `leased` under `token`, read beside the writer:
+    /// nothing the read needs can go while the deliveries are pending (an endpoint changed
+    /// meanwhile is read as it is now, which is what the attempt must use). Should the read
+    /// fail, nobody was handed them, and their leases end at once.
+    async fn what_to_send(
+        &self,
+        leased: Vec<DeliveryId>,
+        token: LeaseToken,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let details = sql::claimed_details(leased.iter().copied());
+        let claimed = match self.run(Pool::Claim, details).await {
+            Ok(rows) => claimed_from_rows(self, &rows, token).await,
+            Err(error) => Err(error),
+        };
+        if claimed.is_err() {
+            self.leases.release(leased.iter().map(|id| (*id, token)));
+        }
+        claimed
+    }
+
     /// Opens (creating if missing) the database file at `path` and applies migrations.
     pub async fn open(path: &Path, cipher: SecretCipher) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -177,22 +200,7 @@ impl Backend for SqliteStore {
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let token = LeaseToken::new();
         let leased = self.take_leases(request, token).await?;
-        if leased.is_empty() {
-            return Ok(Vec::new());
-        }
-        // What to send, read beside the writer: nothing the read needs can go while the
-        // deliveries are pending (an endpoint changed meanwhile is read as it is now, which is
-        // what the attempt must use).
-        let details = sql::claimed_details(leased.iter().copied());
-        let claimed = match self.run(Pool::Claim, details).await {
-            Ok(rows) => claimed_from_rows(self, &rows, token).await,
-            Err(error) => Err(error),
-        };
-        if claimed.is_err() {
-            // Nobody was handed them: they are claimable again at once.
-            self.leases.release(leased.iter().map(|id| (*id, token)));
-        }
-        claimed
+        self.what_to_send(leased, token).await
     }
 
     /// Read from a claim reader and leased in memory, as a claim is (with the gate held from
@@ -216,18 +224,7 @@ impl Backend for SqliteStore {
                 lease_until,
             )
         };
-        if leased.is_empty() {
-            return Ok(Vec::new());
-        }
-        let details = sql::claimed_details(leased.iter().copied());
-        let claimed = match self.run(Pool::Claim, details).await {
-            Ok(rows) => claimed_from_rows(self, &rows, token).await,
-            Err(error) => Err(error),
-        };
-        if claimed.is_err() {
-            self.leases.release(leased.iter().map(|id| (*id, token)));
-        }
-        claimed
+        self.what_to_send(leased, token).await
     }
 
     fn release_unsent(&self, unsent: &[ClaimedDelivery]) {
