@@ -354,6 +354,34 @@ pub(crate) fn settle_deliveries(
     query.persistent(worth_preparing(recordings.len()))
 }
 
+/// Passes the turn of up to [`BULK_ROWS`] ordering keys, each from a delivery whose success is
+/// being recorded, to the successor its worker claimed behind it and is sending
+/// ([`crate::HandOn`]): the successor stays leased, due only when its lease lapses (should its
+/// worker die), rather than made due for any claim. A successor no longer parked (recorded in
+/// the same batch, or dead with its endpoint) is left alone.
+pub(crate) fn hand_on(hand_ons: &[&crate::HandOn], dialect: Dialect) -> Statement<'static> {
+    let mut query = Statement::new("WITH handed (id, lease_token, lease_until) AS (VALUES ");
+    query.push_rows(hand_ons.iter().copied(), |hand_on| {
+        [
+            hand_on.delivery_id.as_uuid().into(),
+            hand_on.lease.as_uuid().into(),
+            hand_on.lease_until.as_micros().into(),
+        ]
+    });
+    // Found by primary key, as in `settle_deliveries`.
+    let pin = match dialect {
+        Dialect::Sqlite => "+",
+        Dialect::Postgres => "",
+    };
+    query.push(&format!(
+        ") UPDATE deliveries SET next_attempt_at = handed.lease_until, \
+         lease_token = handed.lease_token FROM handed WHERE deliveries.id = {pin}handed.id \
+         AND deliveries.status = 'pending' AND deliveries.next_attempt_at = "
+    ));
+    query.push_bind(PARKED);
+    query.persistent(worth_preparing(hand_ons.len()))
+}
+
 /// `UPDATE endpoints SET failing_since = NULL …` for endpoints that just had a success.
 pub(crate) fn clear_failing(endpoints: &[EndpointId]) -> Statement<'static> {
     let mut query = Statement::new(

@@ -311,6 +311,7 @@ pub(crate) async fn write_attempts<B: Backend>(
         .collect();
     in_chunks(&mut tx, &attempts, sql::insert_attempts).await?;
     let mut operational = Vec::new();
+    let mut hand_ons = Vec::new();
     let mut releases = Vec::new();
     for chunk in settling.chunks(sql::BULK_ROWS) {
         let mut settle = sql::settle_deliveries(chunk, B::DIALECT, check);
@@ -337,11 +338,10 @@ pub(crate) async fn write_attempts<B: Backend>(
             if let (Some(key), true) = (&attempt.ordering_key, ended(recording)) {
                 // The key's turn goes to the successor its worker is sending, if it named one
                 // after a success; else to whichever delivery of the key is next.
-                let next = match (&recording.successor, attempt.outcome) {
-                    (Some(successor), Outcome::Success) => Turn::HandOn(successor),
-                    _ => Turn::Release(key.as_str(), attempt.occurred_at),
-                };
-                releases.push((attempt.endpoint_id, next));
+                match (&recording.successor, attempt.outcome) {
+                    (Some(successor), Outcome::Success) => hand_ons.push(successor),
+                    _ => releases.push((attempt.endpoint_id, key.as_str(), attempt.occurred_at)),
+                }
             }
         }
     }
@@ -376,27 +376,24 @@ pub(crate) async fn write_attempts<B: Backend>(
             }
         }
     }
+    // Hand-ons first, in one statement, before any sequence lock: a hand-on passes the turn to
+    // a delivery pending all along, so a publish parking behind its key sees a pending
+    // delivery before and after it and needs no lock against it. (Taken inside the locks, one
+    // statement each, they held every publish to those endpoints for a round trip apiece.)
+    for chunk in hand_ons.chunks(sql::BULK_ROWS) {
+        tx.execute(sql::hand_on(chunk, B::DIALECT)).await?;
+    }
     // The operational events' deliveries, and the locks the releases need, in one go (see
-    // `ordering`'s comment: one round of sequence locks a transaction, in endpoint order).
-    let release_locks: BTreeSet<EndpointId> = releases.iter().map(|(id, _)| *id).collect();
+    // `ordering`'s comment: one round of sequence locks a transaction, in endpoint order): a
+    // release looks for the key's next pending delivery, and must not miss one being parked.
+    let release_locks: BTreeSet<EndpointId> = releases.iter().map(|(id, _, _)| *id).collect();
     if !operational.is_empty() || !release_locks.is_empty() {
         fan_out::<B>(&mut tx, &operational, &release_locks).await?;
     }
-    for (endpoint_id, next) in releases {
-        match next {
-            Turn::HandOn(successor) => ordering::hand_on(&mut tx, successor).await?,
-            Turn::Release(key, at) => ordering::release_next(&mut tx, endpoint_id, key, at).await?,
-        }
+    for (endpoint_id, key, at) in releases {
+        ordering::release_next(&mut tx, endpoint_id, key, at).await?;
     }
     tx.commit().await
-}
-
-/// Who takes an ordering key's turn when a delivery of it ends.
-enum Turn<'a> {
-    /// The successor the delivery's worker claimed behind it and is sending.
-    HandOn(&'a crate::HandOn),
-    /// The key's next pending delivery, made due at this instant.
-    Release(&'a str, Timestamp),
 }
 
 /// Whether the delivery ended (success or dead) rather than waits for a retry.

@@ -63,6 +63,7 @@ pub(crate) async fn insert_deliveries<T: WriteTransaction>(
             .ok_or(StoreError::Corrupt("a sequence upsert returned nothing"))?;
         next.insert(endpoint_id, row.integer("last_sequence")? - count + 1);
     }
+    let pending = keys_pending(tx, deliveries).await?;
     let mut keys_seen: HashSet<(EndpointId, &str)> = HashSet::new();
     for delivery in deliveries.iter_mut() {
         let number = next
@@ -72,7 +73,7 @@ pub(crate) async fn insert_deliveries<T: WriteTransaction>(
         *number += 1;
         if let Some(key) = delivery.event.ordering_key.as_deref() {
             delivery.parked = !keys_seen.insert((delivery.endpoint_id, key))
-                || key_pending(tx, delivery.endpoint_id, key).await?;
+                || pending.contains(&(delivery.endpoint_id, key.to_owned()));
         }
     }
     for chunk in deliveries.chunks(sql::BULK_ROWS) {
@@ -92,6 +93,42 @@ pub(crate) async fn lock_sequences<T: WriteTransaction>(
     endpoint_id: EndpointId,
 ) -> Result<(), StoreError> {
     insert_deliveries(tx, &mut [], &BTreeSet::from([endpoint_id])).await
+}
+
+/// Of the ordering keys of `deliveries`, those with a delivery pending to the same endpoint
+/// already: one statement per endpoint (per [`sql::BULK_ROWS`] keys), on the index of pending
+/// keyed deliveries, rather than one per key. A batch publish fans a hundred keyed events out
+/// to ten endpoints inside the sequence locks, which every other publish to those endpoints
+/// waits for: a thousand round trips there held them all for as long.
+async fn keys_pending<T: WriteTransaction>(
+    tx: &mut T,
+    deliveries: &[NewDelivery<'_>],
+) -> Result<HashSet<(EndpointId, String)>, StoreError> {
+    let mut keys: BTreeMap<EndpointId, BTreeSet<&str>> = BTreeMap::new();
+    for delivery in deliveries {
+        if let Some(key) = delivery.event.ordering_key.as_deref() {
+            keys.entry(delivery.endpoint_id).or_default().insert(key);
+        }
+    }
+    let mut pending = HashSet::new();
+    for (endpoint_id, keys) in keys {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        for chunk in keys.chunks(sql::BULK_ROWS) {
+            let mut select = Statement::new(
+                "SELECT DISTINCT ordering_key FROM deliveries
+                 WHERE endpoint_id = ? AND status = 'pending' AND ordering_key IS NOT NULL
+                   AND ordering_key IN (",
+            )
+            .bind(endpoint_id.as_uuid());
+            select
+                .push_list(chunk.iter().map(|key| (*key).into()))
+                .push(")");
+            for row in tx.fetch(select).await? {
+                pending.insert((endpoint_id, row.text("ordering_key")?));
+            }
+        }
+    }
+    Ok(pending)
 }
 
 /// Whether a delivery of `key` to `endpoint_id` is pending.
@@ -174,27 +211,6 @@ impl Behind<'_> {
         }
         Ok(run)
     }
-}
-
-/// Passes a key's turn from a delivery whose success is being recorded to the successor its
-/// worker claimed behind it and is sending ([`crate::HandOn`]): the successor stays leased,
-/// due only when its lease lapses, rather than made due for any claim as
-/// [`release_next`] would. Nothing if the successor is no longer parked: recorded already
-/// (in the same batch), or dead with its endpoint.
-pub(crate) async fn hand_on<T: WriteTransaction>(
-    tx: &mut T,
-    hand_on: &crate::HandOn,
-) -> Result<(), StoreError> {
-    let update = Statement::new(
-        "UPDATE deliveries SET next_attempt_at = ?, lease_token = ?
-         WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
-    )
-    .bind(hand_on.lease_until.as_micros())
-    .bind(hand_on.lease.as_uuid())
-    .bind(hand_on.delivery_id.as_uuid())
-    .bind(sql::PARKED);
-    tx.execute(update).await?;
-    Ok(())
 }
 
 /// A dead delivery a recovery puts back in the queue.
