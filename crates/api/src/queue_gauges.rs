@@ -9,7 +9,10 @@
 //! one running: at most one per process at a time), waits for it at most
 //! [`QueueGaugeSettings::wait`], and otherwise serves the last values; the computation goes
 //! on in its own task and its values serve the next scrape. A failed computation is retried
-//! by the next scrape, whatever the age.
+//! by the next scrape, whatever the age. Until a process's first reading has landed there are
+//! no last values to serve (the gauges would say an empty queue), so a scrape then waits up to
+//! [`FIRST_READING_WAIT`] instead: once per process, after a restart, when a backlog is most
+//! likely.
 //!
 //! This module must not decide `herald_storage_up` by itself: the scrape does, from its own
 //! round trip to storage (`Store::ping`) and [`QueueGauges::last_failed`].
@@ -25,6 +28,10 @@ use tokio::sync::watch;
 /// The most deliveries each queue count reads: a count at this value means "at least this
 /// many" (docs/operations.md, "Metrics and alerts").
 pub const QUEUE_COUNT_LIMIT: u64 = 100_000;
+
+/// How long a scrape waits for the process's first reading (there are no last values yet):
+/// well within Prometheus' default scrape timeout of 10 s.
+pub const FIRST_READING_WAIT: Duration = Duration::from_secs(5);
 
 /// When the queue gauges are computed again, fixed at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,23 +100,29 @@ impl QueueGauges {
         store: &Arc<dyn Store>,
         settings: QueueGaugeSettings,
     ) {
-        let running = {
+        let (running, wait) = {
             let mut refresh = self.lock();
+            let wait = if refresh.finished_at.is_some() {
+                settings.wait
+            } else {
+                settings.wait.max(FIRST_READING_WAIT)
+            };
             let fresh = !refresh.failed
                 && refresh
                     .finished_at
                     .is_some_and(|at| at.elapsed() < settings.max_age);
-            if fresh {
+            let running = if fresh {
                 None
             } else if let Some(running) = &refresh.running {
                 Some(running.clone())
             } else {
                 Some(self.start(&mut refresh, store))
-            }
+            };
+            (running, wait)
         };
         if let Some(mut running) = running {
             // Waiting gives up after `wait`; the computation does not.
-            let _ = tokio::time::timeout(settings.wait, running.wait_for(|done| *done)).await;
+            let _ = tokio::time::timeout(wait, running.wait_for(|done| *done)).await;
         }
         let finished_at = self.lock().finished_at;
         let age = finished_at.map_or(0, |at| at.elapsed().as_secs());

@@ -191,6 +191,64 @@ async fn postgres_a_scrape_does_not_wait_for_a_slow_queue_reading() {
     .await;
 }
 
+/// A restarted process has no last reading to serve: its first scrape waits for the first
+/// reading (up to 5 s) rather than show an empty queue, even where later scrapes would not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_first_scrape_after_a_restart_waits_for_the_first_reading() {
+    // Arrange: a scheduled backlog, then a restart into gauges that wait 100 ms, and the
+    // deliveries locked for a second.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let builder =
+        delivering(Backend::Postgres, &ca).retry_schedule(vec![Duration::from_secs(3600)]);
+    let app = builder.clone().spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
+        .await;
+    for _ in 0..BACKLOG {
+        app.publish(org.id, "wallet.balance_low", &json!({})).await;
+    }
+    wait_until("the backlog to show as scheduled", || async {
+        let text = app.metrics().await;
+        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
+    })
+    .await;
+    let app = app
+        .restart(builder.queue_gauges(QueueGaugeSettings {
+            max_age: Duration::ZERO,
+            wait: Duration::from_millis(100),
+        }))
+        .await;
+    app.send(app.request(Method::GET, "/healthz")).await;
+    let mut lock = app.postgres_connection().await;
+    sqlx::query("BEGIN")
+        .execute(&mut lock)
+        .await
+        .expect("beginning");
+    sqlx::query("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .expect("locking the deliveries");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut lock)
+            .await
+            .expect("releasing the lock");
+    });
+
+    // Act
+    let text = app.metrics().await;
+    release.await.expect("the lock is released");
+
+    // Assert: the backlog, not the empty queue of gauges never read.
+    assert_eq!(
+        metric(&text, "herald_deliveries_scheduled"),
+        Some(BACKLOG as f64),
+        "{text}"
+    );
+}
+
 /// The metric names in the queries of `docs/grafana/herald-dashboard.json`: every word of an
 /// `expr` that starts with `herald_`.
 fn dashboard_metric_names() -> BTreeSet<String> {
