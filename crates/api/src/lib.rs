@@ -12,6 +12,7 @@
 //! - [`publisher`]: group commit of published events.
 //! - [`known_orgs`]: organizations already seen to exist, so publishes skip reading them.
 //! - [`metrics`]: `GET /metrics` and the API's counters.
+//! - [`queue_gauges`]: the queue gauges, computed off the scrape.
 //! - [`client_certificate`]: checking an endpoint's client certificate pair (rustls, x509-cert).
 //! - [`docs`]: the OpenAPI document's fixed parts.
 //! - [`portal_assets`]: the portal's embedded files, served under `/portal/` with their CSP.
@@ -28,6 +29,7 @@ pub mod known_orgs;
 pub mod metrics;
 pub mod portal_assets;
 pub mod publisher;
+pub mod queue_gauges;
 pub mod request_id;
 pub mod router;
 pub mod routes;
@@ -38,5 +40,6 @@ pub mod wire;
 pub use error::ApiError;
 pub use metrics::{ApiMetricHandles, ApiMetrics};
 pub use publisher::Publisher;
+pub use queue_gauges::{QUEUE_COUNT_LIMIT, QueueGaugeSettings};
 pub use router::router;
 pub use state::{ApiConfig, AppState, TestSender};

@@ -1,16 +1,18 @@
 //! `GET /metrics`: Prometheus text. Counters live in memory and are incremented where things
-//! happen; the queue gauges are read from storage at scrape time, so every node reports the
-//! shared queue as it is. When storage cannot be read, a scrape still answers: the counters are
-//! this process's own, the queue gauges keep their last values, and `herald_storage_up` says 0,
-//! so an outage shows on the dashboards instead of blanking them. `herald_storage_writable` says
-//! whether storage accepts writes, which a full disk can stop while reads go on.
+//! happen; the queue gauges are read from storage off the scrape ([`crate::queue_gauges`]), so
+//! every node reports the shared queue as it was a few seconds ago at most, and a scrape costs
+//! the same whatever the queue holds. When storage cannot be read, a scrape still answers: the
+//! counters are this process's own, the queue gauges keep their last values, and
+//! `herald_storage_up` says 0 (from the scrape's own round trip to storage), so an outage
+//! shows on the dashboards instead of blanking them. `herald_storage_writable` says whether
+//! storage accepts writes, which a full disk can stop while reads go on.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use herald_domain::Timestamp;
+use herald_store::StoreError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
+use crate::queue_gauges::QueueGauges;
 use crate::state::AppState;
 
 /// The label of the schema violations counter: the event's type (a catalog type, so the
@@ -33,9 +36,7 @@ pub struct EventTypeLabel {
 pub struct ApiMetrics {
     registry: Arc<Registry>,
     events_published: Counter,
-    due: Gauge,
-    scheduled: Gauge,
-    oldest_due_age_seconds: Gauge,
+    queue: Arc<QueueGauges>,
     storage_up: Gauge,
     storage_writable: Gauge,
     storage_write_failures: Counter,
@@ -49,6 +50,7 @@ pub struct ApiMetricHandles {
     due: Gauge,
     scheduled: Gauge,
     oldest_due_age_seconds: Gauge,
+    queue_gauges_age_seconds: Gauge,
     storage_up: Gauge,
     storage_writable: Gauge,
     storage_write_failures: Counter,
@@ -63,6 +65,7 @@ impl ApiMetricHandles {
             due: Gauge::default(),
             scheduled: Gauge::default(),
             oldest_due_age_seconds: Gauge::default(),
+            queue_gauges_age_seconds: Gauge::default(),
             storage_up: Gauge::default(),
             storage_writable: Gauge::default(),
             storage_write_failures: Counter::default(),
@@ -89,8 +92,13 @@ impl ApiMetricHandles {
             handles.oldest_due_age_seconds.clone(),
         );
         registry.register(
+            "herald_queue_gauges_age_seconds",
+            "Seconds since the queue gauges (due, scheduled, oldest due age) were read from storage",
+            handles.queue_gauges_age_seconds.clone(),
+        );
+        registry.register(
             "herald_storage_up",
-            "1 when this scrape read the queue from storage; 0 when storage was unreachable and the queue gauges hold their last values",
+            "1 when this scrape reached storage and the last reading of the queue succeeded; 0 otherwise, and the queue gauges hold their last values",
             handles.storage_up.clone(),
         );
         registry.register(
@@ -116,9 +124,12 @@ impl ApiMetricHandles {
         ApiMetrics {
             registry: Arc::new(registry),
             events_published: self.events_published,
-            due: self.due,
-            scheduled: self.scheduled,
-            oldest_due_age_seconds: self.oldest_due_age_seconds,
+            queue: Arc::new(QueueGauges::new(
+                self.due,
+                self.scheduled,
+                self.oldest_due_age_seconds,
+                self.queue_gauges_age_seconds,
+            )),
             storage_up: self.storage_up,
             storage_writable: self.storage_writable,
             storage_write_failures: self.storage_write_failures,
@@ -152,7 +163,6 @@ impl Default for ApiMetrics {
 
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let now = Timestamp::now();
     let metrics = &state.metrics;
     let writes = state.store.write_status();
     metrics.storage_writable.set(i64::from(writes.writable));
@@ -161,25 +171,25 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<impl IntoRes
         .storage_write_failures
         .inner()
         .fetch_max(writes.failures_total, std::sync::atomic::Ordering::Relaxed);
-    match state.store.queue_stats(now).await {
-        Ok(stats) => {
-            metrics.storage_up.set(1);
-            metrics
-                .due
-                .set(i64::try_from(stats.due).unwrap_or(i64::MAX));
-            metrics
-                .scheduled
-                .set(i64::try_from(stats.scheduled).unwrap_or(i64::MAX));
-            let age = stats.oldest_due_at.map_or(0, |oldest| {
-                (now.as_micros() - oldest.as_micros()) / 1_000_000
-            });
-            metrics.oldest_due_age_seconds.set(age.max(0));
-        }
+    // The scrape's own round trip says whether storage answers now; the queue's counts come
+    // from the last reading, which a slow backlog cannot make the scrape wait for. A store
+    // that refuses writes still answers reads.
+    let reached = match state.store.ping().await {
+        Ok(()) | Err(StoreError::NotWritable) => true,
         Err(error) => {
-            tracing::warn!(error = %error, "metrics: reading the queue from storage failed");
-            metrics.storage_up.set(0);
+            tracing::warn!(error = %error, "metrics: storage did not answer");
+            false
         }
+    };
+    if reached {
+        metrics
+            .queue
+            .refresh(&state.store, state.config.queue_gauges)
+            .await;
     }
+    metrics
+        .storage_up
+        .set(i64::from(reached && !metrics.queue.last_failed()));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
         .map_err(|error| ApiError::Internal(Box::new(error)))?;

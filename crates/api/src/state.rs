@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::known_orgs::KnownOrgs;
 use crate::metrics::ApiMetrics;
 use crate::publisher::Publisher;
+use crate::queue_gauges::QueueGaugeSettings;
 
 /// Shared state of the router.
 #[derive(Clone)]
@@ -73,6 +74,8 @@ pub struct ApiConfig {
     pub public_url: String,
     /// The portal's CSP `frame-ancestors` sources (`HERALD_PORTAL_FRAME_ANCESTORS`).
     pub portal_frame_ancestors: String,
+    /// When `GET /metrics` computes the queue gauges again.
+    pub queue_gauges: QueueGaugeSettings,
 }
 
 impl Default for ApiConfig {
@@ -99,6 +102,7 @@ impl Default for ApiConfig {
             event_retention: Duration::from_secs(30 * 24 * 60 * 60),
             public_url: "http://127.0.0.1:8080".to_owned(),
             portal_frame_ancestors: "'none'".to_owned(),
+            queue_gauges: QueueGaugeSettings::default(),
         }
     }
 }

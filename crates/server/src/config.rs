@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use herald_api::ApiConfig;
+use herald_api::{ApiConfig, QueueGaugeSettings};
 use herald_delivery::probe::ProbeConfig;
 use herald_delivery::retention::RetentionConfig;
 use herald_delivery::{EgressProxy, RetrySchedule, WorkerConfig};
@@ -216,6 +216,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_PORTAL_FRAME_ANCESTORS", default_value = "'none'")]
     pub portal_frame_ancestors: String,
 
+    /// Seconds `GET /metrics` serves the queue gauges (due, scheduled, oldest due age) before it
+    /// reads them from storage again; 0 reads them at every scrape.
+    #[arg(long, env = "HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS", default_value_t = 5)]
+    pub queue_gauges_max_age_seconds: u64,
+
     /// Most API connections open at once. By default half of what the open-files limit
     /// leaves after 64 descriptors, at most 1024 (480 under the common limit of 1024).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
@@ -374,6 +379,10 @@ impl ServeArgs {
                 event_retention: retention.events,
                 public_url,
                 portal_frame_ancestors,
+                queue_gauges: QueueGaugeSettings {
+                    max_age: Duration::from_secs(self.queue_gauges_max_age_seconds),
+                    ..QueueGaugeSettings::default()
+                },
             },
             extra_root_certs: self.extra_root_certs,
             egress_proxy,

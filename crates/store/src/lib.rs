@@ -414,8 +414,11 @@ pub trait Store: Send + Sync + 'static {
         endpoint_id: EndpointId,
         since: Timestamp,
     ) -> Result<EndpointStats, StoreError>;
-    /// Counts of the delivery queue.
-    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
+    /// Counts of the delivery queue at `now`: each count exact up to `count_limit` and
+    /// `count_limit` above it. The work follows the endpoints with pending deliveries and
+    /// `count_limit`, not the backlog.
+    async fn queue_stats(&self, now: Timestamp, count_limit: u64)
+    -> Result<QueueStats, StoreError>;
     /// Deletes events created before `events_before` whose deliveries are finished, and
     /// attempts made before `attempts_before`, at most `batch` rows of each per call.
     async fn purge_expired(

@@ -64,7 +64,17 @@ impl<B: Backend> Store for B {
     }
 
     async fn create_org(&self, org: &Org) -> Result<(), StoreError> {
-        write_alone(self, insert_org(org)).await.map(drop)
+        let key = OrgSigningKey::generate(org.id, org.created_at);
+        let written = async {
+            let mut tx = self.begin().await?;
+            tx.execute(insert_org(org)).await?;
+            tx.execute(signing::insert_signing_key(self, &key)).await?;
+            tx.commit().await
+        }
+        .await;
+        self.health().observe(written)?;
+        signing::keep_signing_key(self, key);
+        Ok(())
     }
 
     async fn create_first_org(&self, org: &Org) -> Result<bool, StoreError> {
@@ -76,8 +86,11 @@ impl<B: Backend> Store for B {
             tx.rollback().await?;
             return Ok(false);
         }
+        let key = OrgSigningKey::generate(org.id, org.created_at);
         tx.execute(insert_org(org)).await?;
+        tx.execute(signing::insert_signing_key(self, &key)).await?;
         tx.commit().await?;
+        signing::keep_signing_key(self, key);
         Ok(true)
     }
 
@@ -687,8 +700,12 @@ impl<B: Backend> Store for B {
         stats::endpoint_stats(self, endpoint_id, since).await
     }
 
-    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
-        delivery::queue_stats(self, now).await
+    async fn queue_stats(
+        &self,
+        now: Timestamp,
+        count_limit: u64,
+    ) -> Result<QueueStats, StoreError> {
+        delivery::queue_stats(self, now, count_limit).await
     }
 
     async fn purge_expired(

@@ -148,7 +148,7 @@ async fn lease_lapse_and_takeover(store: Arc<dyn Store>) {
     );
     let held = claimed.remove(0);
     assert_eq!(held.endpoint.id, first);
-    let stats = store.queue_stats(now).await.expect("queue stats");
+    let stats = store.queue_stats(now, u64::MAX).await.expect("queue stats");
     assert_eq!(
         (stats.due, stats.scheduled),
         (1, 1),
@@ -220,7 +220,7 @@ async fn lease_lapse_and_takeover(store: Arc<dyn Store>) {
         .expect("listing attempts");
     assert_eq!(attempts.items.len(), 2, "every attempt made is recorded");
     let stats = store
-        .queue_stats(retry_at.add(chrono::Duration::seconds(-1)))
+        .queue_stats(retry_at.add(chrono::Duration::seconds(-1)), u64::MAX)
         .await
         .expect("queue stats");
     assert_eq!(

@@ -328,6 +328,19 @@ impl TestApp {
         }
     }
 
+    /// A connection of its own to the app's PostgreSQL database, e.g. to hold a lock the app
+    /// must wait for.
+    pub(crate) async fn postgres_connection(&self) -> sqlx::PgConnection {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "the app runs on PostgreSQL"
+        );
+        <sqlx::PgConnection as sqlx::Connection>::connect(&self.database_url)
+            .await
+            .expect("opening the test database")
+    }
+
     /// The `secret` column of every endpoint row, exactly as stored.
     pub(crate) async fn stored_endpoint_secrets(&self) -> Vec<Vec<u8>> {
         self.stored_bytes("SELECT secret FROM endpoints").await

@@ -1,9 +1,13 @@
 //! `GET /metrics` (docs/api.md#health-readiness-and-metrics): Prometheus text with publishing,
-//! attempt outcomes and latency, and the queue gauges read from storage at scrape time; and
-//! the committed Grafana dashboard (docs/grafana/herald-dashboard.json) queries only those.
+//! attempt outcomes and latency, and the queue gauges read from storage off the scrape (test
+//! apps read them at every scrape and wait for the reading; a scrape never waits for a slow
+//! one beyond its bound); and the committed Grafana dashboard
+//! (docs/grafana/herald-dashboard.json) queries only those.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use herald_api::QueueGaugeSettings;
 
 use herald_testkit::{Receiver, TestCa};
 use reqwest::{Method, StatusCode};
@@ -11,7 +15,13 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, delivering, metric, wait_until};
 
-backend_tests!(metrics_count_publishing_attempts_and_the_queue);
+backend_tests!(
+    metrics_count_publishing_attempts_and_the_queue,
+    queue_gauges_reflect_a_backlog,
+);
+
+/// Deliveries in the backlog of the queue gauge tests.
+const BACKLOG: usize = 12;
 
 async fn metrics_count_publishing_attempts_and_the_queue(backend: Backend) {
     // Arrange: one endpoint succeeds, the other fails and waits a minute for its retry.
@@ -77,6 +87,166 @@ async fn metrics_count_publishing_attempts_and_the_queue(backend: Backend) {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
+}
+
+async fn queue_gauges_reflect_a_backlog(backend: Backend) {
+    // Arrange: an endpoint that fails, so every delivery waits an hour for its retry.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let app = delivering(backend, &ca)
+        .retry_schedule(vec![Duration::from_secs(3600)])
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
+        .await;
+
+    // Act
+    for _ in 0..BACKLOG {
+        app.publish(org.id, "wallet.balance_low", &json!({})).await;
+    }
+    let text = wait_until("the backlog to show as scheduled", || async {
+        let text = app.metrics().await;
+        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(text)
+    })
+    .await;
+
+    // Assert
+    let expected = [
+        ("herald_deliveries_due", 0.0),
+        ("herald_oldest_due_delivery_age_seconds", 0.0),
+        ("herald_queue_gauges_age_seconds", 0.0),
+        ("herald_storage_up", 1.0),
+    ];
+    for (sample, value) in expected {
+        assert_eq!(metric(&text, sample), Some(value), "{sample} in\n{text}");
+    }
+}
+
+/// A scrape serves the last queue gauges instead of waiting for a reading that storage holds
+/// up (here a lock on `deliveries`, which only PostgreSQL lets another connection hold against
+/// readers: SQLite's readers never wait for its writer), and the reading lands once storage
+/// lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_scrape_does_not_wait_for_a_slow_queue_reading() {
+    // Arrange: a scheduled backlog the gauges have read, read again at every scrape.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let app = delivering(Backend::Postgres, &ca)
+        .retry_schedule(vec![Duration::from_secs(3600)])
+        .queue_gauges(QueueGaugeSettings {
+            max_age: Duration::ZERO,
+            wait: Duration::from_millis(100),
+        })
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
+        .await;
+    for _ in 0..BACKLOG {
+        app.publish(org.id, "wallet.balance_low", &json!({})).await;
+    }
+    wait_until("the backlog to show as scheduled", || async {
+        let text = app.metrics().await;
+        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
+    })
+    .await;
+    let mut lock = app.postgres_connection().await;
+    sqlx::query("BEGIN")
+        .execute(&mut lock)
+        .await
+        .expect("beginning");
+    sqlx::query("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .expect("locking the deliveries");
+
+    // Act: two scrapes while no reading of the queue can finish.
+    let started = Instant::now();
+    let first = app.metrics().await;
+    let second = app.metrics().await;
+    let took = started.elapsed();
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("releasing the lock");
+
+    // Assert: both answered within their bound, with the last values and storage up.
+    assert!(
+        took < Duration::from_secs(2),
+        "two scrapes took {took:?} while the queue could not be read"
+    );
+    for text in [&first, &second] {
+        let scheduled = metric(text, "herald_deliveries_scheduled");
+        assert_eq!(scheduled, Some(BACKLOG as f64), "{text}");
+        assert_eq!(metric(text, "herald_storage_up"), Some(1.0), "{text}");
+    }
+    // The reading held up finishes once the lock is gone, and the next scrape is fresh.
+    wait_until("a fresh reading after the lock", || async {
+        let text = app.metrics().await;
+        let fresh = metric(&text, "herald_queue_gauges_age_seconds") == Some(0.0)
+            && metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64);
+        fresh.then_some(())
+    })
+    .await;
+}
+
+/// A restarted process has no last reading to serve: its first scrape waits for the first
+/// reading (up to 5 s) rather than show an empty queue, even where later scrapes would not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_first_scrape_after_a_restart_waits_for_the_first_reading() {
+    // Arrange: a scheduled backlog, then a restart into gauges that wait 100 ms, and the
+    // deliveries locked for a second.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let builder =
+        delivering(Backend::Postgres, &ca).retry_schedule(vec![Duration::from_secs(3600)]);
+    let app = builder.clone().spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
+        .await;
+    for _ in 0..BACKLOG {
+        app.publish(org.id, "wallet.balance_low", &json!({})).await;
+    }
+    wait_until("the backlog to show as scheduled", || async {
+        let text = app.metrics().await;
+        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
+    })
+    .await;
+    let app = app
+        .restart(builder.queue_gauges(QueueGaugeSettings {
+            max_age: Duration::ZERO,
+            wait: Duration::from_millis(100),
+        }))
+        .await;
+    app.send(app.request(Method::GET, "/healthz")).await;
+    let mut lock = app.postgres_connection().await;
+    sqlx::query("BEGIN")
+        .execute(&mut lock)
+        .await
+        .expect("beginning");
+    sqlx::query("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .expect("locking the deliveries");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut lock)
+            .await
+            .expect("releasing the lock");
+    });
+
+    // Act
+    let text = app.metrics().await;
+    release.await.expect("the lock is released");
+
+    // Assert: the backlog, not the empty queue of gauges never read.
+    assert_eq!(
+        metric(&text, "herald_deliveries_scheduled"),
+        Some(BACKLOG as f64),
+        "{text}"
+    );
 }
 
 /// The metric names in the queries of `docs/grafana/herald-dashboard.json`: every word of an

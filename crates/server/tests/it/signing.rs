@@ -25,6 +25,7 @@ backend_tests!(
     v1a_on_attempt_test_and_replay_verifies_with_the_listed_public_key,
     organizations_have_different_keys_and_each_keeps_its_own,
     concurrent_first_uses_make_exactly_one_key,
+    an_organization_has_its_signing_key_from_its_creation,
 );
 
 /// A receiver, an app delivering to it, and one endpoint there.
@@ -372,13 +373,12 @@ async fn concurrent_first_uses_make_exactly_one_key(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
     let org = app.org_with_key().await;
+    let before = stored_keys(&app).await;
 
     // Act: sixteen first uses at once, none of which finds the key in the process's memory.
     let replies =
         futures::future::join_all((0..16).map(|_| app.get(&org.key, "/v1/webhook-keys"))).await;
-    let stored = app
-        .stored_bytes("SELECT public_key FROM org_signing_keys")
-        .await;
+    let stored = stored_keys(&app).await;
 
     // Assert
     let mut kids = Vec::new();
@@ -388,7 +388,37 @@ async fn concurrent_first_uses_make_exactly_one_key(backend: Backend) {
     }
     kids.dedup();
     assert_eq!(kids.len(), 1, "{kids:?}");
-    assert_eq!(stored.len(), 1, "exactly one key stored");
+    assert_eq!(
+        stored, before,
+        "no key stored beside the one made with the org"
+    );
+}
+
+/// The key is made with the organization, so no delivery (the first one to a quiet tenant)
+/// writes it on its way out.
+async fn an_organization_has_its_signing_key_from_its_creation(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    app.org_with_key().await;
+    let before = stored_keys(&app).await;
+
+    // Act: another organization, and nothing that uses its key.
+    app.org_with_key().await;
+
+    // Assert
+    let stored = stored_keys(&app).await;
+    assert_eq!(
+        stored - before,
+        1,
+        "the new organization's key is stored with it"
+    );
+}
+
+/// How many signing keys `app` stores (the bootstrap's `default` organization has one too).
+async fn stored_keys(app: &TestApp) -> usize {
+    app.stored_bytes("SELECT public_key FROM org_signing_keys")
+        .await
+        .len()
 }
 
 /// The public key of a fresh organization of `app`.

@@ -660,23 +660,46 @@ pub(super) async fn get_event<B: Backend>(
     event_from_row(&only(store.run(Pool::Read, select).await?)?, "")
 }
 
+/// The queue's counts in work bounded by the endpoints with pending deliveries and by
+/// `count_limit`, never by the backlog: the oldest due delivery is the least of the
+/// per-endpoint heads of `deliveries_pending_by_endpoint` (the loose scan the claim's
+/// `due_endpoints` does), and each count walks that index endpoint by endpoint (a range each,
+/// due ones below `now`, scheduled ones above it) and stops after `count_limit` rows, so a
+/// count that reaches it means "at least that many".
 pub(super) async fn queue_stats<B: Backend>(
     store: &B,
     now: Timestamp,
+    count_limit: u64,
 ) -> Result<QueueStats, StoreError> {
+    let limit = i64::try_from(count_limit).unwrap_or(i64::MAX);
     let select = Statement::new(
-        "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= ?) AS due,
-                COUNT(*) FILTER (WHERE next_attempt_at > ?) AS scheduled,
-                MIN(next_attempt_at) AS oldest
-         FROM deliveries WHERE status = 'pending'",
+        "WITH RECURSIVE pending (id) AS (\
+         SELECT (SELECT endpoint_id FROM deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT endpoint_id FROM deliveries WHERE status = 'pending' AND endpoint_id > pending.id \
+         ORDER BY endpoint_id LIMIT 1) FROM pending WHERE pending.id IS NOT NULL) \
+         SELECT \
+         (SELECT MIN(head) FROM (SELECT (SELECT next_attempt_at FROM deliveries \
+            WHERE endpoint_id = pending.id AND status = 'pending' ORDER BY next_attempt_at LIMIT 1) \
+            AS head FROM pending WHERE id IS NOT NULL) AS heads) AS oldest, \
+         (SELECT COUNT(*) FROM (SELECT 1 AS one FROM pending JOIN deliveries d \
+            ON d.endpoint_id = pending.id AND d.status = 'pending' AND d.next_attempt_at <= ? \
+            WHERE pending.id IS NOT NULL LIMIT ?) AS capped) AS due, \
+         (SELECT COUNT(*) FROM (SELECT 1 AS one FROM pending JOIN deliveries d \
+            ON d.endpoint_id = pending.id AND d.status = 'pending' AND d.next_attempt_at > ? \
+            WHERE pending.id IS NOT NULL LIMIT ?) AS capped) AS scheduled",
     );
-    let select = select.bind(now.as_micros()).bind(now.as_micros());
+    let select = select
+        .bind(now.as_micros())
+        .bind(limit)
+        .bind(now.as_micros())
+        .bind(limit);
     let row = only(store.run(Pool::Read, select).await?)?;
     let due = row.integer("due")?.unsigned_abs();
     let leased = store.leased_but_due(now).min(due);
     Ok(QueueStats {
         due: due - leased,
-        scheduled: row.integer("scheduled")?.unsigned_abs() + leased,
+        scheduled: (row.integer("scheduled")?.unsigned_abs() + leased).min(count_limit),
         oldest_due_at: row
             .optional_integer("oldest")?
             .filter(|oldest| *oldest <= now.as_micros())

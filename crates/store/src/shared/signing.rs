@@ -1,5 +1,11 @@
 //! What signs a delivery, read from storage: the endpoint's secrets, the organization's secret,
-//! and the organization's Ed25519 signing key, made on first need.
+//! and the organization's Ed25519 signing key, made with the organization (`create_org`), or
+//! on first need for an organization stored before keys were made with it.
+//!
+//! The key is made with the organization because making it on first need was a write
+//! transaction of its own (a `synchronous=FULL` commit on SQLite) on the delivery path of
+//! every organization's first delivery, which on a platform of many quiet tenants is most
+//! deliveries' (BENCHMARKS.md, "what bends, fixed").
 //!
 //! **Concurrency.** Two requests, or two nodes, may need an organization's key first at the
 //! same moment. Each inserts a fresh key with `ON CONFLICT (org_id) DO NOTHING`; the unique
@@ -53,16 +59,7 @@ pub(super) async fn org_signing_key<B: Backend>(
         Some(key) => key,
         None => {
             let fresh = OrgSigningKey::generate(org_id, Timestamp::now());
-            let insert = Statement::new(
-                "INSERT INTO org_signing_keys (id, org_id, sealed_key, public_key, created_at)
-                 VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (org_id) DO NOTHING",
-            )
-            .bind(fresh.id.as_uuid())
-            .bind(org_id.as_uuid())
-            .bind(store.cipher().seal_signing_key(&fresh))
-            .bind(fresh.public_key().to_vec())
-            .bind(fresh.created_at.as_micros());
+            let insert = insert_signing_key(store, &fresh);
             write_alone(store, insert).await?;
             // The insert may have lost to another request's or node's: the stored key is it.
             read_signing_key(store, org_id)
@@ -73,6 +70,26 @@ pub(super) async fn org_signing_key<B: Backend>(
         }
     };
     Ok(store.signing_keys().keep(key))
+}
+
+/// Stores `key` as its organization's signing key unless the organization has one:
+/// `INSERT … ON CONFLICT (org_id) DO NOTHING`.
+pub(super) fn insert_signing_key<B: Backend>(store: &B, key: &OrgSigningKey) -> Statement<'static> {
+    Statement::new(
+        "INSERT INTO org_signing_keys (id, org_id, sealed_key, public_key, created_at)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (org_id) DO NOTHING",
+    )
+    .bind(key.id.as_uuid())
+    .bind(key.org_id.as_uuid())
+    .bind(store.cipher().seal_signing_key(key))
+    .bind(key.public_key().to_vec())
+    .bind(key.created_at.as_micros())
+}
+
+/// Keeps `key`, stored with its organization, in this process's cache.
+pub(super) fn keep_signing_key<B: Backend>(store: &B, key: OrgSigningKey) {
+    store.signing_keys().keep(key);
 }
 
 /// Reads the signing material of a row that carries the endpoint's `org_id`, `secret`,

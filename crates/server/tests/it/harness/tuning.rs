@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use herald_api::QueueGaugeSettings;
 use herald_delivery::RetrySchedule;
 use herald_domain::Secret;
 use herald_server::Config;
@@ -37,7 +38,15 @@ pub(super) struct Tuning {
     operator_hook: Option<(String, [u8; 32])>,
     export_traces: bool,
     delivery_niceness: Option<i32>,
+    queue_gauges: Option<QueueGaugeSettings>,
 }
+
+/// The queue gauges of test apps: read at every scrape, and waited for, so a test that
+/// scrapes after a change sees it (the product's default serves values up to 5 s old).
+const FRESH_QUEUE_GAUGES: QueueGaugeSettings = QueueGaugeSettings {
+    max_age: Duration::ZERO,
+    wait: Duration::from_secs(10),
+};
 
 impl TestAppBuilder {
     /// Lets deliveries reach loopback receivers (`127.0.0.0/8,::1/128`).
@@ -131,6 +140,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// When `/metrics` reads the queue gauges again ([`FRESH_QUEUE_GAUGES`] by default).
+    pub(crate) fn queue_gauges(mut self, settings: QueueGaugeSettings) -> Self {
+        self.tuning.queue_gauges = Some(settings);
+        self
+    }
+
     /// Most API connections open at once.
     pub(crate) fn max_connections(mut self, connections: usize) -> Self {
         self.tuning.max_connections = Some(connections);
@@ -176,6 +191,7 @@ impl Tuning {
         if let Some(connections) = self.max_connections {
             config.http.max_connections = connections;
         }
+        config.api.queue_gauges = self.queue_gauges.unwrap_or(FRESH_QUEUE_GAUGES);
         if let Some(niceness) = self.delivery_niceness {
             config.delivery_niceness = niceness;
         }
