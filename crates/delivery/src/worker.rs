@@ -343,6 +343,7 @@ impl<'a> Dispatcher<'a> {
                 store: Arc::clone(&self.worker.store),
                 lease: self.worker.config.lease,
                 stop: self.stop.clone(),
+                recording_stalled: self.recorder.stalled_flag(),
             };
             self.tasks.spawn(job.run(delivery, semaphore));
         }

@@ -243,6 +243,10 @@ impl Backend for PostgresStore {
         let mut tx = self.begin().await?;
         tx.execute(Statement::new("SET LOCAL synchronous_commit = off"))
             .await?;
+        if tx.fetch_first(behind.head_held()).await?.is_none() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
         let rows = tx.fetch(behind.select(" FOR UPDATE")).await?;
         let run = Behind::parked_run(&rows)?;
         if run.is_empty() {

@@ -629,6 +629,8 @@ impl<B: Backend> Store for B {
             return Ok(Vec::new());
         };
         let behind = ordering::Behind {
+            head: delivery.delivery_id,
+            head_lease: delivery.lease,
             endpoint_id: delivery.endpoint.id,
             key,
             sequence,

@@ -217,6 +217,7 @@ impl Backend for SqliteStore {
             let rows = self.run(Pool::Claim, behind.select("")).await?;
             let run = Behind::parked_run(&rows)?;
             self.leases.lease_run(
+                (behind.head, behind.head_lease),
                 run.into_iter().map(DeliveryId::from_uuid),
                 behind.endpoint_id,
                 token,

@@ -114,6 +114,14 @@ async fn a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker(store: Arc<
         [4],
         "after its worker died, the key's unfinished head alone is due"
     );
+    assert!(
+        store
+            .claim_successors(fourth, 3, LEASE, lapsed)
+            .await
+            .expect("claiming as the old holder")
+            .is_empty(),
+        "a holder whose lease lapsed and was taken over gets no run beside the new holder's"
+    );
     store
         .record_attempts(
             &[recording(&again[0], Outcome::Success, None, lapsed)],

@@ -18,11 +18,12 @@ use herald_domain::trace::TraceParent;
 use herald_domain::{Endpoint, Outcome, Timestamp};
 use herald_store::{AttemptRecording, ClaimedDelivery, HandOn, LeaseToken, Store};
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::WorkerConfig;
 use super::slots::EndpointSlots;
 use crate::attempt::{AttemptPlan, AttemptReport, execute, not_sent};
 use crate::client::{DeliveryClient, OutcomeClass};
@@ -51,6 +52,9 @@ pub(super) struct Job {
     pub(super) lease: Duration,
     /// Cancelled at shutdown: a run of a key then stops before its next delivery.
     pub(super) stop: CancellationToken,
+    /// `true` while the recorder cannot store results: a run of a key then stops, as the
+    /// dispatcher stops claiming (what it sent could not be recorded either).
+    pub(super) recording_stalled: watch::Receiver<bool>,
 }
 
 impl Job {
@@ -58,12 +62,16 @@ impl Job {
         let endpoint_id = delivery.endpoint.id;
         let permit = endpoint_slot.acquire_owned().await;
         let mut successors = Successors::default();
+        let holding_since = Instant::now();
         let mut delivery = delivery;
         loop {
             let mut recording = self.attempt(&delivery).await;
             let delivered = recording.attempt.outcome == Outcome::Success;
             let next = match delivered {
-                true => self.next_of_key(&delivery, &mut successors).await,
+                true => {
+                    self.next_of_key(&delivery, &mut successors, holding_since)
+                        .await
+                }
                 false => None,
             };
             if let Some(next) = &next {
@@ -80,10 +88,14 @@ impl Job {
                 self.unsaturated.notify_one();
             }
             // A closed channel means the recorder is gone (shutdown); the lease will bring the
-            // delivery back.
-            let _ = self.record_tx.send(recording).await;
+            // delivery back, and a run stops: nothing more it sent could be recorded.
+            let recorded = self.record_tx.send(recording).await.is_ok();
             match next {
-                Some(next) => delivery = next,
+                Some(next) if recorded => delivery = next,
+                Some(next) => {
+                    successors.waiting.push_front(next);
+                    break;
+                }
                 None => break,
             }
         }
@@ -115,25 +127,43 @@ impl Job {
 
     /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
     /// next of those claimed behind it, claiming more when none is left. `None` for a
-    /// delivery without a key, when none waits, at shutdown, or once half the successors'
-    /// lease is gone: an attempt (at most a request timeout, a sixth of a lease) then still
-    /// ends well inside it. More are claimed only while no other delivery of the endpoint
-    /// waits for a slot, so a busy key gives its slot up every [`SUCCESSORS_PER_CLAIM`]
-    /// deliveries to the endpoint's other keys.
+    /// delivery without a key, when none waits, at shutdown, while recording is stalled, or
+    /// once half the successors' lease is gone: an attempt (at most a request timeout, a
+    /// sixth of a lease) then still ends well inside it.
+    ///
+    /// While other deliveries of the endpoint wait for a slot, a run gives its slot up after
+    /// one claim of successors ([`SUCCESSORS_PER_CLAIM`] deliveries) or once it has held the
+    /// slot for half a request timeout (`holding_since`), whichever comes first. The waiting
+    /// ones were claimed ahead on the promise that each slot frees within a request timeout
+    /// a round (`slots.rs`, [`ROUNDS_ASSIGNED`](super::slots::ROUNDS_ASSIGNED) rounds inside a
+    /// lease); a run may stretch its round by half of one, which still leaves the last
+    /// round's attempt inside the lease.
     async fn next_of_key(
         &self,
         sent: &ClaimedDelivery,
         successors: &mut Successors,
+        holding_since: Instant,
     ) -> Option<ClaimedDelivery> {
-        if sent.event.ordering_key.is_none() || self.stop.is_cancelled() {
+        if sent.event.ordering_key.is_none()
+            || self.stop.is_cancelled()
+            || *self.recording_stalled.borrow()
+        {
+            return None;
+        }
+        let yield_after = self.lease / (2 * WorkerConfig::LEASE_IN_REQUEST_TIMEOUTS);
+        let others_wait = || self.slots.has_waiting(sent.endpoint.id);
+        if holding_since.elapsed() >= yield_after && others_wait() {
             return None;
         }
         if successors.waiting.is_empty() {
-            if successors.claims > 0 && self.slots.has_waiting(sent.endpoint.id) {
+            if successors.claims > 0 && others_wait() {
                 return None;
             }
             successors.claims += 1;
+            // The lease is counted from before the claim, and so is the half of it a run may
+            // use: a slow claim shortens the run, never the lease.
             let now = Timestamp::now();
+            successors.claimed_at = Instant::now();
             let claimed = self
                 .store
                 .claim_successors(sent, SUCCESSORS_PER_CLAIM, self.lease, now)
@@ -143,7 +173,6 @@ impl Job {
                     let lease =
                         chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
                     successors.waiting = claimed.into();
-                    successors.claimed_at = Instant::now();
                     successors.lease_until = now.add(lease);
                 }
                 Err(error) => {

@@ -71,6 +71,11 @@ impl Recorder {
         *self.stalled.borrow()
     }
 
+    /// The flag [`Recorder::is_stalled`] reads, for tasks to look at.
+    pub(super) fn stalled_flag(&self) -> watch::Receiver<bool> {
+        self.stalled.clone()
+    }
+
     /// Completes when recording stalls or resumes; an error once the recorder is gone.
     pub(super) async fn stalled_changed(&mut self) -> Result<(), watch::error::RecvError> {
         self.stalled.changed().await

@@ -756,11 +756,14 @@ pub(super) async fn purge_expired<B: Backend>(
 pub(super) async fn release_all_leases<B: Backend>(store: &B) -> Result<(), StoreError> {
     store.forget_leases();
     // A delivery leased in its row has its lease's end as its due time: due again now. (SQLite
-    // keeps its leases in memory, but earlier builds kept them in the rows.)
+    // keeps its leases in memory, but earlier builds kept them in the rows, and a run of an
+    // ordering key hands its turn on in them.) A parked delivery stays parked, token or not:
+    // its key's earlier delivery is still pending.
     let release = Statement::new(format!(
         "UPDATE deliveries SET next_attempt_at = {}(next_attempt_at, ?), lease_token = NULL
-         WHERE status = 'pending' AND lease_token IS NOT NULL",
-        B::DIALECT.least()
+         WHERE status = 'pending' AND lease_token IS NOT NULL AND next_attempt_at <> {}",
+        B::DIALECT.least(),
+        sql::PARKED
     ));
     let release = release.bind(Timestamp::now().as_micros());
     super::write_alone(store, release).await.map(drop)

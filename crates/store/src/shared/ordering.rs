@@ -173,6 +173,10 @@ pub(crate) async fn release_next<T: WriteTransaction>(
 /// The deliveries of one ordering key to one endpoint that wait behind a delivery a worker
 /// holds: what [`Store::claim_successors`](crate::Store::claim_successors) leases.
 pub(crate) struct Behind<'a> {
+    /// The held delivery, and the lease it is held under: a holder whose lease lapsed (and
+    /// was taken by another) gets nothing, so two workers never run one key.
+    pub(crate) head: herald_domain::DeliveryId,
+    pub(crate) head_lease: crate::LeaseToken,
     pub(crate) endpoint_id: EndpointId,
     pub(crate) key: &'a str,
     /// The held delivery's number: those behind it have higher ones.
@@ -195,6 +199,16 @@ impl Behind<'_> {
         .bind(i64::from(self.most));
         select.push(suffix);
         select
+    }
+
+    /// `SELECT 1 AS held …`: a row while the head is pending under the holder's lease token
+    /// (PostgreSQL, where the token is in the row). A plain read, taking no lock.
+    pub(crate) fn head_held(&self) -> Statement<'_> {
+        Statement::new(
+            "SELECT 1 AS held FROM deliveries WHERE id = ? AND lease_token = ? AND status = 'pending'",
+        )
+        .bind(self.head.as_uuid())
+        .bind(self.head_lease.as_uuid())
     }
 
     /// Of the rows [`Behind::select`] read, the ids of the leading run that is parked: all of

@@ -127,11 +127,14 @@ impl LeaseTable {
         taken
     }
 
-    /// Leases `run` (one endpoint's deliveries, in the order they are to be sent) under
-    /// `token` until `until`, up to the first one held already: a run is sent in order, so
-    /// nothing after a gap may be taken.
+    /// Leases `run` (one endpoint's deliveries, in the order they are to be sent, behind
+    /// `head`) under `token` until `until`, up to the first one held already: a run is sent
+    /// in order, so nothing after a gap may be taken. Nothing unless `head` is still leased,
+    /// live, under the given token: a holder whose lease lapsed and was taken over gets no
+    /// run of its own beside the new holder's.
     pub(super) fn lease_run(
         &self,
+        head: (DeliveryId, LeaseToken),
         run: impl IntoIterator<Item = DeliveryId>,
         endpoint_id: EndpointId,
         token: LeaseToken,
@@ -141,6 +144,13 @@ impl LeaseTable {
         let now = now.as_micros();
         let mut leases = self.lock();
         let mut taken = Vec::new();
+        let (head, head_token) = head;
+        let held = leases
+            .get(&head)
+            .is_some_and(|lease| lease.token == head_token && lease.is_live(now));
+        if !held {
+            return taken;
+        }
         for delivery_id in run {
             if leases
                 .get(&delivery_id)
