@@ -672,13 +672,8 @@ pub(super) async fn queue_stats<B: Backend>(
     count_limit: u64,
 ) -> Result<QueueStats, StoreError> {
     let limit = i64::try_from(count_limit).unwrap_or(i64::MAX);
-    let select = Statement::new(
-        "WITH RECURSIVE pending (id) AS (\
-         SELECT (SELECT endpoint_id FROM deliveries WHERE status = 'pending' ORDER BY endpoint_id LIMIT 1) \
-         UNION ALL \
-         SELECT (SELECT endpoint_id FROM deliveries WHERE status = 'pending' AND endpoint_id > pending.id \
-         ORDER BY endpoint_id LIMIT 1) FROM pending WHERE pending.id IS NOT NULL) \
-         SELECT \
+    let select = Statement::new(format!(
+        "{} SELECT \
          (SELECT MIN(head) FROM (SELECT (SELECT next_attempt_at FROM deliveries \
             WHERE endpoint_id = pending.id AND status = 'pending' ORDER BY next_attempt_at LIMIT 1) \
             AS head FROM pending WHERE id IS NOT NULL) AS heads) AS oldest, \
@@ -688,7 +683,8 @@ pub(super) async fn queue_stats<B: Backend>(
          (SELECT COUNT(*) FROM (SELECT 1 AS one FROM pending JOIN deliveries d \
             ON d.endpoint_id = pending.id AND d.status = 'pending' AND d.next_attempt_at > ? \
             WHERE pending.id IS NOT NULL LIMIT ?) AS capped) AS scheduled",
-    );
+        sql::PENDING_ENDPOINTS
+    ));
     let select = select
         .bind(now.as_micros())
         .bind(limit)
