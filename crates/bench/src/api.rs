@@ -27,6 +27,19 @@ pub(crate) struct Api {
     endpoint_headers: serde_json::Map<String, Value>,
 }
 
+/// A fresh HTTP client with a connection pool of its own.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the harness measures Herald from outside: a client of its API on loopback, not a delivery"
+    )]
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the API client")
+}
+
 /// An organization with the API key that manages its endpoints.
 #[derive(Debug, Clone)]
 pub(crate) struct Org {
@@ -39,15 +52,7 @@ impl Api {
     /// A client of the Herald at `base` (`http://127.0.0.1:<port>`) whose endpoints carry
     /// `endpoint_headers` custom headers.
     pub(crate) fn new(base: &str, endpoint_headers: u8) -> anyhow::Result<Self> {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "the harness measures Herald from outside: a client of its API on loopback, not a delivery"
-        )]
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("building the API client")?;
+        let http = http_client()?;
         let endpoint_headers = (1..=endpoint_headers)
             .map(|n| {
                 (
@@ -60,6 +65,17 @@ impl Api {
             http,
             base: base.to_owned(),
             endpoint_headers,
+        })
+    }
+
+    /// A client of the same Herald with a connection pool of its own, for use on another
+    /// runtime: a pooled connection is driven by a task of the runtime that opened it.
+    pub(crate) fn with_own_connections(&self) -> anyhow::Result<Self> {
+        let http = http_client()?;
+        Ok(Self {
+            http,
+            base: self.base.clone(),
+            endpoint_headers: self.endpoint_headers.clone(),
         })
     }
 

@@ -91,6 +91,11 @@ struct Args {
     /// without it (docs/operations.md#tracing). Without it, no `OTEL_*` variable reaches Herald.
     #[arg(long)]
     otlp: bool,
+
+    /// Internal: time one request's round trip from a process of its own (the `ordered`
+    /// workload runs the harness so; the request comes as JSON on stdin).
+    #[arg(long, hide = true)]
+    round_trip_client: bool,
 }
 
 /// The workspace this harness was built in: where `herald` is built and whose commit is
@@ -105,6 +110,15 @@ pub(crate) fn workspace_root() -> &'static Path {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.round_trip_client {
+        return match workloads::round_trip_client().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("herald-bench --round-trip-client: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args).await {
         Ok(verdict) => verdict.exit_code(),
         Err(error) => {

@@ -17,6 +17,8 @@ mod publish;
 mod recover;
 mod tenants;
 
+pub(crate) use ordered::round_trip_client;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

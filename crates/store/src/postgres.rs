@@ -290,10 +290,16 @@ impl Backend for PostgresStore {
         0
     }
 
-    /// Every node LISTENs for the deliveries any node stores ([`listen`]).
+    /// Every node LISTENs for the deliveries any other node stores ([`listen`]); its own
+    /// wake it in memory ([`announce`]).
     fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>) {
+        self.announcer.wake_locally(Arc::clone(&wakeup));
         // The task lives as long as the runtime: the handle is not needed to stop it.
-        drop(listen::spawn(&self.pool, wakeup));
+        drop(listen::spawn(
+            &self.pool,
+            wakeup,
+            self.announcer.node().to_owned(),
+        ));
     }
 }
 

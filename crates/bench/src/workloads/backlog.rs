@@ -82,11 +82,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
 
     let empty_scrape = scrape_median(&session.api).await?;
     let idle_from = Instant::now();
-    let prober = Prober::start(
-        session.api.clone(),
-        probe_org.clone(),
-        probe_endpoint.clone(),
-    );
+    let prober = Prober::start(&session.api, probe_org.clone(), probe_endpoint.clone())?;
     tokio::time::sleep(IDLE).await;
     let idle_probes = prober.stop().await?;
 
@@ -104,7 +100,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     let loader_usage = session
         .restart(&bench.launch, HeraldSettings::default())
         .await?;
-    let prober = Prober::start(session.api.clone(), probe_org, probe_endpoint);
+    let prober = Prober::start(&session.api, probe_org, probe_endpoint)?;
     let start_scrape = scrape_median(&session.api).await?;
     let deadline = bench.scale.deadline(expected);
     let drained = session

@@ -84,7 +84,12 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
 /// The harness's own client: reqwest with rustls, HTTP/2 or HTTP/1.1 by ALPN like Herald's,
 /// trusting the receivers' CA.
 pub(super) fn direct_client(bench: &Bench) -> anyhow::Result<reqwest::Client> {
-    let root = reqwest::Certificate::from_pem(bench.pki.root_pem.as_bytes())
+    client_trusting(&bench.pki.root_pem)
+}
+
+/// A bare client that trusts the CA `root_pem`.
+pub(super) fn client_trusting(root_pem: &str) -> anyhow::Result<reqwest::Client> {
+    let root = reqwest::Certificate::from_pem(root_pem.as_bytes())
         .context("reading the CA certificate")?;
     #[expect(
         clippy::disallowed_methods,

@@ -14,7 +14,8 @@
 //!   recording it, releasing the next and claiming that. The mean time from receipt to receipt
 //!   is set beside one receiver round trip: Herald's own mean attempt time
 //!   (`herald_delivery_attempt_duration_seconds_sum / _count`, in whole milliseconds) and the
-//!   harness's client sending the same request to a fresh receiver, one at a time.
+//!   harness's client sending the same request to a fresh receiver, one at a time, both from
+//!   a process of its own (as Herald's requests come) and from the receiver's process.
 //!
 //! In both, per key the receipts must come in publish order: consecutive receipts of a key in
 //! rising sequence, and never against an order the harness knows (the same batch, or a batch
@@ -22,6 +23,8 @@
 //! sequence numbers other than 1..=N makes the workload `INCOMPLETE`.
 
 use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use crate::api::{MAX_BATCH_SIZE, ordering_key};
@@ -31,7 +34,7 @@ use crate::report::{Metric, Target};
 use crate::session::{Session, Usage};
 use crate::stats::{Percentiles, milliseconds, rate};
 
-use super::ceiling::{direct_client, post, sample_headers};
+use super::ceiling::{client_trusting, direct_client, post, sample_headers};
 use super::delivery::BULK_CLIENTS;
 use super::publish::{Request, publish_with_keys};
 use super::{Bench, Figures, protocol_note};
@@ -172,22 +175,25 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             "ms",
         ));
     }
-    let direct = match &one.sample {
-        Some(sample) => Some(round_trip(bench, sample).await?),
-        None => None,
-    };
-    if let Some(direct) = direct {
-        figures.metric(Metric::new(
-            format!("{label}direct round trip, mean"),
-            milliseconds(direct),
-            "ms",
-        ));
-        if let Some(interval) = one.receipt_interval {
+    if let Some(sample) = &one.sample {
+        let across = round_trip_from_another_process(bench, sample).await?;
+        let direct = round_trip(bench, sample).await?;
+        for (name, round_trip) in [
+            ("round trip from another process", across),
+            ("direct round trip", direct),
+        ] {
             figures.metric(Metric::new(
-                format!("{label}receipt interval / direct round trip"),
-                interval.as_secs_f64() / direct.as_secs_f64(),
-                "ratio",
+                format!("{label}{name}, mean"),
+                milliseconds(round_trip),
+                "ms",
             ));
+            if let Some(interval) = one.receipt_interval {
+                figures.metric(Metric::new(
+                    format!("{label}receipt interval / {name}"),
+                    interval.as_secs_f64() / round_trip.as_secs_f64(),
+                    "ratio",
+                ));
+            }
         }
     }
     figures.usage(label, &one.usage);
@@ -200,9 +206,10 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     ));
     figures.note(format!(
         "Herald's attempt time is herald_delivery_attempt_duration_seconds_sum / _count, observed \
-         in whole milliseconds (truncated); the direct round trip is the harness's client \
-         sending the one-key request {ROUND_TRIPS} times, one at a time, to a fresh receiver \
-         after Herald stopped"
+         in whole milliseconds (truncated); the round trips are the harness's client sending \
+         the one-key request {ROUND_TRIPS} times, one at a time, to a fresh receiver after \
+         Herald stopped: from a process of its own (as Herald's requests come), and from the \
+         receiver's own process (direct)"
     ));
     for (label, run) in [("100 keys", &many), ("one key", &one)] {
         let order = &run.order;
@@ -311,6 +318,98 @@ async fn keyed_run(
         sample: receiver.sample(),
         protocol: protocol_note(std::slice::from_ref(&receiver)),
     })
+}
+
+/// The mean time of one request like `sample` to a fresh receiver, sent one at a time by the
+/// harness's own client in a process of its own (this executable, run with
+/// `--round-trip-client`): like Herald's, its requests and the receiver's answers cross
+/// between two processes. (In the harness's own process the client's and the receiver's
+/// tasks share one runtime, and a round trip skips waking another process's threads.)
+async fn round_trip_from_another_process(
+    bench: &Bench,
+    sample: &Sample,
+) -> anyhow::Result<Duration> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let receiver = bench.receiver(Behaviour::Answer)?;
+    let spec = RoundTripSpec {
+        url: receiver.url(),
+        root_pem: bench.pki.root_pem.clone(),
+        headers: sample.headers.clone(),
+        body: sample.body.to_vec(),
+        warm_up: WARM_UP,
+        count: ROUND_TRIPS,
+    };
+    let exe = std::env::current_exe().context("finding the harness's own executable")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--round-trip-client")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the round-trip client")?;
+    let mut stdin = child.stdin.take().context("the client's stdin")?;
+    stdin.write_all(&serde_json::to_vec(&spec)?).await?;
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .context("the client's stdout")?
+        .read_to_string(&mut out)
+        .await?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .context("the round-trip client did not finish")??;
+    anyhow::ensure!(status.success(), "the round-trip client failed: {status}");
+    let nanos: u64 = out
+        .trim()
+        .parse()
+        .with_context(|| format!("the round-trip client printed {out:?}"))?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// What the round-trip client sends, and where.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RoundTripSpec {
+    url: String,
+    root_pem: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    warm_up: usize,
+    count: usize,
+}
+
+/// The round-trip client (`herald-bench --round-trip-client`): reads a [`RoundTripSpec`] as
+/// JSON on stdin, sends its request one at a time, and prints the mean time of the timed ones
+/// in nanoseconds.
+pub(crate) async fn round_trip_client() -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    let spec: RoundTripSpec = serde_json::from_slice(&input).context("reading the spec")?;
+    let client = client_trusting(&spec.root_pem)?;
+    let headers = sample_headers(&Sample {
+        headers: spec.headers,
+        body: spec.body.clone().into(),
+    })?;
+    let body = bytes::Bytes::from(spec.body);
+    let mut timed = Duration::ZERO;
+    for n in 0..spec.warm_up + spec.count {
+        let sent = Instant::now();
+        post(&client, &spec.url, &headers, &body).await?;
+        if n >= spec.warm_up {
+            timed += sent.elapsed();
+        }
+    }
+    let mean = timed / u32::try_from(spec.count.max(1)).unwrap_or(u32::MAX);
+    #[expect(
+        clippy::print_stdout,
+        reason = "the mean is the client's answer to the harness"
+    )]
+    {
+        println!("{}", mean.as_nanos());
+    }
+    Ok(())
 }
 
 /// The mean time of one request like `sample` to a fresh receiver, sent one at a time by the

@@ -23,55 +23,75 @@ pub(super) struct Probe {
 }
 
 /// Ordinary API requests at a steady pace, in the background, until stopped.
+///
+/// They are sent and timed on a thread and runtime of their own, with connections of their
+/// own: on the harness's runtime they would queue behind its receivers' tasks (thousands of
+/// deliveries a second in `recover` and `backlog`), and the figure would time the harness's
+/// scheduling instead of Herald's answer, as an outside client's would not.
 pub(super) struct Prober {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<Probe>>,
+    thread: std::thread::JoinHandle<Vec<Probe>>,
 }
 
 impl Prober {
     /// Starts sending, each request on its tick however long the one before takes.
-    pub(super) fn start(api: Api, org: Org, endpoint: String) -> Self {
+    pub(super) fn start(api: &Api, org: Org, endpoint: String) -> anyhow::Result<Self> {
+        let api = api.with_own_connections()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the API prober's runtime")?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_millis(1000 / PROBES_PER_SECOND));
-            let mut requests = tokio::task::JoinSet::new();
-            let mut n = 0_usize;
-            while !stopped.load(Ordering::Relaxed) {
-                ticks.tick().await;
-                let (api, org, endpoint) = (api.clone(), org.clone(), endpoint.clone());
-                let list = n.is_multiple_of(2);
-                n += 1;
-                requests.spawn(async move {
-                    let sent = Instant::now();
-                    let answer = if list {
-                        api.list_endpoints(&org).await
-                    } else {
-                        api.get_endpoint(&org, &endpoint).await
-                    };
-                    Probe {
-                        sent,
-                        took: sent.elapsed(),
-                        error: answer.err().map(|error| format!("{error:#}")),
-                    }
-                });
-            }
-            let mut probes = Vec::with_capacity(n);
-            while let Some(probe) = requests.join_next().await {
-                if let Ok(probe) = probe {
-                    probes.push(probe);
-                }
-            }
-            probes
-        });
-        Self { stop, task }
+        let thread = std::thread::Builder::new()
+            .name("api-prober".to_owned())
+            .spawn(move || runtime.block_on(probe_until(stopped, api, org, endpoint)))
+            .context("starting the API prober's thread")?;
+        Ok(Self { stop, thread })
     }
 
     /// Stops sending and waits for the requests in flight; every request sent.
     pub(super) async fn stop(self) -> anyhow::Result<Vec<Probe>> {
         self.stop.store(true, Ordering::Relaxed);
-        self.task.await.context("the API prober panicked")
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("waiting for the API prober")?
+            .map_err(|_| anyhow::anyhow!("the API prober panicked"))
     }
+}
+
+/// Sends the requests until `stopped`, then waits for those in flight.
+async fn probe_until(stopped: Arc<AtomicBool>, api: Api, org: Org, endpoint: String) -> Vec<Probe> {
+    let mut ticks = tokio::time::interval(Duration::from_millis(1000 / PROBES_PER_SECOND));
+    let mut requests = tokio::task::JoinSet::new();
+    let mut n = 0_usize;
+    while !stopped.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        let (api, org, endpoint) = (api.clone(), org.clone(), endpoint.clone());
+        let list = n.is_multiple_of(2);
+        n += 1;
+        requests.spawn(async move {
+            let sent = Instant::now();
+            let answer = if list {
+                api.list_endpoints(&org).await
+            } else {
+                api.get_endpoint(&org, &endpoint).await
+            };
+            Probe {
+                sent,
+                took: sent.elapsed(),
+                error: answer.err().map(|error| format!("{error:#}")),
+            }
+        });
+    }
+    let mut probes = Vec::with_capacity(n);
+    while let Some(probe) = requests.join_next().await {
+        if let Ok(probe) = probe {
+            probes.push(probe);
+        }
+    }
+    probes
 }
 
 /// How long each probe sent from `from` to `to` took, the failed ones left out.

@@ -96,7 +96,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         .await?;
 
     // The API idle, then through the recovery.
-    let prober = Prober::start(api.clone(), org.clone(), endpoint.clone());
+    let prober = Prober::start(&api, org.clone(), endpoint.clone())?;
     let idle_requests = bench.scale.idle_requests();
     tokio::time::sleep(Duration::from_millis(
         1000 * idle_requests as u64 / PROBES_PER_SECOND,

@@ -115,7 +115,15 @@ impl EndpointSlots {
         let Some(slot) = slots.get_mut(&endpoint_id) else {
             return false;
         };
-        let started_answering = delivered && !slot.answering;
+        // Starting to answer raises the low water, and a backlog the claims left behind
+        // should be claimed at the new pace; but not by the endpoint's last assigned delivery
+        // while its low water is above zero: the claim that brought it found no more (one
+        // that came back full asked for more at once), and work published since wakes a claim
+        // of its own. A lone event's success asked for a refill that found nothing, one claim
+        // in three at a light load (BENCHMARKS.md, `churned`). An endpoint with one slot has a
+        // low water of zero, so the end of its only delivery is when it asks for more.
+        let started_answering =
+            delivered && !slot.answering && (slot.assigned > 1 || self.low_water(slot) == 0);
         slot.answering = delivered;
         let low_water = self.low_water(slot);
         let reached_low_water =
@@ -234,6 +242,26 @@ mod tests {
             !slots.release(endpoint, true),
             "an answering endpoint below its low water is not asked for again on each answer"
         );
+    }
+
+    #[test]
+    fn the_success_of_an_endpoints_last_assigned_delivery_asks_for_no_refill() {
+        let slots = EndpointSlots::new(16);
+        let endpoint = EndpointId::new();
+        slots.assign(endpoint);
+        assert!(
+            !slots.release(endpoint, true),
+            "the claim that brought it found no more"
+        );
+        assert!(slots.take_refills(&[]).is_empty());
+
+        let limit_one = EndpointSlots::new(1);
+        limit_one.assign(endpoint);
+        assert!(
+            limit_one.release(endpoint, true),
+            "with one slot, its low water is 0: its backlog goes on by refills"
+        );
+        assert_eq!(limit_one.take_refills(&[]), vec![(endpoint, 1)]);
     }
 
     #[test]

@@ -11,12 +11,18 @@
 //! microseconds.
 //!
 //! Notifications are folded: while one is on its way, any number of further announcements
-//! make one more, sent after it. A notification is a hint to claim now, carrying nothing, so
-//! one that follows every commit is all a listener needs; a lost one costs at most a poll.
+//! make one more, sent after it. A notification is a hint to claim now, so one that follows
+//! every commit is all a listener needs; a lost one costs at most a poll.
+//!
+//! This node's own worker is woken in memory at once, and its notifications carry this
+//! store's [`node`](Announcer::node) token, by which its own listener knows and ignores its
+//! echo. Woken by the echo too, the worker made a second claim for every lone publish, which
+//! found nothing: one claim in three at a light, steady load (BENCHMARKS.md, `churned`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use super::listen::CHANNEL;
 
@@ -25,6 +31,10 @@ use super::listen::CHANNEL;
 pub(crate) struct Announcer {
     pool: PgPool,
     state: Mutex<State>,
+    /// This store's token, the payload of its notifications.
+    node: String,
+    /// This node's worker, once it listens.
+    local: OnceLock<Arc<Notify>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +53,28 @@ impl Announcer {
         Self {
             pool,
             state: Mutex::new(State::Idle),
+            node: uuid::Uuid::now_v7().to_string(),
+            local: OnceLock::new(),
         }
     }
 
-    /// Tells every node, soon, that deliveries were committed: a notification starts now
-    /// unless one is on its way, in which case one more follows it.
+    /// The payload of this store's notifications, unique to it.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Wakes `wakeup` at every announcement from now on, in memory.
+    pub(crate) fn wake_locally(&self, wakeup: Arc<Notify>) {
+        // Set once, by the one worker a store serves; a second caller is ignored.
+        let _ = self.local.set(wakeup);
+    }
+
+    /// Tells this node's worker now and every node soon that deliveries were committed: a
+    /// notification starts now unless one is on its way, in which case one more follows it.
     pub(crate) fn announce(self: &Arc<Self>) {
+        if let Some(local) = self.local.get() {
+            local.notify_one();
+        }
         let mut state = self
             .state
             .lock()
@@ -66,7 +92,9 @@ impl Announcer {
     /// Sends notifications until no announcement is left unsent.
     async fn send(self: Arc<Self>) {
         loop {
-            let notify = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL);
+            let notify = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&self.node);
             if let Err(error) = notify.execute(&self.pool).await {
                 // The other nodes find the deliveries at their next poll.
                 tracing::debug!(%error, "announcing new deliveries failed");

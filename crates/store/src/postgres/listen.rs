@@ -7,8 +7,8 @@
 //! A notification is only a hint to claim now; it carries nothing, and losing one costs at
 //! most a poll interval, so the listener never blocks anything. `PgListener` reconnects by
 //! itself; notifications sent while it was away are gone, so a reconnection wakes the worker
-//! too. The node's own publishes wake its worker in memory as well: the echo is one claim
-//! round more, which the claim planner folds into the one it was about to make.
+//! too. The node's own announcements wake its worker in memory, so the listener ignores
+//! their echo: each carries the announcing store's token ([`Announcer::node`](super::announce::Announcer::node)).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,21 +28,22 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Listens on [`CHANNEL`] and wakes `wakeup` at each notification, until the task is aborted
 /// (it ends with the runtime). The listening connection is its own, opened with the store's
 /// settings, so it never takes one of the store pool's connections.
-pub(crate) fn spawn(store_pool: &PgPool, wakeup: Arc<Notify>) -> JoinHandle<()> {
+/// Notifications whose payload is `own` (this node's) are ignored.
+pub(crate) fn spawn(store_pool: &PgPool, wakeup: Arc<Notify>, own: String) -> JoinHandle<()> {
     let options = (*store_pool.connect_options()).clone();
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(options);
     tokio::spawn(async move {
         loop {
-            let Err(error) = listen(&pool, &wakeup).await;
+            let Err(error) = listen(&pool, &wakeup, &own).await;
             tracing::debug!(%error, "listening for new deliveries failed; trying again");
             tokio::time::sleep(RETRY_AFTER).await;
         }
     })
 }
 
-async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<Infallible, sqlx::Error> {
+async fn listen(pool: &PgPool, wakeup: &Notify, own: &str) -> Result<Infallible, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
     // Whatever was stored before the LISTEN took effect is found by the claim this causes.
@@ -51,6 +52,7 @@ async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<Infallible, sqlx::Erro
         // `try_recv` answers `None` when the connection was lost; the next call reconnects and
         // listens again, and anything notified meanwhile is lost, so the worker looks now.
         match listener.try_recv().await? {
+            Some(notification) if notification.payload() == own => {}
             Some(_) | None => wakeup.notify_one(),
         }
     }
