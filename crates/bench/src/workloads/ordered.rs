@@ -329,7 +329,7 @@ async fn round_trip_from_another_process(
     bench: &Bench,
     sample: &Sample,
 ) -> anyhow::Result<Duration> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let receiver = bench.receiver(Behaviour::Answer)?;
     let spec = RoundTripSpec {
         url: receiver.url(),
@@ -350,17 +350,16 @@ async fn round_trip_from_another_process(
     let mut stdin = child.stdin.take().context("the client's stdin")?;
     stdin.write_all(&serde_json::to_vec(&spec)?).await?;
     drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .context("the client's stdout")?
-        .read_to_string(&mut out)
-        .await?;
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+    // The whole exchange under one deadline: on timeout the child is dropped, and killed.
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .context("the round-trip client did not finish")??;
-    anyhow::ensure!(status.success(), "the round-trip client failed: {status}");
+        .context("the round-trip client did not finish within 60 s")??;
+    anyhow::ensure!(
+        output.status.success(),
+        "the round-trip client failed: {}",
+        output.status
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
     let nanos: u64 = out
         .trim()
         .parse()
