@@ -4,11 +4,12 @@
 //! through another node only at its next poll (200 ms by default), which is most of a
 //! several-node cluster's publish-to-receipt latency.
 //!
-//! A notification is only a hint to claim now; it carries nothing, and losing one costs at
-//! most a poll interval, so the listener never blocks anything. `PgListener` reconnects by
-//! itself; notifications sent while it was away are gone, so a reconnection wakes the worker
-//! too. The node's own announcements wake its worker in memory, so the listener ignores
-//! their echo: each carries the announcing store's token ([`Announcer::node`](super::announce::Announcer::node)).
+//! A notification is only a hint to claim now (its payload names the store that sent it,
+//! nothing more), and losing one costs at most a poll interval, so the listener never blocks
+//! anything. `PgListener` reconnects by itself; notifications sent while it was away are gone,
+//! so a reconnection wakes the worker too. The node's own announcements wake its worker in
+//! memory, so the listener ignores their echo: each carries the announcing store's token
+//! ([`Announcer::node`](super::announce::Announcer::node)).
 
 use std::convert::Infallible;
 use std::sync::Arc;
