@@ -24,8 +24,6 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Sends the test operation's single attempt (implemented by the delivery side).
     pub test_sender: Arc<dyn TestSender>,
-    /// Signalled after a publish commits, so the local worker claims the work at once.
-    pub delivery_wakeup: Arc<Notify>,
     /// Signalled when a recovery is asked for, so the local task advances it at once.
     pub recovery_wakeup: Arc<Notify>,
     /// Counters and the registry behind `GET /metrics`.

@@ -296,6 +296,8 @@ impl<'a> Dispatcher<'a> {
         let Some(request) = self.plan.finished(id) else {
             return;
         };
+        // After a failure the claim over every endpoint that follows the pause finds them.
+        let skipped_by_a_scan = self.plan.skipped_by_a_scan(&request);
         match answer {
             Some(ClaimAnswer {
                 took,
@@ -304,6 +306,9 @@ impl<'a> Dispatcher<'a> {
                 self.plan
                     .succeeded(&request, claimed.len(), took, Instant::now());
                 self.assign(&request, claimed);
+                for endpoint_id in skipped_by_a_scan {
+                    self.slots.refill_if_room(endpoint_id);
+                }
             }
             Some(ClaimAnswer {
                 claimed: Err(error),

@@ -94,7 +94,8 @@ pub async fn run(
     }
     let api_metrics = ApiMetricHandles::register(&mut registry).finish(registry);
     let wakeup = Arc::new(Notify::new());
-    // Other nodes' publishes wake this node's worker too (PostgreSQL's LISTEN/NOTIFY).
+    // The store wakes the worker as it commits deliveries, and on PostgreSQL when other nodes
+    // commit theirs (LISTEN/NOTIFY): no route has to.
     store.wake_on_new_deliveries(Arc::clone(&wakeup));
     let recovery_wakeup = Arc::new(Notify::new());
     let state = AppState {
@@ -104,7 +105,6 @@ pub async fn run(
             store: Arc::clone(&store),
             client: client.clone(),
         }),
-        delivery_wakeup: Arc::clone(&wakeup),
         recovery_wakeup: Arc::clone(&recovery_wakeup),
         metrics: api_metrics,
         publisher: Publisher::spawn(Arc::clone(&store)),

@@ -118,10 +118,10 @@ pub(crate) trait WriteTransaction: Send + Sized {
     /// Ends the transaction without its changes.
     async fn rollback(self) -> Result<(), StoreError>;
 
-    /// Says that the transaction stored pending deliveries, so that once it commits every
-    /// node is told (PostgreSQL); nothing by default (SQLite's one node is woken in memory by
-    /// its publishers).
-    fn announce_new_deliveries(&mut self) {}
+    /// Says that the transaction stored pending deliveries, so that once it commits this
+    /// process's worker is woken and, on PostgreSQL, every other node is told
+    /// (`crate::wakeup`).
+    fn announce_new_deliveries(&mut self);
 
     /// Runs a statement and returns its first row, if any.
     async fn fetch_first(

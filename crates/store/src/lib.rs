@@ -46,6 +46,7 @@ mod shared;
 mod sql;
 pub mod sqlite;
 mod statement;
+mod wakeup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -379,9 +380,10 @@ pub trait Store: Send + Sync + 'static {
     /// Releases every lease: for single-process backends at startup, when no other worker
     /// can hold one.
     async fn release_all_leases(&self) -> Result<(), StoreError>;
-    /// Wakes `wakeup` whenever another process (another node on the same PostgreSQL database)
-    /// stores deliveries, for as long as the runtime runs; a hint, not a guarantee, so the
-    /// worker keeps polling. Nothing on SQLite, which has one process.
+    /// Wakes `wakeup` whenever deliveries are stored: at the commit of this store's own
+    /// transactions that stored them, and (PostgreSQL) when another node on the same database
+    /// tells of its own, for as long as the runtime runs. A hint, not a guarantee, so the
+    /// worker keeps polling (another process writing a SQLite file is found only by the poll).
     fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>);
     /// The organization's attempts matching `filter`, newest first.
     async fn list_attempts(

@@ -39,6 +39,7 @@ use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
 use crate::statement::Statement;
+use crate::wakeup::LocalWakeup;
 use crate::{
     AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, SecretCipher, StoreError,
     map_error,
@@ -62,6 +63,8 @@ pub struct SqliteStore {
     leases: Arc<LeaseTable>,
     /// Whether writes succeed (a full disk makes them fail while reads go on).
     health: Arc<WriteHealth>,
+    /// This process's worker, woken when a write transaction that stored deliveries commits.
+    wakeup: Arc<LocalWakeup>,
 }
 
 impl SqliteStore {
@@ -121,6 +124,7 @@ impl SqliteStore {
             signing_keys: Arc::default(),
             leases: Arc::default(),
             health: Arc::default(),
+            wakeup: Arc::default(),
         })
     }
 }
@@ -170,7 +174,7 @@ impl Backend for SqliteStore {
     }
 
     async fn begin(&self) -> Result<WriteTx, StoreError> {
-        WriteTx::begin(&self.writer, &self.health).await
+        WriteTx::begin(&self.writer, &self.health, &self.wakeup).await
     }
 
     async fn run(&self, on: Pool, statement: Statement<'_>) -> Result<Vec<SqliteRow>, StoreError> {
@@ -283,8 +287,11 @@ impl Backend for SqliteStore {
         self.leases.live(now)
     }
 
-    /// One process: its publishers wake its worker in memory.
-    fn wake_on_new_deliveries(&self, _wakeup: Arc<tokio::sync::Notify>) {}
+    /// One process: its write transactions wake its worker in memory as they commit (another
+    /// process writing the file, `herald events publish`, is found by the worker's poll).
+    fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>) {
+        self.wakeup.set(wakeup);
+    }
 }
 
 impl SqliteStore {

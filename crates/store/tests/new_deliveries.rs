@@ -1,6 +1,7 @@
-//! Several nodes on one PostgreSQL database learn of each other's deliveries at once: a store
-//! that stores deliveries wakes every store that listens (LISTEN/NOTIFY, sent after the commit),
-//! instead of leaving them to their next poll. Storing anything else wakes no one.
+//! A store wakes its own worker as it commits deliveries, on both backends, and several nodes on
+//! one PostgreSQL database learn of each other's deliveries at once: a store that stores
+//! deliveries wakes every store that listens (LISTEN/NOTIFY, sent after the commit), instead of
+//! leaving them to their next poll. Storing anything else wakes no one.
 //!
 //! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).
 
@@ -15,7 +16,7 @@ use herald_store::postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 
-use support::{cipher, create_endpoint, event, on_postgres_database};
+use support::{cipher, create_endpoint, event, on_postgres, on_postgres_database, on_sqlite};
 
 /// Far longer than a notification takes on loopback, short enough for a failing test.
 const WAKE_WITHIN: Duration = Duration::from_secs(10);
@@ -58,4 +59,66 @@ async fn postgres_a_publish_on_one_node_wakes_another() {
             .expect("the second node is woken by the first node's publish");
     })
     .await;
+}
+
+#[tokio::test]
+async fn sqlite_a_store_wakes_its_own_worker_when_it_commits_deliveries() {
+    on_sqlite(|store| a_store_wakes_its_own_worker_when_it_commits_deliveries(store, false)).await;
+}
+
+#[tokio::test]
+async fn postgres_a_store_wakes_its_own_worker_when_it_commits_deliveries() {
+    on_postgres(|store| a_store_wakes_its_own_worker_when_it_commits_deliveries(store, true)).await;
+}
+
+/// No route wakes the worker for a publish: the store does, at the commit. `listens`: the
+/// store also wakes it once when its listener starts (PostgreSQL).
+async fn a_store_wakes_its_own_worker_when_it_commits_deliveries(
+    store: Arc<dyn Store>,
+    listens: bool,
+) {
+    let wakeup = Arc::new(Notify::new());
+    store.wake_on_new_deliveries(Arc::clone(&wakeup));
+    if listens {
+        timeout(WAKE_WITHIN, wakeup.notified())
+            .await
+            .expect("the listener wakes the worker once it listens");
+    }
+    let not_woken = |what: &'static str| {
+        let wakeup = Arc::clone(&wakeup);
+        async move {
+            assert!(
+                timeout(Duration::from_millis(300), wakeup.notified())
+                    .await
+                    .is_err(),
+                "{what} woke the worker"
+            );
+        }
+    };
+
+    let now = Timestamp::now();
+    let org = Org {
+        id: OrgId::new(),
+        name: "One node".to_owned(),
+        created_at: now,
+    };
+    store.create_org(&org).await.expect("creating the org");
+    let published = store
+        .publish_events(&[event(org.id, now)])
+        .await
+        .expect("publishing to no endpoint");
+    assert_eq!(published[0].endpoints, 0);
+    not_woken("an event nobody is subscribed to").await;
+    create_endpoint(store.as_ref(), org.id, now).await;
+    not_woken("an organization and an endpoint").await;
+
+    let published = store
+        .publish_events(&[event(org.id, now)])
+        .await
+        .expect("publishing");
+    assert_eq!(published[0].endpoints, 1);
+    timeout(Duration::from_secs(1), wakeup.notified())
+        .await
+        .expect("the publish's commit wakes the worker");
+    not_woken("the echo of its own notification").await;
 }

@@ -338,7 +338,6 @@ pub(crate) async fn replay_delivery(
         .store
         .enqueue_replay(&replay, attempt.endpoint_id, &audit)
         .await?;
-    state.delivery_wakeup.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(ReplayResponse {

@@ -380,11 +380,5 @@ async fn publish(state: &AppState, events: &[Event]) -> Result<Vec<PublishedEven
     let published = state.publisher.publish(events.to_vec()).await?;
     let new_events = published.iter().filter(|event| !event.duplicate).count() as u64;
     state.metrics.count_published(new_events);
-    if published
-        .iter()
-        .any(|event| event.endpoints > 0 && !event.duplicate)
-    {
-        state.delivery_wakeup.notify_one();
-    }
     Ok(published)
 }

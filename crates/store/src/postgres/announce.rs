@@ -19,12 +19,13 @@
 //! echo. Woken by the echo too, the worker made a second claim for every lone publish, which
 //! found nothing: one claim in three at a light, steady load (BENCHMARKS.md, `churned`).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::listen::CHANNEL;
+use crate::wakeup::LocalWakeup;
 
 /// Sends the notifications of one store.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub(crate) struct Announcer {
     /// This store's token, the payload of its notifications.
     node: String,
     /// This node's worker, once it listens.
-    local: OnceLock<Arc<Notify>>,
+    local: LocalWakeup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl Announcer {
             pool,
             state: Mutex::new(State::Idle),
             node: uuid::Uuid::now_v7().to_string(),
-            local: OnceLock::new(),
+            local: LocalWakeup::default(),
         }
     }
 
@@ -65,16 +66,13 @@ impl Announcer {
 
     /// Wakes `wakeup` at every announcement from now on, in memory.
     pub(crate) fn wake_locally(&self, wakeup: Arc<Notify>) {
-        // Set once, by the one worker a store serves; a second caller is ignored.
-        let _ = self.local.set(wakeup);
+        self.local.set(wakeup);
     }
 
     /// Tells this node's worker now and every node soon that deliveries were committed: a
     /// notification starts now unless one is on its way, in which case one more follows it.
     pub(crate) fn announce(self: &Arc<Self>) {
-        if let Some(local) = self.local.get() {
-            local.notify_one();
-        }
+        self.local.wake();
         let mut state = self
             .state
             .lock()

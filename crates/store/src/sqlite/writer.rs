@@ -27,6 +27,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use crate::backend::WriteTransaction;
 use crate::health::WriteHealth;
 use crate::statement::Statement;
+use crate::wakeup::LocalWakeup;
 use crate::{StoreError, map_error};
 
 /// A write transaction on the writer connection.
@@ -35,6 +36,9 @@ pub(crate) struct WriteTx {
     health: Arc<WriteHealth>,
     /// Whether the transaction ended cleanly, so the connection may serve again.
     ended: bool,
+    /// Woken at the commit when the transaction stored pending deliveries.
+    wakeup: Arc<LocalWakeup>,
+    stored_deliveries: bool,
 }
 
 impl WriteTx {
@@ -43,6 +47,7 @@ impl WriteTx {
     pub(crate) async fn begin(
         writer: &SqlitePool,
         health: &Arc<WriteHealth>,
+        wakeup: &Arc<LocalWakeup>,
     ) -> Result<WriteTx, StoreError> {
         let connection = match writer.acquire().await {
             Ok(connection) => connection,
@@ -61,6 +66,8 @@ impl WriteTx {
             connection,
             health: Arc::clone(health),
             ended: false,
+            wakeup: Arc::clone(wakeup),
+            stored_deliveries: false,
         };
         if let Err(error) = sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *tx.connection)
@@ -95,6 +102,9 @@ impl WriteTransaction for WriteTx {
             .map(|_| ())
             .map_err(map_error);
         self.ended = committed.is_ok();
+        if self.ended && self.stored_deliveries {
+            self.wakeup.wake();
+        }
         self.health.observe(committed)
     }
 
@@ -108,6 +118,10 @@ impl WriteTransaction for WriteTx {
             .map_err(map_error);
         self.ended = rolled_back.is_ok();
         rolled_back
+    }
+
+    fn announce_new_deliveries(&mut self) {
+        self.stored_deliveries = true;
     }
 }
 

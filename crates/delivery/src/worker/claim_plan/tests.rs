@@ -236,3 +236,43 @@ async fn after_a_claim_that_found_some_the_next_scan_waits_for_the_poll() {
         Some(ClaimScope::AnyExcept(_))
     ));
 }
+
+#[tokio::test]
+async fn an_endpoint_a_scan_skipped_while_it_was_being_refilled_is_refilled_again_when_that_returns()
+ {
+    let (now, slots) = (Instant::now(), EndpointSlots::new(16));
+    let (skipped, alone) = (EndpointId::new(), EndpointId::new());
+    let mut plan = ClaimPlan::new(now);
+    // A first scan, then both endpoints at their low water: each is refilled by name.
+    let (scan_id, scan) = start(&mut plan, &slots, now);
+    plan.finished(scan_id);
+    plan.succeeded(&scan, 1, ms(1), now);
+    slots.refill_if_room(skipped);
+    let (refill_id, refill) = start(&mut plan, &slots, now);
+    assert_eq!(refill.scope, ClaimScope::Endpoints(vec![(skipped, 16)]));
+
+    // A publish: the scan it asks for leaves out the endpoint being refilled.
+    plan.new_work();
+    let later = now + WorkerConfig::default().poll_interval;
+    let (_, second_scan) = start(&mut plan, &slots, later);
+    assert_eq!(second_scan.scope, ClaimScope::AnyExcept(vec![skipped]));
+    slots.refill_if_room(alone);
+    let (alone_id, alone_refill) = start(&mut plan, &slots, later);
+    assert_eq!(alone_refill.scope, ClaimScope::Endpoints(vec![(alone, 16)]));
+
+    let refill = plan.finished(refill_id).expect("the plan's refill");
+    assert_eq!(
+        plan.skipped_by_a_scan(&refill),
+        vec![skipped],
+        "its refill may have read before the publish: it is refilled again"
+    );
+    assert!(
+        plan.skipped_by_a_scan(&refill).is_empty(),
+        "once: the next refill's return asks nothing more"
+    );
+    let alone_refill = plan.finished(alone_id).expect("the plan's refill");
+    assert!(
+        plan.skipped_by_a_scan(&alone_refill).is_empty(),
+        "no scan skipped the other endpoint"
+    );
+}
