@@ -232,6 +232,9 @@ pub(crate) async fn run_events(command: EventsCommand) -> anyhow::Result<()> {
         .publish_events(std::slice::from_ref(&event))
         .await
         .map_err(store_error)?;
+    // Running PostgreSQL nodes are told after the commit; exiting first would leave them to
+    // their poll.
+    store.flush_announcements().await;
     let published = published
         .into_iter()
         .next()

@@ -130,8 +130,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over `store` sending through `client`. `wakeup` is signalled by publishers so
-    /// new work is claimed at once instead of at the next poll.
+    /// A worker over `store` sending through `client`. `wakeup` is signalled when deliveries
+    /// are stored (by the store, at the commit: `Store::wake_on_new_deliveries`) or made due
+    /// (a recovery's revival, a key's release), so new work is claimed at once instead of at
+    /// the next poll.
     pub fn new(
         store: Arc<dyn Store>,
         client: DeliveryClient,
@@ -296,8 +298,6 @@ impl<'a> Dispatcher<'a> {
         let Some(request) = self.plan.finished(id) else {
             return;
         };
-        // After a failure the claim over every endpoint that follows the pause finds them.
-        let skipped_by_a_scan = self.plan.skipped_by_a_scan(&request);
         match answer {
             Some(ClaimAnswer {
                 took,
@@ -306,9 +306,6 @@ impl<'a> Dispatcher<'a> {
                 self.plan
                     .succeeded(&request, claimed.len(), took, Instant::now());
                 self.assign(&request, claimed);
-                for endpoint_id in skipped_by_a_scan {
-                    self.slots.refill_if_room(endpoint_id);
-                }
             }
             Some(ClaimAnswer {
                 claimed: Err(error),

@@ -77,8 +77,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn forget_leases(&self);
     /// Deliveries that are due in their rows but leased, so not due in fact.
     fn leased_but_due(&self, now: Timestamp) -> u64;
-    /// Wakes `wakeup` whenever another process stores deliveries (see [`crate::Store`]).
+    /// Wakes `wakeup` whenever deliveries are stored (see [`crate::Store`]).
     fn wake_on_new_deliveries(&self, wakeup: Arc<Notify>);
+    /// Waits until every node has been told of the deliveries this store stored (see
+    /// [`crate::Store::flush_announcements`]); nothing to wait for on SQLite.
+    async fn flush_announcements(&self) {}
 }
 
 /// Which connections a read outside a transaction runs on. Writes always run in a

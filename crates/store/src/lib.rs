@@ -385,6 +385,11 @@ pub trait Store: Send + Sync + 'static {
     /// tells of its own, for as long as the runtime runs. A hint, not a guarantee, so the
     /// worker keeps polling (another process writing a SQLite file is found only by the poll).
     fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>);
+    /// Waits, for at most a few seconds, until the other nodes have been told of every
+    /// delivery this store stored: on PostgreSQL the notification goes out after the commit,
+    /// on a task of its own, which a process that exits at once (`herald events publish`)
+    /// would cancel, leaving the running nodes to their poll. Nothing to wait for on SQLite.
+    async fn flush_announcements(&self);
     /// The organization's attempts matching `filter`, newest first.
     async fn list_attempts(
         &self,

@@ -290,6 +290,10 @@ impl Backend for PostgresStore {
         0
     }
 
+    async fn flush_announcements(&self) {
+        self.announcer.flushed().await;
+    }
+
     /// Every node LISTENs for the deliveries any other node stores ([`listen`]); its own
     /// wake it in memory ([`announce`]).
     fn wake_on_new_deliveries(&self, wakeup: Arc<tokio::sync::Notify>) {

@@ -663,6 +663,10 @@ impl<B: Backend> Store for B {
         Backend::wake_on_new_deliveries(self, wakeup);
     }
 
+    async fn flush_announcements(&self) {
+        Backend::flush_announcements(self).await;
+    }
+
     async fn list_attempts(
         &self,
         org_id: OrgId,

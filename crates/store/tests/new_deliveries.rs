@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::{Org, OrgId, Timestamp};
+use herald_domain::{Event, Org, OrgId, Timestamp};
 use herald_store::Store;
 use herald_store::postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::Notify;
@@ -57,6 +57,58 @@ async fn postgres_a_publish_on_one_node_wakes_another() {
         timeout(WAKE_WITHIN, wakeup.notified())
             .await
             .expect("the second node is woken by the first node's publish");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_process_that_exits_right_after_publishing_still_wakes_the_other_nodes() {
+    on_postgres_database(|store, database| async move {
+        let listening = PostgresStore::open(&database.url(), &PostgresOptions::default(), cipher())
+            .await
+            .expect("opening the running node's store");
+        let wakeup = Arc::new(Notify::new());
+        listening.wake_on_new_deliveries(Arc::clone(&wakeup));
+        timeout(WAKE_WITHIN, wakeup.notified())
+            .await
+            .expect("the listener wakes the worker once it listens");
+        let now = Timestamp::now();
+        let org = Org {
+            id: OrgId::new(),
+            name: "A short-lived publisher".to_owned(),
+            created_at: now,
+        };
+        store.create_org(&org).await.expect("creating the org");
+        create_endpoint(store.as_ref(), org.id, now).await;
+
+        // Like `herald events publish`: a runtime of its own, dropped (with every task still
+        // on it) as soon as the publish and its announcement are done. A current-thread
+        // runtime runs a spawned task only when the main one waits, so a notification left
+        // on its way is lost every time, not only when the exit wins a race.
+        let url = database.url();
+        tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let publishing = PostgresStore::open(&url, &PostgresOptions::default(), cipher())
+                    .await
+                    .expect("opening the publisher's store");
+                let published = publishing
+                    .publish_events(&[event(org.id, now)])
+                    .await
+                    .expect("publishing");
+                assert_eq!(published[0].endpoints, 1);
+                publishing.flush_announcements().await;
+            });
+        })
+        .await
+        .expect("the publishing process");
+
+        timeout(WAKE_WITHIN, wakeup.notified())
+            .await
+            .expect("the running node is told before the publisher exits");
     })
     .await;
 }
@@ -121,4 +173,15 @@ async fn a_store_wakes_its_own_worker_when_it_commits_deliveries(
         .await
         .expect("the publish's commit wakes the worker");
     not_woken("the echo of its own notification").await;
+
+    let keyed = || Event {
+        ordering_key: Some("subscription-1".to_owned()),
+        ..event(org.id, now)
+    };
+    store.publish_events(&[keyed()]).await.expect("publishing");
+    timeout(Duration::from_secs(1), wakeup.notified())
+        .await
+        .expect("the first event of a key is due at once");
+    store.publish_events(&[keyed()]).await.expect("publishing");
+    not_woken("an event parked behind its key's pending one").await;
 }

@@ -2,7 +2,7 @@
 //! dispatcher runs the claims and tells it how each one went. It reads the clock only through
 //! the `now` its caller passes, so tests drive it step by step.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,11 +40,6 @@ pub(super) struct ClaimPlan {
     backoff: Backoff,
     /// Claims on their way.
     in_flight: HashMap<tokio::task::Id, Arc<ClaimRequest>>,
-    /// Endpoints a claim over every endpoint left out because a refill of theirs was on its
-    /// way. That refill may have read their rows before the work the scan was for (a publish,
-    /// a retry come due) was stored, and come back short of it; so when it comes back, each
-    /// is refilled once more ([`ClaimPlan::skipped_by_a_scan`]) rather than left to the poll.
-    skipped_while_refilling: HashSet<EndpointId>,
 }
 
 impl ClaimPlan {
@@ -56,7 +51,6 @@ impl ClaimPlan {
             paused_until: now,
             backoff: Backoff::default(),
             in_flight: HashMap::new(),
-            skipped_while_refilling: HashSet::new(),
         }
     }
 
@@ -95,8 +89,6 @@ impl ClaimPlan {
             self.look_everywhere = false;
             self.next_poll = now + config.poll_interval;
             let mut except = slots.full();
-            self.skipped_while_refilling
-                .extend(refilling.iter().copied());
             except.extend(refilling);
             ClaimScope::AnyExcept(except)
         } else {
@@ -140,19 +132,6 @@ impl ClaimPlan {
     /// Task `id` came back; returns the claim it ran, if it was one of the plan's.
     pub(super) fn finished(&mut self, id: tokio::task::Id) -> Option<Arc<ClaimRequest>> {
         self.in_flight.remove(&id)
-    }
-
-    /// The endpoints of the refill `request`, just back, that a claim over every endpoint
-    /// skipped while it was on its way: each is to be refilled once more. Forgets them.
-    pub(super) fn skipped_by_a_scan(&mut self, request: &ClaimRequest) -> Vec<EndpointId> {
-        let ClaimScope::Endpoints(refilled) = &request.scope else {
-            return Vec::new();
-        };
-        refilled
-            .iter()
-            .filter(|(endpoint_id, _)| self.skipped_while_refilling.remove(endpoint_id))
-            .map(|(endpoint_id, _)| *endpoint_id)
-            .collect()
     }
 
     /// A claim brought back `claimed` deliveries after `took`; it came back at `now`.

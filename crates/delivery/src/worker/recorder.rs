@@ -36,8 +36,9 @@ pub(super) struct Recorder {
 impl Recorder {
     /// Starts recording into `store`; an endpoint failing for `auto_disable_after` is set
     /// inactive as its failures are recorded.
-    /// `new_work` is signalled after a batch whose recording created due work: the next
-    /// delivery of an ordering key released, or an operational event published.
+    /// `new_work` is signalled after a batch whose recording released the next delivery of an
+    /// ordering key (an update, which the store does not announce; the deliveries of the
+    /// operational events a batch publishes are, by the store at its commit).
     pub(super) fn spawn(
         store: Arc<dyn Store>,
         metrics: Option<DeliveryMetrics>,
@@ -138,15 +139,12 @@ async fn record_loop(
     }
 }
 
-/// Whether storing `recording` makes a delivery due: the next of its ordering key (it ended,
-/// and its worker is not sending that one itself), or an operational event's
-/// (`delivery.exhausted`, or `endpoint.disabled` after a failure).
+/// Whether storing `recording` makes a parked delivery due: the next of its ordering key (it
+/// ended, and its worker is not sending that one itself).
 fn creates_due_work(recording: &AttemptRecording) -> bool {
     let attempt = &recording.attempt;
     let ended = attempt.outcome != Outcome::Retry;
-    (attempt.ordering_key.is_some() && ended && recording.successor.is_none())
-        || recording.exhausted
-        || recording.disable_endpoint.is_some()
+    attempt.ordering_key.is_some() && ended && recording.successor.is_none()
 }
 
 /// Writes one batch, retrying after a [`Backoff`] until it is stored; `stalled` says whether

@@ -152,16 +152,15 @@ impl EndpointSlots {
             .is_some_and(|slot| slot.assigned > self.limit)
     }
 
-    /// Asks for a refill of an endpoint that may have more due (its claim came back full, or
-    /// a scan skipped it while it was being refilled) and that has room for more: at or below
-    /// its low water, or with nothing assigned.
+    /// Asks for a refill of an endpoint whose claim came back full (its backlog may go on)
+    /// and that still has room for more.
     pub(super) fn refill_if_room(&self, endpoint_id: EndpointId) {
         let has_room = self
             .slots
             .lock()
             .expect("endpoint slots lock is never poisoned")
             .get(&endpoint_id)
-            .is_none_or(|slot| slot.assigned <= self.low_water(slot));
+            .is_some_and(|slot| slot.assigned <= self.low_water(slot));
         if has_room {
             self.refills
                 .lock()

@@ -27,6 +27,9 @@ use tokio::sync::Notify;
 use super::listen::CHANNEL;
 use crate::wakeup::LocalWakeup;
 
+/// Longest [`Announcer::flushed`] waits.
+const FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sends the notifications of one store.
 #[derive(Debug)]
 pub(crate) struct Announcer {
@@ -84,6 +87,22 @@ impl Announcer {
             }
             State::Sending => *state = State::SendingAgain,
             State::SendingAgain => {}
+        }
+    }
+
+    /// Waits until no notification is on its way, or [`FLUSH_WITHIN`] has passed (a
+    /// database that does not answer costs the other nodes a poll, not the caller's exit).
+    /// Polled, for the one caller that needs it, a process about to exit.
+    pub(crate) async fn flushed(&self) {
+        let deadline = tokio::time::Instant::now() + FLUSH_WITHIN;
+        while *self
+            .state
+            .lock()
+            .expect("the announcer lock is never poisoned")
+            != State::Idle
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 

@@ -79,7 +79,9 @@ pub(crate) async fn insert_deliveries<T: WriteTransaction>(
     for chunk in deliveries.chunks(sql::BULK_ROWS) {
         tx.execute(sql::insert_pending_deliveries(chunk)).await?;
     }
-    if !deliveries.is_empty() {
+    // Parked deliveries are not due: their key's release makes them so, and wakes the worker
+    // itself (the recorder).
+    if deliveries.iter().any(|delivery| !delivery.parked) {
         tx.announce_new_deliveries();
     }
     Ok(())
