@@ -24,23 +24,9 @@ const WAKE_WITHIN: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn postgres_a_publish_on_one_node_wakes_another() {
     on_postgres_database(|publishing, database| async move {
-        let listening = PostgresStore::open(&database.url(), &PostgresOptions::default(), cipher())
-            .await
-            .expect("opening the second node's store");
-        let wakeup = Arc::new(Notify::new());
-        listening.wake_on_new_deliveries(Arc::clone(&wakeup));
-        // Once listening, the node looks for work it may have missed before.
-        timeout(WAKE_WITHIN, wakeup.notified())
-            .await
-            .expect("the listener wakes the worker once it listens");
-
+        let (_listening, wakeup) = listening_node(&database.url()).await;
         let now = Timestamp::now();
-        let org = Org {
-            id: OrgId::new(),
-            name: "Two nodes".to_owned(),
-            created_at: now,
-        };
-        publishing.create_org(&org).await.expect("creating the org");
+        let org = create_org(publishing.as_ref(), "Two nodes", now).await;
         create_endpoint(publishing.as_ref(), org.id, now).await;
         assert!(
             timeout(Duration::from_millis(500), wakeup.notified())
@@ -64,21 +50,9 @@ async fn postgres_a_publish_on_one_node_wakes_another() {
 #[tokio::test]
 async fn postgres_a_process_that_exits_right_after_publishing_still_wakes_the_other_nodes() {
     on_postgres_database(|store, database| async move {
-        let listening = PostgresStore::open(&database.url(), &PostgresOptions::default(), cipher())
-            .await
-            .expect("opening the running node's store");
-        let wakeup = Arc::new(Notify::new());
-        listening.wake_on_new_deliveries(Arc::clone(&wakeup));
-        timeout(WAKE_WITHIN, wakeup.notified())
-            .await
-            .expect("the listener wakes the worker once it listens");
+        let (_listening, wakeup) = listening_node(&database.url()).await;
         let now = Timestamp::now();
-        let org = Org {
-            id: OrgId::new(),
-            name: "A short-lived publisher".to_owned(),
-            created_at: now,
-        };
-        store.create_org(&org).await.expect("creating the org");
+        let org = create_org(store.as_ref(), "A short-lived publisher", now).await;
         create_endpoint(store.as_ref(), org.id, now).await;
 
         // Like `herald events publish`: a runtime of its own, dropped (with every task still
@@ -149,12 +123,7 @@ async fn a_store_wakes_its_own_worker_when_it_commits_deliveries(
     };
 
     let now = Timestamp::now();
-    let org = Org {
-        id: OrgId::new(),
-        name: "One node".to_owned(),
-        created_at: now,
-    };
-    store.create_org(&org).await.expect("creating the org");
+    let org = create_org(store.as_ref(), "One node", now).await;
     let published = store
         .publish_events(&[event(org.id, now)])
         .await
@@ -184,4 +153,30 @@ async fn a_store_wakes_its_own_worker_when_it_commits_deliveries(
         .expect("the first event of a key is due at once");
     store.publish_events(&[keyed()]).await.expect("publishing");
     not_woken("an event parked behind its key's pending one").await;
+}
+
+/// Another node on the database at `url`, and the wake-up of its worker, once its listener has
+/// started: a node that starts listening wakes its worker once, to look for work it may have
+/// missed before, and that wake-up is taken here.
+async fn listening_node(url: &str) -> (PostgresStore, Arc<Notify>) {
+    let listening = PostgresStore::open(url, &PostgresOptions::default(), cipher())
+        .await
+        .expect("opening the listening node's store");
+    let wakeup = Arc::new(Notify::new());
+    listening.wake_on_new_deliveries(Arc::clone(&wakeup));
+    timeout(WAKE_WITHIN, wakeup.notified())
+        .await
+        .expect("the listener wakes the worker once it listens");
+    (listening, wakeup)
+}
+
+/// A new organization named `name`, created at `now`.
+async fn create_org(store: &dyn Store, name: &str, now: Timestamp) -> Org {
+    let org = Org {
+        id: OrgId::new(),
+        name: name.to_owned(),
+        created_at: now,
+    };
+    store.create_org(&org).await.expect("creating the org");
+    org
 }
