@@ -18,8 +18,9 @@
 //! retries coming due at other endpoints are found while one endpoint's backlog keeps it busy
 //! (see `ClaimPlan`). So a busy endpoint is fed from its own index range however large the
 //! backlog, and a publish for an idle endpoint is claimed at once. Claims run as tasks of
-//! their own, up to [`WorkerConfig::claims_in_flight`] at once (one by default: on two cores a
-//! second claim measured no faster, BENCHMARKS.md).
+//! their own, up to [`WorkerConfig::claims_in_flight`] at once (one by default, where a second
+//! claim measured no faster on SQLite; two on PostgreSQL, where a claim is a few round trips to
+//! the server and endpoints ran dry waiting for the one before: BENCHMARKS.md).
 //!
 //! Isolation between endpoints: a task holds only its endpoint's slot while it sends, and the
 //! dispatcher claims nothing for a full endpoint, so a slow or failing endpoint backs up only
@@ -92,6 +93,13 @@ impl WorkerConfig {
 
     /// The default [`WorkerConfig::max_in_flight_per_endpoint`].
     pub const DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT: usize = 16;
+
+    /// [`WorkerConfig::claims_in_flight`] for a store whose claims are round trips to a
+    /// database server (PostgreSQL): while one claim waits for its answer, an endpoint that ran
+    /// low meanwhile is refilled by a second rather than after it, so it does not run dry
+    /// (BENCHMARKS.md, "2026-12-04 (ninth session)"). An embedded store's claims are local
+    /// reads, and there a second one measured no faster: it keeps the default, one.
+    pub const NETWORKED_STORE_CLAIMS_IN_FLIGHT: usize = 2;
 
     /// A lease should last this many request timeouts: more than the rounds of attempts an
     /// endpoint has assigned, so a lease lapses only when its holder died.

@@ -326,6 +326,11 @@ impl ServeArgs {
                 self.auto_disable_days,
             )?,
             shutdown_grace,
+            claims_in_flight: if crate::storage::is_postgres(&self.storage.database_url) {
+                WorkerConfig::NETWORKED_STORE_CLAIMS_IN_FLIGHT
+            } else {
+                WorkerConfig::default().claims_in_flight
+            },
             ..WorkerConfig::default()
         };
         let probe = ProbeConfig {
@@ -848,6 +853,23 @@ mod tests {
         assert!(auto_disable_after(Some("soon"), None).is_err());
         assert!(auto_disable_after(Some("0s"), None).is_err());
         assert!(auto_disable_after(None, Some(0)).is_err());
+    }
+
+    #[test]
+    fn a_postgresql_node_runs_two_claims_at_once_and_an_embedded_one_one() {
+        let sqlite = ServeArgs::from_defaults()
+            .into_config()
+            .expect("the defaults are valid");
+        let mut args = ServeArgs::from_defaults();
+        args.storage.database_url = "postgres://herald@db:5432/herald".to_owned();
+        let postgres = args.into_config().expect("a valid configuration");
+
+        assert_eq!(sqlite.worker.claims_in_flight, 1);
+        assert_eq!(
+            postgres.worker.claims_in_flight,
+            WorkerConfig::NETWORKED_STORE_CLAIMS_IN_FLIGHT
+        );
+        assert!(WorkerConfig::NETWORKED_STORE_CLAIMS_IN_FLIGHT > 1);
     }
 
     /// Every configuration type that holds a secret is formatted with `{:?}` (as a stray log

@@ -85,7 +85,7 @@ pub fn claim_embedded_database(storage: &StorageArgs) -> anyhow::Result<Option<f
 }
 
 /// Whether `url` selects the PostgreSQL backend.
-fn is_postgres(url: &str) -> bool {
+pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 

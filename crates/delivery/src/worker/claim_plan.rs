@@ -2,7 +2,7 @@
 //! dispatcher runs the claims and tells it how each one went. It reads the clock only through
 //! the `now` its caller passes, so tests drive it step by step.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +25,10 @@ pub(super) const EMPTY_SCAN_PAUSE: u32 = 4;
 /// [`WorkerConfig::poll_interval`], and again while such claims come back full; only one runs
 /// at a time, it skips full endpoints and those being refilled, and one that found nothing
 /// pauses the next for [`EMPTY_SCAN_PAUSE`] times as long as it took, so publishes arriving by
-/// the thousand cannot keep the database busy with scans that find nothing. After a failed
-/// claim none starts until a [`Backoff`] has passed.
+/// the thousand cannot keep the database busy with scans that find nothing. A refill that a
+/// scan skipped is followed by another scan when it returns: the refill may have read its
+/// endpoint's rows before a publish committed that the skipping scan then did not look for.
+/// After a failed claim none starts until a [`Backoff`] has passed.
 pub(super) struct ClaimPlan {
     /// Whether to claim over every endpoint.
     look_everywhere: bool,
@@ -40,6 +42,9 @@ pub(super) struct ClaimPlan {
     backoff: Backoff,
     /// Claims on their way.
     in_flight: HashMap<tokio::task::Id, Arc<ClaimRequest>>,
+    /// Endpoints a claim over every endpoint skipped because a refill of them was on its way:
+    /// scan again when that refill returns (only with two or more claims in flight).
+    skipped_while_refilling: HashSet<EndpointId>,
 }
 
 impl ClaimPlan {
@@ -51,6 +56,7 @@ impl ClaimPlan {
             paused_until: now,
             backoff: Backoff::default(),
             in_flight: HashMap::new(),
+            skipped_while_refilling: HashSet::new(),
         }
     }
 
@@ -89,6 +95,8 @@ impl ClaimPlan {
             self.look_everywhere = false;
             self.next_poll = now + config.poll_interval;
             let mut except = slots.full();
+            self.skipped_while_refilling
+                .extend(refilling.iter().copied());
             except.extend(refilling);
             ClaimScope::AnyExcept(except)
         } else {
@@ -131,7 +139,17 @@ impl ClaimPlan {
 
     /// Task `id` came back; returns the claim it ran, if it was one of the plan's.
     pub(super) fn finished(&mut self, id: tokio::task::Id) -> Option<Arc<ClaimRequest>> {
-        self.in_flight.remove(&id)
+        let request = self.in_flight.remove(&id)?;
+        if let ClaimScope::Endpoints(endpoints) = &request.scope {
+            let mut skipped = false;
+            for (endpoint_id, _) in endpoints {
+                skipped |= self.skipped_while_refilling.remove(endpoint_id);
+            }
+            if skipped {
+                self.look_everywhere = true;
+            }
+        }
+        Some(request)
     }
 
     /// A claim brought back `claimed` deliveries after `took`; it came back at `now`.

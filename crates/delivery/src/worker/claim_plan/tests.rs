@@ -236,3 +236,68 @@ async fn after_a_claim_that_found_some_the_next_scan_waits_for_the_poll() {
         Some(ClaimScope::AnyExcept(_))
     ));
 }
+
+#[tokio::test]
+async fn a_refill_that_a_scan_skipped_is_followed_by_another_scan_when_it_returns() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let answering = EndpointId::new();
+    for _ in 0..33 {
+        slots.assign(answering);
+    }
+    assert!(slots.release(answering, true), "33 → 32: its low water");
+    let mut plan = ClaimPlan::new(now);
+    let (refill_id, refill) = start(&mut plan, &slots, now);
+    assert_eq!(refill.scope, ClaimScope::Endpoints(vec![(answering, 32)]));
+    // A scan beside the refill leaves the endpoint out; it finds something, so the next scan
+    // would wait for the poll.
+    let (scan_id, scan) = start(&mut plan, &slots, now);
+    assert!(matches!(&scan.scope, ClaimScope::AnyExcept(except) if except.contains(&answering)));
+    let back = now + ms(10);
+    plan.finished(scan_id);
+    plan.succeeded(&scan, 3, ms(10), back);
+    assert!(plan.next(&slots, ROOM, &config, back).is_none());
+
+    plan.finished(refill_id);
+    plan.succeeded(&refill, 5, ms(10), back);
+
+    let again = plan.next(&slots, ROOM, &config, back);
+    assert!(
+        matches!(
+            again.map(|request| request.scope),
+            Some(ClaimScope::AnyExcept(_))
+        ),
+        "the refill's return asks for the scan that skipped its endpoint, before the poll"
+    );
+}
+
+#[tokio::test]
+async fn a_refill_that_no_scan_skipped_asks_for_no_scan_when_it_returns() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    let (scan_id, scan) = start(&mut plan, &slots, now);
+    let back = now + ms(10);
+    plan.finished(scan_id);
+    plan.succeeded(&scan, 3, ms(10), back);
+    let answering = EndpointId::new();
+    for _ in 0..33 {
+        slots.assign(answering);
+    }
+    assert!(slots.release(answering, true), "33 → 32: its low water");
+    let (refill_id, refill) = start(&mut plan, &slots, back);
+
+    plan.finished(refill_id);
+    plan.succeeded(&refill, 5, ms(10), back);
+
+    assert!(
+        plan.next(&slots, ROOM, &config, back).is_none(),
+        "the next scan waits for the poll"
+    );
+}
