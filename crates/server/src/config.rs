@@ -857,19 +857,18 @@ mod tests {
 
     #[test]
     fn a_postgresql_node_runs_two_claims_at_once_and_an_embedded_one_one() {
-        let sqlite = ServeArgs::from_defaults()
-            .into_config()
-            .expect("the defaults are valid");
-        let mut args = ServeArgs::from_defaults();
-        args.storage.database_url = "postgres://herald@db:5432/herald".to_owned();
-        let postgres = args.into_config().expect("a valid configuration");
+        let claims_in_flight = |url: &str| {
+            let mut args = ServeArgs::from_defaults();
+            args.storage.database_url = url.to_owned();
+            args.into_config()
+                .expect("a valid configuration")
+                .worker
+                .claims_in_flight
+        };
 
-        assert_eq!(sqlite.worker.claims_in_flight, 1);
-        assert_eq!(
-            postgres.worker.claims_in_flight,
-            WorkerConfig::NETWORKED_STORE_CLAIMS_IN_FLIGHT
-        );
-        assert!(WorkerConfig::NETWORKED_STORE_CLAIMS_IN_FLIGHT > 1);
+        assert_eq!(claims_in_flight("sqlite://herald.db"), 1);
+        assert_eq!(claims_in_flight("postgres://herald@db:5432/herald"), 2);
+        assert_eq!(claims_in_flight("postgresql://herald@db/herald"), 2);
     }
 
     /// Every configuration type that holds a secret is formatted with `{:?}` (as a stray log

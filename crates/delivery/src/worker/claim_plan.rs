@@ -25,10 +25,16 @@ pub(super) const EMPTY_SCAN_PAUSE: u32 = 4;
 /// [`WorkerConfig::poll_interval`], and again while such claims come back full; only one runs
 /// at a time, it skips full endpoints and those being refilled, and one that found nothing
 /// pauses the next for [`EMPTY_SCAN_PAUSE`] times as long as it took, so publishes arriving by
-/// the thousand cannot keep the database busy with scans that find nothing. A refill that a
-/// scan skipped is followed by another scan when it returns: the refill may have read its
-/// endpoint's rows before a publish committed that the skipping scan then did not look for.
-/// After a failed claim none starts until a [`Backoff`] has passed.
+/// the thousand cannot keep the database busy with scans that find nothing. After a failed
+/// claim none starts until a [`Backoff`] has passed.
+///
+/// With two claims in flight (PostgreSQL), a refill and a scan may be on their way together,
+/// and each keeps out of the other's endpoints: the scan leaves out those being refilled, and
+/// while it is on its way the endpoints it may claim wait for their refill until it returns
+/// (so no endpoint is claimed by two claims at once, and none is claimed further ahead than
+/// [`ROUNDS_ASSIGNED`](super::slots::ROUNDS_ASSIGNED) rounds). A refill that a scan left out
+/// is followed by another scan when it returns if new work was signalled meanwhile: the
+/// refill may have read its endpoint's rows before a publish to it committed.
 pub(super) struct ClaimPlan {
     /// Whether to claim over every endpoint.
     look_everywhere: bool,
@@ -40,10 +46,12 @@ pub(super) struct ClaimPlan {
     /// No claim starts before this (after a failure).
     paused_until: Instant,
     backoff: Backoff,
-    /// Claims on their way.
-    in_flight: HashMap<tokio::task::Id, Arc<ClaimRequest>>,
-    /// Endpoints a claim over every endpoint skipped because a refill of them was on its way:
-    /// scan again when that refill returns (only with two or more claims in flight).
+    /// Claims on their way, each with the count of signals of new work when it started.
+    in_flight: HashMap<tokio::task::Id, (Arc<ClaimRequest>, u64)>,
+    /// Signals of new work ([`ClaimPlan::new_work`]) so far.
+    new_work_signals: u64,
+    /// Endpoints a claim over every endpoint left out because a refill of them was on its way
+    /// (only with two or more claims in flight).
     skipped_while_refilling: HashSet<EndpointId>,
 }
 
@@ -56,6 +64,7 @@ impl ClaimPlan {
             paused_until: now,
             backoff: Backoff::default(),
             in_flight: HashMap::new(),
+            new_work_signals: 0,
             skipped_while_refilling: HashSet::new(),
         }
     }
@@ -64,13 +73,14 @@ impl ClaimPlan {
     pub(super) fn reserved(&self) -> usize {
         self.in_flight
             .values()
-            .map(|request| request.limit as usize)
+            .map(|(request, _)| request.limit as usize)
             .sum()
     }
 
     /// A publish signalled new work: claim over every endpoint as soon as pacing allows.
     pub(super) fn new_work(&mut self) {
         self.look_everywhere = true;
+        self.new_work_signals += 1;
     }
 
     /// The next claim to start, if one should start now with room for `capacity` deliveries.
@@ -88,7 +98,7 @@ impl ClaimPlan {
             self.look_everywhere = true;
         }
         let refilling = self.refilling();
-        let refills = slots.take_refills(&refilling);
+        let refills = slots.take_refills(&refilling, self.scan_leaves_out());
         let scope = if !refills.is_empty() {
             ClaimScope::Endpoints(refills)
         } else if self.look_everywhere && !self.scanning() && now >= self.look_everywhere_after {
@@ -102,11 +112,17 @@ impl ClaimPlan {
         } else {
             return None;
         };
+        // A refill holds back of the global bound only what it asks for.
+        let asked = match &scope {
+            ClaimScope::Endpoints(endpoints) => endpoints.iter().map(|(_, most)| *most).sum(),
+            ClaimScope::AnyExcept(_) => u32::MAX,
+        };
         Some(ClaimRequest {
             now: Timestamp::now(),
             limit: u32::try_from(capacity)
                 .unwrap_or(u32::MAX)
-                .min(config.claim_batch),
+                .min(config.claim_batch)
+                .min(asked),
             lease: config.lease,
             scope,
             per_endpoint_limit: u32::try_from(config.max_in_flight_per_endpoint)
@@ -118,7 +134,7 @@ impl ClaimPlan {
     fn refilling(&self) -> Vec<EndpointId> {
         self.in_flight
             .values()
-            .flat_map(|request| match &request.scope {
+            .flat_map(|(request, _)| match &request.scope {
                 ClaimScope::Endpoints(endpoints) => endpoints.iter().map(|(id, _)| *id).collect(),
                 ClaimScope::AnyExcept(_) => Vec::new(),
             })
@@ -127,25 +143,34 @@ impl ClaimPlan {
 
     /// Whether a claim over every endpoint is on its way.
     fn scanning(&self) -> bool {
+        self.scan_leaves_out().is_some()
+    }
+
+    /// The endpoints the claim over every endpoint on its way leaves out, if one is: only
+    /// those may be refilled meanwhile.
+    fn scan_leaves_out(&self) -> Option<&[EndpointId]> {
         self.in_flight
             .values()
-            .any(|request| matches!(request.scope, ClaimScope::AnyExcept(_)))
+            .find_map(|(request, _)| match &request.scope {
+                ClaimScope::AnyExcept(except) => Some(except.as_slice()),
+                ClaimScope::Endpoints(_) => None,
+            })
     }
 
     /// The claim `request` is on its way, as task `id`.
     pub(super) fn started(&mut self, id: tokio::task::Id, request: Arc<ClaimRequest>) {
-        self.in_flight.insert(id, request);
+        self.in_flight.insert(id, (request, self.new_work_signals));
     }
 
     /// Task `id` came back; returns the claim it ran, if it was one of the plan's.
     pub(super) fn finished(&mut self, id: tokio::task::Id) -> Option<Arc<ClaimRequest>> {
-        let request = self.in_flight.remove(&id)?;
+        let (request, signals_at_start) = self.in_flight.remove(&id)?;
         if let ClaimScope::Endpoints(endpoints) = &request.scope {
             let mut skipped = false;
             for (endpoint_id, _) in endpoints {
                 skipped |= self.skipped_while_refilling.remove(endpoint_id);
             }
-            if skipped {
+            if skipped && self.new_work_signals > signals_at_start {
                 self.look_everywhere = true;
             }
         }

@@ -171,16 +171,28 @@ impl EndpointSlots {
 
     /// The endpoints to refill, each once and with how many to take, leaving those that
     /// filled up again meanwhile and those a claim is refilling already (when it comes back
-    /// it asks again for any it may have left more of).
-    pub(super) fn take_refills(&self, refilling: &[EndpointId]) -> Vec<(EndpointId, u32)> {
-        let mut refills = std::mem::take(
-            &mut *self
-                .refills
-                .lock()
-                .expect("endpoint refills lock is never poisoned"),
-        );
+    /// it asks again for any it may have left more of). When a claim over every endpoint is on
+    /// its way, only the endpoints it leaves out (`scan_leaves_out`) are taken; the others
+    /// wait for their refill until it returns, since it may be claiming for them.
+    pub(super) fn take_refills(
+        &self,
+        refilling: &[EndpointId],
+        scan_leaves_out: Option<&[EndpointId]>,
+    ) -> Vec<(EndpointId, u32)> {
+        let mut queue = self
+            .refills
+            .lock()
+            .expect("endpoint refills lock is never poisoned");
+        let mut refills = std::mem::take(&mut *queue);
         refills.sort_unstable();
         refills.dedup();
+        if let Some(left_out) = scan_leaves_out {
+            let (now, later): (Vec<_>, Vec<_>) =
+                refills.into_iter().partition(|id| left_out.contains(id));
+            *queue = later;
+            refills = now;
+        }
+        drop(queue);
         let slots = self
             .slots
             .lock()
@@ -237,7 +249,7 @@ mod tests {
             slots.release(endpoint, true),
             "its first success raises the low water to 32, which 14 assigned is under"
         );
-        assert_eq!(slots.take_refills(&[]), vec![(endpoint, 32)]);
+        assert_eq!(slots.take_refills(&[], None), vec![(endpoint, 32)]);
         assert!(
             !slots.release(endpoint, true),
             "an answering endpoint below its low water is not asked for again on each answer"
@@ -253,7 +265,7 @@ mod tests {
             !slots.release(endpoint, true),
             "the claim that brought it found no more"
         );
-        assert!(slots.take_refills(&[]).is_empty());
+        assert!(slots.take_refills(&[], None).is_empty());
 
         let limit_one = EndpointSlots::new(1);
         limit_one.assign(endpoint);
@@ -261,7 +273,7 @@ mod tests {
             limit_one.release(endpoint, true),
             "with one slot, its low water is 0: its backlog goes on by refills"
         );
-        assert_eq!(limit_one.take_refills(&[]), vec![(endpoint, 1)]);
+        assert_eq!(limit_one.take_refills(&[], None), vec![(endpoint, 1)]);
     }
 
     #[test]
@@ -287,7 +299,7 @@ mod tests {
         }
         assert!(!slots.release(failing, false), "10 → 9: above 8");
         assert!(slots.release(failing, false), "9 → 8: the low water");
-        assert_eq!(slots.take_refills(&[]), vec![(failing, 16)]);
+        assert_eq!(slots.take_refills(&[], None), vec![(failing, 16)]);
 
         let answering = EndpointId::new();
         for _ in 0..34 {
@@ -296,7 +308,7 @@ mod tests {
         assert!(!slots.release(answering, true), "34 → 33: above 32");
         assert!(slots.release(answering, true), "33 → 32: the low water");
         assert!(
-            slots.take_refills(&[answering]).is_empty(),
+            slots.take_refills(&[answering], None).is_empty(),
             "an endpoint a claim is refilling already is left out"
         );
     }

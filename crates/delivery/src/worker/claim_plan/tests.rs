@@ -237,45 +237,93 @@ async fn after_a_claim_that_found_some_the_next_scan_waits_for_the_poll() {
     ));
 }
 
+/// An answering endpoint at its low water (32 of 16 slots × 2 assigned).
+fn at_low_water(slots: &EndpointSlots) -> EndpointId {
+    let endpoint = EndpointId::new();
+    for _ in 0..33 {
+        slots.assign(endpoint);
+    }
+    assert!(slots.release(endpoint, true), "33 → 32: its low water");
+    endpoint
+}
+
 #[tokio::test]
-async fn a_refill_that_a_scan_skipped_is_followed_by_another_scan_when_it_returns() {
+async fn a_refill_that_a_scan_left_out_while_work_came_in_is_followed_by_another_scan() {
     let (now, slots, config) = (
         Instant::now(),
         EndpointSlots::new(16),
         WorkerConfig::default(),
     );
-    let answering = EndpointId::new();
-    for _ in 0..33 {
-        slots.assign(answering);
-    }
-    assert!(slots.release(answering, true), "33 → 32: its low water");
     let mut plan = ClaimPlan::new(now);
+    let (first_scan_id, first_scan) = start(&mut plan, &slots, now);
+    plan.finished(first_scan_id);
+    plan.succeeded(&first_scan, 3, ms(10), now);
+    let answering = at_low_water(&slots);
     let (refill_id, refill) = start(&mut plan, &slots, now);
     assert_eq!(refill.scope, ClaimScope::Endpoints(vec![(answering, 32)]));
-    // A scan beside the refill leaves the endpoint out; it finds something, so the next scan
-    // would wait for the poll.
+    assert_eq!(
+        refill.limit, 32,
+        "a refill holds back only what it asks for"
+    );
+    // A publish (to that endpoint, maybe) while the refill is on its way: the scan it starts
+    // leaves the endpoint out, and finds nothing.
+    plan.new_work();
     let (scan_id, scan) = start(&mut plan, &slots, now);
     assert!(matches!(&scan.scope, ClaimScope::AnyExcept(except) if except.contains(&answering)));
     let back = now + ms(10);
     plan.finished(scan_id);
-    plan.succeeded(&scan, 3, ms(10), back);
-    assert!(plan.next(&slots, ROOM, &config, back).is_none());
+    plan.succeeded(&scan, 0, ms(10), back);
+    assert_eq!(plan.wake_at(), Some(now + config.poll_interval));
 
     plan.finished(refill_id);
     plan.succeeded(&refill, 5, ms(10), back);
 
-    let again = plan.next(&slots, ROOM, &config, back);
-    assert!(
-        matches!(
-            again.map(|request| request.scope),
-            Some(ClaimScope::AnyExcept(_))
-        ),
-        "the refill's return asks for the scan that skipped its endpoint, before the poll"
+    let paced = back + ms(10) * EMPTY_SCAN_PAUSE;
+    assert_eq!(
+        plan.wake_at(),
+        Some(paced),
+        "another scan, after the empty one's pause and before the poll"
+    );
+    let again = plan.next(&slots, ROOM, &config, paced);
+    assert!(matches!(
+        again.map(|request| request.scope),
+        Some(ClaimScope::AnyExcept(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_refill_that_a_scan_left_out_while_no_work_came_in_asks_for_no_scan() {
+    let (now, slots, config) = (
+        Instant::now(),
+        EndpointSlots::new(16),
+        WorkerConfig::default(),
+    );
+    let mut plan = ClaimPlan::new(now);
+    let (first_scan_id, first_scan) = start(&mut plan, &slots, now);
+    plan.finished(first_scan_id);
+    plan.succeeded(&first_scan, 3, ms(10), now);
+    let answering = at_low_water(&slots);
+    let (refill_id, refill) = start(&mut plan, &slots, now);
+    // The poll's scan, beside the refill.
+    let poll = now + config.poll_interval;
+    let (scan_id, scan) = start(&mut plan, &slots, poll);
+    assert!(matches!(&scan.scope, ClaimScope::AnyExcept(except) if except.contains(&answering)));
+    plan.finished(scan_id);
+    plan.succeeded(&scan, 3, ms(10), poll);
+
+    plan.finished(refill_id);
+    plan.succeeded(&refill, 5, ms(10), poll);
+
+    assert!(plan.next(&slots, ROOM, &config, poll).is_none());
+    assert_eq!(
+        plan.wake_at(),
+        Some(poll + config.poll_interval),
+        "the next scan waits for the poll"
     );
 }
 
 #[tokio::test]
-async fn a_refill_that_no_scan_skipped_asks_for_no_scan_when_it_returns() {
+async fn while_a_scan_is_on_its_way_the_endpoints_it_may_claim_wait_for_their_refill() {
     let (now, slots, config) = (
         Instant::now(),
         EndpointSlots::new(16),
@@ -283,21 +331,16 @@ async fn a_refill_that_no_scan_skipped_asks_for_no_scan_when_it_returns() {
     );
     let mut plan = ClaimPlan::new(now);
     let (scan_id, scan) = start(&mut plan, &slots, now);
-    let back = now + ms(10);
-    plan.finished(scan_id);
-    plan.succeeded(&scan, 3, ms(10), back);
-    let answering = EndpointId::new();
-    for _ in 0..33 {
-        slots.assign(answering);
-    }
-    assert!(slots.release(answering, true), "33 → 32: its low water");
-    let (refill_id, refill) = start(&mut plan, &slots, back);
-
-    plan.finished(refill_id);
-    plan.succeeded(&refill, 5, ms(10), back);
+    let answering = at_low_water(&slots);
 
     assert!(
-        plan.next(&slots, ROOM, &config, back).is_none(),
-        "the next scan waits for the poll"
+        plan.next(&slots, ROOM, &config, now).is_none(),
+        "the scan may be claiming for it"
     );
+    plan.finished(scan_id);
+    plan.succeeded(&scan, 3, ms(10), now);
+    let refill = plan
+        .next(&slots, ROOM, &config, now)
+        .expect("its refill starts once the scan is back");
+    assert_eq!(refill.scope, ClaimScope::Endpoints(vec![(answering, 32)]));
 }
