@@ -200,7 +200,7 @@ impl Backend for PostgresStore {
 
     /// Takes the deliveries in their rows: `UPDATE … FOR UPDATE SKIP LOCKED` moves each one's
     /// due time to its lease's end and stamps it with a fresh token, so nodes claiming at once
-    /// never take the same row.
+    /// never take the same row; the same statement reads what to send for them.
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let request = &resolve_scope(self, request).await?;
         if matches!(&request.scope, ClaimScope::Endpoints(endpoints) if endpoints.is_empty()) {
@@ -213,18 +213,9 @@ impl Backend for PostgresStore {
         tx.execute(Statement::new("SET LOCAL synchronous_commit = off"))
             .await?;
         // Its text varies with the endpoints it names and the rows it takes.
-        let claimed = tx
+        let rows = tx
             .fetch(sql::claim(request, lease).persistent(false))
             .await?;
-        let claimed = claimed
-            .iter()
-            .map(|row| row.uuid("id").map(herald_domain::DeliveryId::from_uuid))
-            .collect::<Result<Vec<_>, _>>()?;
-        if claimed.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        let rows = tx.fetch(sql::claimed_details(claimed.into_iter())).await?;
         tx.commit().await?;
         claimed_from_rows(self, &rows, lease).await
     }
