@@ -390,9 +390,15 @@ pub(crate) async fn write_attempts<B: Backend>(
     if !operational.is_empty() || !release_locks.is_empty() {
         fan_out::<B>(&mut tx, &operational, &release_locks).await?;
     }
-    for (endpoint_id, key, at) in releases {
-        ordering::release_next(&mut tx, endpoint_id, key, at).await?;
-    }
+    let releases: Vec<ordering::Release<'_>> = releases
+        .into_iter()
+        .map(|(endpoint_id, key, at)| ordering::Release {
+            endpoint_id,
+            key,
+            at,
+        })
+        .collect();
+    ordering::release_next(&mut tx, &releases, B::DIALECT).await?;
     tx.commit().await
 }
 

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::backend::WriteTransaction;
 use crate::rows::ReadRow;
-use crate::sql::{self, NewDelivery};
+use crate::sql::{self, Dialect, NewDelivery};
 use crate::statement::Statement;
 
 /// Numbers `deliveries` in their endpoints' sequences (in the order given), parks those that
@@ -148,27 +148,50 @@ async fn key_pending<T: WriteTransaction>(
     Ok(tx.fetch_first(pending).await?.is_some())
 }
 
-/// Makes the first pending delivery of `key` to `endpoint_id` due at `now` if it is parked:
-/// called when the one before it ended, with the endpoint's sequence row locked
-/// ([`insert_deliveries`]'s `also_lock`).
+/// One key whose delivery to an endpoint ended: its next delivery there is made due at `at`.
+pub(crate) struct Release<'a> {
+    pub(crate) endpoint_id: EndpointId,
+    pub(crate) key: &'a str,
+    pub(crate) at: Timestamp,
+}
+
+/// Makes the first pending delivery of each release's key to its endpoint due at the
+/// release's time, if it is parked: called when the one before it ended, with the endpoints'
+/// sequence rows locked ([`insert_deliveries`]'s `also_lock`). One statement per
+/// [`sql::BULK_ROWS`] releases, not one each: every publish to those endpoints waits for the
+/// locks meanwhile, and a recording of a few hundred releases, a round trip apiece, held them
+/// for seconds on a busy machine (publishes then ran into the statement timeout).
 pub(crate) async fn release_next<T: WriteTransaction>(
     tx: &mut T,
-    endpoint_id: EndpointId,
-    key: &str,
-    now: Timestamp,
+    releases: &[Release<'_>],
+    dialect: Dialect,
 ) -> Result<(), StoreError> {
-    let release = Statement::new(
-        "UPDATE deliveries SET next_attempt_at = ?
-         WHERE id = (SELECT id FROM deliveries
-                     WHERE endpoint_id = ? AND ordering_key = ? AND status = 'pending'
-                     ORDER BY sequence LIMIT 1)
-           AND next_attempt_at = ?",
-    )
-    .bind(now.as_micros())
-    .bind(endpoint_id.as_uuid())
-    .bind(key)
-    .bind(sql::PARKED);
-    tx.execute(release).await?;
+    // Found by primary key, as in `sql::settle_deliveries`.
+    let pin = match dialect {
+        Dialect::Sqlite => "+",
+        Dialect::Postgres => "",
+    };
+    for chunk in releases.chunks(sql::BULK_ROWS) {
+        let mut release = Statement::new("WITH asked (endpoint_id, ordering_key, at) AS (VALUES ");
+        release.push_rows(chunk.iter(), |release| {
+            [
+                release.endpoint_id.as_uuid().into(),
+                release.key.into(),
+                release.at.as_micros().into(),
+            ]
+        });
+        release.push(&format!(
+            "), released (id, at) AS (SELECT (SELECT queued.id FROM deliveries AS queued \
+             WHERE queued.endpoint_id = asked.endpoint_id \
+             AND queued.ordering_key = asked.ordering_key AND queued.status = 'pending' \
+             ORDER BY queued.sequence LIMIT 1), asked.at FROM asked) \
+             UPDATE deliveries SET next_attempt_at = released.at FROM released \
+             WHERE deliveries.id = {pin}released.id AND deliveries.next_attempt_at = "
+        ));
+        release.push_bind(sql::PARKED);
+        tx.execute(release.persistent(sql::worth_preparing(chunk.len())))
+            .await?;
+    }
     Ok(())
 }
 
