@@ -81,6 +81,18 @@ impl Dialect {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         }
     }
+
+    /// Put before a joined list's column that the table's primary key is compared with, so
+    /// each row is found by primary key. Without statistics SQLite's planner turns such a
+    /// join around for a few hundred rows, scanning every pending delivery and probing the
+    /// list; a unary `+` on the list's side (SQLite only: PostgreSQL has no unary plus for
+    /// UUIDs) rules that out.
+    pub(crate) fn by_primary_key(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "+",
+            Dialect::Postgres => "",
+        }
+    }
 }
 
 /// `UPDATE deliveries … RETURNING id`: takes the claimable deliveries `request` asks for,
@@ -340,14 +352,8 @@ pub(crate) fn settle_deliveries(
             attempt.next_attempt_at.map(|at| at.as_micros()).into(),
         ]
     });
-    // Each settled row must be found by primary key. Without statistics SQLite's planner
-    // turns the join around for a few hundred rows, scanning every pending delivery and
-    // probing the list; a unary `+` on the list's columns (SQLite only: PostgreSQL has no
-    // unary plus for UUIDs) rules that out.
-    let pin = match dialect {
-        Dialect::Sqlite => "+",
-        Dialect::Postgres => "",
-    };
+    // Each settled row must be found by primary key.
+    let pin = dialect.by_primary_key();
     let token_check = match check {
         LeaseCheck::InStatement => {
             format!(" AND deliveries.lease_token = {pin}settled.lease_token")
@@ -378,10 +384,7 @@ pub(crate) fn hand_on(hand_ons: &[&crate::HandOn], dialect: Dialect) -> Statemen
         ]
     });
     // Found by primary key, as in `settle_deliveries`.
-    let pin = match dialect {
-        Dialect::Sqlite => "+",
-        Dialect::Postgres => "",
-    };
+    let pin = dialect.by_primary_key();
     query.push(&format!(
         ") UPDATE deliveries SET next_attempt_at = handed.lease_until, \
          lease_token = handed.lease_token FROM handed WHERE deliveries.id = {pin}handed.id \

@@ -167,10 +167,7 @@ pub(crate) async fn release_next<T: WriteTransaction>(
     dialect: Dialect,
 ) -> Result<(), StoreError> {
     // Found by primary key, as in `sql::settle_deliveries`.
-    let pin = match dialect {
-        Dialect::Sqlite => "+",
-        Dialect::Postgres => "",
-    };
+    let pin = dialect.by_primary_key();
     for chunk in releases.chunks(sql::BULK_ROWS) {
         let mut release = Statement::new("WITH asked (endpoint_id, ordering_key, at) AS (VALUES ");
         release.push_rows(chunk.iter(), |release| {

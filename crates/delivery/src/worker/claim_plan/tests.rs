@@ -25,6 +25,20 @@ fn start(
     (id, request)
 }
 
+/// Claim `id` came back at `at`, `took` after it started, with `found` deliveries: what the
+/// dispatcher tells the plan (`finished`, then `succeeded`).
+fn returned(
+    plan: &mut ClaimPlan,
+    id: tokio::task::Id,
+    request: &ClaimRequest,
+    found: usize,
+    took: Duration,
+    at: Instant,
+) {
+    plan.finished(id);
+    plan.succeeded(request, found, took, at);
+}
+
 fn sorted(mut endpoints: Vec<EndpointId>) -> Vec<EndpointId> {
     endpoints.sort_unstable();
     endpoints
@@ -158,8 +172,7 @@ async fn a_failed_claim_backs_off_doubling_to_five_seconds_and_a_success_resets_
     assert_eq!(plan.wake_at(), Some(now + ms(5000)));
     let resumed = now + ms(5000);
     let (id, request) = start(&mut plan, &slots, resumed);
-    plan.finished(id);
-    plan.succeeded(&request, 1, ms(1), resumed);
+    returned(&mut plan, id, &request, 1, ms(1), resumed);
     assert_eq!(
         plan.failed(resumed),
         ms(100),
@@ -179,8 +192,7 @@ async fn a_claim_over_every_endpoint_that_finds_nothing_pauses_the_next_for_four
     plan.new_work();
     let back = now + ms(50);
 
-    plan.finished(id);
-    plan.succeeded(&request, 0, ms(50), back);
+    returned(&mut plan, id, &request, 0, ms(50), back);
 
     assert_eq!(plan.wake_at(), Some(back + ms(200)));
     assert!(plan.next(&slots, ROOM, &config, back + ms(199)).is_none());
@@ -202,8 +214,14 @@ async fn a_full_claim_over_every_endpoint_is_followed_by_another_at_once() {
     let (id, request) = start(&mut plan, &slots, now);
     let back = now + ms(50);
 
-    plan.finished(id);
-    plan.succeeded(&request, request.limit as usize, ms(50), back);
+    returned(
+        &mut plan,
+        id,
+        &request,
+        request.limit as usize,
+        ms(50),
+        back,
+    );
 
     assert_eq!(plan.wake_at(), Some(now));
     let next = plan.next(&slots, ROOM, &config, back);
@@ -224,8 +242,7 @@ async fn after_a_claim_that_found_some_the_next_scan_waits_for_the_poll() {
     let (id, request) = start(&mut plan, &slots, now);
     let back = now + ms(50);
 
-    plan.finished(id);
-    plan.succeeded(&request, 3, ms(50), back);
+    returned(&mut plan, id, &request, 3, ms(50), back);
 
     let poll = now + config.poll_interval;
     assert_eq!(plan.wake_at(), Some(poll));
@@ -235,6 +252,15 @@ async fn after_a_claim_that_found_some_the_next_scan_waits_for_the_poll() {
         next.map(|request| request.scope),
         Some(ClaimScope::AnyExcept(_))
     ));
+}
+
+/// A plan whose first claim over every endpoint, started and back at `now`, found some: the
+/// next waits for the poll.
+fn after_a_scan_that_found_some(slots: &EndpointSlots, now: Instant) -> ClaimPlan {
+    let mut plan = ClaimPlan::new(now);
+    let (id, scan) = start(&mut plan, slots, now);
+    returned(&mut plan, id, &scan, 3, ms(10), now);
+    plan
 }
 
 /// An answering endpoint at its low water (32 of 16 slots × 2 assigned).
@@ -254,10 +280,7 @@ async fn a_refill_that_a_scan_left_out_while_work_came_in_is_followed_by_another
         EndpointSlots::new(16),
         WorkerConfig::default(),
     );
-    let mut plan = ClaimPlan::new(now);
-    let (first_scan_id, first_scan) = start(&mut plan, &slots, now);
-    plan.finished(first_scan_id);
-    plan.succeeded(&first_scan, 3, ms(10), now);
+    let mut plan = after_a_scan_that_found_some(&slots, now);
     let answering = at_low_water(&slots);
     let (refill_id, refill) = start(&mut plan, &slots, now);
     assert_eq!(refill.scope, ClaimScope::Endpoints(vec![(answering, 32)]));
@@ -271,12 +294,10 @@ async fn a_refill_that_a_scan_left_out_while_work_came_in_is_followed_by_another
     let (scan_id, scan) = start(&mut plan, &slots, now);
     assert!(matches!(&scan.scope, ClaimScope::AnyExcept(except) if except.contains(&answering)));
     let back = now + ms(10);
-    plan.finished(scan_id);
-    plan.succeeded(&scan, 0, ms(10), back);
+    returned(&mut plan, scan_id, &scan, 0, ms(10), back);
     assert_eq!(plan.wake_at(), Some(now + config.poll_interval));
 
-    plan.finished(refill_id);
-    plan.succeeded(&refill, 5, ms(10), back);
+    returned(&mut plan, refill_id, &refill, 5, ms(10), back);
 
     let paced = back + ms(10) * EMPTY_SCAN_PAUSE;
     assert_eq!(
@@ -298,21 +319,16 @@ async fn a_refill_that_a_scan_left_out_while_no_work_came_in_asks_for_no_scan() 
         EndpointSlots::new(16),
         WorkerConfig::default(),
     );
-    let mut plan = ClaimPlan::new(now);
-    let (first_scan_id, first_scan) = start(&mut plan, &slots, now);
-    plan.finished(first_scan_id);
-    plan.succeeded(&first_scan, 3, ms(10), now);
+    let mut plan = after_a_scan_that_found_some(&slots, now);
     let answering = at_low_water(&slots);
     let (refill_id, refill) = start(&mut plan, &slots, now);
     // The poll's scan, beside the refill.
     let poll = now + config.poll_interval;
     let (scan_id, scan) = start(&mut plan, &slots, poll);
     assert!(matches!(&scan.scope, ClaimScope::AnyExcept(except) if except.contains(&answering)));
-    plan.finished(scan_id);
-    plan.succeeded(&scan, 3, ms(10), poll);
+    returned(&mut plan, scan_id, &scan, 3, ms(10), poll);
 
-    plan.finished(refill_id);
-    plan.succeeded(&refill, 5, ms(10), poll);
+    returned(&mut plan, refill_id, &refill, 5, ms(10), poll);
 
     assert!(plan.next(&slots, ROOM, &config, poll).is_none());
     assert_eq!(
@@ -337,8 +353,7 @@ async fn while_a_scan_is_on_its_way_the_endpoints_it_may_claim_wait_for_their_re
         plan.next(&slots, ROOM, &config, now).is_none(),
         "the scan may be claiming for it"
     );
-    plan.finished(scan_id);
-    plan.succeeded(&scan, 3, ms(10), now);
+    returned(&mut plan, scan_id, &scan, 3, ms(10), now);
     let refill = plan
         .next(&slots, ROOM, &config, now)
         .expect("its refill starts once the scan is back");
