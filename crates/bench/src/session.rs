@@ -130,10 +130,12 @@ impl Session {
 
     /// CPU time every node of this session has used so far, in seconds.
     pub(crate) fn nodes_cpu_seconds(&self) -> f64 {
-        std::iter::once(&self.herald)
-            .chain(&self.nodes)
-            .filter_map(Herald::cpu_seconds)
-            .sum()
+        self.herald.cpu_seconds().unwrap_or(0.0) + self.other_nodes_cpu_seconds()
+    }
+
+    /// CPU time the nodes beside the first have used so far, in seconds.
+    pub(crate) fn other_nodes_cpu_seconds(&self) -> f64 {
+        self.nodes.iter().filter_map(Herald::cpu_seconds).sum()
     }
 
     /// The PostgreSQL database's name; `None` on SQLite.

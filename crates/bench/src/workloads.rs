@@ -75,6 +75,8 @@ pub(crate) enum Workload {
     /// Single publishes from 32 clients fanned out to ten endpoints: receipt times while
     /// publishing.
     Fanlag,
+    /// `fanlag` on three PostgreSQL nodes, published to one, delivered by the other two.
+    FanlagNodes,
     /// A backlog of due deliveries across thousands of endpoints, drained: the rate per
     /// tenth of the drain, the API's latency meanwhile, the `/metrics` scrape's time.
     Backlog,
@@ -122,7 +124,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 16] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -134,6 +136,7 @@ impl Workload {
         Self::Catalog,
         Self::Churned,
         Self::Fanlag,
+        Self::FanlagNodes,
         Self::Backlog,
         Self::Tenants,
         Self::History,
@@ -168,8 +171,8 @@ impl Workload {
                 Some(workload) => workloads.push(workload),
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
-                     latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag, scale, \
-                     backlog, tenants, history, nodes"
+                     latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag, \
+                     fanlag-nodes, scale, backlog, tenants, history, nodes"
                 ),
             }
         }
@@ -201,6 +204,7 @@ impl Workload {
             Self::Catalog => "catalog",
             Self::Churned => "churned",
             Self::Fanlag => "fanlag",
+            Self::FanlagNodes => "fanlag-nodes",
             Self::Backlog => "backlog",
             Self::Tenants => "tenants",
             Self::History => "history",
@@ -340,6 +344,7 @@ impl Bench {
             Workload::Catalog => catalog::run(self).await,
             Workload::Churned => delivery::churned(self).await,
             Workload::Fanlag => delivery::fanlag(self).await,
+            Workload::FanlagNodes => delivery::fanlag_nodes(self).await,
             Workload::Backlog => backlog::run(self).await,
             Workload::Tenants => tenants::run(self).await,
             Workload::History => history::run(self).await,
@@ -489,6 +494,7 @@ mod tests {
         check("latency,all,latency", &Workload::ALL);
         check("nodes, scale", &Workload::SCALE);
         check("history,ingest", &[Ingest, History]);
+        check("fanlag-nodes, fanlag", &[Fanlag, FanlagNodes]);
     }
 
     #[test]

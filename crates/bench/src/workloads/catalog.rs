@@ -47,6 +47,7 @@ pub(super) async fn run(bench: &Bench) -> anyhow::Result<Figures> {
                 settings: HeraldSettings::default(),
                 filtered,
                 publishers: Publishers::BATCHED,
+                other_nodes: 0,
             },
         )
         .await?;

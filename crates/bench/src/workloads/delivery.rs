@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::api::MAX_BATCH_SIZE;
+use crate::database::Backend;
 use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver, Sample};
 use crate::report::{Metric, Target};
@@ -72,6 +73,9 @@ pub(super) struct Bulk {
     pub(super) filtered: bool,
     /// How the events are published.
     pub(super) publishers: Publishers,
+    /// `herald serve` nodes started beside the one published to, with Herald's defaults, on
+    /// the same database (PostgreSQL only): they claim what the first node stores.
+    pub(super) other_nodes: usize,
 }
 
 /// What a bulk run measured, over the healthy endpoints only.
@@ -91,8 +95,10 @@ pub(super) struct BulkRun {
     pub(super) tail_per_second: f64,
     /// Per delivery: from its publish request to its receipt.
     pub(super) latency: Option<Percentiles>,
-    /// What Herald used.
+    /// What Herald used (the node published to).
     pub(super) usage: Usage,
+    /// CPU time of the other nodes, in seconds (0 without them).
+    pub(super) other_nodes_cpu_seconds: f64,
     /// A request Herald sent to a healthy endpoint.
     pub(super) sample: Option<Sample>,
     /// Requests the hanging endpoints got.
@@ -113,6 +119,7 @@ pub(super) async fn throughput(bench: &mut Bench) -> anyhow::Result<Figures> {
             settings: HeraldSettings::default(),
             filtered: false,
             publishers: Publishers::BATCHED,
+            other_nodes: 0,
         },
     )
     .await?;
@@ -143,6 +150,7 @@ pub(super) async fn fanout(bench: &mut Bench) -> anyhow::Result<Figures> {
             settings: HeraldSettings::default(),
             filtered: false,
             publishers: Publishers::BATCHED,
+            other_nodes: 0,
         },
     )
     .await?;
@@ -298,33 +306,83 @@ async fn measure_latency(
 /// ten endpoints (50,000 deliveries): whether delivery keeps up with publishing, as each
 /// delivery's time from its publish request to its receipt shows.
 pub(super) async fn fanlag(bench: &mut Bench) -> anyhow::Result<Figures> {
-    let endpoints = FANOUT_ENDPOINTS;
     let events = bench.scale.fanlag_events();
     let run = bulk(
         bench,
         Bulk {
             name: "bench-fanlag",
-            healthy: endpoints,
+            healthy: FANOUT_ENDPOINTS,
             hanging: 0,
             events,
             settings: HeraldSettings::default(),
             filtered: false,
             publishers: Publishers::SINGLE,
+            other_nodes: 0,
         },
     )
     .await?;
+    Ok(fanlag_figures(&run, events, "Herald"))
+}
+
+/// `fanlag-nodes`: `fanlag` on three nodes sharing one PostgreSQL database, every publish
+/// sent to the first node, which delivers at most one at a time (`HERALD_MAX_IN_FLIGHT=1`):
+/// the other two claim nearly every delivery, so the receipt times include how soon a node
+/// learns of work another node stored (its `LISTEN`, with the poll as the fallback).
+pub(super) async fn fanlag_nodes(bench: &mut Bench) -> anyhow::Result<Figures> {
+    if bench.launch.backend != Backend::Postgres {
+        let mut figures = Figures::default();
+        figures.note("fanlag-nodes runs on PostgreSQL only: SQLite admits one Herald process");
+        return Ok(figures);
+    }
+    let events = bench.scale.fanlag_events();
+    let publishing_node = HeraldSettings {
+        max_in_flight: Some(1),
+        ..HeraldSettings::default()
+    };
+    let run = bulk(
+        bench,
+        Bulk {
+            name: "bench-fanlag-nodes",
+            healthy: FANOUT_ENDPOINTS,
+            hanging: 0,
+            events,
+            settings: publishing_node,
+            filtered: false,
+            publishers: Publishers::SINGLE,
+            other_nodes: 2,
+        },
+    )
+    .await?;
+    Ok(fanlag_figures(
+        &run,
+        events,
+        "one node of three (at most one delivery in flight there; the other two deliver)",
+    ))
+}
+
+/// The figures of `fanlag` and `fanlag-nodes`: the receipt times, held to [`FANLAG_P99_MS`],
+/// and the publishing rate they were measured under.
+fn fanlag_figures(run: &BulkRun, events: usize, published_to: &str) -> Figures {
     // The rate follows the publishers' pace here; the receipt times are the figure.
-    let mut figures = bulk_figures(&run, None, Some(Target::AtMost(FANLAG_P99_MS)));
+    let mut figures = bulk_figures(run, None, Some(Target::AtMost(FANLAG_P99_MS)));
     figures.metric(Metric::new(
         "events published",
         rate(events, Duration::from_secs_f64(run.publish_seconds)),
         "events/s",
     ));
+    if run.other_nodes_cpu_seconds > 0.0 {
+        figures.metric(Metric::new(
+            "other nodes' CPU time",
+            run.other_nodes_cpu_seconds,
+            "s",
+        ));
+    }
     figures.note(format!(
-        "{events} events to {endpoints} endpoints, each published alone by {SINGLE_CLIENTS} \
-         clients; receipt times run from each event's publish request"
+        "{events} events to {FANOUT_ENDPOINTS} endpoints, each published alone by \
+         {SINGLE_CLIENTS} clients to {published_to}; receipt times run from each event's \
+         publish request"
     ));
-    Ok(figures)
+    figures
 }
 
 /// Runs `bulk` on a fresh Herald and measures its healthy endpoints.
@@ -336,6 +394,9 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
         .map(|_| bench.receiver(Behaviour::Hang))
         .collect::<anyhow::Result<_>>()?;
     let mut session = Session::start(&bench.launch, bulk.settings).await?;
+    session
+        .add_nodes(&bench.launch, &HeraldSettings::default(), bulk.other_nodes)
+        .await?;
     let org = session.api.create_org(bulk.name).await?;
     // The bench's events carry `"n": <its number>` and `"currency": "EUR"` (api.rs).
     let matching = json!({ "data": { "n": { "$gte": 0 }, "currency": "EUR" } });
@@ -373,6 +434,7 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
     let arrivals = Arrivals::of(&publishing, &healthy);
     let last = arrivals.last.unwrap_or(publishing.finished);
     let tail = last.saturating_duration_since(publishing.finished);
+    let other_nodes_cpu_seconds = session.other_nodes_cpu_seconds();
     let usage = session.finish().await?;
     Ok(BulkRun {
         expected,
@@ -383,6 +445,7 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
         tail_per_second: rate(arrivals.after_publishing, tail),
         latency: Percentiles::of(arrivals.latencies),
         usage,
+        other_nodes_cpu_seconds,
         sample: healthy.first().and_then(Receiver::sample),
         hanging_requests: hanging.iter().map(Receiver::total).sum(),
         protocol: protocol_note(&healthy),

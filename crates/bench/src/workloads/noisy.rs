@@ -32,6 +32,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             settings: settings.clone(),
             filtered: false,
             publishers: Publishers::BATCHED,
+            other_nodes: 0,
         },
     )
     .await?;
@@ -45,6 +46,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             settings,
             filtered: false,
             publishers: Publishers::BATCHED,
+            other_nodes: 0,
         },
     )
     .await?;
