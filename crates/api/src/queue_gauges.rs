@@ -7,8 +7,12 @@
 //! scrape serves the last computed values while they are younger than
 //! [`QueueGaugeSettings::max_age`]. When they are older, it starts a computation (or joins the
 //! one running: at most one per process at a time), waits for it at most
-//! [`QueueGaugeSettings::wait`], and otherwise serves the last values; the computation goes
-//! on in its own task and its values serve the next scrape. A failed computation is retried
+//! [`QueueGaugeSettings::wait`] (by default not at all), and otherwise serves the last values;
+//! the computation goes on in its own task and its values serve the next scrape. So by
+//! default a scrape's values are those of the reading the scrape before it started, and
+//! `herald_queue_gauges_age_seconds` says how old: waiting even 100 ms made a scrape follow
+//! the backlog again once a reading took longer (1,000,000 due over 5,000 endpoints:
+//! BENCHMARKS.md, tenth session). A failed computation is retried
 //! by the next scrape, whatever the age. Until a process's first reading has landed there are
 //! no last values to serve (the gauges would say an empty queue), so a scrape then waits up to
 //! [`FIRST_READING_WAIT`] instead: once per process, after a restart, when a backlog is most
@@ -40,7 +44,7 @@ pub struct QueueGaugeSettings {
     /// zero computes them at every scrape.
     pub max_age: Duration,
     /// How long a scrape waits for the computation it started or joined before it serves the
-    /// last values.
+    /// last values (a process's first scrape, which has none, waits [`FIRST_READING_WAIT`]).
     pub wait: Duration,
 }
 
@@ -48,7 +52,7 @@ impl Default for QueueGaugeSettings {
     fn default() -> Self {
         Self {
             max_age: Duration::from_secs(5),
-            wait: Duration::from_millis(100),
+            wait: Duration::ZERO,
         }
     }
 }
