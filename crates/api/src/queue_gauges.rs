@@ -13,10 +13,11 @@
 //! `herald_queue_gauges_age_seconds` says how old: waiting even 100 ms made a scrape follow
 //! the backlog again once a reading took longer (1,000,000 due over 5,000 endpoints:
 //! BENCHMARKS.md, tenth session). A failed computation is retried
-//! by the next scrape, whatever the age. Until a process's first reading has landed there are
+//! by the next scrape, whatever the age. Until a process has a successful reading there are
 //! no last values to serve (the gauges would say an empty queue), so a scrape then waits up to
-//! [`FIRST_READING_WAIT`] instead: once per process, after a restart, when a backlog is most
-//! likely.
+//! [`FIRST_READING_WAIT`] instead: after a restart, when a backlog is most likely. It waits as
+//! long for the retry after a failed reading, so that one failure does not leave the next
+//! scrape saying storage is down (`herald_storage_up`) when the retry succeeds.
 //!
 //! This module must not decide `herald_storage_up` by itself: the scrape does, from its own
 //! round trip to storage (`Store::ping`) and [`QueueGauges::last_failed`].
@@ -33,8 +34,8 @@ use tokio::sync::watch;
 /// many" (docs/operations.md, "Metrics and alerts").
 pub const QUEUE_COUNT_LIMIT: u64 = 100_000;
 
-/// How long a scrape waits for the process's first reading (there are no last values yet):
-/// well within Prometheus' default scrape timeout of 10 s.
+/// How long a scrape waits for a reading when the last did not succeed (none yet, or it
+/// failed): well within Prometheus' default scrape timeout of 10 s.
 pub const FIRST_READING_WAIT: Duration = Duration::from_secs(5);
 
 /// When the queue gauges are computed again, fixed at startup.
@@ -72,8 +73,8 @@ pub(crate) struct QueueGauges {
 /// `await`.
 #[derive(Debug, Default)]
 struct Refresh {
-    /// When the last computation finished, successful or not.
-    finished_at: Option<Instant>,
+    /// When the last successful computation finished: how old the served values are.
+    succeeded_at: Option<Instant>,
     /// The last computation could not read the queue.
     failed: bool,
     /// Says `true` once the running computation finished; `None` when none runs.
@@ -106,14 +107,16 @@ impl QueueGauges {
     ) {
         let (running, wait) = {
             let mut refresh = self.lock();
-            let wait = if refresh.finished_at.is_some() {
+            // Without a good last reading there is nothing right to serve: wait for the next.
+            let wait = if refresh.succeeded_at.is_some() && !refresh.failed {
                 settings.wait
             } else {
                 settings.wait.max(FIRST_READING_WAIT)
             };
+            // After a failure the values are the last successful reading's: never fresh.
             let fresh = !refresh.failed
                 && refresh
-                    .finished_at
+                    .succeeded_at
                     .is_some_and(|at| at.elapsed() < settings.max_age);
             let running = if fresh {
                 None
@@ -128,8 +131,8 @@ impl QueueGauges {
             // Waiting gives up after `wait`; the computation does not.
             let _ = tokio::time::timeout(wait, running.wait_for(|done| *done)).await;
         }
-        let finished_at = self.lock().finished_at;
-        let age = finished_at.map_or(0, |at| at.elapsed().as_secs());
+        let succeeded_at = self.lock().succeeded_at;
+        let age = succeeded_at.map_or(0, |at| at.elapsed().as_secs());
         self.age_seconds.set(i64::try_from(age).unwrap_or(i64::MAX));
     }
 
@@ -175,7 +178,9 @@ impl QueueGauges {
         };
         let mut refresh = self.lock();
         refresh.failed = failed;
-        refresh.finished_at = Some(Instant::now());
+        if !failed {
+            refresh.succeeded_at = Some(Instant::now());
+        }
         refresh.running = None;
     }
 

@@ -144,7 +144,7 @@ impl Session {
     }
 
     fn usage(&mut self) -> anyhow::Result<Usage> {
-        self.herald.check_running()?;
+        self.check_running()?;
         Ok(Usage {
             peak_rss_bytes: self.herald.peak_rss_bytes(),
             cpu_seconds: self.herald.cpu_seconds(),
@@ -153,7 +153,7 @@ impl Session {
     }
 
     /// Polls `condition` every 2 ms until it holds (`true`) or `deadline` passes (`false`).
-    /// Fails if Herald exits meanwhile.
+    /// Fails if Herald, or any further node, exits meanwhile.
     pub(crate) async fn wait_until(
         &mut self,
         deadline: Instant,
@@ -166,7 +166,7 @@ impl Session {
             if Instant::now() >= deadline {
                 return Ok(false);
             }
-            self.herald.check_running()?;
+            self.check_running()?;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -177,9 +177,15 @@ impl Session {
         self.herald.cpu_seconds()
     }
 
-    /// Fails if Herald has exited, for waits that poll Herald itself rather than a condition.
+    /// Fails if Herald, or any further node, has exited (figures of fewer nodes than the
+    /// workload started must not pass for its own); for waits that poll Herald itself rather
+    /// than a condition.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
-        self.herald.check_running()
+        self.herald.check_running()?;
+        for node in &mut self.nodes {
+            node.check_running()?;
+        }
+        Ok(())
     }
 
     /// Reads what Herald used, stops it and drops its database. The usage is read just before

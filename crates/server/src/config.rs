@@ -217,7 +217,7 @@ pub struct ServeArgs {
     pub portal_frame_ancestors: String,
 
     /// Seconds `GET /metrics` serves the queue gauges (due, scheduled, oldest due age) before it
-    /// reads them from storage again; 0 reads them at every scrape.
+    /// starts a new reading from storage; 0 starts one at every scrape.
     #[arg(long, env = "HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS", default_value_t = 5)]
     pub queue_gauges_max_age_seconds: u64,
 

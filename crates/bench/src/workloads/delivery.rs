@@ -97,7 +97,8 @@ pub(super) struct BulkRun {
     pub(super) latency: Option<Percentiles>,
     /// What Herald used (the node published to).
     pub(super) usage: Usage,
-    /// CPU time of the other nodes, in seconds (0 without them).
+    /// CPU time of the other nodes from the first publish to the end, in seconds (0 without
+    /// them).
     pub(super) other_nodes_cpu_seconds: f64,
     /// A request Herald sent to a healthy endpoint.
     pub(super) sample: Option<Sample>,
@@ -418,6 +419,7 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
 
     let expected = bulk.events * subscribed;
     let deadline = bench.scale.deadline(expected);
+    let other_nodes_cpu_before = session.other_nodes_cpu_seconds();
     let publishing = publish(
         &session.api,
         &org,
@@ -434,7 +436,7 @@ pub(super) async fn bulk(bench: &Bench, bulk: Bulk) -> anyhow::Result<BulkRun> {
     let arrivals = Arrivals::of(&publishing, &healthy);
     let last = arrivals.last.unwrap_or(publishing.finished);
     let tail = last.saturating_duration_since(publishing.finished);
-    let other_nodes_cpu_seconds = session.other_nodes_cpu_seconds();
+    let other_nodes_cpu_seconds = session.other_nodes_cpu_seconds() - other_nodes_cpu_before;
     let usage = session.finish().await?;
     Ok(BulkRun {
         expected,

@@ -249,6 +249,59 @@ async fn postgres_the_first_scrape_after_a_restart_waits_for_the_first_reading()
     );
 }
 
+/// A process whose first readings of the queue fail has still no values to serve: its scrapes
+/// go on waiting for a reading (up to 5 s) until one succeeds, rather than show the empty queue
+/// of gauges never read once the first has failed. Here the readings fail while `deliveries`
+/// is renamed away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_scrapes_wait_for_a_successful_first_reading_after_failed_ones() {
+    // Arrange: a scheduled backlog, then a restart into the product's gauges (no wait once a
+    // reading has succeeded) with the table away.
+    let ca = TestCa::new();
+    let receiver = Receiver::spawn(&ca).await;
+    let builder =
+        delivering(Backend::Postgres, &ca).retry_schedule(vec![Duration::from_secs(3600)]);
+    let app = builder.clone().spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
+        .await;
+    for _ in 0..BACKLOG {
+        app.publish(org.id, "wallet.balance_low", &json!({})).await;
+    }
+    wait_until("the backlog to show as scheduled", || async {
+        let text = app.metrics().await;
+        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
+    })
+    .await;
+    let app = app
+        .restart(builder.queue_gauges(QueueGaugeSettings::default()))
+        .await;
+    app.send(app.request(Method::GET, "/healthz")).await;
+    let mut admin = app.postgres_connection().await;
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    sqlx::query(&rename("deliveries", "deliveries_away"))
+        .execute(&mut admin)
+        .await
+        .expect("renaming the deliveries away");
+    let failed = app.metrics().await;
+    sqlx::query(&rename("deliveries_away", "deliveries"))
+        .execute(&mut admin)
+        .await
+        .expect("renaming the deliveries back");
+
+    // Act
+    let text = app.metrics().await;
+
+    // Assert: the first reading failed; the scrape after it waited for one that succeeded.
+    assert_eq!(metric(&failed, "herald_storage_up"), Some(0.0), "{failed}");
+    assert_eq!(
+        metric(&text, "herald_deliveries_scheduled"),
+        Some(BACKLOG as f64),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "herald_storage_up"), Some(1.0), "{text}");
+}
+
 /// The metric names in the queries of `docs/grafana/herald-dashboard.json`: every word of an
 /// `expr` that starts with `herald_`.
 fn dashboard_metric_names() -> BTreeSet<String> {

@@ -42,7 +42,7 @@ pub(super) struct Tuning {
 }
 
 /// The queue gauges of test apps: read at every scrape, and waited for, so a test that
-/// scrapes after a change sees it (the product's default serves values up to 5 s old).
+/// scrapes after a change sees it (the product's default serves the last reading at once).
 const FRESH_QUEUE_GAUGES: QueueGaugeSettings = QueueGaugeSettings {
     max_age: Duration::ZERO,
     wait: Duration::from_secs(10),
