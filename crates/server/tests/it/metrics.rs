@@ -13,7 +13,7 @@ use herald_testkit::{Receiver, TestCa};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, delivering, metric, wait_until};
+use crate::harness::{Backend, TestApp, delivering, metric, wait_until};
 
 backend_tests!(
     metrics_count_publishing_attempts_and_the_queue,
@@ -199,27 +199,15 @@ async fn postgres_the_first_scrape_after_a_restart_waits_for_the_first_reading()
     // deliveries locked for a second.
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
-    let builder =
-        delivering(Backend::Postgres, &ca).retry_schedule(vec![Duration::from_secs(3600)]);
-    let app = builder.clone().spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
-        .await;
-    for _ in 0..BACKLOG {
-        app.publish(org.id, "wallet.balance_low", &json!({})).await;
-    }
-    wait_until("the backlog to show as scheduled", || async {
-        let text = app.metrics().await;
-        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
-    })
-    .await;
-    let app = app
-        .restart(builder.queue_gauges(QueueGaugeSettings {
+    let app = restarted_over_a_scheduled_backlog(
+        &ca,
+        &receiver,
+        QueueGaugeSettings {
             max_age: Duration::ZERO,
             wait: Duration::from_millis(100),
-        }))
-        .await;
-    app.send(app.request(Method::GET, "/healthz")).await;
+        },
+    )
+    .await;
     let mut lock = app.postgres_connection().await;
     sqlx::query("BEGIN")
         .execute(&mut lock)
@@ -259,24 +247,8 @@ async fn postgres_scrapes_wait_for_a_successful_first_reading_after_failed_ones(
     // reading has succeeded) with the table away.
     let ca = TestCa::new();
     let receiver = Receiver::spawn(&ca).await;
-    let builder =
-        delivering(Backend::Postgres, &ca).retry_schedule(vec![Duration::from_secs(3600)]);
-    let app = builder.clone().spawn().await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
-        .await;
-    for _ in 0..BACKLOG {
-        app.publish(org.id, "wallet.balance_low", &json!({})).await;
-    }
-    wait_until("the backlog to show as scheduled", || async {
-        let text = app.metrics().await;
-        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
-    })
-    .await;
-    let app = app
-        .restart(builder.queue_gauges(QueueGaugeSettings::default()))
-        .await;
-    app.send(app.request(Method::GET, "/healthz")).await;
+    let app =
+        restarted_over_a_scheduled_backlog(&ca, &receiver, QueueGaugeSettings::default()).await;
     let mut admin = app.postgres_connection().await;
     let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
     sqlx::query(&rename("deliveries", "deliveries_away"))
@@ -300,6 +272,31 @@ async fn postgres_scrapes_wait_for_a_successful_first_reading_after_failed_ones(
         "{text}"
     );
     assert_eq!(metric(&text, "herald_storage_up"), Some(1.0), "{text}");
+}
+
+/// A PostgreSQL app whose gauges have read a backlog of [`BACKLOG`] scheduled deliveries (each
+/// retried in an hour), restarted into `gauges` and answering: a process with no reading yet.
+async fn restarted_over_a_scheduled_backlog(
+    ca: &TestCa,
+    receiver: &Receiver,
+    gauges: QueueGaugeSettings,
+) -> TestApp {
+    let builder = delivering(Backend::Postgres, ca).retry_schedule(vec![Duration::from_secs(3600)]);
+    let app = builder.clone().spawn().await;
+    let org = app.org_with_key().await;
+    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
+        .await;
+    for _ in 0..BACKLOG {
+        app.publish(org.id, "wallet.balance_low", &json!({})).await;
+    }
+    wait_until("the backlog to show as scheduled", || async {
+        let text = app.metrics().await;
+        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
+    })
+    .await;
+    let app = app.restart(builder.queue_gauges(gauges)).await;
+    app.send(app.request(Method::GET, "/healthz")).await;
+    app
 }
 
 /// The metric names in the queries of `docs/grafana/herald-dashboard.json`: every word of an
