@@ -140,17 +140,7 @@ async fn postgres_a_scrape_does_not_wait_for_a_slow_queue_reading() {
         })
         .spawn()
         .await;
-    let org = app.org_with_key().await;
-    app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
-        .await;
-    for _ in 0..BACKLOG {
-        app.publish(org.id, "wallet.balance_low", &json!({})).await;
-    }
-    wait_until("the backlog to show as scheduled", || async {
-        let text = app.metrics().await;
-        (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
-    })
-    .await;
+    publish_a_scheduled_backlog(&app, &receiver).await;
     let mut lock = app.postgres_connection().await;
     sqlx::query("BEGIN")
         .execute(&mut lock)
@@ -274,15 +264,9 @@ async fn postgres_scrapes_wait_for_a_successful_first_reading_after_failed_ones(
     assert_eq!(metric(&text, "herald_storage_up"), Some(1.0), "{text}");
 }
 
-/// A PostgreSQL app whose gauges have read a backlog of [`BACKLOG`] scheduled deliveries (each
-/// retried in an hour), restarted into `gauges` and answering: a process with no reading yet.
-async fn restarted_over_a_scheduled_backlog(
-    ca: &TestCa,
-    receiver: &Receiver,
-    gauges: QueueGaugeSettings,
-) -> TestApp {
-    let builder = delivering(Backend::Postgres, ca).retry_schedule(vec![Duration::from_secs(3600)]);
-    let app = builder.clone().spawn().await;
+/// Publishes [`BACKLOG`] events to an endpoint of `receiver` that fails (the app's retry
+/// schedule keeps them scheduled), and waits until the gauges show them.
+async fn publish_a_scheduled_backlog(app: &TestApp, receiver: &Receiver) {
     let org = app.org_with_key().await;
     app.create_endpoint_at(&org.key, &receiver.url("/fail"), &["wallet.balance_low"])
         .await;
@@ -294,6 +278,18 @@ async fn restarted_over_a_scheduled_backlog(
         (metric(&text, "herald_deliveries_scheduled") == Some(BACKLOG as f64)).then_some(())
     })
     .await;
+}
+
+/// A PostgreSQL app whose gauges have read a backlog of [`BACKLOG`] scheduled deliveries (each
+/// retried in an hour), restarted into `gauges` and answering: a process with no reading yet.
+async fn restarted_over_a_scheduled_backlog(
+    ca: &TestCa,
+    receiver: &Receiver,
+    gauges: QueueGaugeSettings,
+) -> TestApp {
+    let builder = delivering(Backend::Postgres, ca).retry_schedule(vec![Duration::from_secs(3600)]);
+    let app = builder.clone().spawn().await;
+    publish_a_scheduled_backlog(&app, receiver).await;
     let app = app.restart(builder.queue_gauges(gauges)).await;
     app.send(app.request(Method::GET, "/healthz")).await;
     app
