@@ -254,7 +254,10 @@ async fn attempts_made_on_a_full_disk_wait_for_their_recording_and_are_not_sent_
         .await,
         "recording never met the full disk"
     );
-    // The other retries come due meanwhile; none may be claimed while results wait.
+    // The other retries come due meanwhile; none may be claimed while results wait. A retry
+    // claimed just before the first failed recording may still be on its way when the log
+    // says so (a claim, then its send, a few milliseconds apart): count from a moment later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let when_stalled = receiver.received().len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let while_full = receiver.received().len();
