@@ -15,7 +15,7 @@
 //! BENCHMARKS.md, tenth session). A failed computation is retried
 //! by the next scrape, whatever the age. Until a process has a successful reading there are
 //! no last values to serve (the gauges would say an empty queue), so a scrape then waits up to
-//! [`FIRST_READING_WAIT`] instead: after a restart, when a backlog is most likely. It waits as
+//! [`NO_GOOD_READING_WAIT`] instead: after a restart, when a backlog is most likely. It waits as
 //! long for the retry after a failed reading, so that one failure does not leave the next
 //! scrape saying storage is down (`herald_storage_up`) when the retry succeeds.
 //!
@@ -36,7 +36,7 @@ pub const QUEUE_COUNT_LIMIT: u64 = 100_000;
 
 /// How long a scrape waits for a reading when the last did not succeed (none yet, or it
 /// failed): well within Prometheus' default scrape timeout of 10 s.
-pub const FIRST_READING_WAIT: Duration = Duration::from_secs(5);
+pub const NO_GOOD_READING_WAIT: Duration = Duration::from_secs(5);
 
 /// When the queue gauges are computed again, fixed at startup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,8 @@ pub struct QueueGaugeSettings {
     /// zero computes them at every scrape.
     pub max_age: Duration,
     /// How long a scrape waits for the computation it started or joined before it serves the
-    /// last values (a process's first scrape, which has none, waits [`FIRST_READING_WAIT`]).
+    /// last values (a scrape with no good last values, none yet or the last reading failed,
+    /// waits [`NO_GOOD_READING_WAIT`]).
     pub wait: Duration,
 }
 
@@ -111,7 +112,7 @@ impl QueueGauges {
             let wait = if refresh.succeeded_at.is_some() && !refresh.failed {
                 settings.wait
             } else {
-                settings.wait.max(FIRST_READING_WAIT)
+                settings.wait.max(NO_GOOD_READING_WAIT)
             };
             // After a failure the values are the last successful reading's: never fresh.
             let fresh = !refresh.failed

@@ -59,7 +59,8 @@ struct Args {
 
     /// A workload name, a comma-separated list of them, or `all`: ingest, throughput, fanout,
     /// latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag, fanlag-nodes
-    /// (PostgreSQL only), and the scale workloads backlog, tenants, history, nodes (`scale` names those four).
+    /// (PostgreSQL only), and the scale workloads backlog, tenants, history, nodes (`scale`
+    /// names those four).
     #[arg(long, default_value = "all")]
     workload: String,
 

@@ -307,22 +307,14 @@ async fn measure_latency(
 /// ten endpoints (50,000 deliveries): whether delivery keeps up with publishing, as each
 /// delivery's time from its publish request to its receipt shows.
 pub(super) async fn fanlag(bench: &mut Bench) -> anyhow::Result<Figures> {
-    let events = bench.scale.fanlag_events();
-    let run = bulk(
+    fanlag_on(
         bench,
-        Bulk {
-            name: "bench-fanlag",
-            healthy: FANOUT_ENDPOINTS,
-            hanging: 0,
-            events,
-            settings: HeraldSettings::default(),
-            filtered: false,
-            publishers: Publishers::SINGLE,
-            other_nodes: 0,
-        },
+        "bench-fanlag",
+        HeraldSettings::default(),
+        0,
+        "Herald",
     )
-    .await?;
-    Ok(fanlag_figures(&run, events, "Herald"))
+    .await
 }
 
 /// `fanlag-nodes`: `fanlag` on three nodes sharing one PostgreSQL database, every publish
@@ -335,30 +327,45 @@ pub(super) async fn fanlag_nodes(bench: &mut Bench) -> anyhow::Result<Figures> {
         figures.note("fanlag-nodes runs on PostgreSQL only: SQLite admits one Herald process");
         return Ok(figures);
     }
-    let events = bench.scale.fanlag_events();
     let publishing_node = HeraldSettings {
         max_in_flight: Some(1),
         ..HeraldSettings::default()
     };
+    fanlag_on(
+        bench,
+        "bench-fanlag-nodes",
+        publishing_node,
+        2,
+        "one node of three (at most one delivery in flight there; the other two deliver)",
+    )
+    .await
+}
+
+/// `fanlag`'s run, published to a Herald with `settings` beside `other_nodes` further nodes
+/// (`published_to` says which, in the report's note).
+async fn fanlag_on(
+    bench: &Bench,
+    name: &'static str,
+    settings: HeraldSettings,
+    other_nodes: usize,
+    published_to: &str,
+) -> anyhow::Result<Figures> {
+    let events = bench.scale.fanlag_events();
     let run = bulk(
         bench,
         Bulk {
-            name: "bench-fanlag-nodes",
+            name,
             healthy: FANOUT_ENDPOINTS,
             hanging: 0,
             events,
-            settings: publishing_node,
+            settings,
             filtered: false,
             publishers: Publishers::SINGLE,
-            other_nodes: 2,
+            other_nodes,
         },
     )
     .await?;
-    Ok(fanlag_figures(
-        &run,
-        events,
-        "one node of three (at most one delivery in flight there; the other two deliver)",
-    ))
+    Ok(fanlag_figures(&run, events, published_to))
 }
 
 /// The figures of `fanlag` and `fanlag-nodes`: the receipt times, held to [`FANLAG_P99_MS`],
