@@ -35,12 +35,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// How this backend spells what the SQL standard leaves open.
     const DIALECT: Dialect;
 
+    /// What every backend keeps alike.
+    fn common(&self) -> &Common;
     /// Seals and opens secrets.
-    fn cipher(&self) -> &SecretCipher;
+    fn cipher(&self) -> &SecretCipher {
+        &self.common().cipher
+    }
     /// The organizations' signing keys this process has opened.
-    fn signing_keys(&self) -> &SigningKeyCache;
+    fn signing_keys(&self) -> &SigningKeyCache {
+        &self.common().signing_keys
+    }
     /// The record of whether writes succeed.
-    fn health(&self) -> &WriteHealth;
+    fn health(&self) -> &WriteHealth {
+        &self.common().health
+    }
 
     /// Begins a write transaction.
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
@@ -82,6 +90,27 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Waits until every node has been told of the deliveries this store stored (see
     /// [`crate::Store::flush_announcements`]); nothing to wait for on SQLite.
     async fn flush_announcements(&self) {}
+}
+
+/// What every backend keeps alike: the state the shared operations need besides connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    pub(crate) cipher: SecretCipher,
+    /// The organizations' signing keys this process has opened (they never change).
+    pub(crate) signing_keys: Arc<SigningKeyCache>,
+    /// Whether writes succeed (a full disk, or a PostgreSQL server out of disk, makes them
+    /// fail while reads go on).
+    pub(crate) health: Arc<WriteHealth>,
+}
+
+impl Common {
+    pub(crate) fn new(cipher: SecretCipher) -> Self {
+        Self {
+            cipher,
+            signing_keys: Arc::default(),
+            health: Arc::default(),
+        }
+    }
 }
 
 /// Which connections a read outside a transaction runs on. Writes always run in a

@@ -28,12 +28,11 @@ use sqlx::{Connection, Postgres, Transaction};
 
 use self::announce::Announcer;
 use self::upkeep::Upkeep;
-use crate::backend::{Backend, Lock, Pool, WriteTransaction};
-use crate::health::WriteHealth;
+use crate::backend::{Backend, Common, Lock, Pool, WriteTransaction};
 use crate::queue::LeaseToken;
 use crate::rows::ReadRow;
+use crate::shared::claimed_from_rows;
 use crate::shared::ordering::Behind;
-use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
 use crate::statement::Statement;
@@ -72,11 +71,7 @@ impl Default for PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    cipher: SecretCipher,
-    /// The organizations' signing keys this process has opened (they never change).
-    signing_keys: Arc<SigningKeyCache>,
-    /// Whether writes succeed (a server out of disk answers reads and refuses writes).
-    health: Arc<WriteHealth>,
+    common: Common,
     /// Tells every node of the deliveries this one stores.
     announcer: Arc<Announcer>,
     /// Vacuums the delivery queue when autovacuum does not.
@@ -130,9 +125,7 @@ impl PostgresStore {
             announcer: Arc::new(Announcer::new(pool.clone())),
             upkeep: Arc::new(upkeep),
             pool,
-            cipher,
-            signing_keys: Arc::default(),
-            health: Arc::default(),
+            common: Common::new(cipher),
         })
     }
 }
@@ -143,16 +136,8 @@ impl Backend for PostgresStore {
     type Tx = PostgresTransaction;
     const DIALECT: Dialect = Dialect::Postgres;
 
-    fn cipher(&self) -> &SecretCipher {
-        &self.cipher
-    }
-
-    fn signing_keys(&self) -> &SigningKeyCache {
-        &self.signing_keys
-    }
-
-    fn health(&self) -> &WriteHealth {
-        &self.health
+    fn common(&self) -> &Common {
+        &self.common
     }
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {

@@ -30,12 +30,11 @@ mod writer;
 use leases::{Candidate, LeaseTable};
 use writer::WriteTx;
 
-use crate::backend::{Backend, Lock, Pool, WriteTransaction};
-use crate::health::WriteHealth;
+use crate::backend::{Backend, Common, Lock, Pool, WriteTransaction};
 use crate::queue::LeaseToken;
 use crate::rows::ReadRow;
+use crate::shared::claimed_from_rows;
 use crate::shared::ordering::Behind;
-use crate::shared::{SigningKeyCache, claimed_from_rows};
 use crate::shared::{resolve_scope, write_attempts};
 use crate::sql::{self, Dialect, LeaseCheck};
 use crate::statement::Statement;
@@ -56,13 +55,9 @@ pub struct SqliteStore {
     /// them, so they never queue behind API reads (nor those behind them), and the pages they
     /// touch are cached in two connections, not in every reader.
     claim_reader: SqlitePool,
-    cipher: SecretCipher,
-    /// The organizations' signing keys this process has opened (they never change).
-    signing_keys: Arc<SigningKeyCache>,
+    common: Common,
     /// The deliveries this process's worker holds (an embedded database has one Herald).
     leases: Arc<LeaseTable>,
-    /// Whether writes succeed (a full disk makes them fail while reads go on).
-    health: Arc<WriteHealth>,
     /// This process's worker, woken when a write transaction that stored deliveries commits.
     wakeup: Arc<LocalWakeup>,
 }
@@ -120,10 +115,8 @@ impl SqliteStore {
             writer,
             reader,
             claim_reader,
-            cipher,
-            signing_keys: Arc::default(),
+            common: Common::new(cipher),
             leases: Arc::default(),
-            health: Arc::default(),
             wakeup: Arc::default(),
         })
     }
@@ -161,20 +154,12 @@ impl Backend for SqliteStore {
     type Tx = WriteTx;
     const DIALECT: Dialect = Dialect::Sqlite;
 
-    fn cipher(&self) -> &SecretCipher {
-        &self.cipher
-    }
-
-    fn signing_keys(&self) -> &SigningKeyCache {
-        &self.signing_keys
-    }
-
-    fn health(&self) -> &WriteHealth {
-        &self.health
+    fn common(&self) -> &Common {
+        &self.common
     }
 
     async fn begin(&self) -> Result<WriteTx, StoreError> {
-        WriteTx::begin(&self.writer, &self.health, &self.wakeup).await
+        WriteTx::begin(&self.writer, &self.common.health, &self.wakeup).await
     }
 
     async fn run(&self, on: Pool, statement: Statement<'_>) -> Result<Vec<SqliteRow>, StoreError> {
