@@ -47,15 +47,57 @@ pub struct AttemptReport {
 
 /// Sends one attempt now.
 pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptReport {
+    match prepare(plan) {
+        Ok(prepared) => send(client, plan, prepared).await,
+        Err(not_sent) => *not_sent,
+    }
+}
+
+/// An attempt rendered and signed, ready to go: all an attempt does before its request leaves.
+/// A run of an ordering key prepares its next attempt while the one before it is in flight
+/// (`worker/job.rs`), so that its receiver's round trip is most of what lies between two of
+/// its requests.
+pub struct PreparedAttempt {
+    /// The attempt's id, which its `traceparent` carries.
+    attempt_id: AttemptId,
+    /// When it was signed: its signature carries the second.
+    signed_at: Timestamp,
+    body: Bytes,
+    /// Herald's own headers; the endpoint's custom headers are added as it is sent.
+    headers: Vec<(&'static str, String)>,
+    request: SentRequest,
+}
+
+impl PreparedAttempt {
+    /// The id the attempt's record takes if it is sent within the second it was signed in.
+    pub fn id(&self) -> AttemptId {
+        self.attempt_id
+    }
+
+    /// When it was signed.
+    pub fn signed_at(&self) -> Timestamp {
+        self.signed_at
+    }
+}
+
+/// Renders and signs an attempt of `plan`, to send later with [`send`]; the record of an
+/// attempt that cannot be sent (its version has no renderer) when there is none to send.
+pub fn prepare(plan: AttemptPlan<'_>) -> Result<PreparedAttempt, Box<AttemptReport>> {
     // The id is taken when the attempt starts, so the feed (newest first by id) lists
     // attempts in the order they were made, not the order they finished.
     let started = (AttemptId::new(), Timestamp::now());
     let occurred_at = started.1;
     let body = match envelope::render(&plan.endpoint.api_version, plan.event) {
         Ok(body) => body,
-        Err(unsupported) => return not_sent(plan, occurred_at, unsupported.to_string()),
+        Err(unsupported) => {
+            return Err(Box::new(not_sent(
+                plan,
+                occurred_at,
+                unsupported.to_string(),
+            )));
+        }
     };
-    let mut headers: Vec<(&str, String)> = signed_headers(&OutgoingDelivery {
+    let mut headers = signed_headers(&OutgoingDelivery {
         event_id: plan.event.id,
         event_type: &plan.event.event_type,
         attempt: plan.attempt_number,
@@ -74,8 +116,7 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         .iter()
         .map(|(name, value)| ((*name).to_owned(), value.clone()))
         .collect();
-    for (name, value) in plan.credentials.custom_headers.pairs() {
-        headers.push((name.as_str(), value.clone()));
+    for (name, _) in plan.credentials.custom_headers.pairs() {
         recorded.push((name.clone(), REDACTED.to_owned()));
     }
     let request = SentRequest {
@@ -83,15 +124,53 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
         body_bytes: body.len() as u64,
         headers: recorded,
     };
+    Ok(PreparedAttempt {
+        attempt_id: started.0,
+        signed_at: occurred_at,
+        body: Bytes::from(body),
+        headers,
+        request,
+    })
+}
+
+/// Sends an attempt [`prepare`]d from the same `plan`. The attempt occurs now: one signed
+/// in an earlier second than now is signed again, so that its signature's timestamp is always
+/// the second its record says it was sent in.
+pub async fn send(
+    client: &DeliveryClient,
+    plan: AttemptPlan<'_>,
+    prepared: PreparedAttempt,
+) -> AttemptReport {
+    let now = Timestamp::now();
+    let prepared = match now.unix_seconds() == prepared.signed_at.unix_seconds() {
+        true => prepared,
+        false => match prepare(plan) {
+            Ok(prepared) => prepared,
+            Err(not_sent) => return *not_sent,
+        },
+    };
+    let PreparedAttempt {
+        attempt_id,
+        signed_at,
+        body,
+        headers: own,
+        request,
+    } = prepared;
+    // Never before its signing (a fresh preparation above is signed after `now`).
+    let occurred_at = now.max(signed_at);
+    let mut headers: Vec<(&str, String)> = own;
+    for (name, value) in plan.credentials.custom_headers.pairs() {
+        headers.push((name.as_str(), value.clone()));
+    }
     let outcome = client
         .send_with(
             &plan.endpoint.url,
             &headers,
-            Bytes::from(body),
+            body,
             plan.credentials.client_certificate.as_ref(),
         )
         .await;
-    report(plan, started, request, outcome)
+    report(plan, (attempt_id, occurred_at), request, outcome)
 }
 
 /// The record of an attempt that was decided without sending anything (the endpoint became

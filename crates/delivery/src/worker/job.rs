@@ -8,14 +8,16 @@
 //! recording and a claim, several database round trips between two requests. Each
 //! successor is sent only after the one before it succeeded, and its predecessor's
 //! recording names it ([`HandOn`]), so the store passes the key's turn to it rather than
-//! making it due for another claim (docs/api.md#ordering-and-sequence-numbers).
+//! making it due for another claim (docs/api.md#ordering-and-sequence-numbers). While one
+//! delivery of a run is in flight, the task renders and signs the next ([`prepare`]), so that
+//! what lies between two of a key's requests is the receiver's round trip and little else.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_domain::trace::TraceParent;
-use herald_domain::{Endpoint, Outcome, Timestamp};
+use herald_domain::{DeliveryId, Endpoint, Outcome, Timestamp};
 use herald_store::{AttemptRecording, ClaimedDelivery, HandOn, LeaseToken, Store};
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
@@ -25,7 +27,9 @@ use tracing::Instrument as _;
 
 use super::WorkerConfig;
 use super::slots::EndpointSlots;
-use crate::attempt::{AttemptPlan, AttemptReport, execute, not_sent};
+use crate::attempt::{
+    AttemptPlan, AttemptReport, PreparedAttempt, execute, not_sent, prepare, send,
+};
 use crate::client::{DeliveryClient, OutcomeClass};
 use crate::retry::RetrySchedule;
 use crate::telemetry::DeliveryTracer;
@@ -64,8 +68,12 @@ impl Job {
         let mut successors = Successors::default();
         let holding_since = Instant::now();
         let mut delivery = delivery;
+        // The attempt of `delivery` prepared while its predecessor was in flight.
+        let mut prepared = None;
         loop {
-            let mut recording = self.attempt(&delivery).await;
+            let (mut recording, prepared_next) = self
+                .attempt(&delivery, prepared.take(), successors.waiting.front())
+                .await;
             let delivered = recording.attempt.outcome == Outcome::Success;
             let next = match delivered {
                 true => {
@@ -91,7 +99,12 @@ impl Job {
             // delivery back, and a run stops: nothing more it sent could be recorded.
             let recorded = self.record_tx.send(recording).await.is_ok();
             match next {
-                Some(next) if recorded => delivery = next,
+                Some(next) if recorded => {
+                    prepared = prepared_next
+                        .filter(|(id, _)| *id == next.delivery_id)
+                        .map(|(_, attempt)| attempt);
+                    delivery = next;
+                }
                 Some(next) => {
                     successors.waiting.push_front(next);
                     break;
@@ -103,8 +116,15 @@ impl Job {
         successors.release_unsent(&*self.store);
     }
 
-    /// Attempts `delivery` (the task holds its endpoint's slot) and exports its span.
-    async fn attempt(&self, delivery: &ClaimedDelivery) -> AttemptRecording {
+    /// Attempts `delivery` (the task holds its endpoint's slot; `prepared`, if any, is its
+    /// attempt, prepared already) and exports its span. Meanwhile it prepares the attempt of
+    /// `next`, the delivery of its key that would follow it, and returns that too.
+    async fn attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        prepared: Option<PreparedAttempt>,
+        next: Option<&ClaimedDelivery>,
+    ) -> (AttemptRecording, Option<(DeliveryId, PreparedAttempt)>) {
         // Boxed, so the attempt's state (the HTTP exchange, kilobytes) is allocated only once
         // the task holds a slot: the many tasks claimed ahead and waiting stay small.
         // The attempt's log lines carry its trace id. A debug span: with the default `info`
@@ -116,13 +136,23 @@ impl Job {
             event_id = %delivery.event.id,
             attempt = delivery.attempt_number,
         );
-        let recording = Box::pin(attempt_delivery(&self.client, &self.schedule, delivery))
-            .instrument(span)
-            .await;
+        let attempt =
+            Box::pin(attempt_prepared(&self.client, &self.schedule, delivery, prepared))
+                .instrument(span);
+        let prepare_next = async {
+            let next = next?;
+            // The attempt's first poll hands its request to its connection's task, which runs
+            // once this task yields: the request goes out first, and this work fills the wait
+            // for its answer.
+            tokio::task::yield_now().await;
+            let prepared = prepare(plan_of(next)).ok()?;
+            Some((next.delivery_id, prepared))
+        };
+        let (recording, prepared_next) = tokio::join!(attempt, prepare_next);
         if let Some(tracer) = &self.tracer {
             tracer.record_attempt(&delivery.event, &recording.attempt);
         }
-        recording
+        (recording, prepared_next)
     }
 
     /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
@@ -226,15 +256,17 @@ pub async fn attempt_delivery(
     schedule: &RetrySchedule,
     delivery: &ClaimedDelivery,
 ) -> AttemptRecording {
-    let plan = AttemptPlan {
-        delivery_id: delivery.delivery_id,
-        attempt_number: delivery.attempt_number,
-        event: &delivery.event,
-        endpoint: &delivery.endpoint,
-        signing: &delivery.signing,
-        sequence: delivery.sequence,
-        credentials: &delivery.credentials,
-    };
+    attempt_prepared(client, schedule, delivery, None).await
+}
+
+/// [`attempt_delivery`], sending `prepared` (prepared from `delivery`) when given.
+async fn attempt_prepared(
+    client: &DeliveryClient,
+    schedule: &RetrySchedule,
+    delivery: &ClaimedDelivery,
+    prepared: Option<PreparedAttempt>,
+) -> AttemptRecording {
+    let plan = plan_of(delivery);
     // An endpoint deleted or disabled after publish gets no attempt, only a record of why.
     if let Some(reason) = why_withheld(&delivery.endpoint) {
         let report = not_sent(plan, Timestamp::now(), reason.to_owned());
@@ -247,7 +279,10 @@ pub async fn attempt_delivery(
             delivery.lease,
         );
     }
-    let report = execute(client, plan).await;
+    let report = match prepared {
+        Some(prepared) => send(client, plan, prepared).await,
+        None => execute(client, plan).await,
+    };
     decide(
         report,
         OnFailure::Retry,
@@ -256,6 +291,19 @@ pub async fn attempt_delivery(
         &mut rand::thread_rng(),
         delivery.lease,
     )
+}
+
+/// What an attempt of `delivery` is made from.
+fn plan_of(delivery: &ClaimedDelivery) -> AttemptPlan<'_> {
+    AttemptPlan {
+        delivery_id: delivery.delivery_id,
+        attempt_number: delivery.attempt_number,
+        event: &delivery.event,
+        endpoint: &delivery.endpoint,
+        signing: &delivery.signing,
+        sequence: delivery.sequence,
+        credentials: &delivery.credentials,
+    }
 }
 
 /// Why the endpoint takes no more attempts, if it does not.

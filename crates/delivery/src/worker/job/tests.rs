@@ -65,16 +65,7 @@ fn delivery(attempt_number: u32) -> ClaimedDelivery {
 /// `Retry-After`), as the client classifies it.
 fn answered(status: u16, attempt_number: u32, retry_after: Option<Duration>) -> AttemptReport {
     let delivery = delivery(attempt_number);
-    let plan = AttemptPlan {
-        delivery_id: delivery.delivery_id,
-        attempt_number,
-        event: &delivery.event,
-        endpoint: &delivery.endpoint,
-        signing: &delivery.signing,
-        sequence: delivery.sequence,
-        credentials: &delivery.credentials,
-    };
-    let mut report = not_sent(plan, Timestamp::now(), String::new());
+    let mut report = not_sent(plan_of(&delivery), Timestamp::now(), String::new());
     let class = match status {
         200..=299 => OutcomeClass::Success,
         410 => OutcomeClass::Gone,
@@ -274,4 +265,52 @@ fn a_recovered_delivery_starts_a_fresh_schedule_while_its_attempt_numbers_go_on(
         (4_000_000..=6_000_000).contains(&wait),
         "after the schedule's first delay (5 s ± 20 %), not {wait} µs"
     );
+}
+
+/// The value of the header `name` an attempt recorded.
+fn recorded_header<'a>(report: &'a AttemptReport, name: &str) -> &'a str {
+    let headers = &report.attempt.request_headers;
+    let found = headers.iter().find(|(header, _)| header == name);
+    found.map(|(_, value)| value.as_str()).expect("the header was recorded")
+}
+
+/// Sleeps into the next second, a little past its start.
+async fn sleep_into_the_next_second() {
+    let into_second = Duration::from_micros((Timestamp::now().as_micros() % 1_000_000) as u64);
+    tokio::time::sleep(Duration::from_secs(1) - into_second + Duration::from_millis(20)).await;
+}
+
+#[tokio::test]
+async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed_again_after() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
+    let mut delivery = delivery(1);
+    // Refused by the address policy before anything leaves: the record still shows what
+    // would have been sent.
+    delivery.endpoint.url = "https://127.0.0.1:9/webhooks".to_owned();
+
+    sleep_into_the_next_second().await;
+    let prepared = prepare(plan_of(&delivery)).expect("the envelope renders");
+    let prepared_id = prepared.id();
+    let report = send(&client, plan_of(&delivery), prepared).await;
+    assert_eq!(
+        report.attempt.id, prepared_id,
+        "sent within its second, the prepared attempt goes out"
+    );
+    let sent_in = report.attempt.occurred_at.unix_seconds();
+    assert_eq!(recorded_header(&report, "webhook-timestamp"), sent_in.to_string());
+
+    let prepared = prepare(plan_of(&delivery)).expect("the envelope renders");
+    let (prepared_id, signed_in) = (prepared.id(), prepared.signed_at().unix_seconds());
+    sleep_into_the_next_second().await;
+    let report = send(&client, plan_of(&delivery), prepared).await;
+    let sent_in = report.attempt.occurred_at.unix_seconds();
+    assert!(sent_in > signed_in, "sent {sent_in}, signed {signed_in}");
+    assert_ne!(report.attempt.id, prepared_id, "signed again, as a new attempt");
+    assert_eq!(
+        recorded_header(&report, "webhook-timestamp"),
+        sent_in.to_string(),
+        "the signature carries the second the attempt was sent in"
+    );
+    assert!(report.attempt.error.is_some(), "the address policy refused it");
 }
