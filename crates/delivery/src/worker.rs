@@ -32,6 +32,8 @@
 
 mod backoff;
 mod claim_plan;
+#[cfg(test)]
+mod fixtures;
 mod job;
 mod recorder;
 mod slots;

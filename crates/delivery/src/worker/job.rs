@@ -136,9 +136,13 @@ impl Job {
             event_id = %delivery.event.id,
             attempt = delivery.attempt_number,
         );
-        let attempt =
-            Box::pin(attempt_prepared(&self.client, &self.schedule, delivery, prepared))
-                .instrument(span);
+        let attempt = Box::pin(attempt_prepared(
+            &self.client,
+            &self.schedule,
+            delivery,
+            prepared,
+        ))
+        .instrument(span);
         let prepare_next = async {
             let next = next?;
             // The attempt's first poll hands its request to its connection's task, which runs
@@ -294,7 +298,7 @@ async fn attempt_prepared(
 }
 
 /// What an attempt of `delivery` is made from.
-fn plan_of(delivery: &ClaimedDelivery) -> AttemptPlan<'_> {
+pub(super) fn plan_of(delivery: &ClaimedDelivery) -> AttemptPlan<'_> {
     AttemptPlan {
         delivery_id: delivery.delivery_id,
         attempt_number: delivery.attempt_number,

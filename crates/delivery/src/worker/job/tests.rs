@@ -1,65 +1,15 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use herald_domain::{
-    DeliveryId, Endpoint, EndpointId, Event, EventId, EventOrigin, OrgId, OrgSigningKey, Secret,
-    SigningMaterial, Timestamp,
-};
+use herald_domain::Timestamp;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::*;
 use crate::client::{AttemptOutcome, ClientConfig};
+use crate::worker::fixtures::delivery;
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
-
-/// Attempt `attempt_number` of a delivery to a live endpoint.
-fn delivery(attempt_number: u32) -> ClaimedDelivery {
-    let org_id = OrgId::new();
-    let now = Timestamp::now();
-    ClaimedDelivery {
-        delivery_id: DeliveryId::new(),
-        attempt_number,
-        schedule_attempt: attempt_number,
-        sequence: Some(1),
-        event: Event {
-            id: EventId::new(),
-            org_id,
-            event_type: "order.created".to_owned(),
-            data: "{}".to_owned(),
-            idempotency_key: None,
-            ordering_key: None,
-            origin: EventOrigin::Publish,
-            created_at: now,
-            traceparent: None,
-        },
-        endpoint: Endpoint {
-            id: EndpointId::new(),
-            org_id,
-            // Nothing may be sent in these tests: a name that never resolves.
-            url: "https://receiver.invalid/webhooks".to_owned(),
-            description: None,
-            events: vec!["order.created".to_owned()],
-            active: true,
-            api_version: "2026-04-01".to_owned(),
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            health: herald_domain::EndpointHealth::default(),
-            header_names: Vec::new(),
-            client_certificate: None,
-            filter: None,
-        },
-        signing: SigningMaterial {
-            endpoint_secret: Secret::generate(),
-            previous_secret: None,
-            org_secret: None,
-            org_signing_key: std::sync::Arc::new(OrgSigningKey::generate(org_id, now)),
-        },
-        credentials: herald_domain::EndpointCredentials::default(),
-        lease: LeaseToken::new(),
-    }
-}
 
 /// The report of attempt `attempt_number` that the receiver answered with `status` (and
 /// `Retry-After`), as the client classifies it.
@@ -271,7 +221,9 @@ fn a_recovered_delivery_starts_a_fresh_schedule_while_its_attempt_numbers_go_on(
 fn recorded_header<'a>(report: &'a AttemptReport, name: &str) -> &'a str {
     let headers = &report.attempt.request_headers;
     let found = headers.iter().find(|(header, _)| header == name);
-    found.map(|(_, value)| value.as_str()).expect("the header was recorded")
+    found
+        .map(|(_, value)| value.as_str())
+        .expect("the header was recorded")
 }
 
 /// Sleeps into the next second, a little past its start.
@@ -298,7 +250,10 @@ async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed
         "sent within its second, the prepared attempt goes out"
     );
     let sent_in = report.attempt.occurred_at.unix_seconds();
-    assert_eq!(recorded_header(&report, "webhook-timestamp"), sent_in.to_string());
+    assert_eq!(
+        recorded_header(&report, "webhook-timestamp"),
+        sent_in.to_string()
+    );
 
     let prepared = prepare(plan_of(&delivery)).expect("the envelope renders");
     let (prepared_id, signed_in) = (prepared.id(), prepared.signed_at().unix_seconds());
@@ -306,11 +261,17 @@ async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed
     let report = send(&client, plan_of(&delivery), prepared).await;
     let sent_in = report.attempt.occurred_at.unix_seconds();
     assert!(sent_in > signed_in, "sent {sent_in}, signed {signed_in}");
-    assert_ne!(report.attempt.id, prepared_id, "signed again, as a new attempt");
+    assert_ne!(
+        report.attempt.id, prepared_id,
+        "signed again, as a new attempt"
+    );
     assert_eq!(
         recorded_header(&report, "webhook-timestamp"),
         sent_in.to_string(),
         "the signature carries the second the attempt was sent in"
     );
-    assert!(report.attempt.error.is_some(), "the address policy refused it");
+    assert!(
+        report.attempt.error.is_some(),
+        "the address policy refused it"
+    );
 }
