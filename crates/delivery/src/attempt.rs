@@ -53,115 +53,118 @@ pub async fn execute(client: &DeliveryClient, plan: AttemptPlan<'_>) -> AttemptR
     }
 }
 
-/// An attempt rendered and signed, ready to go: all an attempt does before its request leaves.
-/// A run of an ordering key prepares its next attempt while the one before it is in flight
-/// (`worker/job.rs`), so that its receiver's round trip is most of what lies between two of
-/// its requests.
+/// An attempt rendered and signed, ready to go: most of what an attempt does before its
+/// request leaves. A run of an ordering key prepares its next attempt while the one before it
+/// is in flight (`worker/job.rs`), so that its receiver's round trip is most of what lies
+/// between two of its requests. The attempt's id (and the `traceparent` that names it) is
+/// taken as it is sent, so the feed, newest first by id, lists attempts in the order they
+/// were made.
 pub struct PreparedAttempt {
-    /// The attempt's id, which its `traceparent` carries.
-    attempt_id: AttemptId,
+    body: Bytes,
+    body_sha256: String,
     /// When it was signed: its signature carries the second.
     signed_at: Timestamp,
-    body: Bytes,
-    /// Herald's own headers; the endpoint's custom headers are added as it is sent.
-    headers: Vec<(&'static str, String)>,
-    request: SentRequest,
+    /// Herald's signed headers.
+    signed: Vec<(&'static str, String)>,
 }
 
+#[cfg(test)]
 impl PreparedAttempt {
-    /// The id the attempt's record takes if it is sent within the second it was signed in.
-    pub fn id(&self) -> AttemptId {
-        self.attempt_id
+    /// When it was signed.
+    pub(crate) fn signed_at(&self) -> Timestamp {
+        self.signed_at
     }
 
-    /// When it was signed.
-    pub fn signed_at(&self) -> Timestamp {
-        self.signed_at
+    /// The `webhook-signature` it carries.
+    pub(crate) fn webhook_signature(&self) -> Option<&str> {
+        let signature = self
+            .signed
+            .iter()
+            .find(|(name, _)| *name == crate::signer::WEBHOOK_SIGNATURE);
+        signature.map(|(_, value)| value.as_str())
     }
 }
 
 /// Renders and signs an attempt of `plan`, to send later with [`send`]; the record of an
 /// attempt that cannot be sent (its version has no renderer) when there is none to send.
 pub fn prepare(plan: AttemptPlan<'_>) -> Result<PreparedAttempt, Box<AttemptReport>> {
-    // The id is taken when the attempt starts, so the feed (newest first by id) lists
-    // attempts in the order they were made, not the order they finished.
-    let started = (AttemptId::new(), Timestamp::now());
-    let occurred_at = started.1;
+    let now = Timestamp::now();
     let body = match envelope::render(&plan.endpoint.api_version, plan.event) {
         Ok(body) => body,
         Err(unsupported) => {
-            return Err(Box::new(not_sent(
-                plan,
-                occurred_at,
-                unsupported.to_string(),
-            )));
+            return Err(Box::new(not_sent(plan, now, unsupported.to_string())));
         }
     };
-    let mut headers = signed_headers(&OutgoingDelivery {
+    let signed = sign(plan, &body, now);
+    Ok(PreparedAttempt {
+        body_sha256: hex::encode(Sha256::digest(&body)),
+        body: Bytes::from(body),
+        signed_at: now,
+        signed,
+    })
+}
+
+/// Herald's signed headers of an attempt of `plan` with `body`, made `at`.
+fn sign(plan: AttemptPlan<'_>, body: &[u8], at: Timestamp) -> Vec<(&'static str, String)> {
+    signed_headers(&OutgoingDelivery {
         event_id: plan.event.id,
         event_type: &plan.event.event_type,
         attempt: plan.attempt_number,
-        timestamp: occurred_at,
-        body: &body,
+        timestamp: at,
+        body,
         signing: plan.signing,
         sequence: plan.sequence,
         ordering_key: plan.event.ordering_key.as_deref(),
-    });
-    // Each attempt is a span of the event's trace, named by the attempt's own id.
-    let traceparent = TraceParent::of_attempt(plan.event, started.0);
-    headers.push((TRACEPARENT, traceparent.header_value()));
+    })
+}
+
+/// Sends an attempt [`prepare`]d from the same `plan`. The attempt occurs now, and is signed
+/// again if its signature would not be the one made now: signed in an earlier second (the
+/// signature carries the second), or across the end of the endpoint's previous secret's grace
+/// period (which then signs no more).
+pub async fn send(
+    client: &DeliveryClient,
+    plan: AttemptPlan<'_>,
+    prepared: PreparedAttempt,
+) -> AttemptReport {
+    let PreparedAttempt {
+        body,
+        body_sha256,
+        signed_at,
+        mut signed,
+    } = prepared;
+    let now = Timestamp::now().max(signed_at);
+    let previous_secret_ended = plan
+        .signing
+        .previous_secret
+        .as_ref()
+        .is_some_and(|previous| previous.signs_at(signed_at) != previous.signs_at(now));
+    if now.unix_seconds() != signed_at.unix_seconds() || previous_secret_ended {
+        signed = sign(plan, &body, now);
+    }
+    // Each attempt is a span of the event's trace, named by the attempt's own id, which is
+    // taken as it goes out.
+    let attempt_id = AttemptId::new();
+    let mut headers: Vec<(&str, String)> = signed;
+    headers.push((
+        TRACEPARENT,
+        TraceParent::of_attempt(plan.event, attempt_id).header_value(),
+    ));
     // The record shows what was sent, except the custom headers' values, which may be
     // credentials: stored and shown as "<redacted>", like every answer shows them.
     let mut recorded: Vec<(String, String)> = headers
         .iter()
         .map(|(name, value)| ((*name).to_owned(), value.clone()))
         .collect();
-    for (name, _) in plan.credentials.custom_headers.pairs() {
+    for (name, value) in plan.credentials.custom_headers.pairs() {
+        headers.push((name.as_str(), value.clone()));
         recorded.push((name.clone(), REDACTED.to_owned()));
     }
     let request = SentRequest {
-        body_sha256: hex::encode(Sha256::digest(&body)),
+        body_sha256,
         body_bytes: body.len() as u64,
         headers: recorded,
     };
-    Ok(PreparedAttempt {
-        attempt_id: started.0,
-        signed_at: occurred_at,
-        body: Bytes::from(body),
-        headers,
-        request,
-    })
-}
-
-/// Sends an attempt [`prepare`]d from the same `plan`. The attempt occurs now: one signed
-/// in an earlier second than now is signed again, so that its signature's timestamp is always
-/// the second its record says it was sent in.
-pub async fn send(
-    client: &DeliveryClient,
-    plan: AttemptPlan<'_>,
-    prepared: PreparedAttempt,
-) -> AttemptReport {
-    let now = Timestamp::now();
-    let prepared = match now.unix_seconds() == prepared.signed_at.unix_seconds() {
-        true => prepared,
-        false => match prepare(plan) {
-            Ok(prepared) => prepared,
-            Err(not_sent) => return *not_sent,
-        },
-    };
-    let PreparedAttempt {
-        attempt_id,
-        signed_at,
-        body,
-        headers: own,
-        request,
-    } = prepared;
-    // Never before its signing (a fresh preparation above is signed after `now`).
-    let occurred_at = now.max(signed_at);
-    let mut headers: Vec<(&str, String)> = own;
-    for (name, value) in plan.credentials.custom_headers.pairs() {
-        headers.push((name.as_str(), value.clone()));
-    }
     let outcome = client
         .send_with(
             &plan.endpoint.url,
@@ -170,7 +173,7 @@ pub async fn send(
             plan.credentials.client_certificate.as_ref(),
         )
         .await;
-    report(plan, (attempt_id, occurred_at), request, outcome)
+    report(plan, (attempt_id, now), request, outcome)
 }
 
 /// The record of an attempt that was decided without sending anything (the endpoint became

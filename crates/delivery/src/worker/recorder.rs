@@ -24,18 +24,16 @@ const MAX_BATCH: usize = 512;
 /// Results waiting for the recorder before jobs wait to hand theirs on.
 const QUEUE: usize = 4096;
 
-/// A batch smaller than this that holds a run's result waits [`LINGER`] for more.
+/// Only a batch smaller than this waits [`LINGER`] for more (see [`waits_for_more`]).
 const LINGER_BELOW: usize = 32;
 
-/// How long a small batch holding the result of a run of an ordering key (an attempt whose
-/// worker went on with the key's next delivery: [`AttemptRecording::successor`]) waits for
-/// more results. A run's results come one at a time, a receiver round trip apart, and each
-/// transaction has a fixed cost (on SQLite a commit's sync and a thread hand-off per
-/// statement, on PostgreSQL round trips): a profile of a one-key run on SQLite put a third of
-/// Herald's CPU in the SQLite thread, most of it switching threads, on the cores the run's
-/// requests need. Nothing waits on the recording of a success that handed its key on, so a
-/// millisecond costs no delivery any time. Batches without a run's result never wait:
-/// unordered work pays nothing.
+/// How long a small batch holding the result of a fast run of an ordering key waits for the
+/// run's next results (see [`waits_for_more`]). A run's results come one at a time, a receiver
+/// round trip apart, and each transaction has a fixed cost (on SQLite a commit's sync and a
+/// thread hand-off per statement, on PostgreSQL round trips): a profile of a one-key run to a
+/// loopback receiver put a third of Herald's CPU in the SQLite thread, most of it switching
+/// threads, on the cores the run's requests need (BENCHMARKS.md, eleventh session). Tokio's
+/// timer rounds it up to the next millisecond.
 const LINGER: Duration = Duration::from_millis(1);
 
 /// The dispatcher's handle on the recorder task.
@@ -109,7 +107,8 @@ impl Recorder {
 }
 
 /// Writes results in batches: whatever has arrived while the previous batch was committing
-/// goes into the next transaction, up to [`MAX_BATCH`].
+/// goes into the next transaction, up to [`MAX_BATCH`], after waiting [`LINGER`] for more
+/// when [`waits_for_more`] says so.
 async fn record_loop(
     store: Arc<dyn Store>,
     mut results: mpsc::Receiver<AttemptRecording>,
@@ -153,9 +152,22 @@ async fn record_loop(
 }
 
 /// Whether `batch` waits [`LINGER`] for more results before it is written: while it is small
-/// and holds the result of a run of an ordering key, whose next result is on its way.
+/// and holds the result of a run of an ordering key (an attempt whose worker went on with the
+/// key's next delivery: [`AttemptRecording::successor`]) answered within `LINGER`, so that the
+/// run's next result is likely to arrive meanwhile. Nothing waits on the recording of such a
+/// success: its key went on without it. A batch waits not at all when anything else waits on
+/// it (a result that makes the next delivery of a key due, one that reports a delivery
+/// exhausted or disables an endpoint), nor when it holds no fast run's result: unordered work,
+/// and runs to receivers a millisecond or more away, which the wait would not help.
 fn waits_for_more(batch: &[AttemptRecording]) -> bool {
-    batch.len() < LINGER_BELOW && batch.iter().any(|result| result.successor.is_some())
+    let linger_ms = u64::try_from(LINGER.as_millis()).unwrap_or(u64::MAX);
+    let fast_run = |result: &AttemptRecording| {
+        result.successor.is_some() && result.attempt.response_time_ms < linger_ms
+    };
+    let awaited = |result: &AttemptRecording| {
+        creates_due_work(result) || result.exhausted || result.disable_endpoint.is_some()
+    };
+    batch.len() < LINGER_BELOW && batch.iter().any(fast_run) && !batch.iter().any(awaited)
 }
 
 /// Adds the results waiting in `results` to `batch`, up to [`MAX_BATCH`].

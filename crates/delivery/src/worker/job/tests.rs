@@ -233,7 +233,7 @@ async fn sleep_into_the_next_second() {
 }
 
 #[tokio::test]
-async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed_again_after() {
+async fn a_prepared_attempt_goes_out_as_signed_within_its_second_and_is_signed_again_after() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
     let mut delivery = delivery(1);
@@ -243,11 +243,12 @@ async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed
 
     sleep_into_the_next_second().await;
     let prepared = prepare(plan_of(&delivery)).expect("the envelope renders");
-    let prepared_id = prepared.id();
+    let signature = prepared.webhook_signature().expect("signed").to_owned();
     let report = send(&client, plan_of(&delivery), prepared).await;
     assert_eq!(
-        report.attempt.id, prepared_id,
-        "sent within its second, the prepared attempt goes out"
+        recorded_header(&report, "webhook-signature"),
+        signature,
+        "sent within its second, the prepared signature goes out"
     );
     let sent_in = report.attempt.occurred_at.unix_seconds();
     assert_eq!(
@@ -256,14 +257,16 @@ async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed
     );
 
     let prepared = prepare(plan_of(&delivery)).expect("the envelope renders");
-    let (prepared_id, signed_in) = (prepared.id(), prepared.signed_at().unix_seconds());
+    let signature = prepared.webhook_signature().expect("signed").to_owned();
+    let signed_in = prepared.signed_at().unix_seconds();
     sleep_into_the_next_second().await;
     let report = send(&client, plan_of(&delivery), prepared).await;
     let sent_in = report.attempt.occurred_at.unix_seconds();
     assert!(sent_in > signed_in, "sent {sent_in}, signed {signed_in}");
     assert_ne!(
-        report.attempt.id, prepared_id,
-        "signed again, as a new attempt"
+        recorded_header(&report, "webhook-signature"),
+        signature,
+        "signed again"
     );
     assert_eq!(
         recorded_header(&report, "webhook-timestamp"),
@@ -273,5 +276,37 @@ async fn a_prepared_attempt_goes_out_as_prepared_within_its_second_and_is_signed
     assert!(
         report.attempt.error.is_some(),
         "the address policy refused it"
+    );
+}
+
+#[tokio::test]
+async fn a_prepared_attempt_is_signed_again_when_the_previous_secret_stops_signing_before_it_goes()
+{
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
+    let mut delivery = delivery(1);
+    delivery.endpoint.url = "https://127.0.0.1:9/webhooks".to_owned();
+    // A rotation whose grace period ends 300 ms from now, inside this second.
+    sleep_into_the_next_second().await;
+    let grace_ends = Timestamp::now().add(chrono::Duration::milliseconds(300));
+    delivery.signing.previous_secret = Some(herald_domain::PreviousSecret {
+        secret: herald_domain::Secret::generate(),
+        valid_until: grace_ends,
+    });
+    let prepared = prepare(plan_of(&delivery)).expect("the envelope renders");
+    let signature = prepared.webhook_signature().expect("signed").to_owned();
+    assert_eq!(
+        signature.matches("v1,").count(),
+        2,
+        "signed by the secret and the previous one: {signature}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let report = send(&client, plan_of(&delivery), prepared).await;
+    assert!(report.attempt.occurred_at > grace_ends);
+    let sent = recorded_header(&report, "webhook-signature");
+    assert_eq!(
+        sent.matches("v1,").count(),
+        1,
+        "after the grace period the previous secret signs nothing: {sent}"
     );
 }
