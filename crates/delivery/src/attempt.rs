@@ -66,6 +66,8 @@ pub struct PreparedAttempt {
     signed_at: Timestamp,
     /// Herald's signed headers.
     signed: Vec<(&'static str, String)>,
+    /// The same, as the attempt's record shows them.
+    recorded: Vec<(String, String)>,
 }
 
 #[cfg(test)]
@@ -100,8 +102,17 @@ pub fn prepare(plan: AttemptPlan<'_>) -> Result<PreparedAttempt, Box<AttemptRepo
         body_sha256: hex::encode(Sha256::digest(&body)),
         body: Bytes::from(body),
         signed_at: now,
+        recorded: as_recorded(&signed),
         signed,
     })
+}
+
+/// `headers` as the attempt's record keeps them.
+fn as_recorded(headers: &[(&str, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect()
 }
 
 /// Herald's signed headers of an attempt of `plan` with `body`, made `at`.
@@ -132,6 +143,7 @@ pub async fn send(
         body_sha256,
         signed_at,
         mut signed,
+        mut recorded,
     } = prepared;
     let now = Timestamp::now().max(signed_at);
     let previous_secret_ended = plan
@@ -141,21 +153,17 @@ pub async fn send(
         .is_some_and(|previous| previous.signs_at(signed_at) != previous.signs_at(now));
     if now.unix_seconds() != signed_at.unix_seconds() || previous_secret_ended {
         signed = sign(plan, &body, now);
+        recorded = as_recorded(&signed);
     }
     // Each attempt is a span of the event's trace, named by the attempt's own id, which is
     // taken as it goes out.
     let attempt_id = AttemptId::new();
+    let traceparent = TraceParent::of_attempt(plan.event, attempt_id).header_value();
+    recorded.push((TRACEPARENT.to_owned(), traceparent.clone()));
     let mut headers: Vec<(&str, String)> = signed;
-    headers.push((
-        TRACEPARENT,
-        TraceParent::of_attempt(plan.event, attempt_id).header_value(),
-    ));
+    headers.push((TRACEPARENT, traceparent));
     // The record shows what was sent, except the custom headers' values, which may be
     // credentials: stored and shown as "<redacted>", like every answer shows them.
-    let mut recorded: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect();
     for (name, value) in plan.credentials.custom_headers.pairs() {
         headers.push((name.as_str(), value.clone()));
         recorded.push((name.clone(), REDACTED.to_owned()));
