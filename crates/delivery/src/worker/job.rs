@@ -71,9 +71,12 @@ impl Job {
         // The attempt of `delivery` prepared while its predecessor was in flight.
         let mut prepared = None;
         loop {
-            let (mut recording, prepared_next) = self
-                .attempt(&delivery, prepared.take(), successors.waiting.front())
-                .await;
+            // Boxed, so the attempt's state (the HTTP exchange, kilobytes, and the next
+            // attempt being prepared) is allocated only once the task holds a slot: the many
+            // tasks claimed ahead and waiting stay small.
+            let (mut recording, prepared_next) =
+                Box::pin(self.attempt(&delivery, prepared.take(), successors.waiting.front()))
+                    .await;
             let delivered = recording.attempt.outcome == Outcome::Success;
             let next = match delivered {
                 true => {
@@ -122,11 +125,9 @@ impl Job {
     async fn attempt(
         &self,
         delivery: &ClaimedDelivery,
-        prepared: Option<PreparedAttempt>,
+        prepared: Option<Box<PreparedAttempt>>,
         next: Option<&ClaimedDelivery>,
-    ) -> (AttemptRecording, Option<(DeliveryId, PreparedAttempt)>) {
-        // Boxed, so the attempt's state (the HTTP exchange, kilobytes) is allocated only once
-        // the task holds a slot: the many tasks claimed ahead and waiting stay small.
+    ) -> (AttemptRecording, Option<(DeliveryId, Box<PreparedAttempt>)>) {
         // The attempt's log lines carry its trace id. A debug span: with the default `info`
         // logging it is disabled at its call site, and its fields are never formatted.
         let span = tracing::debug_span!(
@@ -136,13 +137,8 @@ impl Job {
             event_id = %delivery.event.id,
             attempt = delivery.attempt_number,
         );
-        let attempt = Box::pin(attempt_prepared(
-            &self.client,
-            &self.schedule,
-            delivery,
-            prepared,
-        ))
-        .instrument(span);
+        let attempt =
+            attempt_prepared(&self.client, &self.schedule, delivery, prepared).instrument(span);
         let prepare_next = async {
             let next = next?;
             // The attempt's first poll hands its request to its connection's task, which runs
@@ -150,7 +146,7 @@ impl Job {
             // for its answer.
             tokio::task::yield_now().await;
             let prepared = prepare(plan_of(next)).ok()?;
-            Some((next.delivery_id, prepared))
+            Some((next.delivery_id, Box::new(prepared)))
         };
         let (recording, prepared_next) = tokio::join!(attempt, prepare_next);
         if let Some(tracer) = &self.tracer {
@@ -268,7 +264,7 @@ async fn attempt_prepared(
     client: &DeliveryClient,
     schedule: &RetrySchedule,
     delivery: &ClaimedDelivery,
-    prepared: Option<PreparedAttempt>,
+    prepared: Option<Box<PreparedAttempt>>,
 ) -> AttemptRecording {
     let plan = plan_of(delivery);
     // An endpoint deleted or disabled after publish gets no attempt, only a record of why.
@@ -284,7 +280,7 @@ async fn attempt_prepared(
         );
     }
     let report = match prepared {
-        Some(prepared) => send(client, plan, prepared).await,
+        Some(prepared) => send(client, plan, *prepared).await,
         None => execute(client, plan).await,
     };
     decide(
