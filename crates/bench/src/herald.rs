@@ -46,6 +46,8 @@ pub(crate) struct HeraldSettings {
     pub(crate) schema_enforcement: Option<&'static str>,
     /// `HERALD_MAX_IN_FLIGHT`, when not Herald's default of 1,024.
     pub(crate) max_in_flight: Option<usize>,
+    /// `HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS`, when not Herald's default of 5.
+    pub(crate) queue_gauges_max_age_seconds: Option<u64>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -171,6 +173,9 @@ impl Herald {
             }
             if let Some(most) = settings.max_in_flight {
                 command.env("HERALD_MAX_IN_FLIGHT", most.to_string());
+            }
+            if let Some(seconds) = settings.queue_gauges_max_age_seconds {
+                command.env("HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS", seconds.to_string());
             }
             let child = command
                 .stdin(Stdio::null())

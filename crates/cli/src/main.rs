@@ -13,6 +13,8 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 /// mimalloc instead of the system allocator: the delivery path allocates and frees many small
 /// buffers on several threads (HTTP/2 frames, headers, rows), where glibc's malloc spent a
 /// fifth of the worker threads' time and kept per-thread arenas fragmented (BENCHMARKS.md).
+/// The `mimalloc` feature is on by default; heap profiles are taken without it.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

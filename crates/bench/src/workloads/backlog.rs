@@ -18,6 +18,14 @@
 //! API requests at 200 a second, their p99 while the first Herald is idle on the empty database
 //! against their p99 during the drain (target ≤ 2×); and the `/metrics` scrape's time (median
 //! of five) on the empty queue, on the full backlog, at the start of the drain and at its end.
+//!
+//! The scrapes are spaced as a scraper spaces them: both Heralds read the queue again once the
+//! last reading is a second old (`HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS=1`, for a default of 5)
+//! and the five scrapes are [`SCRAPE_SPACING`] apart, so each one starts a reading and none
+//! arrives while the one before it still reads, as with Prometheus every 15 s against
+//! readings every 5 s. Five scrapes back to back instead timed four of them beside the
+//! reading the first one started (about 200 ms of a core at a million due), which no
+//! scraper sees (BENCHMARKS.md, twelfth session).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +52,12 @@ const ENDPOINTS_PER_ORG: usize = 50;
 const CLIENTS: usize = 4;
 /// Scrapes timed at each point; their median is reported.
 const SCRAPES: usize = 5;
+/// Both Heralds' `HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS`: a scrape starts a reading once the last
+/// is this old.
+const GAUGES_MAX_AGE_SECONDS: u64 = 1;
+/// Time between two timed scrapes: past [`GAUGES_MAX_AGE_SECONDS`], so each scrape starts a
+/// reading, and longer than a reading of the full backlog takes, so none overlaps the next.
+const SCRAPE_SPACING: Duration = Duration::from_millis(1_500);
 /// How long ordinary requests are timed while Herald is idle.
 const IDLE: Duration = Duration::from_secs(4);
 
@@ -56,10 +70,14 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         .map(|_| bench.receiver(Behaviour::Hang))
         .collect::<anyhow::Result<_>>()?;
     let urls: Vec<String> = receivers.iter().map(Receiver::url).collect();
+    let scraped = HeraldSettings {
+        queue_gauges_max_age_seconds: Some(GAUGES_MAX_AGE_SECONDS),
+        ..HeraldSettings::default()
+    };
     let loader = HeraldSettings {
         max_in_flight: Some(1),
         request_timeout_seconds: Some(1),
-        ..HeraldSettings::default()
+        ..scraped.clone()
     };
     let mut session = Session::start(&bench.launch, loader).await?;
     let mut figures = Figures::default();
@@ -98,7 +116,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     }
     let restarting = Instant::now();
     let loader_usage = session
-        .restart(&bench.launch, HeraldSettings::default())
+        .restart(&bench.launch, scraped)
         .await?;
     let prober = Prober::start(&session.api, probe_org, probe_endpoint)?;
     let start_scrape = scrape_median(&session.api).await?;
@@ -209,15 +227,17 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         "{expected} deliveries: {orgs} organizations, {endpoints} endpoints ({ENDPOINTS_PER_ORG} per \
          organization, {PER_ENDPOINT} events each, published in batches of {PER_ENDPOINT} by \
          {CLIENTS} clients) while the receivers hung and the publishing Herald had \
-         HERALD_MAX_IN_FLIGHT=1; drained by a Herald with the defaults; {before_restart} \
+         HERALD_MAX_IN_FLIGHT=1; drained by a Herald with the defaults but the gauges' age; {before_restart} \
          deliveries arrived (and hung) before the restart and are left out of the tenths"
     ));
     figures.note(format!(
         "ordinary requests (GET /v1/webhooks and GET /v1/webhooks/{{id}} alternately) at \
          {PROBES_PER_SECOND}/s, open loop: {} while idle before publishing, {} during the drain; \
-         each scrape figure is the median of {SCRAPES} sequential GET /metrics",
+         each scrape figure is the median of {SCRAPES} GET /metrics {:.1} s apart, each \
+         starting a queue reading (HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS={GAUGES_MAX_AGE_SECONDS})",
         idle_probes.len(),
-        drain_probes.len()
+        drain_probes.len(),
+        SCRAPE_SPACING.as_secs_f64()
     ));
     let total: usize = receivers.iter().map(Receiver::total).sum();
     figures.note(format!(
@@ -255,10 +275,13 @@ async fn publish_backlog(api: &Api, tenants: &[Tenant], deadline: Instant) -> an
     .context("publishing the backlog did not finish in time")?
 }
 
-/// The median time of [`SCRAPES`] sequential `GET /metrics`, in milliseconds.
+/// The median time of [`SCRAPES`] `GET /metrics`, [`SCRAPE_SPACING`] apart, in milliseconds.
 async fn scrape_median(api: &Api) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(SCRAPES);
-    for _ in 0..SCRAPES {
+    for scrape in 0..SCRAPES {
+        if scrape > 0 {
+            tokio::time::sleep(SCRAPE_SPACING).await;
+        }
         times.push(api.scrape_time().await?);
     }
     Ok(Percentiles::of(times).map_or(0.0, |p| p.p50_ms))
