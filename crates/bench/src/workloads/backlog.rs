@@ -115,9 +115,7 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         receiver.set_behaviour(Behaviour::Answer);
     }
     let restarting = Instant::now();
-    let loader_usage = session
-        .restart(&bench.launch, scraped)
-        .await?;
+    let loader_usage = session.restart(&bench.launch, scraped).await?;
     let prober = Prober::start(&session.api, probe_org, probe_endpoint)?;
     let start_scrape = scrape_median(&session.api).await?;
     let deadline = bench.scale.deadline(expected);
