@@ -1,8 +1,7 @@
 //! The deliveries feed on both backends: an organization's records of every outcome, read in
-//! pages, come newest first, each once, with the true `total`, with and without filters. The
-//! page without an `outcome` filter merges one index range per outcome (migration 0020), so
-//! the records here interleave the outcomes and the pages are smaller than each outcome's
-//! share.
+//! pages, come newest first, each once, with the true `total`, with and without filters
+//! (the `outcome` filter reads `attempts_by_org_outcome`, migration 0020). The outcomes come
+//! in runs longer than a page, so a page may hold one outcome or several.
 //!
 //! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).
 
@@ -26,15 +25,12 @@ async fn postgres_pages_of_mixed_outcomes() {
     on_postgres(pages_of_mixed_outcomes).await;
 }
 
-/// The outcome of the `n`th record: the three interleaved, so that every page of two holds
-/// records of different outcomes and each outcome's range runs across pages.
+/// The outcome of the `n`th record: runs of three and four, longer than a page of two.
 fn outcome_of(n: usize) -> Outcome {
+    use Outcome::{Dead, Retry, Success};
     [
-        Outcome::Success,
-        Outcome::Dead,
-        Outcome::Retry,
-        Outcome::Success,
-    ][n % 4]
+        Success, Success, Success, Dead, Dead, Dead, Retry, Retry, Retry, Retry, Success,
+    ][n % 11]
 }
 
 async fn pages_of_mixed_outcomes(store: Arc<dyn Store>) {

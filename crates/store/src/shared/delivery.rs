@@ -594,64 +594,12 @@ pub(super) async fn list_attempts<B: Backend>(
 ) -> Result<Page<Attempt>, StoreError> {
     let mut total = Statement::new("SELECT COUNT(*) AS n FROM attempts");
     push_filters(&mut total, org_id, filter);
-    let total = only(store.run(Pool::Read, total).await?)?.integer("n")?;
-    let rows = store
-        .run(Pool::Read, feed_page(org_id, filter, page))
-        .await?;
-    let items = rows
-        .iter()
-        .map(attempt_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_rows(
-        items,
-        page.limit,
-        total.unsigned_abs(),
-        |attempt| attempt.id.as_uuid(),
-    ))
-}
-
-/// Every outcome a record has: the ranges of `attempts_by_org_outcome` an organization's
-/// records lie in.
-const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Retry, Outcome::Dead];
-
-/// The feed page's query: the newest `page.limit + 1` records matching `filter` below the
-/// cursor.
-///
-/// An organization's records are indexed by `(org_id, outcome, id)` (migration 0020), so that
-/// an `outcome` filter reads only what it finds. Without that filter, and without the
-/// `endpoint_id` and `event_id` filters, which have indexes of their own, the page is the
-/// newest of three ranges, one per outcome, each read backwards up to the limit and merged:
-/// three short range reads instead of one, and no index of `(org_id, id)` kept beside it for
-/// every recorded attempt to update.
-fn feed_page<'a>(org_id: OrgId, filter: &'a AttemptFilter, page: &PageRequest) -> Statement<'a> {
-    let limit = i64::from(page.limit) + 1;
-    let range = |query: &mut Statement<'a>, outcome: Option<Outcome>| {
-        query.push(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts"));
-        push_filters(query, org_id, filter);
-        if let Some(outcome) = outcome {
-            query.push(" AND outcome = ").push_bind(outcome.as_str());
-        }
-        if let Some(cursor) = page.cursor {
-            query.push(" AND id < ").push_bind(cursor.id());
-        }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
-    };
-    let mut query = Statement::new("");
-    if filter.outcome.is_some() || filter.endpoint_id.is_some() || filter.event_id.is_some() {
-        range(&mut query, None);
-        return query;
-    }
-    for (n, outcome) in OUTCOMES.into_iter().enumerate() {
-        if n > 0 {
-            query.push(" UNION ALL ");
-        }
-        // A derived table each: a branch of a UNION may not have its own ORDER BY and LIMIT.
-        query.push("SELECT * FROM (");
-        range(&mut query, Some(outcome));
-        query.push(&format!(") AS {}", outcome.as_str()));
-    }
-    query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
-    query
+    let mut select = Statement::new(format!("SELECT {ATTEMPT_COLUMNS} FROM attempts"));
+    push_filters(&mut select, org_id, filter);
+    super::read_page(store, total, select, page, attempt_from_row, |attempt| {
+        attempt.id.as_uuid()
+    })
+    .await
 }
 
 pub(super) async fn get_attempt<B: Backend>(
