@@ -10,10 +10,12 @@ mod support;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use herald_domain::{Attempt, Event, Org, OrgId, Outcome, Timestamp};
+use herald_domain::{Attempt, Event, OrgId, Outcome, Timestamp};
 use herald_store::{AttemptFilter, ClaimScope, PageRequest, Store};
 
-use support::{EVENT_TYPE, claim, create_endpoint, event, on_postgres, on_sqlite, recording};
+use support::{
+    EVENT_TYPE, claim, create_endpoint, create_org, event, on_postgres, on_sqlite, recording,
+};
 
 #[tokio::test]
 async fn sqlite_pages_of_mixed_outcomes() {
@@ -37,13 +39,13 @@ async fn pages_of_mixed_outcomes(store: Arc<dyn Store>) {
     // Arrange: 11 deliveries to one endpoint, each attempted once, recorded one at a time so
     // their ids follow each other; and one record of another organization.
     let start = Timestamp::now().add(chrono::Duration::seconds(-10));
-    let org = create_org(store.as_ref(), start).await;
+    let org = create_org(store.as_ref(), "Feed", start).await.id;
     let endpoint = create_endpoint(store.as_ref(), org, start).await;
     let events: Vec<Event> = (0..11)
         .map(|n| event(org, start.add(chrono::Duration::milliseconds(n))))
         .collect();
     store.publish_events(&events).await.expect("publishing");
-    let other_org = create_org(store.as_ref(), start).await;
+    let other_org = create_org(store.as_ref(), "Another", start).await.id;
     let other_endpoint = create_endpoint(store.as_ref(), other_org, start).await;
     store
         .publish_events(&[event(other_org, start)])
@@ -144,16 +146,6 @@ async fn pages_of_mixed_outcomes(store: Arc<dyn Store>) {
         "only this organization's dead"
     );
     assert!(dead.iter().all(|record| record.outcome == Outcome::Dead));
-}
-
-async fn create_org(store: &dyn Store, at: Timestamp) -> OrgId {
-    let org = Org {
-        id: OrgId::new(),
-        name: "Feed".to_owned(),
-        created_at: at,
-    };
-    store.create_org(&org).await.expect("creating the org");
-    org.id
 }
 
 /// Every page of `filter`'s feed, `limit` records a page: each page's records and `total`.

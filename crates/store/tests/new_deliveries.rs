@@ -10,13 +10,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::{Event, Org, OrgId, Timestamp};
+use herald_domain::{Event, Timestamp};
 use herald_store::Store;
 use herald_store::postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 
-use support::{cipher, create_endpoint, event, on_postgres, on_postgres_database, on_sqlite};
+use support::{
+    cipher, create_endpoint, create_org, event, on_postgres, on_postgres_database, on_sqlite,
+};
 
 /// Far longer than a notification takes on loopback, short enough for a failing test.
 const WAKE_WITHIN: Duration = Duration::from_secs(10);
@@ -168,15 +170,4 @@ async fn listening_node(url: &str) -> (PostgresStore, Arc<Notify>) {
         .await
         .expect("the listener wakes the worker once it listens");
     (listening, wakeup)
-}
-
-/// A new organization named `name`, created at `now`.
-async fn create_org(store: &dyn Store, name: &str, now: Timestamp) -> Org {
-    let org = Org {
-        id: OrgId::new(),
-        name: name.to_owned(),
-        created_at: now,
-    };
-    store.create_org(&org).await.expect("creating the org");
-    org
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, Endpoint, EndpointId, Event, EventId,
-    EventOrigin, OrgId, Outcome, Secret, Timestamp,
+    EventOrigin, Org, OrgId, Outcome, Secret, Timestamp,
 };
 use herald_store::{
     AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, PostgresOptions, PostgresStore,
@@ -122,6 +122,18 @@ pub(crate) fn event(org_id: OrgId, created_at: Timestamp) -> Event {
 
 pub(crate) fn cipher() -> SecretCipher {
     SecretCipher::new(&[7; 32])
+}
+
+/// A new organization named `name`, created at `now`.
+#[allow(dead_code, reason = "only the files that make organizations use it")]
+pub(crate) async fn create_org(store: &dyn Store, name: &str, now: Timestamp) -> Org {
+    let org = Org {
+        id: OrgId::new(),
+        name: name.to_owned(),
+        created_at: now,
+    };
+    store.create_org(&org).await.expect("creating the org");
+    org
 }
 
 pub(crate) async fn create_endpoint(
