@@ -39,14 +39,18 @@ async fn metrics_count_publishing_attempts_and_the_queue(backend: Backend) {
 
     // Act
     app.publish(org.id, "wallet.balance_low", &json!({})).await;
-    let text = wait_until("both attempts to be counted", || async {
+    // The attempt counters move when the worker counts an attempt, the queue gauges when a
+    // reading sees the recorded outcome: a scrape can fall between the two (seen in a loaded
+    // CI run), so wait for both.
+    let text = wait_until("both attempts to be counted and the retry read", || async {
         let text = app.metrics().await;
         let success = metric(
             &text,
             r#"herald_delivery_attempts_total{outcome="success"}"#,
         );
         let retry = metric(&text, r#"herald_delivery_attempts_total{outcome="retry"}"#);
-        (success == Some(1.0) && retry == Some(1.0)).then_some(text)
+        let scheduled = metric(&text, "herald_deliveries_scheduled");
+        (success == Some(1.0) && retry == Some(1.0) && scheduled == Some(1.0)).then_some(text)
     })
     .await;
 
