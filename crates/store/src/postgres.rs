@@ -50,10 +50,10 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// Longest any one statement may run.
     pub statement_timeout: Duration,
-    /// Rows at which the store vacuums `deliveries` and `attempts` itself, for servers whose
-    /// autovacuum does not ([`upkeep`]): dead row versions (beyond a twentieth of the live
-    /// rows), or attempts inserted since the last vacuum; 0 never does.
-    pub vacuum_after_rows: u64,
+    /// Dead row versions in `deliveries` (beyond a twentieth of its live rows) at which the
+    /// store vacuums the table itself, for servers whose autovacuum does not ([`upkeep`]);
+    /// 0 never does.
+    pub vacuum_after_dead_rows: u64,
 }
 
 impl Default for PostgresOptions {
@@ -62,7 +62,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(15),
-            vacuum_after_rows: 10_000,
+            vacuum_after_dead_rows: 10_000,
         }
     }
 }
@@ -74,7 +74,7 @@ pub struct PostgresStore {
     common: Common,
     /// Tells every node of the deliveries this one stores.
     announcer: Arc<Announcer>,
-    /// Vacuums the delivery queue and the attempt records when autovacuum does not.
+    /// Vacuums the delivery queue when autovacuum does not.
     upkeep: Arc<Upkeep>,
 }
 
@@ -119,7 +119,7 @@ impl PostgresStore {
             .map_err(StoreError::Migration)?;
         let upkeep = Upkeep::new(
             (*pool.connect_options()).clone(),
-            options.vacuum_after_rows,
+            options.vacuum_after_dead_rows,
         );
         Ok(Self {
             announcer: Arc::new(Announcer::new(pool.clone())),
