@@ -3,9 +3,10 @@
 //! never writes to the store itself: the recorder does, in batches.
 //!
 //! A delivery with an ordering key that succeeds is followed, in the same task and slot, by
-//! the next deliveries of its key ([`Store::claim_successors`], a few at a time): a key's
-//! deliveries go one at a time, so without this each would wait for its predecessor's
-//! recording and a claim, several database round trips between two requests. Each
+//! the next deliveries of its key ([`Store::claim_successors`], a few at a time, the next
+//! claim made while the last of the previous one are sent): a key's deliveries go one at a
+//! time, so without this each would wait for its predecessor's recording and a claim,
+//! several database round trips between two requests. Each
 //! successor is sent only after the one before it succeeded, and its predecessor's
 //! recording names it ([`HandOn`]), so the store passes the key's turn to it rather than
 //! making it due for another claim (docs/api.md#ordering-and-sequence-numbers). While one
@@ -18,9 +19,10 @@ use std::time::Duration;
 
 use herald_domain::trace::TraceParent;
 use herald_domain::{DeliveryId, Endpoint, Outcome, Timestamp};
-use herald_store::{AttemptRecording, ClaimedDelivery, HandOn, LeaseToken, Store};
+use herald_store::{AttemptRecording, ClaimedDelivery, HandOn, LeaseToken, Store, StoreError};
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -38,6 +40,10 @@ use crate::telemetry::DeliveryTracer;
 /// At 16, a one-key run on PostgreSQL sent an event every 2.6 receiver round trips; at 64,
 /// every 1.1 (SQLite) to 1.7 (PostgreSQL) (BENCHMARKS.md, the `ordered` workload).
 const SUCCESSORS_PER_CLAIM: u32 = 64;
+
+/// How many of a full claim's successors are left to send when the next claim is made, behind
+/// the last of them: half, so that a claim of several database round trips ends before they do.
+const CLAIM_AHEAD_WHEN_LEFT: usize = SUCCESSORS_PER_CLAIM as usize / 2;
 
 /// One delivery's task.
 pub(super) struct Job {
@@ -116,7 +122,7 @@ impl Job {
             }
         }
         drop(permit);
-        successors.release_unsent(&*self.store);
+        successors.release_unsent(&self.store);
     }
 
     /// Attempts `delivery` (the task holds its endpoint's slot; `prepared`, if any, is its
@@ -192,18 +198,22 @@ impl Job {
             successors.claims += 1;
             // The lease is counted from before the claim, and so is the half of it a run may
             // use: a slow claim shortens the run, never the lease.
-            let now = Timestamp::now();
-            successors.claimed_at = Instant::now();
-            let claimed = self
-                .store
-                .claim_successors(sent, SUCCESSORS_PER_CLAIM, self.lease, now)
-                .await;
+            let claim = match successors.ahead.take() {
+                Some(ahead) => ahead,
+                None => self.claim_behind(sent),
+            };
+            successors.claimed_at = claim.started;
+            let Ok(claimed) = claim.task.await else {
+                tracing::error!("the claim of an ordering key's next deliveries panicked");
+                return None;
+            };
             match claimed {
                 Ok(claimed) => {
                     let lease =
                         chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+                    successors.last_claim_full = claimed.len() >= SUCCESSORS_PER_CLAIM as usize;
                     successors.waiting = claimed.into();
-                    successors.lease_until = now.add(lease);
+                    successors.lease_until = claim.now.add(lease);
                 }
                 Err(error) => {
                     // The key is released as it would be without a run: nothing is lost.
@@ -215,8 +225,42 @@ impl Job {
         if successors.claimed_at.elapsed() > self.lease / 2 {
             return None;
         }
-        successors.waiting.pop_front()
+        let next = successors.waiting.pop_front();
+        // Half-way through a full claim, the next one is made behind its last delivery while
+        // the rest are sent, so that a long run never waits for a claim between two requests
+        // (on PostgreSQL a claim is a transaction of several round trips).
+        let claim_ahead = successors.last_claim_full
+            && successors.ahead.is_none()
+            && successors.waiting.len() <= CLAIM_AHEAD_WHEN_LEFT
+            && !others_wait();
+        if claim_ahead && let Some(last) = successors.waiting.back() {
+            successors.ahead = Some(self.claim_behind(last));
+        }
+        next
     }
+
+    /// Starts a claim of the deliveries of `last`'s key behind it, on a task of its own.
+    fn claim_behind(&self, last: &ClaimedDelivery) -> SuccessorClaim {
+        let now = Timestamp::now();
+        let started = Instant::now();
+        let store = Arc::clone(&self.store);
+        let last = last.clone();
+        let lease = self.lease;
+        let task = tokio::spawn(async move {
+            store
+                .claim_successors(&last, SUCCESSORS_PER_CLAIM, lease, now)
+                .await
+        });
+        SuccessorClaim { task, now, started }
+    }
+}
+
+/// A claim of successors on its way.
+struct SuccessorClaim {
+    task: JoinHandle<Result<Vec<ClaimedDelivery>, StoreError>>,
+    /// What the claim's lease is counted from.
+    now: Timestamp,
+    started: Instant,
 }
 
 /// The deliveries of a key claimed behind the one a task is sending, in order.
@@ -227,6 +271,10 @@ struct Successors {
     claimed_at: Instant,
     /// When their lease lapses.
     lease_until: Timestamp,
+    /// Whether the last claim took all it could: more may wait behind.
+    last_claim_full: bool,
+    /// The claim made behind the last of `waiting`, while they are sent.
+    ahead: Option<SuccessorClaim>,
 }
 
 impl Default for Successors {
@@ -236,15 +284,26 @@ impl Default for Successors {
             claims: 0,
             claimed_at: Instant::now(),
             lease_until: Timestamp::from_micros(0),
+            last_claim_full: false,
+            ahead: None,
         }
     }
 }
 
 impl Successors {
-    /// Gives back those never sent: the key's next release makes them due in turn.
-    fn release_unsent(self, store: &dyn Store) {
+    /// Gives back those never sent, and those a claim ahead takes once it is done: the key's
+    /// next release makes them due in turn.
+    fn release_unsent(self, store: &Arc<dyn Store>) {
         if !self.waiting.is_empty() {
             store.release_unsent(&Vec::from(self.waiting));
+        }
+        if let Some(ahead) = self.ahead {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                if let Ok(Ok(claimed)) = ahead.task.await {
+                    store.release_unsent(&claimed);
+                }
+            });
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::harness::{
 
 backend_tests!(
     one_key_arrives_in_publish_order_through_failures_while_keys_interleave,
+    a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order,
     a_dead_head_releases_its_key,
     sequences_have_no_gaps_under_concurrent_publishers,
     the_catch_up_feed_returns_later_events_as_delivered,
@@ -159,6 +160,69 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
         records
             .iter()
             .all(|record| record["ordering_key"].is_string())
+    );
+}
+
+/// A run of one key long enough that its worker claims the next successors ahead, while the
+/// last ones are sent (`worker/job.rs`), stops at a failure in the middle of a claimed batch
+/// with another claim ahead of it: what both claims held is given back, so the key goes on
+/// in order as soon as the failed event's retry succeeds, not once their leases lapse (a
+/// request timeout's multiple, minutes here).
+async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: Backend) {
+    // Arrange: 200 events of one key; the receiver fails its 100th and its 170th request.
+    const EVENTS: usize = 200;
+    let mut statuses = vec![200_u16; EVENTS + 2];
+    statuses[99] = 500;
+    statuses[169] = 500;
+    let ca = TestCa::new();
+    let receiver = Receiver::builder(&ca).sequence(&statuses).spawn().await;
+    let app = delivering(backend, &ca)
+        .retry_schedule(vec![millis(20); 5])
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    let endpoint = app
+        .create_endpoint_at(&org.key, &receiver.url("/sequence"), &[EVENT])
+        .await;
+
+    // Act
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|n| {
+            json!({"org_id": org.id.to_string(), "type": EVENT, "data": {"n": n},
+                   "ordering_key": "the-key"})
+        })
+        .collect();
+    let mut published = Vec::new();
+    for batch in events.chunks(100) {
+        published.extend(publish_batch(&app, batch.to_vec()).await);
+    }
+
+    // Assert: every event delivered well inside a lease, each request the event before it
+    // again (the two retries) or the next one.
+    crate::harness::wait_within(Duration::from_secs(30), "every event delivered", || async {
+        let feed = whole_feed(&app, &org.key, &endpoint).await;
+        let delivered = feed
+            .iter()
+            .filter(|entry| entry["status"] == json!("delivered"));
+        (delivered.count() == EVENTS).then_some(())
+    })
+    .await;
+    let position: HashMap<&String, usize> = published.iter().zip(0..).collect();
+    let order: Vec<usize> = receiver
+        .received()
+        .iter()
+        .map(|request| position[&header(request, "x-amcore-event-id")])
+        .collect();
+    // Request 99 is event 99, failed and sent again; request 169 is then event 168.
+    let expected: Vec<usize> = (0..EVENTS)
+        .flat_map(|event| match event {
+            99 | 168 => vec![event, event],
+            _ => vec![event],
+        })
+        .collect();
+    assert_eq!(
+        order, expected,
+        "the key's requests, in the order they came"
     );
 }
 
