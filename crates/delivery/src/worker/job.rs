@@ -38,12 +38,16 @@ use crate::telemetry::DeliveryTracer;
 
 /// Most successors of a key one claim takes: one claim per this many deliveries of a busy key.
 /// At 16, a one-key run on PostgreSQL sent an event every 2.6 receiver round trips; at 64,
-/// every 1.1 (SQLite) to 1.7 (PostgreSQL) (BENCHMARKS.md, the `ordered` workload).
+/// every 1.1 (SQLite) to 1.7 (PostgreSQL), with each claim between two requests
+/// (BENCHMARKS.md, the `ordered` workload); claimed ahead ([`CLAIM_AHEAD_WHEN_LEFT`]), it is
+/// off that path.
 const SUCCESSORS_PER_CLAIM: u32 = 64;
 
 /// How many of a full claim's successors are left to send when the next claim is made, behind
-/// the last of them: half, so that a claim of several database round trips ends before they do.
-const CLAIM_AHEAD_WHEN_LEFT: usize = SUCCESSORS_PER_CLAIM as usize / 2;
+/// the last of them: enough that a claim of several database round trips (3–6 ms on
+/// PostgreSQL) ends before a fast run sends them, few enough that the next batch, whose lease
+/// counts from the claim, loses little of it waiting.
+const CLAIM_AHEAD_WHEN_LEFT: usize = 16;
 
 /// One delivery's task.
 pub(super) struct Job {
@@ -162,7 +166,8 @@ impl Job {
     }
 
     /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
-    /// next of those claimed behind it, claiming more when none is left. `None` for a
+    /// next of those claimed behind it, taking the claim made ahead (or claiming) when none
+    /// is left, and making the next claim ahead once [`CLAIM_AHEAD_WHEN_LEFT`] are left. `None` for a
     /// delivery without a key, when none waits, at shutdown, while recording is stalled, or
     /// once half the successors' lease is gone: an attempt (at most a request timeout, a
     /// sixth of a lease) then still ends well inside it.
@@ -197,13 +202,19 @@ impl Job {
             }
             successors.claims += 1;
             // The lease is counted from before the claim, and so is the half of it a run may
-            // use: a slow claim shortens the run, never the lease.
-            let claim = match successors.ahead.take() {
+            // use: a slow claim, or one made ahead, shortens the run, never the lease.
+            let mut claim = match successors.ahead.take() {
                 Some(ahead) => ahead,
                 None => self.claim_behind(sent),
             };
+            let mut claimed = claim.task.await;
+            if matches!(&claimed, Ok(Ok(ahead)) if ahead.is_empty()) {
+                // Nothing waited when the claim ahead was made; more may have come since.
+                claim = self.claim_behind(sent);
+                claimed = claim.task.await;
+            }
             successors.claimed_at = claim.started;
-            let Ok(claimed) = claim.task.await else {
+            let Ok(claimed) = claimed else {
                 tracing::error!("the claim of an ordering key's next deliveries panicked");
                 return None;
             };
@@ -226,7 +237,7 @@ impl Job {
             return None;
         }
         let next = successors.waiting.pop_front();
-        // Half-way through a full claim, the next one is made behind its last delivery while
+        // Near the end of a full claim, the next one is made behind its last delivery while
         // the rest are sent, so that a long run never waits for a claim between two requests
         // (on PostgreSQL a claim is a transaction of several round trips).
         let claim_ahead = successors.last_claim_full

@@ -169,11 +169,14 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
 /// in order as soon as the failed event's retry succeeds, not once their leases lapse (a
 /// request timeout's multiple, minutes here).
 async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: Backend) {
-    // Arrange: 200 events of one key; the receiver fails its 100th and its 170th request.
+    // Arrange: 200 events of one key, published at once. The run claims events 1–64, then
+    // ahead 65–128 (with 16 left) and 129–192; event 120 fails with that last claim
+    // outstanding. Its retry's run claims 121–184 and ahead 185–199; event 175 fails with
+    // that claim outstanding. Request 120 is event 120; request 176 is then event 175.
     const EVENTS: usize = 200;
     let mut statuses = vec![200_u16; EVENTS + 2];
-    statuses[99] = 500;
-    statuses[169] = 500;
+    statuses[120] = 500;
+    statuses[176] = 500;
     let ca = TestCa::new();
     let receiver = Receiver::builder(&ca).sequence(&statuses).spawn().await;
     let app = delivering(backend, &ca)
@@ -192,10 +195,7 @@ async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: 
                    "ordering_key": "the-key"})
         })
         .collect();
-    let mut published = Vec::new();
-    for batch in events.chunks(100) {
-        published.extend(publish_batch(&app, batch.to_vec()).await);
-    }
+    let published = publish_batch(&app, events).await;
 
     // Assert: every event delivered well inside a lease, each request the event before it
     // again (the two retries) or the next one.
@@ -213,10 +213,9 @@ async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: 
         .iter()
         .map(|request| position[&header(request, "x-amcore-event-id")])
         .collect();
-    // Request 99 is event 99, failed and sent again; request 169 is then event 168.
     let expected: Vec<usize> = (0..EVENTS)
         .flat_map(|event| match event {
-            99 | 168 => vec![event, event],
+            120 | 175 => vec![event, event],
             _ => vec![event],
         })
         .collect();

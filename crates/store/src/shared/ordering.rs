@@ -196,7 +196,9 @@ pub(crate) async fn release_next<T: WriteTransaction>(
 /// holds: what [`Store::claim_successors`](crate::Store::claim_successors) leases.
 pub(crate) struct Behind<'a> {
     /// The held delivery, and the lease it is held under: a holder whose lease lapsed (and
-    /// was taken by another) gets nothing, so two workers never run one key.
+    /// was taken by another) gets nothing, so two workers never run one key. It is either
+    /// the delivery the worker just sent, or the last of its earlier claim of successors,
+    /// still parked (a claim made ahead).
     pub(crate) head: herald_domain::DeliveryId,
     pub(crate) head_lease: crate::LeaseToken,
     pub(crate) endpoint_id: EndpointId,
@@ -234,8 +236,8 @@ impl Behind<'_> {
     }
 
     /// Of the rows [`Behind::select`] read, the ids of the leading run that is parked: all of
-    /// them while the held delivery is the key's one unparked delivery, as it is while its
-    /// worker holds it. Should one not be, the run stops before it, so nothing is ever sent
+    /// them while the held delivery is the key's one unparked delivery, or parked behind it
+    /// in the same worker's hands, as it is while its worker holds it. Should one not be, the run stops before it, so nothing is ever sent
     /// out of its turn.
     pub(crate) fn parked_run<R: ReadRow>(rows: &[R]) -> Result<Vec<Uuid>, StoreError> {
         let mut run = Vec::with_capacity(rows.len());
