@@ -6,10 +6,10 @@
 //! the next deliveries of its key ([`Store::claim_successors`], a few at a time, the next
 //! claim made while the last of the previous one are sent): a key's deliveries go one at a
 //! time, so without this each would wait for its predecessor's recording and a claim,
-//! several database round trips between two requests. Each
-//! successor is sent only after the one before it succeeded, and its predecessor's
-//! recording names it ([`HandOn`]), so the store passes the key's turn to it rather than
-//! making it due for another claim (docs/api.md#ordering-and-sequence-numbers). While one
+//! several database round trips between two requests. Each successor is sent only after
+//! the one before it succeeded, and its predecessor's recording names it ([`HandOn`]), so
+//! the store passes the key's turn to it rather than making it due for another claim
+//! (docs/api.md#ordering-and-sequence-numbers). While one
 //! delivery of a run is in flight, the task renders and signs the next ([`prepare`]), so that
 //! what lies between two of a key's requests is the receiver's round trip and little else.
 
@@ -167,8 +167,8 @@ impl Job {
 
     /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
     /// next of those claimed behind it, taking the claim made ahead (or claiming) when none
-    /// is left, and making the next claim ahead once [`CLAIM_AHEAD_WHEN_LEFT`] are left. `None` for a
-    /// delivery without a key, when none waits, at shutdown, while recording is stalled, or
+    /// is left, and making the next claim ahead once [`CLAIM_AHEAD_WHEN_LEFT`] are left.
+    /// `None` for a delivery without a key, when none waits, at shutdown, while recording is stalled, or
     /// once half the successors' lease is gone: an attempt (at most a request timeout, a
     /// sixth of a lease) then still ends well inside it.
     ///

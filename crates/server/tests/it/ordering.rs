@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Backend, TestApp, delivering, endpoint_path, header, received_json, string_at,
+    Backend, TestApp, TestOrg, delivering, endpoint_path, header, received_json, string_at,
     wait_for_received,
 };
 
@@ -32,6 +32,38 @@ const EVENT: &str = "wallet.balance_low";
 
 fn millis(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// A delivering app with one organization and one endpoint of [`EVENT`], whose receiver
+/// answers its requests with `statuses` in turn; failures are retried every 20 ms, `retries`
+/// times.
+struct Sequenced {
+    /// Signs the receiver's and the app's certificates; kept for as long as they run.
+    _ca: TestCa,
+    receiver: Receiver,
+    app: TestApp,
+    org: TestOrg,
+    endpoint: Value,
+}
+
+async fn sequenced(backend: Backend, statuses: &[u16], retries: usize) -> Sequenced {
+    let ca = TestCa::new();
+    let receiver = Receiver::builder(&ca).sequence(statuses).spawn().await;
+    let app = delivering(backend, &ca)
+        .retry_schedule(vec![millis(20); retries])
+        .spawn()
+        .await;
+    let org = app.org_with_key().await;
+    let endpoint = app
+        .create_endpoint_at(&org.key, &receiver.url("/sequence"), &[EVENT])
+        .await;
+    Sequenced {
+        _ca: ca,
+        receiver,
+        app,
+        org,
+        endpoint,
+    }
 }
 
 /// Publishes `events` as one batch; returns their ids in order.
@@ -80,16 +112,13 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
             _ => 200,
         })
         .collect();
-    let ca = TestCa::new();
-    let receiver = Receiver::builder(&ca).sequence(&statuses).spawn().await;
-    let app = delivering(backend, &ca)
-        .retry_schedule(vec![millis(20); 30])
-        .spawn()
-        .await;
-    let org = app.org_with_key().await;
-    let endpoint = app
-        .create_endpoint_at(&org.key, &receiver.url("/sequence"), &[EVENT])
-        .await;
+    let Sequenced {
+        receiver,
+        app,
+        org,
+        endpoint,
+        ..
+    } = sequenced(backend, &statuses, 30).await;
 
     // Act: publish round-robin over the keys, in batches of 50.
     let events: Vec<Value> = (0..KEYS * PER_KEY)
@@ -177,16 +206,13 @@ async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: 
     let mut statuses = vec![200_u16; EVENTS + 2];
     statuses[120] = 500;
     statuses[176] = 500;
-    let ca = TestCa::new();
-    let receiver = Receiver::builder(&ca).sequence(&statuses).spawn().await;
-    let app = delivering(backend, &ca)
-        .retry_schedule(vec![millis(20); 5])
-        .spawn()
-        .await;
-    let org = app.org_with_key().await;
-    let endpoint = app
-        .create_endpoint_at(&org.key, &receiver.url("/sequence"), &[EVENT])
-        .await;
+    let Sequenced {
+        receiver,
+        app,
+        org,
+        endpoint,
+        ..
+    } = sequenced(backend, &statuses, 5).await;
 
     // Act
     let events: Vec<Value> = (0..EVENTS)
