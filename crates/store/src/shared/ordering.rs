@@ -237,8 +237,8 @@ impl Behind<'_> {
 
     /// Of the rows [`Behind::select`] read, the ids of the leading run that is parked: all of
     /// them while the held delivery is the key's one unparked delivery, or parked behind it
-    /// in the same worker's hands, as it is while its worker holds it. Should one not be, the run stops before it, so nothing is ever sent
-    /// out of its turn.
+    /// in the same worker's hands, as it is while its worker holds it. Should one not be, the
+    /// run stops before it, so nothing is ever sent out of its turn.
     pub(crate) fn parked_run<R: ReadRow>(rows: &[R]) -> Result<Vec<Uuid>, StoreError> {
         let mut run = Vec::with_capacity(rows.len());
         for row in rows {
