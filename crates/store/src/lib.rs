@@ -356,9 +356,9 @@ pub trait Store: Send + Sync + 'static {
     /// and not yet sent (a claim made ahead, while those before it are sent): leases up to
     /// `most` of the deliveries of its ordering key to its endpoint that wait behind it, the
     /// next first, until `now + lease`, so that they can be sent one after another without a
-    /// claim each. Each is sent only after the one before it succeeded, and recorded with [`AttemptRecording::successor`] naming the next. They stay
-    /// parked in their rows, so no claim takes them, and a worker that dies leaves them to the
-    /// ordinary release of its key. Nothing for a delivery without an ordering key.
+    /// claim each. Each is sent only after the one before it succeeded, and recorded with
+    /// [`AttemptRecording::successor`] naming the next. They stay parked in their rows, so no
+    /// claim takes them, and a worker that dies leaves them to the ordinary release of its key. Nothing for a delivery without an ordering key.
     async fn claim_successors(
         &self,
         delivery: &ClaimedDelivery,
