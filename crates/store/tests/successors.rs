@@ -1,7 +1,8 @@
 //! Runs of an ordering key, on both backends: a worker that holds a keyed delivery claims the
 //! deliveries waiting behind it in order, no claim takes them meanwhile, recording a success
 //! that names its successor passes the key's turn to it, and a worker that dies mid-run
-//! leaves every delivery of the key to be taken again, one at a time, in order.
+//! leaves every delivery of the key to be taken again, one at a time, in order. A claim made
+//! ahead, behind a successor still parked and unsent, takes the run on from there.
 //!
 //! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).
 
@@ -9,10 +10,12 @@ mod support;
 
 use std::sync::Arc;
 
-use herald_domain::{Event, Org, OrgId, Outcome, Timestamp};
+use herald_domain::{Event, Outcome, Timestamp};
 use herald_store::{ClaimScope, ClaimedDelivery, HandOn, Store};
 
-use support::{LEASE, claim, create_endpoint, event, on_postgres, on_sqlite, recording};
+use support::{
+    LEASE, claim, create_endpoint, create_org, event, on_postgres, on_sqlite, recording,
+};
 
 #[tokio::test]
 async fn sqlite_a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker() {
@@ -24,30 +27,125 @@ async fn postgres_a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker() 
     on_postgres(a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker).await;
 }
 
-async fn a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker(store: Arc<dyn Store>) {
-    let start = Timestamp::now().add(chrono::Duration::seconds(-10));
-    let org = Org {
-        id: OrgId::new(),
-        name: "Runs".to_owned(),
-        created_at: start,
-    };
-    store.create_org(&org).await.expect("creating the org");
-    create_endpoint(store.as_ref(), org.id, start).await;
-    let events: Vec<Event> = (0..6)
+#[tokio::test]
+async fn sqlite_a_claim_ahead_behind_a_parked_successor_goes_on_in_order() {
+    on_sqlite(a_claim_ahead_behind_a_parked_successor_goes_on_in_order).await;
+}
+
+#[tokio::test]
+async fn postgres_a_claim_ahead_behind_a_parked_successor_goes_on_in_order() {
+    on_postgres(a_claim_ahead_behind_a_parked_successor_goes_on_in_order).await;
+}
+
+fn sequences(claimed: &[ClaimedDelivery]) -> Vec<u64> {
+    claimed
+        .iter()
+        .map(|delivery| delivery.sequence.expect("a sequence"))
+        .collect()
+}
+
+fn any() -> ClaimScope {
+    ClaimScope::AnyExcept(Vec::new())
+}
+
+fn handed_on(delivery: &ClaimedDelivery, now: Timestamp) -> HandOn {
+    HandOn {
+        delivery_id: delivery.delivery_id,
+        lease: delivery.lease,
+        lease_until: now.add(chrono::Duration::from_std(LEASE).expect("a lease")),
+    }
+}
+
+/// Publishes `count` events of one ordering key to one endpoint of a new organization.
+async fn one_key(store: &dyn Store, count: usize, start: Timestamp) {
+    let org = create_org(store, "Runs", start).await;
+    create_endpoint(store, org.id, start).await;
+    let events: Vec<Event> = (0..count)
         .map(|_| Event {
             ordering_key: Some("account-1".to_owned()),
             ..event(org.id, start)
         })
         .collect();
     store.publish_events(&events).await.expect("publishing");
+}
+
+/// The worker's claim ahead (`delivery::worker::job`): the next claim is made behind the last
+/// successor of the previous one while that successor is still parked, never sent. It takes
+/// the ones behind it, the turn passes into it through the recordings, and when the run stops
+/// before reaching them, giving them back leaves the key's next one to an ordinary claim.
+async fn a_claim_ahead_behind_a_parked_successor_goes_on_in_order(store: Arc<dyn Store>) {
+    let start = Timestamp::now().add(chrono::Duration::seconds(-10));
+    one_key(store.as_ref(), 8, start).await;
     let now = Timestamp::now();
-    let any = || ClaimScope::AnyExcept(Vec::new());
-    let sequences = |claimed: &[ClaimedDelivery]| {
-        claimed
-            .iter()
-            .map(|delivery| delivery.sequence.expect("a sequence"))
-            .collect::<Vec<_>>()
-    };
+    let head = claim(store.as_ref(), now, any()).await;
+    assert_eq!(sequences(&head), [1]);
+    let head = &head[0];
+    let first_run = store
+        .claim_successors(head, 2, LEASE, now)
+        .await
+        .expect("claiming successors");
+    assert_eq!(sequences(&first_run), [2, 3]);
+
+    // Ahead: behind the 3rd, parked and unsent.
+    let ahead = store
+        .claim_successors(&first_run[1], 2, LEASE, now)
+        .await
+        .expect("claiming behind a parked successor");
+    assert_eq!(
+        sequences(&ahead),
+        [4, 5],
+        "a parked successor's holder claims the ones behind it"
+    );
+    assert!(
+        claim(store.as_ref(), now, any()).await.is_empty(),
+        "nothing of the key is due while the run holds it"
+    );
+
+    // The turn passes through the first run into the claim ahead: 1 → 2 → 3 → 4.
+    let mut recordings = Vec::new();
+    for (sent, next) in [
+        (head, &first_run[0]),
+        (&first_run[0], &first_run[1]),
+        (&first_run[1], &ahead[0]),
+    ] {
+        let mut success = recording(sent, Outcome::Success, None, now);
+        success.successor = Some(handed_on(next, now));
+        recordings.push(success);
+    }
+    store
+        .record_attempts(&recordings, start)
+        .await
+        .expect("recording");
+    assert!(
+        claim(store.as_ref(), now, any()).await.is_empty(),
+        "the 4th is leased to the run, the 5th parked"
+    );
+
+    // A second claim ahead, behind the 5th, parked; then the run stops after the 4th: the
+    // key is released to the 5th, and the 5th to 7th, never sent, are given back.
+    let second_ahead = store
+        .claim_successors(&ahead[1], 2, LEASE, now)
+        .await
+        .expect("claiming behind a parked successor again");
+    assert_eq!(sequences(&second_ahead), [6, 7]);
+    store
+        .record_attempts(&[recording(&ahead[0], Outcome::Success, None, now)], start)
+        .await
+        .expect("recording the 4th");
+    store.release_unsent(&ahead[1..]);
+    store.release_unsent(&second_ahead);
+    let fifth = claim(store.as_ref(), now, any()).await;
+    assert_eq!(
+        sequences(&fifth),
+        [5],
+        "the key's next, and only it, once the run stopped and gave back what it held"
+    );
+}
+
+async fn a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker(store: Arc<dyn Store>) {
+    let start = Timestamp::now().add(chrono::Duration::seconds(-10));
+    one_key(store.as_ref(), 6, start).await;
+    let now = Timestamp::now();
 
     // The key's first is the only one a claim finds.
     let head = claim(store.as_ref(), now, any()).await;
@@ -71,15 +169,10 @@ async fn a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker(store: Arc<
 
     // Two successes recorded in one batch, each naming its successor: the turn passes to the
     // third, which stays leased, so nothing is due.
-    let handed_on = |delivery: &ClaimedDelivery| HandOn {
-        delivery_id: delivery.delivery_id,
-        lease: delivery.lease,
-        lease_until: now.add(chrono::Duration::from_std(LEASE).expect("a lease")),
-    };
     let mut first = recording(head, Outcome::Success, None, now);
-    first.successor = Some(handed_on(&run[0]));
+    first.successor = Some(handed_on(&run[0], now));
     let mut second = recording(&run[0], Outcome::Success, None, now);
-    second.successor = Some(handed_on(&run[1]));
+    second.successor = Some(handed_on(&run[1], now));
     store
         .record_attempts(&[first, second], start)
         .await

@@ -75,7 +75,7 @@ impl Job {
     pub(super) async fn run(self, delivery: ClaimedDelivery, endpoint_slot: Arc<Semaphore>) {
         let endpoint_id = delivery.endpoint.id;
         let permit = endpoint_slot.acquire_owned().await;
-        let mut successors = Successors::default();
+        let mut successors = Successors::new(Arc::clone(&self.store));
         let holding_since = Instant::now();
         let mut delivery = delivery;
         // The attempt of `delivery` prepared while its predecessor was in flight.
@@ -95,7 +95,14 @@ impl Job {
                 }
                 false => None,
             };
-            if let Some(next) = &next {
+            if next.is_none() {
+                // The run ends with this delivery: what it holds behind it is given back
+                // before this delivery's recording releases the key, so that the claim the
+                // release wakes finds the key's next one free.
+                successors.give_back().await;
+            }
+            let handed_on = next.is_some();
+            if let Some(next) = next {
                 recording.successor = Some(HandOn {
                     delivery_id: next.delivery_id,
                     lease: next.lease,
@@ -104,6 +111,9 @@ impl Job {
                 // Assigned to the endpoint before this one is freed, so that the endpoint
                 // never looks emptier than it is.
                 self.slots.assign(endpoint_id);
+                // Held with the waiting until the recording that names it is queued, so that
+                // a job aborted meanwhile gives it back too.
+                successors.waiting.push_front(next);
             }
             if self.slots.release(endpoint_id, delivered) {
                 self.unsaturated.notify_one();
@@ -111,22 +121,19 @@ impl Job {
             // A closed channel means the recorder is gone (shutdown); the lease will bring the
             // delivery back, and a run stops: nothing more it sent could be recorded.
             let recorded = self.record_tx.send(recording).await.is_ok();
-            match next {
-                Some(next) if recorded => {
-                    prepared = prepared_next
-                        .filter(|(id, _)| *id == next.delivery_id)
-                        .map(|(_, attempt)| attempt);
-                    delivery = next;
-                }
-                Some(next) => {
-                    successors.waiting.push_front(next);
-                    break;
-                }
-                None => break,
+            if !(handed_on && recorded) {
+                break;
             }
+            let Some(next) = successors.waiting.pop_front() else {
+                break;
+            };
+            prepared = prepared_next
+                .filter(|(id, _)| *id == next.delivery_id)
+                .map(|(_, attempt)| attempt);
+            delivery = next;
         }
         drop(permit);
-        successors.release_unsent(&self.store);
+        successors.give_back().await;
     }
 
     /// Attempts `delivery` (the task holds its endpoint's slot; `prepared`, if any, is its
@@ -203,17 +210,25 @@ impl Job {
             successors.claims += 1;
             // The lease is counted from before the claim, and so is the half of it a run may
             // use: a slow claim, or one made ahead, shortens the run, never the lease.
-            let mut claim = match successors.ahead.take() {
-                Some(ahead) => ahead,
-                None => self.claim_behind(sent),
-            };
-            let mut claimed = claim.task.await;
-            if matches!(&claimed, Ok(Ok(ahead)) if ahead.is_empty()) {
+            // Each claim is awaited in place, so that a job aborted meanwhile still gives
+            // back what it takes (`Successors::drop`).
+            let made_ahead = successors.claim.is_some();
+            let claim = successors
+                .claim
+                .get_or_insert_with(|| SuccessorClaim::start(&self.store, sent, self.lease));
+            let mut claimed = (&mut claim.task).await;
+            let (mut claim_now, mut claim_started) = (claim.now, claim.started);
+            if made_ahead && matches!(&claimed, Ok(Ok(ahead)) if ahead.is_empty()) {
                 // Nothing waited when the claim ahead was made; more may have come since.
-                claim = self.claim_behind(sent);
-                claimed = claim.task.await;
+                let claim =
+                    successors
+                        .claim
+                        .insert(SuccessorClaim::start(&self.store, sent, self.lease));
+                claimed = (&mut claim.task).await;
+                (claim_now, claim_started) = (claim.now, claim.started);
             }
-            successors.claimed_at = claim.started;
+            successors.claim = None;
+            successors.claimed_at = claim_started;
             let Ok(claimed) = claimed else {
                 tracing::error!("the claim of an ordering key's next deliveries panicked");
                 return None;
@@ -224,7 +239,7 @@ impl Job {
                         chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
                     successors.last_claim_full = claimed.len() >= SUCCESSORS_PER_CLAIM as usize;
                     successors.waiting = claimed.into();
-                    successors.lease_until = claim.now.add(lease);
+                    successors.lease_until = claim_now.add(lease);
                 }
                 Err(error) => {
                     // The key is released as it would be without a run: nothing is lost.
@@ -241,28 +256,13 @@ impl Job {
         // the rest are sent, so that a long run never waits for a claim between two requests
         // (on PostgreSQL a claim is a transaction of several round trips).
         let claim_ahead = successors.last_claim_full
-            && successors.ahead.is_none()
+            && successors.claim.is_none()
             && successors.waiting.len() <= CLAIM_AHEAD_WHEN_LEFT
             && !others_wait();
         if claim_ahead && let Some(last) = successors.waiting.back() {
-            successors.ahead = Some(self.claim_behind(last));
+            successors.claim = Some(SuccessorClaim::start(&self.store, last, self.lease));
         }
         next
-    }
-
-    /// Starts a claim of the deliveries of `last`'s key behind it, on a task of its own.
-    fn claim_behind(&self, last: &ClaimedDelivery) -> SuccessorClaim {
-        let now = Timestamp::now();
-        let started = Instant::now();
-        let store = Arc::clone(&self.store);
-        let last = last.clone();
-        let lease = self.lease;
-        let task = tokio::spawn(async move {
-            store
-                .claim_successors(&last, SUCCESSORS_PER_CLAIM, lease, now)
-                .await
-        });
-        SuccessorClaim { task, now, started }
     }
 }
 
@@ -272,6 +272,23 @@ struct SuccessorClaim {
     /// What the claim's lease is counted from.
     now: Timestamp,
     started: Instant,
+}
+
+impl SuccessorClaim {
+    /// Starts a claim of the deliveries of `last`'s key behind it, on a task of its own.
+    fn start(store: &Arc<dyn Store>, last: &ClaimedDelivery, lease: Duration) -> Self {
+        let now = Timestamp::now();
+        let started = Instant::now();
+        let store = Arc::clone(store);
+        let last = last.clone();
+        let claim = async move {
+            store
+                .claim_successors(&last, SUCCESSORS_PER_CLAIM, lease, now)
+                .await
+        };
+        let task = tokio::spawn(claim.in_current_span());
+        Self { task, now, started }
+    }
 }
 
 /// The deliveries of a key claimed behind the one a task is sending, in order.
@@ -284,34 +301,61 @@ struct Successors {
     lease_until: Timestamp,
     /// Whether the last claim took all it could: more may wait behind.
     last_claim_full: bool,
-    /// The claim made behind the last of `waiting`, while they are sent.
-    ahead: Option<SuccessorClaim>,
+    /// The claim of successors on its way: made ahead, behind the last of `waiting` while
+    /// they are sent, or behind the delivery just sent when none was.
+    claim: Option<SuccessorClaim>,
+    /// Where what is never sent is given back.
+    store: Arc<dyn Store>,
 }
 
-impl Default for Successors {
-    fn default() -> Self {
+impl Successors {
+    fn new(store: Arc<dyn Store>) -> Self {
         Self {
             waiting: VecDeque::new(),
             claims: 0,
             claimed_at: Instant::now(),
             lease_until: Timestamp::from_micros(0),
             last_claim_full: false,
-            ahead: None,
+            claim: None,
+            store,
+        }
+    }
+
+    /// Gives back those never sent, and those the claim on its way takes once it is done: the
+    /// key's next release makes them due in turn. (On SQLite their leases live in memory
+    /// and would otherwise keep them from every claim for a lease.)
+    async fn give_back(&mut self) {
+        self.give_back_waiting();
+        if let Some(claim) = &mut self.claim {
+            // Awaited in place, so that a task aborted meanwhile still gives it back (`drop`).
+            let claimed = (&mut claim.task).await;
+            self.claim = None;
+            if let Ok(Ok(claimed)) = claimed {
+                self.store.release_unsent(&claimed);
+            }
+        }
+    }
+
+    fn give_back_waiting(&mut self) {
+        if !self.waiting.is_empty() {
+            self.store
+                .release_unsent(&Vec::from(std::mem::take(&mut self.waiting)));
         }
     }
 }
 
-impl Successors {
-    /// Gives back those never sent, and those a claim ahead takes once it is done: the key's
-    /// next release makes them due in turn.
-    fn release_unsent(self, store: &Arc<dyn Store>) {
-        if !self.waiting.is_empty() {
-            store.release_unsent(&Vec::from(self.waiting));
-        }
-        if let Some(ahead) = self.ahead {
-            let store = Arc::clone(store);
-            tokio::spawn(async move {
-                if let Ok(Ok(claimed)) = ahead.task.await {
+impl Drop for Successors {
+    /// A job aborted or panicking mid-run gives back what it holds too: the waiting at once,
+    /// a claim on its way when it is done.
+    fn drop(&mut self) {
+        self.give_back_waiting();
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(Ok(claimed)) = claim.task.await {
                     store.release_unsent(&claimed);
                 }
             });

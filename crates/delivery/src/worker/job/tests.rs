@@ -310,3 +310,130 @@ async fn a_prepared_attempt_is_signed_again_when_the_previous_secret_stops_signi
         "after the grace period the previous secret signs nothing: {sent}"
     );
 }
+
+/// A SQLite store holding one endpoint and `count` events of one ordering key to it, and the
+/// key's first delivery, claimed.
+async fn one_key_claimed(
+    count: usize,
+    directory: &tempfile::TempDir,
+) -> (Arc<dyn Store>, ClaimedDelivery) {
+    use herald_domain::{AuditAction, AuditId, AuditRecord, EndpointCredentials, EventId, Org};
+    let cipher = herald_store::SecretCipher::new(&[7; 32]);
+    let store = herald_store::SqliteStore::open(&directory.path().join("herald.db"), cipher)
+        .await
+        .expect("opening SQLite");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let template = delivery(1);
+    let (org_id, now) = (template.event.org_id, template.event.created_at);
+    let org = Org {
+        id: org_id,
+        name: "Runs".to_owned(),
+        created_at: now,
+    };
+    store.create_org(&org).await.expect("creating the org");
+    let audit = AuditRecord {
+        id: AuditId::new(),
+        org_id,
+        api_key_id: None,
+        action: AuditAction::EndpointCreated,
+        target_id: template.endpoint.id.to_string(),
+        occurred_at: now,
+        request_id: None,
+        reason: None,
+    };
+    let secret = herald_domain::Secret::generate();
+    let credentials = EndpointCredentials::default();
+    store
+        .create_endpoint(&template.endpoint, &secret, &credentials, 50, &audit)
+        .await
+        .expect("creating the endpoint");
+    let events: Vec<_> = (0..count)
+        .map(|_| herald_domain::Event {
+            id: EventId::new(),
+            ordering_key: Some("account-1".to_owned()),
+            ..template.event.clone()
+        })
+        .collect();
+    store.publish_events(&events).await.expect("publishing");
+    let request = herald_store::ClaimRequest {
+        now: Timestamp::now(),
+        limit: 10,
+        lease: LEASE,
+        scope: herald_store::ClaimScope::AnyExcept(Vec::new()),
+        per_endpoint_limit: 10,
+    };
+    let mut head = store
+        .claim_due_deliveries(&request)
+        .await
+        .expect("claiming");
+    assert_eq!(head.len(), 1, "one delivery of a key at a time");
+    (store, head.remove(0))
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Whether `head`'s holder can claim its successors again within a few seconds: only once
+/// whoever held them gave them back (otherwise their leases last a minute).
+async fn successors_given_back(store: &dyn Store, head: &ClaimedDelivery, expected: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let claimed = store
+            .claim_successors(head, SUCCESSORS_PER_CLAIM, LEASE, Timestamp::now())
+            .await
+            .expect("claiming successors");
+        if claimed.len() == expected {
+            store.release_unsent(&claimed);
+            return true;
+        }
+        store.release_unsent(&claimed);
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_dropped_midway_gives_back_its_successors_and_its_claim_on_the_way() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (store, head) = one_key_claimed(4, &directory).await;
+    let claimed = store
+        .claim_successors(&head, 1, LEASE, Timestamp::now())
+        .await
+        .expect("claiming a successor");
+    assert_eq!(claimed.len(), 1);
+    let mut successors = Successors::new(Arc::clone(&store));
+    let on_its_way = SuccessorClaim::start(&store, &claimed[0], LEASE);
+    // Done, so that it holds the 3rd and 4th when the run is dropped.
+    while !on_its_way.task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    successors.claim = Some(on_its_way);
+    successors.waiting = claimed.into();
+    // As a job aborted or panicking mid-run drops it.
+    drop(successors);
+    assert!(
+        successors_given_back(store.as_ref(), &head, 3).await,
+        "the waiting successor and the two the claim on its way took are claimable again"
+    );
+}
+
+/// (That it is given back before `give_back` returns, rather than on a task of its own, is
+/// not asserted: the test's own claim would race such a task.)
+#[tokio::test]
+async fn a_run_that_ends_gives_back_the_claim_on_its_way() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (store, head) = one_key_claimed(3, &directory).await;
+    let mut successors = Successors::new(Arc::clone(&store));
+    successors.claim = Some(SuccessorClaim::start(&store, &head, LEASE));
+    successors.give_back().await;
+    let claimed = store
+        .claim_successors(&head, SUCCESSORS_PER_CLAIM, LEASE, Timestamp::now())
+        .await
+        .expect("claiming successors");
+    assert_eq!(
+        claimed.len(),
+        2,
+        "what the claim on its way took is claimable again"
+    );
+}
