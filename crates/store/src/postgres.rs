@@ -12,7 +12,8 @@
 //!
 //! The pool is bounded and acquiring a connection times out quickly, so while the database is
 //! unreachable requests fail fast with `StoreError::Unavailable` (503) instead of hanging;
-//! each connection carries a statement timeout for the same reason.
+//! each pooled connection carries a statement timeout for the same reason. Migrations run on a
+//! connection of their own without one: an index built on a large table may take minutes.
 
 mod announce;
 mod listen;
@@ -95,9 +96,9 @@ impl PostgresStore {
         cipher: SecretCipher,
     ) -> Result<Self, StoreError> {
         let statement_timeout = format!("{}ms", options.statement_timeout.as_millis());
-        let connect = url
-            .parse::<PgConnectOptions>()
-            .map_err(map_error)?
+        let server = url.parse::<PgConnectOptions>().map_err(map_error)?;
+        let connect = server
+            .clone()
             .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             // A connection whose transaction sqlx still counts as open (a COMMIT or ROLLBACK
@@ -113,10 +114,26 @@ impl PostgresStore {
             .map_err(map_error)?;
         // Opening and migrating look alike on SQLite, but each backend has its own pools and its
         // own schema (the two migration directories are kept column for column alike).
+        // On a connection of their own, without the pool's statement timeout: an index built
+        // on a large table, or a node waiting for another node's migration, may take longer
+        // than any request should, and a migration cancelled there would stop every node from
+        // starting.
+        // (Set to 0 rather than left out: a timeout set on the role, the database or the URL
+        // would apply otherwise.)
+        let unbounded = server.clone().options([("statement_timeout", "0")]);
+        // (A pool of one rather than a bare connection: a future migrating through
+        // `&mut PgConnection` is not `Send` for every lifetime, which spawning a store needs.)
+        let migrating = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(unbounded)
+            .await
+            .map_err(map_error)?;
         sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
+            .run(&migrating)
             .await
             .map_err(StoreError::Migration)?;
+        migrating.close().await;
         let upkeep = Upkeep::new(
             (*pool.connect_options()).clone(),
             options.vacuum_after_dead_rows,

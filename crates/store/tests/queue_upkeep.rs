@@ -1,7 +1,8 @@
 //! The delivery queue is vacuumed by the store when autovacuum does not (this project's
 //! PostgreSQL runs with `autovacuum = off`, as CI's does): once enough deliveries were settled
 //! and their dead row versions pass the store's threshold, `deliveries` is vacuumed, and a
-//! store told never to (`vacuum_after_dead_rows = 0`) leaves it alone.
+//! store told never to (`vacuum_after_dead_rows = 0`) leaves it alone. And migrations, the
+//! other upkeep of a store's start, are not bound by the statement timeout of its requests.
 //!
 //! PostgreSQL is the server at `HERALD_TEST_POSTGRES_URL` (see `support`).
 
@@ -52,6 +53,48 @@ async fn postgres_a_store_told_not_to_vacuum_leaves_the_queue_to_autovacuum() {
         churn(&store).await;
         let vacuums = wait_for_vacuum(&database.url(), Duration::from_secs(3)).await;
         assert_eq!(vacuums, 0, "no VACUUM was run on deliveries");
+    })
+    .await;
+}
+
+/// A node whose migrations must wait (here for a lock on the migration table; in a rolling
+/// upgrade, for sqlx's migration lock while another node builds an index) waits however much
+/// longer than the statement timeout that takes: its migrations run on a connection of their
+/// own. On the pool, the wait was cancelled at the statement timeout and the node failed to
+/// start.
+#[tokio::test]
+async fn postgres_a_node_starting_waits_for_another_nodes_migration_past_the_statement_timeout() {
+    on_postgres_database(|_, database| async move {
+        let mut other_node = sqlx::PgConnection::connect(&database.url())
+            .await
+            .expect("connecting as another node");
+        let mut migrating = other_node.begin().await.expect("a transaction");
+        sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *migrating)
+            .await
+            .expect("locking the migration table");
+        let options = PostgresOptions {
+            statement_timeout: Duration::from_millis(200),
+            ..PostgresOptions::default()
+        };
+        let url = database.url();
+        let starting =
+            tokio::spawn(async move { PostgresStore::open(&url, &options, cipher()).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!starting.is_finished(), "the node waits for the lock");
+        migrating
+            .commit()
+            .await
+            .expect("ending the other migration");
+        let started = tokio::time::timeout(Duration::from_secs(10), starting)
+            .await
+            .expect("the node starts once the lock is gone")
+            .expect("the start did not panic");
+        assert!(
+            started.is_ok(),
+            "waiting 1 s past a 200 ms statement timeout, the node started: {:?}",
+            started.err()
+        );
     })
     .await;
 }
