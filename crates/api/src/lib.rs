@@ -41,5 +41,5 @@ pub use error::ApiError;
 pub use metrics::{ApiMetricHandles, ApiMetrics};
 pub use publisher::Publisher;
 pub use queue_gauges::{QUEUE_COUNT_LIMIT, QueueGaugeSettings};
-pub use router::router;
+pub use router::{delivery_node_router, router};
 pub use state::{ApiConfig, AppState, TestSender};

@@ -53,27 +53,48 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
+/// What a delivery-only node serves (`HERALD_ROLE=delivery`): the health routes and
+/// `/metrics`; every other path is a 404 in the usual envelope.
+pub fn delivery_node_router(state: AppState) -> Router {
+    with_fallbacks(probes_and_metrics())
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(state)
+}
+
 /// The whole HTTP application: organization API, admin API, the portal, probes and the
 /// document.
 pub fn router(state: AppState) -> Router {
     let (organization, openapi) = organization_routes();
     let openapi = Arc::new(crate::docs::document(&openapi, &state.config));
     let max_body_bytes = state.config.body_limit;
-    Router::new()
+    let routes = Router::new()
         .merge(organization)
         .merge(admin::router())
         .merge(crate::portal_assets::router())
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::scrape))
+        .merge(probes_and_metrics())
         .route(
             "/openapi.json",
             get(move || async move { Json(openapi.as_ref().clone()) }),
-        )
-        .fallback(|| async { ApiError::NotFound.into_response() })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
-        .route_layer(middleware::from_fn(crate::telemetry::record_route))
+        );
+    with_fallbacks(routes)
         .layer(body_limit(max_body_bytes))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
+}
+
+/// The routes every node serves, whatever its role.
+fn probes_and_metrics() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::scrape))
+}
+
+/// Unknown paths and methods answered in the error envelope, and every route's requests
+/// counted by route.
+fn with_fallbacks(routes: Router<AppState>) -> Router<AppState> {
+    routes
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .route_layer(middleware::from_fn(crate::telemetry::record_route))
 }

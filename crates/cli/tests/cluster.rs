@@ -18,6 +18,10 @@
 //!
 //! The nodes' request timeout is 5 s, so their lease is the floor of 60 s: the dead node's
 //! claims come back a minute after it took them, which bounds the test's length.
+//!
+//! Node roles (`HERALD_ROLE`): an API-only node and a delivery-only node on one database
+//! split the work: what the first accepts, the second delivers; the first delivers nothing,
+//! and the second serves only its health routes and `/metrics`.
 
 mod support;
 
@@ -35,9 +39,9 @@ use tokio::task::JoinSet;
 use support::postgres::TestDatabase;
 use support::{
     DuplicateReport, EVENT_TYPE, Herald, Launcher, Receiver, SUCCESSES, Strangers, Tenant, TestPki,
-    assert_all_delivered, attempts_matching, expect_json, http_client, metric, publish_keyed_batch,
-    queue_metrics, random_secrets_key, scrape, string_field, successes_per_pair, unique_pairs,
-    wait_for_empty_queue, wait_until,
+    assert_all_delivered, attempts_matching, expect_json, http_client, metric, publish_batch,
+    publish_keyed_batch, queue_metrics, random_secrets_key, scrape, string_field,
+    successes_per_pair, unique_pairs, wait_for_empty_queue, wait_until,
 };
 
 const NODES: usize = 3;
@@ -77,6 +81,85 @@ const UNRECORDED_BOUND: usize = 1024 + 4096 + 512;
 /// that it counts as arriving before the kill. Its repeat comes only once its lease lapsed,
 /// tens of seconds later.
 const SETTLE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_node_accepts_and_a_delivery_node_delivers() {
+    const EVENTS: u64 = 20;
+    let database = TestDatabase::create("herald_roles").await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pki = TestPki::new();
+    let ca_path = pki.write_root(dir.path());
+    let phase = Arc::new(AtomicUsize::new(0));
+    let receivers = Receiver::spawn_many(&pki, 2, &phase).await;
+    let http = http_client();
+    let secrets_key = random_secrets_key();
+    let node = |role: &str| {
+        Launcher::new(
+            &format!("{role} node"),
+            &database.url,
+            &ca_path,
+            dir.path().join(format!("{role}.log")),
+        )
+        .env("HERALD_SECRETS_KEY", &secrets_key)
+        .env("HERALD_ROLE", role)
+    };
+    let api = node("api").start(&http).await;
+    let mut tenant = Tenant::create(&http, &api, "roles").await;
+    tenant.subscribe(&http, &api, &receivers).await;
+    let first: Vec<u64> = (0..EVENTS).collect();
+    let mut published = publish_batch(&http, &api.base, &tenant.org_id, &first, 2).await;
+
+    // The API node alone accepts and stores, and delivers nothing.
+    assert!(
+        !wait_until(Duration::from_secs(3), || unique_pairs(&receivers) > 0).await,
+        "an API-only node sends no delivery"
+    );
+    let queue = queue_metrics(&http, &api).await;
+    assert_eq!(
+        metric(&queue, "herald_deliveries_due"),
+        Some(2 * EVENTS),
+        "its /metrics shows the queue:\n{queue}"
+    );
+
+    // A delivery node on the same database takes the queue, and what the API node accepts
+    // afterwards (woken by its commits, not left to a poll).
+    let delivery = node("delivery").start(&http).await;
+    let second: Vec<u64> = (EVENTS..2 * EVENTS).collect();
+    published.extend(publish_batch(&http, &api.base, &tenant.org_id, &second, 2).await);
+    assert!(
+        wait_until(Duration::from_secs(30), || unique_pairs(&receivers)
+            == 4 * EVENTS as usize)
+        .await,
+        "the delivery node delivered {} of {} pairs",
+        unique_pairs(&receivers),
+        4 * EVENTS
+    );
+    assert_all_delivered(&receivers, &published, Strangers::Refused);
+
+    // The delivery node serves its health routes and /metrics, and no API route.
+    for (path, status) in [
+        ("/healthz", StatusCode::OK),
+        ("/readyz", StatusCode::OK),
+        ("/metrics", StatusCode::OK),
+        ("/v1/webhooks", StatusCode::NOT_FOUND),
+        ("/admin/v1/orgs", StatusCode::NOT_FOUND),
+        ("/portal/", StatusCode::NOT_FOUND),
+    ] {
+        let response = http
+            .get(format!("{}{path}", delivery.base))
+            .bearer_auth(&tenant.api_key)
+            .send()
+            .await
+            .expect("a request to the delivery node");
+        assert_eq!(response.status(), status, "GET {path} on the delivery node");
+        if status == StatusCode::NOT_FOUND {
+            let body = expect_json(response, status).await;
+            assert_eq!(body["error"]["code"], "NOT_FOUND", "{path}: {body}");
+        }
+    }
+    api.terminate().await;
+    delivery.terminate().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_deliver_every_pair_across_a_kill_9_of_one() {

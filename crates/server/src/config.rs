@@ -171,6 +171,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT", default_value_t = WorkerConfig::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
+    /// What this node runs: `both` (the default), `api` (every route, no delivery) or
+    /// `delivery` (delivery, recovery, probing and purge; only the health routes and
+    /// `/metrics`). `api` and `delivery` need PostgreSQL (docs/operations.md, "Node roles").
+    #[arg(long, env = "HERALD_ROLE", value_enum, default_value_t = Role::Both)]
+    pub role: Role,
+
     /// How many steps nicer (lower OS priority) than the API the delivery threads run, 0 to 19:
     /// a busy worker then leaves the API a core when a request comes (docs/operations.md).
     #[arg(long, env = "HERALD_DELIVERY_NICENESS")]
@@ -246,6 +252,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The delivery worker's settings (the retry schedule among them).
     pub worker: WorkerConfig,
+    /// What this node runs.
+    pub role: Role,
     /// How many steps nicer than the API the background threads run (`crate::background`).
     pub delivery_niceness: i32,
     /// The outbound client's timeouts (its policy and roots come from the fields above).
@@ -353,6 +361,13 @@ impl ServeArgs {
         )?;
         let egress_proxy = egress_proxy(self.egress_proxy.as_ref())?;
         let delivery_niceness = delivery_niceness(self.delivery_niceness.as_deref())?;
+        if self.role != Role::Both && !crate::storage::is_postgres(&self.storage.database_url) {
+            bail!(
+                "HERALD_ROLE={} needs PostgreSQL: the embedded database has one node, which \
+                 must serve the API and deliver (HERALD_ROLE=both)",
+                self.role.name()
+            );
+        }
         let public_url = public_url(self.public_url.as_deref(), &self.listen)?;
         let portal_frame_ancestors = frame_ancestors(&self.portal_frame_ancestors)?;
         let retention = RetentionConfig {
@@ -393,6 +408,7 @@ impl ServeArgs {
             egress_proxy,
             shutdown_grace,
             worker,
+            role: self.role,
             delivery_niceness,
             connect_timeout: Duration::from_secs(self.connect_timeout_seconds),
             request_timeout,
@@ -504,6 +520,41 @@ fn positive_duration(
         bail!("{name} must be more than 0");
     }
     Ok(duration)
+}
+
+/// What a node runs (`HERALD_ROLE`). Nodes of one PostgreSQL database may split the API from
+/// delivery, so that a drain never takes the API's cores and each side grows by its own count
+/// of nodes; every node of the embedded database is `Both`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The API and delivery.
+    Both,
+    /// Every route; no delivery worker, recovery, probing or purge.
+    Api,
+    /// Delivery, recovery, probing and purge; of the routes only `/healthz`, `/readyz` and
+    /// `/metrics`.
+    Delivery,
+}
+
+impl Role {
+    /// Whether the node serves the organization, admin and portal routes.
+    pub fn serves_api(self) -> bool {
+        self != Self::Delivery
+    }
+
+    /// Whether the node runs the delivery worker and the work beside it.
+    pub fn delivers(self) -> bool {
+        self != Self::Api
+    }
+
+    /// As `HERALD_ROLE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Both => "both",
+            Self::Api => "api",
+            Self::Delivery => "delivery",
+        }
+    }
 }
 
 /// `HERALD_DELIVERY_NICENESS`: a whole number from 0 to 19, or the default when unset.
@@ -869,6 +920,36 @@ mod tests {
         assert_eq!(claims_in_flight("sqlite://herald.db"), 1);
         assert_eq!(claims_in_flight("postgres://herald@db:5432/herald"), 2);
         assert_eq!(claims_in_flight("postgresql://herald@db/herald"), 2);
+    }
+
+    #[test]
+    fn a_role_other_than_both_needs_postgresql() {
+        let role = |url: &str, role: Role| {
+            let mut args = ServeArgs::from_defaults();
+            args.storage.database_url = url.to_owned();
+            args.role = role;
+            args.into_config().map(|config| config.role)
+        };
+        for each in [Role::Both, Role::Api, Role::Delivery] {
+            assert_eq!(
+                role("postgres://herald@db:5432/herald", each).expect("PostgreSQL"),
+                each
+            );
+        }
+        assert_eq!(
+            role("sqlite://herald.db", Role::Both).expect("embedded"),
+            Role::Both
+        );
+        for each in [Role::Api, Role::Delivery] {
+            let error = role("sqlite://herald.db", each)
+                .expect_err("refused on the embedded database")
+                .to_string();
+            assert!(
+                error.contains(&format!("HERALD_ROLE={}", each.name()))
+                    && error.contains("needs PostgreSQL"),
+                "{error}"
+            );
+        }
     }
 
     /// Every configuration type that holds a secret is formatted with `{:?}` (as a stray log

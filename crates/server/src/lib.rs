@@ -27,6 +27,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use herald_api::{ApiMetricHandles, AppState, Publisher};
 use herald_delivery::{ClientConfig, DeliveryClient, DeliveryMetrics, Worker};
+use herald_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -94,9 +95,12 @@ pub async fn run(
     }
     let api_metrics = ApiMetricHandles::register(&mut registry).finish(registry);
     let wakeup = Arc::new(Notify::new());
-    // The store wakes the worker as it commits deliveries, and on PostgreSQL when other nodes
-    // commit theirs (LISTEN/NOTIFY): no route has to.
-    store.wake_on_new_deliveries(Arc::clone(&wakeup));
+    let role = config.role;
+    if role.delivers() {
+        // The store wakes the worker as it commits deliveries, and on PostgreSQL when other
+        // nodes commit theirs (LISTEN/NOTIFY): no route has to.
+        store.wake_on_new_deliveries(Arc::clone(&wakeup));
+    }
     let recovery_wakeup = Arc::new(Notify::new());
     let state = AppState {
         store: Arc::clone(&store),
@@ -111,36 +115,23 @@ pub async fn run(
         known_orgs: Arc::default(),
     };
 
-    // Everything below but the API runs on the background runtime (see `background`).
-    let background =
-        background::Background::start(background::default_threads(), config.delivery_niceness)?;
+    // Everything below but the API runs on the background runtime (see `background`), on a
+    // node that delivers (`HERALD_ROLE`); an API-only node leaves it to the delivery nodes of
+    // its database, which its commits wake.
     let stopping = CancellationToken::new();
-    let recoveries = background.spawn(herald_delivery::recovery::run(
-        Arc::clone(&store),
-        Arc::clone(&recovery_wakeup),
-        Arc::clone(&wakeup),
-        stopping.clone(),
-    ));
-    let probes = background.spawn(herald_delivery::probe::run(
-        Arc::clone(&store),
-        client.clone(),
-        config.probe.clone(),
-        Arc::clone(&recovery_wakeup),
-        stopping.clone(),
-    ));
-    let worker = Worker::new(
-        Arc::clone(&store),
-        client,
-        config.worker.clone(),
-        wakeup,
-        Some(delivery_metrics),
-    );
-    let worker = background.spawn(worker.run(stopping.clone()));
-    let retention = background.spawn(herald_delivery::retention::run(
-        Arc::clone(&store),
-        config.retention.clone(),
-        stopping.clone(),
-    ));
+    let background = match role.delivers() {
+        true => Some(start_delivery(
+            &config,
+            &store,
+            client,
+            delivery_metrics,
+            wakeup,
+            recovery_wakeup,
+            &stopping,
+        )?),
+        false => None,
+    };
+    tracing::info!(role = role.name(), "node role (HERALD_ROLE)");
 
     let address = listener
         .local_addr()
@@ -154,23 +145,88 @@ pub async fn run(
         },
         http::serve(
             listener,
-            herald_api::router(state),
+            match role.serves_api() {
+                true => herald_api::router(state),
+                false => herald_api::delivery_node_router(state),
+            },
             config.http.clone(),
             stopping.clone(),
         ),
     );
     stopping.cancel();
-    if worker.await.is_err() {
-        tracing::error!("the delivery worker panicked");
+    if let Some(delivery) = background {
+        delivery.finish().await;
     }
-    let _ = retention.await;
-    let _ = recoveries.await;
-    let _ = probes.await;
-    drop(background);
     // Only now may another Herald take the embedded database.
     drop(embedded_database_lock);
     tracing::info!("herald stopped");
     Ok(())
+}
+
+/// The delivery side of a node: the worker, recovery, probing and the purge, on the
+/// background runtime.
+struct Delivery {
+    background: background::Background,
+    worker: tokio::task::JoinHandle<()>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Delivery {
+    /// Waits for every task (they stop once `stopping` is cancelled), then the runtime.
+    async fn finish(self) {
+        if self.worker.await.is_err() {
+            tracing::error!("the delivery worker panicked");
+        }
+        for task in self.others {
+            let _ = task.await;
+        }
+        drop(self.background);
+    }
+}
+
+/// Starts the delivery side (see [`Delivery`]).
+fn start_delivery(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    client: DeliveryClient,
+    delivery_metrics: DeliveryMetrics,
+    wakeup: Arc<Notify>,
+    recovery_wakeup: Arc<Notify>,
+    stopping: &CancellationToken,
+) -> anyhow::Result<Delivery> {
+    let background =
+        background::Background::start(background::default_threads(), config.delivery_niceness)?;
+    let recoveries = background.spawn(herald_delivery::recovery::run(
+        Arc::clone(store),
+        recovery_wakeup.clone(),
+        Arc::clone(&wakeup),
+        stopping.clone(),
+    ));
+    let probes = background.spawn(herald_delivery::probe::run(
+        Arc::clone(store),
+        client.clone(),
+        config.probe.clone(),
+        recovery_wakeup,
+        stopping.clone(),
+    ));
+    let worker = Worker::new(
+        Arc::clone(store),
+        client,
+        config.worker.clone(),
+        wakeup,
+        Some(delivery_metrics),
+    );
+    let worker = background.spawn(worker.run(stopping.clone()));
+    let retention = background.spawn(herald_delivery::retention::run(
+        Arc::clone(store),
+        config.retention.clone(),
+        stopping.clone(),
+    ));
+    Ok(Delivery {
+        background,
+        worker,
+        others: vec![recoveries, probes, retention],
+    })
 }
 
 /// Says where Herald listens and with which limits, and warns when the connection cap leaves
