@@ -54,7 +54,7 @@ pub fn organization_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// What a delivery-only node serves (`HERALD_ROLE=delivery`): the health routes and
-/// `/metrics`; every other path is a 404 in the usual envelope.
+/// `/metrics`; other paths are a 404 and other methods a 405, in the usual envelope.
 pub fn delivery_node_router(state: AppState) -> Router {
     with_fallbacks(probes_and_metrics())
         .layer(middleware::from_fn(request_id::assign))

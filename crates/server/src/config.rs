@@ -174,7 +174,7 @@ pub struct ServeArgs {
     /// What this node runs: `both` (the default), `api` (every route, no delivery) or
     /// `delivery` (delivery, recovery, probing and purge; only the health routes and
     /// `/metrics`). `api` and `delivery` need PostgreSQL (docs/operations.md, "Node roles").
-    #[arg(long, env = "HERALD_ROLE", value_enum, default_value_t = Role::Both)]
+    #[arg(long, env = "HERALD_ROLE", value_enum, ignore_case = true, default_value_t = Role::Both)]
     pub role: Role,
 
     /// How many steps nicer (lower OS priority) than the API the delivery threads run, 0 to 19:
