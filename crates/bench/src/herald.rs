@@ -48,6 +48,9 @@ pub(crate) struct HeraldSettings {
     pub(crate) max_in_flight: Option<usize>,
     /// `HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS`, when not Herald's default of 5.
     pub(crate) queue_gauges_max_age_seconds: Option<u64>,
+    /// `HERALD_EVENT_RETENTION_DAYS` and `HERALD_ATTEMPT_RETENTION_DAYS`, when not Herald's
+    /// defaults of 30 and 90.
+    pub(crate) retention_days: Option<u32>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -176,6 +179,10 @@ impl Herald {
             }
             if let Some(seconds) = settings.queue_gauges_max_age_seconds {
                 command.env("HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS", seconds.to_string());
+            }
+            if let Some(days) = settings.retention_days {
+                command.env("HERALD_EVENT_RETENTION_DAYS", days.to_string());
+                command.env("HERALD_ATTEMPT_RETENTION_DAYS", days.to_string());
             }
             let child = command
                 .stdin(Stdio::null())

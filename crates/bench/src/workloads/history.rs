@@ -13,9 +13,16 @@
 //! what the table's size costs) and once for one history organization (100,000 records:
 //! what an organization's own history costs; `total` is a true count of the matching records).
 //!
+//! Then the history Herald restarts with a retention of 10 days, so the purge it starts with
+//! deletes the older half of the history (batches of 1,000 rows a transaction) while the
+//! measured organization receives `throughput`'s events again and its unfiltered feed is read
+//! as before: what a purge costs the writer and the readers.
+//!
 //! Figures: both delivery rates and history / empty (target ≥ 0.5); per filter, both feed
 //! p99s and history / empty (target ≤ 2) for the measured organization; the history
-//! organization's time per filter; how long the preload took.
+//! organization's time per filter; how long the preload took; while purging, the delivery
+//! rate and the unfiltered feed's p99 against the empty database's (the same targets), and
+//! the history organization's records before and after.
 
 use std::time::Instant;
 
@@ -48,7 +55,21 @@ struct Half {
     feed: Vec<(&'static str, Option<Percentiles>, Option<Percentiles>)>,
     /// `total` of the history organization's unfiltered feed.
     history_total: u64,
+    /// With history: the same again while the purge deletes the older half of it.
+    purging: Option<Purging>,
 }
+
+/// What the history half measured while its purge ran.
+struct Purging {
+    rate: f64,
+    unfiltered_feed: Option<Percentiles>,
+    /// `total` of the history organization's feed once the measurement ended.
+    history_total_after: u64,
+}
+
+/// The retention the history Herald restarts with: the preload spreads its rows over the 20
+/// days before the run, so about half of them are past it.
+const PURGE_RETENTION_DAYS: u32 = 10;
 
 /// Runs the workload.
 pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
@@ -110,6 +131,43 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
                 "ms",
             ));
         }
+    }
+    if let (Some(purging), Some((_, Some(empty_unfiltered), _))) =
+        (&full.purging, empty.feed.first())
+    {
+        figures.metric(Metric::new(
+            "delivery rate, history while purging",
+            purging.rate,
+            "deliveries/s",
+        ));
+        figures.metric(
+            Metric::new(
+                "delivery rate, history while purging / empty",
+                purging.rate / empty.rate,
+                "ratio",
+            )
+            .target(Target::AtLeast(0.5)),
+        );
+        if let Some(unfiltered) = &purging.unfiltered_feed {
+            figures.metric(Metric::new(
+                "feed unfiltered p99, history while purging",
+                unfiltered.p99_ms,
+                "ms",
+            ));
+            figures.metric(
+                Metric::new(
+                    "feed unfiltered p99, history while purging / empty",
+                    unfiltered.p99_ms / empty_unfiltered.p99_ms,
+                    "ratio",
+                )
+                .target(Target::AtMost(2.0)),
+            );
+        }
+        figures.note(format!(
+            "while purging (retention {PURGE_RETENTION_DAYS} days): the history organization's \
+             records went from {} to {} over the measurement",
+            full.history_total, purging.history_total_after
+        ));
     }
     figures.note(format!(
         "{rows} events, deliveries and attempts written by SQL over {history_orgs} history \
@@ -205,15 +263,73 @@ async fn half(
         let theirs = read_feed(&api, &history_org.org, theirs, HISTORY_READS).await?;
         feed.push((*name, own, theirs));
     }
-    let history_total = api.list_deliveries(&history_org.org, "limit=50").await?["meta"]["total"]
-        .as_u64()
-        .unwrap_or(0);
+    let history_total = feed_total(&api, &history_org.org).await?;
+    let purging = match rows {
+        0 => None,
+        _ => {
+            let settings = HeraldSettings {
+                retention_days: Some(PURGE_RETENTION_DAYS),
+                ..HeraldSettings::default()
+            };
+            let (usage, ()) = session
+                .while_stopped(&bench.launch, settings, |_| async { Ok(()) })
+                .await?;
+            figures.usage(label, &usage);
+            let api = session.api.clone();
+            let deadline = bench.scale.deadline(events);
+            let publishing = publish(
+                &api,
+                &org,
+                events..2 * events,
+                BULK_CLIENTS,
+                MAX_BATCH_SIZE,
+                deadline,
+            )
+            .await?;
+            let arrived = session
+                .wait_until(deadline, || distinct(receivers) >= 2 * events)
+                .await?;
+            if !arrived {
+                figures.stopped_short(format!(
+                    "while purging: only {} of {} deliveries arrived in time",
+                    receiver.distinct(),
+                    2 * events
+                ));
+            }
+            let last = receiver.arrivals().into_values().max();
+            let rate = last.map_or(0.0, |last| {
+                rate(
+                    receiver.distinct().saturating_sub(events),
+                    last - publishing.started,
+                )
+            });
+            let unfiltered_feed = read_feed(&api, &org, &filters[0].1, FEED_READS).await?;
+            Some(Purging {
+                rate,
+                unfiltered_feed,
+                history_total_after: feed_total(&api, &history_org.org).await?,
+            })
+        }
+    };
+    let label = if rows == 0 {
+        label
+    } else {
+        "history, purging: "
+    };
     figures.usage(label, &session.finish().await?);
     Ok(Half {
         rate: delivery_rate,
         feed,
         history_total,
+        purging,
     })
+}
+
+/// `total` of `org`'s unfiltered feed.
+async fn feed_total(api: &Api, org: &Org) -> anyhow::Result<u64> {
+    Ok(api.list_deliveries(org, "limit=50").await?["meta"]["total"]
+        .as_u64()
+        .unwrap_or(0))
 }
 
 /// Each filter of the feed, by name, with its query for the measured organization (its
