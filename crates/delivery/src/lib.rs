@@ -31,6 +31,8 @@ pub mod signer;
 pub mod ssrf;
 pub mod telemetry;
 pub mod test_send;
+#[cfg(test)]
+mod test_store;
 pub mod worker;
 
 pub use client::{

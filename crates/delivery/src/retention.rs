@@ -32,10 +32,13 @@ impl Default for RetentionConfig {
     }
 }
 
-/// Purges everything expired now, batch after batch, and reports the totals.
+/// Purges everything expired now, batch after batch, and reports the totals. It stops between
+/// two batches once `shutdown` is cancelled: a node's first purge of months of history takes
+/// minutes, far longer than a shutdown may (what is left is the next purge's).
 pub async fn purge_once(
     store: &dyn Store,
     config: &RetentionConfig,
+    shutdown: &CancellationToken,
 ) -> Result<PurgeReport, StoreError> {
     let now = Timestamp::now();
     let before =
@@ -47,7 +50,9 @@ pub async fn purge_once(
             .await?;
         total.events += report.events;
         total.attempts += report.attempts;
-        if report.events < u64::from(config.batch) && report.attempts < u64::from(config.batch) {
+        let done =
+            report.events < u64::from(config.batch) && report.attempts < u64::from(config.batch);
+        if done || shutdown.is_cancelled() {
             return Ok(total);
         }
     }
@@ -56,7 +61,7 @@ pub async fn purge_once(
 /// Runs [`purge_once`] every `interval` until shutdown.
 pub async fn run(store: Arc<dyn Store>, config: RetentionConfig, shutdown: CancellationToken) {
     loop {
-        match purge_once(store.as_ref(), &config).await {
+        match purge_once(store.as_ref(), &config, &shutdown).await {
             Ok(report) if report.events + report.attempts > 0 => {
                 tracing::info!(
                     events = report.events,
@@ -71,5 +76,68 @@ pub async fn run(store: Arc<dyn Store>, config: RetentionConfig, shutdown: Cance
             () = tokio::time::sleep(config.interval) => {}
             () = shutdown.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_domain::Outcome;
+
+    use super::*;
+    use crate::client::{ClientConfig, DeliveryClient};
+    use crate::retry::RetrySchedule;
+    use crate::test_store::{sqlite_with_events, unscoped_claim};
+
+    #[tokio::test]
+    async fn a_purge_stops_between_batches_once_shutdown_is_asked() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let store = sqlite_with_events(&directory, 5, None).await;
+        // Every delivery ends dead at once (its endpoint seen as inactive, nothing is sent),
+        // so all five events and their attempts may be purged.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
+        let claimed = store
+            .claim_due_deliveries(&unscoped_claim(10))
+            .await
+            .expect("claiming");
+        assert_eq!(claimed.len(), 5);
+        let mut recordings = Vec::new();
+        for mut delivery in claimed {
+            delivery.endpoint.active = false;
+            let recording =
+                crate::worker::attempt_delivery(&client, &RetrySchedule::default(), &delivery)
+                    .await;
+            assert_eq!(recording.attempt.outcome, Outcome::Dead);
+            recordings.push(recording);
+        }
+        store
+            .record_attempts(&recordings, Timestamp::from_micros(0))
+            .await
+            .expect("recording");
+        let config = RetentionConfig {
+            events: Duration::ZERO,
+            attempts: Duration::ZERO,
+            batch: 2,
+            ..RetentionConfig::default()
+        };
+
+        let stopping = CancellationToken::new();
+        stopping.cancel();
+        let first = purge_once(store.as_ref(), &config, &stopping)
+            .await
+            .expect("purging");
+        assert_eq!(
+            (first.events, first.attempts),
+            (2, 2),
+            "one batch, then it stops for the shutdown"
+        );
+        let rest = purge_once(store.as_ref(), &config, &CancellationToken::new())
+            .await
+            .expect("purging");
+        assert_eq!(
+            (rest.events, rest.attempts),
+            (3, 3),
+            "the next purge takes the rest"
+        );
     }
 }

@@ -33,7 +33,7 @@
 mod backoff;
 mod claim_plan;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod job;
 mod recorder;
 mod slots;

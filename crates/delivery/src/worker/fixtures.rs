@@ -7,7 +7,7 @@ use herald_domain::{
 use herald_store::{ClaimedDelivery, LeaseToken};
 
 /// Attempt `attempt_number` of a delivery to a live endpoint.
-pub(super) fn delivery(attempt_number: u32) -> ClaimedDelivery {
+pub(crate) fn delivery(attempt_number: u32) -> ClaimedDelivery {
     let org_id = OrgId::new();
     let now = Timestamp::now();
     ClaimedDelivery {

@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 
 use super::*;
 use crate::client::{AttemptOutcome, ClientConfig};
+use crate::test_store::{LEASE, sqlite_with_events, unscoped_claim};
 use crate::worker::fixtures::delivery;
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
@@ -317,60 +318,14 @@ async fn one_key_claimed(
     count: usize,
     directory: &tempfile::TempDir,
 ) -> (Arc<dyn Store>, ClaimedDelivery) {
-    use herald_domain::{AuditAction, AuditId, AuditRecord, EndpointCredentials, EventId, Org};
-    let cipher = herald_store::SecretCipher::new(&[7; 32]);
-    let store = herald_store::SqliteStore::open(&directory.path().join("herald.db"), cipher)
-        .await
-        .expect("opening SQLite");
-    let store: Arc<dyn Store> = Arc::new(store);
-    let template = delivery(1);
-    let (org_id, now) = (template.event.org_id, template.event.created_at);
-    let org = Org {
-        id: org_id,
-        name: "Runs".to_owned(),
-        created_at: now,
-    };
-    store.create_org(&org).await.expect("creating the org");
-    let audit = AuditRecord {
-        id: AuditId::new(),
-        org_id,
-        api_key_id: None,
-        action: AuditAction::EndpointCreated,
-        target_id: template.endpoint.id.to_string(),
-        occurred_at: now,
-        request_id: None,
-        reason: None,
-    };
-    let secret = herald_domain::Secret::generate();
-    let credentials = EndpointCredentials::default();
-    store
-        .create_endpoint(&template.endpoint, &secret, &credentials, 50, &audit)
-        .await
-        .expect("creating the endpoint");
-    let events: Vec<_> = (0..count)
-        .map(|_| herald_domain::Event {
-            id: EventId::new(),
-            ordering_key: Some("account-1".to_owned()),
-            ..template.event.clone()
-        })
-        .collect();
-    store.publish_events(&events).await.expect("publishing");
-    let request = herald_store::ClaimRequest {
-        now: Timestamp::now(),
-        limit: 10,
-        lease: LEASE,
-        scope: herald_store::ClaimScope::AnyExcept(Vec::new()),
-        per_endpoint_limit: 10,
-    };
+    let store = sqlite_with_events(directory, count, Some("account-1")).await;
     let mut head = store
-        .claim_due_deliveries(&request)
+        .claim_due_deliveries(&unscoped_claim(10))
         .await
         .expect("claiming");
     assert_eq!(head.len(), 1, "one delivery of a key at a time");
     (store, head.remove(0))
 }
-
-const LEASE: Duration = Duration::from_secs(60);
 
 /// Whether `head`'s holder can claim its successors again within a few seconds: only once
 /// whoever held them gave them back (otherwise their leases last a minute).
