@@ -8,8 +8,9 @@
 //! The organizations and endpoints are made through the API first (their secrets are sealed
 //! with Herald's key, which SQL cannot do); the rows only reference them. Ids are UUIDv7-shaped
 //! (48 bits of milliseconds, then the row number), so they sort by time as Herald's do, and
-//! the history lies in the 20 days before the run, within both retention periods, so the
-//! retention purge leaves it alone. On PostgreSQL, `VACUUM (ANALYZE)` follows, as autovacuum
+//! the history lies in the 20 days before the run, within both default retention periods, so
+//! the retention purge leaves it alone (until `history`'s last phase restarts Herald with a
+//! retention of 10 days, which expires about half of it). On PostgreSQL, `VACUUM (ANALYZE)` follows, as autovacuum
 //! would have done long before any query of months-old rows (this machine's server runs with
 //! `autovacuum = off`); Herald never runs `ANALYZE` on SQLite, so neither does this.
 //!

@@ -63,7 +63,9 @@ struct Half {
 struct Purging {
     rate: f64,
     unfiltered_feed: Option<Percentiles>,
-    /// `total` of the history organization's feed once the measurement ended.
+    /// `total` of the history organization's feed when the publish began and once the
+    /// measurement ended.
+    history_total_before: u64,
     history_total_after: u64,
 }
 
@@ -164,9 +166,10 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             );
         }
         figures.note(format!(
-            "while purging (retention {PURGE_RETENTION_DAYS} days): the history organization's \
-             records went from {} to {} over the measurement",
-            full.history_total, purging.history_total_after
+            "while purging (retention {PURGE_RETENTION_DAYS} days; a fresh organization \
+             measured): the history organization's records were {} before the restart, {} \
+             when the publish began and {} after the feed reads",
+            full.history_total, purging.history_total_before, purging.history_total_after
         ));
     }
     figures.note(format!(
@@ -266,50 +269,7 @@ async fn half(
     let history_total = feed_total(&api, &history_org.org).await?;
     let purging = match rows {
         0 => None,
-        _ => {
-            let settings = HeraldSettings {
-                retention_days: Some(PURGE_RETENTION_DAYS),
-                ..HeraldSettings::default()
-            };
-            let (usage, ()) = session
-                .while_stopped(&bench.launch, settings, |_| async { Ok(()) })
-                .await?;
-            figures.usage(label, &usage);
-            let api = session.api.clone();
-            let deadline = bench.scale.deadline(events);
-            let publishing = publish(
-                &api,
-                &org,
-                events..2 * events,
-                BULK_CLIENTS,
-                MAX_BATCH_SIZE,
-                deadline,
-            )
-            .await?;
-            let arrived = session
-                .wait_until(deadline, || distinct(receivers) >= 2 * events)
-                .await?;
-            if !arrived {
-                figures.stopped_short(format!(
-                    "while purging: only {} of {} deliveries arrived in time",
-                    receiver.distinct(),
-                    2 * events
-                ));
-            }
-            let last = receiver.arrivals().into_values().max();
-            let rate = last.map_or(0.0, |last| {
-                rate(
-                    receiver.distinct().saturating_sub(events),
-                    last - publishing.started,
-                )
-            });
-            let unfiltered_feed = read_feed(&api, &org, &filters[0].1, FEED_READS).await?;
-            Some(Purging {
-                rate,
-                unfiltered_feed,
-                history_total_after: feed_total(&api, &history_org.org).await?,
-            })
-        }
+        _ => Some(while_purging(bench, &mut session, &history_org.org, figures).await?),
     };
     let label = if rows == 0 {
         label
@@ -322,6 +282,64 @@ async fn half(
         feed,
         history_total,
         purging,
+    })
+}
+
+/// Restarts `session`'s Herald with a retention of [`PURGE_RETENTION_DAYS`], so its start-up
+/// purge deletes the older half of the history, and meanwhile measures `throughput`'s events
+/// and the unfiltered feed for an organization made for it (as many records as the other
+/// halves' measured organization, none of them expired). `history_org`'s records before the
+/// publish and after the feed reads show that the purge ran throughout.
+async fn while_purging(
+    bench: &Bench,
+    session: &mut Session,
+    history_org: &Org,
+    figures: &mut Figures,
+) -> anyhow::Result<Purging> {
+    let settings = HeraldSettings {
+        retention_days: Some(PURGE_RETENTION_DAYS),
+        ..HeraldSettings::default()
+    };
+    let (usage, ()) = session
+        .while_stopped(&bench.launch, settings, |_| async { Ok(()) })
+        .await?;
+    figures.usage("history: ", &usage);
+    let api = session.api.clone();
+    let receiver = bench.receiver(Behaviour::Answer)?;
+    let org = api.create_org("bench-history-purging").await?;
+    api.create_endpoint(&org, &receiver.url()).await?;
+    let history_total_before = feed_total(&api, history_org).await?;
+    let events = bench.scale.events;
+    let deadline = bench.scale.deadline(events);
+    let publishing = publish(
+        &api,
+        &org,
+        0..events,
+        BULK_CLIENTS,
+        MAX_BATCH_SIZE,
+        deadline,
+    )
+    .await?;
+    let receivers = std::slice::from_ref(&receiver);
+    if !session
+        .wait_until(deadline, || distinct(receivers) >= events)
+        .await?
+    {
+        figures.stopped_short(format!(
+            "while purging: only {} of {events} deliveries arrived in time",
+            receiver.distinct()
+        ));
+    }
+    let last = receiver.arrivals().into_values().max();
+    let rate = last.map_or(0.0, |last| {
+        rate(receiver.distinct(), last - publishing.started)
+    });
+    let unfiltered_feed = read_feed(&api, &org, "limit=50", FEED_READS).await?;
+    Ok(Purging {
+        rate,
+        unfiltered_feed,
+        history_total_before,
+        history_total_after: feed_total(&api, history_org).await?,
     })
 }
 
