@@ -361,13 +361,7 @@ impl ServeArgs {
         )?;
         let egress_proxy = egress_proxy(self.egress_proxy.as_ref())?;
         let delivery_niceness = delivery_niceness(self.delivery_niceness.as_deref())?;
-        if self.role != Role::Both && !crate::storage::is_postgres(&self.storage.database_url) {
-            bail!(
-                "HERALD_ROLE={} needs PostgreSQL: the embedded database has one node, which \
-                 must serve the API and deliver (HERALD_ROLE=both)",
-                self.role.name()
-            );
-        }
+        self.role.check_storage(&self.storage.database_url)?;
         let public_url = public_url(self.public_url.as_deref(), &self.listen)?;
         let portal_frame_ancestors = frame_ancestors(&self.portal_frame_ancestors)?;
         let retention = RetentionConfig {
@@ -545,6 +539,18 @@ impl Role {
     /// Whether the node runs the delivery worker and the work beside it.
     pub fn delivers(self) -> bool {
         self != Self::Api
+    }
+
+    /// A role other than `Both` needs PostgreSQL: the embedded database has one node.
+    pub fn check_storage(self, database_url: &str) -> anyhow::Result<()> {
+        if self != Self::Both && !crate::storage::is_postgres(database_url) {
+            bail!(
+                "HERALD_ROLE={} needs PostgreSQL: the embedded database has one node, which \
+                 must serve the API and deliver (HERALD_ROLE=both)",
+                self.name()
+            );
+        }
+        Ok(())
     }
 
     /// As `HERALD_ROLE` spells it.

@@ -37,8 +37,9 @@ pub use config::{Config, ServeArgs, StorageArgs};
 pub use http::HttpConfig;
 
 /// Runs Herald on `listener` until `shutdown` completes: the API, the delivery worker and the
-/// retention purge (of those, what the node's role runs). On shutdown the API stops accepting, in-flight requests finish, the worker
-/// stops claiming and lets in-flight attempts finish within the grace period.
+/// retention purge (of those, what the node's role runs). On shutdown the API stops
+/// accepting, in-flight requests finish, the worker stops claiming and lets in-flight attempts
+/// finish within the grace period.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -47,12 +48,8 @@ pub async fn run(
     let store = storage::open_store(&config.storage).await?;
     // Held until Herald stops: one Herald per embedded database.
     let embedded_database_lock = storage::claim_embedded_database(&config.storage)?;
-    // Checked in the configuration too; here for a `Config` built or changed in code.
-    anyhow::ensure!(
-        embedded_database_lock.is_none() || config.role == config::Role::Both,
-        "HERALD_ROLE={} needs PostgreSQL",
-        config.role.name()
-    );
+    // Checked in the configuration too; again for a `Config` built or changed in code.
+    config.role.check_storage(&config.storage.database_url)?;
     bootstrap::ensure_default_org(store.as_ref()).await?;
     if embedded_database_lock.is_some() {
         // Only this process works on an embedded database, so any lease left behind belongs to

@@ -31,14 +31,14 @@ use anyhow::Context as _;
 use crate::api::{Api, MAX_BATCH_SIZE, Org, string_field};
 use crate::herald::HeraldSettings;
 use crate::preload::{self, Target as HistoryTarget};
-use crate::receiver::Behaviour;
+use crate::receiver::{Behaviour, Receiver};
 use crate::report::{Metric, Target};
 use crate::session::Session;
 use crate::stats::{Percentiles, rate};
 
 use super::delivery::BULK_CLIENTS;
 use super::provision::tenants;
-use super::{Bench, Figures, distinct, publish};
+use super::{Bench, Figures, Publishing, distinct, publish};
 
 /// Feed requests per filter for the measured organization: enough that the p99 is not simply
 /// the slowest request (with 20 it was, and one request that met a busy moment decided a
@@ -226,31 +226,8 @@ async fn half(
     let endpoint = api.create_endpoint(&org, &receiver.url()).await?;
     let since = string_field(&api.get_endpoint(&org, &endpoint).await?, "created_at")?;
 
-    let events = bench.scale.events;
-    let deadline = bench.scale.deadline(events);
-    let publishing = publish(
-        &api,
-        &org,
-        0..events,
-        BULK_CLIENTS,
-        MAX_BATCH_SIZE,
-        deadline,
-    )
-    .await?;
-    let receivers = std::slice::from_ref(&receiver);
-    let arrived = session
-        .wait_until(deadline, || distinct(receivers) >= events)
-        .await?;
-    if !arrived {
-        figures.stopped_short(format!(
-            "{label}only {} of {events} deliveries arrived in time",
-            receiver.distinct()
-        ));
-    }
-    let last = receiver.arrivals().into_values().max();
-    let delivery_rate = last.map_or(0.0, |last| {
-        rate(receiver.distinct(), last - publishing.started)
-    });
+    let (delivery_rate, publishing) =
+        deliver_throughput(bench, &mut session, &org, &receiver, label, figures).await?;
     let an_event = publishing
         .sent
         .keys()
@@ -309,31 +286,8 @@ async fn while_purging(
     let org = api.create_org("bench-history-purging").await?;
     api.create_endpoint(&org, &receiver.url()).await?;
     let history_total_before = feed_total(&api, history_org).await?;
-    let events = bench.scale.events;
-    let deadline = bench.scale.deadline(events);
-    let publishing = publish(
-        &api,
-        &org,
-        0..events,
-        BULK_CLIENTS,
-        MAX_BATCH_SIZE,
-        deadline,
-    )
-    .await?;
-    let receivers = std::slice::from_ref(&receiver);
-    if !session
-        .wait_until(deadline, || distinct(receivers) >= events)
-        .await?
-    {
-        figures.stopped_short(format!(
-            "while purging: only {} of {events} deliveries arrived in time",
-            receiver.distinct()
-        ));
-    }
-    let last = receiver.arrivals().into_values().max();
-    let rate = last.map_or(0.0, |last| {
-        rate(receiver.distinct(), last - publishing.started)
-    });
+    let (rate, _) =
+        deliver_throughput(bench, session, &org, &receiver, "while purging: ", figures).await?;
     let unfiltered_feed = read_feed(&api, &org, "limit=50", FEED_READS).await?;
     Ok(Purging {
         rate,
@@ -341,6 +295,44 @@ async fn while_purging(
         history_total_before,
         history_total_after: feed_total(&api, history_org).await?,
     })
+}
+
+/// Publishes `throughput`'s events to `org`, whose one endpoint is `receiver`, and waits for
+/// them (a shortfall is noted with `label`): the delivery rate, and what was published.
+async fn deliver_throughput(
+    bench: &Bench,
+    session: &mut Session,
+    org: &Org,
+    receiver: &Receiver,
+    label: &str,
+    figures: &mut Figures,
+) -> anyhow::Result<(f64, Publishing)> {
+    let events = bench.scale.events;
+    let deadline = bench.scale.deadline(events);
+    let publishing = publish(
+        &session.api,
+        org,
+        0..events,
+        BULK_CLIENTS,
+        MAX_BATCH_SIZE,
+        deadline,
+    )
+    .await?;
+    let receivers = std::slice::from_ref(receiver);
+    let arrived = session
+        .wait_until(deadline, || distinct(receivers) >= events)
+        .await?;
+    if !arrived {
+        figures.stopped_short(format!(
+            "{label}only {} of {events} deliveries arrived in time",
+            receiver.distinct()
+        ));
+    }
+    let last = receiver.arrivals().into_values().max();
+    let delivery_rate = last.map_or(0.0, |last| {
+        rate(receiver.distinct(), last - publishing.started)
+    });
+    Ok((delivery_rate, publishing))
 }
 
 /// `total` of `org`'s unfiltered feed.

@@ -175,9 +175,9 @@ impl Job {
     /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
     /// next of those claimed behind it, taking the claim made ahead (or claiming) when none
     /// is left, and making the next claim ahead once [`CLAIM_AHEAD_WHEN_LEFT`] are left.
-    /// `None` for a delivery without a key, when none waits, at shutdown, while recording is stalled, or
-    /// once half the successors' lease is gone: an attempt (at most a request timeout, a
-    /// sixth of a lease) then still ends well inside it.
+    /// `None` for a delivery without a key, when none waits, at shutdown, while recording is
+    /// stalled, or once half the successors' lease is gone: an attempt (at most a request
+    /// timeout, a sixth of a lease) then still ends well inside it.
     ///
     /// While other deliveries of the endpoint wait for a slot, a run gives its slot up after
     /// one claim of successors ([`SUCCESSORS_PER_CLAIM`] deliveries) or once it has held the
@@ -330,17 +330,25 @@ impl Successors {
             // Awaited in place, so that a task aborted meanwhile still gives it back (`drop`).
             let claimed = (&mut claim.task).await;
             self.claim = None;
-            if let Ok(Ok(claimed)) = claimed {
-                self.store.release_unsent(&claimed);
-            }
+            give_back_claimed(self.store.as_ref(), claimed);
         }
     }
 
     fn give_back_waiting(&mut self) {
         if !self.waiting.is_empty() {
-            self.store
-                .release_unsent(&Vec::from(std::mem::take(&mut self.waiting)));
+            self.store.release_unsent(self.waiting.make_contiguous());
+            self.waiting.clear();
         }
+    }
+}
+
+/// Gives back what a finished claim of successors took (nothing, if it failed).
+fn give_back_claimed(
+    store: &dyn Store,
+    claimed: Result<Result<Vec<ClaimedDelivery>, StoreError>, tokio::task::JoinError>,
+) {
+    if let Ok(Ok(claimed)) = claimed {
+        store.release_unsent(&claimed);
     }
 }
 
@@ -354,11 +362,7 @@ impl Drop for Successors {
         };
         let store = Arc::clone(&self.store);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Ok(Ok(claimed)) = claim.task.await {
-                    store.release_unsent(&claimed);
-                }
-            });
+            runtime.spawn(async move { give_back_claimed(store.as_ref(), claim.task.await) });
         }
     }
 }
