@@ -51,6 +51,8 @@ pub(crate) struct HeraldSettings {
     /// `HERALD_EVENT_RETENTION_DAYS` and `HERALD_ATTEMPT_RETENTION_DAYS`, when not Herald's
     /// defaults of 30 and 90.
     pub(crate) retention_days: Option<u32>,
+    /// `HERALD_ROLE` (`api` or `delivery`), when not Herald's default of `both`.
+    pub(crate) role: Option<&'static str>,
 }
 
 /// Builds the release `herald` binary (a no-op when it is up to date) and returns its path, as
@@ -112,6 +114,7 @@ impl Herald {
         otlp_endpoint: Option<&str>,
         log_path: &Path,
         settings: &HeraldSettings,
+        extra_env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         #[expect(
             clippy::disallowed_methods,
@@ -184,6 +187,10 @@ impl Herald {
                 command.env("HERALD_EVENT_RETENTION_DAYS", days.to_string());
                 command.env("HERALD_ATTEMPT_RETENTION_DAYS", days.to_string());
             }
+            if let Some(role) = settings.role {
+                command.env("HERALD_ROLE", role);
+            }
+            command.envs(extra_env.iter().map(|(name, value)| (name, value)));
             let child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

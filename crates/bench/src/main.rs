@@ -28,6 +28,7 @@
 //! - `report.rs`: the machine, the commit, the table and the JSON file.
 
 mod api;
+mod cpu;
 mod database;
 mod herald;
 mod preload;
@@ -59,8 +60,8 @@ struct Args {
 
     /// A workload name, a comma-separated list of them, or `all`: ingest, throughput, fanout,
     /// latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag, fanlag-nodes
-    /// (PostgreSQL only), and the scale workloads backlog, tenants, history, nodes (`scale`
-    /// names those four).
+    /// (PostgreSQL only), and the scale workloads backlog, backlog-roles (PostgreSQL only),
+    /// tenants, history, nodes (`scale` names those five).
     #[arg(long, default_value = "all")]
     workload: String,
 
@@ -93,10 +94,25 @@ struct Args {
     #[arg(long)]
     otlp: bool,
 
+    /// Give every Herald the harness starts this environment variable too, after its own
+    /// settings (repeatable: `--herald-env HERALD_MAX_IN_FLIGHT=64 --herald-env
+    /// MIMALLOC_PURGE_DELAY=0`), to measure what a setting changes. A run with any is not
+    /// judged.
+    #[arg(long = "herald-env", value_name = "NAME=VALUE", value_parser = herald_setting)]
+    herald_env: Vec<(String, String)>,
+
     /// Internal: time one request's round trip from a process of its own (the `ordered`
     /// workload runs the harness so; the request comes as JSON on stdin).
     #[arg(long, hide = true)]
     round_trip_client: bool,
+}
+
+/// Parses one `--herald-env` setting.
+fn herald_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
 }
 
 /// The workspace this harness was built in: where `herald` is built and whose commit is
@@ -151,10 +167,11 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         args.endpoint_headers,
         &binary,
         otlp.is_some(),
+        &args.herald_env,
     );
     eprintln!(
         "herald-bench: {} backend, {} deliveries per workload, {} custom headers per endpoint, \
-         herald at {}{}",
+         herald at {}{}{}",
         args.backend,
         scale.events,
         args.endpoint_headers,
@@ -163,7 +180,11 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
             ", exporting traces"
         } else {
             ""
-        }
+        },
+        args.herald_env
+            .iter()
+            .map(|(name, value)| format!(", {name}={value}"))
+            .collect::<String>()
     );
     let otlp_endpoint = otlp.as_ref().map(OtlpReceiver::base_url);
     let mut bench = Bench::new(
@@ -172,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<Verdict> {
         scale,
         args.endpoint_headers,
         otlp_endpoint,
+        args.herald_env,
     )
     .await?;
     let output = match args.output {

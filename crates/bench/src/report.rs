@@ -27,6 +27,8 @@ pub(crate) struct Report {
     endpoint_headers: u8,
     /// Whether Herald exported traces to the harness's OTLP sink (`--otlp`).
     otlp: bool,
+    /// Settings given to every Herald by hand (`--herald-env`); a run with any is not judged.
+    herald_env: Vec<String>,
     herald_binary: PathBuf,
     machine: Machine,
     commit: Commit,
@@ -162,6 +164,7 @@ impl Report {
         endpoint_headers: u8,
         binary: &Path,
         otlp: bool,
+        herald_env: &[(String, String)],
     ) -> Self {
         Self {
             harness: "herald-bench",
@@ -170,9 +173,14 @@ impl Report {
                 .map_or(0, |since| since.as_secs()),
             backend,
             scale: scale.events,
-            judged: scale.judged(),
+            // A setting changed by hand is an experiment, not the product's figure.
+            judged: scale.judged() && herald_env.is_empty(),
             endpoint_headers,
             otlp,
+            herald_env: herald_env
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect(),
             herald_binary: binary.to_owned(),
             machine: Machine::read(),
             commit: Commit::read(),

@@ -26,6 +26,8 @@ pub(crate) struct Launch {
     pub(crate) endpoint_headers: u8,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, when traces are exported (`--otlp`).
     pub(crate) otlp_endpoint: Option<String>,
+    /// `--herald-env`: settings every Herald gets after its workload's own.
+    pub(crate) herald_env: Vec<(String, String)>,
 }
 
 /// What a Herald process used over its life.
@@ -133,6 +135,11 @@ impl Session {
         self.herald.cpu_seconds().unwrap_or(0.0) + self.other_nodes_cpu_seconds()
     }
 
+    /// The largest peak resident memory of the nodes beside the first, in bytes.
+    pub(crate) fn other_nodes_peak_rss_bytes(&self) -> Option<u64> {
+        self.nodes.iter().filter_map(Herald::peak_rss_bytes).max()
+    }
+
     /// CPU time the nodes beside the first have used so far, in seconds.
     pub(crate) fn other_nodes_cpu_seconds(&self) -> f64 {
         self.nodes.iter().filter_map(Herald::cpu_seconds).sum()
@@ -219,6 +226,7 @@ async fn start_node(
         launch.otlp_endpoint.as_deref(),
         &directory.path().join(log),
         settings,
+        &launch.herald_env,
     )
     .await?;
     eprintln!(

@@ -80,6 +80,9 @@ pub(crate) enum Workload {
     /// A backlog of due deliveries across thousands of endpoints, drained: the rate per
     /// tenth of the drain, the API's latency meanwhile, the `/metrics` scrape's time.
     Backlog,
+    /// `backlog` drained by a delivery node while an API node answers the API (PostgreSQL
+    /// only): what node roles do for the API's tail.
+    BacklogRoles,
     /// Thousands of organizations with three endpoints each, a steady publish rate spread
     /// over them, against the same rate to one organization.
     Tenants,
@@ -124,7 +127,7 @@ struct Figures {
 }
 
 impl Workload {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 17] = [
         Self::Ingest,
         Self::Throughput,
         Self::Fanout,
@@ -138,13 +141,20 @@ impl Workload {
         Self::Fanlag,
         Self::FanlagNodes,
         Self::Backlog,
+        Self::BacklogRoles,
         Self::Tenants,
         Self::History,
         Self::Nodes,
     ];
 
     /// The scale workloads (issue 19), which `scale` names together.
-    const SCALE: [Self; 4] = [Self::Backlog, Self::Tenants, Self::History, Self::Nodes];
+    const SCALE: [Self; 5] = [
+        Self::Backlog,
+        Self::BacklogRoles,
+        Self::Tenants,
+        Self::History,
+        Self::Nodes,
+    ];
 
     /// Parses `all` or a comma-separated list of names, in the canonical order. The ceiling,
     /// recover and ordered workloads compare with Herald's throughput, so asking for any of
@@ -172,7 +182,7 @@ impl Workload {
                 None => bail!(
                     "unknown workload {name:?}; choose from all, ingest, throughput, fanout, \
                      latency, noisy, ceiling, recover, ordered, catalog, churned, fanlag, \
-                     fanlag-nodes, scale, backlog, tenants, history, nodes"
+                     fanlag-nodes, scale, backlog, backlog-roles, tenants, history, nodes"
                 ),
             }
         }
@@ -206,6 +216,7 @@ impl Workload {
             Self::Fanlag => "fanlag",
             Self::FanlagNodes => "fanlag-nodes",
             Self::Backlog => "backlog",
+            Self::BacklogRoles => "backlog-roles",
             Self::Tenants => "tenants",
             Self::History => "history",
             Self::Nodes => "nodes",
@@ -306,6 +317,7 @@ impl Bench {
         scale: Scale,
         endpoint_headers: u8,
         otlp_endpoint: Option<String>,
+        herald_env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
         let pki = Pki::generate().await?;
         let ca_directory = tempfile::Builder::new()
@@ -321,6 +333,7 @@ impl Bench {
                 ca_path,
                 endpoint_headers,
                 otlp_endpoint,
+                herald_env,
             },
             scale,
             pki,
@@ -345,7 +358,8 @@ impl Bench {
             Workload::Churned => delivery::churned(self).await,
             Workload::Fanlag => delivery::fanlag(self).await,
             Workload::FanlagNodes => delivery::fanlag_nodes(self).await,
-            Workload::Backlog => backlog::run(self).await,
+            Workload::Backlog => backlog::run(self, backlog::Drain::OneNode).await,
+            Workload::BacklogRoles => backlog::run(self, backlog::Drain::Roles).await,
             Workload::Tenants => tenants::run(self).await,
             Workload::History => history::run(self).await,
             Workload::Nodes => nodes::run(self).await,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_domain::Timestamp;
-use herald_store::{PurgeReport, Store, StoreError};
+use herald_store::{PurgeBatch, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 /// How long things are kept, and how often the purge runs.
@@ -32,6 +32,15 @@ impl Default for RetentionConfig {
     }
 }
 
+/// What one purge removed in all its batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Events removed (with their finished deliveries).
+    pub events: u64,
+    /// Attempt records removed.
+    pub attempts: u64,
+}
+
 /// Purges everything expired now, batch after batch, and reports the totals. It stops between
 /// two batches once `shutdown` is cancelled: a node's first purge of months of history takes
 /// minutes, far longer than a shutdown may (what is left is the next purge's).
@@ -39,22 +48,26 @@ pub async fn purge_once(
     store: &dyn Store,
     config: &RetentionConfig,
     shutdown: &CancellationToken,
-) -> Result<PurgeReport, StoreError> {
+) -> Result<Purged, StoreError> {
     let now = Timestamp::now();
     let before =
         |age: Duration| now.add(-chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX));
-    let mut total = PurgeReport::default();
+    let mut batch = PurgeBatch {
+        events_before: before(config.events),
+        attempts_before: before(config.attempts),
+        size: config.batch,
+        events_after: None,
+    };
+    let mut total = Purged::default();
     loop {
-        let report = store
-            .purge_expired(before(config.events), before(config.attempts), config.batch)
-            .await?;
+        let report = store.purge_expired(&batch).await?;
         total.events += report.events;
         total.attempts += report.attempts;
-        let done =
-            report.events < u64::from(config.batch) && report.attempts < u64::from(config.batch);
+        let done = report.events_done && report.attempts < u64::from(config.batch);
         if done || shutdown.is_cancelled() {
             return Ok(total);
         }
+        batch.events_after = report.events_reached;
     }
 }
 

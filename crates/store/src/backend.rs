@@ -34,6 +34,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// How this backend spells what the SQL standard leaves open.
     const DIALECT: Dialect;
+    /// Whether [`Backend::release_unsent`] does anything.
+    const RELEASES_UNSENT: bool;
 
     /// What every backend keeps alike.
     fn common(&self) -> &Common;

@@ -68,7 +68,7 @@ pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, FeedStatus, HandOn,
-    LeaseToken, OperatorHook, ProbeTarget, PublishedEvent, PurgeReport, QueueStats, Sequenced,
+    LeaseToken, OperatorHook, ProbeTarget, PublishedEvent, PurgeBatch, PurgePosition, PurgeReport, QueueStats, Sequenced,
 };
 pub use sqlite::SqliteStore;
 
@@ -370,6 +370,9 @@ pub trait Store: Send + Sync + 'static {
     /// they are taken in turn again when the key is released. Nothing on PostgreSQL, where
     /// the next claim of a parked delivery overwrites whatever token it carries.
     fn release_unsent(&self, unsent: &[ClaimedDelivery]);
+    /// Whether [`Store::release_unsent`] does anything here: a run that ends need not wait
+    /// for a claim of successors still on its way when it does not (PostgreSQL).
+    fn releases_unsent(&self) -> bool;
     /// Stores attempts and moves their deliveries on (rescheduled, finished, lease released),
     /// all in one transaction. An endpoint whose failures began before
     /// `disable_failing_before` is set inactive, with an audit record saying why.
@@ -427,14 +430,11 @@ pub trait Store: Send + Sync + 'static {
     /// `count_limit`, not the backlog.
     async fn queue_stats(&self, now: Timestamp, count_limit: u64)
     -> Result<QueueStats, StoreError>;
-    /// Deletes events created before `events_before` whose deliveries are finished, and
-    /// attempts made before `attempts_before`, at most `batch` rows of each per call.
-    async fn purge_expired(
-        &self,
-        events_before: Timestamp,
-        attempts_before: Timestamp,
-        batch: u32,
-    ) -> Result<PurgeReport, StoreError>;
+    /// One batch of a purge: deletes attempts made before `batch.attempts_before` (at most
+    /// `batch.size`), and looks at the next `batch.size` events created before
+    /// `batch.events_before`, after `batch.events_after`, deleting those whose deliveries are
+    /// finished (with their deliveries).
+    async fn purge_expired(&self, batch: &PurgeBatch) -> Result<PurgeReport, StoreError>;
 }
 
 /// Translates a driver error into what callers act on; no caller ever sees SQL errors.

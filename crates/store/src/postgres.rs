@@ -152,6 +152,7 @@ impl Backend for PostgresStore {
     type Row = PgRow;
     type Tx = PostgresTransaction;
     const DIALECT: Dialect = Dialect::Postgres;
+    const RELEASES_UNSENT: bool = false;
 
     fn common(&self) -> &Common {
         &self.common

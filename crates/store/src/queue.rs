@@ -265,6 +265,28 @@ pub struct QueueStats {
     pub oldest_due_at: Option<Timestamp>,
 }
 
+/// One batch of a retention purge: what has expired, how much to remove, and where the walk
+/// through the expired events has got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeBatch {
+    /// Events created before this are removed, once no delivery of theirs is pending.
+    pub events_before: Timestamp,
+    /// Attempts made before this are removed.
+    pub attempts_before: Timestamp,
+    /// At most this many attempts are removed, and this many expired events looked at.
+    pub size: u32,
+    /// The events looked at start after this one (`None`: from the oldest).
+    pub events_after: Option<PurgePosition>,
+}
+
+/// An expired event a purge has looked at, in the order it walks them: by `created_at`,
+/// then id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgePosition {
+    pub created_at: Timestamp,
+    pub event_id: EventId,
+}
+
 /// What a retention purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PurgeReport {
@@ -272,6 +294,12 @@ pub struct PurgeReport {
     pub events: u64,
     /// Attempt records removed.
     pub attempts: u64,
+    /// The last expired event the batch looked at, removed or kept because a delivery of it
+    /// is still pending: the next batch starts after it, so an event kept is looked at once a
+    /// purge rather than once a batch.
+    pub events_reached: Option<PurgePosition>,
+    /// Whether the batch looked at every expired event left: fewer than its size.
+    pub events_done: bool,
 }
 
 /// The outcome of a delivery, derived from its latest attempt.

@@ -36,7 +36,7 @@ use crate::rows::{
 use crate::statement::Statement;
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, EndpointStats,
-    OperatorHook, Page, PageRequest, ProbeTarget, PublishedEvent, PurgeReport, QueueStats,
+    OperatorHook, Page, PageRequest, ProbeTarget, PublishedEvent, PurgeBatch, PurgeReport, QueueStats,
     RateDecision, RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
 };
 
@@ -646,6 +646,10 @@ impl<B: Backend> Store for B {
         Backend::release_unsent(self, unsent);
     }
 
+    fn releases_unsent(&self) -> bool {
+        B::RELEASES_UNSENT
+    }
+
     async fn record_attempts(
         &self,
         recordings: &[AttemptRecording],
@@ -714,13 +718,8 @@ impl<B: Backend> Store for B {
         delivery::queue_stats(self, now, count_limit).await
     }
 
-    async fn purge_expired(
-        &self,
-        events_before: Timestamp,
-        attempts_before: Timestamp,
-        batch: u32,
-    ) -> Result<PurgeReport, StoreError> {
-        delivery::purge_expired(self, events_before, attempts_before, batch).await
+    async fn purge_expired(&self, batch: &PurgeBatch) -> Result<PurgeReport, StoreError> {
+        delivery::purge_expired(self, batch).await
     }
 }
 

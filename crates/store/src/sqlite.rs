@@ -153,6 +153,8 @@ impl Backend for SqliteStore {
     type Row = SqliteRow;
     type Tx = WriteTx;
     const DIALECT: Dialect = Dialect::Sqlite;
+    /// Leases live in memory ([`leases`]): one never given back holds its delivery a lease.
+    const RELEASES_UNSENT: bool = true;
 
     fn common(&self) -> &Common {
         &self.common

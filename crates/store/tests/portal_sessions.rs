@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use herald_domain::portal::{PortalSession, PortalTheme};
 use herald_domain::{ApiKey, ApiKeyId, Org, OrgId, Scope, Timestamp};
-use herald_store::Store;
+use herald_store::{PurgeBatch, Store};
 
 use support::{on_postgres, on_sqlite};
 
@@ -83,7 +83,12 @@ async fn sessions_are_kept_whole_and_purged(store: Arc<dyn Store>) {
     let listed = store.list_api_keys(org.id).await.expect("listing");
     let far_past = Timestamp::from_micros(0);
     store
-        .purge_expired(far_past, far_past, 100)
+        .purge_expired(&PurgeBatch {
+            events_before: far_past,
+            attempts_before: far_past,
+            size: 100,
+            events_after: None,
+        })
         .await
         .expect("purging");
 

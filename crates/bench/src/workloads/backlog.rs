@@ -19,6 +19,14 @@
 //! against their p99 during the drain (target ≤ 2×); and the `/metrics` scrape's time (median
 //! of five) on the empty queue, on the full backlog, at the start of the drain and at its end.
 //!
+//! `backlog-roles` (PostgreSQL only) is the same but for who drains: node roles as
+//! docs/operations.md describes them, an API node (`HERALD_ROLE=api`) that the ordinary
+//! requests and scrapes go to, and a delivery node (`HERALD_ROLE=delivery`) on the same
+//! database that sends. On this machine both share the two cores with PostgreSQL and the
+//! receivers, so it shows what separating the API from delivery inside Herald buys, not what
+//! cores of its own would. Both report the drain's CPU split between Herald, PostgreSQL's
+//! backends and the harness, and how busy the whole machine was meanwhile.
+//!
 //! The scrapes are spaced as a scraper spaces them: both Heralds read the queue again once the
 //! last reading is a second old (`HERALD_QUEUE_GAUGES_MAX_AGE_SECONDS=1`, for a default of 5)
 //! and the five scrapes are [`SCRAPE_SPACING`] apart, so each one starts a reading and none
@@ -34,6 +42,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::api::{Api, Org};
+use crate::cpu::{self, MachineTicks};
+use crate::database::Backend;
 use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver};
 use crate::report::{Metric, Target};
@@ -61,8 +71,22 @@ const SCRAPE_SPACING: Duration = Duration::from_millis(1_500);
 /// How long ordinary requests are timed while Herald is idle.
 const IDLE: Duration = Duration::from_secs(4);
 
+/// Who drains the backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Drain {
+    /// One Herald with the defaults, which answers the API too.
+    OneNode,
+    /// An API node, which the API requests go to, and a delivery node.
+    Roles,
+}
+
 /// Runs the workload.
-pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
+pub(super) async fn run(bench: &mut Bench, drain: Drain) -> anyhow::Result<Figures> {
+    if drain == Drain::Roles && bench.launch.backend != Backend::Postgres {
+        let mut figures = Figures::default();
+        figures.note("backlog-roles runs on PostgreSQL only: SQLite admits one Herald process");
+        return Ok(figures);
+    }
     let deliveries = bench.scale.grown(1_000_000, 3_000);
     let endpoints = (deliveries / PER_ENDPOINT).max(1);
     let orgs = endpoints.div_ceil(ENDPOINTS_PER_ORG);
@@ -115,7 +139,23 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         receiver.set_behaviour(Behaviour::Answer);
     }
     let restarting = Instant::now();
-    let loader_usage = session.restart(&bench.launch, scraped).await?;
+    let loader_usage = match drain {
+        Drain::OneNode => session.restart(&bench.launch, scraped).await?,
+        Drain::Roles => {
+            let api_node = HeraldSettings {
+                role: Some("api"),
+                ..scraped.clone()
+            };
+            let usage = session.restart(&bench.launch, api_node).await?;
+            let delivery_node = HeraldSettings {
+                role: Some("delivery"),
+                ..scraped
+            };
+            session.add_nodes(&bench.launch, &delivery_node, 1).await?;
+            usage
+        }
+    };
+    let cpu_before = DrainCpu::read(&session);
     let prober = Prober::start(&session.api, probe_org, probe_endpoint)?;
     let start_scrape = scrape_median(&session.api).await?;
     let deadline = bench.scale.deadline(expected);
@@ -123,8 +163,10 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         .wait_until(deadline, || distinct(&receivers) >= expected)
         .await?;
     let drain_end = Instant::now();
+    let drain_cpu = DrainCpu::read(&session).since(&cpu_before);
     let drain_probes = prober.stop().await?;
     let end_scrape = scrape_median(&session.api).await?;
+    let session_delivery_rss = session.other_nodes_peak_rss_bytes();
     let usage = session.finish().await?;
     if !drained {
         figures.stopped_short(format!(
@@ -221,12 +263,27 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     ));
     figures.usage("loader ", &loader_usage);
     figures.usage("", &usage);
+    if drain == Drain::Roles
+        && let Some(bytes) = session_delivery_rss
+    {
+        figures.metric(Metric::new(
+            "delivery node peak RSS",
+            bytes as f64 / 1e6,
+            "MB",
+        ));
+    }
+    drain_cpu.report(&mut figures, drain);
     figures.note(format!(
         "{expected} deliveries: {orgs} organizations, {endpoints} endpoints ({ENDPOINTS_PER_ORG} per \
          organization, {PER_ENDPOINT} events each, published in batches of {PER_ENDPOINT} by \
          {CLIENTS} clients) while the receivers hung and the publishing Herald had \
-         HERALD_MAX_IN_FLIGHT=1; drained by a Herald with the defaults but the gauges' age; {before_restart} \
-         deliveries arrived (and hung) before the restart and are left out of the tenths"
+         HERALD_MAX_IN_FLIGHT=1; drained by {} with the defaults but the gauges' age; \
+         {before_restart} deliveries arrived (and hung) before the restart and are left out of \
+         the tenths",
+        match drain {
+            Drain::OneNode => "a Herald",
+            Drain::Roles => "a delivery node beside an API node (which the requests and scrapes went to), both",
+        }
     ));
     figures.note(format!(
         "ordinary requests (GET /v1/webhooks and GET /v1/webhooks/{{id}} alternately) at \
@@ -243,6 +300,84 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         distinct(&receivers)
     ));
     Ok(figures)
+}
+
+/// CPU time so far, split by who used it, to give the drain's.
+struct DrainCpu {
+    /// The first node: the one Herald, or the API node.
+    first_node: f64,
+    /// Every node.
+    herald: f64,
+    /// This database's PostgreSQL backends (none on SQLite).
+    postgres: f64,
+    /// The harness: receivers, prober, scrapes.
+    harness: f64,
+    machine: MachineTicks,
+    at: Instant,
+}
+
+impl DrainCpu {
+    fn read(session: &Session) -> Self {
+        Self {
+            first_node: session.cpu_seconds().unwrap_or(0.0),
+            herald: session.nodes_cpu_seconds(),
+            postgres: session.postgres_name().map_or(0.0, cpu::postgres_seconds),
+            harness: cpu::harness_seconds(),
+            machine: MachineTicks::now(),
+            at: Instant::now(),
+        }
+    }
+
+    /// What was used between `earlier` and this reading.
+    fn since(&self, earlier: &Self) -> Spent {
+        Spent {
+            first_node: self.first_node - earlier.first_node,
+            herald: self.herald - earlier.herald,
+            postgres: self.postgres - earlier.postgres,
+            harness: self.harness - earlier.harness,
+            machine_busy: self.machine.busy_since(earlier.machine),
+            seconds: (self.at - earlier.at).as_secs_f64(),
+        }
+    }
+}
+
+/// The drain's CPU, by who used it.
+struct Spent {
+    first_node: f64,
+    herald: f64,
+    postgres: f64,
+    harness: f64,
+    machine_busy: Option<f64>,
+    seconds: f64,
+}
+
+impl Spent {
+    fn report(&self, figures: &mut Figures, drain: Drain) {
+        let cores = |seconds: f64| seconds / self.seconds;
+        figures.metric(Metric::new("drain: Herald cores busy", cores(self.herald), "cores"));
+        if drain == Drain::Roles {
+            figures.metric(Metric::new(
+                "drain: API node cores busy",
+                cores(self.first_node),
+                "cores",
+            ));
+        }
+        if self.postgres > 0.0 {
+            figures.metric(Metric::new(
+                "drain: PostgreSQL backends cores busy",
+                cores(self.postgres),
+                "cores",
+            ));
+        }
+        figures.metric(Metric::new(
+            "drain: harness cores busy",
+            cores(self.harness),
+            "cores",
+        ));
+        if let Some(busy) = self.machine_busy {
+            figures.metric(Metric::new("drain: machine busy", busy, "ratio"));
+        }
+    }
 }
 
 /// Publishes every tenant's [`PER_ENDPOINT`] events in one batch each, from [`CLIENTS`]

@@ -365,10 +365,12 @@ fn filters(
         ),
         both("outcome=success", "outcome=success".to_owned()),
         both("outcome=dead", "outcome=dead".to_owned()),
+        both("outcome=retry", "outcome=retry".to_owned()),
         both("event_id", format!("event_id={event_id}")),
         both("since", format!("since={since}")),
         both("until", format!("until={since}")),
         both("http_status_min=500", "http_status_min=500".to_owned()),
+        both("http_status_max=299", "http_status_max=299".to_owned()),
     ]
 }
 

@@ -23,7 +23,8 @@ use anyhow::Context as _;
 
 use crate::api::{Api, MAX_BATCH_SIZE};
 use crate::database::Backend;
-use crate::herald::{HeraldSettings, stat_cpu_seconds};
+use crate::cpu;
+use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver};
 use crate::report::Metric;
 use crate::session::Session;
@@ -129,7 +130,7 @@ async fn count(
     let expected = events * ENDPOINTS;
     let deadline = bench.scale.deadline(expected);
 
-    let (herald_before, postgres_before) = (session.nodes_cpu_seconds(), postgres_cpu(&database));
+    let (herald_before, postgres_before) = (session.nodes_cpu_seconds(), cpu::postgres_seconds(&database));
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let apis = Arc::new(apis);
@@ -156,7 +157,7 @@ async fn count(
         .wait_until(deadline, || distinct(&receivers) >= expected)
         .await?;
     let herald_cpu = session.nodes_cpu_seconds() - herald_before;
-    let postgres_cpu = postgres_cpu(&database) - postgres_before;
+    let postgres_cpu = cpu::postgres_seconds(&database) - postgres_before;
     let delivered = distinct(&receivers);
     if !arrived {
         figures.stopped_short(format!(
@@ -177,25 +178,4 @@ async fn count(
         herald_cpu,
         postgres_cpu,
     })
-}
-
-/// CPU seconds, user and system, of every PostgreSQL backend serving `database` now (those
-/// whose process title names it). A backend that exited meanwhile takes its time with it:
-/// Herald's pools keep theirs open for the run.
-fn postgres_cpu(database: &str) -> f64 {
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    processes
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|entry| {
-            let title = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let title = String::from_utf8_lossy(&title);
-            if !title.starts_with("postgres: ") || !title.contains(database) {
-                return None;
-            }
-            stat_cpu_seconds(&std::fs::read_to_string(entry.path().join("stat")).ok()?)
-        })
-        .sum()
 }

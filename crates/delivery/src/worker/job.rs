@@ -326,6 +326,13 @@ impl Successors {
     /// and would otherwise keep them from every claim for a lease.)
     async fn give_back(&mut self) {
         self.give_back_waiting();
+        if !self.store.releases_unsent() {
+            // Nothing to give back (PostgreSQL: the next claim overwrites the tokens of what
+            // this one parks), so nothing to wait for: a claim held up by a database in
+            // trouble must not hold up the recording of what was sent. It finishes detached.
+            self.claim = None;
+            return;
+        }
         if let Some(claim) = &mut self.claim {
             // Awaited in place, so that a task aborted meanwhile still gives it back (`drop`).
             let claimed = (&mut claim.task).await;
@@ -357,7 +364,7 @@ impl Drop for Successors {
     /// a claim on its way when it is done.
     fn drop(&mut self) {
         self.give_back_waiting();
-        let Some(claim) = self.claim.take() else {
+        let Some(claim) = self.claim.take().filter(|_| self.store.releases_unsent()) else {
             return;
         };
         let store = Arc::clone(&self.store);

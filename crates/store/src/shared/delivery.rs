@@ -12,6 +12,7 @@ use herald_domain::{
     Attempt, AttemptId, AuditAction, AuditId, AuditRecord, DeliveryId, DisabledReason, Endpoint,
     EndpointId, Event, EventId, EventOrigin, OrgId, Outcome, Timestamp,
 };
+use uuid::Uuid;
 
 use super::{count, insert_audit, only, ordering};
 use crate::backend::{Backend, Lock, Pool, WriteTransaction};
@@ -24,7 +25,7 @@ use crate::sql::{self, LeaseCheck, NewDelivery};
 use crate::statement::Statement;
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, FeedStatus, Page, PageRequest,
-    PublishedEvent, PurgeReport, QueueStats, Sequenced, StoreError,
+    PublishedEvent, PurgeBatch, PurgePosition, PurgeReport, QueueStats, Sequenced, StoreError,
 };
 
 /// How long an idempotency key keeps returning the first event.
@@ -711,33 +712,60 @@ pub(super) async fn queue_stats<B: Backend>(
 
 pub(super) async fn purge_expired<B: Backend>(
     store: &B,
-    events_before: Timestamp,
-    attempts_before: Timestamp,
-    batch: u32,
+    batch: &PurgeBatch,
 ) -> Result<PurgeReport, StoreError> {
+    let size = i64::from(batch.size);
     let mut tx = store.begin().await?;
     let attempts = Statement::new(
         "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE occurred_at < ? LIMIT ?)",
     );
     let attempts = attempts
-        .bind(attempts_before.as_micros())
-        .bind(i64::from(batch));
+        .bind(batch.attempts_before.as_micros())
+        .bind(size);
     let attempts = tx.execute(attempts).await?;
+    // The next `size` expired events in (created_at, id) order, kept ones included: a batch
+    // looks at no more than its size, however many expired events still have a delivery
+    // pending (a paused endpoint's, say), and the next batch goes on after them. (Filtering
+    // the pending ones out in the query would walk past all of them on every batch, inside
+    // the write transaction.) The range is on `created_at` alone, so that `events_by_age`
+    // bounds it; the id breaks ties in the order and the filter. Pending deliveries are
+    // looked up after the limit, so the planner probes `deliveries_by_event` for each of the
+    // batch rather than hashing every pending delivery (a backlog's million) for them.
+    let (after_created, after_id) = batch.events_after.map_or((i64::MIN, Uuid::nil()), |at| {
+        (at.created_at.as_micros(), at.event_id.as_uuid())
+    });
     let expired = Statement::new(
-        "SELECT id FROM events WHERE created_at < ?
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status = 'pending')
-         LIMIT ?",
+        "SELECT id, created_at,
+           EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = expired.id AND d.status = 'pending') AS pending
+         FROM (SELECT id, created_at FROM events
+               WHERE created_at < ? AND created_at >= ? AND (created_at > ? OR id > ?)
+               ORDER BY created_at, id
+               LIMIT ?) AS expired
+         ORDER BY created_at, id",
     );
     let expired = expired
-        .bind(events_before.as_micros())
-        .bind(i64::from(batch));
+        .bind(batch.events_before.as_micros())
+        .bind(after_created)
+        .bind(after_created)
+        .bind(after_id)
+        .bind(size);
     let expired = tx.fetch(expired).await?;
+    let mut events = 0;
+    let mut events_reached = batch.events_after;
     for row in &expired {
-        let event_id = row.uuid("id")?;
+        let event_id = EventId::from_uuid(row.uuid("id")?);
+        events_reached = Some(PurgePosition {
+            created_at: Timestamp::from_micros(row.integer("created_at")?),
+            event_id,
+        });
+        if row.boolean("pending")? {
+            continue;
+        }
         let deliveries = Statement::new("DELETE FROM deliveries WHERE event_id = ?");
-        tx.execute(deliveries.bind(event_id)).await?;
-        tx.execute(Statement::new("DELETE FROM events WHERE id = ?").bind(event_id))
+        tx.execute(deliveries.bind(event_id.as_uuid())).await?;
+        tx.execute(Statement::new("DELETE FROM events WHERE id = ?").bind(event_id.as_uuid()))
             .await?;
+        events += 1;
     }
     // Portal sessions are minted per visit: each goes a day after it expired (the day keeps
     // it readable for whoever investigates a session that just ended).
@@ -750,8 +778,10 @@ pub(super) async fn purge_expired<B: Backend>(
         .await?;
     tx.commit().await?;
     Ok(PurgeReport {
-        events: expired.len() as u64,
+        events,
         attempts,
+        events_reached,
+        events_done: expired.len() < batch.size as usize,
     })
 }
 
