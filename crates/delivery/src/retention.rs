@@ -153,4 +153,57 @@ mod tests {
             "the next purge takes the rest"
         );
     }
+
+    #[tokio::test]
+    async fn a_purge_goes_on_past_expired_events_kept_for_a_pending_delivery() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let store = sqlite_with_events(&directory, 6, None).await;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
+        let mut claimed = store
+            .claim_due_deliveries(&unscoped_claim(10))
+            .await
+            .expect("claiming");
+        assert_eq!(claimed.len(), 6);
+        // The events share their creation time, so a purge walks them by id: the first three
+        // keep their deliveries pending (claimed, never recorded), more than a batch of two.
+        claimed.sort_by_key(|delivery| delivery.event.id.as_uuid());
+        let mut recordings = Vec::new();
+        for mut delivery in claimed.split_off(3) {
+            delivery.endpoint.active = false;
+            let recording =
+                crate::worker::attempt_delivery(&client, &RetrySchedule::default(), &delivery)
+                    .await;
+            recordings.push(recording);
+        }
+        store
+            .record_attempts(&recordings, Timestamp::from_micros(0))
+            .await
+            .expect("recording");
+        let config = RetentionConfig {
+            events: Duration::ZERO,
+            attempts: Duration::from_secs(3600),
+            batch: 2,
+            ..RetentionConfig::default()
+        };
+
+        let purged = tokio::time::timeout(
+            Duration::from_secs(10),
+            purge_once(store.as_ref(), &config, &CancellationToken::new()),
+        )
+        .await
+        .expect("a purge ends, however many kept events come first")
+        .expect("purging");
+
+        assert_eq!(purged.events, 3, "the three finished events, behind the kept ones");
+        for delivery in &claimed {
+            assert!(
+                store
+                    .get_event(delivery.event.org_id, delivery.event.id)
+                    .await
+                    .is_ok(),
+                "an event whose delivery is pending is kept"
+            );
+        }
+    }
 }

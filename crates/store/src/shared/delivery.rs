@@ -729,14 +729,16 @@ pub(super) async fn purge_expired<B: Backend>(
     // the pending ones out in the query would walk past all of them on every batch, inside
     // the write transaction.) The range is on `created_at` alone, so that `events_by_age`
     // bounds it; the id breaks ties in the order and the filter. Pending deliveries are
-    // looked up after the limit, so the planner probes `deliveries_by_event` for each of the
-    // batch rather than hashing every pending delivery (a backlog's million) for them.
+    // looked up after the limit, in a scalar subquery with a `LIMIT`: PostgreSQL never hashes
+    // one, so it probes `deliveries_by_event` for each of the batch rather than reading every
+    // pending delivery (a backlog's million) to hash them, as it may for an `EXISTS`.
     let (after_created, after_id) = batch.events_after.map_or((i64::MIN, Uuid::nil()), |at| {
         (at.created_at.as_micros(), at.event_id.as_uuid())
     });
     let expired = Statement::new(
         "SELECT id, created_at,
-           EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = expired.id AND d.status = 'pending') AS pending
+           (SELECT 1 FROM deliveries d WHERE d.event_id = expired.id AND d.status = 'pending' LIMIT 1)
+             IS NOT NULL AS pending
          FROM (SELECT id, created_at FROM events
                WHERE created_at < ? AND created_at >= ? AND (created_at > ? OR id > ?)
                ORDER BY created_at, id
@@ -761,11 +763,16 @@ pub(super) async fn purge_expired<B: Backend>(
         if row.boolean("pending")? {
             continue;
         }
-        let deliveries = Statement::new("DELETE FROM deliveries WHERE event_id = ?");
+        // Conditioned again, not only by the read above: on PostgreSQL a recovery may revive
+        // one of its deliveries (or add a missing one) in between, and that one must stay.
+        let deliveries =
+            Statement::new("DELETE FROM deliveries WHERE event_id = ? AND status <> 'pending'");
         tx.execute(deliveries.bind(event_id.as_uuid())).await?;
-        tx.execute(Statement::new("DELETE FROM events WHERE id = ?").bind(event_id.as_uuid()))
-            .await?;
-        events += 1;
+        let event = Statement::new(
+            "DELETE FROM events WHERE id = ?
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status = 'pending')",
+        );
+        events += tx.execute(event.bind(event_id.as_uuid())).await?;
     }
     // Portal sessions are minted per visit: each goes a day after it expired (the day keeps
     // it readable for whoever investigates a session that just ended).
@@ -774,7 +781,7 @@ pub(super) async fn purge_expired<B: Backend>(
            (SELECT id FROM api_keys WHERE expires_at IS NOT NULL AND expires_at < ? LIMIT ?)",
     );
     let a_day_ago = Timestamp::now().add(chrono::Duration::days(-1));
-    tx.execute(sessions.bind(a_day_ago.as_micros()).bind(i64::from(batch)))
+    tx.execute(sessions.bind(a_day_ago.as_micros()).bind(size))
         .await?;
     tx.commit().await?;
     Ok(PurgeReport {
