@@ -80,8 +80,8 @@ mod tests {
     fn the_machines_busy_share_leaves_out_idle_and_io_wait() {
         let before = MachineTicks::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n")
             .expect("a /proc/stat line");
-        let after = MachineTicks::parse("cpu  250 0 100 850 50 0 0 0 0 0\n")
-            .expect("a /proc/stat line");
+        let after =
+            MachineTicks::parse("cpu  250 0 100 850 50 0 0 0 0 0\n").expect("a /proc/stat line");
         // 200 busy ticks of 250.
         assert_eq!(after.busy_since(before), Some(0.8));
         assert_eq!(before.busy_since(before), None);

@@ -195,7 +195,10 @@ mod tests {
         .expect("a purge ends, however many kept events come first")
         .expect("purging");
 
-        assert_eq!(purged.events, 3, "the three finished events, behind the kept ones");
+        assert_eq!(
+            purged.events, 3,
+            "the three finished events, behind the kept ones"
+        );
         for delivery in &claimed {
             assert!(
                 store

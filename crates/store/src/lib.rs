@@ -68,7 +68,8 @@ pub use page::{Cursor, InvalidCursor, Page, PageRequest};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use queue::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimScope, ClaimedDelivery, FeedStatus, HandOn,
-    LeaseToken, OperatorHook, ProbeTarget, PublishedEvent, PurgeBatch, PurgePosition, PurgeReport, QueueStats, Sequenced,
+    LeaseToken, OperatorHook, ProbeTarget, PublishedEvent, PurgeBatch, PurgePosition, PurgeReport,
+    QueueStats, Sequenced,
 };
 pub use sqlite::SqliteStore;
 

@@ -36,8 +36,8 @@ use crate::rows::{
 use crate::statement::Statement;
 use crate::{
     AttemptFilter, AttemptRecording, ClaimRequest, ClaimedDelivery, EndpointPatch, EndpointStats,
-    OperatorHook, Page, PageRequest, ProbeTarget, PublishedEvent, PurgeBatch, PurgeReport, QueueStats,
-    RateDecision, RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
+    OperatorHook, Page, PageRequest, ProbeTarget, PublishedEvent, PurgeBatch, PurgeReport,
+    QueueStats, RateDecision, RateLimit, Sequenced, Store, StoreError, WriteStatus, gcra_step, sql,
 };
 
 const API_KEY_COLUMNS: &str =

@@ -354,7 +354,11 @@ struct Spent {
 impl Spent {
     fn report(&self, figures: &mut Figures, drain: Drain) {
         let cores = |seconds: f64| seconds / self.seconds;
-        figures.metric(Metric::new("drain: Herald cores busy", cores(self.herald), "cores"));
+        figures.metric(Metric::new(
+            "drain: Herald cores busy",
+            cores(self.herald),
+            "cores",
+        ));
         if drain == Drain::Roles {
             figures.metric(Metric::new(
                 "drain: API node cores busy",

@@ -22,8 +22,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::api::{Api, MAX_BATCH_SIZE};
-use crate::database::Backend;
 use crate::cpu;
+use crate::database::Backend;
 use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver};
 use crate::report::Metric;
@@ -130,7 +130,10 @@ async fn count(
     let expected = events * ENDPOINTS;
     let deadline = bench.scale.deadline(expected);
 
-    let (herald_before, postgres_before) = (session.nodes_cpu_seconds(), cpu::postgres_seconds(&database));
+    let (herald_before, postgres_before) = (
+        session.nodes_cpu_seconds(),
+        cpu::postgres_seconds(&database),
+    );
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let apis = Arc::new(apis);

@@ -719,9 +719,7 @@ pub(super) async fn purge_expired<B: Backend>(
     let attempts = Statement::new(
         "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE occurred_at < ? LIMIT ?)",
     );
-    let attempts = attempts
-        .bind(batch.attempts_before.as_micros())
-        .bind(size);
+    let attempts = attempts.bind(batch.attempts_before.as_micros()).bind(size);
     let attempts = tx.execute(attempts).await?;
     // The next `size` expired events in (created_at, id) order, kept ones included: a batch
     // looks at no more than its size, however many expired events still have a delivery
