@@ -1,31 +1,99 @@
 //! CPU time read from `/proc`: of PostgreSQL's backends, of the harness itself, and of the
 //! whole machine, so that a phase's CPU can be split between who used it.
 
+use std::collections::HashMap;
+
 use crate::herald::stat_cpu_seconds;
 
-/// CPU seconds, user and system, of every PostgreSQL backend serving `database` now (those
-/// whose process title names it). A backend that exited meanwhile takes its time with it:
-/// Herald's pools keep theirs open for the run.
-pub(crate) fn postgres_seconds(database: &str) -> f64 {
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    processes
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|entry| {
-            let title = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let title = String::from_utf8_lossy(&title);
-            if !title.starts_with("postgres: ") || !title.contains(database) {
-                return None;
-            }
-            stat_cpu_seconds(&std::fs::read_to_string(entry.path().join("stat")).ok()?)
-        })
-        .sum()
+/// The CPU time of the PostgreSQL backends serving one database, backend by backend, and of
+/// the server's children that have exited, at one moment.
+///
+/// Backends come and go during a phase (Herald's PostgreSQL upkeep opens a connection of its
+/// own every few thousand settled deliveries, autovacuum workers start and end), so a phase's
+/// CPU is [`PostgresCpu::since`]: the growth of each backend alive at the end, plus what the
+/// children that exited meanwhile used (the postmaster's `cutime` and `cstime`, which take a
+/// child's whole life when it is reaped), less what those had used before the phase.
+/// Children of other databases that exit during the phase are counted too: on the
+/// benchmark's machine nothing else uses the server.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PostgresCpu {
+    backends: HashMap<u32, f64>,
+    exited_children: f64,
 }
 
-/// CPU seconds, user and system, of the harness's own process (its receivers, publishers
-/// and probers).
+impl PostgresCpu {
+    /// Reads the backends serving `database` (those whose process title names it) now.
+    pub(crate) fn read(database: &str) -> Self {
+        let Ok(processes) = std::fs::read_dir("/proc") else {
+            return Self::default();
+        };
+        let mut backends = HashMap::new();
+        let mut postmaster = None;
+        for entry in processes.filter_map(Result::ok) {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(title) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let title = String::from_utf8_lossy(&title);
+            if !title.starts_with("postgres: ") || !title.contains(database) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some(seconds) = stat_cpu_seconds(&stat) {
+                backends.insert(pid, seconds);
+            }
+            postmaster = postmaster.or_else(|| parent_pid(&stat));
+        }
+        let exited_children = postmaster
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .and_then(|stat| children_cpu_seconds(&stat))
+            .unwrap_or(0.0);
+        Self {
+            backends,
+            exited_children,
+        }
+    }
+
+    /// CPU seconds the database's backends used between `earlier` and this reading.
+    pub(crate) fn since(&self, earlier: &Self) -> f64 {
+        let alive: f64 = self
+            .backends
+            .iter()
+            .map(|(pid, seconds)| seconds - earlier.backends.get(pid).unwrap_or(&0.0))
+            .sum();
+        let gone_before: f64 = earlier
+            .backends
+            .iter()
+            .filter(|(pid, _)| !self.backends.contains_key(pid))
+            .map(|(_, seconds)| seconds)
+            .sum();
+        alive + (self.exited_children - earlier.exited_children) - gone_before
+    }
+}
+
+/// The parent's process id, from a `/proc/<pid>/stat` line.
+fn parent_pid(stat: &str) -> Option<u32> {
+    // After the command name: state, then the parent's id.
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The CPU time, user and system, of a process's reaped children (`cutime`, `cstime`: the
+/// 14th and 15th fields after the command name), in seconds.
+fn children_cpu_seconds(stat: &str) -> Option<f64> {
+    let (_, fields) = stat.rsplit_once(')')?;
+    let mut fields = fields.split_whitespace().skip(13);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / crate::herald::CLOCK_TICKS_PER_SECOND)
+}
+
+/// CPU seconds, user and system, of the harness's own process: its receivers, publishers,
+/// probers and these readings of `/proc`.
 pub(crate) fn harness_seconds() -> f64 {
     std::fs::read_to_string("/proc/self/stat")
         .ok()
@@ -43,10 +111,9 @@ pub(crate) struct MachineTicks {
 }
 
 impl MachineTicks {
-    /// Reads them now; zero where `/proc/stat` cannot be read.
-    pub(crate) fn now() -> Self {
-        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        Self::parse(&text).unwrap_or(Self { busy: 0, total: 0 })
+    /// Reads them now; `None` where `/proc/stat` cannot be read.
+    pub(crate) fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
     }
 
     fn parse(text: &str) -> Option<Self> {
@@ -56,11 +123,13 @@ impl MachineTicks {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .ok()?;
-        // user nice system idle iowait irq softirq steal (guest time is inside user already).
+        // user nice system idle iowait irq softirq steal; guest and guest_nice, which follow,
+        // are inside user and nice already. Steal (another VM's time on this core) counts as
+        // busy: the core was not free to run anything here.
         let total: u64 = ticks.iter().take(8).sum();
         let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
         Some(Self {
-            busy: total - idle,
+            busy: total.checked_sub(idle)?,
             total,
         })
     }
@@ -68,13 +137,14 @@ impl MachineTicks {
     /// The share of the machine's CPU that was busy between `earlier` and this reading.
     pub(crate) fn busy_since(self, earlier: Self) -> Option<f64> {
         let total = self.total.checked_sub(earlier.total)?;
-        (total > 0).then(|| (self.busy - earlier.busy) as f64 / total as f64)
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        (total > 0).then(|| busy as f64 / total as f64)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::MachineTicks;
+    use super::{MachineTicks, children_cpu_seconds, parent_pid};
 
     #[test]
     fn the_machines_busy_share_leaves_out_idle_and_io_wait() {
@@ -85,5 +155,14 @@ mod tests {
         // 200 busy ticks of 250.
         assert_eq!(after.busy_since(before), Some(0.8));
         assert_eq!(before.busy_since(before), None);
+    }
+
+    #[test]
+    fn a_process_stat_line_gives_its_parent_and_its_reaped_childrens_time() {
+        // pid (comm with spaces) state ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime cutime cstime …
+        let stat = "812 (postgres: a b) S 77 812 812 0 -1 4194560 10 20 0 0 5 6 300 45 20 0";
+        assert_eq!(parent_pid(stat), Some(77));
+        assert_eq!(children_cpu_seconds(stat), Some(3.45));
     }
 }

@@ -29,7 +29,7 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 const EXIT_WITHIN: Duration = Duration::from_secs(15);
 
 /// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on every Linux the harness targets.
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// Settings that differ between workloads.
 #[derive(Debug, Clone, Default)]

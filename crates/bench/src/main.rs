@@ -24,6 +24,7 @@
 //! - `database.rs`: a temporary SQLite directory or a PostgreSQL database made for one run.
 //! - `receiver.rs`: HTTPS receivers that answer at once (or hang) and record arrival times.
 //! - `api.rs`: the admin and organization API calls the workloads make.
+//! - `cpu.rs`: CPU time from `/proc`: PostgreSQL's backends, the harness, the machine.
 //! - `stats.rs`: percentiles and rates.
 //! - `report.rs`: the machine, the commit, the table and the JSON file.
 

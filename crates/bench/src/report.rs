@@ -21,7 +21,7 @@ pub(crate) struct Report {
     backend: Backend,
     /// Deliveries per workload.
     scale: usize,
-    /// Whether targets are judged: only at the default scale.
+    /// Whether targets are judged: only at the default scale, and with no `--herald-env`.
     judged: bool,
     /// Custom headers on every endpoint (`--endpoint-headers`).
     endpoint_headers: u8,
@@ -265,6 +265,9 @@ impl Report {
                 " (targets not judged)"
             },
         );
+        if !self.herald_env.is_empty() {
+            let _ = writeln!(out, "herald-env: {}", self.herald_env.join(" "));
+        }
         let _ = writeln!(
             out,
             "\n{:<11} {:<32} {:>20} {:>22}  verdict",
@@ -390,6 +393,7 @@ fn format_value(value: f64, unit: &str) -> String {
         "s" => format!("{value:.2} s"),
         "ratio" | "fraction" => format!("{value:.2}"),
         "MB" => format!("{value:.1} MB"),
+        "cores" => format!("{value:.2} cores"),
         _ => format!("{} {unit}", thousands(value)),
     }
 }

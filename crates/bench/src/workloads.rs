@@ -47,7 +47,7 @@ const RSS_TARGET_MB: f64 = 100.0;
 
 /// A workload, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum Workload {
     /// How fast events are accepted: single publishes from 32 clients, then batches of 100.
     Ingest,

@@ -95,25 +95,18 @@ pub async fn run(store: Arc<dyn Store>, config: RetentionConfig, shutdown: Cance
 #[cfg(test)]
 mod tests {
     use herald_domain::Outcome;
+    use herald_store::ClaimedDelivery;
 
     use super::*;
     use crate::client::{ClientConfig, DeliveryClient};
     use crate::retry::RetrySchedule;
     use crate::test_store::{sqlite_with_events, unscoped_claim};
 
-    #[tokio::test]
-    async fn a_purge_stops_between_batches_once_shutdown_is_asked() {
-        let directory = tempfile::tempdir().expect("a temporary directory");
-        let store = sqlite_with_events(&directory, 5, None).await;
-        // Every delivery ends dead at once (its endpoint seen as inactive, nothing is sent),
-        // so all five events and their attempts may be purged.
+    /// Ends every delivery of `claimed` dead at once (its endpoint seen as inactive, nothing
+    /// is sent), so its event and attempt may be purged.
+    async fn end_dead(store: &dyn Store, claimed: Vec<ClaimedDelivery>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
-        let claimed = store
-            .claim_due_deliveries(&unscoped_claim(10))
-            .await
-            .expect("claiming");
-        assert_eq!(claimed.len(), 5);
         let mut recordings = Vec::new();
         for mut delivery in claimed {
             delivery.endpoint.active = false;
@@ -127,6 +120,19 @@ mod tests {
             .record_attempts(&recordings, Timestamp::from_micros(0))
             .await
             .expect("recording");
+    }
+
+    #[tokio::test]
+    async fn a_purge_stops_between_batches_once_shutdown_is_asked() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let store = sqlite_with_events(&directory, 5, None).await;
+        // All five events and their attempts may be purged.
+        let claimed = store
+            .claim_due_deliveries(&unscoped_claim(10))
+            .await
+            .expect("claiming");
+        assert_eq!(claimed.len(), 5);
+        end_dead(store.as_ref(), claimed).await;
         let config = RetentionConfig {
             events: Duration::ZERO,
             attempts: Duration::ZERO,
@@ -158,8 +164,6 @@ mod tests {
     async fn a_purge_goes_on_past_expired_events_kept_for_a_pending_delivery() {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let store = sqlite_with_events(&directory, 6, None).await;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = DeliveryClient::new(ClientConfig::default()).expect("the client builds");
         let mut claimed = store
             .claim_due_deliveries(&unscoped_claim(10))
             .await
@@ -168,18 +172,7 @@ mod tests {
         // The events share their creation time, so a purge walks them by id: the first three
         // keep their deliveries pending (claimed, never recorded), more than a batch of two.
         claimed.sort_by_key(|delivery| delivery.event.id.as_uuid());
-        let mut recordings = Vec::new();
-        for mut delivery in claimed.split_off(3) {
-            delivery.endpoint.active = false;
-            let recording =
-                crate::worker::attempt_delivery(&client, &RetrySchedule::default(), &delivery)
-                    .await;
-            recordings.push(recording);
-        }
-        store
-            .record_attempts(&recordings, Timestamp::from_micros(0))
-            .await
-            .expect("recording");
+        end_dead(store.as_ref(), claimed.split_off(3)).await;
         let config = RetentionConfig {
             events: Duration::ZERO,
             attempts: Duration::from_secs(3600),

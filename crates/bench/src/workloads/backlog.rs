@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::api::{Api, Org};
-use crate::cpu::{self, MachineTicks};
+use crate::cpu::{self, MachineTicks, PostgresCpu};
 use crate::database::Backend;
 use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver};
@@ -166,7 +166,7 @@ pub(super) async fn run(bench: &mut Bench, drain: Drain) -> anyhow::Result<Figur
     let drain_cpu = DrainCpu::read(&session).since(&cpu_before);
     let drain_probes = prober.stop().await?;
     let end_scrape = scrape_median(&session.api).await?;
-    let session_delivery_rss = session.other_nodes_peak_rss_bytes();
+    let delivery_node_rss = session.other_nodes_peak_rss_bytes();
     let usage = session.finish().await?;
     if !drained {
         figures.stopped_short(format!(
@@ -225,6 +225,11 @@ pub(super) async fn run(bench: &mut Bench, drain: Drain) -> anyhow::Result<Figur
     }
     if let Some(idle) = idle {
         figures.metric(Metric::new(
+            "API p50 idle (empty database)",
+            idle.p50_ms,
+            "ms",
+        ));
+        figures.metric(Metric::new(
             "API p99 idle (empty database)",
             idle.p99_ms,
             "ms",
@@ -262,15 +267,18 @@ pub(super) async fn run(bench: &mut Bench, drain: Drain) -> anyhow::Result<Figur
         "s",
     ));
     figures.usage("loader ", &loader_usage);
-    figures.usage("", &usage);
-    if drain == Drain::Roles
-        && let Some(bytes) = session_delivery_rss
-    {
-        figures.metric(Metric::new(
-            "delivery node peak RSS",
-            bytes as f64 / 1e6,
-            "MB",
-        ));
+    match drain {
+        Drain::OneNode => figures.usage("", &usage),
+        Drain::Roles => {
+            figures.usage("API node ", &usage);
+            // The node that drains, held to the same memory bound as one that does both.
+            if let Some(bytes) = delivery_node_rss {
+                figures.metric(
+                    Metric::new("delivery node peak RSS", bytes as f64 / 1e6, "MB")
+                        .target(Target::Below(super::RSS_TARGET_MB)),
+                );
+            }
+        }
     }
     drain_cpu.report(&mut figures, drain);
     figures.note(format!(
@@ -309,10 +317,10 @@ struct DrainCpu {
     /// Every node.
     herald: f64,
     /// This database's PostgreSQL backends (none on SQLite).
-    postgres: f64,
-    /// The harness: receivers, prober, scrapes.
+    postgres: Option<PostgresCpu>,
+    /// The harness: receivers, prober, scrapes, these readings.
     harness: f64,
-    machine: MachineTicks,
+    machine: Option<MachineTicks>,
     at: Instant,
 }
 
@@ -321,7 +329,7 @@ impl DrainCpu {
         Self {
             first_node: session.cpu_seconds().unwrap_or(0.0),
             herald: session.nodes_cpu_seconds(),
-            postgres: session.postgres_name().map_or(0.0, cpu::postgres_seconds),
+            postgres: session.postgres_name().map(PostgresCpu::read),
             harness: cpu::harness_seconds(),
             machine: MachineTicks::now(),
             at: Instant::now(),
@@ -333,9 +341,16 @@ impl DrainCpu {
         Spent {
             first_node: self.first_node - earlier.first_node,
             herald: self.herald - earlier.herald,
-            postgres: self.postgres - earlier.postgres,
+            postgres: self
+                .postgres
+                .as_ref()
+                .zip(earlier.postgres.as_ref())
+                .map(|(now, then)| now.since(then)),
             harness: self.harness - earlier.harness,
-            machine_busy: self.machine.busy_since(earlier.machine),
+            machine_busy: self
+                .machine
+                .zip(earlier.machine)
+                .and_then(|(now, then)| now.busy_since(then)),
             seconds: (self.at - earlier.at).as_secs_f64(),
         }
     }
@@ -345,7 +360,7 @@ impl DrainCpu {
 struct Spent {
     first_node: f64,
     herald: f64,
-    postgres: f64,
+    postgres: Option<f64>,
     harness: f64,
     machine_busy: Option<f64>,
     seconds: f64,
@@ -355,7 +370,7 @@ impl Spent {
     fn report(&self, figures: &mut Figures, drain: Drain) {
         let cores = |seconds: f64| seconds / self.seconds;
         figures.metric(Metric::new(
-            "drain: Herald cores busy",
+            "drain: Herald cores busy (all nodes)",
             cores(self.herald),
             "cores",
         ));
@@ -366,10 +381,10 @@ impl Spent {
                 "cores",
             ));
         }
-        if self.postgres > 0.0 {
+        if let Some(postgres) = self.postgres {
             figures.metric(Metric::new(
                 "drain: PostgreSQL backends cores busy",
-                cores(self.postgres),
+                cores(postgres),
                 "cores",
             ));
         }
@@ -379,7 +394,7 @@ impl Spent {
             "cores",
         ));
         if let Some(busy) = self.machine_busy {
-            figures.metric(Metric::new("drain: machine busy", busy, "ratio"));
+            figures.metric(Metric::new("drain: machine busy", busy, "fraction"));
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::api::{Api, MAX_BATCH_SIZE};
-use crate::cpu;
+use crate::cpu::PostgresCpu;
 use crate::database::Backend;
 use crate::herald::HeraldSettings;
 use crate::receiver::{Behaviour, Receiver};
@@ -130,10 +130,8 @@ async fn count(
     let expected = events * ENDPOINTS;
     let deadline = bench.scale.deadline(expected);
 
-    let (herald_before, postgres_before) = (
-        session.nodes_cpu_seconds(),
-        cpu::postgres_seconds(&database),
-    );
+    let (herald_before, postgres_before) =
+        (session.nodes_cpu_seconds(), PostgresCpu::read(&database));
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let apis = Arc::new(apis);
@@ -160,7 +158,7 @@ async fn count(
         .wait_until(deadline, || distinct(&receivers) >= expected)
         .await?;
     let herald_cpu = session.nodes_cpu_seconds() - herald_before;
-    let postgres_cpu = cpu::postgres_seconds(&database) - postgres_before;
+    let postgres_cpu = PostgresCpu::read(&database).since(&postgres_before);
     let delivered = distinct(&receivers);
     if !arrived {
         figures.stopped_short(format!(
