@@ -3,7 +3,14 @@
 
 use std::collections::HashMap;
 
-use crate::herald::stat_cpu_seconds;
+/// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on every Linux the harness targets.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// The CPU time, user and system, in seconds, of a process's `/proc/<pid>/stat` line
+/// (`utime` and `stime`).
+pub(crate) fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    seconds_at(stat, 11)
+}
 
 /// The CPU time of the PostgreSQL backends serving one database, backend by backend, and of
 /// the server's children that have exited, at one moment.
@@ -77,19 +84,30 @@ impl PostgresCpu {
 
 /// The parent's process id, from a `/proc/<pid>/stat` line.
 fn parent_pid(stat: &str) -> Option<u32> {
-    // After the command name: state, then the parent's id.
-    let (_, fields) = stat.rsplit_once(')')?;
-    fields.split_whitespace().nth(1)?.parse().ok()
+    after_name(stat)?.nth(1)?.parse().ok()
 }
 
-/// The CPU time, user and system, of a process's reaped children (`cutime`, `cstime`: the
-/// 14th and 15th fields after the command name), in seconds.
+/// The CPU time, user and system, of a process's reaped children (`cutime`, `cstime`), in
+/// seconds.
 fn children_cpu_seconds(stat: &str) -> Option<f64> {
+    seconds_at(stat, 13)
+}
+
+/// The fields of a `/proc/<pid>/stat` line after the command name, which is in parentheses
+/// and may hold spaces: the state first, then the parent's id, … `utime` and `stime` at 11
+/// and 12, `cutime` and `cstime` at 13 and 14 (counting from 0).
+fn after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
     let (_, fields) = stat.rsplit_once(')')?;
-    let mut fields = fields.split_whitespace().skip(13);
+    Some(fields.split_whitespace())
+}
+
+/// The two tick counts at `index` and the one after it (after the command name), added, in
+/// seconds.
+fn seconds_at(stat: &str, index: usize) -> Option<f64> {
+    let mut fields = after_name(stat)?.skip(index);
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
-    Some((user + system) as f64 / crate::herald::CLOCK_TICKS_PER_SECOND)
+    Some((user + system) as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
 /// CPU seconds, user and system, of the harness's own process: its receivers, publishers,
@@ -144,7 +162,7 @@ impl MachineTicks {
 
 #[cfg(test)]
 mod tests {
-    use super::{MachineTicks, children_cpu_seconds, parent_pid};
+    use super::{MachineTicks, children_cpu_seconds, parent_pid, stat_cpu_seconds};
 
     #[test]
     fn the_machines_busy_share_leaves_out_idle_and_io_wait() {
@@ -164,5 +182,6 @@ mod tests {
         let stat = "812 (postgres: a b) S 77 812 812 0 -1 4194560 10 20 0 0 5 6 300 45 20 0";
         assert_eq!(parent_pid(stat), Some(77));
         assert_eq!(children_cpu_seconds(stat), Some(3.45));
+        assert_eq!(stat_cpu_seconds(stat), Some(0.11));
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::cpu::stat_cpu_seconds;
 use crate::database::Database;
 
 /// The bearer token of the admin API of every Herald the harness starts.
@@ -27,9 +28,6 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long Herald may take to exit after SIGTERM before it is killed; above the 2 s grace
 /// the harness configures.
 const EXIT_WITHIN: Duration = Duration::from_secs(15);
-
-/// `USER_HZ`, the unit of `/proc/<pid>/stat` times: 100 on every Linux the harness targets.
-pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// Settings that differ between workloads.
 #[derive(Debug, Clone, Default)]
@@ -302,18 +300,6 @@ impl Drop for Herald {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The CPU time, user and system, in seconds, of a process's `/proc/<pid>/stat` line (in
-/// Linux's clock ticks of 1/100 s).
-pub(crate) fn stat_cpu_seconds(stat: &str) -> Option<f64> {
-    // The fields after the command name, which is in parentheses and may hold spaces: state
-    // is the first, utime the 12th and stime the 13th.
-    let (_, fields) = stat.rsplit_once(')')?;
-    let mut fields = fields.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some((user + system) as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
 /// A port that was free a moment ago.
