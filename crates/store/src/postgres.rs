@@ -96,7 +96,16 @@ impl PostgresStore {
         cipher: SecretCipher,
     ) -> Result<Self, StoreError> {
         let statement_timeout = format!("{}ms", options.statement_timeout.as_millis());
-        let server = url.parse::<PgConnectOptions>().map_err(map_error)?;
+        // Every session of the store (pool, migrations, upkeep, listener) runs without JIT.
+        // Herald's statements are short, and the planner's estimates for them rise with the
+        // tables' sizes: once a plan's estimated cost passed `jit_above_cost` (100,000), each
+        // execution compiled its expressions first. The claim's 17-buffer scan of the due
+        // endpoints then took 6–9 ms instead of 2, for a whole run (BENCHMARKS.md, sixteenth
+        // session, `churned`'s bad mode). Set on the connection, so it needs no server change.
+        let server = url
+            .parse::<PgConnectOptions>()
+            .map_err(map_error)?
+            .options([("jit", "off")]);
         let connect = server
             .clone()
             .options([("statement_timeout", statement_timeout.as_str())]);
@@ -330,5 +339,65 @@ impl WriteTransaction for PostgresTransaction {
 
     fn announce_new_deliveries(&mut self) {
         self.stored_deliveries = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    use super::*;
+
+    /// Every session of the store runs without JIT, even on a database whose own setting
+    /// compiles every statement: the pool's, and the upkeep's and the listener's, which take
+    /// the pool's connect options.
+    #[tokio::test]
+    async fn postgres_the_stores_sessions_run_without_jit() {
+        let database = herald_testkit::postgres::TestDatabase::create("herald_store").await;
+        let mut admin = sqlx::PgConnection::connect(database.server_url())
+            .await
+            .expect("connecting to the maintenance database");
+        let name = database.name();
+        for setting in ["jit = on", "jit_above_cost = 0"] {
+            sqlx::query(&format!("ALTER DATABASE {name} SET {setting}"))
+                .execute(&mut admin)
+                .await
+                .expect("turning JIT on for every statement of the database");
+        }
+        let store = PostgresStore::open(
+            &database.url,
+            &PostgresOptions::default(),
+            SecretCipher::new(&[7; 32]),
+        )
+        .await
+        .expect("opening the store");
+
+        let mut pooled = store.pool.acquire().await.expect("a pooled connection");
+        let mut other = sqlx::PgConnection::connect_with(store.pool.connect_options().as_ref())
+            .await
+            .expect("connecting as the upkeep and the listener do");
+        let mut plain = sqlx::PgConnection::connect(&database.url)
+            .await
+            .expect("connecting as any client");
+        let jit = jit_of(&mut pooled).await;
+        let other_jit = jit_of(&mut other).await;
+        let database_default = jit_of(&mut plain).await;
+
+        assert_eq!(database_default, "on", "the database's own setting");
+        assert_eq!(jit, "off", "the store's pool");
+        assert_eq!(other_jit, "off", "sessions from the pool's connect options");
+        drop(pooled);
+        store.pool.close().await;
+        let _ = other.close().await;
+        let _ = plain.close().await;
+        let _ = admin.close().await;
+    }
+
+    /// The session's `jit` setting.
+    async fn jit_of(connection: &mut sqlx::PgConnection) -> String {
+        sqlx::query_scalar("SELECT current_setting('jit')")
+            .fetch_one(connection)
+            .await
+            .expect("reading the session's setting")
     }
 }

@@ -6,7 +6,7 @@
 //! Routes of a [`Receiver`]: `/ok` (200), `/fail` (500), `/gone` (410), `/busy` (429 with
 //! `Retry-After: 7`), `/hang` (never answers), `/redirect` (302), `/huge` (50 MiB body),
 //! `/trickle` (a byte a second), and `/sequence` (the statuses given to the builder, in order,
-//! then 200).
+//! then 200; a 429 among them comes with `Retry-After: 1`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -155,7 +155,8 @@ impl ReceiverBuilder {
         self
     }
 
-    /// The statuses `/sequence` answers, one per request, before answering 200.
+    /// The statuses `/sequence` answers, one per request, before answering 200; a 429 comes
+    /// with `Retry-After: 1`.
     pub fn sequence(mut self, statuses: &[u16]) -> Self {
         self.sequence = statuses.to_vec();
         self
@@ -245,6 +246,9 @@ async fn sequence(State(state): State<ReceiverState>) -> Response {
         .pop_front()
         .unwrap_or(200);
     let status = StatusCode::from_u16(next).unwrap_or(StatusCode::OK);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return (status, [(header::RETRY_AFTER, "1")], "sequence").into_response();
+    }
     (status, "sequence").into_response()
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Backend, TestApp, TestOrg, delivering, endpoint_path, header, received_json, string_at,
-    wait_for_received,
+    timestamp_at, wait_for_received,
 };
 
 backend_tests!(
@@ -190,6 +190,26 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
             .iter()
             .all(|record| record["ordering_key"].is_string())
     );
+    // The 429s came with `Retry-After: 1`, which outweighs the 20 ms schedule: each key whose
+    // head was answered so waited a second for its retry, the rest of the key behind it.
+    let busy = app
+        .deliveries(
+            &org.key,
+            &format!(
+                "endpoint_id={}&http_status_min=429&http_status_max=429&limit=200",
+                endpoint["id"].as_str().expect("an endpoint id")
+            ),
+        )
+        .await;
+    assert!(!busy.is_empty(), "the receiver answered some requests 429");
+    for record in &busy {
+        let wait = timestamp_at(record, "next_attempt_at").as_micros()
+            - timestamp_at(record, "occurred_at").as_micros();
+        assert!(
+            wait >= 999_000,
+            "Retry-After: 1 should win over a 20 ms delay, got {wait} µs: {record}"
+        );
+    }
 }
 
 /// A run of one key long enough that its worker claims the next successors ahead, while the
