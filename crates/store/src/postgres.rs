@@ -99,9 +99,10 @@ impl PostgresStore {
         // Every session of the store (pool, migrations, upkeep, listener) runs without JIT.
         // Herald's statements are short, and the planner's estimates for them rise with the
         // tables' sizes: once a plan's estimated cost passed `jit_above_cost` (100,000), each
-        // execution compiled its expressions first. The claim's 17-buffer scan of the due
-        // endpoints then took 6–9 ms instead of 2, for a whole run (BENCHMARKS.md, sixteenth
-        // session, `churned`'s bad mode). Set on the connection, so it needs no server change.
+        // execution compiled its expressions first: with the claim's 17-buffer scan of the
+        // due endpoints compiled so, claims took a median of 9.3–9.9 ms instead of 2.0–2.5 for
+        // a whole run (BENCHMARKS.md, sixteenth session, `churned`'s bad mode). Set on the
+        // connection, after the URL's own options, so it needs no server change.
         let server = url
             .parse::<PgConnectOptions>()
             .map_err(map_error)?

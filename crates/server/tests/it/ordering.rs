@@ -190,8 +190,9 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
             .iter()
             .all(|record| record["ordering_key"].is_string())
     );
-    // The 429s came with `Retry-After: 1`, which outweighs the 20 ms schedule: each key whose
-    // head was answered so waited a second for its retry, the rest of the key behind it.
+    // The 429s came with `Retry-After: 1`, which outweighs the 20 ms schedule: each was
+    // scheduled a second on, and its next attempt waited for that (the rest of its key
+    // waited behind it, as the order above shows).
     let busy = app
         .deliveries(
             &org.key,
@@ -203,11 +204,26 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
         .await;
     assert!(!busy.is_empty(), "the receiver answered some requests 429");
     for record in &busy {
-        let wait = timestamp_at(record, "next_attempt_at").as_micros()
-            - timestamp_at(record, "occurred_at").as_micros();
+        let due = timestamp_at(record, "next_attempt_at").as_micros();
+        let wait = due - timestamp_at(record, "occurred_at").as_micros();
         assert!(
             wait >= 999_000,
             "Retry-After: 1 should win over a 20 ms delay, got {wait} µs: {record}"
+        );
+        let attempts = app
+            .deliveries(
+                &org.key,
+                &format!("event_id={}&limit=200", string_at(record, "event_id")),
+            )
+            .await;
+        let next_number = record["attempt"].as_u64().expect("an attempt number") + 1;
+        let next = attempts
+            .iter()
+            .find(|attempt| attempt["attempt"].as_u64() == Some(next_number))
+            .unwrap_or_else(|| panic!("the attempt after a 429 was made: {record}"));
+        assert!(
+            timestamp_at(next, "occurred_at").as_micros() >= due,
+            "the attempt after a 429 waited for its Retry-After: {next}"
         );
     }
 }
