@@ -7,7 +7,9 @@ use std::time::Duration;
 use herald_domain::{
     AuditAction, AuditId, AuditRecord, EndpointCredentials, Event, EventId, Org, Secret, Timestamp,
 };
-use herald_store::{ClaimRequest, ClaimScope, SecretCipher, SqliteStore, Store};
+use herald_store::{
+    ClaimRequest, ClaimScope, PostgresOptions, PostgresStore, SecretCipher, SqliteStore, Store,
+};
 
 use crate::worker::fixtures::delivery;
 
@@ -25,7 +27,28 @@ pub(crate) async fn sqlite_with_events(
     let store = SqliteStore::open(&directory.path().join("herald.db"), cipher)
         .await
         .expect("opening SQLite");
-    let store: Arc<dyn Store> = Arc::new(store);
+    with_events(Arc::new(store), count, ordering_key).await
+}
+
+/// The same on the PostgreSQL database at `url` (a fresh one: the tests' `TestDatabase`).
+pub(crate) async fn postgres_with_events(
+    url: &str,
+    count: usize,
+    ordering_key: Option<&str>,
+) -> Arc<dyn Store> {
+    let cipher = SecretCipher::new(&[7; 32]);
+    let store = PostgresStore::open(url, &PostgresOptions::default(), cipher)
+        .await
+        .expect("opening PostgreSQL");
+    with_events(Arc::new(store), count, ordering_key).await
+}
+
+/// `store`, given one endpoint and `count` events to it.
+async fn with_events(
+    store: Arc<dyn Store>,
+    count: usize,
+    ordering_key: Option<&str>,
+) -> Arc<dyn Store> {
     let template = delivery(1);
     let (org_id, now) = (template.event.org_id, template.event.created_at);
     let org = Org {

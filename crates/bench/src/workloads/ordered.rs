@@ -61,6 +61,8 @@ struct KeyedRun {
     tail_seconds: f64,
     /// From the first receipt to the last, over the receipts between them.
     receipt_interval: Option<Duration>,
+    /// How the time between consecutive receipts is spread.
+    receipt_gaps: Option<ReceiptGaps>,
     latency: Option<Percentiles>,
     /// Herald's mean attempt time, from `/metrics`.
     attempt_mean_ms: Option<f64>,
@@ -68,6 +70,39 @@ struct KeyedRun {
     usage: Usage,
     sample: Option<Sample>,
     protocol: String,
+}
+
+/// A gap between two receipts longer than this is a stall: several round trips with nothing
+/// sent (a claim waited for, or a key run dry while publishing).
+const STALL_MS: u64 = 1;
+
+/// The time between consecutive receipts (of any events), sorted by arrival.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ReceiptGaps {
+    percentiles: Percentiles,
+    /// The gaps over [`STALL_MS`], summed, over the first receipt to the last.
+    stalled_share: f64,
+}
+
+impl ReceiptGaps {
+    /// `None` with fewer than two receipts.
+    fn of(mut arrivals: Vec<Instant>) -> Option<Self> {
+        arrivals.sort_unstable();
+        let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+        let span: Duration = gaps.iter().sum();
+        let stalled: Duration = gaps
+            .iter()
+            .filter(|gap| **gap > Duration::from_millis(STALL_MS))
+            .sum();
+        let stalled_share = match span.is_zero() {
+            true => 0.0,
+            false => stalled.as_secs_f64() / span.as_secs_f64(),
+        };
+        Some(Self {
+            percentiles: Percentiles::of(gaps)?,
+            stalled_share,
+        })
+    }
 }
 
 /// Whether receipts came in publish order, key by key.
@@ -166,6 +201,24 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
             format!("{label}receipt to receipt, mean"),
             milliseconds(interval),
             "ms",
+        ));
+    }
+    if let Some(gaps) = &one.receipt_gaps {
+        for (name, value) in [
+            ("p50", gaps.percentiles.p50_ms),
+            ("p99", gaps.percentiles.p99_ms),
+            ("max", gaps.percentiles.max_ms),
+        ] {
+            figures.metric(Metric::new(
+                format!("{label}receipt to receipt, {name}"),
+                value,
+                "ms",
+            ));
+        }
+        figures.metric(Metric::new(
+            format!("{label}share of the receipts' span in gaps over {STALL_MS} ms"),
+            gaps.stalled_share,
+            "ratio",
         ));
     }
     if let Some(mean) = one.attempt_mean_ms {
@@ -302,6 +355,7 @@ async fn keyed_run(
         }
         _ => None,
     };
+    let receipt_gaps = ReceiptGaps::of(arrivals.values().copied().collect());
     Ok(KeyedRun {
         events,
         delivered: arrivals.len(),
@@ -311,6 +365,7 @@ async fn keyed_run(
             .saturating_duration_since(publishing.finished)
             .as_secs_f64(),
         receipt_interval,
+        receipt_gaps,
         latency: Percentiles::of(latencies),
         attempt_mean_ms: (attempts > 0.0).then(|| 1000.0 * attempt_seconds / attempts),
         order: OrderCheck::of(&publishing.requests, &receiver.receipts(), keys),
@@ -603,5 +658,19 @@ mod tests {
                 against_publish: 5,
             }
         );
+    }
+
+    #[test]
+    fn receipt_gaps_sort_arrivals_and_count_the_stalls() {
+        let base = Instant::now();
+        // Out of order, as a map gives them: gaps of 0.5, 0.5, 3 and 0.5 ms.
+        let arrivals = [0, 1_000, 500, 4_000, 4_500]
+            .map(|micros| base + Duration::from_micros(micros))
+            .to_vec();
+        let gaps = ReceiptGaps::of(arrivals).expect("five receipts have gaps");
+        assert_eq!(gaps.percentiles.p50_ms, 0.5);
+        assert_eq!(gaps.percentiles.max_ms, 3.0);
+        assert!((gaps.stalled_share - 3.0 / 4.5).abs() < 1e-9);
+        assert_eq!(ReceiptGaps::of(vec![base]), None);
     }
 }

@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 
 use super::*;
 use crate::client::{AttemptOutcome, ClientConfig};
-use crate::test_store::{LEASE, sqlite_with_events, unscoped_claim};
+use crate::test_store::{LEASE, postgres_with_events, sqlite_with_events, unscoped_claim};
 use crate::worker::fixtures::delivery;
 
 const HOUR: Duration = Duration::from_secs(60 * 60);
@@ -318,7 +318,11 @@ async fn one_key_claimed(
     count: usize,
     directory: &tempfile::TempDir,
 ) -> (Arc<dyn Store>, ClaimedDelivery) {
-    let store = sqlite_with_events(directory, count, Some("account-1")).await;
+    claim_the_head(sqlite_with_events(directory, count, Some("account-1")).await).await
+}
+
+/// `store` and the first delivery of its one ordering key, claimed.
+async fn claim_the_head(store: Arc<dyn Store>) -> (Arc<dyn Store>, ClaimedDelivery) {
     let mut head = store
         .claim_due_deliveries(&unscoped_claim(10))
         .await
@@ -391,4 +395,55 @@ async fn a_run_that_ends_gives_back_the_claim_on_its_way() {
         2,
         "what the claim on its way took is claimable again"
     );
+}
+
+/// On PostgreSQL a run's end has nothing to give back (the next claim overwrites the tokens of
+/// what a claim parks), so it must not wait for a claim of successors on its way: one held up
+/// by the database would hold up the recording of what the run sent.
+#[tokio::test]
+async fn postgres_a_run_that_ends_does_not_wait_for_a_claim_held_up_on_its_way() {
+    use sqlx::Connection as _;
+
+    let database = herald_testkit::postgres::TestDatabase::create("job_claim_on_its_way").await;
+    let store = postgres_with_events(&database.url, 3, Some("account-1")).await;
+    let (store, head) = claim_the_head(store).await;
+    // Another session holds the deliveries table against writers until it rolls back, so
+    // the claim of the head's successors waits behind it.
+    let mut blocker = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connecting the blocking session");
+    sqlx::raw_sql("BEGIN; LOCK TABLE deliveries IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .expect("locking the deliveries");
+    let mut successors = Successors::new(Arc::clone(&store));
+    let claim = SuccessorClaim::start(&store, &head, LEASE);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!claim.task.is_finished(), "the claim waits behind the lock");
+    successors.claim = Some(claim);
+    tokio::time::timeout(Duration::from_secs(2), successors.give_back())
+        .await
+        .expect("the run's end returns while its claim on the way is held up");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("releasing the lock");
+    // The detached claim finishes and parks the two successors; the next claim takes them
+    // over (PostgreSQL keeps no lease in memory), so nothing is lost.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let claimed = store
+            .claim_successors(&head, SUCCESSORS_PER_CLAIM, LEASE, Timestamp::now())
+            .await
+            .expect("claiming successors");
+        if claimed.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the successors the detached claim took are claimable again: {} of 2",
+            claimed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
