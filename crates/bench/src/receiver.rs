@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -50,6 +50,8 @@ impl Pki {
 pub(crate) enum Behaviour {
     /// 200 at once.
     Answer,
+    /// 200 after this long, as a receiver across a network would.
+    AnswerAfter(Duration),
     /// Never answers: the request stays open until the sender gives up.
     Hang,
 }
@@ -92,6 +94,8 @@ struct ReceiverState {
     log: Arc<Log>,
     /// Whether it hangs ([`Behaviour::Hang`]) rather than answers; switchable while it runs.
     hanging: Arc<AtomicBool>,
+    /// How long it waits before answering ([`Behaviour::AnswerAfter`]).
+    answer_after: Duration,
     recording: bool,
 }
 
@@ -123,6 +127,10 @@ impl Receiver {
         let state = ReceiverState {
             log: Arc::default(),
             hanging: Arc::new(AtomicBool::new(behaviour == Behaviour::Hang)),
+            answer_after: match behaviour {
+                Behaviour::AnswerAfter(wait) => wait,
+                Behaviour::Answer | Behaviour::Hang => Duration::ZERO,
+            },
             recording,
         };
         let log = Arc::clone(&state.log);
@@ -261,6 +269,9 @@ async fn receive(
     if state.hanging.load(Ordering::Relaxed) {
         std::future::pending().await
     } else {
+        if !state.answer_after.is_zero() {
+            tokio::time::sleep(state.answer_after).await;
+        }
         StatusCode::OK
     }
 }

@@ -15,7 +15,14 @@
 //!   is set beside one receiver round trip: Herald's own mean attempt time
 //!   (`herald_delivery_attempt_duration_seconds_sum / _count`, in whole milliseconds) and the
 //!   harness's client sending the same request to a fresh receiver, one at a time, both from
-//!   a process of its own (as Herald's requests come) and from the receiver's process.
+//!   a process of its own (as Herald's requests come) and from the receiver's process. Also
+//!   the receipt-to-receipt p50/p99/max, the share of the run spent in gaps over the median
+//!   by more than 1 ms (a claim waited for), and the mean over the receipts after the last publish was answered.
+//! - **one key, slow receiver**: the same against a receiver that answers after 2 ms, as one
+//!   across a network would. On loopback a round trip is a fifth of a millisecond and what
+//!   Herald adds per event (the response's handling, the next request's framing, waking the
+//!   tasks between) is a visible share of it; here each event should cost about one round
+//!   trip.
 //!
 //! In both, per key the receipts must come in publish order: consecutive receipts of a key in
 //! rising sequence, and never against an order the harness knows (the same batch, or a batch
@@ -41,6 +48,9 @@ use super::{Bench, Figures, protocol_note};
 
 /// Ordering keys of the first half.
 const KEYS: usize = 100;
+/// How long the slow receiver of the last half takes to answer: a round trip across a
+/// network rather than loopback.
+const SLOW_ANSWER: Duration = Duration::from_millis(2);
 /// Requests the harness's client sends one at a time to time one receiver round trip, after
 /// [`WARM_UP`] untimed ones.
 const ROUND_TRIPS: usize = 200;
@@ -63,6 +73,9 @@ struct KeyedRun {
     receipt_interval: Option<Duration>,
     /// How the time between consecutive receipts is spread.
     receipt_gaps: Option<ReceiptGaps>,
+    /// [`KeyedRun::receipt_interval`] over the receipts that came after the last publish was
+    /// answered: the run's pace with no publishing transaction beside it.
+    interval_after_publishing: Option<Duration>,
     latency: Option<Percentiles>,
     /// Herald's mean attempt time, from `/metrics`.
     attempt_mean_ms: Option<f64>,
@@ -72,15 +85,15 @@ struct KeyedRun {
     protocol: String,
 }
 
-/// A gap between two receipts longer than this is a stall: several round trips with nothing
-/// sent (a claim waited for, or a key run dry while publishing).
+/// A gap between two receipts longer than their median by more than this is a stall: several
+/// round trips with nothing sent (a claim waited for, or a publishing transaction).
 const STALL_MS: u64 = 1;
 
 /// The time between consecutive receipts (of any events), sorted by arrival.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct ReceiptGaps {
     percentiles: Percentiles,
-    /// The gaps over [`STALL_MS`], summed, over the first receipt to the last.
+    /// The stalls ([`STALL_MS`]), summed, over the first receipt to the last.
     stalled_share: f64,
 }
 
@@ -90,16 +103,16 @@ impl ReceiptGaps {
         arrivals.sort_unstable();
         let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
         let span: Duration = gaps.iter().sum();
-        let stalled: Duration = gaps
-            .iter()
-            .filter(|gap| **gap > Duration::from_millis(STALL_MS))
-            .sum();
+        let percentiles = Percentiles::of(gaps.clone())?;
+        let stall =
+            Duration::from_secs_f64(percentiles.p50_ms / 1000.0) + Duration::from_millis(STALL_MS);
+        let stalled: Duration = gaps.iter().filter(|gap| **gap > stall).sum();
         let stalled_share = match span.is_zero() {
             true => 0.0,
             false => stalled.as_secs_f64() / span.as_secs_f64(),
         };
         Some(Self {
-            percentiles: Percentiles::of(gaps)?,
+            percentiles,
             stalled_share,
         })
     }
@@ -135,8 +148,8 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     let many = keyed_run(
         bench,
         "bench-ordered",
-        events,
-        KEYS,
+        (events, KEYS),
+        Behaviour::Answer,
         bench.scale.deadline(events),
     )
     .await?;
@@ -178,84 +191,31 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
     }
     figures.usage("", &many.usage);
 
-    // One key: one delivery at a time. A cycle may take far longer than a round trip, so the
-    // deadline allows 40 ms an event.
-    let events = bench.scale.single_key_events();
-    let one = keyed_run(
+    // One key: one delivery at a time, to a receiver that answers at once (the receiver's
+    // round trip is then a loopback's, a fifth of a millisecond, and what Herald adds per
+    // event shows), and to one that answers after [`SLOW_ANSWER`], as a receiver across a
+    // network would: there each event should cost about one round trip.
+    let one = one_key(bench, &mut figures, "one key: ", Behaviour::Answer).await?;
+    let slow_label = format!(
+        "one key, receiver answering after {} ms: ",
+        SLOW_ANSWER.as_millis()
+    );
+    let slow = one_key(
         bench,
-        "bench-ordered-one-key",
-        events,
-        1,
-        bench.scale.deadline(10 * events),
+        &mut figures,
+        &slow_label,
+        Behaviour::AnswerAfter(SLOW_ANSWER),
     )
     .await?;
-    let label = "one key: ";
-    add_order(&mut figures, label, &one);
-    figures.metric(Metric::new(
-        format!("{label}delivery rate"),
-        one.deliveries_per_second,
-        "deliveries/s",
-    ));
-    if let Some(interval) = one.receipt_interval {
-        figures.metric(Metric::new(
-            format!("{label}receipt to receipt, mean"),
-            milliseconds(interval),
-            "ms",
-        ));
-    }
-    if let Some(gaps) = &one.receipt_gaps {
-        for (name, value) in [
-            ("p50", gaps.percentiles.p50_ms),
-            ("p99", gaps.percentiles.p99_ms),
-            ("max", gaps.percentiles.max_ms),
-        ] {
-            figures.metric(Metric::new(
-                format!("{label}receipt to receipt, {name}"),
-                value,
-                "ms",
-            ));
-        }
-        figures.metric(Metric::new(
-            format!("{label}share of the receipts' span in gaps over {STALL_MS} ms"),
-            gaps.stalled_share,
-            "ratio",
-        ));
-    }
-    if let Some(mean) = one.attempt_mean_ms {
-        figures.metric(Metric::new(
-            format!("{label}herald attempt time, mean"),
-            mean,
-            "ms",
-        ));
-    }
-    if let Some(sample) = &one.sample {
-        let across = round_trip_from_another_process(bench, sample).await?;
-        let direct = round_trip(bench, sample).await?;
-        for (name, round_trip) in [
-            ("round trip from another process", across),
-            ("direct round trip", direct),
-        ] {
-            figures.metric(Metric::new(
-                format!("{label}{name}, mean"),
-                milliseconds(round_trip),
-                "ms",
-            ));
-            if let Some(interval) = one.receipt_interval {
-                figures.metric(Metric::new(
-                    format!("{label}receipt interval / {name}"),
-                    interval.as_secs_f64() / round_trip.as_secs_f64(),
-                    "ratio",
-                ));
-            }
-        }
-    }
-    figures.usage(label, &one.usage);
 
     figures.note(format!(
         "{} events over {KEYS} ordering keys (event n: key-{{n % {KEYS}}}), then {} under one \
-         key, each to 1 endpoint on a fresh Herald, published in batches of {MAX_BATCH_SIZE} by \
-         {BULK_CLIENTS} clients; rates from the first publish to the last receipt",
-        many.events, one.events
+         key twice (to a receiver answering at once, then after {} ms), each to 1 endpoint on a \
+         fresh Herald, published in batches of {MAX_BATCH_SIZE} by {BULK_CLIENTS} clients; rates \
+         from the first publish to the last receipt",
+        many.events,
+        one.events,
+        SLOW_ANSWER.as_millis()
     ));
     figures.note(format!(
         "Herald's attempt time is herald_delivery_attempt_duration_seconds_sum / _count, observed \
@@ -264,7 +224,12 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
          Herald stopped: from a process of its own (as Herald's requests come), and from the \
          receiver's own process (direct)"
     ));
-    for (label, run) in [("100 keys", &many), ("one key", &one)] {
+    let halves = [
+        ("100 keys", &many),
+        ("one key", &one),
+        ("one key, slow receiver", &slow),
+    ];
+    for (label, run) in halves {
         let order = &run.order;
         figures.note(format!(
             "{label}: {} receipts checked, {} repeats, {} foreign, {} without their key, {} \
@@ -282,6 +247,100 @@ pub(super) async fn run(bench: &mut Bench) -> anyhow::Result<Figures> {
         ));
     }
     Ok(figures)
+}
+
+/// Runs a one-key half against a receiver that answers as `behaviour` says, and reports it
+/// under `label`.
+async fn one_key(
+    bench: &Bench,
+    figures: &mut Figures,
+    label: &str,
+    behaviour: Behaviour,
+) -> anyhow::Result<KeyedRun> {
+    // One key: one delivery at a time. A cycle may take far longer than a round trip, so the
+    // deadline allows 40 ms an event.
+    let events = bench.scale.single_key_events();
+    let one = keyed_run(
+        bench,
+        "bench-ordered-one-key",
+        (events, 1),
+        behaviour,
+        bench.scale.deadline(10 * events),
+    )
+    .await?;
+    add_order(figures, label, &one);
+    figures.metric(Metric::new(
+        format!("{label}delivery rate"),
+        one.deliveries_per_second,
+        "deliveries/s",
+    ));
+    if let Some(interval) = one.receipt_interval {
+        figures.metric(Metric::new(
+            format!("{label}receipt to receipt, mean"),
+            milliseconds(interval),
+            "ms",
+        ));
+    }
+    if let Some(interval) = one.interval_after_publishing {
+        figures.metric(Metric::new(
+            format!("{label}receipt to receipt after publishing, mean"),
+            milliseconds(interval),
+            "ms",
+        ));
+    }
+    if let Some(gaps) = &one.receipt_gaps {
+        for (name, value) in [
+            ("p50", gaps.percentiles.p50_ms),
+            ("p99", gaps.percentiles.p99_ms),
+            ("max", gaps.percentiles.max_ms),
+        ] {
+            figures.metric(Metric::new(
+                format!("{label}receipt to receipt, {name}"),
+                value,
+                "ms",
+            ));
+        }
+        figures.metric(Metric::new(
+            format!("{label}share of the receipts' span in gaps over the median + {STALL_MS} ms"),
+            gaps.stalled_share,
+            "ratio",
+        ));
+    }
+    if let Some(mean) = one.attempt_mean_ms {
+        figures.metric(Metric::new(
+            format!("{label}herald attempt time, mean"),
+            mean,
+            "ms",
+        ));
+    }
+    if let Some(sample) = &one.sample {
+        let across = round_trip_from_another_process(bench, sample, behaviour).await?;
+        let direct = round_trip(bench, sample, behaviour).await?;
+        for (name, round_trip) in [
+            ("round trip from another process", across),
+            ("direct round trip", direct),
+        ] {
+            figures.metric(Metric::new(
+                format!("{label}{name}, mean"),
+                milliseconds(round_trip),
+                "ms",
+            ));
+            let intervals = [
+                ("receipt interval", one.receipt_interval),
+                ("after publishing", one.interval_after_publishing),
+            ];
+            for (interval_name, interval) in intervals {
+                let Some(interval) = interval else { continue };
+                figures.metric(Metric::new(
+                    format!("{label}{interval_name} / {name}"),
+                    interval.as_secs_f64() / round_trip.as_secs_f64(),
+                    "ratio",
+                ));
+            }
+        }
+    }
+    figures.usage(label, &one.usage);
+    Ok(one)
 }
 
 /// Reports a half's deliveries and order, and stops the workload short on any violation.
@@ -313,11 +372,11 @@ fn add_order(figures: &mut Figures, label: &str, run: &KeyedRun) {
 async fn keyed_run(
     bench: &Bench,
     name: &str,
-    events: usize,
-    keys: usize,
+    (events, keys): (usize, usize),
+    behaviour: Behaviour,
     deadline: Instant,
 ) -> anyhow::Result<KeyedRun> {
-    let receiver = Receiver::spawn_recording(bench.pki.tls.clone(), Behaviour::Answer)?;
+    let receiver = Receiver::spawn_recording(bench.pki.tls.clone(), behaviour)?;
     let mut session = Session::start(&bench.launch, HeraldSettings::default()).await?;
     let org = session.api.create_org(name).await?;
     session.api.create_endpoint(&org, &receiver.url()).await?;
@@ -356,6 +415,18 @@ async fn keyed_run(
         _ => None,
     };
     let receipt_gaps = ReceiptGaps::of(arrivals.values().copied().collect());
+    let mut after_publishing: Vec<Instant> = arrivals
+        .values()
+        .copied()
+        .filter(|arrived| *arrived >= publishing.finished)
+        .collect();
+    after_publishing.sort_unstable();
+    let interval_after_publishing = match after_publishing.as_slice() {
+        [first, .., last] => {
+            Some((*last - *first) / u32::try_from(after_publishing.len() - 1).unwrap_or(u32::MAX))
+        }
+        _ => None,
+    };
     Ok(KeyedRun {
         events,
         delivered: arrivals.len(),
@@ -366,6 +437,7 @@ async fn keyed_run(
             .as_secs_f64(),
         receipt_interval,
         receipt_gaps,
+        interval_after_publishing,
         latency: Percentiles::of(latencies),
         attempt_mean_ms: (attempts > 0.0).then(|| 1000.0 * attempt_seconds / attempts),
         order: OrderCheck::of(&publishing.requests, &receiver.receipts(), keys),
@@ -383,9 +455,10 @@ async fn keyed_run(
 async fn round_trip_from_another_process(
     bench: &Bench,
     sample: &Sample,
+    behaviour: Behaviour,
 ) -> anyhow::Result<Duration> {
     use tokio::io::AsyncWriteExt as _;
-    let receiver = bench.receiver(Behaviour::Answer)?;
+    let receiver = bench.receiver(behaviour)?;
     let spec = RoundTripSpec {
         url: receiver.url(),
         root_pem: bench.pki.root_pem.clone(),
@@ -468,8 +541,12 @@ pub(crate) async fn round_trip_client() -> anyhow::Result<()> {
 
 /// The mean time of one request like `sample` to a fresh receiver, sent one at a time by the
 /// harness's own client.
-async fn round_trip(bench: &Bench, sample: &Sample) -> anyhow::Result<Duration> {
-    let receiver = bench.receiver(Behaviour::Answer)?;
+async fn round_trip(
+    bench: &Bench,
+    sample: &Sample,
+    behaviour: Behaviour,
+) -> anyhow::Result<Duration> {
+    let receiver = bench.receiver(behaviour)?;
     let client = direct_client(bench)?;
     let headers = sample_headers(sample)?;
     let url = receiver.url();
@@ -663,14 +740,15 @@ mod tests {
     #[test]
     fn receipt_gaps_sort_arrivals_and_count_the_stalls() {
         let base = Instant::now();
-        // Out of order, as a map gives them: gaps of 0.5, 0.5, 3 and 0.5 ms.
-        let arrivals = [0, 1_000, 500, 4_000, 4_500]
+        // Out of order, as a map gives them: gaps of 0.5, 0.5, 3, 0.5 and 1.4 ms; a median of
+        // 0.5 ms, so only the 3 ms gap is a stall.
+        let arrivals = [0, 1_000, 500, 4_000, 4_500, 5_900]
             .map(|micros| base + Duration::from_micros(micros))
             .to_vec();
         let gaps = ReceiptGaps::of(arrivals).expect("five receipts have gaps");
         assert_eq!(gaps.percentiles.p50_ms, 0.5);
         assert_eq!(gaps.percentiles.max_ms, 3.0);
-        assert!((gaps.stalled_share - 3.0 / 4.5).abs() < 1e-9);
+        assert!((gaps.stalled_share - 3.0 / 5.9).abs() < 1e-9);
         assert_eq!(ReceiptGaps::of(vec![base]), None);
     }
 }

@@ -44,10 +44,12 @@ use crate::telemetry::DeliveryTracer;
 const SUCCESSORS_PER_CLAIM: u32 = 64;
 
 /// How many of a full claim's successors are left to send when the next claim is made, behind
-/// the last of them: enough that a claim of several database round trips (3–6 ms on
-/// PostgreSQL) ends before a fast run sends them, few enough that the next batch, whose lease
-/// counts from the claim, loses little of it waiting.
-const CLAIM_AHEAD_WHEN_LEFT: usize = 16;
+/// the last of them: enough that a claim of several database round trips ends before a fast
+/// run sends them, few enough that the next batch, whose lease counts from the claim, loses
+/// little of it waiting. At 16 (3.5 ms of sending to a loopback receiver) a claim on either
+/// backend came back late at a third of the switches, each a stall of 1–2.5 ms; at 32, none
+/// did (BENCHMARKS.md, seventeenth session).
+const CLAIM_AHEAD_WHEN_LEFT: usize = 32;
 
 /// One delivery's task.
 pub(super) struct Job {
