@@ -152,7 +152,9 @@ impl Receiver {
         format!("https://{}/hook", self.server.address)
     }
 
-    /// Answers from now on (requests already hanging stay so), or hangs.
+    /// Answers from now on (requests already hanging stay so), or hangs. An answer's delay
+    /// ([`Behaviour::AnswerAfter`]) is the receiver's own, set when it was spawned: switching
+    /// to it here answers at once.
     pub(crate) fn set_behaviour(&self, behaviour: Behaviour) {
         self.hanging
             .store(behaviour == Behaviour::Hang, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! A real SQLite store holding events to one endpoint, for the unit tests that need the store's
-//! own rules (leases, purges) rather than a worker's fixtures alone.
+//! A real SQLite (or PostgreSQL) store holding events to one endpoint, for the unit tests that
+//! need the store's own rules (leases, purges) rather than a worker's fixtures alone.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,7 +14,8 @@ use herald_domain::{Event, Outcome, Timestamp};
 use herald_store::{ClaimScope, ClaimedDelivery, HandOn, Store};
 
 use support::{
-    LEASE, claim, create_endpoint, create_org, event, on_postgres, on_sqlite, recording,
+    LEASE, TestDatabase, claim, create_endpoint, create_org, event, on_postgres,
+    on_postgres_database, on_sqlite, recording,
 };
 
 #[tokio::test]
@@ -35,6 +36,11 @@ async fn sqlite_a_claim_ahead_behind_a_parked_successor_goes_on_in_order() {
 #[tokio::test]
 async fn postgres_a_claim_ahead_behind_a_parked_successor_goes_on_in_order() {
     on_postgres(a_claim_ahead_behind_a_parked_successor_goes_on_in_order).await;
+}
+
+#[tokio::test]
+async fn postgres_a_claim_that_waited_does_not_stamp_over_the_keys_next_holder() {
+    on_postgres_database(a_claim_that_waited_does_not_stamp_over_the_keys_next_holder).await;
 }
 
 fn sequences(claimed: &[ClaimedDelivery]) -> Vec<u64> {
@@ -228,4 +234,97 @@ async fn a_run_of_a_key_is_claimed_handed_on_and_survives_its_worker(store: Arc<
         [5],
         "the dead worker's successor is released in its turn"
     );
+}
+
+/// A claim of successors that waits for the rows behind its head (a run that stopped left it
+/// to finish, `delivery::worker::job`) while another worker takes the key on and stamps the
+/// key's run, head included, with its own token: once it gets the rows, it must take none of
+/// them, or the other worker's recordings of them would fail their token check and the key
+/// would stall until their lease ended, then be sent again.
+async fn a_claim_that_waited_does_not_stamp_over_the_keys_next_holder(
+    store: Arc<dyn Store>,
+    database: TestDatabase,
+) {
+    use sqlx::Connection as _;
+
+    let start = Timestamp::now().add(chrono::Duration::seconds(-10));
+    one_key(store.as_ref(), 5, start).await;
+    let now = Timestamp::now();
+    let head = claim(store.as_ref(), now, any()).await;
+    let first_run = store
+        .claim_successors(&head[0], 2, LEASE, now)
+        .await
+        .expect("claiming successors");
+    assert_eq!(sequences(&first_run), [2, 3]);
+
+    // The other worker: it holds the rows behind the 3rd while the claim behind the 3rd
+    // starts, so that claim waits for them.
+    let mut other = sqlx::PgConnection::connect(&database.url())
+        .await
+        .expect("connecting as the other worker");
+    let mut other = other
+        .begin()
+        .await
+        .expect("beginning the other worker's transaction");
+    sqlx::query("SELECT id FROM deliveries WHERE sequence > 3 FOR UPDATE")
+        .execute(&mut *other)
+        .await
+        .expect("locking the rows behind the 3rd");
+    let waiting = {
+        let store = Arc::clone(&store);
+        let third = first_run[1].clone();
+        tokio::spawn(async move { store.claim_successors(&third, 2, LEASE, now).await })
+    };
+    let mut watcher = sqlx::PgConnection::connect(&database.url())
+        .await
+        .expect("connecting to watch the locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(&mut watcher, WAITING_FOR_A_LOCK).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim behind the 3rd waits for the other worker's locks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The other worker takes the key on from the 3rd: one token on the 3rd to the 5th.
+    sqlx::query(
+        "WITH taken AS (SELECT gen_random_uuid() AS token) \
+         UPDATE deliveries SET lease_token = taken.token FROM taken WHERE sequence >= 3",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("stamping the key's run as the other worker");
+    other
+        .commit()
+        .await
+        .expect("committing the other worker's claim");
+
+    let claimed = waiting
+        .await
+        .expect("the claim's task")
+        .expect("the claim that waited");
+    assert!(
+        claimed.is_empty(),
+        "a claim whose head was taken on meanwhile takes nothing: {:?}",
+        sequences(&claimed)
+    );
+    assert_eq!(
+        count(&mut watcher, RUN_TOKENS).await,
+        1,
+        "the 3rd to the 5th keep the other worker's token"
+    );
+}
+
+/// Sessions of this database waiting for a lock.
+const WAITING_FOR_A_LOCK: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE datname = current_database() AND wait_event_type = 'Lock'";
+/// The tokens the 3rd to the 5th delivery are leased under.
+const RUN_TOKENS: &str = "SELECT count(DISTINCT lease_token) FROM deliveries WHERE sequence >= 3";
+
+/// The one number `query` answers.
+async fn count(connection: &mut sqlx::PgConnection, query: &str) -> i64 {
+    sqlx::query_scalar(query)
+        .fetch_one(connection)
+        .await
+        .expect("counting")
 }

@@ -1,8 +1,8 @@
 //! `ordered`: deliveries with ordering keys (issue 14).
 //!
-//! Twice, each on a fresh Herald with its defaults and one endpoint whose receiver answers 200
-//! at once and records every request's `X-AmCore-Event-Id`, `X-AmCore-Ordering-Key` and
-//! `X-AmCore-Sequence` in the order they arrived:
+//! Three times, each on a fresh Herald with its defaults and one endpoint whose receiver
+//! answers 200 (at once, but for the last) and records every request's `X-AmCore-Event-Id`,
+//! `X-AmCore-Ordering-Key` and `X-AmCore-Sequence` in the order they arrived:
 //!
 //! - **100 keys**: 20,000 events, event `n` with the key `key-{n % 100}`, published like
 //!   `throughput`'s (batches of 500 from 4 clients). Herald may have one delivery of each key in
@@ -10,21 +10,23 @@
 //!   from the first publish to the last receipt) is held to half of `throughput`'s in the same
 //!   run.
 //! - **one key**: 1,000 events (the scale / 20, at least 50) under one key, published the same
-//!   way. Only one is ever in flight, so each costs a whole cycle: the attempt's round trip,
-//!   recording it, releasing the next and claiming that. The mean time from receipt to receipt
-//!   is set beside one receiver round trip: Herald's own mean attempt time
+//!   way. Only one is ever in flight: between two receipts lie the receiver's round trip and
+//!   what Herald does between a response and the next request (it holds the next few dozen
+//!   of the key claimed, and claims more ahead). The mean time from receipt to receipt is set
+//!   beside one receiver round trip: Herald's own mean attempt time
 //!   (`herald_delivery_attempt_duration_seconds_sum / _count`, in whole milliseconds) and the
-//!   harness's client sending the same request to a fresh receiver, one at a time, both from
-//!   a process of its own (as Herald's requests come) and from the receiver's process. Also
-//!   the receipt-to-receipt p50/p99/max, the share of the run spent in gaps over the median
-//!   by more than 1 ms (a claim waited for), and the mean over the receipts after the last publish was answered.
+//!   harness's client sending the same request to a fresh receiver that answers the same way,
+//!   one at a time, both from a process of its own (as Herald's requests come) and from the
+//!   receiver's process. Also the receipt-to-receipt p50/p99/max, the share of the run spent
+//!   in stalls (gaps longer than the median by over 1 ms: a claim waited for, a publishing
+//!   transaction), and the mean over the receipts after the last publish was answered.
 //! - **one key, slow receiver**: the same against a receiver that answers after 2 ms, as one
 //!   across a network would. On loopback a round trip is a fifth of a millisecond and what
 //!   Herald adds per event (the response's handling, the next request's framing, waking the
 //!   tasks between) is a visible share of it; here each event should cost about one round
 //!   trip.
 //!
-//! In both, per key the receipts must come in publish order: consecutive receipts of a key in
+//! In each, per key the receipts must come in publish order: consecutive receipts of a key in
 //! rising sequence, and never against an order the harness knows (the same batch, or a batch
 //! answered before the other was sent). Any violation, a wrong or missing key or sequence, or
 //! sequence numbers other than 1..=N makes the workload `INCOMPLETE`.
@@ -85,8 +87,9 @@ struct KeyedRun {
     protocol: String,
 }
 
-/// A gap between two receipts longer than their median by more than this is a stall: several
-/// round trips with nothing sent (a claim waited for, or a publishing transaction).
+/// A gap between two receipts longer than their median by more than this is a stall: at a
+/// loopback receiver's pace several round trips with nothing sent (a claim waited for, or a
+/// publishing transaction).
 const STALL_MS: u64 = 1;
 
 /// The time between consecutive receipts (of any events), sorted by arrival.
@@ -327,7 +330,10 @@ async fn one_key(
             ));
             let intervals = [
                 ("receipt interval", one.receipt_interval),
-                ("after publishing", one.interval_after_publishing),
+                (
+                    "receipt interval after publishing",
+                    one.interval_after_publishing,
+                ),
             ];
             for (interval_name, interval) in intervals {
                 let Some(interval) = interval else { continue };

@@ -43,13 +43,32 @@ use crate::telemetry::DeliveryTracer;
 /// off that path.
 const SUCCESSORS_PER_CLAIM: u32 = 64;
 
-/// How many of a full claim's successors are left to send when the next claim is made, behind
-/// the last of them: enough that a claim of several database round trips ends before a fast
-/// run sends them, few enough that the next batch, whose lease counts from the claim, loses
-/// little of it waiting. At 16 (3.5 ms of sending to a loopback receiver) a claim on either
-/// backend came back late at a third of the switches, each a stall of 1–2.5 ms; at 32, none
-/// did (BENCHMARKS.md, seventeenth session).
+/// How long before a run has sent the last of a full claim's successors it makes the next
+/// claim, behind the last of them: long enough for a claim of several database round trips
+/// to end first. With only a few successors' worth of lead (16 at a loopback receiver's pace,
+/// 3.5 ms), a claim on either backend came back late at a third of the switches, each a
+/// stall of 1–2.5 ms; with 7 ms, none did (BENCHMARKS.md, seventeenth session).
+const CLAIM_AHEAD_BY: Duration = Duration::from_millis(8);
+
+/// Most successors left to send when the next claim is made (a fast run's lead: 32 are 7 ms
+/// at a loopback receiver's pace).
 const CLAIM_AHEAD_WHEN_LEFT: usize = 32;
+const _: () = assert!(CLAIM_AHEAD_WHEN_LEFT < SUCCESSORS_PER_CLAIM as usize);
+
+/// How many successors are left when the next claim is made, for a run that has sent one
+/// every `per_event` so far: as many as it sends in [`CLAIM_AHEAD_BY`], at least one, at most
+/// [`CLAIM_AHEAD_WHEN_LEFT`]. No more than that: the next batch's lease counts from its claim,
+/// so a claim made earlier than it needs to be shortens the run behind it (a run stops once
+/// half a lease is gone), by up to a round trip a successor left to a slow receiver.
+fn claim_ahead_when_left(per_event: Duration) -> usize {
+    if per_event.is_zero() {
+        return CLAIM_AHEAD_WHEN_LEFT;
+    }
+    let in_time = CLAIM_AHEAD_BY.as_nanos().div_ceil(per_event.as_nanos());
+    usize::try_from(in_time)
+        .unwrap_or(usize::MAX)
+        .clamp(1, CLAIM_AHEAD_WHEN_LEFT)
+}
 
 /// One delivery's task.
 pub(super) struct Job {
@@ -176,7 +195,7 @@ impl Job {
 
     /// The delivery of `sent`'s ordering key to send next, now that `sent` succeeded: the
     /// next of those claimed behind it, taking the claim made ahead (or claiming) when none
-    /// is left, and making the next claim ahead once [`CLAIM_AHEAD_WHEN_LEFT`] are left.
+    /// is left, and making the next claim ahead once [`claim_ahead_when_left`] are left.
     /// `None` for a delivery without a key, when none waits, at shutdown, while recording is
     /// stalled, or once half the successors' lease is gone: an attempt (at most a request
     /// timeout, a sixth of a lease) then still ends well inside it.
@@ -200,6 +219,7 @@ impl Job {
         {
             return None;
         }
+        successors.sent += 1;
         let yield_after = self.lease / (2 * WorkerConfig::LEASE_IN_REQUEST_TIMEOUTS);
         let others_wait = || self.slots.has_waiting(sent.endpoint.id);
         if holding_since.elapsed() >= yield_after && others_wait() {
@@ -257,9 +277,10 @@ impl Job {
         // Near the end of a full claim, the next one is made behind its last delivery while
         // the rest are sent, so that a long run never waits for a claim between two requests
         // (on PostgreSQL a claim is a transaction of several round trips).
+        let per_event = holding_since.elapsed() / successors.sent.max(1);
         let claim_ahead = successors.last_claim_full
             && successors.claim.is_none()
-            && successors.waiting.len() <= CLAIM_AHEAD_WHEN_LEFT
+            && successors.waiting.len() <= claim_ahead_when_left(per_event)
             && !others_wait();
         if claim_ahead && let Some(last) = successors.waiting.back() {
             successors.claim = Some(SuccessorClaim::start(&self.store, last, self.lease));
@@ -298,6 +319,9 @@ struct Successors {
     waiting: VecDeque<ClaimedDelivery>,
     /// Claims of successors made so far.
     claims: u32,
+    /// Deliveries of the run sent and succeeded so far: its pace is the time it has held its
+    /// slot over these.
+    sent: u32,
     claimed_at: Instant,
     /// When their lease lapses.
     lease_until: Timestamp,
@@ -315,6 +339,7 @@ impl Successors {
         Self {
             waiting: VecDeque::new(),
             claims: 0,
+            sent: 0,
             claimed_at: Instant::now(),
             lease_until: Timestamp::from_micros(0),
             last_claim_full: false,

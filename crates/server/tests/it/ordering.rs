@@ -235,7 +235,7 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
 /// request timeout's multiple, minutes here).
 async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: Backend) {
     // Arrange: 200 events of one key, published at once. The run claims events 1–64, then
-    // ahead 65–128 (with 16 left) and 129–192; event 120 fails with that last claim
+    // ahead 65–128 (with up to 32 left) and 129–192; event 120 fails with that last claim
     // outstanding. Its retry's run claims 121–184 and ahead 185–199; event 175 fails with
     // that claim outstanding. Request 120 is event 120; request 176 is then event 175.
     const EVENTS: usize = 200;
