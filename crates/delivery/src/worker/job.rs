@@ -55,8 +55,8 @@ const CLAIM_AHEAD_BY: Duration = Duration::from_millis(8);
 const CLAIM_AHEAD_WHEN_LEFT: usize = 32;
 const _: () = assert!(CLAIM_AHEAD_WHEN_LEFT < SUCCESSORS_PER_CLAIM as usize);
 
-/// How many successors are left when the next claim is made, for a run that has sent one
-/// every `per_event` so far: as many as it sends in [`CLAIM_AHEAD_BY`], at least one, at most
+/// How many successors are left when the next claim is made, for a run whose attempts take
+/// `per_event`: as many as it sends in [`CLAIM_AHEAD_BY`], at least one, at most
 /// [`CLAIM_AHEAD_WHEN_LEFT`]. No more than that: the next batch's lease counts from its claim,
 /// so a claim made earlier than it needs to be shortens the run behind it (a run stops once
 /// half a lease is gone), by up to a round trip a successor left to a slow receiver.
@@ -105,12 +105,14 @@ impl Job {
             // Boxed, so the attempt's state (the HTTP exchange, kilobytes, and the next
             // attempt being prepared) is allocated only once the task holds a slot: the many
             // tasks claimed ahead and waiting stay small.
+            let attempt_started = Instant::now();
             let (mut recording, prepared_next) =
                 Box::pin(self.attempt(&delivery, prepared.take(), successors.waiting.front()))
                     .await;
             let delivered = recording.attempt.outcome == Outcome::Success;
             let next = match delivered {
                 true => {
+                    successors.note_sent(attempt_started.elapsed());
                     self.next_of_key(&delivery, &mut successors, holding_since)
                         .await
                 }
@@ -219,7 +221,6 @@ impl Job {
         {
             return None;
         }
-        successors.sent += 1;
         let yield_after = self.lease / (2 * WorkerConfig::LEASE_IN_REQUEST_TIMEOUTS);
         let others_wait = || self.slots.has_waiting(sent.endpoint.id);
         if holding_since.elapsed() >= yield_after && others_wait() {
@@ -277,10 +278,10 @@ impl Job {
         // Near the end of a full claim, the next one is made behind its last delivery while
         // the rest are sent, so that a long run never waits for a claim between two requests
         // (on PostgreSQL a claim is a transaction of several round trips).
-        let per_event = holding_since.elapsed() / successors.sent.max(1);
         let claim_ahead = successors.last_claim_full
             && successors.claim.is_none()
-            && successors.waiting.len() <= claim_ahead_when_left(per_event)
+            && successors.waiting.len()
+                <= claim_ahead_when_left(successors.pace.unwrap_or_default())
             && !others_wait();
         if claim_ahead && let Some(last) = successors.waiting.back() {
             successors.claim = Some(SuccessorClaim::start(&self.store, last, self.lease));
@@ -319,9 +320,9 @@ struct Successors {
     waiting: VecDeque<ClaimedDelivery>,
     /// Claims of successors made so far.
     claims: u32,
-    /// Deliveries of the run sent and succeeded so far: its pace is the time it has held its
-    /// slot over these.
-    sent: u32,
+    /// How long the run's successful attempts take, averaged over the last eight or so: its
+    /// pace, without the waits between attempts (a claim waited for).
+    pace: Option<Duration>,
     claimed_at: Instant,
     /// When their lease lapses.
     lease_until: Timestamp,
@@ -339,13 +340,18 @@ impl Successors {
         Self {
             waiting: VecDeque::new(),
             claims: 0,
-            sent: 0,
+            pace: None,
             claimed_at: Instant::now(),
             lease_until: Timestamp::from_micros(0),
             last_claim_full: false,
             claim: None,
             store,
         }
+    }
+
+    /// Counts a successful attempt of the run that took `took`.
+    fn note_sent(&mut self, took: Duration) {
+        self.pace = Some(next_pace(self.pace, took));
     }
 
     /// Gives back those never sent, and those the claim on its way takes once it is done: the
@@ -384,6 +390,12 @@ fn give_back_claimed(
     if let Ok(Ok(claimed)) = claimed {
         store.release_unsent(&claimed);
     }
+}
+
+/// A run's pace (`None` before its first success) after a successful attempt that took
+/// `took`: an average over about the last eight.
+fn next_pace(pace: Option<Duration>, took: Duration) -> Duration {
+    pace.map_or(took, |pace| (pace * 7 + took) / 8)
 }
 
 impl Drop for Successors {

@@ -326,6 +326,24 @@ fn a_run_claims_ahead_by_its_own_pace() {
     assert_eq!(claim_ahead_when_left(Duration::from_millis(300)), 1);
 }
 
+#[test]
+fn a_runs_pace_follows_its_attempts() {
+    let micros = Duration::from_micros;
+    let mut pace = next_pace(None, micros(250));
+    assert_eq!(pace, micros(250), "the first: its attempt's time");
+    for _ in 0..20 {
+        pace = next_pace(Some(pace), micros(200));
+    }
+    assert!(
+        pace < micros(205),
+        "it settles on the attempts' time: {pace:?}"
+    );
+    // One slow attempt moves it an eighth of the way.
+    pace = next_pace(Some(pace), micros(1_800));
+    assert!(pace < micros(405), "{pace:?}");
+    assert!(claim_ahead_when_left(pace) >= 20);
+}
+
 /// A SQLite store holding one endpoint and `count` events of one ordering key to it, and the
 /// key's first delivery, claimed.
 async fn one_key_claimed(
