@@ -248,17 +248,15 @@ impl Backend for PostgresStore {
         tx.execute(Statement::new("SET LOCAL synchronous_commit = off"))
             .await?;
         let rows = tx.fetch(behind.select(" FOR UPDATE")).await?;
+        let run = Behind::parked_run(&rows)?;
         // The head is checked once the rows behind it are locked, in a statement of its own
         // (so on a snapshot taken after any wait for those locks): a claim that waited, such
         // as one a stopped run left to finish, must not stamp over the rows of whoever took
         // the key on meanwhile, whose own claim re-stamped the head. And a claim that comes
         // after this one waits for these locks, so it stamps after this one, never under it.
-        if tx.fetch_first(behind.head_held()).await?.is_none() {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let run = Behind::parked_run(&rows)?;
-        if run.is_empty() {
+        // (A stale claim thus holds the rows for a round trip before it lets them go; that
+        // needs a claim left to finish, which only a slow database makes.)
+        if run.is_empty() || tx.fetch_first(behind.head_held()).await?.is_none() {
             tx.rollback().await?;
             return Ok(Vec::new());
         }

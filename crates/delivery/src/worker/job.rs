@@ -44,10 +44,11 @@ use crate::telemetry::DeliveryTracer;
 const SUCCESSORS_PER_CLAIM: u32 = 64;
 
 /// How long before a run has sent the last of a full claim's successors it makes the next
-/// claim, behind the last of them: long enough for a claim of several database round trips
-/// to end first. With only a few successors' worth of lead (16 at a loopback receiver's pace,
-/// 3.5 ms), a claim on either backend came back late at a third of the switches, each a
-/// stall of 1–2.5 ms; with 7 ms, none did (BENCHMARKS.md, seventeenth session).
+/// claim, behind the last of them, at least: long enough for a claim of several database round
+/// trips to end first. With only a few successors' worth of lead (16 at a loopback receiver's
+/// pace, 3.5 ms), a claim on either backend came back late at a third of the switches, each a
+/// stall of 1–2.5 ms; with 7 ms, none did (BENCHMARKS.md, seventeenth session). A run whose
+/// claims take longer (a database across a network) leads by twice its last claim's time.
 const CLAIM_AHEAD_BY: Duration = Duration::from_millis(8);
 
 /// Most successors left to send when the next claim is made (a fast run's lead: 32 are 7 ms
@@ -56,15 +57,18 @@ const CLAIM_AHEAD_WHEN_LEFT: usize = 32;
 const _: () = assert!(CLAIM_AHEAD_WHEN_LEFT < SUCCESSORS_PER_CLAIM as usize);
 
 /// How many successors are left when the next claim is made, for a run whose attempts take
-/// `per_event`: as many as it sends in [`CLAIM_AHEAD_BY`], at least one, at most
-/// [`CLAIM_AHEAD_WHEN_LEFT`]. No more than that: the next batch's lease counts from its claim,
-/// so a claim made earlier than it needs to be shortens the run behind it (a run stops once
-/// half a lease is gone), by up to a round trip a successor left to a slow receiver.
-fn claim_ahead_when_left(per_event: Duration) -> usize {
+/// `per_event` and whose last claim took `claim_took`: as many as it sends in [`CLAIM_AHEAD_BY`]
+/// or twice its last claim's time, whichever is longer, at least one, at most
+/// [`CLAIM_AHEAD_WHEN_LEFT`]. (The rule is read once the next delivery is taken off, so the
+/// lead is that and one attempt more.) No more than that: the next batch's lease counts from
+/// its claim, so a claim made earlier than it needs to be shortens the run behind it (a run
+/// stops once half a lease is gone), by an attempt's time for each successor left.
+fn claim_ahead_when_left(per_event: Duration, claim_took: Duration) -> usize {
     if per_event.is_zero() {
         return CLAIM_AHEAD_WHEN_LEFT;
     }
-    let in_time = CLAIM_AHEAD_BY.as_nanos().div_ceil(per_event.as_nanos());
+    let lead = CLAIM_AHEAD_BY.max(claim_took.saturating_mul(2));
+    let in_time = lead.as_nanos().div_ceil(per_event.as_nanos());
     usize::try_from(in_time)
         .unwrap_or(usize::MAX)
         .clamp(1, CLAIM_AHEAD_WHEN_LEFT)
@@ -241,7 +245,8 @@ impl Job {
                 .get_or_insert_with(|| SuccessorClaim::start(&self.store, sent, self.lease));
             let mut claimed = (&mut claim.task).await;
             let (mut claim_now, mut claim_started) = (claim.now, claim.started);
-            if made_ahead && matches!(&claimed, Ok(Ok(ahead)) if ahead.is_empty()) {
+            let came_back_empty = |claimed: &Result<ClaimDone, _>| matches!(claimed, Ok(ClaimDone { claimed: Ok(ahead), .. }) if ahead.is_empty());
+            if made_ahead && came_back_empty(&claimed) {
                 // Nothing waited when the claim ahead was made; more may have come since.
                 let claim =
                     successors
@@ -252,10 +257,11 @@ impl Job {
             }
             successors.claim = None;
             successors.claimed_at = claim_started;
-            let Ok(claimed) = claimed else {
+            let Ok(ClaimDone { claimed, took }) = claimed else {
                 tracing::error!("the claim of an ordering key's next deliveries panicked");
                 return None;
             };
+            successors.claim_took = took;
             match claimed {
                 Ok(claimed) => {
                     let lease =
@@ -281,7 +287,10 @@ impl Job {
         let claim_ahead = successors.last_claim_full
             && successors.claim.is_none()
             && successors.waiting.len()
-                <= claim_ahead_when_left(successors.pace.unwrap_or_default())
+                <= claim_ahead_when_left(
+                    successors.pace.unwrap_or_default(),
+                    successors.claim_took,
+                )
             && !others_wait();
         if claim_ahead && let Some(last) = successors.waiting.back() {
             successors.claim = Some(SuccessorClaim::start(&self.store, last, self.lease));
@@ -292,7 +301,7 @@ impl Job {
 
 /// A claim of successors on its way.
 struct SuccessorClaim {
-    task: JoinHandle<Result<Vec<ClaimedDelivery>, StoreError>>,
+    task: JoinHandle<ClaimDone>,
     /// What the claim's lease is counted from.
     now: Timestamp,
     started: Instant,
@@ -306,13 +315,24 @@ impl SuccessorClaim {
         let store = Arc::clone(store);
         let last = last.clone();
         let claim = async move {
-            store
+            let claimed = store
                 .claim_successors(&last, SUCCESSORS_PER_CLAIM, lease, now)
-                .await
+                .await;
+            ClaimDone {
+                claimed,
+                took: started.elapsed(),
+            }
         };
         let task = tokio::spawn(claim.in_current_span());
         Self { task, now, started }
     }
+}
+
+/// What a claim of successors took, and how long it took (which the next claim's lead follows:
+/// [`claim_ahead_when_left`]).
+struct ClaimDone {
+    claimed: Result<Vec<ClaimedDelivery>, StoreError>,
+    took: Duration,
 }
 
 /// The deliveries of a key claimed behind the one a task is sending, in order.
@@ -323,6 +343,8 @@ struct Successors {
     /// How long the run's successful attempts take, averaged over the last eight or so: its
     /// pace, without the waits between attempts (a claim waited for).
     pace: Option<Duration>,
+    /// How long the run's last claim of successors took.
+    claim_took: Duration,
     claimed_at: Instant,
     /// When their lease lapses.
     lease_until: Timestamp,
@@ -341,6 +363,7 @@ impl Successors {
             waiting: VecDeque::new(),
             claims: 0,
             pace: None,
+            claim_took: Duration::ZERO,
             claimed_at: Instant::now(),
             lease_until: Timestamp::from_micros(0),
             last_claim_full: false,
@@ -383,11 +406,12 @@ impl Successors {
 }
 
 /// Gives back what a finished claim of successors took (nothing, if it failed).
-fn give_back_claimed(
-    store: &dyn Store,
-    claimed: Result<Result<Vec<ClaimedDelivery>, StoreError>, tokio::task::JoinError>,
-) {
-    if let Ok(Ok(claimed)) = claimed {
+fn give_back_claimed(store: &dyn Store, claimed: Result<ClaimDone, tokio::task::JoinError>) {
+    if let Ok(ClaimDone {
+        claimed: Ok(claimed),
+        ..
+    }) = claimed
+    {
         store.release_unsent(&claimed);
     }
 }

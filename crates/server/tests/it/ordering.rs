@@ -235,13 +235,15 @@ async fn one_key_arrives_in_publish_order_through_failures_while_keys_interleave
 /// request timeout's multiple, minutes here).
 async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: Backend) {
     // Arrange: 200 events of one key, published at once. The run claims events 1–64, then
-    // ahead 65–128 (with up to 32 left) and 129–192; event 120 fails with that last claim
-    // outstanding. Its retry's run claims 121–184 and ahead 185–199; event 175 fails with
-    // that claim outstanding. Request 120 is event 120; request 176 is then event 175.
+    // ahead 65–128 and 129–192: a claim ahead is made at the latest once the last of a claim
+    // is all that is left, whatever the run's pace, so event 127, the last but one of the
+    // second claim, fails with the third outstanding. Its retry's run claims 128–191 and
+    // ahead 192–199; event 190 fails with that claim outstanding. Request 127 is event 127;
+    // request 191 is then event 190.
     const EVENTS: usize = 200;
     let mut statuses = vec![200_u16; EVENTS + 2];
-    statuses[120] = 500;
-    statuses[176] = 500;
+    statuses[127] = 500;
+    statuses[191] = 500;
     let Sequenced {
         receiver,
         app,
@@ -277,7 +279,7 @@ async fn a_long_run_of_one_key_stops_at_a_failure_and_goes_on_in_order(backend: 
         .collect();
     let expected: Vec<usize> = (0..EVENTS)
         .flat_map(|event| match event {
-            120 | 175 => vec![event, event],
+            127 | 190 => vec![event, event],
             _ => vec![event],
         })
         .collect();

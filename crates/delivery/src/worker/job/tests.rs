@@ -315,15 +315,27 @@ async fn a_prepared_attempt_is_signed_again_when_the_previous_secret_stops_signi
 #[test]
 fn a_run_claims_ahead_by_its_own_pace() {
     let micros = Duration::from_micros;
+    let quick_claim = micros(2_000);
     // A loopback receiver's pace: the most, 32 (7 ms of sending).
-    assert_eq!(claim_ahead_when_left(micros(200)), CLAIM_AHEAD_WHEN_LEFT);
-    assert_eq!(claim_ahead_when_left(Duration::ZERO), CLAIM_AHEAD_WHEN_LEFT);
+    assert_eq!(
+        claim_ahead_when_left(micros(200), quick_claim),
+        CLAIM_AHEAD_WHEN_LEFT
+    );
+    assert_eq!(
+        claim_ahead_when_left(Duration::ZERO, quick_claim),
+        CLAIM_AHEAD_WHEN_LEFT
+    );
     // As many as are sent in 8 ms, rounded up.
-    assert_eq!(claim_ahead_when_left(micros(1_000)), 8);
-    assert_eq!(claim_ahead_when_left(micros(3_300)), 3);
+    assert_eq!(claim_ahead_when_left(micros(1_000), quick_claim), 8);
+    assert_eq!(claim_ahead_when_left(micros(3_300), quick_claim), 3);
+    // Claims of 12 ms (a database across a network): a lead of twice that.
+    assert_eq!(claim_ahead_when_left(micros(1_000), micros(12_000)), 24);
     // A slow receiver: the last one, so the next batch's lease loses no more than its
     // round trip.
-    assert_eq!(claim_ahead_when_left(Duration::from_millis(300)), 1);
+    assert_eq!(
+        claim_ahead_when_left(Duration::from_millis(300), quick_claim),
+        1
+    );
 }
 
 #[test]
@@ -341,7 +353,7 @@ fn a_runs_pace_follows_its_attempts() {
     // One slow attempt moves it an eighth of the way.
     pace = next_pace(Some(pace), micros(1_800));
     assert!(pace < micros(405), "{pace:?}");
-    assert!(claim_ahead_when_left(pace) >= 20);
+    assert!(claim_ahead_when_left(pace, Duration::ZERO) >= 20);
 }
 
 /// A SQLite store holding one endpoint and `count` events of one ordering key to it, and the
