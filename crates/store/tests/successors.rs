@@ -275,17 +275,8 @@ async fn a_claim_that_waited_does_not_stamp_over_the_keys_next_holder(
         let third = first_run[1].clone();
         tokio::spawn(async move { store.claim_successors(&third, 2, LEASE, now).await })
     };
-    let mut watcher = sqlx::PgConnection::connect(&database.url())
-        .await
-        .expect("connecting to watch the locks");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while count(&mut watcher, WAITING_FOR_A_LOCK).await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the claim behind the 3rd waits for the other worker's locks"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // The claim behind the 3rd waits for the other worker's locks.
+    herald_testkit::postgres::wait_for_a_lock_wait(&database.url()).await;
     // The other worker takes the key on from the 3rd: one token on the 3rd to the 5th.
     sqlx::query(
         "WITH taken AS (SELECT gen_random_uuid() AS token) \
@@ -308,23 +299,17 @@ async fn a_claim_that_waited_does_not_stamp_over_the_keys_next_holder(
         "a claim whose head was taken on meanwhile takes nothing: {:?}",
         sequences(&claimed)
     );
+    let mut reader = sqlx::PgConnection::connect(&database.url())
+        .await
+        .expect("connecting to read the tokens");
+    let tokens: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT lease_token) FROM deliveries WHERE sequence >= 3",
+    )
+    .fetch_one(&mut reader)
+    .await
+    .expect("reading the run's tokens");
     assert_eq!(
-        count(&mut watcher, RUN_TOKENS).await,
-        1,
+        tokens, 1,
         "the 3rd to the 5th keep the other worker's token"
     );
-}
-
-/// Sessions of this database waiting for a lock.
-const WAITING_FOR_A_LOCK: &str = "SELECT count(*) FROM pg_stat_activity \
-     WHERE datname = current_database() AND wait_event_type = 'Lock'";
-/// The tokens the 3rd to the 5th delivery are leased under.
-const RUN_TOKENS: &str = "SELECT count(DISTINCT lease_token) FROM deliveries WHERE sequence >= 3";
-
-/// The one number `query` answers.
-async fn count(connection: &mut sqlx::PgConnection, query: &str) -> i64 {
-    sqlx::query_scalar(query)
-        .fetch_one(connection)
-        .await
-        .expect("counting")
 }

@@ -83,6 +83,33 @@ impl TestDatabase {
     }
 }
 
+/// Waits until a session of the database at `url` waits for a lock (a statement held behind
+/// a test's own transaction), polling `pg_stat_activity`; fails the test after 10 s.
+pub async fn wait_for_a_lock_wait(url: &str) {
+    let mut watcher = PgConnection::connect(url)
+        .await
+        .expect("connecting to watch the locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("reading pg_stat_activity");
+        if waiting > 0 {
+            let _ = watcher.close().await;
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session of the database waited for a lock within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop may run inside the caller's runtime, where blocking on async work is not

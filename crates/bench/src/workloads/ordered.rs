@@ -87,6 +87,16 @@ struct KeyedRun {
     protocol: String,
 }
 
+/// The mean time between consecutive `sorted` receipts; `None` with fewer than two.
+fn mean_gap(sorted: &[Instant]) -> Option<Duration> {
+    match sorted {
+        [first, .., last] => {
+            Some((*last - *first) / u32::try_from(sorted.len() - 1).unwrap_or(u32::MAX))
+        }
+        _ => None,
+    }
+}
+
 /// A gap between two receipts longer than their median by more than this is a stall: at a
 /// loopback receiver's pace several round trips with nothing sent (a claim waited for, or a
 /// publishing transaction).
@@ -404,9 +414,9 @@ async fn keyed_run(
     let usage = session.finish().await?;
 
     let arrivals = receiver.arrivals();
-    let first = arrivals.values().min().copied();
-    let last = arrivals.values().max().copied();
-    let end = last.unwrap_or(publishing.finished);
+    let mut arrived: Vec<Instant> = arrivals.values().copied().collect();
+    arrived.sort_unstable();
+    let end = arrived.last().copied().unwrap_or(publishing.finished);
     let latencies = arrivals
         .iter()
         .filter_map(|(id, arrived)| {
@@ -414,25 +424,10 @@ async fn keyed_run(
             Some(arrived.saturating_duration_since(*sent))
         })
         .collect();
-    let receipt_interval = match (first, last) {
-        (Some(first), Some(last)) if arrivals.len() > 1 => {
-            Some((last - first) / u32::try_from(arrivals.len() - 1).unwrap_or(u32::MAX))
-        }
-        _ => None,
-    };
-    let receipt_gaps = ReceiptGaps::of(arrivals.values().copied().collect());
-    let mut after_publishing: Vec<Instant> = arrivals
-        .values()
-        .copied()
-        .filter(|arrived| *arrived >= publishing.finished)
-        .collect();
-    after_publishing.sort_unstable();
-    let interval_after_publishing = match after_publishing.as_slice() {
-        [first, .., last] => {
-            Some((*last - *first) / u32::try_from(after_publishing.len() - 1).unwrap_or(u32::MAX))
-        }
-        _ => None,
-    };
+    let receipt_interval = mean_gap(&arrived);
+    let after_publishing = arrived.partition_point(|at| *at < publishing.finished);
+    let interval_after_publishing = mean_gap(&arrived[after_publishing..]);
+    let receipt_gaps = ReceiptGaps::of(arrived);
     Ok(KeyedRun {
         events,
         delivered: arrivals.len(),

@@ -245,8 +245,7 @@ impl Job {
                 .get_or_insert_with(|| SuccessorClaim::start(&self.store, sent, self.lease));
             let mut claimed = (&mut claim.task).await;
             let (mut claim_now, mut claim_started) = (claim.now, claim.started);
-            let came_back_empty = |claimed: &Result<ClaimDone, _>| matches!(claimed, Ok(ClaimDone { claimed: Ok(ahead), .. }) if ahead.is_empty());
-            if made_ahead && came_back_empty(&claimed) {
+            if made_ahead && matches!(&claimed, Ok(done) if done.took_none()) {
                 // Nothing waited when the claim ahead was made; more may have come since.
                 let claim =
                     successors
@@ -333,6 +332,13 @@ impl SuccessorClaim {
 struct ClaimDone {
     claimed: Result<Vec<ClaimedDelivery>, StoreError>,
     took: Duration,
+}
+
+impl ClaimDone {
+    /// Whether it succeeded and found none waiting.
+    fn took_none(&self) -> bool {
+        matches!(&self.claimed, Ok(claimed) if claimed.is_empty())
+    }
 }
 
 /// The deliveries of a key claimed behind the one a task is sending, in order.

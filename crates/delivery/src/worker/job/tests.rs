@@ -462,24 +462,8 @@ async fn postgres_a_run_that_ends_does_not_wait_for_a_claim_held_up_on_its_way()
         .expect("locking the deliveries");
     let mut successors = Successors::new(Arc::clone(&store));
     let claim = SuccessorClaim::start(&store, &head, LEASE);
-    let mut watcher = sqlx::PgConnection::connect(&database.url)
-        .await
-        .expect("connecting to watch the locks");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting_for_a_lock: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut watcher)
-        .await
-        .expect("reading pg_stat_activity");
-        if waiting_for_a_lock > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the claim waits behind the lock");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The claim waits behind the lock.
+    herald_testkit::postgres::wait_for_a_lock_wait(&database.url).await;
     successors.claim = Some(claim);
     tokio::time::timeout(Duration::from_secs(2), successors.give_back())
         .await
